@@ -1,0 +1,13 @@
+//! anamo: a reconciliation operator for EC2 fleets working through a task pool.
+//!
+//! Layout: [`model`] and [`store`] hold the task model and the fenced lease protocol;
+//! [`worker`] is the agent on each instance; [`manifest`], [`planner`] and [`provider`] make up
+//! the controller; [`cli`] is the command line.
+
+pub mod clock;
+pub mod manifest;
+pub mod model;
+pub mod planner;
+pub mod provider;
+pub mod store;
+pub mod worker;

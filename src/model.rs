@@ -1,0 +1,504 @@
+//! The task model shared by every store, the worker and the controller.
+//!
+//! Store implementations convert their rows/items into these types at the edge; nothing above
+//! the store layer sees SQLite or DynamoDB types.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Millis;
+
+/// Default attempts before a task is marked failed.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// The result keeps at most this many bytes of a task's output.
+pub const LOG_TAIL_BYTES: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Dependencies (same id in earlier steps) have not succeeded yet.
+    Waiting,
+    /// Ready to be claimed.
+    Pending,
+    /// Claimed by a worker holding a lease.
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 6] = [
+        TaskState::Waiting,
+        TaskState::Pending,
+        TaskState::Running,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Waiting => "waiting",
+            TaskState::Pending => "pending",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Final states are never left except by an explicit user `requeue`.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // PyAnamo's states map onto ours so its tables and habits carry over.
+        match s.to_ascii_lowercase().as_str() {
+            "waiting" => Ok(TaskState::Waiting),
+            "pending" | "todo" => Ok(TaskState::Pending),
+            "running" | "locked" => Ok(TaskState::Running),
+            "succeeded" | "done" => Ok(TaskState::Succeeded),
+            "failed" => Ok(TaskState::Failed),
+            "cancelled" | "canceled" => Ok(TaskState::Cancelled),
+            other => Err(format!(
+                "unknown task state `{other}` (expected one of waiting, pending, running, succeeded, failed, cancelled)"
+            )),
+        }
+    }
+}
+
+/// What a user submits: everything about a task that is not state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// User-given id, typically a sample id. Unique within a step.
+    pub id: String,
+    /// Pipeline stage, e.g. `align`.
+    pub step: String,
+    /// Shell command line, run with `/bin/sh -c`.
+    pub script: String,
+    /// Extra arguments, passed as positional parameters `$1..` to the script.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Extra environment variables for the script.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Higher runs first.
+    #[serde(default)]
+    pub priority: i32,
+    /// Attempts (claims) before the task is marked failed.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Per-attempt time limit in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// Steps whose task with the same id must succeed before this one may run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Exit codes that mean "try again" (default: every non-zero code is retried).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retry_exit_codes: Vec<i32>,
+    /// Exit codes that mean "fail now, do not retry".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_exit_codes: Vec<i32>,
+    /// Nested/array task: sub-commands run with bounded parallelism instead of `script`
+    /// (`script` then acts as a label).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subtasks: Vec<String>,
+    /// How many sub-commands run at once (PyAnamo's `-n`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtask_parallelism: Option<u32>,
+}
+
+fn default_max_attempts() -> u32 {
+    DEFAULT_MAX_ATTEMPTS
+}
+
+impl TaskSpec {
+    pub fn new(step: impl Into<String>, id: impl Into<String>, script: impl Into<String>) -> Self {
+        TaskSpec {
+            id: id.into(),
+            step: step.into(),
+            script: script.into(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            priority: 0,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            timeout_secs: None,
+            depends_on: Vec::new(),
+            retry_exit_codes: Vec::new(),
+            fail_exit_codes: Vec::new(),
+            subtasks: Vec::new(),
+            subtask_parallelism: None,
+        }
+    }
+
+    /// The state a freshly imported task starts in.
+    pub fn initial_state(&self) -> TaskState {
+        if self.depends_on.is_empty() {
+            TaskState::Pending
+        } else {
+            TaskState::Waiting
+        }
+    }
+
+    /// Checks the fields every store relies on. Returns what is wrong, phrased for the user.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_name("id", &self.id)?;
+        validate_name("step", &self.step)?;
+        if self.script.trim().is_empty() && self.subtasks.is_empty() {
+            return Err("`script` is empty".into());
+        }
+        if self.max_attempts == 0 {
+            return Err("`max_attempts` must be at least 1".into());
+        }
+        if self.timeout_secs == Some(0) {
+            return Err("`timeout_secs` must be at least 1 (omit it for no limit)".into());
+        }
+        if self.subtask_parallelism == Some(0) {
+            return Err("`subtask_parallelism` must be at least 1".into());
+        }
+        for dep in &self.depends_on {
+            validate_name("depends_on", dep)?;
+            if dep == &self.step {
+                return Err(format!("task depends on its own step `{dep}`"));
+            }
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(format!("invalid environment variable name `{k}`"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Ids and step names are used in keys and labels, so they are kept printable and bounded.
+pub fn validate_name(field: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("`{field}` is empty"));
+    }
+    if value.len() > 256 {
+        return Err(format!("`{field}` is longer than 256 bytes"));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || *c == '#')
+    {
+        return Err(format!(
+            "`{field}` `{value}` contains {c:?}; whitespace, control characters and `#` are not allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// The right to run a task, held by one worker until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub owner: String,
+    /// Fencing token: every write by the holder must present it.
+    pub token: String,
+    pub expires_at: Millis,
+}
+
+/// How an attempt ended, as reported by the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    /// Failed, but may be retried if attempts remain.
+    Failed,
+    /// Failed and must not be retried (a "fail now" exit code).
+    FailedPermanently,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubtaskResult {
+    pub index: usize,
+    pub command: String,
+    pub exit_code: Option<i32>,
+    pub duration_ms: i64,
+}
+
+/// The recorded result of the attempt that ended the task (or of the latest failed attempt).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub exit_code: Option<i32>,
+    pub duration_ms: i64,
+    #[serde(default)]
+    pub log_tail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    pub worker_id: String,
+    pub started_at: Millis,
+    pub finished_at: Millis,
+    /// Short machine-readable cause for a failure, e.g. `exit 3`, `timeout`, `signal 9`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subtasks: Vec<SubtaskResult>,
+}
+
+/// A task as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    #[serde(flatten)]
+    pub spec: TaskSpec,
+    pub state: TaskState,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<TaskResult>,
+    /// Why the task is in its state when that is not obvious (`dependency failed`,
+    /// `lease expired after 3 attempts`, `cancelled by user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+impl Task {
+    pub fn new(spec: TaskSpec, now: Millis) -> Self {
+        let state = spec.initial_state();
+        Task {
+            spec,
+            state,
+            attempts: 0,
+            lease: None,
+            result: None,
+            reason: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    pub fn step(&self) -> &str {
+        &self.spec.step
+    }
+}
+
+/// A successful claim: the task (state running, attempts incremented) and the lease token.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub task: Task,
+    pub token: String,
+    pub expires_at: Millis,
+}
+
+/// What a worker asks for when it claims.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub step: String,
+    pub owner: String,
+    pub ttl_ms: Millis,
+}
+
+/// The end of an attempt, written fenced by the lease token.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub outcome: Outcome,
+    pub result: TaskResult,
+}
+
+/// Counts of one step's tasks by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepCounts {
+    pub step: String,
+    pub waiting: u64,
+    pub pending: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    /// Creation time of the oldest pending task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_pending_at: Option<Millis>,
+}
+
+impl StepCounts {
+    pub fn get(&self, s: TaskState) -> u64 {
+        match s {
+            TaskState::Waiting => self.waiting,
+            TaskState::Pending => self.pending,
+            TaskState::Running => self.running,
+            TaskState::Succeeded => self.succeeded,
+            TaskState::Failed => self.failed,
+            TaskState::Cancelled => self.cancelled,
+        }
+    }
+
+    pub fn set(&mut self, s: TaskState, n: u64) {
+        match s {
+            TaskState::Waiting => self.waiting = n,
+            TaskState::Pending => self.pending = n,
+            TaskState::Running => self.running = n,
+            TaskState::Succeeded => self.succeeded = n,
+            TaskState::Failed => self.failed = n,
+            TaskState::Cancelled => self.cancelled = n,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        TaskState::ALL.iter().map(|s| self.get(*s)).sum()
+    }
+
+    /// Tasks that are not yet in a final state.
+    pub fn unfinished(&self) -> u64 {
+        self.waiting + self.pending + self.running
+    }
+}
+
+/// Filter for listing tasks.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub step: Option<String>,
+    pub state: Option<TaskState>,
+    pub id: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// What `requeue_expired` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RequeueReport {
+    /// Tasks moved back to pending.
+    pub requeued: Vec<String>,
+    /// Tasks failed because their attempts were used up.
+    pub failed: Vec<String>,
+}
+
+/// What `promote_waiting` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PromoteReport {
+    pub promoted: u64,
+    /// Dependants failed because a dependency failed or was cancelled.
+    pub failed: u64,
+}
+
+/// What an import did. Importing the same file twice changes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    pub inserted: u64,
+    /// Already present with the same definition.
+    pub unchanged: u64,
+    /// Already present with a different definition; left as they are.
+    pub conflicting: Vec<String>,
+}
+
+/// A worker process registered in the store, so the controller can tell busy instances from
+/// idle ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub worker_id: String,
+    pub step: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    pub slots: u32,
+    pub busy_slots: u32,
+    pub started_at: Millis,
+    pub last_seen: Millis,
+    /// When the worker last had a busy slot (or started), for idle-time decisions.
+    pub last_busy_at: Millis,
+    pub state: WorkerState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    Active,
+    /// Stopped claiming (SIGTERM, spot notice, idle exit in progress).
+    Draining,
+    /// Exited cleanly.
+    Gone,
+}
+
+impl WorkerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Active => "active",
+            WorkerState::Draining => "draining",
+            WorkerState::Gone => "gone",
+        }
+    }
+}
+
+impl FromStr for WorkerState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "active" => Ok(WorkerState::Active),
+            "draining" => Ok(WorkerState::Draining),
+            "gone" => Ok(WorkerState::Gone),
+            other => Err(format!("unknown worker state `{other}`")),
+        }
+    }
+}
+
+/// Keep the last `max` bytes of `s`, cut at a character boundary.
+pub fn tail_utf8(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    s[start..].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pyanamo_states_map() {
+        assert_eq!("todo".parse::<TaskState>().unwrap(), TaskState::Pending);
+        assert_eq!("locked".parse::<TaskState>().unwrap(), TaskState::Running);
+        assert_eq!("done".parse::<TaskState>().unwrap(), TaskState::Succeeded);
+        assert!("bogus".parse::<TaskState>().is_err());
+    }
+
+    #[test]
+    fn names_reject_separators() {
+        assert!(validate_name("id", "S1").is_ok());
+        assert!(validate_name("id", "a b").is_err());
+        assert!(validate_name("id", "a#b").is_err());
+        assert!(validate_name("id", "").is_err());
+    }
+
+    #[test]
+    fn tail_respects_char_boundaries() {
+        let s = "ééé";
+        assert_eq!(tail_utf8(s, 3), "é");
+        assert_eq!(tail_utf8("abc", 10), "abc");
+    }
+
+    #[test]
+    fn dependent_tasks_start_waiting() {
+        let mut t = TaskSpec::new("call", "S1", "true");
+        assert_eq!(t.initial_state(), TaskState::Pending);
+        t.depends_on.push("align".into());
+        assert_eq!(t.initial_state(), TaskState::Waiting);
+    }
+}

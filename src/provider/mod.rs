@@ -1,0 +1,128 @@
+//! Fleet providers: where a step's workers run. The controller only ever sees these types;
+//! SDK types are converted at the edge of each implementation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Millis;
+
+/// Tag keys by which providers recognise the instances they own.
+pub const TAG_FLEET: &str = "anamo:fleet";
+pub const TAG_STEP: &str = "anamo:step";
+pub const TAG_CONTROLLER: &str = "anamo:controller";
+pub const TAG_LAUNCH_BATCH: &str = "anamo:launch-batch";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// Requested, not yet running (EC2 `pending`, a local process not yet started).
+    Pending,
+    Running,
+    /// Being stopped or terminated: no longer counts toward capacity.
+    Stopping,
+}
+
+/// One member of a fleet, as the provider sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub fleet: String,
+    pub state: InstanceState,
+    pub launched_at: Millis,
+    /// Instance type or other capacity label, if the provider knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    /// The launch batch token the instance was created by, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_batch: Option<String>,
+    /// Whether scale-in protection is on (Auto Scaling groups).
+    #[serde(default)]
+    pub protected: bool,
+}
+
+/// A planned launch of `count` instances, identified by a deterministic token so that a retried
+/// or re-planned launch after a crash does not launch twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchRequest {
+    pub fleet: String,
+    pub step: String,
+    pub count: u32,
+    pub batch_token: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaunchOutcome {
+    /// Instances that now exist for this batch (launched now or found from an earlier try).
+    pub instances: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// No capacity of the requested kind right now (EC2 InsufficientInstanceCapacity, ...).
+    #[error("insufficient capacity: {0}")]
+    InsufficientCapacity(String),
+    /// An account or group limit was hit (InstanceLimitExceeded, ASG max size, ...).
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+    #[error("throttled by the API: {0}")]
+    Throttled(String),
+    /// The configuration is wrong (unknown launch template, unsupported instance type, ...).
+    #[error("configuration error: {0}")]
+    Config(String),
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    #[error("{operation} failed: {message}")]
+    Api {
+        operation: &'static str,
+        code: String,
+        message: String,
+    },
+}
+
+impl ProviderError {
+    /// A fixed label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::InsufficientCapacity(_) => "insufficient_capacity",
+            ProviderError::LimitExceeded(_) => "limit_exceeded",
+            ProviderError::Throttled(_) => "throttled",
+            ProviderError::Config(_) => "config",
+            ProviderError::Unavailable(_) => "unavailable",
+            ProviderError::Api { .. } => "api",
+        }
+    }
+
+    /// Errors after which the fleet is `Stalled` and the controller cools off before retrying.
+    pub fn is_capacity(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::InsufficientCapacity(_) | ProviderError::LimitExceeded(_)
+        )
+    }
+}
+
+pub type ProviderResult<T> = Result<T, ProviderError>;
+
+/// A place to run a step's workers: local processes, EC2 instances from a launch template, or
+/// an Auto Scaling group.
+#[async_trait]
+pub trait FleetProvider: Send + Sync + fmt::Debug {
+    /// Instances of the fleet that are pending or running (gone ones are not listed).
+    async fn list(&self) -> ProviderResult<Vec<Instance>>;
+    /// Launches up to `req.count` instances. May launch fewer (the planner launches the rest
+    /// on a later pass).
+    async fn launch(&self, req: &LaunchRequest) -> ProviderResult<LaunchOutcome>;
+    /// Terminates exactly these instances. Already-gone instances are not an error.
+    async fn terminate(&self, ids: &[String]) -> ProviderResult<()>;
+    /// Marks instances as busy (protected from scale-in) or idle, where the provider has such a
+    /// notion (Auto Scaling groups). The default does nothing.
+    async fn set_protection(&self, _ids: &[String], _protected: bool) -> ProviderResult<()> {
+        Ok(())
+    }
+    /// Short name for logs and metrics labels: `local`, `ec2`, `autoscaling`.
+    fn kind(&self) -> &'static str;
+}

@@ -1,0 +1,320 @@
+//! The task pool. One trait, two implementations (SQLite for the embedded default, DynamoDB for
+//! fleets on AWS), held to the same behaviour by one conformance suite (`tests/conformance`).
+//!
+//! # Lease protocol
+//!
+//! ```text
+//!            import (no deps)            claim (1 conditional write)
+//!   waiting ───────────────▶ pending ─────────────────────────────▶ running ──┐
+//!      │  deps succeeded ▲      ▲   ◀── release (drain, attempt not counted) ─┤ heartbeat
+//!      │                 │      └──── requeue_expired / retryable failure ────┤ (token must
+//!      │ dep failed      │                                                     │  match)
+//!      ▼                 │                        complete (token must match)  ▼
+//!   failed ◀─────────────┴──── attempts used up ────────────────────── succeeded | failed
+//! ```
+//!
+//! * **claim** moves one pending task of a step to running in a single conditional write,
+//!   setting `owner`, a fresh random `token`, `expires_at = now + ttl` and `attempts += 1`.
+//! * **heartbeat**, **complete** and **release** succeed only while the task is running with the
+//!   same token. A worker whose lease expired and whose task was re-claimed gets
+//!   [`StoreError::LeaseLost`]; its result is discarded, so a result is recorded exactly once.
+//! * **requeue_expired(now)** returns running tasks whose lease expired to pending, or marks
+//!   them failed when `attempts == max_attempts`.
+//!
+//! A paused or partitioned worker may still finish a script whose lease it lost, so every task
+//! runs *at least* once; scripts should be idempotent.
+
+pub mod dynamo;
+pub mod sqlite;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Millis;
+use crate::model::{
+    Claim, ClaimRequest, Completion, ImportReport, PromoteReport, RequeueReport, StepCounts, Task,
+    TaskFilter, TaskSpec, TaskState, WorkerInfo,
+};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The caller's lease is gone: it expired and was requeued or re-claimed, or the task was
+    /// cancelled. The caller must stop working on the task and must not retry.
+    #[error("lease lost on task {step}/{id}: it expired or was taken over; the result is discarded")]
+    LeaseLost { step: String, id: String },
+    #[error("task {step}/{id} not found")]
+    NotFound { step: String, id: String },
+    /// An admin operation that does not apply to the task's current state.
+    #[error("task {step}/{id} is {state}: {what}")]
+    InvalidState {
+        step: String,
+        id: String,
+        state: TaskState,
+        what: String,
+    },
+    #[error("invalid task: {0}")]
+    InvalidInput(String),
+    #[error("invalid store URL `{url}`: {why} (expected sqlite://PATH or dynamodb://TABLE)")]
+    BadUrl { url: String, why: String },
+    #[error("table `{0}` does not exist; create it with `anamo table create`")]
+    NoTable(String),
+    /// Network trouble, throttling, a locked database: worth retrying with backoff.
+    #[error("store unavailable ({operation}): {message}")]
+    Unavailable { operation: String, message: String },
+    /// Anything else the backend reported.
+    #[error("store error ({operation}): {message}")]
+    Backend { operation: String, message: String },
+}
+
+impl StoreError {
+    /// A fixed label for metrics and logs (never the message: its cardinality is unbounded).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::LeaseLost { .. } => "lease_lost",
+            StoreError::NotFound { .. } => "not_found",
+            StoreError::InvalidState { .. } => "invalid_state",
+            StoreError::InvalidInput(_) => "invalid_input",
+            StoreError::BadUrl { .. } => "bad_url",
+            StoreError::NoTable(_) => "no_table",
+            StoreError::Unavailable { .. } => "unavailable",
+            StoreError::Backend { .. } => "backend",
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+
+    pub(crate) fn unavailable(operation: &str, message: impl fmt::Display) -> Self {
+        StoreError::Unavailable {
+            operation: operation.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn backend(operation: &str, message: impl fmt::Display) -> Self {
+        StoreError::Backend {
+            operation: operation.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn lease_lost(step: &str, id: &str) -> Self {
+        StoreError::LeaseLost {
+            step: step.to_string(),
+            id: id.to_string(),
+        }
+    }
+
+    pub(crate) fn not_found(step: &str, id: &str) -> Self {
+        StoreError::NotFound {
+            step: step.to_string(),
+            id: id.to_string(),
+        }
+    }
+}
+
+/// The controller's leadership lease (only the holder reconciles).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leadership {
+    pub owner: String,
+    /// Increases every time leadership changes hands; mutating calls carry it.
+    pub fencing: u64,
+    pub expires_at: Millis,
+}
+
+/// A named JSON document the controller publishes (fleet status), read by `anamo status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusDoc {
+    pub name: String,
+    pub updated_at: Millis,
+    pub body: serde_json::Value,
+}
+
+/// Request counters, so benchmarks can report store requests per task.
+#[derive(Debug, Default)]
+pub struct RequestCounter(std::sync::atomic::AtomicU64);
+
+impl RequestCounter {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+pub trait TaskStore: Send + Sync + fmt::Debug {
+    /// Creates the table/schema if missing and waits until it is usable. Idempotent.
+    async fn create_schema(&self) -> Result<()>;
+    /// Deletes the table/schema and everything in it.
+    async fn delete_schema(&self) -> Result<()>;
+
+    /// Inserts tasks that do not exist yet; existing ones are left untouched, so importing the
+    /// same file again changes nothing. Callers validate the whole input first.
+    async fn import(&self, tasks: &[TaskSpec], now: Millis) -> Result<ImportReport>;
+
+    /// Claims one pending task of `req.step`, or `None` when there is none.
+    async fn claim(&self, req: &ClaimRequest, now: Millis) -> Result<Option<Claim>>;
+    /// Extends the lease to `now + ttl`; returns the new expiry.
+    async fn heartbeat(
+        &self,
+        step: &str,
+        id: &str,
+        token: &str,
+        ttl_ms: Millis,
+        now: Millis,
+    ) -> Result<Millis>;
+    /// Records the end of an attempt; returns the state the task is now in (`pending` when a
+    /// failed attempt is retried).
+    async fn complete(
+        &self,
+        step: &str,
+        id: &str,
+        token: &str,
+        completion: &Completion,
+        now: Millis,
+    ) -> Result<TaskState>;
+    /// Hands a running task back to pending without counting the attempt (drain).
+    async fn release(&self, step: &str, id: &str, token: &str, now: Millis) -> Result<()>;
+    /// Requeues (or fails, when attempts are used up) running tasks whose lease expired.
+    async fn requeue_expired(&self, step: &str, now: Millis) -> Result<RequeueReport>;
+    /// Promotes waiting tasks of `step` whose dependencies all succeeded, and fails those with
+    /// a failed or cancelled dependency.
+    async fn promote_waiting(&self, step: &str, now: Millis) -> Result<PromoteReport>;
+
+    async fn get(&self, step: &str, id: &str) -> Result<Option<Task>>;
+    async fn list(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
+    /// Exact counts by state (every page is read).
+    async fn counts(&self, step: &str) -> Result<StepCounts>;
+    /// Every step that has tasks.
+    async fn steps(&self) -> Result<Vec<String>>;
+
+    /// User action: put a finished (or stuck waiting) task back to pending with its attempts
+    /// reset. Running tasks are refused unless `force` (which revokes the lease).
+    async fn requeue(&self, step: &str, id: &str, force: bool, now: Millis) -> Result<()>;
+    /// User action: cancel a waiting, pending or running task (a running one loses its lease).
+    async fn cancel(&self, step: &str, id: &str, now: Millis) -> Result<()>;
+    async fn delete(&self, step: &str, id: &str) -> Result<()>;
+
+    /// Creates or replaces a worker's registration.
+    async fn put_worker(&self, worker: &WorkerInfo) -> Result<()>;
+    async fn remove_worker(&self, worker_id: &str) -> Result<()>;
+    /// Workers of one step, or all when `step` is `None`.
+    async fn list_workers(&self, step: Option<&str>) -> Result<Vec<WorkerInfo>>;
+
+    async fn put_status(&self, doc: &StatusDoc) -> Result<()>;
+    async fn list_status(&self) -> Result<Vec<StatusDoc>>;
+
+    /// Takes or renews the leadership of `cluster` for `owner`. Returns the lease when `owner`
+    /// holds it afterwards, `None` when someone else holds an unexpired one.
+    async fn acquire_leadership(
+        &self,
+        cluster: &str,
+        owner: &str,
+        ttl_ms: Millis,
+        now: Millis,
+    ) -> Result<Option<Leadership>>;
+    /// Gives up leadership if `owner` holds it (so a follower can take over at once).
+    async fn release_leadership(&self, cluster: &str, owner: &str) -> Result<()>;
+    async fn current_leader(&self, cluster: &str) -> Result<Option<Leadership>>;
+
+    /// Requests sent to the backend so far (for benchmarks).
+    fn requests(&self) -> u64;
+    /// Short description for logs, e.g. `sqlite:///tmp/anamo.db`.
+    fn describe(&self) -> String;
+}
+
+pub type SharedStore = Arc<dyn TaskStore>;
+
+/// Where the tasks live: `sqlite://PATH` or `dynamodb://TABLE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite(std::path::PathBuf),
+    Dynamo { table: String },
+}
+
+impl FromStr for StoreUrl {
+    type Err = StoreError;
+    fn from_str(url: &str) -> Result<Self> {
+        let bad = |why: &str| StoreError::BadUrl {
+            url: url.to_string(),
+            why: why.to_string(),
+        };
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(bad("the path is empty"));
+            }
+            Ok(StoreUrl::Sqlite(path.into()))
+        } else if let Some(table) = url.strip_prefix("dynamodb://") {
+            let table = table.trim_end_matches('/');
+            let valid = (3..=255).contains(&table.len())
+                && table
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !valid {
+                return Err(bad(
+                    "DynamoDB table names are 3-255 characters of a-z, A-Z, 0-9, `_`, `-` and `.`",
+                ));
+            }
+            Ok(StoreUrl::Dynamo {
+                table: table.to_string(),
+            })
+        } else {
+            Err(bad("unknown scheme"))
+        }
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreUrl::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+            StoreUrl::Dynamo { table } => write!(f, "dynamodb://{table}"),
+        }
+    }
+}
+
+/// Opens the store a URL names. DynamoDB uses the default AWS credential chain and honours
+/// `AWS_ENDPOINT_URL`, `AWS_PROFILE` and `AWS_REGION`.
+pub async fn open(url: &StoreUrl) -> Result<SharedStore> {
+    match url {
+        StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path)?)),
+        StoreUrl::Dynamo { table } => Ok(dynamo::DynamoStore::from_env(table).await),
+    }
+}
+
+/// A fresh random lease token.
+pub(crate) fn new_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        assert_eq!(
+            "sqlite://a/b.db".parse::<StoreUrl>().unwrap(),
+            StoreUrl::Sqlite("a/b.db".into())
+        );
+        assert_eq!(
+            "dynamodb://anamo-tasks".parse::<StoreUrl>().unwrap(),
+            StoreUrl::Dynamo {
+                table: "anamo-tasks".into()
+            }
+        );
+        let err = "postgres://x".parse::<StoreUrl>().unwrap_err().to_string();
+        assert!(err.contains("sqlite://PATH"), "{err}");
+        assert!("dynamodb://a b".parse::<StoreUrl>().is_err());
+        assert!("sqlite://".parse::<StoreUrl>().is_err());
+    }
+}
