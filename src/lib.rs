@@ -4,10 +4,13 @@
 //! [`worker`] is the agent on each instance; [`manifest`], [`planner`] and [`provider`] make up
 //! the controller; [`cli`] is the command line.
 
+pub mod cli;
 pub mod clock;
+pub mod import;
 pub mod manifest;
 pub mod model;
 pub mod planner;
 pub mod provider;
 pub mod store;
+pub mod telemetry;
 pub mod worker;

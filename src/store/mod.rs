@@ -46,7 +46,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub enum StoreError {
     /// The caller's lease is gone: it expired and was requeued or re-claimed, or the task was
     /// cancelled. The caller must stop working on the task and must not retry.
-    #[error("lease lost on task {step}/{id}: it expired or was taken over; the result is discarded")]
+    #[error(
+        "lease lost on task {step}/{id}: it expired or was taken over; the result is discarded"
+    )]
     LeaseLost { step: String, id: String },
     #[error("task {step}/{id} not found")]
     NotFound { step: String, id: String },
@@ -196,6 +198,21 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     async fn counts(&self, step: &str) -> Result<StepCounts>;
     /// Every step that has tasks.
     async fn steps(&self) -> Result<Vec<String>>;
+    /// Tasks of `step` that reached succeeded or failed at or after `since` (throughput).
+    async fn count_finished_since(&self, step: &str, since: Millis) -> Result<u64> {
+        let mut n = 0;
+        for state in [TaskState::Succeeded, TaskState::Failed] {
+            let tasks = self
+                .list(&TaskFilter {
+                    step: Some(step.to_string()),
+                    state: Some(state),
+                    ..Default::default()
+                })
+                .await?;
+            n += tasks.iter().filter(|t| t.updated_at >= since).count() as u64;
+        }
+        Ok(n)
+    }
 
     /// User action: put a finished (or stuck waiting) task back to pending with its attempts
     /// reset. Running tasks are refused unless `force` (which revokes the lease).
@@ -287,7 +304,7 @@ impl fmt::Display for StoreUrl {
 pub async fn open(url: &StoreUrl) -> Result<SharedStore> {
     match url {
         StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path)?)),
-        StoreUrl::Dynamo { table } => Ok(dynamo::DynamoStore::from_env(table).await),
+        StoreUrl::Dynamo { table } => Ok(Arc::new(dynamo::DynamoStore::from_env(table).await)),
     }
 }
 

@@ -9,9 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
-use super::{
-    new_token, Leadership, RequestCounter, Result, StatusDoc, StoreError, TaskStore,
-};
+use super::{new_token, Leadership, RequestCounter, Result, StatusDoc, StoreError, TaskStore};
 use crate::clock::Millis;
 use crate::model::{
     Claim, ClaimRequest, Completion, ImportReport, Lease, Outcome, PromoteReport, RequeueReport,
@@ -210,7 +208,8 @@ fn requeue_target(spec: &TaskSpec) -> TaskState {
 impl TaskStore for SqliteStore {
     async fn create_schema(&self) -> Result<()> {
         self.run("create schema", |c| {
-            c.execute_batch(SCHEMA).map_err(|e| map_err("create schema", e))
+            c.execute_batch(SCHEMA)
+                .map_err(|e| map_err("create schema", e))
         })
         .await
     }
@@ -256,7 +255,9 @@ impl TaskStore for SqliteStore {
                             if same {
                                 report.unchanged += 1;
                             } else {
-                                report.conflicting.push(format!("{}/{}", spec.step, spec.id));
+                                report
+                                    .conflicting
+                                    .push(format!("{}/{}", spec.step, spec.id));
                             }
                         }
                         None => {
@@ -357,8 +358,8 @@ impl TaskStore for SqliteStore {
         let (step, id, token) = (step.to_string(), id.to_string(), token.to_string());
         let completion = completion.clone();
         self.run(OP, move |c| {
-            let result = serde_json::to_string(&completion.result)
-                .map_err(|e| json_err(OP, "result", e))?;
+            let result =
+                serde_json::to_string(&completion.result).map_err(|e| json_err(OP, "result", e))?;
             let reason = completion.result.error.clone();
             // The target state depends on attempts, decided inside the same statement so the
             // token check and the transition are one atomic write.
@@ -610,13 +611,29 @@ impl TaskStore for SqliteStore {
         .await
     }
 
+    async fn count_finished_since(&self, step: &str, since: Millis) -> Result<u64> {
+        const OP: &str = "count finished";
+        let step = step.to_string();
+        self.run(OP, move |c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM tasks WHERE step = ?1 AND state IN ('succeeded', 'failed') \
+                 AND updated_at >= ?2",
+                params![step, since],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| map_err(OP, e))
+        })
+        .await
+    }
+
     async fn requeue(&self, step: &str, id: &str, force: bool, now: Millis) -> Result<()> {
         const OP: &str = "requeue";
         let (step, id) = (step.to_string(), id.to_string());
         self.run(OP, move |c| {
             let tx = c.transaction().map_err(|e| map_err(OP, e))?;
-            let task = get_task(&tx, OP, &step, &id)?
-                .ok_or_else(|| StoreError::not_found(&step, &id))?;
+            let task =
+                get_task(&tx, OP, &step, &id)?.ok_or_else(|| StoreError::not_found(&step, &id))?;
             match task.state {
                 TaskState::Pending | TaskState::Waiting => return Ok(()),
                 TaskState::Running if !force => {
@@ -647,8 +664,8 @@ impl TaskStore for SqliteStore {
         let (step, id) = (step.to_string(), id.to_string());
         self.run(OP, move |c| {
             let tx = c.transaction().map_err(|e| map_err(OP, e))?;
-            let task = get_task(&tx, OP, &step, &id)?
-                .ok_or_else(|| StoreError::not_found(&step, &id))?;
+            let task =
+                get_task(&tx, OP, &step, &id)?.ok_or_else(|| StoreError::not_found(&step, &id))?;
             if task.state.is_final() {
                 return Err(StoreError::InvalidState {
                     step,

@@ -1,0 +1,39 @@
+//! `anamo table create|delete`.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::store::SharedStore;
+
+#[derive(Debug, Subcommand)]
+pub enum TableCommand {
+    /// Create the table (and its index) if missing, and wait until it is usable. Idempotent.
+    Create,
+    /// Delete the table and every task in it.
+    Delete {
+        /// Required: deleting cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+pub async fn run(cmd: TableCommand, store: SharedStore) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TableCommand::Create => {
+            store.create_schema().await?;
+            println!("table ready: {}", store.describe());
+        }
+        TableCommand::Delete { yes } => {
+            if !yes {
+                anyhow::bail!(
+                    "refusing to delete {} without --yes (this deletes every task in it)",
+                    store.describe()
+                );
+            }
+            store.delete_schema().await?;
+            println!("deleted: {}", store.describe());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,358 @@
+//! `anamo task ...`: the task pool by hand.
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::output::{print_json, Table};
+use super::parse_duration;
+use crate::clock::{format_duration_ms, format_millis, Clock, SystemClock};
+use crate::import::{self, Format, ImportDefaults};
+use crate::model::{TaskFilter, TaskSpec, TaskState};
+use crate::store::SharedStore;
+
+/// Tasks written per store call during import, so the progress bar moves.
+const IMPORT_CHUNK: usize = 500;
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Import tasks from a file (or - for stdin): TSV `id<TAB>step<TAB>script[<TAB>arg]...`,
+    /// `|`-separated lines, or JSONL. The whole file is checked first; a file with any bad line
+    /// writes nothing. Re-importing the same file changes nothing.
+    #[command(after_help = "Examples:\n  anamo task import samples.tsv\n  \
+        anamo task import --step align --depends-on fetch ids.tsv   # lines: id<TAB>script\n  \
+        cat tasks.jsonl | anamo task import -")]
+    Import(ImportArgs),
+    /// Add one task.
+    #[command(
+        after_help = "Example:\n  anamo task add --step align --id S1 -- bwa mem ref.fa S1.fq"
+    )]
+    Add(AddArgs),
+    /// List tasks, e.g. the samples done in a step: `anamo task list --step align --state succeeded`.
+    List(ListArgs),
+    /// Show one task with its lease and result.
+    Show(KeyArgs),
+    /// Put tasks back to pending with attempts reset (by id, or every task of a state).
+    Requeue(SelectArgs),
+    /// Cancel waiting, pending or running tasks (a running task's worker stops it).
+    Cancel(SelectArgs),
+    /// Delete one task.
+    Delete(KeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// File to import, or `-` for standard input.
+    pub file: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub format: Format,
+    /// Step for lines that give only `id<TAB>script`.
+    #[arg(long)]
+    pub step: Option<String>,
+    /// Steps whose task with the same id must succeed first (TSV lines).
+    #[arg(long = "depends-on")]
+    pub depends_on: Vec<String>,
+    /// Attempts before a task is failed (TSV lines; default 3).
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    #[arg(long)]
+    pub priority: Option<i32>,
+    /// Per-attempt time limit, e.g. 2h (TSV lines).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Print the import report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    #[arg(long)]
+    pub step: String,
+    #[arg(long)]
+    pub id: String,
+    #[arg(long = "depends-on")]
+    pub depends_on: Vec<String>,
+    #[arg(long, default_value_t = crate::model::DEFAULT_MAX_ATTEMPTS)]
+    pub max_attempts: u32,
+    #[arg(long, default_value_t = 0)]
+    pub priority: i32,
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Environment for the script, KEY=VALUE.
+    #[arg(long = "env", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// The command line (joined with spaces and run with /bin/sh -c).
+    #[arg(required = true, last = true)]
+    pub script: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    pub step: Option<String>,
+    #[arg(long, value_parser = parse_state)]
+    pub state: Option<TaskState>,
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Only print the ids, one per line (handy in pipelines).
+    #[arg(long, conflicts_with = "json")]
+    pub ids: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    #[arg(long)]
+    pub step: String,
+    #[arg(long)]
+    pub id: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    #[arg(long)]
+    pub step: String,
+    /// One task.
+    #[arg(long, required_unless_present = "state", conflicts_with = "state")]
+    pub id: Option<String>,
+    /// Every task of the step in this state.
+    #[arg(long, value_parser = parse_state)]
+    pub state: Option<TaskState>,
+    /// Requeue: also take running tasks away from their workers.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn parse_state(s: &str) -> Result<TaskState, String> {
+    s.parse()
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
+
+pub async fn run(cmd: TaskCommand, store: SharedStore) -> anyhow::Result<ExitCode> {
+    let now = SystemClock.now();
+    match cmd {
+        TaskCommand::Import(args) => import_cmd(args, store).await,
+        TaskCommand::Add(a) => {
+            let mut spec = TaskSpec::new(&a.step, &a.id, a.script.join(" "));
+            spec.depends_on = a.depends_on;
+            spec.max_attempts = a.max_attempts;
+            spec.priority = a.priority;
+            spec.timeout_secs = a.timeout.map(|d| d.as_secs().max(1));
+            spec.env = a.env.into_iter().collect();
+            spec.validate()
+                .map_err(|e| anyhow::anyhow!("invalid task: {e}"))?;
+            let r = store.import(std::slice::from_ref(&spec), now).await?;
+            if r.inserted == 1 {
+                println!("added {}/{} ({})", spec.step, spec.id, spec.initial_state());
+            } else if r.unchanged == 1 {
+                println!(
+                    "{}/{} already exists with the same definition",
+                    spec.step, spec.id
+                );
+            } else {
+                anyhow::bail!(
+                    "{}/{} already exists with a different definition; delete it first",
+                    spec.step,
+                    spec.id
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TaskCommand::List(a) => {
+            let tasks = store
+                .list(&TaskFilter {
+                    step: a.step,
+                    state: a.state,
+                    id: a.id,
+                    limit: a.limit,
+                })
+                .await?;
+            if a.json {
+                print_json(&tasks)?;
+            } else if a.ids {
+                for t in &tasks {
+                    println!("{}", t.id());
+                }
+            } else {
+                let mut table = Table::new([
+                    "STEP", "ID", "STATE", "ATTEMPTS", "EXIT", "DURATION", "UPDATED",
+                ]);
+                for t in &tasks {
+                    let r = t.result.as_ref();
+                    table.row([
+                        t.step().to_string(),
+                        t.id().to_string(),
+                        t.state.to_string(),
+                        format!("{}/{}", t.attempts, t.spec.max_attempts),
+                        r.and_then(|r| r.exit_code)
+                            .map(|c| c.to_string())
+                            .unwrap_or("-".into()),
+                        r.map(|r| format_duration_ms(r.duration_ms))
+                            .unwrap_or("-".into()),
+                        format_millis(t.updated_at),
+                    ]);
+                }
+                print!("{}", table.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TaskCommand::Show(k) => {
+            let task = store
+                .get(&k.step, &k.id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("task {}/{} not found", k.step, k.id))?;
+            if k.json {
+                print_json(&task)?;
+            } else {
+                println!("task:      {}/{}", task.step(), task.id());
+                println!("state:     {}", task.state);
+                if let Some(reason) = &task.reason {
+                    println!("reason:    {reason}");
+                }
+                println!("attempts:  {}/{}", task.attempts, task.spec.max_attempts);
+                println!("script:    {}", task.spec.script);
+                if !task.spec.args.is_empty() {
+                    println!("args:      {}", task.spec.args.join(" "));
+                }
+                if !task.spec.depends_on.is_empty() {
+                    println!("dependsOn: {}", task.spec.depends_on.join(", "));
+                }
+                println!("created:   {}", format_millis(task.created_at));
+                println!("updated:   {}", format_millis(task.updated_at));
+                if let Some(l) = &task.lease {
+                    println!(
+                        "lease:     {} until {}",
+                        l.owner,
+                        format_millis(l.expires_at)
+                    );
+                }
+                if let Some(r) = &task.result {
+                    println!(
+                        "result:    exit {} in {} on {}{}",
+                        r.exit_code.map(|c| c.to_string()).unwrap_or("-".into()),
+                        format_duration_ms(r.duration_ms),
+                        r.worker_id,
+                        r.instance_id
+                            .as_deref()
+                            .map(|i| format!(" ({i})"))
+                            .unwrap_or_default()
+                    );
+                    if !r.log_tail.is_empty() {
+                        println!("log tail:\n{}", r.log_tail);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TaskCommand::Requeue(sel) => {
+            let ids = select(&store, &sel).await?;
+            for id in &ids {
+                store.requeue(&sel.step, id, sel.force, now).await?;
+            }
+            println!("requeued {} task(s) of step {}", ids.len(), sel.step);
+            Ok(ExitCode::SUCCESS)
+        }
+        TaskCommand::Cancel(sel) => {
+            let ids = select(&store, &sel).await?;
+            for id in &ids {
+                store.cancel(&sel.step, id, now).await?;
+            }
+            println!("cancelled {} task(s) of step {}", ids.len(), sel.step);
+            Ok(ExitCode::SUCCESS)
+        }
+        TaskCommand::Delete(k) => {
+            store.delete(&k.step, &k.id).await?;
+            println!("deleted {}/{}", k.step, k.id);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn select(store: &SharedStore, sel: &SelectArgs) -> anyhow::Result<Vec<String>> {
+    if let Some(id) = &sel.id {
+        return Ok(vec![id.clone()]);
+    }
+    let tasks = store
+        .list(&TaskFilter {
+            step: Some(sel.step.clone()),
+            state: sel.state,
+            ..Default::default()
+        })
+        .await?;
+    Ok(tasks.into_iter().map(|t| t.spec.id).collect())
+}
+
+async fn import_cmd(args: ImportArgs, store: SharedStore) -> anyhow::Result<ExitCode> {
+    let (source, text) = if args.file == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading standard input")?;
+        ("<stdin>".to_string(), s)
+    } else {
+        let text = std::fs::read_to_string(&args.file)
+            .with_context(|| format!("cannot read {}", args.file))?;
+        (args.file.clone(), text)
+    };
+    let defaults = ImportDefaults {
+        step: args.step,
+        depends_on: args.depends_on,
+        max_attempts: args.max_attempts,
+        priority: args.priority,
+        timeout_secs: args.timeout.map(|d| d.as_secs().max(1)),
+    };
+    // Validate everything before writing anything.
+    let tasks = import::parse(&source, &text, args.format, &defaults)?;
+    let bar = if args.json || tasks.len() < IMPORT_CHUNK {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(tasks.len() as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} tasks  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut total = crate::model::ImportReport::default();
+    let now = SystemClock.now();
+    for chunk in tasks.chunks(IMPORT_CHUNK) {
+        let r = store.import(chunk, now).await?;
+        total.inserted += r.inserted;
+        total.unchanged += r.unchanged;
+        total.conflicting.extend(r.conflicting);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    if args.json {
+        print_json(&total)?;
+    } else {
+        println!(
+            "imported {} new task(s) into {}; {} already present",
+            total.inserted,
+            store.describe(),
+            total.unchanged
+        );
+        if !total.conflicting.is_empty() {
+            eprintln!(
+                "warning: {} task(s) already exist with a different definition and were left as they are: {}",
+                total.conflicting.len(),
+                total.conflicting.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,795 @@
+//! One conformance suite for every `TaskStore`: the same test functions run against SQLite and
+//! against DynamoDB Local.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use anamo::model::{
+    ClaimRequest, Completion, Outcome, TaskFilter, TaskResult, TaskSpec, TaskState, WorkerInfo,
+    WorkerState,
+};
+use anamo::store::{SharedStore, StatusDoc, StoreError};
+
+const T0: i64 = 1_700_000_000_000;
+const TTL: i64 = 60_000;
+
+fn req(step: &str, owner: &str) -> ClaimRequest {
+    ClaimRequest {
+        step: step.into(),
+        owner: owner.into(),
+        ttl_ms: TTL,
+    }
+}
+
+fn specs(step: &str, n: usize) -> Vec<TaskSpec> {
+    (0..n)
+        .map(|i| TaskSpec::new(step, format!("s{i:05}"), format!("echo {i}")))
+        .collect()
+}
+
+fn done(outcome: Outcome, worker: &str, code: i32) -> Completion {
+    Completion {
+        outcome,
+        result: TaskResult {
+            exit_code: Some(code),
+            duration_ms: 5,
+            log_tail: format!("output of {worker}"),
+            worker_id: worker.into(),
+            started_at: T0,
+            finished_at: T0 + 5,
+            error: (code != 0).then(|| format!("exit {code}")),
+            ..Default::default()
+        },
+    }
+}
+
+fn assert_lease_lost<T: std::fmt::Debug>(r: Result<T, StoreError>) {
+    match r {
+        Err(StoreError::LeaseLost { .. }) => {}
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn claim_is_exclusive_under_concurrency(store: SharedStore) {
+        const N: usize = 2_000;
+        const CLAIMERS: usize = 16;
+        let r = store.import(&specs("align", N), T0).await.unwrap();
+        assert_eq!(r.inserted, N as u64);
+        let claimed = Arc::new(Mutex::new(Vec::new()));
+        let mut handles = Vec::new();
+        for w in 0..CLAIMERS {
+            let store = store.clone();
+            let claimed = claimed.clone();
+            handles.push(tokio::spawn(async move {
+                let owner = format!("w{w}");
+                while let Some(c) = store.claim(&req("align", &owner), T0 + 1).await.unwrap() {
+                    assert_eq!(c.task.state, TaskState::Running);
+                    assert_eq!(c.task.attempts, 1);
+                    let st = store
+                        .complete(
+                            "align",
+                            c.task.id(),
+                            &c.token,
+                            &done(Outcome::Succeeded, &owner, 0),
+                            T0 + 2,
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(st, TaskState::Succeeded);
+                    claimed.lock().unwrap().push(c.task.spec.id.clone());
+                }
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        let claimed = claimed.lock().unwrap().clone();
+        let unique: HashSet<_> = claimed.iter().collect();
+        assert_eq!(
+            claimed.len(),
+            N,
+            "every task claimed once (no double claims)"
+        );
+        assert_eq!(unique.len(), N);
+        let c = store.counts("align").await.unwrap();
+        assert_eq!(c.succeeded, N as u64);
+        assert_eq!(c.pending + c.running, 0);
+    }
+
+    pub async fn claim_on_empty_step_returns_none(store: SharedStore) {
+        store.import(&specs("align", 1), T0).await.unwrap();
+        assert!(store.claim(&req("call", "w"), T0).await.unwrap().is_none());
+        assert!(store.claim(&req("align", "w"), T0).await.unwrap().is_some());
+        assert!(store.claim(&req("align", "w"), T0).await.unwrap().is_none());
+    }
+
+    pub async fn higher_priority_is_claimed_first(store: SharedStore) {
+        let mut tasks = specs("align", 10);
+        tasks[7].priority = 5;
+        store.import(&tasks, T0).await.unwrap();
+        let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+        assert_eq!(c.task.id(), "s00007");
+    }
+
+    pub async fn claim_sets_lease(store: SharedStore) {
+        store.import(&specs("align", 1), T0).await.unwrap();
+        let c = store.claim(&req("align", "w1"), T0).await.unwrap().unwrap();
+        assert_eq!(c.expires_at, T0 + TTL);
+        let t = store.get("align", "s00000").await.unwrap().unwrap();
+        assert_eq!(t.state, TaskState::Running);
+        let lease = t.lease.expect("lease recorded");
+        assert_eq!(lease.owner, "w1");
+        assert_eq!(lease.token, c.token);
+        assert_eq!(lease.expires_at, T0 + TTL);
+        assert_eq!(t.attempts, 1);
+    }
+
+    pub async fn heartbeat_extends_only_with_the_token(store: SharedStore) {
+        store.import(&specs("align", 1), T0).await.unwrap();
+        let c = store.claim(&req("align", "w1"), T0).await.unwrap().unwrap();
+        let exp = store
+            .heartbeat("align", "s00000", &c.token, TTL, T0 + 30_000)
+            .await
+            .unwrap();
+        assert_eq!(exp, T0 + 30_000 + TTL);
+        // Not expired at the original expiry any more.
+        let r = store.requeue_expired("align", T0 + TTL + 1).await.unwrap();
+        assert!(r.requeued.is_empty());
+        assert_lease_lost(store.heartbeat("align", "s00000", "bogus", TTL, T0).await);
+        assert_lease_lost(store.heartbeat("align", "nope", &c.token, TTL, T0).await);
+    }
+
+    pub async fn zombie_cannot_overwrite_a_reclaimed_task(store: SharedStore) {
+        store.import(&specs("align", 1), T0).await.unwrap();
+        let a = store
+            .claim(&req("align", "zombie"), T0)
+            .await
+            .unwrap()
+            .unwrap();
+        let r = store.requeue_expired("align", T0 + TTL + 1).await.unwrap();
+        assert_eq!(r.requeued, vec!["s00000".to_string()]);
+        let b = store
+            .claim(&req("align", "fresh"), T0 + TTL + 2)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(a.token, b.token);
+        assert_eq!(b.task.attempts, 2);
+        assert_lease_lost(
+            store
+                .heartbeat("align", "s00000", &a.token, TTL, T0 + TTL + 3)
+                .await,
+        );
+        assert_lease_lost(
+            store
+                .complete(
+                    "align",
+                    "s00000",
+                    &a.token,
+                    &done(Outcome::Succeeded, "zombie", 0),
+                    T0 + TTL + 3,
+                )
+                .await,
+        );
+        assert_lease_lost(
+            store
+                .release("align", "s00000", &a.token, T0 + TTL + 3)
+                .await,
+        );
+        store
+            .complete(
+                "align",
+                "s00000",
+                &b.token,
+                &done(Outcome::Succeeded, "fresh", 0),
+                T0 + TTL + 4,
+            )
+            .await
+            .unwrap();
+        // The zombie's late completion after the fresh one is rejected too: exactly one result.
+        assert_lease_lost(
+            store
+                .complete(
+                    "align",
+                    "s00000",
+                    &a.token,
+                    &done(Outcome::Failed, "zombie", 1),
+                    T0 + TTL + 5,
+                )
+                .await,
+        );
+        assert_lease_lost(
+            store
+                .complete(
+                    "align",
+                    "s00000",
+                    &b.token,
+                    &done(Outcome::Failed, "fresh", 1),
+                    T0 + TTL + 5,
+                )
+                .await,
+        );
+        let t = store.get("align", "s00000").await.unwrap().unwrap();
+        assert_eq!(t.state, TaskState::Succeeded);
+        let result = t.result.unwrap();
+        assert_eq!(result.worker_id, "fresh");
+        assert_eq!(result.log_tail, "output of fresh");
+        assert!(t.lease.is_none());
+    }
+
+    pub async fn expired_leases_are_requeued(store: SharedStore) {
+        store.import(&specs("align", 3), T0).await.unwrap();
+        let a = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+        let _b = store
+            .claim(&req("align", "w"), T0 + 10_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(store
+            .requeue_expired("align", T0 + TTL - 1)
+            .await
+            .unwrap()
+            .requeued
+            .is_empty());
+        let r = store.requeue_expired("align", T0 + TTL + 1).await.unwrap();
+        assert_eq!(r.requeued, vec![a.task.spec.id.clone()]);
+        assert!(r.failed.is_empty());
+        let t = store.get("align", a.task.id()).await.unwrap().unwrap();
+        assert_eq!(t.state, TaskState::Pending);
+        assert_eq!(t.attempts, 1, "the expired attempt counts");
+        assert!(t.lease.is_none());
+        assert_eq!(t.reason.as_deref(), Some("lease expired"));
+        let c = store.counts("align").await.unwrap();
+        assert_eq!((c.pending, c.running), (2, 1));
+        // Other steps are untouched.
+        assert!(store
+            .requeue_expired("call", T0 + 10 * TTL)
+            .await
+            .unwrap()
+            .requeued
+            .is_empty());
+    }
+
+    pub async fn expiry_after_max_attempts_fails_the_task(store: SharedStore) {
+        let mut t = TaskSpec::new("align", "S1", "true");
+        t.max_attempts = 2;
+        store.import(&[t], T0).await.unwrap();
+        let mut now = T0;
+        for attempt in 1..=2 {
+            let c = store.claim(&req("align", "w"), now).await.unwrap().unwrap();
+            assert_eq!(c.task.attempts, attempt);
+            now += TTL + 1;
+            let r = store.requeue_expired("align", now).await.unwrap();
+            if attempt == 1 {
+                assert_eq!(r.requeued, vec!["S1".to_string()]);
+            } else {
+                assert_eq!(r.failed, vec!["S1".to_string()]);
+            }
+        }
+        let t = store.get("align", "S1").await.unwrap().unwrap();
+        assert_eq!(t.state, TaskState::Failed);
+        assert_eq!(t.reason.as_deref(), Some("lease expired on attempt 2 of 2"));
+        assert!(store
+            .claim(&req("align", "w"), now)
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    pub async fn failed_attempts_retry_until_max(store: SharedStore) {
+        let mut a = TaskSpec::new("align", "A", "false");
+        a.max_attempts = 2;
+        let b = TaskSpec::new("align", "B", "false");
+        store.import(&[a, b], T0).await.unwrap();
+        let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+        assert_eq!(c.task.id(), "A");
+        let st = store
+            .complete(
+                "align",
+                "A",
+                &c.token,
+                &done(Outcome::Failed, "w", 3),
+                T0 + 1,
+            )
+            .await
+            .unwrap();
+        assert_eq!(st, TaskState::Pending, "attempt 1 of 2 failed: retried");
+        let t = store.get("align", "A").await.unwrap().unwrap();
+        assert_eq!(t.result.as_ref().and_then(|r| r.exit_code), Some(3));
+        assert!(t.lease.is_none());
+        // B is older in the pending queue now (A became pending again at T0+1).
+        let c = store
+            .claim(&req("align", "w"), T0 + 2)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.task.id(), "B");
+        let st = store
+            .complete(
+                "align",
+                "B",
+                &c.token,
+                &done(Outcome::FailedPermanently, "w", 2),
+                T0 + 3,
+            )
+            .await
+            .unwrap();
+        assert_eq!(st, TaskState::Failed, "a fail-now exit code is not retried");
+        let c = store
+            .claim(&req("align", "w"), T0 + 4)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.task.id(), "A");
+        assert_eq!(c.task.attempts, 2);
+        let st = store
+            .complete(
+                "align",
+                "A",
+                &c.token,
+                &done(Outcome::Failed, "w", 3),
+                T0 + 5,
+            )
+            .await
+            .unwrap();
+        assert_eq!(st, TaskState::Failed);
+        let t = store.get("align", "A").await.unwrap().unwrap();
+        assert_eq!(t.reason.as_deref(), Some("exit 3"));
+        let counts = store.counts("align").await.unwrap();
+        assert_eq!(counts.failed, 2);
+    }
+
+    pub async fn release_hands_back_without_counting(store: SharedStore) {
+        store.import(&specs("align", 1), T0).await.unwrap();
+        let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+        store
+            .release("align", "s00000", &c.token, T0 + 1)
+            .await
+            .unwrap();
+        let t = store.get("align", "s00000").await.unwrap().unwrap();
+        assert_eq!((t.state, t.attempts), (TaskState::Pending, 0));
+        assert!(t.lease.is_none());
+        assert_lease_lost(store.release("align", "s00000", &c.token, T0 + 2).await);
+        let c2 = store
+            .claim(&req("align", "w2"), T0 + 3)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c2.task.attempts, 1);
+    }
+
+    pub async fn counts_are_per_step_and_state(store: SharedStore) {
+        store.import(&specs("align", 5), T0).await.unwrap();
+        store.import(&specs("call", 3), T0 + 100).await.unwrap();
+        let mut dep = TaskSpec::new("joint", "s00000", "true");
+        dep.depends_on = vec!["call".into()];
+        store.import(&[dep], T0).await.unwrap();
+        let c = store
+            .claim(&req("align", "w"), T0 + 200)
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .complete(
+                "align",
+                c.task.id(),
+                &c.token,
+                &done(Outcome::Succeeded, "w", 0),
+                T0 + 300,
+            )
+            .await
+            .unwrap();
+        store
+            .claim(&req("align", "w"), T0 + 400)
+            .await
+            .unwrap()
+            .unwrap();
+        store.cancel("align", "s00004", T0 + 500).await.unwrap();
+        let a = store.counts("align").await.unwrap();
+        assert_eq!(a.step, "align");
+        assert_eq!(
+            (
+                a.pending,
+                a.running,
+                a.succeeded,
+                a.cancelled,
+                a.failed,
+                a.waiting
+            ),
+            (2, 1, 1, 1, 0, 0)
+        );
+        assert_eq!(a.total(), 5);
+        assert_eq!(a.oldest_pending_at, Some(T0));
+        let c = store.counts("call").await.unwrap();
+        assert_eq!((c.pending, c.total()), (3, 3));
+        assert_eq!(c.oldest_pending_at, Some(T0 + 100));
+        let j = store.counts("joint").await.unwrap();
+        assert_eq!((j.waiting, j.pending), (1, 0));
+        assert_eq!(j.oldest_pending_at, None);
+        let none = store.counts("nothing").await.unwrap();
+        assert_eq!(none.total(), 0);
+        assert_eq!(store.steps().await.unwrap(), vec!["align", "call", "joint"]);
+    }
+
+    pub async fn import_is_idempotent(store: SharedStore) {
+        let tasks = specs("align", 50);
+        let r = store.import(&tasks, T0).await.unwrap();
+        assert_eq!((r.inserted, r.unchanged), (50, 0));
+        let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+        store
+            .complete(
+                "align",
+                c.task.id(),
+                &c.token,
+                &done(Outcome::Succeeded, "w", 0),
+                T0 + 1,
+            )
+            .await
+            .unwrap();
+        let r = store.import(&tasks, T0 + 2).await.unwrap();
+        assert_eq!((r.inserted, r.unchanged), (0, 50));
+        assert!(r.conflicting.is_empty());
+        let t = store.get("align", c.task.id()).await.unwrap().unwrap();
+        assert_eq!(
+            t.state,
+            TaskState::Succeeded,
+            "re-import must not reset progress"
+        );
+        assert_eq!(t.created_at, T0);
+        let mut changed = tasks[1].clone();
+        changed.script = "different".into();
+        let r = store.import(&[changed], T0 + 3).await.unwrap();
+        assert_eq!(r.inserted, 0);
+        assert_eq!(r.conflicting, vec!["align/s00001".to_string()]);
+        assert_eq!(
+            store
+                .get("align", "s00001")
+                .await
+                .unwrap()
+                .unwrap()
+                .spec
+                .script,
+            "echo 1"
+        );
+    }
+
+    pub async fn spec_fields_round_trip(store: SharedStore) {
+        let mut t = TaskSpec::new("align", "S1", "bwa mem \"$1\"");
+        t.args = vec!["ref.fa".into(), "with space".into()];
+        t.env = BTreeMap::from([("THREADS".to_string(), "8".to_string())]);
+        t.priority = -3;
+        t.max_attempts = 7;
+        t.timeout_secs = Some(3600);
+        t.retry_exit_codes = vec![75];
+        t.fail_exit_codes = vec![2, 64];
+        t.subtasks = vec!["echo a".into(), "echo b".into()];
+        t.subtask_parallelism = Some(2);
+        store.import(&[t.clone()], T0).await.unwrap();
+        let got = store.get("align", "S1").await.unwrap().unwrap();
+        assert_eq!(got.spec, t);
+        assert_eq!(got.created_at, T0);
+        assert_eq!(got.state, TaskState::Pending);
+        let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+        assert_eq!(c.task.spec, t);
+    }
+
+    pub async fn dependencies_promote_and_fail(store: SharedStore) {
+        store.import(&specs("align", 3), T0).await.unwrap();
+        let deps: Vec<TaskSpec> = (0..3)
+            .map(|i| {
+                let mut t = TaskSpec::new("call", format!("s{i:05}"), "true");
+                t.depends_on = vec!["align".into()];
+                t
+            })
+            .collect();
+        store.import(&deps, T0).await.unwrap();
+        assert_eq!(store.counts("call").await.unwrap().waiting, 3);
+        assert!(
+            store.claim(&req("call", "w"), T0).await.unwrap().is_none(),
+            "waiting tasks are not claimable"
+        );
+        // s00000 succeeds, s00001 fails permanently, s00002 still running.
+        for (outcome, code) in [(Outcome::Succeeded, 0), (Outcome::FailedPermanently, 2)] {
+            let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+            store
+                .complete(
+                    "align",
+                    c.task.id(),
+                    &c.token,
+                    &done(outcome, "w", code),
+                    T0 + 1,
+                )
+                .await
+                .unwrap();
+        }
+        store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+        let r = store.promote_waiting("call", T0 + 2).await.unwrap();
+        assert_eq!((r.promoted, r.failed), (1, 1));
+        assert_eq!(
+            store.get("call", "s00000").await.unwrap().unwrap().state,
+            TaskState::Pending
+        );
+        let failed = store.get("call", "s00001").await.unwrap().unwrap();
+        assert_eq!(failed.state, TaskState::Failed);
+        assert_eq!(
+            failed.reason.as_deref(),
+            Some("dependency failed: align/s00001")
+        );
+        assert_eq!(
+            store.get("call", "s00002").await.unwrap().unwrap().state,
+            TaskState::Waiting
+        );
+        // Promotion is idempotent.
+        let r = store.promote_waiting("call", T0 + 3).await.unwrap();
+        assert_eq!((r.promoted, r.failed), (0, 0));
+        let c = store
+            .claim(&req("call", "w"), T0 + 4)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.task.id(), "s00000");
+    }
+
+    pub async fn admin_requeue_cancel_delete(store: SharedStore) {
+        store.import(&specs("align", 3), T0).await.unwrap();
+        let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+        let id = c.task.spec.id.clone();
+        // Running: requeue refused without force.
+        match store.requeue("align", &id, false, T0 + 1).await {
+            Err(StoreError::InvalidState {
+                state: TaskState::Running,
+                ..
+            }) => {}
+            other => panic!("expected InvalidState, got {other:?}"),
+        }
+        // Cancel revokes the lease.
+        store.cancel("align", &id, T0 + 2).await.unwrap();
+        assert_lease_lost(store.heartbeat("align", &id, &c.token, TTL, T0 + 3).await);
+        let t = store.get("align", &id).await.unwrap().unwrap();
+        assert_eq!(t.state, TaskState::Cancelled);
+        assert_eq!(t.reason.as_deref(), Some("cancelled by user"));
+        assert!(matches!(
+            store.cancel("align", &id, T0 + 4).await,
+            Err(StoreError::InvalidState { .. })
+        ));
+        // Requeue a cancelled task: pending again, attempts reset.
+        store.requeue("align", &id, false, T0 + 5).await.unwrap();
+        let t = store.get("align", &id).await.unwrap().unwrap();
+        assert_eq!((t.state, t.attempts), (TaskState::Pending, 0));
+        // Force-requeue of a running task revokes its lease.
+        let c = store
+            .claim(&req("align", "w"), T0 + 6)
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .requeue("align", c.task.id(), true, T0 + 7)
+            .await
+            .unwrap();
+        assert_lease_lost(
+            store
+                .heartbeat("align", c.task.id(), &c.token, TTL, T0 + 8)
+                .await,
+        );
+        // Not found errors.
+        assert!(matches!(
+            store.cancel("align", "nope", T0).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.requeue("align", "nope", false, T0).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.delete("align", "nope").await,
+            Err(StoreError::NotFound { .. })
+        ));
+        store.delete("align", "s00002").await.unwrap();
+        assert!(store.get("align", "s00002").await.unwrap().is_none());
+        assert_eq!(store.counts("align").await.unwrap().total(), 2);
+    }
+
+    pub async fn list_filters(store: SharedStore) {
+        store.import(&specs("align", 4), T0).await.unwrap();
+        store.import(&specs("call", 2), T0).await.unwrap();
+        let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+        store
+            .complete(
+                "align",
+                c.task.id(),
+                &c.token,
+                &done(Outcome::Succeeded, "w", 0),
+                T0 + 1,
+            )
+            .await
+            .unwrap();
+        let all = store.list(&TaskFilter::default()).await.unwrap();
+        assert_eq!(all.len(), 6);
+        let keys: Vec<_> = all
+            .iter()
+            .map(|t| format!("{}/{}", t.step(), t.id()))
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "listed by step then id");
+        let done = store
+            .list(&TaskFilter {
+                step: Some("align".into()),
+                state: Some(TaskState::Succeeded),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].id(), c.task.id());
+        let by_id = store
+            .list(&TaskFilter {
+                id: Some("s00001".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(by_id.len(), 2, "the same sample in both steps");
+        let limited = store
+            .list(&TaskFilter {
+                step: Some("align".into()),
+                limit: Some(2),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(limited.len(), 2);
+    }
+
+    pub async fn workers_and_status_docs(store: SharedStore) {
+        let mut w = WorkerInfo {
+            worker_id: "w-1".into(),
+            step: "align".into(),
+            instance_id: Some("i-123".into()),
+            slots: 4,
+            busy_slots: 2,
+            started_at: T0,
+            last_seen: T0,
+            last_busy_at: T0,
+            state: WorkerState::Active,
+        };
+        store.put_worker(&w).await.unwrap();
+        w.busy_slots = 3;
+        w.last_seen = T0 + 10;
+        store.put_worker(&w).await.unwrap();
+        let mut other = w.clone();
+        other.worker_id = "w-2".into();
+        other.step = "call".into();
+        store.put_worker(&other).await.unwrap();
+        assert_eq!(
+            store.list_workers(Some("align")).await.unwrap(),
+            vec![w.clone()]
+        );
+        assert_eq!(store.list_workers(None).await.unwrap().len(), 2);
+        store.remove_worker("w-1").await.unwrap();
+        store.remove_worker("w-1").await.unwrap();
+        assert!(store.list_workers(Some("align")).await.unwrap().is_empty());
+
+        let doc = StatusDoc {
+            name: "fleet/align".into(),
+            updated_at: T0,
+            body: serde_json::json!({"desired": 3}),
+        };
+        store.put_status(&doc).await.unwrap();
+        let doc2 = StatusDoc {
+            updated_at: T0 + 1,
+            body: serde_json::json!({"desired": 4}),
+            ..doc.clone()
+        };
+        store.put_status(&doc2).await.unwrap();
+        assert_eq!(store.list_status().await.unwrap(), vec![doc2]);
+    }
+
+    pub async fn leadership_is_exclusive_and_fenced(store: SharedStore) {
+        let a = store
+            .acquire_leadership("c1", "a", 10_000, T0)
+            .await
+            .unwrap()
+            .expect("a leads");
+        assert!(store
+            .acquire_leadership("c1", "b", 10_000, T0 + 1)
+            .await
+            .unwrap()
+            .is_none());
+        let renewed = store
+            .acquire_leadership("c1", "a", 10_000, T0 + 5_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            renewed.fencing, a.fencing,
+            "renewal keeps the fencing number"
+        );
+        assert_eq!(renewed.expires_at, T0 + 15_000);
+        assert!(store
+            .acquire_leadership("c1", "b", 10_000, T0 + 14_000)
+            .await
+            .unwrap()
+            .is_none());
+        let b = store
+            .acquire_leadership("c1", "b", 10_000, T0 + 15_001)
+            .await
+            .unwrap()
+            .expect("b takes over after expiry");
+        assert!(b.fencing > a.fencing);
+        assert_eq!(
+            store.current_leader("c1").await.unwrap().unwrap().owner,
+            "b"
+        );
+        // Another cluster is independent.
+        assert!(store
+            .acquire_leadership("c2", "a", 10_000, T0 + 15_002)
+            .await
+            .unwrap()
+            .is_some());
+        // Release lets a follower in at once, with a still higher fencing number.
+        store.release_leadership("c1", "a").await.unwrap(); // not the holder: no effect
+        assert!(store
+            .acquire_leadership("c1", "a", 10_000, T0 + 15_003)
+            .await
+            .unwrap()
+            .is_none());
+        store.release_leadership("c1", "b").await.unwrap();
+        let a2 = store
+            .acquire_leadership("c1", "a", 10_000, T0 + 15_004)
+            .await
+            .unwrap()
+            .expect("free after release");
+        assert!(a2.fencing > b.fencing);
+    }
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let h = crate::common::Harness::sqlite().await;
+                    crate::cases::$case(h.store.clone()).await;
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some(h) = crate::common::Harness::dynamo().await else { return };
+                    crate::cases::$case(h.store.clone()).await;
+                    h.store.delete_schema().await.expect("delete test table");
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    claim_is_exclusive_under_concurrency,
+    claim_on_empty_step_returns_none,
+    higher_priority_is_claimed_first,
+    claim_sets_lease,
+    heartbeat_extends_only_with_the_token,
+    zombie_cannot_overwrite_a_reclaimed_task,
+    expired_leases_are_requeued,
+    expiry_after_max_attempts_fails_the_task,
+    failed_attempts_retry_until_max,
+    release_hands_back_without_counting,
+    counts_are_per_step_and_state,
+    import_is_idempotent,
+    spec_fields_round_trip,
+    dependencies_promote_and_fail,
+    admin_requeue_cancel_delete,
+    list_filters,
+    workers_and_status_docs,
+    leadership_is_exclusive_and_fenced,
+);
