@@ -1,0 +1,546 @@
+//! Checks that need more than one field or more than one document. Every problem is collected,
+//! so one run of `anamo manifest validate` shows everything there is to fix.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::keys::KeyIndex;
+use super::types::{ControllerDocument, FleetDocument, ProviderSpec};
+use super::{ControllerManifest, FleetManifest, ManifestError, ManifestSet, Problem};
+use crate::model::validate_name;
+use crate::provider::{TAG_CONTROLLER, TAG_FLEET, TAG_LAUNCH_BATCH, TAG_STEP};
+
+/// A document that parsed, with what is needed to point at its lines.
+#[derive(Debug)]
+pub(crate) struct ParsedDoc {
+    pub file: PathBuf,
+    pub first_line: usize,
+    pub index: KeyIndex,
+    pub kind: ParsedKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum ParsedKind {
+    Fleet(Box<FleetDocument>),
+    Controller(ControllerDocument),
+}
+
+/// Collects problems about one document.
+struct Report<'a> {
+    doc: &'a ParsedDoc,
+    /// `fleet NAME` / `controller NAME`.
+    subject: Option<String>,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Report<'_> {
+    fn push(&mut self, field: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: self.doc.file.clone(),
+            line: Some(self.doc.index.line_of(field).unwrap_or(self.doc.first_line)),
+            column: None,
+            subject: self.subject.clone(),
+            field: Some(field.to_string()),
+            message: message.into(),
+        });
+    }
+}
+
+pub(crate) fn validate(
+    docs: Vec<ParsedDoc>,
+    check_files: bool,
+) -> Result<ManifestSet, ManifestError> {
+    let mut problems = Vec::new();
+
+    // Every step a fleet runs, with the first fleet that runs it.
+    let mut steps: BTreeMap<&str, (&str, &Path)> = BTreeMap::new();
+    let mut names: BTreeMap<&str, &Path> = BTreeMap::new();
+    let mut controller: Option<&ParsedDoc> = None;
+
+    for doc in &docs {
+        match &doc.kind {
+            ParsedKind::Fleet(f) => {
+                let mut r = Report {
+                    doc,
+                    subject: Some(format!("fleet {}", f.metadata.name)),
+                    problems: &mut problems,
+                };
+                check_fleet(&mut r, f, check_files);
+                if let Some(first) = names.get(f.metadata.name.as_str()) {
+                    r.push(
+                        "metadata.name",
+                        format!(
+                            "another fleet is already named `{}` (in {}); fleet names must be unique",
+                            f.metadata.name,
+                            first.display()
+                        ),
+                    );
+                } else {
+                    names.insert(&f.metadata.name, &doc.file);
+                }
+                if let Some((other, file)) = steps.get(f.spec.step.as_str()) {
+                    r.push(
+                        "spec.step",
+                        format!(
+                            "step `{}` is already run by fleet `{other}` (in {}); each step needs \
+                             exactly one fleet: rename the step or merge the two fleets",
+                            f.spec.step,
+                            file.display()
+                        ),
+                    );
+                } else {
+                    steps.insert(&f.spec.step, (&f.metadata.name, &doc.file));
+                }
+            }
+            ParsedKind::Controller(c) => {
+                let mut r = Report {
+                    doc,
+                    subject: Some(format!("controller {}", c.metadata.name)),
+                    problems: &mut problems,
+                };
+                check_controller(&mut r, c);
+                if let Some(first) = controller {
+                    r.push(
+                        "kind",
+                        format!(
+                            "a second Controller document (the first is in {}:{}); keep only one",
+                            first.file.display(),
+                            first.first_line
+                        ),
+                    );
+                } else {
+                    controller = Some(doc);
+                }
+            }
+        }
+    }
+
+    // dependsOn targets exist.
+    for doc in &docs {
+        let ParsedKind::Fleet(f) = &doc.kind else {
+            continue;
+        };
+        let mut r = Report {
+            doc,
+            subject: Some(format!("fleet {}", f.metadata.name)),
+            problems: &mut problems,
+        };
+        for dep in &f.spec.depends_on {
+            if dep != &f.spec.step
+                && validate_name("dependsOn", dep).is_ok()
+                && !steps.contains_key(dep.as_str())
+            {
+                let known: Vec<&str> = steps.keys().copied().collect();
+                r.push(
+                    "spec.dependsOn",
+                    format!(
+                        "step `{dep}` is not run by any fleet (steps: {}); add a fleet for it or remove it from dependsOn",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    // No dependency cycles: report each cycle once, at the fleet of its smallest step.
+    let graph: BTreeMap<&str, Vec<&str>> = docs
+        .iter()
+        .filter_map(|d| match &d.kind {
+            ParsedKind::Fleet(f) => Some((
+                f.spec.step.as_str(),
+                f.spec
+                    .depends_on
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|s| steps.contains_key(s) && *s != f.spec.step)
+                    .collect(),
+            )),
+            ParsedKind::Controller(_) => None,
+        })
+        .collect();
+    for cycle in find_cycles(&graph) {
+        let start = cycle[0];
+        let doc = docs
+            .iter()
+            .find(|d| matches!(&d.kind, ParsedKind::Fleet(f) if f.spec.step == start))
+            .expect("cycle steps come from fleets");
+        let ParsedKind::Fleet(f) = &doc.kind else {
+            unreachable!()
+        };
+        let mut shown = cycle.clone();
+        shown.push(start);
+        let mut r = Report {
+            doc,
+            subject: Some(format!("fleet {}", f.metadata.name)),
+            problems: &mut problems,
+        };
+        r.push(
+            "spec.dependsOn",
+            format!(
+                "dependency cycle {}; no task in it could ever run: remove one of these dependencies",
+                shown.join(" → ")
+            ),
+        );
+    }
+
+    if !problems.is_empty() {
+        return Err(ManifestError::Invalid { problems });
+    }
+
+    let mut set = ManifestSet::default();
+    for doc in docs {
+        match doc.kind {
+            ParsedKind::Fleet(f) => {
+                let f = *f;
+                set.fleets.push(FleetManifest {
+                    source: doc.file,
+                    line: doc.first_line,
+                    metadata: f.metadata,
+                    spec: f.spec,
+                })
+            }
+            ParsedKind::Controller(c) => {
+                set.controller = Some(ControllerManifest {
+                    source: doc.file,
+                    line: doc.first_line,
+                    metadata: c.metadata,
+                    spec: c.spec,
+                })
+            }
+        }
+    }
+    Ok(set)
+}
+
+fn check_fleet(r: &mut Report<'_>, f: &FleetDocument, check_files: bool) {
+    let s = &f.spec;
+    if let Err(e) = validate_name("name", &f.metadata.name) {
+        r.push("metadata.name", e);
+    }
+    if let Err(e) = validate_name("step", &s.step) {
+        r.push("spec.step", e);
+    }
+    if s.max_instances < 1 {
+        r.push(
+            "spec.maxInstances",
+            "must be at least 1 (use `minInstances: 0` to let the fleet scale to zero)",
+        );
+    }
+    if s.min_instances > s.max_instances {
+        r.push(
+            "spec.minInstances",
+            format!(
+                "{} is greater than maxInstances {}; lower minInstances or raise maxInstances",
+                s.min_instances, s.max_instances
+            ),
+        );
+    }
+    if s.slots_per_instance < 1 {
+        r.push(
+            "spec.slotsPerInstance",
+            "must be at least 1 (each worker needs a slot to run a task)",
+        );
+    }
+    if s.tasks_per_instance == Some(0) {
+        r.push(
+            "spec.tasksPerInstance",
+            "must be at least 1 (omit it to use slotsPerInstance)",
+        );
+    }
+    if s.max_attempts < 1 {
+        r.push("spec.maxAttempts", "must be at least 1");
+    }
+    positive(r, "spec.bootTimeout", s.boot_timeout);
+    positive(r, "spec.leaseTTL", s.lease_ttl);
+    if let Some(hb) = s.heartbeat {
+        positive(r, "spec.heartbeat", hb);
+        if hb >= s.lease_ttl && !s.lease_ttl.is_zero() {
+            r.push(
+                "spec.heartbeat",
+                format!(
+                    "{} is not shorter than leaseTTL {}; leases would expire between renewals: \
+                     use at most a third of leaseTTL (or omit heartbeat)",
+                    humantime::format_duration(hb),
+                    humantime::format_duration(s.lease_ttl)
+                ),
+            );
+        }
+    }
+    if let Some(idle) = s.idle_exit {
+        positive(r, "spec.idleExit", idle);
+    }
+    let mut seen = BTreeSet::new();
+    for dep in &s.depends_on {
+        if let Err(e) = validate_name("dependsOn", dep) {
+            r.push("spec.dependsOn", e);
+        } else if dep == &s.step {
+            r.push(
+                "spec.dependsOn",
+                format!("step `{dep}` depends on itself; remove it from dependsOn"),
+            );
+        } else if !seen.insert(dep) {
+            r.push(
+                "spec.dependsOn",
+                format!("step `{dep}` is listed twice; remove the duplicate"),
+            );
+        }
+    }
+    if let Some(b) = &s.budget {
+        if b.max_instances.is_none() && b.max_hourly_cost.is_none() {
+            r.push(
+                "spec.budget",
+                "sets no limit; set budget.maxInstances and/or budget.maxHourlyCost, or remove budget",
+            );
+        }
+        if let Some(cost) = b.max_hourly_cost {
+            if !cost.is_finite() || cost < 0.0 {
+                r.push(
+                    "spec.budget.maxHourlyCost",
+                    format!("{cost} is not a cost; use a number of 0 or more"),
+                );
+            }
+            if b.price_per_instance_hour.is_none() {
+                r.push(
+                    "spec.budget.maxHourlyCost",
+                    "needs budget.pricePerInstanceHour to turn the cost into a number of \
+                     instances; add pricePerInstanceHour (what one instance costs per hour)",
+                );
+            }
+        }
+        if let Some(price) = b.price_per_instance_hour {
+            if !price.is_finite() || price <= 0.0 {
+                r.push(
+                    "spec.budget.pricePerInstanceHour",
+                    format!("{price} is not a price; use a number greater than 0"),
+                );
+            }
+        }
+        if let Some(limit) = b.instance_limit() {
+            if limit < s.min_instances {
+                r.push(
+                    "spec.budget",
+                    format!(
+                        "allows only {limit} instance(s), fewer than minInstances {}; \
+                         lower minInstances or raise the budget",
+                        s.min_instances
+                    ),
+                );
+            }
+        }
+    }
+    for (i, arg) in s.worker_args.iter().enumerate() {
+        if arg.contains('\0') {
+            r.push(
+                "spec.workerArgs",
+                format!("argument {} contains a NUL byte", i + 1),
+            );
+        }
+    }
+    match &s.provider {
+        ProviderSpec::Local(_) => {}
+        ProviderSpec::Ec2(ec2) => {
+            let lt = &ec2.launch_template;
+            match (&lt.name, &lt.id) {
+                (Some(_), Some(_)) => r.push(
+                    "spec.provider.ec2.launchTemplate",
+                    "sets both name and id; keep one of them",
+                ),
+                (None, None) => r.push(
+                    "spec.provider.ec2.launchTemplate",
+                    "needs the template's `name` or `id`",
+                ),
+                (Some(n), None) if n.trim().is_empty() => {
+                    r.push("spec.provider.ec2.launchTemplate.name", "is empty")
+                }
+                (None, Some(id)) if !id.starts_with("lt-") => r.push(
+                    "spec.provider.ec2.launchTemplate.id",
+                    format!("`{id}` is not a launch template id (they look like `lt-0abc...`); use `name` for a template name"),
+                ),
+                _ => {}
+            }
+            if lt.version.as_deref().is_some_and(|v| {
+                !(v == "$Latest" || v == "$Default" || v.parse::<u64>().is_ok_and(|n| n >= 1))
+            }) {
+                r.push(
+                    "spec.provider.ec2.launchTemplate.version",
+                    "must be a version number, `$Latest` or `$Default`",
+                );
+            }
+            non_empty_unique(r, "spec.provider.ec2.subnets", "subnet", &ec2.subnets);
+            non_empty_unique(
+                r,
+                "spec.provider.ec2.instanceTypes",
+                "instance type",
+                &ec2.instance_types,
+            );
+            for key in ec2.tags.keys() {
+                if [TAG_FLEET, TAG_STEP, TAG_CONTROLLER, TAG_LAUNCH_BATCH].contains(&key.as_str())
+                    || key.starts_with("aws:")
+                {
+                    r.push(
+                        "spec.provider.ec2.tags",
+                        format!("tag `{key}` is reserved (set by anamo or AWS); use another key"),
+                    );
+                }
+            }
+            if let Some(ud) = &ec2.user_data {
+                if ud.trim().is_empty() {
+                    r.push(
+                        "spec.provider.ec2.userData",
+                        "is empty; remove it or give a file path",
+                    );
+                } else if check_files {
+                    let path = resolve_relative(&r.doc.file, ud);
+                    if !path.is_file() {
+                        r.push(
+                            "spec.provider.ec2.userData",
+                            format!(
+                                "file {} not found (paths are relative to the manifest's directory)",
+                                path.display()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        ProviderSpec::Autoscaling(asg) => {
+            if asg.group_name.trim().is_empty() {
+                r.push(
+                    "spec.provider.autoscaling.groupName",
+                    "is empty; give the Auto Scaling group's name",
+                );
+            }
+        }
+    }
+}
+
+fn check_controller(r: &mut Report<'_>, c: &ControllerDocument) {
+    if let Err(e) = validate_name("name", &c.metadata.name) {
+        r.push("metadata.name", e);
+    }
+    let store = c.spec.store.as_str();
+    let ok = ["sqlite://", "dynamodb://"].iter().any(|scheme| {
+        store
+            .strip_prefix(scheme)
+            .is_some_and(|rest| !rest.trim().is_empty())
+    });
+    if !ok {
+        r.push(
+            "spec.store",
+            format!("`{store}` is not a store URL; use `sqlite://PATH` or `dynamodb://TABLE`"),
+        );
+    }
+    positive(r, "spec.interval", c.spec.interval);
+    if c.spec.metrics_addr.parse::<SocketAddr>().is_err() {
+        r.push(
+            "spec.metricsAddr",
+            format!(
+                "`{}` is not a HOST:PORT address; use e.g. `127.0.0.1:9464` or `0.0.0.0:9464`",
+                c.spec.metrics_addr
+            ),
+        );
+    }
+    if c.spec
+        .region
+        .as_deref()
+        .is_some_and(|r| r.trim().is_empty())
+    {
+        r.push(
+            "spec.region",
+            "is empty; remove it or give a region such as `eu-west-1`",
+        );
+    }
+}
+
+fn positive(r: &mut Report<'_>, field: &str, d: Duration) {
+    if d.is_zero() {
+        r.push(field, "must be longer than 0, e.g. `30s`");
+    }
+}
+
+fn non_empty_unique(r: &mut Report<'_>, field: &str, what: &str, items: &[String]) {
+    let mut seen = BTreeSet::new();
+    for item in items {
+        if item.trim().is_empty() {
+            r.push(field, format!("has an empty {what}"));
+        } else if !seen.insert(item) {
+            r.push(field, format!("lists {what} `{item}` twice"));
+        }
+    }
+}
+
+/// `rel` resolved against the directory of `manifest` (absolute paths stay as they are).
+pub(crate) fn resolve_relative(manifest: &Path, rel: &str) -> PathBuf {
+    let rel = Path::new(rel);
+    if rel.is_absolute() {
+        return rel.to_path_buf();
+    }
+    manifest
+        .parent()
+        .map(|d| d.join(rel))
+        .unwrap_or_else(|| rel.to_path_buf())
+}
+
+/// Elementary cycles of the dependency graph, each reported once: rotated to start at its
+/// smallest step, found by depth-first search from each step in order.
+fn find_cycles<'a>(graph: &BTreeMap<&'a str, Vec<&'a str>>) -> Vec<Vec<&'a str>> {
+    let mut found: BTreeSet<Vec<&str>> = BTreeSet::new();
+    // 0 = unvisited, 1 = on the current path, 2 = done.
+    let mut state: BTreeMap<&str, u8> = BTreeMap::new();
+    let mut path: Vec<&str> = Vec::new();
+    fn dfs<'a>(
+        node: &'a str,
+        graph: &BTreeMap<&'a str, Vec<&'a str>>,
+        state: &mut BTreeMap<&'a str, u8>,
+        path: &mut Vec<&'a str>,
+        found: &mut BTreeSet<Vec<&'a str>>,
+    ) {
+        state.insert(node, 1);
+        path.push(node);
+        for &next in graph.get(node).map(Vec::as_slice).unwrap_or(&[]) {
+            match state.get(next).copied().unwrap_or(0) {
+                0 => dfs(next, graph, state, path, found),
+                1 => {
+                    let start = path.iter().position(|s| *s == next).expect("on path");
+                    let mut cycle = path[start..].to_vec();
+                    let min = cycle
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, s)| **s)
+                        .map(|(i, _)| i)
+                        .unwrap_or(0);
+                    cycle.rotate_left(min);
+                    found.insert(cycle);
+                }
+                _ => {}
+            }
+        }
+        path.pop();
+        state.insert(node, 2);
+    }
+    for &node in graph.keys() {
+        if state.get(node).copied().unwrap_or(0) == 0 {
+            dfs(node, graph, &mut state, &mut path, &mut found);
+        }
+    }
+    found.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cycles_found_once() {
+        let mut g: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        g.insert("a", vec!["b"]);
+        g.insert("b", vec!["c"]);
+        g.insert("c", vec!["a"]);
+        g.insert("d", vec!["a"]);
+        assert_eq!(find_cycles(&g), vec![vec!["a", "b", "c"]]);
+        g.insert("c", vec![]);
+        assert!(find_cycles(&g).is_empty());
+    }
+}
