@@ -237,3 +237,20 @@ mod tests {
         assert!(err.to_string().contains("unknown field `scirpt`"), "{err}");
     }
 }
+
+/// Fills what the fleet manifests say about a step into tasks that do not say it themselves:
+/// `dependsOn` (for tasks without dependencies) and `maxAttempts` (for tasks left at the
+/// default).
+pub fn apply_fleet_defaults(tasks: &mut [TaskSpec], manifests: &crate::manifest::ManifestSet) {
+    for t in tasks.iter_mut() {
+        let Some(fleet) = manifests.fleet_for_step(&t.step) else {
+            continue;
+        };
+        if t.depends_on.is_empty() {
+            t.depends_on = fleet.spec.depends_on.clone();
+        }
+        if t.max_attempts == crate::model::DEFAULT_MAX_ATTEMPTS {
+            t.max_attempts = fleet.spec.max_attempts;
+        }
+    }
+}

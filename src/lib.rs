@@ -6,11 +6,14 @@
 
 pub mod cli;
 pub mod clock;
+pub mod controller;
 pub mod import;
 pub mod manifest;
+pub mod metrics;
 pub mod model;
 pub mod planner;
 pub mod provider;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

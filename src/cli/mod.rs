@@ -1,9 +1,12 @@
 //! The command line: `anamo <command>`.
 
+mod controller;
+mod manifest;
 mod output;
 mod status;
 mod table;
 mod task;
+mod up;
 
 use std::process::ExitCode;
 
@@ -28,14 +31,10 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "anamo", version, about = ABOUT, after_help = EXAMPLES)]
 pub struct Cli {
-    /// Where the tasks live: sqlite://PATH or dynamodb://TABLE.
-    #[arg(
-        long,
-        global = true,
-        env = "ANAMO_STORE",
-        default_value = "sqlite://anamo.db"
-    )]
-    pub store: String,
+    /// Where the tasks live: sqlite://PATH or dynamodb://TABLE [default: the Controller
+    /// manifest's `store`, else sqlite://anamo.db].
+    #[arg(long, global = true, env = "ANAMO_STORE")]
+    pub store: Option<String>,
     /// Log format.
     #[arg(
         long,
@@ -60,14 +59,30 @@ pub enum Command {
     /// Import, add, list, show, requeue, cancel or delete tasks.
     #[command(subcommand)]
     Task(task::TaskCommand),
-    /// Progress per step: counts by state, oldest pending task, throughput.
+    /// Progress per step: counts by state, oldest pending task, throughput, fleets.
     Status(status::StatusArgs),
+    /// Run the manifests locally: SQLite store, local worker processes, live progress.
+    Up(up::UpArgs),
+    /// The long-running service that scales each step's fleet to its backlog.
+    Controller(controller::ControllerArgs),
+    /// What the controller would do now and why (changes nothing).
+    Plan(controller::PlanArgs),
+    /// The agent on each instance: claims tasks of a step, runs them, records results.
+    Worker(crate::worker::WorkerArgs),
+    /// Validate manifests or print their JSON Schema.
+    #[command(subcommand)]
+    Manifest(manifest::ManifestCommand),
 }
+
+/// The store when neither `--store` nor a Controller manifest names one.
+pub const DEFAULT_STORE: &str = "sqlite://anamo.db";
 
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format, cli.verbose);
+    // `up` shows progress bars and action lines; its logs only say what goes wrong.
+    let quiet = matches!(cli.command, Command::Up(_));
+    telemetry::init(cli.log_format, cli.verbose, quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -88,10 +103,21 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let store = cli.store.as_deref();
+    let default_store = || store.unwrap_or(DEFAULT_STORE);
     match cli.command {
-        Command::Table(cmd) => table::run(cmd, open_store(&cli.store).await?).await,
-        Command::Task(cmd) => task::run(cmd, open_store(&cli.store).await?).await,
-        Command::Status(args) => status::run(args, open_store(&cli.store).await?).await,
+        Command::Table(cmd) => table::run(cmd, open_store(default_store()).await?).await,
+        Command::Task(cmd) => task::run(cmd, open_store(default_store()).await?).await,
+        Command::Status(args) => status::run(args, open_store(default_store()).await?).await,
+        Command::Up(args) => up::run(args, store).await,
+        Command::Controller(args) => controller::run_controller(args, store).await,
+        Command::Plan(args) => controller::run_plan(args, store).await,
+        Command::Worker(args) => {
+            let store = open_store(default_store()).await?;
+            crate::worker::run(args, store).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manifest(cmd) => manifest::run(cmd),
     }
 }
 

@@ -6,12 +6,9 @@ use clap::Args;
 use serde::Serialize;
 
 use super::output::{print_json, Table};
-use crate::clock::{format_duration_ms, Clock, Millis, SystemClock};
-use crate::model::StepCounts;
+use crate::clock::{format_duration_ms, Clock, SystemClock};
+use crate::controller::status::{step_report, StepReport};
 use crate::store::{SharedStore, StatusDoc};
-
-/// Window over which throughput is measured.
-const THROUGHPUT_WINDOW_MS: Millis = 10 * 60 * 1000;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -23,48 +20,21 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Serialize)]
-pub struct StepStatus {
-    #[serde(flatten)]
-    pub counts: StepCounts,
-    /// Age of the oldest pending task in milliseconds.
-    pub oldest_pending_age_ms: Option<Millis>,
-    /// Tasks finished per minute over the last 10 minutes.
-    pub throughput_per_min: f64,
-}
-
-#[derive(Debug, Serialize)]
 struct StatusReport {
-    steps: Vec<StepStatus>,
+    steps: Vec<StepReport>,
     fleets: Vec<StatusDoc>,
-}
-
-pub async fn step_statuses(
-    store: &SharedStore,
-    only: Option<&str>,
-    now: Millis,
-) -> anyhow::Result<Vec<StepStatus>> {
-    let steps = match only {
-        Some(s) => vec![s.to_string()],
-        None => store.steps().await?,
-    };
-    let mut out = Vec::new();
-    for step in steps {
-        let counts = store.counts(&step).await?;
-        let finished = store
-            .count_finished_since(&step, now - THROUGHPUT_WINDOW_MS)
-            .await?;
-        out.push(StepStatus {
-            oldest_pending_age_ms: counts.oldest_pending_at.map(|t| (now - t).max(0)),
-            throughput_per_min: finished as f64 / (THROUGHPUT_WINDOW_MS as f64 / 60_000.0),
-            counts,
-        });
-    }
-    Ok(out)
 }
 
 pub async fn run(args: StatusArgs, store: SharedStore) -> anyhow::Result<ExitCode> {
     let now = SystemClock.now();
-    let steps = step_statuses(&store, args.step.as_deref(), now).await?;
+    let names = match &args.step {
+        Some(s) => vec![s.clone()],
+        None => store.steps().await?,
+    };
+    let mut steps = Vec::new();
+    for step in &names {
+        steps.push(step_report(&store, step, now).await?);
+    }
     let fleets = store.list_status().await?;
     if args.json {
         print_json(&StatusReport { steps, fleets })?;
@@ -80,6 +50,7 @@ pub async fn run(args: StatusArgs, store: SharedStore) -> anyhow::Result<ExitCod
         "CANCELLED",
         "OLDEST PENDING",
         "DONE/MIN",
+        "ETA",
     ]);
     for s in &steps {
         let c = &s.counts;
@@ -95,6 +66,7 @@ pub async fn run(args: StatusArgs, store: SharedStore) -> anyhow::Result<ExitCod
                 .map(format_duration_ms)
                 .unwrap_or("-".into()),
             format!("{:.1}", s.throughput_per_min),
+            s.eta_ms.map(format_duration_ms).unwrap_or("-".into()),
         ]);
     }
     if table.is_empty() {

@@ -64,6 +64,10 @@ pub struct ImportArgs {
     /// Per-attempt time limit, e.g. 2h (TSV lines).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// Take `dependsOn` and `maxAttempts` of each task's step from these fleet manifests
+    /// (for tasks that do not set them).
+    #[arg(long)]
+    pub manifests: Option<std::path::PathBuf>,
     /// Print the import report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -317,7 +321,11 @@ async fn import_cmd(args: ImportArgs, store: SharedStore) -> anyhow::Result<Exit
         timeout_secs: args.timeout.map(|d| d.as_secs().max(1)),
     };
     // Validate everything before writing anything.
-    let tasks = import::parse(&source, &text, args.format, &defaults)?;
+    let mut tasks = import::parse(&source, &text, args.format, &defaults)?;
+    if let Some(dir) = &args.manifests {
+        let set = crate::manifest::load(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        import::apply_fleet_defaults(&mut tasks, &set);
+    }
     let bar = if args.json || tasks.len() < IMPORT_CHUNK {
         ProgressBar::hidden()
     } else {

@@ -1,6 +1,13 @@
 //! Fleet providers: where a step's workers run. The controller only ever sees these types;
 //! SDK types are converted at the edge of each implementation.
 
+pub mod asg;
+pub mod aws_error;
+pub mod ec2;
+pub mod fault;
+pub mod local;
+pub mod user_data;
+
 use std::collections::BTreeMap;
 use std::fmt;
 

@@ -198,6 +198,13 @@ fn get_task(conn: &Connection, op: &str, step: &str, id: &str) -> Result<Option<
     .transpose()
 }
 
+/// A transaction that takes the write lock up front: a deferred one that reads first and then
+/// writes fails at once (without waiting) when another process wrote in between.
+fn write_tx<'c>(c: &'c mut Connection, op: &str) -> Result<rusqlite::Transaction<'c>> {
+    c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| map_err(op, e))
+}
+
 /// The state a requeued task returns to: waiting when it has dependencies (so they are checked
 /// again), pending otherwise.
 fn requeue_target(spec: &TaskSpec) -> TaskState {
@@ -229,7 +236,7 @@ impl TaskStore for SqliteStore {
         const OP: &str = "import";
         let tasks = tasks.to_vec();
         self.run(OP, move |c| {
-            let tx = c.transaction().map_err(|e| map_err(OP, e))?;
+            let tx = write_tx(c, OP)?;
             let mut report = ImportReport::default();
             {
                 let mut existing = tx
@@ -417,7 +424,7 @@ impl TaskStore for SqliteStore {
         const OP: &str = "requeue expired";
         let step = step.to_string();
         self.run(OP, move |c| {
-            let tx = c.transaction().map_err(|e| map_err(OP, e))?;
+            let tx = write_tx(c, OP)?;
             let mut report = RequeueReport::default();
             {
                 let mut stmt = tx
@@ -459,7 +466,7 @@ impl TaskStore for SqliteStore {
         const OP: &str = "promote waiting";
         let step = step.to_string();
         self.run(OP, move |c| {
-            let tx = c.transaction().map_err(|e| map_err(OP, e))?;
+            let tx = write_tx(c, OP)?;
             let mut report = PromoteReport::default();
             {
                 let waiting: Vec<(String, String)> = {
@@ -631,7 +638,7 @@ impl TaskStore for SqliteStore {
         const OP: &str = "requeue";
         let (step, id) = (step.to_string(), id.to_string());
         self.run(OP, move |c| {
-            let tx = c.transaction().map_err(|e| map_err(OP, e))?;
+            let tx = write_tx(c, OP)?;
             let task =
                 get_task(&tx, OP, &step, &id)?.ok_or_else(|| StoreError::not_found(&step, &id))?;
             match task.state {
@@ -663,7 +670,7 @@ impl TaskStore for SqliteStore {
         const OP: &str = "cancel";
         let (step, id) = (step.to_string(), id.to_string());
         self.run(OP, move |c| {
-            let tx = c.transaction().map_err(|e| map_err(OP, e))?;
+            let tx = write_tx(c, OP)?;
             let task =
                 get_task(&tx, OP, &step, &id)?.ok_or_else(|| StoreError::not_found(&step, &id))?;
             if task.state.is_final() {
@@ -810,9 +817,7 @@ impl TaskStore for SqliteStore {
         const OP: &str = "acquire leadership";
         let (cluster, owner) = (cluster.to_string(), owner.to_string());
         self.run(OP, move |c| {
-            let tx = c
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(|e| map_err(OP, e))?;
+            let tx = write_tx(c, OP)?;
             let current: Option<(String, i64, i64)> = tx
                 .query_row(
                     "SELECT owner, fencing, expires_at FROM leaders WHERE cluster = ?1",

@@ -1,0 +1,291 @@
+//! `anamo up`: the embedded default. One command: a SQLite store, optional task import, the
+//! controller with every fleet run as local worker processes, live progress per step, and a
+//! summary when every task reached a final state.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::controller::{cluster_name, load_manifests, shutdown_signal, worker_launch};
+use super::output::Table;
+use super::parse_duration;
+use crate::clock::{self, format_duration_ms, SharedClock};
+use crate::controller::providers::ProviderSet;
+use crate::controller::{Controller, ControllerConfig};
+use crate::import::{self, Format, ImportDefaults};
+use crate::metrics::Metrics;
+use crate::model::StepCounts;
+use crate::planner::TerminateCause;
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Directory (or file) of Fleet manifests; every fleet runs as local worker processes.
+    #[arg(long, env = "ANAMO_MANIFESTS", default_value = "manifests")]
+    pub manifests: PathBuf,
+    /// Tasks to import first (TSV or JSONL, see `anamo task import --help`).
+    #[arg(long)]
+    pub tasks: Option<PathBuf>,
+    /// Start from an empty store (deletes the SQLite file first).
+    #[arg(long)]
+    pub fresh: bool,
+    /// Time between controller passes [default: the Controller manifest's, else 1s].
+    #[arg(long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// Where worker and task logs go.
+    #[arg(long, default_value = "anamo-logs")]
+    pub log_dir: PathBuf,
+    /// After the last task, wait at most this long for the fleets to scale back to their
+    /// minimum before stopping the remaining workers.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub linger: Duration,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+struct FleetSummary {
+    peak_instances: u32,
+    launches: u64,
+    terminations: u64,
+    final_instances: u32,
+    min_instances: u32,
+}
+
+pub async fn run(args: UpArgs, store_flag: Option<&str>) -> anyhow::Result<ExitCode> {
+    let source = load_manifests(&args.manifests)?;
+    let set = source.current().clone();
+    let store_url = store_flag.unwrap_or(super::DEFAULT_STORE).to_string();
+    if args.fresh {
+        if let Some(path) = store_url.strip_prefix("sqlite://") {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{path}{suffix}"));
+            }
+        }
+    }
+    let store = super::open_store(&store_url).await?;
+    store.create_schema().await?;
+    let clock: SharedClock = clock::system();
+    let started_at = clock.now();
+
+    if let Some(path) = &args.tasks {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut tasks = import::parse(
+            &path.display().to_string(),
+            &text,
+            Format::Auto,
+            &ImportDefaults::default(),
+        )?;
+        import::apply_fleet_defaults(&mut tasks, &set);
+        let r = store.import(&tasks, clock.now()).await?;
+        eprintln!(
+            "imported {} task(s) from {} ({} already present)",
+            r.inserted,
+            path.display(),
+            r.unchanged
+        );
+    }
+
+    let cspec = set.controller.as_ref().map(|c| c.spec.clone());
+    let mut cfg = ControllerConfig::new(&cluster_name(None, &set));
+    cfg.interval = args
+        .interval
+        .or(cspec.as_ref().map(|c| c.interval))
+        .unwrap_or(Duration::from_secs(1));
+    let metrics = Arc::new(Metrics::new());
+    let providers = ProviderSet::new(
+        worker_launch(&store_url, &args.log_dir, true)?,
+        clock.clone(),
+        &cfg.cluster,
+        None,
+    );
+    let mut controller = Controller::new(
+        cfg.clone(),
+        store.clone(),
+        clock.clone(),
+        source,
+        providers,
+        metrics.clone(),
+    );
+
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+    let style = ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let mut bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
+    let mut summaries: BTreeMap<String, FleetSummary> = BTreeMap::new();
+    let mut printed_actions = 0usize;
+    let mut finished_at: Option<i64> = None;
+    // Without a terminal the bars are hidden; print the action lines plainly then.
+    let say = |line: String| {
+        if multi.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            let _ = multi.println(line);
+        }
+    };
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut interrupted = false;
+
+    loop {
+        let report = controller.reconcile_once().await;
+        for e in &report.errors {
+            say(format!("warning: {e}"));
+        }
+        // Show new actions as log lines above the bars.
+        let status = controller
+            .status()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let total_actions = status.recent_actions.len();
+        let new = total_actions.saturating_sub(printed_actions.min(total_actions));
+        for a in status.recent_actions.iter().take(new).rev() {
+            say(format!("{:>12}: {} — {}", a.fleet, a.action, a.reason));
+        }
+        printed_actions = total_actions;
+        if let Some(plan) = &report.plan {
+            for f in &plan.fleets {
+                let s = summaries.entry(f.fleet.clone()).or_default();
+                s.peak_instances = s.peak_instances.max(f.status.instances);
+                s.final_instances = f.status.instances;
+                s.min_instances = set
+                    .fleet(&f.fleet)
+                    .map(|m| m.spec.min_instances)
+                    .unwrap_or(0);
+            }
+        }
+        let steps: Vec<StepCounts> = status.steps.iter().map(|s| s.counts.clone()).collect();
+        for c in &steps {
+            let bar = bars.entry(c.step.clone()).or_insert_with(|| {
+                let b = multi.add(ProgressBar::new(0));
+                b.set_style(style.clone());
+                b.set_prefix(c.step.clone());
+                b
+            });
+            bar.set_length(c.total());
+            bar.set_position(c.succeeded + c.failed + c.cancelled);
+            bar.set_message(format!(
+                "ok {} failed {} running {} pending {} waiting {}",
+                c.succeeded, c.failed, c.running, c.pending, c.waiting
+            ));
+        }
+        let total: u64 = steps.iter().map(|c| c.total()).sum();
+        let unfinished: u64 = steps.iter().map(|c| c.unfinished()).sum();
+        let now = clock.now();
+        if unfinished == 0 && finished_at.is_none() {
+            finished_at = Some(now);
+            if total == 0 {
+                say("no tasks to run (give --tasks FILE, or `anamo task import`)".to_string());
+            }
+        }
+        if let Some(done_at) = finished_at {
+            let at_min = report.plan.as_ref().is_some_and(|p| {
+                p.fleets.iter().all(|f| {
+                    f.status.instances + f.status.launching
+                        <= set
+                            .fleet(&f.fleet)
+                            .map(|m| m.spec.min_instances)
+                            .unwrap_or(0)
+                })
+            });
+            if at_min || now - done_at >= args.linger.as_millis() as i64 {
+                break;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.interval) => {}
+            _ = &mut shutdown => { interrupted = true; break; }
+        }
+    }
+    for b in bars.values() {
+        b.finish();
+    }
+    controller.shutdown().await;
+
+    for (fleet, s) in summaries.iter_mut() {
+        s.launches = metrics.launches.with_label_values(&[fleet.as_str()]).get();
+        s.terminations = TerminateCause::ALL
+            .iter()
+            .map(|c| {
+                metrics
+                    .terminations
+                    .with_label_values(&[fleet.as_str(), c.as_str()])
+                    .get()
+            })
+            .sum();
+    }
+    let mut steps = Vec::new();
+    for step in store.steps().await? {
+        steps.push(store.counts(&step).await?);
+    }
+    let failed: u64 = steps.iter().map(|c| c.failed).sum();
+    if args.json {
+        super::output::print_json(&serde_json::json!({ "steps": steps, "fleets": summaries }))?;
+    } else {
+        let mut t = Table::new([
+            "STEP",
+            "SUCCEEDED",
+            "FAILED",
+            "CANCELLED",
+            "UNFINISHED",
+            "TOTAL",
+        ]);
+        for c in &steps {
+            t.row([
+                c.step.clone(),
+                c.succeeded.to_string(),
+                c.failed.to_string(),
+                c.cancelled.to_string(),
+                c.unfinished().to_string(),
+                c.total().to_string(),
+            ]);
+        }
+        println!("{}", t.render());
+        let mut ft = Table::new([
+            "FLEET",
+            "PEAK INSTANCES",
+            "LAUNCHED",
+            "TERMINATED",
+            "AT END",
+            "MIN",
+        ]);
+        for (fleet, s) in &summaries {
+            ft.row([
+                fleet.clone(),
+                s.peak_instances.to_string(),
+                s.launches.to_string(),
+                s.terminations.to_string(),
+                s.final_instances.to_string(),
+                s.min_instances.to_string(),
+            ]);
+        }
+        print!("{}", ft.render());
+        println!(
+            "\nfinished in {}; task logs in {}",
+            format_duration_ms(clock.now() - started_at),
+            args.log_dir.join("tasks").display()
+        );
+    }
+    if interrupted {
+        eprintln!("interrupted: workers were drained; run `anamo up` again to continue");
+        return Ok(ExitCode::from(130));
+    }
+    if steps.iter().any(|c| c.unfinished() > 0) {
+        eprintln!("stopped with unfinished tasks");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,951 @@
+//! The reconcile loop: every interval, observe (task counts, workers, instances), plan (pure),
+//! act (through the fleet providers), and publish status and metrics.
+//!
+//! Launches are written ahead as *intents* (a batch token and a count, kept in the store)
+//! before the provider is called, so a controller that crashes mid-launch finds the batch again
+//! after a restart and completes it instead of launching twice (providers find a batch's
+//! instances by its tag and use the token as the EC2 `ClientToken`).
+
+pub mod providers;
+pub mod reload;
+pub mod status;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tracing::{debug, error, info, warn};
+
+use crate::clock::{ms, Millis, SharedClock};
+use crate::manifest::{FleetManifest, ManifestSet};
+use crate::metrics::Metrics;
+use crate::model::StepCounts;
+use crate::planner::{
+    self, Action, ConditionStatus, CoolOff, FleetInput, FleetPlan, FleetPolicy, PendingLaunch,
+    Plan, PlanInput, StepView,
+};
+use crate::provider::{
+    FleetProvider, Instance, LaunchRequest, ProviderError, TAG_CONTROLLER, TAG_FLEET,
+    TAG_LAUNCH_BATCH, TAG_STEP,
+};
+use crate::store::{Leadership, SharedStore, StatusDoc, StoreError};
+
+use providers::ProviderSet;
+use reload::{ManifestSource, Reload};
+use status::{conditions_summary, step_report, ActionRecord, ControllerStatus, FleetReport, Role};
+
+pub type SharedStatus = Arc<RwLock<ControllerStatus>>;
+
+/// Settings of the controller process.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Cluster name: tags instances and names the leadership lease.
+    pub cluster: String,
+    /// This process (for the leadership lease).
+    pub identity: String,
+    pub interval: Duration,
+    /// Take part in leader election (several controllers for one cluster).
+    pub leader_election: bool,
+    pub leader_ttl: Duration,
+    /// After a capacity error, no launches for this long.
+    pub cool_off: Duration,
+}
+
+impl ControllerConfig {
+    pub fn new(cluster: &str) -> Self {
+        ControllerConfig {
+            cluster: cluster.to_string(),
+            identity: default_identity(),
+            interval: Duration::from_secs(10),
+            leader_election: false,
+            leader_ttl: Duration::from_secs(30),
+            cool_off: Duration::from_secs(120),
+        }
+    }
+}
+
+pub fn default_identity() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "controller".into());
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    )
+}
+
+/// A launch written ahead of the provider call (persisted under `launch/<fleet>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LaunchIntent {
+    batch: String,
+    count: u32,
+    launched_at: Millis,
+    /// The provider confirmed the launch. Unconfirmed intents (crash or error mid-call) are
+    /// issued again with the same token, which launches only what is missing.
+    confirmed: bool,
+}
+
+#[derive(Debug, Default)]
+struct FleetMemory {
+    intents: Vec<LaunchIntent>,
+    cool_off: Option<CoolOff>,
+    last_action: Option<(Millis, String)>,
+    intents_loaded: bool,
+}
+
+/// What one pass observed about a fleet, next to its plan input.
+struct Observed {
+    fleet: FleetManifest,
+    provider: Option<Arc<dyn FleetProvider>>,
+    instances: Vec<Instance>,
+    workers: Vec<crate::model::WorkerInfo>,
+    error: Option<String>,
+}
+
+/// Outcome of one pass, for tests and `anamo up`.
+#[derive(Debug, Clone)]
+pub struct PassReport {
+    pub role: Role,
+    pub plan: Option<Plan>,
+    pub errors: Vec<String>,
+}
+
+pub struct Controller {
+    cfg: ControllerConfig,
+    store: SharedStore,
+    clock: SharedClock,
+    manifests: ManifestSource,
+    providers: ProviderSet,
+    memory: BTreeMap<String, FleetMemory>,
+    status: SharedStatus,
+    metrics: Arc<Metrics>,
+    leadership: Option<Leadership>,
+    prev_counts: HashMap<String, StepCounts>,
+}
+
+impl Controller {
+    pub fn new(
+        cfg: ControllerConfig,
+        store: SharedStore,
+        clock: SharedClock,
+        manifests: ManifestSource,
+        providers: ProviderSet,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let status = Arc::new(RwLock::new(ControllerStatus::new(
+            &cfg.cluster,
+            &cfg.identity,
+            &store.describe(),
+        )));
+        Controller {
+            cfg,
+            store,
+            clock,
+            manifests,
+            providers,
+            memory: BTreeMap::new(),
+            status,
+            metrics,
+            leadership: None,
+            prev_counts: HashMap::new(),
+        }
+    }
+
+    pub fn status(&self) -> SharedStatus {
+        self.status.clone()
+    }
+
+    pub fn manifests(&self) -> &ManifestSet {
+        self.manifests.current()
+    }
+
+    /// Runs passes every interval until `shutdown` resolves, then gives up leadership and
+    /// drains local workers.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            self.reconcile_once().await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.interval) => {}
+                _ = &mut shutdown => break,
+            }
+        }
+        self.shutdown().await;
+    }
+
+    /// Gives up leadership and drains local workers.
+    pub async fn shutdown(&mut self) {
+        info!("controller shutting down");
+        if self.cfg.leader_election {
+            if let Err(e) = self
+                .store
+                .release_leadership(&self.cfg.cluster, &self.cfg.identity)
+                .await
+            {
+                warn!(error = %e, "could not release leadership");
+            }
+        }
+        self.metrics.leader.set(0);
+        self.providers.shutdown_local(Duration::from_secs(60)).await;
+    }
+
+    /// One reconcile pass. Errors in one fleet do not stop the others.
+    pub async fn reconcile_once(&mut self) -> PassReport {
+        let started = Instant::now();
+        let now = self.clock.now();
+        let mut errors = Vec::new();
+
+        match self.manifests.reload() {
+            Reload::Unchanged => {}
+            Reload::Applied => info!(path = %self.manifests.path().display(), "manifests reloaded"),
+            Reload::Rejected(e) => {
+                self.metrics.manifest_reload_errors.inc();
+                error!("manifest change rejected, keeping the last good manifests:\n{e}");
+            }
+        }
+
+        let role = match self.ensure_leadership(now).await {
+            Ok(role) => role,
+            Err(e) => {
+                self.note_error("leadership", &e.to_string(), &mut errors);
+                Role::Follower
+            }
+        };
+        self.metrics.leader.set(i64::from(role == Role::Leader));
+        if role != Role::Leader {
+            let mut st = self.write_status();
+            st.role = role;
+            st.manifests_loaded = true;
+            st.last_reconcile_at = Some(now);
+            return PassReport {
+                role,
+                plan: None,
+                errors,
+            };
+        }
+
+        // Housekeeping on every step that has tasks, fleet or not.
+        let store_steps = match self.store.steps().await {
+            Ok(s) => s,
+            Err(e) => {
+                self.note_error("store", &format!("listing steps: {e}"), &mut errors);
+                Vec::new()
+            }
+        };
+        let fleets: Vec<FleetManifest> = self
+            .manifests
+            .current()
+            .in_dependency_order()
+            .into_iter()
+            .cloned()
+            .collect();
+        let mut all_steps: Vec<String> = store_steps.clone();
+        for f in &fleets {
+            if !all_steps.iter().any(|s| s == f.step()) {
+                all_steps.push(f.step().to_string());
+            }
+        }
+        for step in &all_steps {
+            if let Err(e) = self.housekeep_step(step, now).await {
+                self.note_error("store", &format!("step {step}: {e}"), &mut errors);
+            }
+        }
+
+        // Observe every fleet.
+        let names: Vec<&str> = fleets.iter().map(|f| f.name()).collect();
+        self.providers.retain(&names).await;
+        let mut observed = Vec::new();
+        let mut input = PlanInput::default();
+        for fleet in &fleets {
+            let (obs, fin) = self.observe(fleet, now).await;
+            if let Some(e) = &obs.error {
+                self.note_error(
+                    "observe",
+                    &format!("fleet {}: {e}", fleet.name()),
+                    &mut errors,
+                );
+            }
+            observed.push(obs);
+            input.fleets.push(fin);
+        }
+
+        let plan = planner::plan(&input, now);
+
+        // A deposed leader must not act: check the lease right before the action batch.
+        let may_act = self.still_leader(now).await;
+        if !may_act {
+            warn!("lost the leadership during the pass; not acting on its plan");
+        }
+        for (fp, obs) in plan.fleets.iter().zip(observed.iter()) {
+            if may_act {
+                if let Some(provider) = &obs.provider {
+                    self.execute(fp, obs, provider.clone(), now, &mut errors)
+                        .await;
+                }
+            }
+        }
+
+        self.publish(&plan, &observed, &all_steps, now, &errors)
+            .await;
+        let took = started.elapsed();
+        self.metrics.reconcile_duration.observe(took.as_secs_f64());
+        if errors.is_empty() {
+            self.metrics.last_success.set(now as f64 / 1000.0);
+        }
+        PassReport {
+            role,
+            plan: Some(plan),
+            errors,
+        }
+    }
+
+    fn write_status(&self) -> std::sync::RwLockWriteGuard<'_, ControllerStatus> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.status.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn note_error(&self, kind: &'static str, msg: &str, errors: &mut Vec<String>) {
+        self.metrics
+            .reconcile_errors
+            .with_label_values(&[kind])
+            .inc();
+        warn!(kind, "{msg}");
+        errors.push(msg.to_string());
+    }
+
+    async fn ensure_leadership(&mut self, now: Millis) -> Result<Role, StoreError> {
+        if !self.cfg.leader_election {
+            return Ok(Role::Leader);
+        }
+        let held = self
+            .store
+            .acquire_leadership(
+                &self.cfg.cluster,
+                &self.cfg.identity,
+                ms(self.cfg.leader_ttl),
+                now,
+            )
+            .await?;
+        let was = self.leadership.is_some();
+        self.leadership = held;
+        match (&self.leadership, was) {
+            (Some(l), false) => info!(fencing = l.fencing, "became the leader"),
+            (None, true) => warn!("lost the leadership"),
+            _ => {}
+        }
+        Ok(if self.leadership.is_some() {
+            Role::Leader
+        } else {
+            Role::Follower
+        })
+    }
+
+    async fn still_leader(&self, now: Millis) -> bool {
+        if !self.cfg.leader_election {
+            return true;
+        }
+        let Some(mine) = &self.leadership else {
+            return false;
+        };
+        match self.store.current_leader(&self.cfg.cluster).await {
+            Ok(Some(l)) => {
+                l.owner == self.cfg.identity && l.fencing == mine.fencing && l.expires_at > now
+            }
+            _ => false,
+        }
+    }
+
+    /// Promotes waiting tasks whose dependencies are done and requeues expired leases.
+    async fn housekeep_step(&mut self, step: &str, now: Millis) -> Result<(), StoreError> {
+        let promoted = self.store.promote_waiting(step, now).await?;
+        if promoted.promoted + promoted.failed > 0 {
+            debug!(
+                step,
+                promoted = promoted.promoted,
+                failed = promoted.failed,
+                "dependencies resolved"
+            );
+        }
+        let r = self.store.requeue_expired(step, now).await?;
+        if !r.requeued.is_empty() || !r.failed.is_empty() {
+            warn!(step, requeued = ?r.requeued, failed = ?r.failed, "requeued tasks whose lease expired");
+            self.metrics
+                .tasks_requeued
+                .with_label_values(&[step, "lease_expired"])
+                .inc_by(r.requeued.len() as u64);
+        }
+        Ok(())
+    }
+
+    async fn observe(&mut self, fleet: &FleetManifest, now: Millis) -> (Observed, FleetInput) {
+        let policy = FleetPolicy::from_manifest(fleet);
+        let mut error = None;
+        let step = match self.store.counts(fleet.step()).await {
+            Ok(counts) => match self.store.list_workers(Some(fleet.step())).await {
+                Ok(workers) => Ok(StepView { counts, workers }),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = &step {
+            error = Some(format!("reading the store: {e}"));
+        }
+        let provider = match self.providers.get(fleet).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                error = Some(format!("provider: {e}"));
+                None
+            }
+        };
+        let instances = match &provider {
+            Some(p) => {
+                self.count_call(p.as_ref(), "list");
+                match p.list().await {
+                    Ok(list) => Ok(list),
+                    Err(e) => {
+                        self.count_error(p.as_ref(), "list", &e);
+                        error = Some(format!("listing instances: {e}"));
+                        Err(e.to_string())
+                    }
+                }
+            }
+            None => Err(error.clone().unwrap_or_default()),
+        };
+
+        // Intents: load once (a restarted controller finds its unfinished launches), prune the
+        // ones whose instances are all listed or that are older than the boot timeout.
+        if !self
+            .memory
+            .get(fleet.name())
+            .is_some_and(|m| m.intents_loaded)
+        {
+            let loaded = self.load_intents(fleet.name()).await;
+            let mem = self.memory.entry(fleet.name().to_string()).or_default();
+            mem.intents = loaded;
+            mem.intents_loaded = true;
+        }
+        let mem = self.memory.entry(fleet.name().to_string()).or_default();
+        if let Ok(list) = &instances {
+            let boot = ms(fleet.spec.boot_timeout);
+            mem.intents.retain(|i| {
+                let seen = list
+                    .iter()
+                    .filter(|x| x.launch_batch.as_deref() == Some(i.batch.as_str()))
+                    .count() as u32;
+                seen < i.count && now - i.launched_at < boot
+            });
+        }
+        if mem.cool_off.as_ref().is_some_and(|c| c.until <= now) {
+            mem.cool_off = None;
+        }
+        let input = FleetInput {
+            policy,
+            step: step.clone(),
+            instances: instances.clone(),
+            cool_off: mem.cool_off.clone(),
+            pending_launches: mem
+                .intents
+                .iter()
+                .map(|i| PendingLaunch {
+                    batch: i.batch.clone(),
+                    count: i.count,
+                    launched_at: i.launched_at,
+                })
+                .collect(),
+        };
+        let obs = Observed {
+            fleet: fleet.clone(),
+            provider,
+            instances: instances.unwrap_or_default(),
+            workers: step.map(|s| s.workers).unwrap_or_default(),
+            error,
+        };
+        (obs, input)
+    }
+
+    async fn load_intents(&self, fleet: &str) -> Vec<LaunchIntent> {
+        let key = intent_key(fleet);
+        match self.store.list_status().await {
+            Ok(docs) => docs
+                .into_iter()
+                .find(|d| d.name == key)
+                .and_then(|d| serde_json::from_value::<Vec<LaunchIntent>>(d.body).ok())
+                .map(|v| {
+                    // Launches in flight when the last controller stopped are re-issued.
+                    v.into_iter()
+                        .map(|mut i| {
+                            i.confirmed = false;
+                            i
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(e) => {
+                warn!(fleet, error = %e, "cannot read launch intents");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn save_intents(&self, fleet: &str, now: Millis) -> Result<(), StoreError> {
+        let intents = self
+            .memory
+            .get(fleet)
+            .map(|m| m.intents.clone())
+            .unwrap_or_default();
+        self.store
+            .put_status(&StatusDoc {
+                name: intent_key(fleet),
+                updated_at: now,
+                body: serde_json::to_value(intents).unwrap_or_default(),
+            })
+            .await
+    }
+
+    fn count_call(&self, p: &dyn FleetProvider, op: &str) {
+        self.metrics
+            .provider_calls
+            .with_label_values(&[p.kind(), op])
+            .inc();
+    }
+
+    fn count_error(&self, p: &dyn FleetProvider, op: &str, e: &ProviderError) {
+        self.metrics
+            .provider_errors
+            .with_label_values(&[p.kind(), op, e.kind()])
+            .inc();
+        if matches!(e, ProviderError::Throttled(_)) {
+            self.metrics
+                .provider_throttles
+                .with_label_values(&[p.kind()])
+                .inc();
+        }
+    }
+
+    fn remember(&mut self, fleet: &str, now: Millis, what: String, rec: ActionRecord) {
+        self.memory
+            .entry(fleet.to_string())
+            .or_default()
+            .last_action = Some((now, what));
+        self.write_status().record_action(rec);
+    }
+
+    async fn execute(
+        &mut self,
+        fp: &FleetPlan,
+        obs: &Observed,
+        provider: Arc<dyn FleetProvider>,
+        now: Millis,
+        errors: &mut Vec<String>,
+    ) {
+        let fleet = fp.fleet.clone();
+        // Re-issue unconfirmed launches first (same token: only what is missing is launched).
+        let unconfirmed: Vec<LaunchIntent> = self
+            .memory
+            .get(&fleet)
+            .map(|m| m.intents.iter().filter(|i| !i.confirmed).cloned().collect())
+            .unwrap_or_default();
+        for intent in unconfirmed {
+            self.launch(
+                fp,
+                &obs.fleet,
+                &provider,
+                intent,
+                now,
+                errors,
+                "re-issued unconfirmed launch",
+            )
+            .await;
+        }
+        for action in &fp.actions {
+            match action {
+                Action::Launch { count, reason, .. } => {
+                    let intent = LaunchIntent {
+                        batch: format!(
+                            "{}-{}",
+                            fleet,
+                            &uuid::Uuid::new_v4().simple().to_string()[..16]
+                        ),
+                        count: *count,
+                        launched_at: now,
+                        confirmed: false,
+                    };
+                    let mem = self.memory.entry(fleet.clone()).or_default();
+                    mem.intents.push(intent.clone());
+                    // Written ahead: if this fails we do not launch (we could not recover).
+                    if let Err(e) = self.save_intents(&fleet, now).await {
+                        self.memory
+                            .entry(fleet.clone())
+                            .or_default()
+                            .intents
+                            .retain(|i| i.batch != intent.batch);
+                        self.note_error(
+                            "store",
+                            &format!("fleet {fleet}: cannot record launch intent: {e}"),
+                            errors,
+                        );
+                        continue;
+                    }
+                    self.launch(fp, &obs.fleet, &provider, intent, now, errors, reason)
+                        .await;
+                }
+                Action::Terminate {
+                    ids, cause, reason, ..
+                } => {
+                    self.count_call(provider.as_ref(), "terminate");
+                    let res = provider.terminate(ids).await;
+                    let ok = res.is_ok();
+                    let err = res.err();
+                    match &err {
+                        None => {
+                            info!(fleet, ids = ?ids, cause = cause.as_str(), "{reason}");
+                            self.metrics
+                                .terminations
+                                .with_label_values(&[&fleet, cause.as_str()])
+                                .inc_by(ids.len() as u64);
+                        }
+                        Some(e) => {
+                            self.count_error(provider.as_ref(), "terminate", e);
+                            self.note_error(
+                                "provider",
+                                &format!("fleet {fleet}: terminate failed: {e}"),
+                                errors,
+                            );
+                        }
+                    }
+                    self.remember(
+                        &fleet,
+                        now,
+                        format!("terminate {}: {reason}", ids.len()),
+                        ActionRecord {
+                            at: now,
+                            fleet: fleet.clone(),
+                            action: format!("terminate {}", ids.join(" ")),
+                            reason: reason.clone(),
+                            ok,
+                            error: err.map(|e| e.to_string()),
+                        },
+                    );
+                }
+                Action::MarkLost {
+                    ids,
+                    workers,
+                    reason,
+                    ..
+                } => {
+                    warn!(fleet, instances = ?ids, workers = ?workers, "{reason}");
+                    self.write_status().record_action(ActionRecord {
+                        at: now,
+                        fleet: fleet.clone(),
+                        action: format!("mark lost {}", ids.join(" ")),
+                        reason: reason.clone(),
+                        ok: true,
+                        error: None,
+                    });
+                }
+                // Done for every step at the start of the pass.
+                Action::RequeueExpired { .. } => {}
+            }
+        }
+        self.sync_protection(obs, provider.as_ref(), errors).await;
+        self.forget_gone_workers(obs, now).await;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn launch(
+        &mut self,
+        fp: &FleetPlan,
+        fleet: &FleetManifest,
+        provider: &Arc<dyn FleetProvider>,
+        intent: LaunchIntent,
+        now: Millis,
+        errors: &mut Vec<String>,
+        reason: &str,
+    ) {
+        let name = fp.fleet.clone();
+        let mut tags = BTreeMap::new();
+        tags.insert(TAG_FLEET.to_string(), name.clone());
+        tags.insert(TAG_STEP.to_string(), fp.step.clone());
+        tags.insert(TAG_CONTROLLER.to_string(), self.cfg.cluster.clone());
+        tags.insert(TAG_LAUNCH_BATCH.to_string(), intent.batch.clone());
+        let req = LaunchRequest {
+            fleet: name.clone(),
+            step: fleet.step().to_string(),
+            count: intent.count,
+            batch_token: intent.batch.clone(),
+            tags,
+        };
+        self.count_call(provider.as_ref(), "launch");
+        let res = provider.launch(&req).await;
+        let cool = ms(self.cfg.cool_off);
+        let mem = self.memory.entry(name.clone()).or_default();
+        let (ok, err_text) = match res {
+            Ok(out) => {
+                let got = out.instances.len() as u32;
+                if let Some(i) = mem.intents.iter_mut().find(|i| i.batch == intent.batch) {
+                    i.confirmed = true;
+                    // Fewer than asked: the planner launches the rest on a later pass.
+                    i.count = got.min(i.count);
+                }
+                mem.intents.retain(|i| i.count > 0);
+                self.metrics
+                    .launches
+                    .with_label_values(&[&name])
+                    .inc_by(u64::from(got));
+                info!(
+                    fleet = name,
+                    batch = intent.batch,
+                    launched = got,
+                    requested = intent.count,
+                    "{reason}"
+                );
+                (true, None)
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if e.is_capacity() || matches!(e, ProviderError::Config(_)) {
+                    // Nothing was launched: drop the intent and cool off before retrying.
+                    mem.intents.retain(|i| i.batch != intent.batch);
+                    mem.cool_off = Some(CoolOff {
+                        until: now + cool,
+                        reason: text.clone(),
+                    });
+                }
+                // Other errors (throttling, timeouts) may or may not have launched: the intent
+                // stays unconfirmed and is re-issued with the same token next pass.
+                self.count_error(provider.as_ref(), "launch", &e);
+                self.note_error(
+                    "provider",
+                    &format!("fleet {name}: launch failed: {e}"),
+                    errors,
+                );
+                (false, Some(text))
+            }
+        };
+        if let Err(e) = self.save_intents(&name, now).await {
+            warn!(fleet = name, error = %e, "cannot record launch intents");
+        }
+        self.remember(
+            &name,
+            now,
+            format!("launch {}: {reason}", intent.count),
+            ActionRecord {
+                at: now,
+                fleet: name.clone(),
+                action: format!("launch {}", intent.count),
+                reason: reason.to_string(),
+                ok,
+                error: err_text,
+            },
+        );
+    }
+
+    /// Scale-in protection on while an instance's worker is busy, off when idle (Auto Scaling
+    /// groups; a no-op elsewhere).
+    async fn sync_protection(
+        &mut self,
+        obs: &Observed,
+        provider: &dyn FleetProvider,
+        errors: &mut Vec<String>,
+    ) {
+        if provider.kind() != "autoscaling" {
+            return;
+        }
+        let busy_instances: Vec<&str> = obs
+            .workers
+            .iter()
+            .filter(|w| w.busy_slots > 0)
+            .filter_map(|w| w.instance_id.as_deref())
+            .collect();
+        let (mut protect, mut unprotect) = (Vec::new(), Vec::new());
+        for i in &obs.instances {
+            let busy = busy_instances.contains(&i.id.as_str());
+            if busy && !i.protected {
+                protect.push(i.id.clone());
+            } else if !busy && i.protected {
+                unprotect.push(i.id.clone());
+            }
+        }
+        for (ids, on) in [(protect, true), (unprotect, false)] {
+            if ids.is_empty() {
+                continue;
+            }
+            self.count_call(provider, "set_protection");
+            if let Err(e) = provider.set_protection(&ids, on).await {
+                self.count_error(provider, "set_protection", &e);
+                self.note_error(
+                    "provider",
+                    &format!("fleet {}: set protection: {e}", obs.fleet.name()),
+                    errors,
+                );
+            }
+        }
+    }
+
+    /// Removes registrations of workers that exited and whose instance is gone.
+    async fn forget_gone_workers(&self, obs: &Observed, now: Millis) {
+        const KEEP_MS: Millis = 10 * 60 * 1000;
+        for w in &obs.workers {
+            let listed = w
+                .instance_id
+                .as_deref()
+                .is_some_and(|id| obs.instances.iter().any(|i| i.id == id));
+            let exited = w.state == crate::model::WorkerState::Gone;
+            let stale = now - w.last_seen > KEEP_MS;
+            if !listed && (exited || stale) {
+                if let Err(e) = self.store.remove_worker(&w.worker_id).await {
+                    warn!(worker = w.worker_id, error = %e, "cannot remove worker registration");
+                }
+            }
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        plan: &Plan,
+        observed: &[Observed],
+        steps: &[String],
+        now: Millis,
+        errors: &[String],
+    ) {
+        let mut fleets = Vec::new();
+        for (fp, obs) in plan.fleets.iter().zip(observed) {
+            let mem = self.memory.get(&fp.fleet);
+            let s = &fp.status;
+            let report = FleetReport {
+                fleet: fp.fleet.clone(),
+                step: fp.step.clone(),
+                provider: obs
+                    .provider
+                    .as_ref()
+                    .map(|p| p.kind())
+                    .unwrap_or("-")
+                    .to_string(),
+                desired: fp.desired,
+                actual: s.instances,
+                idle: s.ready.saturating_sub(s.busy),
+                status: *s,
+                conditions: fp.conditions.clone(),
+                conditions_summary: conditions_summary(&fp.conditions),
+                last_action: mem.and_then(|m| m.last_action.as_ref().map(|a| a.1.clone())),
+                last_action_at: mem.and_then(|m| m.last_action.as_ref().map(|a| a.0)),
+                error: obs.error.clone(),
+                observed_at: now,
+            };
+            let m = &self.metrics;
+            m.fleet_desired
+                .with_label_values(&[&fp.fleet])
+                .set(i64::from(fp.desired));
+            for (label, v) in [
+                ("actual", s.instances),
+                ("ready", s.ready),
+                ("busy", s.busy),
+                ("idle", report.idle),
+                ("booting", s.booting + s.launching),
+                ("lost", s.lost),
+            ] {
+                m.fleet_instances
+                    .with_label_values(&[&fp.fleet, label])
+                    .set(i64::from(v));
+            }
+            for c in &fp.conditions {
+                m.fleet_condition
+                    .with_label_values(&[&fp.fleet, c.type_.as_str()])
+                    .set(i64::from(c.status == ConditionStatus::True));
+            }
+            if let Err(e) = self
+                .store
+                .put_status(&StatusDoc {
+                    name: format!("fleet/{}", fp.fleet),
+                    updated_at: now,
+                    body: serde_json::to_value(&report).unwrap_or_default(),
+                })
+                .await
+            {
+                warn!(fleet = fp.fleet, error = %e, "cannot write fleet status");
+            }
+            fleets.push(report);
+        }
+        let mut step_reports = Vec::new();
+        let mut store_ok = true;
+        for step in steps {
+            match step_report(&self.store, step, now).await {
+                Ok(r) => {
+                    self.update_step_metrics(&r.counts, r.oldest_pending_age_ms);
+                    step_reports.push(r);
+                }
+                Err(e) => {
+                    store_ok = false;
+                    warn!(step, error = %e, "cannot read step progress");
+                }
+            }
+        }
+        let mut st = self.write_status();
+        st.role = Role::Leader;
+        st.manifests_loaded = true;
+        st.store_reachable = store_ok;
+        st.last_reconcile_at = Some(now);
+        if errors.is_empty() {
+            st.last_success_at = Some(now);
+            st.last_error = None;
+        } else {
+            st.last_error = errors.last().cloned();
+        }
+        st.fleets = fleets;
+        st.steps = step_reports;
+    }
+
+    fn update_step_metrics(&mut self, c: &StepCounts, oldest_age: Option<Millis>) {
+        let m = &self.metrics;
+        for s in crate::model::TaskState::ALL {
+            m.tasks
+                .with_label_values(&[&c.step, s.as_str()])
+                .set(c.get(s) as i64);
+        }
+        m.oldest_pending_age
+            .with_label_values(&[&c.step])
+            .set(oldest_age.unwrap_or(0) as f64 / 1000.0);
+        // Counters follow the counts' growth (deletes and requeues never make them go back).
+        if let Some(prev) = self.prev_counts.get(&c.step) {
+            let grew = |now: u64, before: u64| now.saturating_sub(before);
+            m.tasks_completed
+                .with_label_values(&[&c.step])
+                .inc_by(grew(c.succeeded, prev.succeeded));
+            m.tasks_failed
+                .with_label_values(&[&c.step])
+                .inc_by(grew(c.failed, prev.failed));
+        } else {
+            // Make the series exist from the first pass.
+            m.tasks_completed.with_label_values(&[&c.step]).inc_by(0);
+            m.tasks_failed.with_label_values(&[&c.step]).inc_by(0);
+        }
+        self.prev_counts.insert(c.step.clone(), c.clone());
+    }
+}
+
+fn intent_key(fleet: &str) -> String {
+    format!("launch/{fleet}")
+}
+
+impl Controller {
+    /// What the controller would do now, and why, changing nothing (`anamo plan`).
+    pub async fn dry_run(&mut self) -> Plan {
+        let now = self.clock.now();
+        let fleets: Vec<FleetManifest> = self
+            .manifests
+            .current()
+            .in_dependency_order()
+            .into_iter()
+            .cloned()
+            .collect();
+        let mut input = PlanInput::default();
+        for fleet in &fleets {
+            let (_, fin) = self.observe(fleet, now).await;
+            input.fleets.push(fin);
+        }
+        planner::plan(&input, now)
+    }
+}

@@ -1,0 +1,98 @@
+//! The controller's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `/api/status`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::controller::status::Role;
+use crate::controller::SharedStatus;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub status: SharedStatus,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/status", get(api_status))
+        .with_state(state)
+}
+
+/// Binds `addr` and serves until `shutdown` resolves. Returns the bound address (port 0 picks
+/// a free one) and the server task.
+pub async fn serve(
+    addr: SocketAddr,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    Ok((local, task))
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready once manifests are loaded, the store answered, and the role is known.
+async fn readyz(State(s): State<AppState>) -> Response {
+    let st = s.status.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut problems = Vec::new();
+    if !st.manifests_loaded {
+        problems.push("manifests not loaded yet");
+    }
+    if st.role == Role::Starting {
+        problems.push("leader/follower state not known yet");
+    }
+    if st.role == Role::Leader && !st.store_reachable {
+        problems.push("store not reachable");
+    }
+    if problems.is_empty() {
+        (
+            StatusCode::OK,
+            format!("ready ({:?})\n", st.role).to_lowercase(),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", problems.join("; ")),
+        )
+            .into_response()
+    }
+}
+
+async fn api_status(State(s): State<AppState>) -> Response {
+    let st = s.status.read().unwrap_or_else(|p| p.into_inner()).clone();
+    Json(st).into_response()
+}
