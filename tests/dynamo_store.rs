@@ -1,0 +1,407 @@
+//! DynamoDB-specific tests of `DynamoStore` (the shared behaviour is in `tests/conformance.rs`):
+//! pagination past 1 MB, bounded claim cost, items written by other clients, and errors.
+//!
+//! Run through `scripts/test-services run -- cargo nextest run --test dynamo_store`. Locally
+//! the tests skip when DynamoDB Local is not running; in CI (`CI` set) they fail.
+
+mod common;
+
+use std::time::Instant;
+
+use anamo::model::{
+    ClaimRequest, Completion, Outcome, TaskFilter, TaskResult, TaskSpec, TaskState,
+};
+use anamo::store::dynamo::DynamoStore;
+use anamo::store::{StoreError, TaskStore};
+use aws_sdk_dynamodb::types::AttributeValue;
+
+const T0: i64 = 1_700_000_000_000;
+const TTL: i64 = 60_000;
+
+/// A store on a fresh table, plus a raw client on the same endpoint.
+async fn fresh() -> Option<(DynamoStore, aws_sdk_dynamodb::Client, String)> {
+    let endpoint = common::dynamo_endpoint()?;
+    let table = common::unique_name("anamo-dyn");
+    let client = common::dynamo_client(&endpoint).await;
+    let store = DynamoStore::new(client.clone(), &table);
+    store.create_schema().await.expect("create table");
+    Some((store, client, table))
+}
+
+fn req(step: &str, owner: &str) -> ClaimRequest {
+    ClaimRequest {
+        step: step.into(),
+        owner: owner.into(),
+        ttl_ms: TTL,
+    }
+}
+
+fn specs(step: &str, n: usize, script_len: usize) -> Vec<TaskSpec> {
+    (0..n)
+        .map(|i| {
+            let mut script = format!("echo {i} ");
+            script.push_str(&"x".repeat(script_len.saturating_sub(script.len())));
+            TaskSpec::new(step, format!("s{i:06}"), script)
+        })
+        .collect()
+}
+
+fn success(worker: &str) -> Completion {
+    Completion {
+        outcome: Outcome::Succeeded,
+        result: TaskResult {
+            exit_code: Some(0),
+            worker_id: worker.into(),
+            ..Default::default()
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pagination_past_one_megabyte_is_exact() {
+    let Some((store, _, _)) = fresh().await else {
+        return;
+    };
+    // ~3 MB of tasks: every query below needs several 1 MB pages.
+    const N: usize = 3_000;
+    let tasks = specs("align", N, 1_000);
+    assert_eq!(store.import(&tasks, T0).await.unwrap().inserted, N as u64);
+    // Move a few hundred to other states, with pages in each.
+    for i in 0..300 {
+        let c = store
+            .claim(&req("align", "w"), T0 + i)
+            .await
+            .unwrap()
+            .expect("a pending task");
+        if i % 2 == 0 {
+            store
+                .complete("align", c.task.id(), &c.token, &success("w"), T0 + i)
+                .await
+                .unwrap();
+        }
+    }
+    let c = store.counts("align").await.unwrap();
+    assert_eq!(
+        (c.pending, c.running, c.succeeded, c.total()),
+        (N as u64 - 300, 150, 150, N as u64)
+    );
+    assert_eq!(c.oldest_pending_at, Some(T0));
+    let all = store
+        .list(&TaskFilter {
+            step: Some("align".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), N);
+    let ids: Vec<&str> = all.iter().map(|t| t.id()).collect();
+    let expected: Vec<String> = (0..N).map(|i| format!("s{i:06}")).collect();
+    assert_eq!(ids, expected, "every task once, sorted by id");
+    let pending = store
+        .list(&TaskFilter {
+            step: Some("align".into()),
+            state: Some(TaskState::Pending),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), N - 300);
+    // Re-import reads every existing item back (BatchGetItem pages of 16 MB at most).
+    let r = store.import(&tasks, T0 + 1).await.unwrap();
+    assert_eq!((r.inserted, r.unchanged), (0, N as u64));
+    // All 150 running leases expire together.
+    let r = store
+        .requeue_expired("align", T0 + TTL + 1_000)
+        .await
+        .unwrap();
+    assert_eq!(r.requeued.len(), 150);
+    store.delete_schema().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn import_is_fast_and_claims_are_cheap() {
+    let Some((store, _, _)) = fresh().await else {
+        return;
+    };
+    const N: usize = 10_000;
+    let tasks = specs("align", N, 100);
+    let started = Instant::now();
+    let r = store.import(&tasks, T0).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.inserted, N as u64);
+    let requests = store.requests();
+    eprintln!(
+        "import of {N} tasks: {:.2} s, {requests} requests",
+        took.as_secs_f64()
+    );
+    // 100 BatchGetItem + 400 BatchWriteItem + the step registry, give or take retries.
+    assert!(requests < 600, "{requests} requests for the import");
+    let again = Instant::now();
+    assert_eq!(store.import(&tasks, T0).await.unwrap().unchanged, N as u64);
+    eprintln!(
+        "re-import of {N} tasks: {:.2} s",
+        again.elapsed().as_secs_f64()
+    );
+
+    // A lone claimer: one Query page and one conditional write per claim, whatever the
+    // backlog.
+    const CLAIMS: u64 = 200;
+    let before = store.requests();
+    for i in 0..CLAIMS {
+        let c = store
+            .claim(&req("align", "w"), T0 + 1 + i as i64)
+            .await
+            .unwrap()
+            .expect("a pending task");
+        assert_eq!(c.task.id(), format!("s{i:06}"), "oldest first");
+    }
+    let per_claim = (store.requests() - before) as f64 / CLAIMS as f64;
+    eprintln!("lone claimer: {per_claim:.2} requests per claim on a {N}-task backlog");
+    assert!(per_claim <= 3.0, "{per_claim} requests per claim");
+
+    // Eight concurrent claimers sharing the store (one worker's slots).
+    const CLAIMERS: usize = 8;
+    const EACH: usize = 50;
+    let before = store.requests();
+    let handles: Vec<_> = (0..CLAIMERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for _ in 0..EACH {
+                    store
+                        .claim(&req("align", &format!("w{w}")), T0 + 1_000)
+                        .await
+                        .unwrap()
+                        .expect("a pending task");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    let claims = (CLAIMERS * EACH) as f64;
+    let per_claim = (store.requests() - before) as f64 / claims;
+    eprintln!("{CLAIMERS} concurrent claimers: {per_claim:.2} requests per claim");
+    assert!(per_claim <= 8.0, "{per_claim} requests per claim");
+    let c = store.counts("align").await.unwrap();
+    assert_eq!(c.running, CLAIMS + claims as u64);
+    store.delete_schema().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn minimal_item_from_another_client_is_claimed_and_completed() {
+    let Some((store, client, table)) = fresh().await else {
+        return;
+    };
+    let s = |v: &str| AttributeValue::S(v.into());
+    let n = |v: i64| AttributeValue::N(v.to_string());
+    // Exactly the attributes docs/dynamodb-table.md lists as required.
+    client
+        .put_item()
+        .table_name(&table)
+        .item("pk", s("T#align#raw1"))
+        .item("step", s("align"))
+        .item("id", s("raw1"))
+        .item("state", s("pending"))
+        .item("script", s("echo raw"))
+        .item("attempts", n(0))
+        .item("max_attempts", n(2))
+        .item("created_at", n(T0))
+        .item("updated_at", n(T0))
+        .item("gsi1pk", s("S#align#pending"))
+        .item("gsi1sk", s(&format!("{:010}#{T0:013}#raw1", i32::MAX)))
+        .send()
+        .await
+        .unwrap();
+    client
+        .put_item()
+        .table_name(&table)
+        .item("pk", s("STEP#align"))
+        .item("gsi1pk", s("STEPS"))
+        .item("gsi1sk", s("align"))
+        .item("step", s("align"))
+        .send()
+        .await
+        .unwrap();
+    let t = store.get("align", "raw1").await.unwrap().unwrap();
+    assert_eq!(t.spec, {
+        let mut spec = TaskSpec::new("align", "raw1", "echo raw");
+        spec.max_attempts = 2;
+        spec
+    });
+    assert_eq!(store.steps().await.unwrap(), vec!["align"]);
+    assert_eq!(store.counts("align").await.unwrap().pending, 1);
+    let c = store
+        .claim(&req("align", "w"), T0 + 1)
+        .await
+        .unwrap()
+        .expect("the raw task is claimable");
+    assert_eq!((c.task.id(), c.task.attempts), ("raw1", 1));
+    let state = store
+        .complete("align", "raw1", &c.token, &success("w"), T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(state, TaskState::Succeeded);
+    let t = store.get("align", "raw1").await.unwrap().unwrap();
+    assert_eq!(t.state, TaskState::Succeeded);
+    assert_eq!(t.result.unwrap().worker_id, "w");
+    // Re-importing the same definition is a no-op.
+    let mut spec = TaskSpec::new("align", "raw1", "echo raw");
+    spec.max_attempts = 2;
+    assert_eq!(store.import(&[spec], T0 + 3).await.unwrap().unchanged, 1);
+    // The priority default (0) also matches a key written with the documented formula.
+    assert_eq!(format!("{:010}", i32::MAX), "2147483647");
+    store.delete_schema().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_item_is_an_error_naming_key_and_attribute() {
+    let Some((store, client, table)) = fresh().await else {
+        return;
+    };
+    client
+        .put_item()
+        .table_name(&table)
+        .item("pk", AttributeValue::S("T#align#bad".into()))
+        .item("step", AttributeValue::S("align".into()))
+        .item("id", AttributeValue::S("bad".into()))
+        .item("state", AttributeValue::S("pending".into()))
+        .item("script", AttributeValue::S("true".into()))
+        .item("attempts", AttributeValue::S("three".into()))
+        .item("created_at", AttributeValue::N(T0.to_string()))
+        .send()
+        .await
+        .unwrap();
+    match store.get("align", "bad").await {
+        Err(StoreError::Backend { message, .. }) => {
+            assert!(
+                message.contains("T#align#bad") && message.contains("attempts"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+    store.delete_schema().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn missing_table_says_how_to_create_it() {
+    let Some(endpoint) = common::dynamo_endpoint() else {
+        return;
+    };
+    let client = common::dynamo_client(&endpoint).await;
+    let store = DynamoStore::new(client, &common::unique_name("anamo-missing"));
+    let err = store.counts("align").await.unwrap_err();
+    assert!(matches!(err, StoreError::NoTable(_)), "{err:?}");
+    assert!(err.to_string().contains("anamo table create"), "{err}");
+    let err = store.claim(&req("align", "w"), T0).await.unwrap_err();
+    assert!(matches!(err, StoreError::NoTable(_)), "{err:?}");
+    let err = store.import(&specs("align", 3, 10), T0).await.unwrap_err();
+    assert!(matches!(err, StoreError::NoTable(_)), "{err:?}");
+    // Deleting a missing table is fine; creating twice is too.
+    store.delete_schema().await.unwrap();
+    store.create_schema().await.unwrap();
+    store.create_schema().await.unwrap();
+    assert_eq!(store.counts("align").await.unwrap().total(), 0);
+    store.delete_schema().await.unwrap();
+    assert!(matches!(
+        store.get("align", "x").await,
+        Err(StoreError::NoTable(_))
+    ));
+    assert_eq!(store.describe(), format!("dynamodb://{}", store.table()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelled_running_task_loses_its_lease_everywhere() {
+    let Some((store, _, _)) = fresh().await else {
+        return;
+    };
+    store.import(&specs("align", 2, 10), T0).await.unwrap();
+    let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+    store.cancel("align", c.task.id(), T0 + 1).await.unwrap();
+    for r in [
+        store
+            .complete("align", c.task.id(), &c.token, &success("w"), T0 + 2)
+            .await
+            .map(|_| ()),
+        store.release("align", c.task.id(), &c.token, T0 + 2).await,
+        store
+            .heartbeat("align", c.task.id(), &c.token, TTL, T0 + 2)
+            .await
+            .map(|_| ()),
+    ] {
+        assert!(matches!(r, Err(StoreError::LeaseLost { .. })), "{r:?}");
+    }
+    // The cancelled task left the running index: nothing to requeue.
+    let r = store.requeue_expired("align", T0 + 10 * TTL).await.unwrap();
+    assert!(r.requeued.is_empty() && r.failed.is_empty());
+    store.delete_schema().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn separate_workers_never_double_claim() {
+    let Some((store, client, table)) = fresh().await else {
+        return;
+    };
+    // Eight workers, each with its own store (as separate processes would have), drain 800
+    // tasks of mixed priority.
+    const N: usize = 800;
+    const WORKERS: usize = 8;
+    let mut tasks = specs("align", N, 10);
+    for (i, t) in tasks.iter_mut().enumerate() {
+        t.priority = (i % 3) as i32;
+    }
+    store.import(&tasks, T0).await.unwrap();
+    let handles: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let worker = DynamoStore::new(client.clone(), &table);
+            tokio::spawn(async move {
+                let owner = format!("w{w}");
+                let mut claimed = Vec::new();
+                while let Some(c) = worker.claim(&req("align", &owner), T0).await.unwrap() {
+                    worker
+                        .complete("align", c.task.id(), &c.token, &success(&owner), T0)
+                        .await
+                        .unwrap();
+                    claimed.push(c.task.spec.id);
+                }
+                (claimed, worker.requests())
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut requests = 0;
+    for h in handles {
+        let (claimed, r) = h.await.unwrap();
+        all.extend(claimed);
+        requests += r;
+    }
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(
+        (total, all.len()),
+        (N, N),
+        "every task claimed exactly once"
+    );
+    eprintln!(
+        "{WORKERS} separate workers: {:.2} requests per claim+complete",
+        requests as f64 / N as f64
+    );
+    assert_eq!(store.counts("align").await.unwrap().succeeded, N as u64);
+    store.delete_schema().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unreachable_endpoint_is_retryable() {
+    // Needs no DynamoDB Local: nothing listens on port 1.
+    let client = common::dynamo_client("http://127.0.0.1:1").await;
+    let store = DynamoStore::new(client, "anamo-unreachable");
+    let err = store.counts("align").await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable { .. }) && err.is_retryable(),
+        "{err:?}"
+    );
+    assert!(store.requests() >= 1, "attempts are counted");
+}
