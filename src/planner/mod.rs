@@ -204,7 +204,8 @@ impl FleetPlan {
 /// stopping; `launching` counts launches not listed yet.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetStatus {
-    /// Whether the provider's instance list was read this pass.
+    /// Whether the fleet was observed this pass (task store read and instances listed); when
+    /// not, the instance counts are zero.
     pub observed: bool,
     /// Runnable tasks of the step.
     pub pending_tasks: u64,
