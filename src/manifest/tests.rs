@@ -52,7 +52,7 @@ fn documentation_examples_validate() {
     assert_eq!(align.spec.budget_instances(), Some(32));
     assert_eq!(
         align.user_data_path().unwrap(),
-        crate_path("manifests/examples/worker-userdata.sh")
+        crate_path("manifests/examples/../user-data.sh.tmpl")
     );
     match &align.spec.provider {
         ProviderSpec::Ec2(e) => {

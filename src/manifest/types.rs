@@ -218,7 +218,8 @@ pub struct Ec2Provider {
     /// Instance types to try in order when one has no capacity (overrides the template's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instance_types: Vec<String>,
-    /// Path of a user-data template, relative to the manifest file's directory. Unset: the
+    /// Path of a user-data template with `{{name}}` placeholders (such as
+    /// `manifests/user-data.sh.tmpl`), relative to the manifest file's directory. Unset: the
     /// launch template's user data is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data: Option<String>,
