@@ -690,6 +690,47 @@ mod cases {
         assert_eq!(store.list_status().await.unwrap(), vec![doc2]);
     }
 
+    pub async fn finished_tasks_are_counted_by_time(store: SharedStore) {
+        store.import(&specs("align", 4), T0).await.unwrap();
+        for (i, outcome) in [
+            Outcome::Succeeded,
+            Outcome::FailedPermanently,
+            Outcome::Succeeded,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let at = T0 + 1_000 * (i as i64 + 1);
+            let c = store.claim(&req("align", "w"), at).await.unwrap().unwrap();
+            store
+                .complete(
+                    "align",
+                    c.task.id(),
+                    &c.token,
+                    &done(outcome, "w", i as i32),
+                    at,
+                )
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.count_finished_since("align", T0).await.unwrap(), 3);
+        assert_eq!(
+            store
+                .count_finished_since("align", T0 + 2_000)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            store
+                .count_finished_since("align", T0 + 3_001)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(store.count_finished_since("call", T0).await.unwrap(), 0);
+    }
+
     pub async fn leadership_is_exclusive_and_fenced(store: SharedStore) {
         let a = store
             .acquire_leadership("c1", "a", 10_000, T0)
@@ -791,5 +832,6 @@ conformance!(
     admin_requeue_cancel_delete,
     list_filters,
     workers_and_status_docs,
+    finished_tasks_are_counted_by_time,
     leadership_is_exclusive_and_fenced,
 );

@@ -785,20 +785,39 @@ impl Controller {
         }
     }
 
-    /// Removes registrations of workers that exited and whose instance is gone.
+    /// Tidies worker registrations: removes those of workers that exited (or vanished long
+    /// ago) whose instance is gone, and marks as gone a worker silent for longer than the lost
+    /// threshold plus a lease TTL: every lease it held has expired by then, so its instance no
+    /// longer counts as busy and can be replaced. A worker that was only cut off re-registers
+    /// with its next heartbeat.
     async fn forget_gone_workers(&self, obs: &Observed, now: Millis) {
         const KEEP_MS: Millis = 10 * 60 * 1000;
+        let policy = FleetPolicy::from_manifest(&obs.fleet);
+        let dead_after = policy.lost_after + ms(obs.fleet.spec.lease_ttl);
         for w in &obs.workers {
             let listed = w
                 .instance_id
                 .as_deref()
                 .is_some_and(|id| obs.instances.iter().any(|i| i.id == id));
             let exited = w.state == crate::model::WorkerState::Gone;
-            let stale = now - w.last_seen > KEEP_MS;
-            if !listed && (exited || stale) {
-                if let Err(e) = self.store.remove_worker(&w.worker_id).await {
-                    warn!(worker = w.worker_id, error = %e, "cannot remove worker registration");
-                }
+            let silent = now - w.last_seen;
+            let result = if !listed && (exited || silent > KEEP_MS) {
+                self.store.remove_worker(&w.worker_id).await
+            } else if listed && !exited && silent > dead_after {
+                warn!(
+                    worker = w.worker_id,
+                    silent_ms = silent,
+                    "worker presumed dead"
+                );
+                let mut gone = w.clone();
+                gone.state = crate::model::WorkerState::Gone;
+                gone.busy_slots = 0;
+                self.store.put_worker(&gone).await
+            } else {
+                Ok(())
+            };
+            if let Err(e) = result {
+                warn!(worker = w.worker_id, error = %e, "cannot update worker registration");
             }
         }
     }

@@ -4,6 +4,7 @@
 pub mod asg;
 pub mod aws_error;
 pub mod ec2;
+pub mod fake;
 pub mod fault;
 pub mod local;
 pub mod user_data;

@@ -101,6 +101,7 @@ impl Contention {
 enum Sk {
     Any,
     LessThan(String),
+    AtLeast(String),
     BeginsWith(String),
 }
 
@@ -227,13 +228,13 @@ impl DynamoStore {
         let mut condition = "#gpk = :gpk".to_string();
         match sk {
             Sk::Any => {}
-            Sk::LessThan(v) | Sk::BeginsWith(v) => {
+            Sk::LessThan(v) | Sk::AtLeast(v) | Sk::BeginsWith(v) => {
                 names.insert("#gsk".to_string(), GSI1SK.to_string());
                 values.insert(":gsk".to_string(), s(v.as_str()));
-                condition.push_str(if matches!(sk, Sk::LessThan(_)) {
-                    " AND #gsk < :gsk"
-                } else {
-                    " AND begins_with(#gsk, :gsk)"
+                condition.push_str(match sk {
+                    Sk::LessThan(_) => " AND #gsk < :gsk",
+                    Sk::AtLeast(_) => " AND #gsk >= :gsk",
+                    _ => " AND begins_with(#gsk, :gsk)",
                 });
             }
         }
@@ -290,12 +291,12 @@ impl DynamoStore {
     }
 
     /// The exact number of items of a gsi1 partition (all pages).
-    async fn count_all(&self, op: &str, gsi_pk: &str) -> Result<u64> {
+    async fn count_all(&self, op: &str, gsi_pk: &str, sk: Sk) -> Result<u64> {
         let mut total = 0;
         let mut start = None;
         loop {
             let (_, count, next) = self
-                .query_page(op, gsi_pk, &Sk::Any, None, true, None, start)
+                .query_page(op, gsi_pk, &sk, None, true, None, start)
                 .await?;
             total += count;
             match next {
@@ -994,7 +995,7 @@ impl TaskStore for DynamoStore {
             futures::future::try_join_all(TaskState::ALL.iter().map(|&state| async move {
                 let gsi_pk = state_pk(step, state);
                 if state != TaskState::Pending {
-                    return Ok((state, self.count_all(OP, &gsi_pk).await?, None));
+                    return Ok((state, self.count_all(OP, &gsi_pk, Sk::Any).await?, None));
                 }
                 // Same pages as a COUNT, plus the age of the oldest pending task.
                 let items = self
@@ -1020,6 +1021,21 @@ impl TaskStore for DynamoStore {
             }
         }
         Ok(counts)
+    }
+
+    async fn count_finished_since(&self, step: &str, since: Millis) -> Result<u64> {
+        const OP: &str = "count finished";
+        // Final states are sorted by the time they were reached: a range Query, no reads of
+        // older tasks.
+        let (ok_pk, failed_pk) = (
+            state_pk(step, TaskState::Succeeded),
+            state_pk(step, TaskState::Failed),
+        );
+        let (ok, failed) = futures::try_join!(
+            self.count_all(OP, &ok_pk, Sk::AtLeast(ts13(since))),
+            self.count_all(OP, &failed_pk, Sk::AtLeast(ts13(since))),
+        )?;
+        Ok(ok + failed)
     }
 
     async fn steps(&self) -> Result<Vec<String>> {

@@ -1,0 +1,434 @@
+//! Reconciler scenarios on a SQLite store, a manual clock and in-memory fake providers: the
+//! controller's own logic (intents, cool-off, leadership, isolation between fleets), with the
+//! planner's rules tested separately in `src/planner/tests.rs`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anamo::clock::{ManualClock, SharedClock};
+use anamo::controller::providers::{ProviderSet, RemoteFactory, WorkerLaunch};
+use anamo::controller::reload::ManifestSource;
+use anamo::controller::status::Role;
+use anamo::controller::{Controller, ControllerConfig};
+use anamo::manifest::{self, FleetManifest};
+use anamo::metrics::Metrics;
+use anamo::model::{ClaimRequest, TaskSpec, TaskState, WorkerInfo, WorkerState};
+use anamo::planner::{ConditionStatus, ConditionType};
+use anamo::provider::fake::{Call, FakeProvider};
+use anamo::provider::{FleetProvider, ProviderError};
+use anamo::store::sqlite::SqliteStore;
+use anamo::store::SharedStore;
+
+const T0: i64 = 1_800_000_000_000;
+
+fn fleet_yaml(name: &str, max: u32, extra: &str) -> String {
+    format!(
+        "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: {name}\nspec:\n  step: {name}\n  \
+         provider:\n    ec2:\n      launchTemplate:\n        name: lt-{name}\n  minInstances: 0\n  \
+         maxInstances: {max}\n  slotsPerInstance: 2\n  scaleDownDelay: 60s\n  bootTimeout: 5m\n  \
+         leaseTTL: 30s\n{extra}"
+    )
+}
+
+/// Hands out one fake provider per fleet and keeps them for inspection.
+#[derive(Clone, Default)]
+struct Fakes {
+    clock: Option<SharedClock>,
+    map: Arc<Mutex<BTreeMap<String, Arc<FakeProvider>>>>,
+}
+
+impl Fakes {
+    fn get(&self, fleet: &str) -> Arc<FakeProvider> {
+        let clock = self.clock.clone().expect("clock set");
+        self.map
+            .lock()
+            .unwrap()
+            .entry(fleet.to_string())
+            .or_insert_with(|| Arc::new(FakeProvider::new(fleet, clock)))
+            .clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl RemoteFactory for Fakes {
+    async fn build(
+        &self,
+        _cluster: &str,
+        fleet: &FleetManifest,
+        _launch: &WorkerLaunch,
+    ) -> Result<Arc<dyn FleetProvider>, ProviderError> {
+        Ok(self.get(fleet.name()))
+    }
+}
+
+struct World {
+    store: SharedStore,
+    clock: Arc<ManualClock>,
+    fakes: Fakes,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let store: SharedStore = Arc::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+        let clock = ManualClock::new(T0);
+        let fakes = Fakes {
+            clock: Some(clock.clone()),
+            ..Default::default()
+        };
+        World {
+            store,
+            clock,
+            fakes,
+            _dir: dir,
+        }
+    }
+
+    fn controller(&self, yaml: &str, tweak: impl FnOnce(&mut ControllerConfig)) -> Controller {
+        let set = manifest::parse_str(yaml, "test.yaml").expect("valid test manifests");
+        let mut cfg = ControllerConfig::new("test-cluster");
+        cfg.interval = Duration::from_secs(10);
+        tweak(&mut cfg);
+        let clock: SharedClock = self.clock.clone();
+        let providers = ProviderSet::new(
+            WorkerLaunch {
+                store_url: "sqlite://unused".into(),
+                exe: "/bin/false".into(),
+                log_dir: None,
+                env: BTreeMap::new(),
+                force_local: false,
+            },
+            clock.clone(),
+            &cfg.cluster,
+            Some(Box::new(self.fakes.clone())),
+        );
+        Controller::new(
+            cfg,
+            self.store.clone(),
+            clock,
+            ManifestSource::fixed(set),
+            providers,
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    async fn import(&self, step: &str, n: usize) {
+        let tasks: Vec<TaskSpec> = (0..n)
+            .map(|i| TaskSpec::new(step, format!("s{i}"), "true"))
+            .collect();
+        self.store.import(&tasks, self.clock.now()).await.unwrap();
+    }
+
+    fn launches(&self, fleet: &str) -> Vec<(String, u32)> {
+        self.fakes
+            .get(fleet)
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Launch { batch, count } => Some((batch, count)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn register(&self, fleet: &str, instance: &str, busy: u32, last_busy_at: i64) {
+        self.store
+            .put_worker(&WorkerInfo {
+                worker_id: format!("w-{instance}"),
+                step: fleet.to_string(),
+                instance_id: Some(instance.to_string()),
+                slots: 2,
+                busy_slots: busy,
+                started_at: T0,
+                last_seen: self.clock.now(),
+                last_busy_at,
+                state: WorkerState::Active,
+            })
+            .await
+            .unwrap();
+    }
+}
+
+use anamo::clock::Clock;
+
+#[tokio::test]
+async fn scales_up_once_while_instances_boot() {
+    let w = World::new();
+    w.import("align", 10).await;
+    let mut c = w.controller(&fleet_yaml("align", 3, ""), |_| {});
+    let r = c.reconcile_once().await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(w.launches("align").len(), 1);
+    assert_eq!(
+        w.launches("align")[0].1,
+        3,
+        "10 tasks / 2 per instance, capped at 3"
+    );
+    w.clock.advance(Duration::from_secs(10));
+    c.reconcile_once().await;
+    w.clock.advance(Duration::from_secs(10));
+    c.reconcile_once().await;
+    assert_eq!(
+        w.launches("align").len(),
+        1,
+        "booting instances count toward capacity"
+    );
+    assert_eq!(w.fakes.get("align").instances().len(), 3);
+    let st = c.status().read().unwrap().clone();
+    assert_eq!(st.role, Role::Leader);
+    assert_eq!(st.fleets[0].desired, 3);
+    let docs = w.store.list_status().await.unwrap();
+    assert!(
+        docs.iter().any(|d| d.name == "fleet/align"),
+        "fleet status published to the store"
+    );
+}
+
+#[tokio::test]
+async fn fewer_instances_than_asked_are_completed_next_pass() {
+    let w = World::new();
+    w.import("align", 10).await;
+    w.fakes.get("align").limit_per_launch(Some(1));
+    let mut c = w.controller(&fleet_yaml("align", 3, ""), |_| {});
+    c.reconcile_once().await;
+    assert_eq!(w.fakes.get("align").instances().len(), 1);
+    w.clock.advance(Duration::from_secs(10));
+    c.reconcile_once().await;
+    w.clock.advance(Duration::from_secs(10));
+    c.reconcile_once().await;
+    assert_eq!(
+        w.fakes.get("align").instances().len(),
+        3,
+        "the remainder is launched later"
+    );
+}
+
+#[tokio::test]
+async fn restart_after_a_launch_does_not_launch_twice() {
+    let w = World::new();
+    w.import("align", 10).await;
+    let yaml = fleet_yaml("align", 3, "");
+    {
+        let mut first = w.controller(&yaml, |_| {});
+        first.reconcile_once().await;
+        // The controller "crashes" here: it never sees the instances listed.
+    }
+    assert_eq!(w.fakes.get("align").instances().len(), 3);
+    let mut second = w.controller(&yaml, |_| {});
+    w.clock.advance(Duration::from_secs(5));
+    second.reconcile_once().await;
+    // The batch's instances are listed, so its intent is complete: nothing is launched again.
+    let launches = w.launches("align");
+    assert_eq!(launches.len(), 1, "{launches:?}");
+    assert_eq!(
+        w.fakes.get("align").instances().len(),
+        3,
+        "no duplicate instances"
+    );
+    w.clock.advance(Duration::from_secs(10));
+    second.reconcile_once().await;
+    assert_eq!(w.fakes.get("align").instances().len(), 3);
+}
+
+#[tokio::test]
+async fn crash_before_the_provider_call_launches_on_restart() {
+    let w = World::new();
+    w.import("align", 4).await;
+    let yaml = fleet_yaml("align", 3, "");
+    let fake = w.fakes.get("align");
+    // The call fails the way a timeout would: it may or may not have launched.
+    fake.fail_next_launch(ProviderError::Unavailable("connection reset".into()));
+    let mut c = w.controller(&yaml, |_| {});
+    let r = c.reconcile_once().await;
+    assert_eq!(r.errors.len(), 1);
+    assert!(fake.instances().is_empty());
+    w.clock.advance(Duration::from_secs(10));
+    let mut restarted = w.controller(&yaml, |_| {});
+    restarted.reconcile_once().await;
+    let launches = w.launches("align");
+    assert_eq!(launches.len(), 2);
+    assert_eq!(launches[0], launches[1], "the same batch, re-issued");
+    assert_eq!(
+        fake.instances().len(),
+        2,
+        "4 tasks need 2 instances, launched once"
+    );
+}
+
+#[tokio::test]
+async fn capacity_errors_cool_off_and_set_stalled() {
+    let w = World::new();
+    w.import("align", 4).await;
+    let fake = w.fakes.get("align");
+    fake.fail_next_launch(ProviderError::InsufficientCapacity(
+        "We currently do not have sufficient c5.large capacity".into(),
+    ));
+    let mut c = w.controller(&fleet_yaml("align", 3, ""), |cfg| {
+        cfg.cool_off = Duration::from_secs(120)
+    });
+    c.reconcile_once().await;
+    w.clock.advance(Duration::from_secs(10));
+    let r = c.reconcile_once().await;
+    let plan = r.plan.unwrap();
+    let fp = plan.fleet("align").unwrap();
+    assert_eq!(fp.launch_count(), 0, "no launch during the cool-off");
+    let stalled = fp.condition(ConditionType::Stalled).unwrap();
+    assert_eq!(stalled.status, ConditionStatus::True);
+    assert!(
+        stalled.message.contains("sufficient c5.large capacity"),
+        "{}",
+        stalled.message
+    );
+    assert_eq!(w.launches("align").len(), 1);
+    w.clock.advance(Duration::from_secs(121));
+    c.reconcile_once().await;
+    assert_eq!(w.launches("align").len(), 2, "retried after the cool-off");
+    assert_eq!(fake.instances().len(), 2);
+}
+
+#[tokio::test]
+async fn one_broken_fleet_does_not_stop_the_others() {
+    let w = World::new();
+    w.import("align", 4).await;
+    w.import("call", 4).await;
+    let yaml = format!(
+        "{}---\n{}",
+        fleet_yaml("align", 3, ""),
+        fleet_yaml("call", 3, "")
+    );
+    w.fakes
+        .get("align")
+        .fail_next_list(ProviderError::Unavailable("timeout".into()));
+    let mut c = w.controller(&yaml, |_| {});
+    let r = c.reconcile_once().await;
+    assert!(
+        r.errors.iter().any(|e| e.contains("align")),
+        "{:?}",
+        r.errors
+    );
+    assert!(
+        w.launches("align").is_empty(),
+        "no action on an unobserved fleet"
+    );
+    assert_eq!(w.launches("call").len(), 1, "the other fleet still scales");
+}
+
+#[tokio::test]
+async fn busy_instances_are_never_terminated() {
+    let w = World::new();
+    let mut c = w.controller(&fleet_yaml("align", 3, ""), |_| {});
+    let fake = w.fakes.get("align");
+    fake.add_instance("i-busy", None, T0 - 3_600_000);
+    fake.add_instance("i-idle", None, T0 - 3_600_000);
+    w.register("align", "i-busy", 1, T0).await;
+    w.register("align", "i-idle", 0, T0 - 600_000).await;
+    c.reconcile_once().await;
+    let terminated: Vec<Vec<String>> = fake
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Terminate(ids) => Some(ids),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(terminated, vec![vec!["i-idle".to_string()]]);
+    assert_eq!(fake.instances().len(), 1);
+}
+
+#[tokio::test]
+async fn expired_leases_are_requeued_each_pass() {
+    let w = World::new();
+    w.import("align", 1).await;
+    let claim = w
+        .store
+        .claim(
+            &ClaimRequest {
+                step: "align".into(),
+                owner: "dead-worker".into(),
+                ttl_ms: 30_000,
+            },
+            T0,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let mut c = w.controller(&fleet_yaml("align", 3, ""), |_| {});
+    c.reconcile_once().await;
+    assert_eq!(
+        w.store
+            .get("align", claim.task.id())
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        TaskState::Running
+    );
+    w.clock.advance(Duration::from_secs(31));
+    c.reconcile_once().await;
+    let t = w
+        .store
+        .get("align", claim.task.id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.state, TaskState::Pending);
+    assert_eq!(t.reason.as_deref(), Some("lease expired"));
+}
+
+#[tokio::test]
+async fn only_the_leader_acts_and_a_follower_takes_over() {
+    let w = World::new();
+    w.import("align", 10).await;
+    let yaml = fleet_yaml("align", 3, "");
+    let ha = |cfg: &mut ControllerConfig| {
+        cfg.leader_election = true;
+        cfg.leader_ttl = Duration::from_secs(30);
+    };
+    let mut a = w.controller(&yaml, |cfg| {
+        ha(cfg);
+        cfg.identity = "a".into();
+    });
+    let mut b = w.controller(&yaml, |cfg| {
+        ha(cfg);
+        cfg.identity = "b".into();
+    });
+    assert_eq!(a.reconcile_once().await.role, Role::Leader);
+    assert_eq!(b.reconcile_once().await.role, Role::Follower);
+    assert_eq!(w.launches("align").len(), 1, "one leader, one launch");
+    // a dies (stops renewing); after the lease TTL b takes over.
+    w.clock.advance(Duration::from_secs(20));
+    assert_eq!(b.reconcile_once().await.role, Role::Follower);
+    w.clock.advance(Duration::from_secs(11));
+    assert_eq!(b.reconcile_once().await.role, Role::Leader);
+    // The old leader, coming back, is a follower and does nothing.
+    let before = w.fakes.get("align").calls().len();
+    assert_eq!(a.reconcile_once().await.role, Role::Follower);
+    assert_eq!(w.fakes.get("align").calls().len(), before);
+}
+
+#[tokio::test]
+async fn a_silent_busy_worker_is_eventually_replaced() {
+    let w = World::new();
+    let mut c = w.controller(&fleet_yaml("align", 3, ""), |_| {});
+    let fake = w.fakes.get("align");
+    fake.add_instance("i-zombie", None, T0 - 3_600_000);
+    w.register("align", "i-zombie", 2, T0).await;
+    // Lost after 3 heartbeats (30s), presumed dead after one more lease TTL (30s).
+    w.clock.advance(Duration::from_secs(45));
+    c.reconcile_once().await;
+    assert_eq!(
+        fake.instances().len(),
+        1,
+        "lost but maybe still running: kept"
+    );
+    w.clock.advance(Duration::from_secs(30));
+    c.reconcile_once().await;
+    w.clock.advance(Duration::from_secs(10));
+    c.reconcile_once().await;
+    assert!(
+        fake.instances().is_empty(),
+        "a dead worker's instance is terminated"
+    );
+}
