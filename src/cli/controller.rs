@@ -19,6 +19,7 @@ use crate::controller::{Controller, ControllerConfig};
 use crate::manifest::ManifestSet;
 use crate::metrics::Metrics;
 use crate::server::{self, AppState};
+use crate::store::instrumented::InstrumentedStore;
 use crate::store::SharedStore;
 
 #[derive(Debug, Args)]
@@ -118,7 +119,9 @@ pub async fn run_controller(
     let source = load_manifests(&args.manifests)?;
     let set = source.current().clone();
     let store_url = resolve_store(store_flag, &set);
-    let store = super::open_store(&store_url).await?;
+    let metrics = Arc::new(Metrics::new());
+    // Every store call is counted and timed (anamo_store_*).
+    let store = InstrumentedStore::wrap(super::open_store(&store_url).await?, &metrics);
     store
         .create_schema()
         .await
@@ -145,7 +148,6 @@ pub async fn run_controller(
             .context("Controller spec.metricsAddr is not an address like 127.0.0.1:9464")?,
     };
     let clock: SharedClock = clock::system();
-    let metrics = Arc::new(Metrics::new());
     let providers = ProviderSet::new(
         worker_launch(&store_url, &args.log_dir, false)?,
         clock.clone(),

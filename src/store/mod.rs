@@ -25,6 +25,7 @@
 //! runs *at least* once; scripts should be idempotent.
 
 pub mod dynamo;
+pub mod instrumented;
 pub mod sqlite;
 
 use std::fmt;

@@ -1,0 +1,474 @@
+//! A [`TaskStore`] decorator that counts and times every call of the store it wraps:
+//! `anamo_store_requests_total{operation}`, `anamo_store_errors_total{operation,kind}` (kind from
+//! [`StoreError::kind`], never the message) and `anamo_store_request_duration_seconds{operation}`.
+//!
+//! The wrapped store keeps its own behaviour exactly: every method delegates, and the result
+//! (value or error) is passed through untouched.
+
+use std::future::Future;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use prometheus::{HistogramVec, IntCounterVec};
+
+use super::{Leadership, Result, SharedStore, StatusDoc, StoreError, TaskStore};
+use crate::clock::Millis;
+use crate::metrics::Metrics;
+use crate::model::{
+    Claim, ClaimRequest, Completion, ImportReport, PromoteReport, RequeueReport, StepCounts, Task,
+    TaskFilter, TaskSpec, TaskState, WorkerInfo,
+};
+
+/// Every operation label this decorator emits (the trait's async methods).
+pub const OPERATIONS: [&str; 25] = [
+    "create_schema",
+    "delete_schema",
+    "import",
+    "claim",
+    "heartbeat",
+    "complete",
+    "release",
+    "requeue_expired",
+    "promote_waiting",
+    "get",
+    "list",
+    "counts",
+    "steps",
+    "count_finished_since",
+    "requeue",
+    "cancel",
+    "delete",
+    "put_worker",
+    "remove_worker",
+    "list_workers",
+    "put_status",
+    "list_status",
+    "acquire_leadership",
+    "release_leadership",
+    "current_leader",
+];
+
+/// Wraps a store and records each call on the metrics registry.
+#[derive(Debug)]
+pub struct InstrumentedStore {
+    inner: SharedStore,
+    requests: IntCounterVec,
+    errors: IntCounterVec,
+    latency: HistogramVec,
+}
+
+impl InstrumentedStore {
+    pub fn new(inner: SharedStore, metrics: &Metrics) -> Self {
+        InstrumentedStore {
+            inner,
+            requests: metrics.store_requests.clone(),
+            errors: metrics.store_errors.clone(),
+            latency: metrics.store_latency.clone(),
+        }
+    }
+
+    /// The wrapped store, as a [`SharedStore`].
+    pub fn wrap(inner: SharedStore, metrics: &Metrics) -> SharedStore {
+        std::sync::Arc::new(Self::new(inner, metrics))
+    }
+
+    pub fn inner(&self) -> &SharedStore {
+        &self.inner
+    }
+
+    async fn observe<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let started = Instant::now();
+        let result = call.await;
+        self.latency
+            .with_label_values(&[operation])
+            .observe(started.elapsed().as_secs_f64());
+        self.requests.with_label_values(&[operation]).inc();
+        if let Err(e) = &result {
+            self.record_error(operation, e);
+        }
+        result
+    }
+
+    fn record_error(&self, operation: &'static str, e: &StoreError) {
+        self.errors.with_label_values(&[operation, e.kind()]).inc();
+    }
+}
+
+#[async_trait]
+impl TaskStore for InstrumentedStore {
+    async fn create_schema(&self) -> Result<()> {
+        self.observe("create_schema", self.inner.create_schema())
+            .await
+    }
+
+    async fn delete_schema(&self) -> Result<()> {
+        self.observe("delete_schema", self.inner.delete_schema())
+            .await
+    }
+
+    async fn import(&self, tasks: &[TaskSpec], now: Millis) -> Result<ImportReport> {
+        self.observe("import", self.inner.import(tasks, now)).await
+    }
+
+    async fn claim(&self, req: &ClaimRequest, now: Millis) -> Result<Option<Claim>> {
+        self.observe("claim", self.inner.claim(req, now)).await
+    }
+
+    async fn heartbeat(
+        &self,
+        step: &str,
+        id: &str,
+        token: &str,
+        ttl_ms: Millis,
+        now: Millis,
+    ) -> Result<Millis> {
+        self.observe(
+            "heartbeat",
+            self.inner.heartbeat(step, id, token, ttl_ms, now),
+        )
+        .await
+    }
+
+    async fn complete(
+        &self,
+        step: &str,
+        id: &str,
+        token: &str,
+        completion: &Completion,
+        now: Millis,
+    ) -> Result<TaskState> {
+        self.observe(
+            "complete",
+            self.inner.complete(step, id, token, completion, now),
+        )
+        .await
+    }
+
+    async fn release(&self, step: &str, id: &str, token: &str, now: Millis) -> Result<()> {
+        self.observe("release", self.inner.release(step, id, token, now))
+            .await
+    }
+
+    async fn requeue_expired(&self, step: &str, now: Millis) -> Result<RequeueReport> {
+        self.observe("requeue_expired", self.inner.requeue_expired(step, now))
+            .await
+    }
+
+    async fn promote_waiting(&self, step: &str, now: Millis) -> Result<PromoteReport> {
+        self.observe("promote_waiting", self.inner.promote_waiting(step, now))
+            .await
+    }
+
+    async fn get(&self, step: &str, id: &str) -> Result<Option<Task>> {
+        self.observe("get", self.inner.get(step, id)).await
+    }
+
+    async fn list(&self, filter: &TaskFilter) -> Result<Vec<Task>> {
+        self.observe("list", self.inner.list(filter)).await
+    }
+
+    async fn counts(&self, step: &str) -> Result<StepCounts> {
+        self.observe("counts", self.inner.counts(step)).await
+    }
+
+    async fn steps(&self) -> Result<Vec<String>> {
+        self.observe("steps", self.inner.steps()).await
+    }
+
+    async fn count_finished_since(&self, step: &str, since: Millis) -> Result<u64> {
+        // Delegated (not the trait's default), so a backend's own query is what runs.
+        self.observe(
+            "count_finished_since",
+            self.inner.count_finished_since(step, since),
+        )
+        .await
+    }
+
+    async fn requeue(&self, step: &str, id: &str, force: bool, now: Millis) -> Result<()> {
+        self.observe("requeue", self.inner.requeue(step, id, force, now))
+            .await
+    }
+
+    async fn cancel(&self, step: &str, id: &str, now: Millis) -> Result<()> {
+        self.observe("cancel", self.inner.cancel(step, id, now))
+            .await
+    }
+
+    async fn delete(&self, step: &str, id: &str) -> Result<()> {
+        self.observe("delete", self.inner.delete(step, id)).await
+    }
+
+    async fn put_worker(&self, worker: &WorkerInfo) -> Result<()> {
+        self.observe("put_worker", self.inner.put_worker(worker))
+            .await
+    }
+
+    async fn remove_worker(&self, worker_id: &str) -> Result<()> {
+        self.observe("remove_worker", self.inner.remove_worker(worker_id))
+            .await
+    }
+
+    async fn list_workers(&self, step: Option<&str>) -> Result<Vec<WorkerInfo>> {
+        self.observe("list_workers", self.inner.list_workers(step))
+            .await
+    }
+
+    async fn put_status(&self, doc: &StatusDoc) -> Result<()> {
+        self.observe("put_status", self.inner.put_status(doc)).await
+    }
+
+    async fn list_status(&self) -> Result<Vec<StatusDoc>> {
+        self.observe("list_status", self.inner.list_status()).await
+    }
+
+    async fn acquire_leadership(
+        &self,
+        cluster: &str,
+        owner: &str,
+        ttl_ms: Millis,
+        now: Millis,
+    ) -> Result<Option<Leadership>> {
+        self.observe(
+            "acquire_leadership",
+            self.inner.acquire_leadership(cluster, owner, ttl_ms, now),
+        )
+        .await
+    }
+
+    async fn release_leadership(&self, cluster: &str, owner: &str) -> Result<()> {
+        self.observe(
+            "release_leadership",
+            self.inner.release_leadership(cluster, owner),
+        )
+        .await
+    }
+
+    async fn current_leader(&self, cluster: &str) -> Result<Option<Leadership>> {
+        self.observe("current_leader", self.inner.current_leader(cluster))
+            .await
+    }
+
+    fn requests(&self) -> u64 {
+        self.inner.requests()
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::{Outcome, TaskResult};
+    use crate::store::sqlite::SqliteStore;
+
+    const T0: Millis = 1_700_000_000_000;
+
+    fn store(metrics: &Metrics) -> (tempfile::TempDir, SharedStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner = SqliteStore::open(&dir.path().join("tasks.db")).expect("open sqlite");
+        (dir, InstrumentedStore::wrap(Arc::new(inner), metrics))
+    }
+
+    fn requests(m: &Metrics, op: &str) -> u64 {
+        m.store_requests.with_label_values(&[op]).get()
+    }
+
+    fn errors(m: &Metrics, op: &str, kind: &str) -> u64 {
+        m.store_errors.with_label_values(&[op, kind]).get()
+    }
+
+    fn timed(m: &Metrics, op: &str) -> u64 {
+        m.store_latency.with_label_values(&[op]).get_sample_count()
+    }
+
+    fn completion(worker: &str) -> Completion {
+        Completion {
+            outcome: Outcome::Succeeded,
+            result: TaskResult {
+                exit_code: Some(0),
+                duration_ms: 5,
+                log_tail: String::new(),
+                instance_id: None,
+                worker_id: worker.into(),
+                started_at: T0,
+                finished_at: T0 + 5,
+                error: None,
+                subtasks: Vec::new(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_times_and_passes_results_through() {
+        let m = Metrics::new();
+        let (_dir, s) = store(&m);
+        s.create_schema().await.unwrap();
+        let report = s
+            .import(
+                &[
+                    TaskSpec::new("align", "S1", "true"),
+                    TaskSpec::new("align", "S2", "true"),
+                ],
+                T0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.inserted, 2);
+        let req = ClaimRequest {
+            step: "align".into(),
+            owner: "w1".into(),
+            ttl_ms: 60_000,
+        };
+        let claim = s.claim(&req, T0).await.unwrap().expect("a pending task");
+        let state = s
+            .complete(
+                "align",
+                &claim.task.spec.id,
+                &claim.token,
+                &completion("w1"),
+                T0 + 10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(state, TaskState::Succeeded);
+        let counts = s.counts("align").await.unwrap();
+        assert_eq!((counts.pending, counts.succeeded), (1, 1));
+
+        assert_eq!(requests(&m, "create_schema"), 1);
+        assert_eq!(requests(&m, "import"), 1);
+        assert_eq!(requests(&m, "claim"), 1);
+        assert_eq!(requests(&m, "complete"), 1);
+        assert_eq!(requests(&m, "counts"), 1);
+        for op in ["create_schema", "import", "claim", "complete", "counts"] {
+            assert_eq!(timed(&m, op), 1, "{op} timed once");
+            assert!(m.store_latency.with_label_values(&[op]).get_sample_sum() >= 0.0);
+        }
+        // Successful calls are no errors.
+        let text = m.render();
+        assert!(!text.contains("anamo_store_errors_total{"), "{text}");
+        // The wrapped store is described (and counts requests) as the inner one does.
+        assert!(s.describe().starts_with("sqlite://"), "{}", s.describe());
+    }
+
+    #[tokio::test]
+    async fn errors_are_counted_by_kind_never_by_message() {
+        let m = Metrics::new();
+        let (_dir, s) = store(&m);
+        s.create_schema().await.unwrap();
+        s.import(&[TaskSpec::new("align", "S1", "true")], T0)
+            .await
+            .unwrap();
+        let req = ClaimRequest {
+            step: "align".into(),
+            owner: "w1".into(),
+            ttl_ms: 60_000,
+        };
+        let claim = s.claim(&req, T0).await.unwrap().unwrap();
+        // A stale token: the lease is not ours.
+        let err = s
+            .complete(
+                "align",
+                &claim.task.spec.id,
+                "not-the-token",
+                &completion("w1"),
+                T0 + 1,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "lease_lost");
+        // An admin action on a task that does not exist.
+        let err = s.requeue("align", "nope", false, T0).await.unwrap_err();
+        assert_eq!(err.kind(), "not_found");
+        // Not finding a task with `get` is an answer, not an error.
+        assert!(s.get("align", "nope").await.unwrap().is_none());
+
+        assert_eq!(errors(&m, "complete", "lease_lost"), 1);
+        assert_eq!(errors(&m, "requeue", "not_found"), 1);
+        assert_eq!(requests(&m, "complete"), 1, "failed calls are requests too");
+        assert_eq!(timed(&m, "complete"), 1, "failed calls are timed too");
+        assert_eq!(requests(&m, "get"), 1);
+        let text = m.render();
+        assert!(
+            text.contains("anamo_store_errors_total{kind=\"lease_lost\",operation=\"complete\"} 1"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("not-the-token") && !text.contains("nope"),
+            "{text}"
+        );
+        assert!(!text.contains("anamo_store_errors_total{kind=\"not_found\",operation=\"get\"}"));
+    }
+
+    #[tokio::test]
+    async fn every_operation_has_its_own_label() {
+        let m = Metrics::new();
+        let (_dir, s) = store(&m);
+        s.create_schema().await.unwrap();
+        let now = T0;
+        s.import(&[TaskSpec::new("align", "S1", "true")], now)
+            .await
+            .unwrap();
+        let req = ClaimRequest {
+            step: "align".into(),
+            owner: "w1".into(),
+            ttl_ms: 60_000,
+        };
+        let c = s.claim(&req, now).await.unwrap().unwrap();
+        let id = c.task.spec.id.clone();
+        s.heartbeat("align", &id, &c.token, 60_000, now)
+            .await
+            .unwrap();
+        s.release("align", &id, &c.token, now).await.unwrap();
+        let c = s.claim(&req, now).await.unwrap().unwrap();
+        s.complete("align", &id, &c.token, &completion("w1"), now)
+            .await
+            .unwrap();
+        s.requeue_expired("align", now).await.unwrap();
+        s.promote_waiting("align", now).await.unwrap();
+        s.get("align", &id).await.unwrap();
+        s.list(&TaskFilter::default()).await.unwrap();
+        s.counts("align").await.unwrap();
+        s.steps().await.unwrap();
+        s.count_finished_since("align", 0).await.unwrap();
+        s.requeue("align", &id, false, now).await.unwrap();
+        s.cancel("align", &id, now).await.unwrap();
+        s.delete("align", &id).await.unwrap();
+        let w = WorkerInfo {
+            worker_id: "w1".into(),
+            step: "align".into(),
+            instance_id: None,
+            slots: 1,
+            busy_slots: 0,
+            started_at: now,
+            last_seen: now,
+            last_busy_at: now,
+            state: crate::model::WorkerState::Active,
+        };
+        s.put_worker(&w).await.unwrap();
+        s.list_workers(None).await.unwrap();
+        s.remove_worker("w1").await.unwrap();
+        s.put_status(&StatusDoc {
+            name: "fleet/align".into(),
+            updated_at: now,
+            body: serde_json::json!({}),
+        })
+        .await
+        .unwrap();
+        s.list_status().await.unwrap();
+        s.acquire_leadership("c", "me", 30_000, now).await.unwrap();
+        s.current_leader("c").await.unwrap();
+        s.release_leadership("c", "me").await.unwrap();
+        s.delete_schema().await.unwrap();
+        for op in OPERATIONS {
+            assert!(requests(&m, op) >= 1, "operation {op} was not counted");
+        }
+    }
+}
