@@ -1,11 +1,14 @@
-//! The controller's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `/api/status`.
+//! The controller's HTTP endpoints: `/` (the status page), `/metrics`, `/healthz`, `/readyz`,
+//! `/api/status`.
+
+pub mod status_page;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
@@ -21,6 +24,7 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -90,6 +94,17 @@ async fn readyz(State(s): State<AppState>) -> Response {
         )
             .into_response()
     }
+}
+
+/// The status page, rendered from the same status as `/api/status`.
+async fn index(State(s): State<AppState>) -> Response {
+    let st = s.status.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Html(status_page::render(&st, now)),
+    )
+        .into_response()
 }
 
 async fn api_status(State(s): State<AppState>) -> Response {
