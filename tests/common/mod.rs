@@ -82,3 +82,4 @@ impl Harness {
         })
     }
 }
+pub mod worker;

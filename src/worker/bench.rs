@@ -1,0 +1,128 @@
+//! Dispatch benchmark: `workers` in-process workers with `slots` slots each work through
+//! `tasks` trivial tasks (`true`); reports throughput and store requests per task.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::{run_with, WorkerArgs, WorkerControl, WorkerError};
+use crate::model::TaskSpec;
+use crate::store::SharedStore;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub store: String,
+    /// The step created for the run (`bench-<random>`); its tasks stay in the store.
+    pub step: String,
+    pub workers: usize,
+    pub slots: u32,
+    pub tasks: u64,
+    pub succeeded: u64,
+    /// From the first worker's start to the last result recorded.
+    pub elapsed_ms: u64,
+    pub tasks_per_sec: f64,
+    /// Store requests in that window (claims, heartbeats, completions, registrations, polls).
+    pub requests: u64,
+    pub requests_per_task: f64,
+    /// Store requests the import took (not included above).
+    pub import_requests: u64,
+}
+
+/// Imports `tasks` tasks running `true` into a fresh step and lets `workers` workers of
+/// `slots` slots run them all.
+pub async fn bench_dispatch(
+    store: SharedStore,
+    workers: usize,
+    slots: u32,
+    tasks: u64,
+) -> Result<BenchReport, WorkerError> {
+    if workers == 0 || slots == 0 || tasks == 0 {
+        return Err(WorkerError::InvalidArgs(
+            "workers, slots and tasks must all be at least 1".into(),
+        ));
+    }
+    let step = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let specs: Vec<TaskSpec> = (0..tasks)
+        .map(|i| TaskSpec::new(&step, format!("t{i:07}"), "true"))
+        .collect();
+    let before_import = store.requests();
+    store
+        .import(&specs, crate::clock::system().now())
+        .await
+        .map_err(|source| WorkerError::Store {
+            operation: "importing benchmark tasks",
+            source,
+        })?;
+    let import_requests = store.requests() - before_import;
+
+    let log_dir = std::env::temp_dir().join(format!("anamo-bench-{step}"));
+    let started = Instant::now();
+    let before = store.requests();
+    let mut controls = Vec::new();
+    let mut running = JoinSet::new();
+    for _ in 0..workers {
+        let control = WorkerControl::new();
+        controls.push(control.clone());
+        let mut args = WorkerArgs::new(&step);
+        args.slots = slots;
+        args.log_dir = Some(log_dir.clone());
+        args.imds_endpoint = Some("off".into());
+        args.poll_interval = Duration::from_millis(500);
+        args.drain_grace = Duration::ZERO;
+        running.spawn(run_with(args, store.clone(), control));
+    }
+    let recorded = |controls: &[WorkerControl]| -> (u64, u64) {
+        controls.iter().fold((0, 0), |(r, s), c| {
+            let st = c.stats();
+            (r + st.recorded(), s + st.succeeded)
+        })
+    };
+    // Done when every task has a recorded result (or every worker has stopped).
+    let mut finished_early = None;
+    loop {
+        if recorded(&controls).0 >= tasks {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            joined = running.join_next() => {
+                if let Some(Ok(Err(e))) = joined {
+                    finished_early = Some(e);
+                    break;
+                }
+                if joined.is_none() {
+                    break;
+                }
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let requests = store.requests() - before;
+    let (_, succeeded) = recorded(&controls);
+    controls.iter().for_each(|c| c.drain());
+    while let Some(joined) = running.join_next().await {
+        if let Ok(Err(e)) = joined {
+            finished_early.get_or_insert(e);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&log_dir);
+    if let Some(e) = finished_early {
+        return Err(e);
+    }
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    Ok(BenchReport {
+        store: store.describe(),
+        step,
+        workers,
+        slots,
+        tasks,
+        succeeded,
+        elapsed_ms: elapsed.as_millis() as u64,
+        tasks_per_sec: tasks as f64 / secs,
+        requests,
+        requests_per_task: requests as f64 / tasks as f64,
+        import_requests,
+    })
+}

@@ -1,0 +1,369 @@
+//! One struct per observable happening in the worker. Each `emit()` writes the log line and
+//! bumps the matching counter together, so logs and counters cannot drift apart.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::model::{Outcome, TaskState};
+use crate::store::StoreError;
+
+/// Live counters of one worker (or of several, when shared, as in the benchmark).
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    claimed: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    lease_lost: AtomicU64,
+    handed_back: AtomicU64,
+    results_lost: AtomicU64,
+    claim_errors: AtomicU64,
+    heartbeat_errors: AtomicU64,
+}
+
+/// A snapshot of [`WorkerStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// Tasks claimed.
+    pub claimed: u64,
+    /// Attempts recorded as succeeded.
+    pub succeeded: u64,
+    /// Attempts recorded as failed (retried or not).
+    pub failed: u64,
+    /// Tasks abandoned because their lease was lost (nothing recorded).
+    pub lease_lost: u64,
+    /// Tasks handed back unfinished (drain, spot interruption).
+    pub handed_back: u64,
+    /// Results that could not be written before their lease expired.
+    pub results_lost: u64,
+    pub claim_errors: u64,
+    pub heartbeat_errors: u64,
+}
+
+impl StatsSnapshot {
+    /// Attempts whose result was recorded.
+    pub fn recorded(&self) -> u64 {
+        self.succeeded + self.failed
+    }
+}
+
+impl WorkerStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            claimed: g(&self.claimed),
+            succeeded: g(&self.succeeded),
+            failed: g(&self.failed),
+            lease_lost: g(&self.lease_lost),
+            handed_back: g(&self.handed_back),
+            results_lost: g(&self.results_lost),
+            claim_errors: g(&self.claim_errors),
+            heartbeat_errors: g(&self.heartbeat_errors),
+        }
+    }
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}
+
+pub(crate) struct WorkerStarted<'a> {
+    pub worker_id: &'a str,
+    pub step: &'a str,
+    pub slots: u32,
+    pub instance_id: Option<&'a str>,
+    pub store: &'a str,
+    pub log_dir: &'a std::path::Path,
+}
+
+impl WorkerStarted<'_> {
+    pub fn emit(self) {
+        tracing::info!(
+            worker_id = self.worker_id,
+            step = self.step,
+            slots = self.slots,
+            instance_id = self.instance_id.unwrap_or("-"),
+            store = self.store,
+            log_dir = %self.log_dir.display(),
+            "worker started"
+        );
+    }
+}
+
+pub(crate) struct TaskStarted<'a> {
+    pub step: &'a str,
+    pub id: &'a str,
+    pub attempt: u32,
+    pub log: &'a std::path::Path,
+}
+
+impl TaskStarted<'_> {
+    pub fn emit(self, stats: &WorkerStats) {
+        bump(&stats.claimed);
+        tracing::info!(
+            step = self.step,
+            id = self.id,
+            attempt = self.attempt,
+            log = %self.log.display(),
+            "task started"
+        );
+    }
+}
+
+pub(crate) struct TaskFinished<'a> {
+    pub step: &'a str,
+    pub id: &'a str,
+    pub attempt: u32,
+    pub outcome: Outcome,
+    pub exit_code: Option<i32>,
+    pub error: Option<&'a str>,
+    pub duration: Duration,
+    /// The state the store moved the task to.
+    pub state: TaskState,
+}
+
+impl TaskFinished<'_> {
+    pub fn emit(self, stats: &WorkerStats) {
+        let outcome = match self.outcome {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::FailedPermanently => "failed_permanently",
+        };
+        let exit_code = self.exit_code.map(i64::from).unwrap_or(-1);
+        if self.outcome == Outcome::Succeeded {
+            bump(&stats.succeeded);
+            tracing::info!(
+                step = self.step,
+                id = self.id,
+                attempt = self.attempt,
+                outcome,
+                exit_code,
+                duration_ms = ms(self.duration),
+                state = self.state.as_str(),
+                "task finished"
+            );
+        } else {
+            bump(&stats.failed);
+            tracing::warn!(
+                step = self.step,
+                id = self.id,
+                attempt = self.attempt,
+                outcome,
+                exit_code,
+                error = self.error.unwrap_or("-"),
+                duration_ms = ms(self.duration),
+                state = self.state.as_str(),
+                "task finished"
+            );
+        }
+    }
+}
+
+pub(crate) struct TaskLeaseLost<'a> {
+    pub step: &'a str,
+    pub id: &'a str,
+    pub attempt: u32,
+    /// `taken over` (the store said so) or `expired` (no heartbeat got through in time).
+    pub cause: &'a str,
+    pub duration: Duration,
+}
+
+impl TaskLeaseLost<'_> {
+    pub fn emit(self, stats: &WorkerStats) {
+        bump(&stats.lease_lost);
+        tracing::warn!(
+            step = self.step,
+            id = self.id,
+            attempt = self.attempt,
+            cause = self.cause,
+            duration_ms = ms(self.duration),
+            "lease lost: task killed, its result is discarded"
+        );
+    }
+}
+
+pub(crate) struct TaskHandedBack<'a> {
+    pub step: &'a str,
+    pub id: &'a str,
+    pub attempt: u32,
+    pub reason: &'a str,
+    /// False when the release did not reach the store (the lease then simply expires).
+    pub released: bool,
+}
+
+impl TaskHandedBack<'_> {
+    pub fn emit(self, stats: &WorkerStats) {
+        bump(&stats.handed_back);
+        if self.released {
+            tracing::info!(
+                step = self.step,
+                id = self.id,
+                attempt = self.attempt,
+                reason = self.reason,
+                "task handed back unfinished"
+            );
+        } else {
+            tracing::warn!(
+                step = self.step,
+                id = self.id,
+                attempt = self.attempt,
+                reason = self.reason,
+                "task stopped but could not be released; it is requeued when its lease expires"
+            );
+        }
+    }
+}
+
+pub(crate) struct ResultLost<'a> {
+    pub step: &'a str,
+    pub id: &'a str,
+    pub attempt: u32,
+    pub last_error: Option<&'a StoreError>,
+}
+
+impl ResultLost<'_> {
+    pub fn emit(self, stats: &WorkerStats) {
+        bump(&stats.results_lost);
+        tracing::error!(
+            step = self.step,
+            id = self.id,
+            attempt = self.attempt,
+            error = self
+                .last_error
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "-".into()),
+            "result not recorded: the store did not accept it before the lease expired"
+        );
+    }
+}
+
+pub(crate) struct ClaimFailed<'a> {
+    pub step: &'a str,
+    pub error: &'a StoreError,
+    pub retry_in: Duration,
+}
+
+impl ClaimFailed<'_> {
+    pub fn emit(self, stats: &WorkerStats) {
+        bump(&stats.claim_errors);
+        tracing::warn!(
+            step = self.step,
+            error = %self.error,
+            error_kind = self.error.kind(),
+            retry_in_ms = ms(self.retry_in),
+            "claim failed; backing off"
+        );
+    }
+}
+
+pub(crate) struct HeartbeatFailed<'a> {
+    pub step: &'a str,
+    pub id: &'a str,
+    pub error: &'a str,
+    pub lease_left: Duration,
+}
+
+impl HeartbeatFailed<'_> {
+    pub fn emit(self, stats: &WorkerStats) {
+        bump(&stats.heartbeat_errors);
+        tracing::warn!(
+            step = self.step,
+            id = self.id,
+            error = self.error,
+            lease_left_ms = ms(self.lease_left),
+            "heartbeat failed; retrying while the lease lasts"
+        );
+    }
+}
+
+pub(crate) struct StoreCallFailed<'a> {
+    pub operation: &'a str,
+    pub step: &'a str,
+    pub id: &'a str,
+    pub error: &'a str,
+}
+
+impl StoreCallFailed<'_> {
+    pub fn emit(self) {
+        tracing::warn!(
+            operation = self.operation,
+            step = self.step,
+            id = self.id,
+            error = self.error,
+            "store call failed; retrying while the lease lasts"
+        );
+    }
+}
+
+pub(crate) struct RegistrationFailed<'a> {
+    pub worker_id: &'a str,
+    pub error: &'a StoreError,
+}
+
+impl RegistrationFailed<'_> {
+    pub fn emit(self) {
+        tracing::warn!(
+            worker_id = self.worker_id,
+            error = %self.error,
+            error_kind = self.error.kind(),
+            "worker registration not written"
+        );
+    }
+}
+
+pub(crate) struct SpotInterruption<'a> {
+    pub notice: &'a str,
+}
+
+impl SpotInterruption<'_> {
+    pub fn emit(self) {
+        tracing::warn!(
+            notice = self.notice,
+            "spot interruption notice: handing back running tasks"
+        );
+    }
+}
+
+pub(crate) struct WorkerStopping<'a> {
+    pub reason: &'a str,
+    pub busy_slots: u32,
+    pub grace: Option<Duration>,
+}
+
+impl WorkerStopping<'_> {
+    pub fn emit(self) {
+        tracing::info!(
+            reason = self.reason,
+            busy_slots = self.busy_slots,
+            grace_ms = self.grace.map(ms),
+            "worker stopped claiming"
+        );
+    }
+}
+
+pub(crate) struct WorkerExited<'a> {
+    pub worker_id: &'a str,
+    pub reason: &'a str,
+    pub stats: &'a StatsSnapshot,
+}
+
+impl WorkerExited<'_> {
+    pub fn emit(self) {
+        tracing::info!(
+            worker_id = self.worker_id,
+            reason = self.reason,
+            claimed = self.stats.claimed,
+            succeeded = self.stats.succeeded,
+            failed = self.stats.failed,
+            lease_lost = self.stats.lease_lost,
+            handed_back = self.stats.handed_back,
+            results_lost = self.stats.results_lost,
+            "worker exited"
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! The worker's registration in the store (`put_worker`): written at start, refreshed every
+//! heartbeat tick, on state changes and when an idle worker gets work again; marked `Gone` on
+//! exit (the controller then terminates the instance at once). Writes stay infrequent: a few
+//! per worker and heartbeat, never per task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::backoff::Backoff;
+use super::events::RegistrationFailed;
+use super::Ctx;
+use crate::clock::Millis;
+use crate::model::{WorkerInfo, WorkerState};
+use crate::store::StoreError;
+
+/// How long the final `Gone` write is retried.
+const GONE_RETRY_FOR: Duration = Duration::from_secs(10);
+
+pub(crate) fn info(ctx: &Ctx, started_at: Millis, state: WorkerState) -> WorkerInfo {
+    let now = ctx.clock.now();
+    let (busy, last_busy_at) = ctx.control.busy_info(now);
+    WorkerInfo {
+        worker_id: ctx.cfg.worker_id.clone(),
+        step: ctx.cfg.step.clone(),
+        instance_id: ctx.cfg.instance_id.clone(),
+        slots: ctx.cfg.slots,
+        busy_slots: busy,
+        started_at,
+        last_seen: now,
+        last_busy_at,
+        state,
+    }
+}
+
+fn current_state(ctx: &Ctx) -> WorkerState {
+    if ctx.control.phase().is_active() {
+        WorkerState::Active
+    } else {
+        WorkerState::Draining
+    }
+}
+
+/// The first registration. Retryable errors are retried until the worker is told to stop;
+/// anything else is fatal.
+pub(crate) async fn register(ctx: &Ctx, started_at: Millis) -> Result<(), StoreError> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        match ctx
+            .store
+            .put_worker(&info(ctx, started_at, current_state(ctx)))
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() => {
+                RegistrationFailed {
+                    worker_id: &ctx.cfg.worker_id,
+                    error: &e,
+                }
+                .emit();
+                if !ctx.control.phase().is_active() {
+                    return Err(e);
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Refreshes the registration every heartbeat and when woken, until `stop` turns true. A
+/// write in flight is finished first (never aborted), so no stale write can land after the
+/// final `Gone`.
+pub(crate) async fn upkeep(ctx: Arc<Ctx>, started_at: Millis, mut stop: watch::Receiver<bool>) {
+    let every = ctx.cfg.heartbeat;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = ctx.control.registration_notify().notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = ctx
+            .store
+            .put_worker(&info(&ctx, started_at, current_state(&ctx)))
+            .await
+        {
+            RegistrationFailed {
+                worker_id: &ctx.cfg.worker_id,
+                error: &e,
+            }
+            .emit();
+        }
+    }
+}
+
+/// Marks the worker `Gone`, retrying for a short while.
+pub(crate) async fn mark_gone(ctx: &Ctx, started_at: Millis) {
+    let give_up = tokio::time::Instant::now() + GONE_RETRY_FOR;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    loop {
+        let info = info(ctx, started_at, WorkerState::Gone);
+        match tokio::time::timeout(GONE_RETRY_FOR, ctx.store.put_worker(&info)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => {
+                RegistrationFailed {
+                    worker_id: &ctx.cfg.worker_id,
+                    error: &e,
+                }
+                .emit();
+                if !e.is_retryable() {
+                    return;
+                }
+            }
+            Err(_) => {}
+        }
+        let delay = backoff.next_delay();
+        if tokio::time::Instant::now() + delay >= give_up {
+            tracing::warn!(worker_id = %ctx.cfg.worker_id, "could not mark the worker gone");
+            return;
+        }
+        tokio::time::sleep(delay).await;
+    }
+}

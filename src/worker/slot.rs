@@ -1,0 +1,105 @@
+//! One slot: a loop that claims a task when the claim gate allows, runs it to its end and
+//! claims again, until the worker stops claiming. `--slots` of these run side by side.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::backoff::{jitter_between, spread};
+use super::control::Gate;
+use super::events::ClaimFailed;
+use super::{task_runner, Ctx};
+use crate::clock::ms;
+use crate::model::{Claim, ClaimRequest};
+use crate::store::StoreError;
+
+/// Errors a retry cannot fix: the worker stops.
+fn is_fatal(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::NoTable(_) | StoreError::BadUrl { .. } | StoreError::InvalidInput(_)
+    )
+}
+
+pub(crate) async fn slot_loop(ctx: Arc<Ctx>) -> Result<(), StoreError> {
+    let request = ClaimRequest {
+        step: ctx.cfg.step.clone(),
+        owner: ctx.cfg.worker_id.clone(),
+        ttl_ms: ms(ctx.cfg.lease_ttl),
+    };
+    // A claim that hangs longer than a lease is abandoned (a lease it may have taken expires).
+    let claim_timeout = ctx.cfg.lease_ttl.max(Duration::from_secs(10));
+    let mut phase = ctx.control.subscribe();
+    let stats = ctx.control.worker_stats();
+    loop {
+        match ctx.control.begin_claim() {
+            Gate::Stop => return Ok(()),
+            Gate::WaitUntil(at) => {
+                // Slots waiting for the same moment wake a little apart, so after an empty
+                // claim one of them polls and pushes the others' next turn further out.
+                let jitter = jitter_between(Duration::ZERO, ctx.cfg.poll_interval / 5);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at + jitter) => {}
+                    _ = phase.changed() => {}
+                }
+                continue;
+            }
+            Gate::Claim => {}
+        }
+        let claimed =
+            tokio::time::timeout(claim_timeout, ctx.store.claim(&request, ctx.clock.now()))
+                .await
+                .unwrap_or_else(|_| Err(StoreError::unavailable("claim", "timed out")));
+        match claimed {
+            Ok(Some(claim)) => {
+                if ctx.control.claimed() {
+                    task_runner::run_task(ctx.clone(), claim).await;
+                } else {
+                    release_unstarted(&ctx, &claim).await;
+                }
+                ctx.control.task_done(ctx.clock.now());
+            }
+            Ok(None) => ctx.control.claim_empty(spread(ctx.cfg.poll_interval, 0.2)),
+            Err(e) => {
+                let retry_in = ctx.control.claim_failed();
+                ClaimFailed {
+                    step: &ctx.cfg.step,
+                    error: &e,
+                    retry_in,
+                }
+                .emit(stats);
+                if is_fatal(&e) {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Hands back a task claimed just as the worker stopped claiming (it was never started).
+async fn release_unstarted(ctx: &Ctx, claim: &Claim) {
+    let (step, id) = (claim.task.step(), claim.task.id());
+    for _ in 0..3 {
+        match ctx
+            .store
+            .release(step, id, &claim.token, ctx.clock.now())
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(step, id, "claimed while stopping: handed back unstarted");
+                return;
+            }
+            Err(e) if e.is_retryable() => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                tracing::warn!(step, id, error = %e, "could not hand back an unstarted task");
+                return;
+            }
+        }
+    }
+    tracing::warn!(
+        step,
+        id,
+        "could not hand back an unstarted task; its lease will expire"
+    );
+}

@@ -1,0 +1,120 @@
+//! EC2 instance metadata (IMDSv2): the instance id at start, and the spot interruption notice
+//! (`GET /latest/meta-data/spot/instance-action`: 404 = none, 200 = interruption coming).
+//!
+//! Timeouts are short and there are no retries, so a worker off EC2 starts at once.
+
+use std::time::Duration;
+
+use aws_config::imds::client::error::ImdsError;
+use aws_config::imds::client::Client;
+
+use super::events::SpotInterruption;
+use super::WorkerControl;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub(crate) struct Imds {
+    client: Client,
+    endpoint: String,
+}
+
+/// What a metadata lookup found.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    Found(String),
+    /// IMDS answered with an error status (404: no such item).
+    Status(u16),
+    /// IMDS did not answer (or not sensibly).
+    Unreachable(String),
+}
+
+impl Imds {
+    pub(crate) fn new(endpoint: &str) -> Result<Imds, String> {
+        let client = Client::builder()
+            .endpoint(endpoint)
+            .map_err(|e| format!("invalid IMDS endpoint `{endpoint}`: {e}"))?
+            .max_attempts(1)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .operation_timeout(OPERATION_TIMEOUT)
+            .build();
+        Ok(Imds {
+            client,
+            endpoint: endpoint.to_string(),
+        })
+    }
+
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> Lookup {
+        match self.client.get(path).await {
+            Ok(v) => Lookup::Found(v.as_ref().to_string()),
+            Err(ImdsError::ErrorResponse(r)) => Lookup::Status(r.response().status().as_u16()),
+            Err(e) => Lookup::Unreachable(
+                aws_smithy_types::error::display::DisplayErrorContext(e).to_string(),
+            ),
+        }
+    }
+
+    /// Whether IMDS answers, and the instance id when it has one.
+    pub(crate) async fn probe(&self) -> Result<Option<String>, String> {
+        match self.get("/latest/meta-data/instance-id").await {
+            Lookup::Found(id) => Ok(Some(id.trim().to_string()).filter(|i| !i.is_empty())),
+            Lookup::Status(_) => Ok(None),
+            Lookup::Unreachable(e) => Err(e),
+        }
+    }
+
+    /// `Some(notice)` when a spot interruption is scheduled.
+    pub(crate) async fn spot_notice(&self) -> Result<Option<String>, String> {
+        match self.get("/latest/meta-data/spot/instance-action").await {
+            Lookup::Found(body) => Ok(Some(body)),
+            Lookup::Status(404) => Ok(None),
+            Lookup::Status(s) => Err(format!("IMDS answered HTTP {s}")),
+            Lookup::Unreachable(e) => Err(e),
+        }
+    }
+}
+
+/// Polls for a spot interruption notice every `every`; on one, hands running tasks back and
+/// returns. Returns at once when IMDS does not answer the first poll (not on EC2).
+pub(crate) async fn watch_spot(imds: Imds, every: Duration, control: WorkerControl) {
+    let mut failures = 0u32;
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::time::sleep(super::backoff::spread(every, 0.1)).await;
+        }
+        let poll = imds.spot_notice().await;
+        if std::mem::take(&mut first) {
+            if let Err(e) = &poll {
+                tracing::info!(
+                    endpoint = imds.endpoint(),
+                    error = %e,
+                    "instance metadata not reachable: no spot notices"
+                );
+                return;
+            }
+        }
+        match poll {
+            Ok(Some(notice)) => {
+                SpotInterruption { notice: &notice }.emit();
+                control.hand_back();
+                return;
+            }
+            Ok(None) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                // One line when the trouble starts, then every 60th failure.
+                if failures == 1 || failures % 60 == 0 {
+                    tracing::warn!(error = %e, failures, "spot interruption poll failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! Helpers for the worker tests: fast worker options, waiting, a store that can be switched
+//! off (every call fails as unavailable), worker processes, a fake IMDS and a private
+//! DynamoDB Local that can be stopped and restarted on the same port and data.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anamo::clock::Millis;
+use anamo::model::{
+    Claim, ClaimRequest, Completion, ImportReport, PromoteReport, RequeueReport, StepCounts, Task,
+    TaskFilter, TaskSpec, TaskState, WorkerInfo,
+};
+use anamo::store::{Leadership, SharedStore, StatusDoc, StoreError, TaskStore};
+use anamo::worker::WorkerArgs;
+use async_trait::async_trait;
+
+pub fn now() -> Millis {
+    anamo::clock::system().now()
+}
+
+/// Worker options for tests: short lease and polls, no IMDS, logs under `dir`.
+pub fn fast_args(step: &str, dir: &Path) -> WorkerArgs {
+    let mut a = WorkerArgs::new(step);
+    a.lease_ttl = Duration::from_secs(3);
+    a.heartbeat = Some(Duration::from_millis(1000));
+    a.poll_interval = Duration::from_millis(100);
+    a.imds_endpoint = Some("off".into());
+    a.log_dir = Some(dir.join("logs"));
+    a.drain_grace = Duration::from_secs(1);
+    a
+}
+
+pub async fn import(store: &SharedStore, specs: &[TaskSpec]) {
+    let report = store.import(specs, now()).await.expect("import");
+    assert_eq!(report.inserted as usize, specs.len(), "{report:?}");
+}
+
+pub async fn get(store: &SharedStore, step: &str, id: &str) -> Task {
+    store
+        .get(step, id)
+        .await
+        .expect("get")
+        .unwrap_or_else(|| panic!("task {step}/{id} missing"))
+}
+
+/// Polls `check` every 50 ms until it holds; panics after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the task is running and returns it.
+pub async fn wait_running(store: &SharedStore, step: &str, id: &str, timeout: Duration) -> Task {
+    wait_until(&format!("{step}/{id} running"), timeout, || async {
+        get(store, step, id).await.state == TaskState::Running
+    })
+    .await;
+    get(store, step, id).await
+}
+
+/// Reads a pid written by a task script.
+pub fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).expect("kill");
+}
+
+/// Kills a process group left behind by a test (best effort).
+pub fn kill_group(pgid: i32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+// ---- a store that can be switched off ------------------------------------------------------
+
+/// Wraps a store; while `down`, every call fails with `StoreError::Unavailable` without
+/// reaching the real store (a network partition, as the worker sees it).
+#[derive(Debug)]
+pub struct FaultyStore {
+    inner: SharedStore,
+    down: AtomicBool,
+    refused: AtomicU64,
+}
+
+impl FaultyStore {
+    pub fn new(inner: SharedStore) -> Arc<FaultyStore> {
+        Arc::new(FaultyStore {
+            inner,
+            down: AtomicBool::new(false),
+            refused: AtomicU64::new(0),
+        })
+    }
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+    /// Calls refused while down.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
+    }
+    fn check(&self, op: &str) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            Err(StoreError::Unavailable {
+                operation: op.to_string(),
+                message: "test outage".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl TaskStore for FaultyStore {
+    async fn create_schema(&self) -> Result<(), StoreError> {
+        self.check("create schema")?;
+        self.inner.create_schema().await
+    }
+    async fn delete_schema(&self) -> Result<(), StoreError> {
+        self.check("delete schema")?;
+        self.inner.delete_schema().await
+    }
+    async fn import(&self, tasks: &[TaskSpec], now: Millis) -> Result<ImportReport, StoreError> {
+        self.check("import")?;
+        self.inner.import(tasks, now).await
+    }
+    async fn claim(&self, req: &ClaimRequest, now: Millis) -> Result<Option<Claim>, StoreError> {
+        self.check("claim")?;
+        self.inner.claim(req, now).await
+    }
+    async fn heartbeat(
+        &self,
+        step: &str,
+        id: &str,
+        token: &str,
+        ttl_ms: Millis,
+        now: Millis,
+    ) -> Result<Millis, StoreError> {
+        self.check("heartbeat")?;
+        self.inner.heartbeat(step, id, token, ttl_ms, now).await
+    }
+    async fn complete(
+        &self,
+        step: &str,
+        id: &str,
+        token: &str,
+        completion: &Completion,
+        now: Millis,
+    ) -> Result<TaskState, StoreError> {
+        self.check("complete")?;
+        self.inner.complete(step, id, token, completion, now).await
+    }
+    async fn release(
+        &self,
+        step: &str,
+        id: &str,
+        token: &str,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.check("release")?;
+        self.inner.release(step, id, token, now).await
+    }
+    async fn requeue_expired(&self, step: &str, now: Millis) -> Result<RequeueReport, StoreError> {
+        self.check("requeue expired")?;
+        self.inner.requeue_expired(step, now).await
+    }
+    async fn promote_waiting(&self, step: &str, now: Millis) -> Result<PromoteReport, StoreError> {
+        self.check("promote waiting")?;
+        self.inner.promote_waiting(step, now).await
+    }
+    async fn get(&self, step: &str, id: &str) -> Result<Option<Task>, StoreError> {
+        self.check("get")?;
+        self.inner.get(step, id).await
+    }
+    async fn list(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        self.check("list")?;
+        self.inner.list(filter).await
+    }
+    async fn counts(&self, step: &str) -> Result<StepCounts, StoreError> {
+        self.check("counts")?;
+        self.inner.counts(step).await
+    }
+    async fn steps(&self) -> Result<Vec<String>, StoreError> {
+        self.check("steps")?;
+        self.inner.steps().await
+    }
+    async fn requeue(
+        &self,
+        step: &str,
+        id: &str,
+        force: bool,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.check("requeue")?;
+        self.inner.requeue(step, id, force, now).await
+    }
+    async fn cancel(&self, step: &str, id: &str, now: Millis) -> Result<(), StoreError> {
+        self.check("cancel")?;
+        self.inner.cancel(step, id, now).await
+    }
+    async fn delete(&self, step: &str, id: &str) -> Result<(), StoreError> {
+        self.check("delete")?;
+        self.inner.delete(step, id).await
+    }
+    async fn put_worker(&self, worker: &WorkerInfo) -> Result<(), StoreError> {
+        self.check("put worker")?;
+        self.inner.put_worker(worker).await
+    }
+    async fn remove_worker(&self, worker_id: &str) -> Result<(), StoreError> {
+        self.check("remove worker")?;
+        self.inner.remove_worker(worker_id).await
+    }
+    async fn list_workers(&self, step: Option<&str>) -> Result<Vec<WorkerInfo>, StoreError> {
+        self.check("list workers")?;
+        self.inner.list_workers(step).await
+    }
+    async fn put_status(&self, doc: &StatusDoc) -> Result<(), StoreError> {
+        self.check("put status")?;
+        self.inner.put_status(doc).await
+    }
+    async fn list_status(&self) -> Result<Vec<StatusDoc>, StoreError> {
+        self.check("list status")?;
+        self.inner.list_status().await
+    }
+    async fn acquire_leadership(
+        &self,
+        cluster: &str,
+        owner: &str,
+        ttl_ms: Millis,
+        now: Millis,
+    ) -> Result<Option<Leadership>, StoreError> {
+        self.check("acquire leadership")?;
+        self.inner
+            .acquire_leadership(cluster, owner, ttl_ms, now)
+            .await
+    }
+    async fn release_leadership(&self, cluster: &str, owner: &str) -> Result<(), StoreError> {
+        self.check("release leadership")?;
+        self.inner.release_leadership(cluster, owner).await
+    }
+    async fn current_leader(&self, cluster: &str) -> Result<Option<Leadership>, StoreError> {
+        self.check("current leader")?;
+        self.inner.current_leader(cluster).await
+    }
+    fn requests(&self) -> u64 {
+        self.inner.requests()
+    }
+    fn describe(&self) -> String {
+        format!("faulty({})", self.inner.describe())
+    }
+}
+
+// ---- worker processes ----------------------------------------------------------------------
+
+/// An `anamo worker` process; killed (SIGKILL) on drop if still running.
+pub struct WorkerProcess {
+    pub child: std::process::Child,
+    /// Its stderr (the log).
+    pub log: PathBuf,
+}
+
+impl WorkerProcess {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the exit; panics after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "worker {} did not exit within {timeout:?}; log:\n{}",
+                    self.pid(),
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Environment a worker process needs to reach the store of `url` (DynamoDB Local's endpoint).
+pub fn store_env(url: &str) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    if url.starts_with("dynamodb://") {
+        if let Ok(endpoint) = std::env::var("ANAMO_TEST_DYNAMODB_ENDPOINT") {
+            env.push(("AWS_ENDPOINT_URL".into(), endpoint));
+        }
+        for (k, v) in [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ] {
+            env.push((k.into(), v.into()));
+        }
+    }
+    env
+}
+
+/// Starts `anamo --store URL --log-format json worker --step STEP ARGS...` with its stderr in
+/// `dir/<name>.log`.
+pub fn spawn_worker(url: &str, step: &str, dir: &Path, name: &str, args: &[&str]) -> WorkerProcess {
+    let log = dir.join(format!("{name}.log"));
+    let stderr = std::fs::File::create(&log).expect("worker log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_anamo"))
+        .args([
+            "--store",
+            url,
+            "--log-format",
+            "json",
+            "worker",
+            "--step",
+            step,
+        ])
+        .args(["--worker-id", name, "--imds-endpoint", "off"])
+        .arg("--log-dir")
+        .arg(dir.join("logs"))
+        .args(args)
+        .envs(store_env(url))
+        .env_remove("ANAMO_STEP")
+        .env_remove("ANAMO_WORKER_ID")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start anamo worker");
+    WorkerProcess { child, log }
+}
+
+// ---- a fake instance metadata service -------------------------------------------------------
+
+/// IMDSv2 on a free loopback port: `PUT /latest/api/token` hands out a token;
+/// `GET /latest/meta-data/spot/instance-action` is 404 until [`FakeImds::interrupt`], then 200
+/// with a JSON notice. Requests without the token get 401.
+pub struct FakeImds {
+    pub url: String,
+    notice: Arc<AtomicBool>,
+    pub spot_polls: Arc<AtomicU64>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl FakeImds {
+    pub async fn start() -> FakeImds {
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::routing::{get, put};
+
+        const TOKEN: &str = "test-token";
+        let notice = Arc::new(AtomicBool::new(false));
+        let polls = Arc::new(AtomicU64::new(0));
+        let authorized = |h: &HeaderMap| {
+            h.get("x-aws-ec2-metadata-token")
+                .and_then(|v| v.to_str().ok())
+                == Some(TOKEN)
+        };
+        let (n, p) = (notice.clone(), polls.clone());
+        let app = axum::Router::new()
+            .route(
+                "/latest/api/token",
+                put(|h: HeaderMap| async move {
+                    // Like IMDS: the token's TTL comes back in a header.
+                    let ttl = h
+                        .get("x-aws-ec2-metadata-token-ttl-seconds")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("21600")
+                        .to_string();
+                    ([("x-aws-ec2-metadata-token-ttl-seconds", ttl)], TOKEN)
+                }),
+            )
+            .route(
+                "/latest/meta-data/instance-id",
+                get(move |h: HeaderMap| async move {
+                    if authorized(&h) {
+                        (StatusCode::OK, "i-0123456789abcdef0".to_string())
+                    } else {
+                        (StatusCode::UNAUTHORIZED, String::new())
+                    }
+                }),
+            )
+            .route(
+                "/latest/meta-data/spot/instance-action",
+                get(move |h: HeaderMap| async move {
+                    if !authorized(&h) {
+                        return (StatusCode::UNAUTHORIZED, String::new());
+                    }
+                    p.fetch_add(1, Ordering::SeqCst);
+                    if n.load(Ordering::SeqCst) {
+                        (
+                            StatusCode::OK,
+                            r#"{"action": "terminate", "time": "2030-01-01T00:02:00Z"}"#
+                                .to_string(),
+                        )
+                    } else {
+                        (StatusCode::NOT_FOUND, "Not Found".to_string())
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeImds {
+            url,
+            notice,
+            spot_polls: polls,
+            server,
+        }
+    }
+
+    pub fn interrupt(&self) {
+        self.notice.store(true, Ordering::SeqCst);
+    }
+
+    pub fn polls(&self) -> u64 {
+        self.spot_polls.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakeImds {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+// ---- a private DynamoDB Local --------------------------------------------------------------
+
+/// A DynamoDB Local of our own, on disk (`-dbPath`), so it can be stopped and started again
+/// on the same port with the same data. `None` (with a message) when test-services did not
+/// provide the jar; panics in CI.
+pub struct PrivateDynamo {
+    pub endpoint: String,
+    port: u16,
+    db_dir: tempfile::TempDir,
+    jar_dir: PathBuf,
+    java: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateDynamo {
+    pub async fn start() -> Option<PrivateDynamo> {
+        let (jar_dir, java) = match (
+            std::env::var("ANAMO_TEST_DYNAMODB_JAR_DIR"),
+            std::env::var("ANAMO_TEST_JAVA"),
+        ) {
+            (Ok(j), Ok(java)) if !j.is_empty() && !java.is_empty() => (j, java),
+            _ => {
+                if std::env::var_os("CI").is_some() {
+                    panic!("ANAMO_TEST_DYNAMODB_JAR_DIR/ANAMO_TEST_JAVA not set: run through scripts/test-services");
+                }
+                eprintln!(
+                    "SKIPPED: DynamoDB Local jar not available (run through scripts/test-services)"
+                );
+                return None;
+            }
+        };
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            l.local_addr().unwrap().port()
+        };
+        let mut d = PrivateDynamo {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            db_dir: tempfile::tempdir().expect("tempdir"),
+            jar_dir: jar_dir.into(),
+            java: java.into(),
+            child: None,
+        };
+        d.resume().await;
+        Some(d)
+    }
+
+    /// Starts the server (again) and waits until it answers.
+    pub async fn resume(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = std::process::Command::new(&self.java)
+            .current_dir(&self.jar_dir)
+            .arg("-Djava.library.path=./DynamoDBLocal_lib")
+            .args([
+                "-jar",
+                "DynamoDBLocal.jar",
+                "-sharedDb",
+                "-disableTelemetry",
+            ])
+            .arg("-dbPath")
+            .arg(self.db_dir.path())
+            .args(["-port", &self.port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start DynamoDB Local");
+        self.child = Some(child);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "private DynamoDB Local did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills the server (SIGKILL): every request fails until [`PrivateDynamo::resume`].
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateDynamo {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

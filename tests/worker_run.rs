@@ -1,0 +1,684 @@
+//! The worker run in-process (`anamo::worker::run_with`) against real stores: exactly-once
+//! results under contention, exit-code handling, timeouts, nested tasks, drain, spot notices,
+//! wall time, idle exit and store outages.
+//!
+//! DynamoDB variants need `scripts/test-services run -- cargo test --test worker_run`; locally
+//! they skip when DynamoDB Local is not running, in CI they fail.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anamo::model::{TaskSpec, TaskState, WorkerState};
+use anamo::store::{SharedStore, StoreError, TaskStore};
+use anamo::worker::{run_with, StopReason, WorkerControl, WorkerExit};
+use common::worker::*;
+use common::Harness;
+
+/// Runs a test body on SQLite and on DynamoDB Local.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(crate::common::Harness::sqlite().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn dynamo() {
+                if let Some(h) = crate::common::Harness::dynamo().await {
+                    super::$name(h).await;
+                }
+            }
+        }
+    )*};
+}
+
+on_both_stores!(every_task_runs_exactly_once, exit_codes_decide_the_outcome);
+
+fn prio(mut t: TaskSpec, priority: i32) -> TaskSpec {
+    t.priority = priority;
+    t
+}
+
+fn spawn_worker_task(
+    args: anamo::worker::WorkerArgs,
+    store: SharedStore,
+) -> (
+    WorkerControl,
+    tokio::task::JoinHandle<anamo::worker::Result<WorkerExit>>,
+) {
+    let control = WorkerControl::new();
+    let handle = tokio::spawn(run_with(args, store, control.clone()));
+    (control, handle)
+}
+
+async fn join(
+    handle: tokio::task::JoinHandle<anamo::worker::Result<WorkerExit>>,
+    timeout: Duration,
+) -> WorkerExit {
+    tokio::time::timeout(timeout, handle)
+        .await
+        .expect("worker did not exit in time")
+        .expect("worker panicked")
+        .expect("worker failed")
+}
+
+/// 8 workers × 4 slots on 2,000 tasks: every task runs once and succeeds once.
+async fn every_task_runs_exactly_once(h: Harness) {
+    const TASKS: usize = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs.txt");
+    let step = "many";
+    let specs: Vec<TaskSpec> = (0..TASKS)
+        .map(|i| {
+            TaskSpec::new(
+                step,
+                format!("t{i:05}"),
+                format!("echo $ANAMO_TASK_ID >> {}", runs.display()),
+            )
+        })
+        .collect();
+    import(&h.store, &specs).await;
+    let started = Instant::now();
+    let before = h.store.requests();
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let mut args = fast_args(step, dir.path());
+        args.slots = 4;
+        args.lease_ttl = Duration::from_secs(30);
+        args.heartbeat = None;
+        args.idle_exit = Some(Duration::from_millis(1500));
+        args.worker_id = Some(format!("w{w}"));
+        workers.push(spawn_worker_task(args, h.store.clone()).1);
+    }
+    let mut claimed = 0;
+    for w in workers {
+        let exit = join(w, Duration::from_secs(150)).await;
+        assert_eq!(exit.reason, StopReason::Idle);
+        assert_eq!(exit.stats.lease_lost + exit.stats.results_lost, 0);
+        claimed += exit.stats.claimed;
+    }
+    let elapsed = started.elapsed();
+    let requests = h.store.requests() - before;
+    eprintln!(
+        "{}: {TASKS} tasks by 8x4 slots in {elapsed:?}, {requests} store requests ({:.2}/task)",
+        h.store.describe(),
+        requests as f64 / TASKS as f64
+    );
+    assert_eq!(claimed as usize, TASKS);
+    let text = std::fs::read_to_string(&runs).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), TASKS, "every task ran exactly once");
+    let unique: HashSet<&str> = lines.iter().copied().collect();
+    assert_eq!(unique.len(), TASKS);
+    let counts = h.store.counts(step).await.unwrap();
+    assert_eq!(counts.succeeded as usize, TASKS, "{counts:?}");
+    let workers = h.store.list_workers(Some(step)).await.unwrap();
+    assert_eq!(workers.len(), 8);
+    assert!(
+        workers.iter().all(|w| w.state == WorkerState::Gone),
+        "{workers:?}"
+    );
+}
+
+/// Exit codes, retries, fail-now codes, timeouts, signals, environment and arguments.
+async fn exit_codes_decide_the_outcome(h: Harness) {
+    let dir = tempfile::tempdir().unwrap();
+    let step = "codes";
+    let mut specs = Vec::new();
+    let mut ok = TaskSpec::new(
+        step,
+        "ok",
+        r#"echo "id=$ANAMO_TASK_ID step=$ANAMO_STEP attempt=$ANAMO_ATTEMPT worker=$ANAMO_WORKER_ID foo=$FOO args=$1,$2"; echo to-stderr >&2"#,
+    );
+    ok.env.insert("FOO".into(), "bar".into());
+    ok.args = vec!["a b".into(), "c".into()];
+    specs.push(ok);
+    let mut retry = TaskSpec::new(
+        step,
+        "retry-then-fail",
+        "echo attempt $ANAMO_ATTEMPT; exit 1",
+    );
+    retry.max_attempts = 2;
+    specs.push(retry);
+    let mut fail_now = TaskSpec::new(step, "fail-now", "exit 3");
+    fail_now.fail_exit_codes = vec![3];
+    specs.push(fail_now);
+    let mut only_listed = TaskSpec::new(step, "not-retryable", "exit 5");
+    only_listed.retry_exit_codes = vec![4];
+    specs.push(only_listed);
+    let mut retryable = TaskSpec::new(step, "retryable", "exit $((3 + ANAMO_ATTEMPT))");
+    retryable.retry_exit_codes = vec![4];
+    retryable.max_attempts = 2;
+    specs.push(retryable);
+    let mut timeout = TaskSpec::new(step, "timeout", "echo started; sleep 30");
+    timeout.timeout_secs = Some(1);
+    timeout.max_attempts = 1;
+    specs.push(timeout);
+    let mut killed = TaskSpec::new(step, "signal", "kill -9 $$");
+    killed.max_attempts = 1;
+    specs.push(killed);
+    let mut second_try = TaskSpec::new(step, "second-try", "test $ANAMO_ATTEMPT -ge 2");
+    second_try.max_attempts = 3;
+    specs.push(second_try);
+    import(&h.store, &specs).await;
+
+    let mut args = fast_args(step, dir.path());
+    args.slots = 3;
+    args.idle_exit = Some(Duration::from_millis(800));
+    args.worker_id = Some("codes-worker".into());
+    args.instance_id = Some("i-test".into());
+    let (_, handle) = spawn_worker_task(args, h.store.clone());
+    let exit = join(handle, Duration::from_secs(60)).await;
+    assert_eq!(exit.reason, StopReason::Idle);
+
+    let t = get(&h.store, step, "ok").await;
+    assert_eq!(t.state, TaskState::Succeeded);
+    let r = t.result.unwrap();
+    assert_eq!(r.exit_code, Some(0));
+    assert_eq!(r.worker_id, "codes-worker");
+    assert_eq!(r.instance_id.as_deref(), Some("i-test"));
+    assert!(
+        r.log_tail
+            .contains("id=ok step=codes attempt=1 worker=codes-worker foo=bar args=a b,c"),
+        "{}",
+        r.log_tail
+    );
+    assert!(r.log_tail.contains("to-stderr"), "{}", r.log_tail);
+    let log = dir.path().join("logs").join(step).join("ok.1.log");
+    assert!(std::fs::read_to_string(&log).unwrap().contains("foo=bar"));
+
+    let t = get(&h.store, step, "retry-then-fail").await;
+    assert_eq!((t.state, t.attempts), (TaskState::Failed, 2));
+    let r = t.result.unwrap();
+    assert_eq!(r.exit_code, Some(1));
+    assert_eq!(r.error.as_deref(), Some("exit 1"));
+    assert!(r.log_tail.contains("attempt 2"), "{}", r.log_tail);
+
+    let t = get(&h.store, step, "fail-now").await;
+    assert_eq!((t.state, t.attempts), (TaskState::Failed, 1));
+    assert_eq!(t.result.unwrap().exit_code, Some(3));
+
+    let t = get(&h.store, step, "not-retryable").await;
+    assert_eq!((t.state, t.attempts), (TaskState::Failed, 1));
+
+    let t = get(&h.store, step, "retryable").await;
+    assert_eq!(
+        (t.state, t.attempts),
+        (TaskState::Failed, 2),
+        "exit 4 retried, then exit 5"
+    );
+    assert_eq!(t.result.unwrap().exit_code, Some(5));
+
+    let t = get(&h.store, step, "timeout").await;
+    assert_eq!((t.state, t.attempts), (TaskState::Failed, 1));
+    let r = t.result.unwrap();
+    assert_eq!(r.error.as_deref(), Some("timeout"));
+    assert!(
+        r.duration_ms >= 1000 && r.duration_ms < 10_000,
+        "{}",
+        r.duration_ms
+    );
+    assert!(r.log_tail.contains("started"));
+
+    let t = get(&h.store, step, "signal").await;
+    assert_eq!(t.state, TaskState::Failed);
+    let r = t.result.unwrap();
+    assert_eq!((r.exit_code, r.error.as_deref()), (None, Some("signal 9")));
+
+    let t = get(&h.store, step, "second-try").await;
+    assert_eq!((t.state, t.attempts), (TaskState::Succeeded, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nested_tasks_run_with_bounded_parallelism() {
+    let h = Harness::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let step = "nested";
+    let mut par = TaskSpec::new(step, "parallel", "four sleeps");
+    par.subtasks = (0..4)
+        .map(|i| format!("echo sub{i} start; sleep 1; echo sub{i} $ANAMO_SUBTASK_INDEX done"))
+        .collect();
+    par.subtask_parallelism = Some(2);
+    let mut failing = TaskSpec::new(step, "one-fails", "label");
+    failing.subtasks = vec!["true".into(), "echo oops >&2; exit 7".into(), "true".into()];
+    failing.subtask_parallelism = Some(3);
+    failing.max_attempts = 1;
+    import(&h.store, &[par, failing]).await;
+
+    let mut args = fast_args(step, dir.path());
+    args.slots = 2;
+    args.idle_exit = Some(Duration::from_millis(800));
+    let (_, handle) = spawn_worker_task(args, h.store.clone());
+    join(handle, Duration::from_secs(60)).await;
+
+    let t = get(&h.store, step, "parallel").await;
+    assert_eq!(t.state, TaskState::Succeeded);
+    let r = t.result.unwrap();
+    assert_eq!(r.subtasks.len(), 4);
+    assert!(r.subtasks.iter().all(|s| s.exit_code == Some(0)));
+    // Four 1 s commands two at a time: about 2 s, not 1 s (unbounded) or 4 s (serial).
+    assert!(
+        (1900..3900).contains(&r.duration_ms),
+        "took {} ms",
+        r.duration_ms
+    );
+    for i in 0..4 {
+        assert!(
+            r.log_tail.contains(&format!("[{i}] sub{i} {i} done")),
+            "{}",
+            r.log_tail
+        );
+    }
+
+    let t = get(&h.store, step, "one-fails").await;
+    assert_eq!(t.state, TaskState::Failed);
+    let r = t.result.unwrap();
+    assert_eq!(r.exit_code, Some(7));
+    assert_eq!(r.error.as_deref(), Some("exit 7"));
+    let codes: Vec<Option<i32>> = r.subtasks.iter().map(|s| s.exit_code).collect();
+    assert_eq!(codes, vec![Some(0), Some(7), Some(0)]);
+    assert!(r.log_tail.contains("[1] oops"), "{}", r.log_tail);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_exit_marks_gone_and_runs_the_command() {
+    let h = Harness::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("idle-exit-ran");
+    let step = "idle";
+    import(&h.store, &[TaskSpec::new(step, "a", "sleep 0.5")]).await;
+    let mut args = fast_args(step, dir.path());
+    args.idle_exit = Some(Duration::from_secs(1));
+    args.on_idle_exit = Some(format!("echo $ANAMO_WORKER_ID > {}", marker.display()));
+    args.worker_id = Some("idler".into());
+    let started = Instant::now();
+    let (_, handle) = spawn_worker_task(args, h.store.clone());
+    let exit = join(handle, Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    assert_eq!(exit.reason, StopReason::Idle);
+    assert_eq!(exit.stats.succeeded, 1);
+    // The task's 0.5 s, then 1 s idle (measured from the end of the task).
+    assert!(took >= Duration::from_millis(1400), "{took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "idler");
+    let workers = h.store.list_workers(Some(step)).await.unwrap();
+    assert_eq!(workers.len(), 1);
+    assert_eq!(workers[0].state, WorkerState::Gone);
+    assert_eq!(workers[0].busy_slots, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_tasks_exits_after_n_tasks() {
+    let h = Harness::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let step = "max";
+    let specs: Vec<TaskSpec> = (0..5)
+        .map(|i| TaskSpec::new(step, format!("t{i}"), "true"))
+        .collect();
+    import(&h.store, &specs).await;
+    let mut args = fast_args(step, dir.path());
+    args.slots = 2;
+    args.max_tasks = Some(3);
+    let (_, handle) = spawn_worker_task(args, h.store.clone());
+    let exit = join(handle, Duration::from_secs(30)).await;
+    assert_eq!(exit.reason, StopReason::MaxTasks);
+    assert_eq!(exit.stats.succeeded, 3);
+    let counts = h.store.counts(step).await.unwrap();
+    assert_eq!((counts.succeeded, counts.pending), (3, 2));
+}
+
+/// Drain (what SIGTERM does): tasks that finish within the grace are recorded, the rest are
+/// handed back without counting the attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_hands_back_unfinished_tasks() {
+    let h = Harness::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let step = "drain";
+    let pid = dir.path().join("long.pid");
+    import(
+        &h.store,
+        &[
+            prio(
+                TaskSpec::new(
+                    step,
+                    "long",
+                    format!("echo $$ > {}; sleep 30", pid.display()),
+                ),
+                3,
+            ),
+            prio(TaskSpec::new(step, "short", "sleep 1"), 2),
+            prio(TaskSpec::new(step, "never", "true"), 1),
+        ],
+    )
+    .await;
+    let mut args = fast_args(step, dir.path());
+    args.slots = 2;
+    args.drain_grace = Duration::from_secs(2);
+    let (control, handle) = spawn_worker_task(args, h.store.clone());
+    wait_running(&h.store, step, "long", Duration::from_secs(10)).await;
+    wait_running(&h.store, step, "short", Duration::from_secs(10)).await;
+    control.drain();
+    let exit = join(handle, Duration::from_secs(15)).await;
+    assert_eq!(exit.reason, StopReason::Signal);
+    let all = h.store.list(&Default::default()).await.unwrap();
+    let states: Vec<_> = all.iter().map(|t| (t.id(), t.state, t.attempts)).collect();
+    assert_eq!(
+        (exit.stats.succeeded, exit.stats.handed_back),
+        (1, 1),
+        "{states:?}"
+    );
+
+    let long = get(&h.store, step, "long").await;
+    assert_eq!((long.state, long.attempts), (TaskState::Pending, 0));
+    assert!(long.lease.is_none());
+    assert!(
+        !alive(read_pid(&pid).unwrap()),
+        "the handed-back task was killed"
+    );
+    let short = get(&h.store, step, "short").await;
+    assert_eq!(short.state, TaskState::Succeeded);
+    let never = get(&h.store, step, "never").await;
+    assert_eq!((never.state, never.attempts), (TaskState::Pending, 0));
+    let w = &h.store.list_workers(Some(step)).await.unwrap()[0];
+    assert_eq!(w.state, WorkerState::Gone);
+}
+
+/// A spot interruption notice from IMDS hands running tasks back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spot_notice_hands_back_at_once() {
+    let h = Harness::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let imds = FakeImds::start().await;
+    let step = "spot";
+    import(&h.store, &[TaskSpec::new(step, "long", "sleep 30")]).await;
+    let mut args = fast_args(step, dir.path());
+    args.imds_endpoint = Some(imds.url.clone());
+    args.spot_poll = Duration::from_millis(200);
+    args.drain_grace = Duration::from_secs(60);
+    args.worker_id = Some("spotty".into());
+    let (_, handle) = spawn_worker_task(args, h.store.clone());
+    wait_running(&h.store, step, "long", Duration::from_secs(10)).await;
+    let polls = imds.polls();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(imds.polls() > polls, "the worker polls for notices");
+    // The instance id came from IMDS.
+    let w = &h.store.list_workers(Some(step)).await.unwrap()[0];
+    assert_eq!(w.instance_id.as_deref(), Some("i-0123456789abcdef0"));
+    assert_eq!(w.state, WorkerState::Active);
+
+    let noticed = Instant::now();
+    imds.interrupt();
+    let exit = join(handle, Duration::from_secs(15)).await;
+    assert!(
+        noticed.elapsed() < Duration::from_secs(5),
+        "no drain grace on a spot notice"
+    );
+    assert_eq!(exit.reason, StopReason::SpotInterruption);
+    assert_eq!(exit.stats.handed_back, 1);
+    let t = get(&h.store, step, "long").await;
+    assert_eq!((t.state, t.attempts), (TaskState::Pending, 0));
+}
+
+/// `--wall-time`: no claims after it; a task still running a drain grace later is killed and
+/// recorded as a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wall_time_stops_claiming_then_times_out() {
+    let h = Harness::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let step = "wall";
+    let mut long = TaskSpec::new(step, "long", "sleep 30");
+    long.max_attempts = 2;
+    long.priority = 1;
+    import(&h.store, &[long, TaskSpec::new(step, "later", "true")]).await;
+    let mut args = fast_args(step, dir.path());
+    args.wall_time = Some(Duration::from_millis(500));
+    args.drain_grace = Duration::from_millis(500);
+    let started = Instant::now();
+    let (_, handle) = spawn_worker_task(args, h.store.clone());
+    let exit = join(handle, Duration::from_secs(15)).await;
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert_eq!(exit.reason, StopReason::WallTime);
+    let t = get(&h.store, step, "long").await;
+    // Recorded as a failed attempt (retried: attempts remain).
+    assert_eq!((t.state, t.attempts), (TaskState::Pending, 1));
+    assert_eq!(t.result.unwrap().error.as_deref(), Some("timeout"));
+    let later = get(&h.store, step, "later").await;
+    assert_eq!((later.state, later.attempts), (TaskState::Pending, 0));
+}
+
+/// A task cancelled by the user while running loses its lease: the worker kills it and writes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelled_task_is_killed() {
+    let h = Harness::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let step = "cancel";
+    let pid = dir.path().join("pid");
+    import(
+        &h.store,
+        &[TaskSpec::new(
+            step,
+            "long",
+            format!("echo $$ > {}; sleep 30", pid.display()),
+        )],
+    )
+    .await;
+    let mut args = fast_args(step, dir.path());
+    args.lease_ttl = Duration::from_secs(2);
+    args.heartbeat = Some(Duration::from_millis(300));
+    let (control, handle) = spawn_worker_task(args, h.store.clone());
+    wait_running(&h.store, step, "long", Duration::from_secs(10)).await;
+    wait_until("pid file", Duration::from_secs(5), || async {
+        read_pid(&pid).is_some()
+    })
+    .await;
+    h.store.cancel(step, "long", now()).await.unwrap();
+    let p = read_pid(&pid).unwrap();
+    wait_until("task killed", Duration::from_secs(5), || async {
+        !alive(p)
+    })
+    .await;
+    wait_until("lease lost counted", Duration::from_secs(5), || async {
+        control.stats().lease_lost == 1
+    })
+    .await;
+    control.drain();
+    join(handle, Duration::from_secs(10)).await;
+    let t = get(&h.store, step, "long").await;
+    assert_eq!(t.state, TaskState::Cancelled);
+    assert!(t.result.is_none());
+}
+
+/// A store outage of a few seconds (shorter than the lease) loses no result: claims back off,
+/// heartbeats and the completion are retried until the store is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_outage_loses_no_result() {
+    let h = Harness::sqlite().await;
+    let faulty = FaultyStore::new(h.store.clone());
+    let run = OutageRun::start(faulty.clone(), &h.store).await;
+    faulty.set_down(true);
+    let err = faulty.counts("x").await.expect_err("the store is down");
+    assert!(err.is_retryable(), "{err}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    faulty.set_down(false);
+    run.finish(&h.store).await;
+    assert!(faulty.refused() > 0);
+}
+
+/// DynamoDB outage: a private DynamoDB Local (on disk) is killed mid-run and started again on
+/// the same port with the same data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamo_outage_loses_no_result() {
+    let Some(mut ddb) = PrivateDynamo::start().await else {
+        return;
+    };
+    let client = common::dynamo_client(&ddb.endpoint).await;
+    let store = anamo::store::dynamo::DynamoStore::new(client, "anamo-outage");
+    let mut ready = false;
+    for _ in 0..50 {
+        if store.create_schema().await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ready, "private DynamoDB Local did not come up");
+    let store: SharedStore = Arc::new(store);
+    let run = OutageRun::start(store.clone(), &store).await;
+    ddb.stop();
+    let err = store.counts("x").await.expect_err("DynamoDB Local is down");
+    assert!(err.is_retryable(), "{err}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ddb.resume().await;
+    run.finish(&store).await;
+}
+
+/// Six 1 s tasks on two slots; the test takes the store away while two of them run.
+struct OutageRun {
+    _dir: tempfile::TempDir,
+    runs: std::path::PathBuf,
+    control: WorkerControl,
+    handle: tokio::task::JoinHandle<anamo::worker::Result<WorkerExit>>,
+}
+
+const OUTAGE_STEP: &str = "outage";
+
+impl OutageRun {
+    async fn start(store: SharedStore, direct: &SharedStore) -> OutageRun {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs.txt");
+        let specs: Vec<TaskSpec> = (0..6)
+            .map(|i| {
+                TaskSpec::new(
+                    OUTAGE_STEP,
+                    format!("t{i}"),
+                    format!("sleep 1; echo $ANAMO_TASK_ID >> {}", runs.display()),
+                )
+            })
+            .collect();
+        import(direct, &specs).await;
+        let mut args = fast_args(OUTAGE_STEP, dir.path());
+        args.slots = 2;
+        // Longer than the outage, DynamoDB Local's restart included.
+        args.lease_ttl = Duration::from_secs(20);
+        args.heartbeat = Some(Duration::from_millis(500));
+        let (control, handle) = spawn_worker_task(args, store);
+        wait_until("two tasks running", Duration::from_secs(20), || async {
+            direct.counts(OUTAGE_STEP).await.unwrap().running == 2
+        })
+        .await;
+        OutageRun {
+            _dir: dir,
+            runs,
+            control,
+            handle,
+        }
+    }
+
+    async fn finish(self, direct: &SharedStore) {
+        wait_until("all tasks recorded", Duration::from_secs(40), || async {
+            direct
+                .counts(OUTAGE_STEP)
+                .await
+                .map(|c| c.succeeded == 6)
+                .unwrap_or(false)
+        })
+        .await;
+        self.control.drain();
+        let exit = join(self.handle, Duration::from_secs(15)).await;
+        assert_eq!(
+            exit.stats.results_lost + exit.stats.lease_lost,
+            0,
+            "{:?}",
+            exit.stats
+        );
+        assert_eq!(exit.stats.succeeded, 6);
+        assert!(
+            exit.stats.heartbeat_errors + exit.stats.claim_errors > 0,
+            "{:?}",
+            exit.stats
+        );
+        let text = std::fs::read_to_string(&self.runs).unwrap();
+        assert_eq!(text.lines().count(), 6, "no task ran twice:\n{text}");
+    }
+}
+
+/// Cut off from the store for longer than the lease, a worker kills its task: someone else may
+/// have it by now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cut_off_worker_kills_its_task() {
+    let h = Harness::sqlite().await;
+    let faulty = FaultyStore::new(h.store.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let step = "cutoff";
+    let pid = dir.path().join("pid");
+    import(
+        &h.store,
+        &[TaskSpec::new(
+            step,
+            "long",
+            format!("echo $$ > {}; sleep 30", pid.display()),
+        )],
+    )
+    .await;
+    let mut args = fast_args(step, dir.path());
+    args.lease_ttl = Duration::from_secs(2);
+    args.heartbeat = Some(Duration::from_millis(500));
+    let (control, handle) = spawn_worker_task(args, faulty.clone());
+    wait_running(&h.store, step, "long", Duration::from_secs(10)).await;
+    wait_until("pid file", Duration::from_secs(5), || async {
+        read_pid(&pid).is_some()
+    })
+    .await;
+    let p = read_pid(&pid).unwrap();
+    let down_at = Instant::now();
+    faulty.set_down(true);
+    wait_until("task killed", Duration::from_secs(6), || async {
+        !alive(p)
+    })
+    .await;
+    let took = down_at.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400),
+        "killed only once the lease ran out: {took:?}"
+    );
+    assert_eq!(control.stats().lease_lost, 1);
+    faulty.set_down(false);
+    control.drain();
+    let exit = join(handle, Duration::from_secs(15)).await;
+    assert_eq!(exit.stats.succeeded + exit.stats.failed, 0);
+    // Nothing was written: the task stays running until the controller requeues it.
+    let t = get(&h.store, step, "long").await;
+    assert_eq!(t.state, TaskState::Running);
+    let report = h.store.requeue_expired(step, now()).await.unwrap();
+    assert_eq!(report.requeued, vec!["long".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faulty_store_really_fails() {
+    let h = Harness::sqlite().await;
+    let f = FaultyStore::new(h.store.clone());
+    f.set_down(true);
+    assert!(matches!(
+        f.counts("x").await,
+        Err(StoreError::Unavailable { .. })
+    ));
+    f.set_down(false);
+    f.counts("x").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bench_reports_requests_per_task() {
+    let h = Harness::sqlite().await;
+    let report = anamo::worker::bench_dispatch(h.store.clone(), 2, 2, 100)
+        .await
+        .unwrap();
+    eprintln!("{report:?}");
+    assert_eq!(report.succeeded, 100);
+    // SQLite claims in one statement: claim + complete, plus registrations and idle polls.
+    assert!(report.requests_per_task >= 2.0, "{report:?}");
+    assert!(report.requests_per_task < 4.0, "{report:?}");
+}
