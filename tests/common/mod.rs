@@ -82,4 +82,5 @@ impl Harness {
         })
     }
 }
+pub mod moto;
 pub mod worker;

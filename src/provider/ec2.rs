@@ -1,0 +1,638 @@
+//! `ec2` provider: instances launched with `RunInstances` from a launch template.
+//!
+//! * Ownership is by tags: every instance (and its volumes) carries `anamo:fleet`, `anamo:step`,
+//!   `anamo:controller` and `anamo:launch-batch`; [`list`](Ec2Fleet::list) finds the fleet's
+//!   instances by tag and state filters through the `DescribeInstances` paginator and converts
+//!   them to [`Instance`] right there.
+//! * Launches are idempotent per batch: instances already tagged with the request's batch
+//!   token count toward it (not every EC2-compatible endpoint honours `ClientToken`), and the
+//!   `ClientToken` of each `RunInstances` is derived from the batch token, the override tried
+//!   and the instances found, so a retry of the same call is deduplicated by EC2 while a
+//!   launch of the remainder of a partly launched batch is not mistaken for it.
+//! * With several `instanceTypes` / `subnets`, a launch that fails for lack of capacity (or
+//!   an unsupported type, or a per-type limit) tries the next combination: types in order,
+//!   each in every subnet in order.
+//! * Throttled calls are retried with backoff; mutating calls take a token from a bucket.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{
+    Filter, InstanceStateName, InstanceType, LaunchTemplateSpecification, ResourceType,
+    ShutdownBehavior, Tag, TagSpecification,
+};
+use sha2::{Digest, Sha256};
+
+use super::aws_error::{
+    from_sdk, is_not_found, try_next_override, with_backoff, ThrottleConfig, TokenBucket,
+};
+use super::user_data::{self, WorkerValues};
+use super::{
+    FleetProvider, Instance, InstanceState, LaunchOutcome, LaunchRequest, ProviderError,
+    ProviderResult, TAG_CONTROLLER, TAG_FLEET, TAG_LAUNCH_BATCH, TAG_STEP,
+};
+use crate::clock::{self, SharedClock};
+use crate::manifest::{Ec2Provider, FleetManifest, ProviderSpec};
+
+/// Launch template version used when the manifest gives none.
+pub const DEFAULT_TEMPLATE_VERSION: &str = "$Default";
+
+/// Instance states `list` reports (terminated instances are gone).
+const LISTED_STATES: [&str; 5] = ["pending", "running", "shutting-down", "stopping", "stopped"];
+
+/// Instance ids per `TerminateInstances` call.
+const TERMINATE_CHUNK: usize = 200;
+
+/// Everything an [`Ec2Fleet`] needs besides the client.
+#[derive(Debug, Clone)]
+pub struct Ec2FleetConfig {
+    /// Fleet name (`anamo:fleet` tag).
+    pub fleet: String,
+    /// Pipeline step (`anamo:step` tag).
+    pub step: String,
+    /// Controller (cluster) name (`anamo:controller` tag): two clusters in one account never
+    /// see each other's instances.
+    pub cluster: String,
+    /// The fleet's `spec.provider.ec2`.
+    pub spec: Ec2Provider,
+    /// Rendered user data (plain text; base64-encoded on the way). `None`: the launch
+    /// template's user data is used.
+    pub user_data: Option<String>,
+    /// Tags for instances and volumes besides the `anamo:*` ones (the fleet's labels and
+    /// `spec.provider.ec2.tags`).
+    pub tags: BTreeMap<String, String>,
+    /// Backoff on throttling and the rate of mutating calls.
+    pub throttle: ThrottleConfig,
+    /// A bucket shared with other providers (one account's API rate limit); `None`: this
+    /// provider gets its own from `throttle`.
+    pub bucket: Option<Arc<TokenBucket>>,
+    /// `MaxResults` of each `DescribeInstances` page (5..=1000).
+    pub page_size: i32,
+    /// Stands in for a missing launch time.
+    pub clock: SharedClock,
+}
+
+impl Ec2FleetConfig {
+    /// A configuration without user data, with the spec's tags.
+    pub fn new(fleet: &str, step: &str, cluster: &str, spec: Ec2Provider) -> Ec2FleetConfig {
+        Ec2FleetConfig {
+            fleet: fleet.to_string(),
+            step: step.to_string(),
+            cluster: cluster.to_string(),
+            tags: spec.tags.clone(),
+            spec,
+            user_data: None,
+            throttle: ThrottleConfig::default(),
+            bucket: None,
+            page_size: 500,
+            clock: clock::system(),
+        }
+    }
+
+    /// The configuration of a validated `ec2` fleet: its `userData` template (if any) rendered
+    /// with `values`, its labels and `spec.provider.ec2.tags` as tags (the latter win).
+    /// `values.cluster` is the controller name.
+    pub fn from_manifest(
+        fleet: &FleetManifest,
+        values: &WorkerValues,
+    ) -> ProviderResult<Ec2FleetConfig> {
+        let ProviderSpec::Ec2(spec) = &fleet.spec.provider else {
+            return Err(ProviderError::Config(format!(
+                "fleet {} has provider `{}`, not `ec2`",
+                fleet.name(),
+                fleet.spec.provider.kind()
+            )));
+        };
+        let user_data = user_data::for_fleet(fleet, values)
+            .map_err(|e| ProviderError::Config(format!("fleet {}: {e}", fleet.name())))?;
+        let mut cfg =
+            Ec2FleetConfig::new(fleet.name(), fleet.step(), &values.cluster, spec.clone());
+        cfg.tags = fleet.metadata.labels.clone();
+        cfg.tags.extend(spec.tags.clone());
+        cfg.user_data = user_data;
+        Ok(cfg)
+    }
+}
+
+/// The fleet of one step as EC2 instances from a launch template.
+#[derive(Debug)]
+pub struct Ec2Fleet {
+    client: aws_sdk_ec2::Client,
+    cfg: Ec2FleetConfig,
+    bucket: Arc<TokenBucket>,
+    user_data_b64: Option<String>,
+}
+
+/// One (instance type, subnet) combination of a launch.
+#[derive(Debug, Clone, Copy)]
+struct Override<'a> {
+    instance_type: Option<&'a str>,
+    subnet: Option<&'a str>,
+}
+
+impl std::fmt::Display for Override<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.instance_type.unwrap_or("template type");
+        match self.subnet {
+            Some(s) => write!(f, "{t} in {s}"),
+            None => f.write_str(t),
+        }
+    }
+}
+
+impl Ec2Fleet {
+    pub fn new(client: aws_sdk_ec2::Client, cfg: Ec2FleetConfig) -> Ec2Fleet {
+        let bucket = cfg
+            .bucket
+            .clone()
+            .unwrap_or_else(|| Arc::new(cfg.throttle.bucket()));
+        let user_data_b64 = cfg
+            .user_data
+            .as_deref()
+            .map(aws_smithy_types::base64::encode);
+        Ec2Fleet {
+            client,
+            cfg,
+            bucket,
+            user_data_b64,
+        }
+    }
+
+    /// The provider of a validated `ec2` fleet ([`Ec2FleetConfig::from_manifest`]).
+    pub fn from_manifest(
+        client: aws_sdk_ec2::Client,
+        fleet: &FleetManifest,
+        values: &WorkerValues,
+    ) -> ProviderResult<Ec2Fleet> {
+        Ok(Ec2Fleet::new(
+            client,
+            Ec2FleetConfig::from_manifest(fleet, values)?,
+        ))
+    }
+
+    pub fn config(&self) -> &Ec2FleetConfig {
+        &self.cfg
+    }
+
+    fn template(&self) -> LaunchTemplateSpecification {
+        let lt = &self.cfg.spec.launch_template;
+        LaunchTemplateSpecification::builder()
+            .set_launch_template_name(lt.name.clone())
+            .set_launch_template_id(lt.id.clone())
+            .version(lt.version.as_deref().unwrap_or(DEFAULT_TEMPLATE_VERSION))
+            .build()
+    }
+
+    /// Types in order, each in every subnet in order; one combination of `None`s when the
+    /// template decides both.
+    fn overrides(&self) -> Vec<Override<'_>> {
+        let types: Vec<Option<&str>> = if self.cfg.spec.instance_types.is_empty() {
+            vec![None]
+        } else {
+            self.cfg
+                .spec
+                .instance_types
+                .iter()
+                .map(|t| Some(t.as_str()))
+                .collect()
+        };
+        let subnets: Vec<Option<&str>> = if self.cfg.spec.subnets.is_empty() {
+            vec![None]
+        } else {
+            self.cfg
+                .spec
+                .subnets
+                .iter()
+                .map(|s| Some(s.as_str()))
+                .collect()
+        };
+        types
+            .iter()
+            .flat_map(|&t| {
+                subnets.iter().map(move |&s| Override {
+                    instance_type: t,
+                    subnet: s,
+                })
+            })
+            .collect()
+    }
+
+    /// The tags of the instances of a launch: user tags, then the request's, then the
+    /// `anamo:*` ones (which always win). Keys AWS reserves (`aws:`) are dropped.
+    fn launch_tags(&self, req: &LaunchRequest) -> BTreeMap<String, String> {
+        let mut tags = self.cfg.tags.clone();
+        tags.extend(req.tags.clone());
+        tags.retain(|k, _| !k.starts_with("aws:"));
+        tags.insert(TAG_FLEET.into(), self.cfg.fleet.clone());
+        tags.insert(TAG_STEP.into(), self.cfg.step.clone());
+        tags.insert(TAG_CONTROLLER.into(), self.cfg.cluster.clone());
+        tags.insert(TAG_LAUNCH_BATCH.into(), req.batch_token.clone());
+        tags
+    }
+
+    fn owner_filters(&self) -> Vec<Filter> {
+        vec![
+            tag_filter(TAG_FLEET, &self.cfg.fleet),
+            tag_filter(TAG_CONTROLLER, &self.cfg.cluster),
+            Filter::builder()
+                .name("instance-state-name")
+                .set_values(Some(LISTED_STATES.iter().map(|s| s.to_string()).collect()))
+                .build(),
+        ]
+    }
+
+    /// The fleet's instances matching the owner filters plus `extra`, all pages.
+    async fn describe(&self, extra: Option<Filter>) -> ProviderResult<Vec<Instance>> {
+        let mut filters = self.owner_filters();
+        filters.extend(extra);
+        with_backoff(&self.cfg.throttle, "DescribeInstances", || async {
+            let mut pages = self
+                .client
+                .describe_instances()
+                .set_filters(Some(filters.clone()))
+                .max_results(self.cfg.page_size.clamp(5, 1000))
+                .into_paginator()
+                .send();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| from_sdk("DescribeInstances", e))?;
+                for reservation in page.reservations() {
+                    out.extend(
+                        reservation
+                            .instances()
+                            .iter()
+                            .filter_map(|i| self.convert(i)),
+                    );
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// EC2's instance as ours; `None` for terminated (gone) ones.
+    fn convert(&self, i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
+        let id = i.instance_id()?.to_string();
+        let state = match i.state().and_then(|s| s.name())? {
+            InstanceStateName::Pending => InstanceState::Pending,
+            InstanceStateName::Running => InstanceState::Running,
+            InstanceStateName::Terminated => return None,
+            // shutting-down, stopping, stopped, and states a future API may add.
+            _ => InstanceState::Stopping,
+        };
+        let launched_at = i
+            .launch_time()
+            .and_then(|t| t.to_millis().ok())
+            .unwrap_or_else(|| self.cfg.clock.now());
+        let tag = |key: &str| {
+            i.tags()
+                .iter()
+                .find(|t| t.key() == Some(key))
+                .and_then(|t| t.value())
+                .map(str::to_string)
+        };
+        Some(Instance {
+            id,
+            fleet: self.cfg.fleet.clone(),
+            state,
+            launched_at,
+            instance_type: i.instance_type().map(|t| t.as_str().to_string()),
+            launch_batch: tag(TAG_LAUNCH_BATCH),
+            protected: false,
+        })
+    }
+
+    /// One `RunInstances` of up to `count` instances with one override; the ids launched.
+    async fn run_instances(
+        &self,
+        count: u32,
+        client_token: &str,
+        with: Override<'_>,
+        tags: &BTreeMap<String, String>,
+    ) -> ProviderResult<Vec<String>> {
+        let max_count = i32::try_from(count).unwrap_or(i32::MAX);
+        with_backoff(&self.cfg.throttle, "RunInstances", || async {
+            self.bucket.acquire().await;
+            let out = self
+                .client
+                .run_instances()
+                .launch_template(self.template())
+                .min_count(1)
+                .max_count(max_count)
+                .client_token(client_token)
+                // `shutdown -h now` on idle exit must end the instance, not leave it stopped.
+                .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
+                .set_instance_type(with.instance_type.map(InstanceType::from))
+                .set_subnet_id(with.subnet.map(str::to_string))
+                .set_user_data(self.user_data_b64.clone())
+                .tag_specifications(tag_spec(ResourceType::Instance, tags))
+                .tag_specifications(tag_spec(ResourceType::Volume, tags))
+                .send()
+                .await
+                .map_err(|e| from_sdk("RunInstances", e))?;
+            Ok(out
+                .instances()
+                .iter()
+                .filter_map(|i| i.instance_id().map(str::to_string))
+                .collect())
+        })
+        .await
+    }
+
+    /// `TerminateInstances` of `ids` (one call, retried when throttled).
+    async fn terminate_call(&self, ids: &[String]) -> ProviderResult<()> {
+        with_backoff(&self.cfg.throttle, "TerminateInstances", || async {
+            self.bucket.acquire().await;
+            self.client
+                .terminate_instances()
+                .set_instance_ids(Some(ids.to_vec()))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| from_sdk("TerminateInstances", e))
+        })
+        .await
+    }
+
+    /// Terminates `ids`, skipping those EC2 says do not exist: a call naming a gone instance
+    /// fails as a whole, so the ids named in the error are dropped and the call repeated;
+    /// when the error names none, the ids are terminated one by one.
+    async fn terminate_chunk(&self, mut ids: Vec<String>) -> ProviderResult<()> {
+        while !ids.is_empty() {
+            match self.terminate_call(&ids).await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_not_found(&e) => {
+                    let gone = instance_ids_in(&e.to_string());
+                    let before = ids.len();
+                    ids.retain(|id| !gone.contains(id));
+                    tracing::debug!(fleet = %self.cfg.fleet, gone = ?gone, "already gone");
+                    if ids.len() == before {
+                        return self.terminate_one_by_one(&ids).await;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn terminate_one_by_one(&self, ids: &[String]) -> ProviderResult<()> {
+        for id in ids {
+            match self.terminate_call(std::slice::from_ref(id)).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl FleetProvider for Ec2Fleet {
+    async fn list(&self) -> ProviderResult<Vec<Instance>> {
+        self.describe(None).await
+    }
+
+    async fn launch(&self, req: &LaunchRequest) -> ProviderResult<LaunchOutcome> {
+        if req.fleet != self.cfg.fleet {
+            return Err(ProviderError::Config(format!(
+                "launch request for fleet {} sent to the provider of fleet {}",
+                req.fleet, self.cfg.fleet
+            )));
+        }
+        if req.count == 0 {
+            return Ok(LaunchOutcome::default());
+        }
+        // A controller that crashed after RunInstances re-plans the same batch: what exists
+        // counts toward it.
+        let existing: Vec<String> = self
+            .describe(Some(tag_filter(TAG_LAUNCH_BATCH, &req.batch_token)))
+            .await?
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        let found = u32::try_from(existing.len()).unwrap_or(u32::MAX);
+        if found >= req.count {
+            tracing::info!(
+                fleet = %self.cfg.fleet, batch = %req.batch_token, found,
+                "batch already launched"
+            );
+            return Ok(LaunchOutcome {
+                instances: existing,
+            });
+        }
+        let remaining = req.count - found;
+        let tags = self.launch_tags(req);
+        let mut failures: Vec<(String, ProviderError)> = Vec::new();
+        for (attempt, with) in self.overrides().into_iter().enumerate() {
+            let token = client_token(&req.batch_token, attempt, found);
+            match self.run_instances(remaining, &token, with, &tags).await {
+                Ok(ids) => {
+                    tracing::info!(
+                        fleet = %self.cfg.fleet, batch = %req.batch_token, with = %with,
+                        requested = remaining, launched = ids.len(), ?ids, "launched instances"
+                    );
+                    let mut instances = existing;
+                    instances.extend(ids);
+                    return Ok(LaunchOutcome { instances });
+                }
+                Err(e) if try_next_override(&e) => {
+                    tracing::warn!(
+                        fleet = %self.cfg.fleet, with = %with, error = %e,
+                        "no launch with this override; trying the next"
+                    );
+                    failures.push((with.to_string(), e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(all_overrides_failed(failures))
+    }
+
+    async fn terminate(&self, ids: &[String]) -> ProviderResult<()> {
+        let ids: Vec<String> = ids
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for chunk in ids.chunks(TERMINATE_CHUNK) {
+            self.terminate_chunk(chunk.to_vec()).await?;
+        }
+        if !ids.is_empty() {
+            tracing::info!(fleet = %self.cfg.fleet, ?ids, "terminated instances");
+        }
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "ec2"
+    }
+}
+
+/// The `ClientToken` of the `attempt`-th override of a launch of `batch` when `found` of its
+/// instances already existed: at most 64 ASCII characters, as EC2 requires.
+pub fn client_token(batch: &str, attempt: usize, found: u32) -> String {
+    let digest = Sha256::digest(format!("{batch}\n{attempt}\n{found}").as_bytes());
+    let mut token = format!("anamo-{}", hex::encode(digest));
+    token.truncate(64);
+    token
+}
+
+/// The instance ids (`i-` and hex digits) mentioned in a message.
+fn instance_ids_in(message: &str) -> BTreeSet<String> {
+    message
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| {
+            w.strip_prefix("i-")
+                .is_some_and(|hex| !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// The error of a launch for which every override failed: capacity if any override lacked
+/// capacity, else a limit, else the configuration; the message lists every attempt.
+fn all_overrides_failed(failures: Vec<(String, ProviderError)>) -> ProviderError {
+    let message = failures
+        .iter()
+        .map(|(with, e)| format!("{with}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let any = |f: fn(&ProviderError) -> bool| failures.iter().any(|(_, e)| f(e));
+    if any(|e| matches!(e, ProviderError::InsufficientCapacity(_))) {
+        ProviderError::InsufficientCapacity(message)
+    } else if any(|e| matches!(e, ProviderError::LimitExceeded(_))) {
+        ProviderError::LimitExceeded(message)
+    } else {
+        ProviderError::Config(message)
+    }
+}
+
+fn tag_filter(key: &str, value: &str) -> Filter {
+    Filter::builder()
+        .name(format!("tag:{key}"))
+        .values(value)
+        .build()
+}
+
+fn tag_spec(resource: ResourceType, tags: &BTreeMap<String, String>) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::LaunchTemplateRef;
+
+    fn spec(types: &[&str], subnets: &[&str]) -> Ec2Provider {
+        Ec2Provider {
+            launch_template: LaunchTemplateRef {
+                name: Some("lt".into()),
+                id: None,
+                version: None,
+            },
+            subnets: subnets.iter().map(|s| s.to_string()).collect(),
+            instance_types: types.iter().map(|s| s.to_string()).collect(),
+            user_data: None,
+            tags: BTreeMap::from([("team".to_string(), "x".to_string())]),
+        }
+    }
+
+    fn fleet(spec: Ec2Provider) -> Ec2Fleet {
+        let conf = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+            .build();
+        Ec2Fleet::new(
+            aws_sdk_ec2::Client::from_conf(conf),
+            Ec2FleetConfig::new("align", "align", "prod", spec),
+        )
+    }
+
+    #[test]
+    fn client_tokens_are_deterministic_and_distinct() {
+        let t = client_token("batch-1", 0, 0);
+        assert_eq!(t, client_token("batch-1", 0, 0));
+        assert!(t.len() <= 64 && t.is_ascii(), "{t}");
+        assert_ne!(t, client_token("batch-1", 1, 0));
+        assert_ne!(t, client_token("batch-1", 0, 1));
+        assert_ne!(t, client_token("batch-2", 0, 0));
+    }
+
+    #[test]
+    fn overrides_go_type_by_type_through_the_subnets() {
+        let f = fleet(spec(&["a", "b"], &["s1", "s2"]));
+        let o: Vec<String> = f.overrides().iter().map(|o| o.to_string()).collect();
+        assert_eq!(o, ["a in s1", "a in s2", "b in s1", "b in s2"]);
+        let f = fleet(spec(&[], &[]));
+        assert_eq!(f.overrides().len(), 1);
+        assert!(f.overrides()[0].instance_type.is_none() && f.overrides()[0].subnet.is_none());
+    }
+
+    #[test]
+    fn anamo_tags_win_over_user_tags() {
+        let f = fleet(spec(&[], &[]));
+        let req = LaunchRequest {
+            fleet: "align".into(),
+            step: "align".into(),
+            count: 1,
+            batch_token: "b1".into(),
+            tags: BTreeMap::from([
+                (TAG_FLEET.to_string(), "other".to_string()),
+                ("aws:reserved".to_string(), "x".to_string()),
+                ("run".to_string(), "7".to_string()),
+            ]),
+        };
+        let tags = f.launch_tags(&req);
+        assert_eq!(tags[TAG_FLEET], "align");
+        assert_eq!(tags[TAG_STEP], "align");
+        assert_eq!(tags[TAG_CONTROLLER], "prod");
+        assert_eq!(tags[TAG_LAUNCH_BATCH], "b1");
+        assert_eq!(tags["team"], "x");
+        assert_eq!(tags["run"], "7");
+        assert!(!tags.contains_key("aws:reserved"));
+    }
+
+    #[test]
+    fn gone_ids_are_read_from_the_message() {
+        let ids = instance_ids_in(
+            "TerminateInstances: InvalidInstanceID.NotFound: The instance IDs \
+             'i-0abc123, i-0def456' do not exist",
+        );
+        assert_eq!(
+            ids.into_iter().collect::<Vec<_>>(),
+            ["i-0abc123", "i-0def456"]
+        );
+        assert!(instance_ids_in("The instance ID 'i-' does not exist").is_empty());
+    }
+
+    #[test]
+    fn all_failed_prefers_capacity_then_limits() {
+        let e = all_overrides_failed(vec![
+            (
+                "a".into(),
+                ProviderError::Config("RunInstances: Unsupported: no".into()),
+            ),
+            (
+                "b".into(),
+                ProviderError::InsufficientCapacity("RunInstances: Insufficient...".into()),
+            ),
+        ]);
+        assert!(matches!(e, ProviderError::InsufficientCapacity(ref m) if m.starts_with("a: ")));
+        let e = all_overrides_failed(vec![(
+            "a".into(),
+            ProviderError::Config("RunInstances: Unsupported: no".into()),
+        )]);
+        assert!(matches!(e, ProviderError::Config(_)));
+    }
+}
