@@ -1,0 +1,368 @@
+//! The IAM policies in `manifests/` grant exactly what the code calls:
+//!
+//! * `iam-policy.json` (controller and CLI): every AWS SDK operation called under
+//!   `src/provider/` and `src/store/dynamo/`, mapped to its IAM action, is allowed, and no
+//!   action is allowed that the code does not call (besides `iam:PassRole` for the instances'
+//!   role);
+//! * `iam-worker-policy.json`: the DynamoDB actions behind the task-store methods the worker
+//!   (`src/worker/`) calls, and nothing else.
+//!
+//! The source is scanned for SDK calls (`.run_instances()`): a call of the fluent builder of
+//! an operation missing from [`OPERATIONS`] on something named `*client` fails the test, so a
+//! new operation cannot slip past the table.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// SDK operation (fluent builder method) → the IAM actions it needs.
+const OPERATIONS: &[(&str, &[&str])] = &[
+    // EC2. Tagging at launch (TagSpecifications) needs ec2:CreateTags.
+    ("run_instances", &["ec2:RunInstances", "ec2:CreateTags"]),
+    ("describe_instances", &["ec2:DescribeInstances"]),
+    ("terminate_instances", &["ec2:TerminateInstances"]),
+    ("create_tags", &["ec2:CreateTags"]),
+    ("stop_instances", &["ec2:StopInstances"]),
+    ("describe_instance_status", &["ec2:DescribeInstanceStatus"]),
+    (
+        "describe_instance_attribute",
+        &["ec2:DescribeInstanceAttribute"],
+    ),
+    ("describe_instance_types", &["ec2:DescribeInstanceTypes"]),
+    (
+        "describe_launch_templates",
+        &["ec2:DescribeLaunchTemplates"],
+    ),
+    (
+        "describe_launch_template_versions",
+        &["ec2:DescribeLaunchTemplateVersions"],
+    ),
+    ("create_launch_template", &["ec2:CreateLaunchTemplate"]),
+    ("describe_subnets", &["ec2:DescribeSubnets"]),
+    ("describe_images", &["ec2:DescribeImages"]),
+    (
+        "describe_spot_price_history",
+        &["ec2:DescribeSpotPriceHistory"],
+    ),
+    ("create_fleet", &["ec2:CreateFleet"]),
+    // Auto Scaling
+    (
+        "describe_auto_scaling_groups",
+        &["autoscaling:DescribeAutoScalingGroups"],
+    ),
+    (
+        "describe_auto_scaling_instances",
+        &["autoscaling:DescribeAutoScalingInstances"],
+    ),
+    ("set_desired_capacity", &["autoscaling:SetDesiredCapacity"]),
+    (
+        "terminate_instance_in_auto_scaling_group",
+        &["autoscaling:TerminateInstanceInAutoScalingGroup"],
+    ),
+    (
+        "set_instance_protection",
+        &["autoscaling:SetInstanceProtection"],
+    ),
+    ("create_or_update_tags", &["autoscaling:CreateOrUpdateTags"]),
+    (
+        "update_auto_scaling_group",
+        &["autoscaling:UpdateAutoScalingGroup"],
+    ),
+    (
+        "create_auto_scaling_group",
+        &["autoscaling:CreateAutoScalingGroup"],
+    ),
+    ("detach_instances", &["autoscaling:DetachInstances"]),
+    (
+        "complete_lifecycle_action",
+        &["autoscaling:CompleteLifecycleAction"],
+    ),
+    (
+        "describe_scaling_activities",
+        &["autoscaling:DescribeScalingActivities"],
+    ),
+    // DynamoDB
+    ("get_item", &["dynamodb:GetItem"]),
+    ("put_item", &["dynamodb:PutItem"]),
+    ("update_item", &["dynamodb:UpdateItem"]),
+    ("delete_item", &["dynamodb:DeleteItem"]),
+    ("query", &["dynamodb:Query"]),
+    ("scan", &["dynamodb:Scan"]),
+    ("batch_get_item", &["dynamodb:BatchGetItem"]),
+    ("batch_write_item", &["dynamodb:BatchWriteItem"]),
+    ("transact_write_items", &["dynamodb:TransactWriteItems"]),
+    ("transact_get_items", &["dynamodb:TransactGetItems"]),
+    ("describe_table", &["dynamodb:DescribeTable"]),
+    ("create_table", &["dynamodb:CreateTable"]),
+    ("delete_table", &["dynamodb:DeleteTable"]),
+    ("update_table", &["dynamodb:UpdateTable"]),
+    ("update_time_to_live", &["dynamodb:UpdateTimeToLive"]),
+    ("describe_time_to_live", &["dynamodb:DescribeTimeToLive"]),
+    ("list_tables", &["dynamodb:ListTables"]),
+];
+
+/// Methods of an SDK client that are not operations.
+const CLIENT_METHODS: &[&str] = &["clone", "config", "from_conf", "new", "with_config"];
+
+/// Actions granted for what the code does not call itself.
+const CONTROLLER_EXTRA: &[&str] = &["iam:PassRole"];
+
+/// Task-store methods → the DynamoDB actions `DynamoStore` uses for them (for the worker's
+/// policy). Methods that do no I/O map to nothing.
+const STORE_METHODS: &[(&str, &[&str])] = &[
+    ("claim", &["dynamodb:Query", "dynamodb:UpdateItem"]),
+    ("heartbeat", &["dynamodb:UpdateItem"]),
+    ("complete", &["dynamodb:GetItem", "dynamodb:UpdateItem"]),
+    ("release", &["dynamodb:GetItem", "dynamodb:UpdateItem"]),
+    ("get", &["dynamodb:GetItem"]),
+    ("put_worker", &["dynamodb:PutItem"]),
+    ("remove_worker", &["dynamodb:DeleteItem"]),
+    ("list_workers", &["dynamodb:Query"]),
+    ("counts", &["dynamodb:Query"]),
+    ("clone", &[]),
+    ("describe", &[]),
+    ("requests", &[]),
+];
+
+/// Files under `src/worker/` that do not run on worker instances.
+const WORKER_FILES_OFF_INSTANCE: &[&str] = &["bench.rs"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// Identifiers and punctuation of Rust source, without comments, strings and whitespace.
+fn tokens(src: &str) -> Vec<String> {
+    let chars: Vec<char> = src.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '/' && chars.get(i + 1) == Some(&'/') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '/' && chars.get(i + 1) == Some(&'*') {
+            i += 2;
+            while i + 1 < chars.len() && !(chars[i] == '*' && chars[i + 1] == '/') {
+                i += 1;
+            }
+            i += 2;
+        } else if c == '"' {
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            i += 1;
+            out.push("\"\"".to_string());
+        } else if c.is_alphanumeric() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            out.push(chars[start..i].iter().collect());
+        } else if c.is_whitespace() {
+            i += 1;
+        } else {
+            out.push(c.to_string());
+            i += 1;
+        }
+    }
+    out
+}
+
+/// SDK operations called in the files under `dirs`, with where.
+fn sdk_calls(dirs: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
+    let table: BTreeMap<&str, &[&str]> = OPERATIONS.iter().copied().collect();
+    let mut files = Vec::new();
+    for d in dirs {
+        rust_files(&root().join(d), &mut files);
+    }
+    assert!(!files.is_empty(), "no source under {dirs:?}");
+    let mut calls: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut unknown = Vec::new();
+    for f in &files {
+        let src = std::fs::read_to_string(f).unwrap();
+        let t = tokens(&src);
+        let name = f.strip_prefix(root()).unwrap().display().to_string();
+        for w in t.windows(4) {
+            // `.operation()`: the fluent builders take no arguments.
+            if w[0] == "." && w[2] == "(" && w[3] == ")" && table.contains_key(w[1].as_str()) {
+                calls.entry(w[1].clone()).or_default().insert(name.clone());
+            }
+            // `client.method(` with a method the table does not know.
+            if w[0].ends_with("client")
+                && w[1] == "."
+                && w[3] == "("
+                && !table.contains_key(w[2].as_str())
+                && !CLIENT_METHODS.contains(&w[2].as_str())
+            {
+                unknown.push(format!("{name}: {}.{}(", w[0], w[2]));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "SDK calls missing from OPERATIONS in tests/provider_iam.rs (add them with their IAM \
+         actions, and to the policy): {unknown:#?}"
+    );
+    calls
+}
+
+fn policy_actions(file: &str) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(root().join(file)).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("the policy is JSON");
+    assert_eq!(doc["Version"], "2012-10-17", "{file}");
+    let mut actions = BTreeSet::new();
+    for st in doc["Statement"].as_array().expect("Statement is a list") {
+        assert_eq!(st["Effect"], "Allow", "{file}: {st}");
+        match &st["Action"] {
+            serde_json::Value::String(a) => {
+                actions.insert(a.clone());
+            }
+            serde_json::Value::Array(list) => {
+                actions.extend(list.iter().map(|a| a.as_str().unwrap().to_string()));
+            }
+            other => panic!("{file}: Action {other}"),
+        }
+        assert!(
+            !st["Resource"].is_null(),
+            "{file}: statement without Resource: {st}"
+        );
+    }
+    for a in &actions {
+        assert!(!a.contains('*'), "{file}: no wildcard actions ({a})");
+    }
+    actions
+}
+
+#[test]
+fn tokenizer_skips_comments_and_strings() {
+    let t = tokens("let x = \"a.query()\"; // .scan()\n/* .get_item() */ c.client.query()");
+    assert!(!t.contains(&"scan".to_string()));
+    assert!(!t.contains(&"get_item".to_string()));
+    assert_eq!(t.iter().filter(|x| *x == "query").count(), 1);
+}
+
+#[test]
+fn controller_policy_allows_exactly_what_the_code_calls() {
+    let calls = sdk_calls(&["src/provider", "src/store/dynamo"]);
+    // The scan does find the calls it is there for.
+    for op in [
+        "run_instances",
+        "describe_instances",
+        "terminate_instances",
+        "set_desired_capacity",
+        "update_item",
+        "query",
+    ] {
+        assert!(calls.contains_key(op), "{op} not found: {calls:?}");
+    }
+    let table: BTreeMap<&str, &[&str]> = OPERATIONS.iter().copied().collect();
+    let needed: BTreeSet<String> = calls
+        .keys()
+        .flat_map(|op| table[op.as_str()].iter().map(|a| a.to_string()))
+        .collect();
+    let granted = policy_actions("manifests/iam-policy.json");
+
+    let missing: Vec<String> = needed
+        .iter()
+        .filter(|a| !granted.contains(*a))
+        .map(|a| {
+            let ops: Vec<_> = calls
+                .iter()
+                .filter(|(op, _)| table[op.as_str()].contains(&a.as_str()))
+                .map(|(op, files)| format!("{op} in {files:?}"))
+                .collect();
+            format!("{a} (for {})", ops.join(", "))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "manifests/iam-policy.json lacks: {missing:#?}"
+    );
+
+    let unused: Vec<&String> = granted
+        .iter()
+        .filter(|a| !needed.contains(*a) && !CONTROLLER_EXTRA.contains(&a.as_str()))
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "manifests/iam-policy.json grants actions the code does not use: {unused:?}"
+    );
+}
+
+#[test]
+fn worker_policy_allows_exactly_what_the_worker_uses() {
+    let table: BTreeMap<&str, &[&str]> = STORE_METHODS.iter().copied().collect();
+    let mut files = Vec::new();
+    rust_files(&root().join("src/worker"), &mut files);
+    // The dispatch benchmark (`anamo worker bench`) imports its tasks from a developer's
+    // machine, not from an instance.
+    files.retain(|f| !WORKER_FILES_OFF_INSTANCE.iter().any(|x| f.ends_with(x)));
+    let mut needed = BTreeSet::new();
+    let mut unknown = BTreeSet::new();
+    for f in &files {
+        let t = tokens(&std::fs::read_to_string(f).unwrap());
+        for w in t.windows(4) {
+            // `store.method(` (`ctx.store.claim(`, `self.store.heartbeat(`, ...).
+            if w[0] == "store" && w[1] == "." && w[3] == "(" {
+                match table.get(w[2].as_str()) {
+                    Some(actions) => needed.extend(actions.iter().map(|a| a.to_string())),
+                    None => {
+                        unknown.insert(w[2].clone());
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "the worker calls store methods missing from STORE_METHODS in tests/provider_iam.rs: \
+         {unknown:?}"
+    );
+    let granted = policy_actions("manifests/iam-worker-policy.json");
+    assert_eq!(granted, needed, "manifests/iam-worker-policy.json");
+    // Everything the worker needs is something the store code does call.
+    let store_calls = sdk_calls(&["src/store/dynamo"]);
+    let ops: BTreeMap<&str, &[&str]> = OPERATIONS.iter().copied().collect();
+    let store_actions: BTreeSet<String> = store_calls
+        .keys()
+        .flat_map(|op| ops[op.as_str()].iter().map(|a| a.to_string()))
+        .collect();
+    assert!(
+        granted.is_subset(&store_actions),
+        "{granted:?} ⊄ {store_actions:?}"
+    );
+}
+
+#[test]
+fn policies_name_the_same_table_placeholder() {
+    for file in [
+        "manifests/iam-policy.json",
+        "manifests/iam-worker-policy.json",
+    ] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        assert!(text.contains("table/TASK_TABLE\""), "{file}");
+        assert!(
+            text.contains("table/TASK_TABLE/index/*"),
+            "{file}: queries use the indexes"
+        );
+    }
+}
