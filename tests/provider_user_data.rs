@@ -5,6 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
+use clap::Parser;
+
+use anamo::cli::{Cli, Command as CliCommand};
 use anamo::manifest::{self, ManifestSet};
 use anamo::provider::ec2::Ec2FleetConfig;
 use anamo::provider::user_data::{self, UserDataError, WorkerValues, DEFAULT_TEMPLATE};
@@ -41,8 +44,17 @@ fn bash_syntax_ok(script: &str) {
     );
 }
 
-/// The arguments `run-worker.sh` (written by the user data) passes to `anamo`, one per entry.
+/// The arguments `run-worker.sh` (written by the user data) passes to `anamo`, one per entry;
+/// checked against the real command line parser.
 fn worker_command(rendered: &str) -> Vec<String> {
+    let args = worker_argv(rendered);
+    let cli = Cli::try_parse_from(std::iter::once("anamo".to_string()).chain(args.clone()))
+        .unwrap_or_else(|e| panic!("anamo does not accept {args:?}: {e}"));
+    assert!(matches!(cli.command, CliCommand::Worker(_)), "{args:?}");
+    args
+}
+
+fn worker_argv(rendered: &str) -> Vec<String> {
     let start = rendered.find("<<'RUN'\n").expect("run-worker.sh heredoc") + "<<'RUN'\n".len();
     let end = start + rendered[start..].find("\nRUN\n").expect("heredoc end");
     let dir = tempfile::tempdir().unwrap();
@@ -108,7 +120,12 @@ fn shipped_template_renders_for_an_idle_exiting_fleet() {
 fn shipped_template_without_idle_exit_and_with_worker_args() {
     let set = example();
     let mut v = values(&set, "call");
-    v.worker_args = vec!["--max-tasks".into(), "10".into(), "it's a test".into()];
+    v.worker_args = vec![
+        "--max-tasks".into(),
+        "10".into(),
+        "--worker-id".into(),
+        "it's a test".into(),
+    ];
     v.anamo_url = Some("s3://bucket/bin/anamo".into());
     v.region = None;
     let rendered = v.render_default().unwrap();
@@ -131,6 +148,7 @@ fn shipped_template_without_idle_exit_and_with_worker_args() {
             "/var/log/anamo",
             "--max-tasks",
             "10",
+            "--worker-id",
             "it's a test",
         ]
     );
