@@ -99,6 +99,7 @@ impl World {
                 log_dir: None,
                 env: BTreeMap::new(),
                 force_local: false,
+                binary_url: None,
             },
             clock.clone(),
             &cfg.cluster,

@@ -13,6 +13,7 @@ use tracing::info;
 use super::output::print_json;
 use super::parse_duration;
 use crate::clock::{self, SharedClock};
+use crate::controller::aws::AwsFactory;
 use crate::controller::providers::{ProviderSet, WorkerLaunch};
 use crate::controller::reload::ManifestSource;
 use crate::controller::{Controller, ControllerConfig};
@@ -53,6 +54,10 @@ pub struct ControllerArgs {
     /// Where local workers' logs go.
     #[arg(long, default_value = "anamo-logs")]
     pub log_dir: PathBuf,
+    /// URL (https:// or s3://) from which EC2 workers download the anamo binary at boot
+    /// [default: the AMI already has it].
+    #[arg(long, env = "ANAMO_WORKER_BINARY_URL")]
+    pub worker_binary_url: Option<String>,
     /// Run one pass and exit.
     #[arg(long)]
     pub once: bool,
@@ -97,6 +102,7 @@ pub fn worker_launch(
     store_url: &str,
     log_dir: &Path,
     force_local: bool,
+    binary_url: Option<String>,
 ) -> anyhow::Result<WorkerLaunch> {
     let exe = std::env::current_exe().context("cannot find the anamo executable")?;
     Ok(WorkerLaunch {
@@ -109,6 +115,7 @@ pub fn worker_launch(
         )]
         .into(),
         force_local,
+        binary_url,
     })
 }
 
@@ -149,10 +156,17 @@ pub async fn run_controller(
     };
     let clock: SharedClock = clock::system();
     let providers = ProviderSet::new(
-        worker_launch(&store_url, &args.log_dir, false)?,
+        worker_launch(
+            &store_url,
+            &args.log_dir,
+            false,
+            args.worker_binary_url.clone(),
+        )?,
         clock.clone(),
         &cfg.cluster,
-        remote_factory(cspec.as_ref().and_then(|c| c.region.clone())).await,
+        Some(Box::new(AwsFactory::new(
+            cspec.as_ref().and_then(|c| c.region.clone()),
+        ))),
     );
     let mut controller = Controller::new(
         cfg.clone(),
@@ -214,10 +228,12 @@ pub async fn run_plan(args: PlanArgs, store_flag: Option<&str>) -> anyhow::Resul
     let cluster = cluster_name(args.cluster.as_deref(), &set);
     let clock = clock::system();
     let providers = ProviderSet::new(
-        worker_launch(&store_url, Path::new("anamo-logs"), false)?,
+        worker_launch(&store_url, Path::new("anamo-logs"), false, None)?,
         clock.clone(),
         &cluster,
-        remote_factory(set.controller.as_ref().and_then(|c| c.spec.region.clone())).await,
+        Some(Box::new(AwsFactory::new(
+            set.controller.as_ref().and_then(|c| c.spec.region.clone()),
+        ))),
     );
     let mut controller = Controller::new(
         ControllerConfig::new(&cluster),
@@ -250,11 +266,4 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-}
-
-/// Builds EC2 / Auto Scaling providers from the default AWS configuration.
-async fn remote_factory(
-    _region: Option<String>,
-) -> Option<Box<dyn crate::controller::providers::RemoteFactory>> {
-    None
 }

@@ -3,6 +3,7 @@
 mod controller;
 mod manifest;
 mod output;
+mod simulate;
 mod status;
 mod table;
 mod task;
@@ -72,6 +73,9 @@ pub enum Command {
     /// Validate manifests or print their JSON Schema.
     #[command(subcommand)]
     Manifest(manifest::ManifestCommand),
+    /// Replay a task trace through the planner with a simulated clock and provider, next to
+    /// two baseline policies.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// The store when neither `--store` nor a Controller manifest names one.
@@ -118,6 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Manifest(cmd) => manifest::run(cmd),
+        Command::Simulate(args) => simulate::run(args),
     }
 }
 

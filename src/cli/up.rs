@@ -101,7 +101,7 @@ pub async fn run(args: UpArgs, store_flag: Option<&str>) -> anyhow::Result<ExitC
         .unwrap_or(Duration::from_secs(1));
     let metrics = Arc::new(Metrics::new());
     let providers = ProviderSet::new(
-        worker_launch(&store_url, &args.log_dir, true)?,
+        worker_launch(&store_url, &args.log_dir, true, None)?,
         clock.clone(),
         &cfg.cluster,
         None,

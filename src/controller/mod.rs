@@ -6,6 +6,7 @@
 //! after a restart and completes it instead of launching twice (providers find a batch's
 //! instances by its tag and use the token as the EC2 `ClientToken`).
 
+pub mod aws;
 pub mod providers;
 pub mod reload;
 pub mod status;
@@ -86,6 +87,17 @@ struct LaunchIntent {
     /// The provider confirmed the launch. Unconfirmed intents (crash or error mid-call) are
     /// issued again with the same token, which launches only what is missing.
     confirmed: bool,
+    /// Instances of the batch listed at least once. Once listed, an instance counts as
+    /// capacity by itself (or, if it died, as nothing): it is no longer "being launched".
+    #[serde(default)]
+    seen: std::collections::BTreeSet<String>,
+}
+
+impl LaunchIntent {
+    /// Instances of the batch not listed yet.
+    fn unseen(&self) -> u32 {
+        self.count.saturating_sub(self.seen.len() as u32)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -200,9 +212,13 @@ impl Controller {
 
         match self.manifests.reload() {
             Reload::Unchanged => {}
-            Reload::Applied => info!(path = %self.manifests.path().display(), "manifests reloaded"),
+            Reload::Applied => {
+                self.metrics.manifest_last_reload_ok.set(1);
+                info!(path = %self.manifests.path().display(), "manifests reloaded")
+            }
             Reload::Rejected(e) => {
                 self.metrics.manifest_reload_errors.inc();
+                self.metrics.manifest_last_reload_ok.set(0);
                 error!("manifest change rejected, keeping the last good manifests:\n{e}");
             }
         }
@@ -430,13 +446,15 @@ impl Controller {
         let mem = self.memory.entry(fleet.name().to_string()).or_default();
         if let Ok(list) = &instances {
             let boot = ms(fleet.spec.boot_timeout);
-            mem.intents.retain(|i| {
-                let seen = list
-                    .iter()
-                    .filter(|x| x.launch_batch.as_deref() == Some(i.batch.as_str()))
-                    .count() as u32;
-                seen < i.count && now - i.launched_at < boot
-            });
+            for i in mem.intents.iter_mut() {
+                for x in list {
+                    if x.launch_batch.as_deref() == Some(i.batch.as_str()) {
+                        i.seen.insert(x.id.clone());
+                    }
+                }
+            }
+            mem.intents
+                .retain(|i| i.unseen() > 0 && now - i.launched_at < boot);
         }
         if mem.cool_off.as_ref().is_some_and(|c| c.until <= now) {
             mem.cool_off = None;
@@ -446,13 +464,23 @@ impl Controller {
             step: step.clone(),
             instances: instances.clone(),
             cool_off: mem.cool_off.clone(),
+            // The planner subtracts the batch's listed instances from `count`; give it the
+            // unseen ones plus those, so an instance that was listed and then died is not
+            // counted as still launching.
             pending_launches: mem
                 .intents
                 .iter()
-                .map(|i| PendingLaunch {
-                    batch: i.batch.clone(),
-                    count: i.count,
-                    launched_at: i.launched_at,
+                .map(|i| {
+                    let listed_now = instances.as_ref().map_or(0, |l| {
+                        l.iter()
+                            .filter(|x| x.launch_batch.as_deref() == Some(i.batch.as_str()))
+                            .count() as u32
+                    });
+                    PendingLaunch {
+                        batch: i.batch.clone(),
+                        count: i.unseen() + listed_now,
+                        launched_at: i.launched_at,
+                    }
                 })
                 .collect(),
         };
@@ -572,6 +600,7 @@ impl Controller {
                         count: *count,
                         launched_at: now,
                         confirmed: false,
+                        seen: Default::default(),
                     };
                     let mem = self.memory.entry(fleet.clone()).or_default();
                     mem.intents.push(intent.clone());
@@ -691,6 +720,10 @@ impl Controller {
                     i.count = got.min(i.count);
                 }
                 mem.intents.retain(|i| i.count > 0);
+                if provider.lists_launches_immediately() {
+                    // Already listed (or, if one died at once, gone): nothing is pending.
+                    mem.intents.retain(|i| i.batch != intent.batch);
+                }
                 self.metrics
                     .launches
                     .with_label_values(&[&name])

@@ -23,6 +23,8 @@ pub struct WorkerLaunch {
     pub env: BTreeMap<String, String>,
     /// Run every fleet as local processes whatever its provider (`anamo up`).
     pub force_local: bool,
+    /// Where EC2 instances download the `anamo` binary (user-data); `None`: it is in the AMI.
+    pub binary_url: Option<String>,
 }
 
 /// `anamo worker` arguments (after `--step`) that a fleet spec implies.

@@ -186,6 +186,10 @@ impl FleetProvider for LocalFleet {
         Ok(())
     }
 
+    fn lists_launches_immediately(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "local"
     }

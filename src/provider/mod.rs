@@ -131,6 +131,12 @@ pub trait FleetProvider: Send + Sync + fmt::Debug {
     async fn set_protection(&self, _ids: &[String], _protected: bool) -> ProviderResult<()> {
         Ok(())
     }
+    /// Whether `list` shows a launched instance as soon as `launch` returns (local processes).
+    /// Cloud APIs are eventually consistent, so the controller keeps counting a launch as
+    /// pending until its instances are listed.
+    fn lists_launches_immediately(&self) -> bool {
+        false
+    }
     /// Short name for logs and metrics labels: `local`, `ec2`, `autoscaling`.
     fn kind(&self) -> &'static str;
 }

@@ -1,0 +1,330 @@
+//! `anamo simulate`: replay a task trace through the real planner with a simulated clock and
+//! provider, next to two baselines (see [`crate::sim`]).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::output::{print_json, Table};
+use super::parse_duration;
+use crate::clock::ms;
+use crate::sim::{self, FleetDefaults, GeneratorSpec, PolicyKind, SimReport, SimSettings, Trace};
+
+const AFTER_HELP: &str = "\
+Examples:
+  anamo simulate --trace examples/traces/burst.csv --manifests examples/traces/manifests
+  anamo simulate --generate 'tasks=2000,steps=3,duration=lognormal(7,0.5),seed=42' \\
+      --max-instances 20 --slots 4 --plot docs/img/simulation.svg
+  anamo simulate --trace trace.jsonl --spot-rate 0.05 --capacity-error-prob 0.1 --json
+
+Trace files: CSV with a header naming step, submit_time_s, duration_s and optionally id, or
+JSON lines with those keys. Without manifests each step depends on the step before it (same
+task id), unless --independent-steps.
+
+Generator (--generate): tasks=N, steps=K or steps=a:b:c, duration=lognormal(MU,SIGMA) (ln
+seconds) | const(S) | uniform(MIN,MAX) | exp(MEAN), scale=1:0.5:.. (per-step duration
+factors), arrival=burst | poisson(PER_SEC) | uniform(SPAN_S) | waves(COUNT,GAP_S), seed=S.";
+
+#[derive(Debug, Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct SimulateArgs {
+    /// Task trace to replay (CSV or JSONL).
+    #[arg(
+        long,
+        conflicts_with = "generate",
+        required_unless_present = "generate"
+    )]
+    pub trace: Option<PathBuf>,
+    /// Generate a trace instead, e.g. `tasks=10000,steps=3,duration=lognormal(7,0.6),seed=42`.
+    #[arg(long)]
+    pub generate: Option<String>,
+    /// Write the (generated) trace as CSV to this file.
+    #[arg(long)]
+    pub write_trace: Option<PathBuf>,
+    /// Fleet manifests (file or directory); each step of the trace needs a fleet. Without
+    /// them, the fleet flags below apply to every step.
+    #[arg(long)]
+    pub manifests: Option<PathBuf>,
+
+    /// Fleet: instances kept when there is no work.
+    #[arg(
+        long,
+        default_value_t = 0,
+        help_heading = "Fleet (without --manifests)"
+    )]
+    pub min_instances: u32,
+    /// Fleet: upper bound on instances.
+    #[arg(
+        long,
+        default_value_t = 20,
+        help_heading = "Fleet (without --manifests)"
+    )]
+    pub max_instances: u32,
+    /// Fleet: tasks one instance runs at a time.
+    #[arg(
+        long,
+        default_value_t = 1,
+        help_heading = "Fleet (without --manifests)"
+    )]
+    pub slots: u32,
+    /// Fleet: backlog that justifies one instance [default: --slots].
+    #[arg(long, help_heading = "Fleet (without --manifests)")]
+    pub tasks_per_instance: Option<u32>,
+    /// Fleet: idle time before an extra instance is removed.
+    #[arg(long, value_parser = parse_duration, default_value = "5m", help_heading = "Fleet (without --manifests)")]
+    pub scale_down_delay: Duration,
+    /// Fleet: time a new instance has to register its worker.
+    #[arg(long, value_parser = parse_duration, default_value = "10m", help_heading = "Fleet (without --manifests)")]
+    pub boot_timeout: Duration,
+    /// Fleet: task lease (a killed worker's tasks come back after it).
+    #[arg(long, value_parser = parse_duration, default_value = "60s", help_heading = "Fleet (without --manifests)")]
+    pub lease_ttl: Duration,
+    /// Fleet: workers exit after being idle this long.
+    #[arg(long, value_parser = parse_duration, help_heading = "Fleet (without --manifests)")]
+    pub idle_exit: Option<Duration>,
+    /// Steps do not depend on each other.
+    #[arg(long, help_heading = "Fleet (without --manifests)")]
+    pub independent_steps: bool,
+
+    /// Time between controller passes [default: the Controller manifest's, else 10s].
+    #[arg(long, value_parser = parse_duration, help_heading = "Simulation")]
+    pub interval: Option<Duration>,
+    /// Simulated time per step of the world.
+    #[arg(long, value_parser = parse_duration, default_value = "1s", help_heading = "Simulation")]
+    pub tick: Duration,
+    /// From launch until the instance's worker registers.
+    #[arg(long, value_parser = parse_duration, default_value = "90s", help_heading = "Simulation")]
+    pub boot_delay: Duration,
+    /// Extra boot time, uniform between 0 and this.
+    #[arg(long, value_parser = parse_duration, default_value = "0s", help_heading = "Simulation")]
+    pub boot_jitter: Duration,
+    /// Spot interruptions per instance-hour.
+    #[arg(long, default_value_t = 0.0, help_heading = "Simulation")]
+    pub spot_rate: f64,
+    /// Notice before a spot instance disappears.
+    #[arg(long, value_parser = parse_duration, default_value = "2m", help_heading = "Simulation")]
+    pub spot_notice: Duration,
+    /// Probability that a launch call fails with a capacity error.
+    #[arg(long, default_value_t = 0.0, help_heading = "Simulation")]
+    pub capacity_error_prob: f64,
+    /// No launches for this long after a capacity error.
+    #[arg(long, value_parser = parse_duration, default_value = "2m", help_heading = "Simulation")]
+    pub cool_off: Duration,
+    /// Random seed (trace generator, provider faults, claim order).
+    #[arg(long, default_value_t = 42, help_heading = "Simulation")]
+    pub seed: u64,
+    /// Give up this long after the last submission.
+    #[arg(long, value_parser = parse_duration, default_value = "7days", help_heading = "Simulation")]
+    pub max_time: Duration,
+
+    /// Policies to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [PolicyArg::Anamo, PolicyArg::Static, PolicyArg::Keda], help_heading = "Baselines")]
+    pub policies: Vec<PolicyArg>,
+    /// Instances per fleet of the static baseline [default: each fleet's maxInstances].
+    #[arg(long, help_heading = "Baselines")]
+    pub static_instances: Option<u32>,
+    /// Poll interval of the KEDA-like baseline.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", help_heading = "Baselines")]
+    pub keda_poll: Duration,
+    /// Scale-down cooldown of the KEDA-like baseline.
+    #[arg(long, value_parser = parse_duration, default_value = "300s", help_heading = "Baselines")]
+    pub keda_cooldown: Duration,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Write an SVG plot of fleet size and backlog over time.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyArg {
+    Anamo,
+    Static,
+    Keda,
+}
+
+impl From<PolicyArg> for PolicyKind {
+    fn from(p: PolicyArg) -> Self {
+        match p {
+            PolicyArg::Anamo => PolicyKind::Anamo,
+            PolicyArg::Static => PolicyKind::Static,
+            PolicyArg::Keda => PolicyKind::Keda,
+        }
+    }
+}
+
+pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let trace = match (&args.trace, &args.generate) {
+        (Some(path), _) => Trace::load(path)?,
+        (None, Some(spec)) => GeneratorSpec::parse(spec)?.generate(args.seed),
+        (None, None) => anyhow::bail!("give --trace FILE or --generate SPEC"),
+    };
+    if let Some(path) = &args.write_trace {
+        std::fs::write(path, trace.to_csv())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let manifests = match &args.manifests {
+        Some(p) => Some(crate::manifest::load(p).map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
+    let defaults = FleetDefaults {
+        min_instances: args.min_instances,
+        max_instances: args.max_instances,
+        slots_per_instance: args.slots,
+        tasks_per_instance: args.tasks_per_instance,
+        scale_down_delay: args.scale_down_delay,
+        boot_timeout: args.boot_timeout,
+        lease_ttl: args.lease_ttl,
+        idle_exit: args.idle_exit,
+    };
+    let fleets = sim::fleets_for(
+        &trace,
+        manifests.as_ref(),
+        &defaults,
+        args.independent_steps,
+    )?;
+    let interval = args
+        .interval
+        .or_else(|| {
+            manifests
+                .as_ref()
+                .and_then(|m| m.controller.as_ref().map(|c| c.spec.interval))
+        })
+        .unwrap_or(crate::manifest::DEFAULT_INTERVAL);
+    let settings = SimSettings {
+        tick: ms(args.tick),
+        interval: ms(interval),
+        boot_delay: ms(args.boot_delay),
+        boot_jitter: ms(args.boot_jitter),
+        spot_rate_per_hour: args.spot_rate,
+        spot_notice: ms(args.spot_notice),
+        capacity_error_prob: args.capacity_error_prob,
+        cool_off: ms(args.cool_off),
+        static_instances: args.static_instances,
+        keda_poll: ms(args.keda_poll),
+        keda_cooldown: ms(args.keda_cooldown),
+        seed: args.seed,
+        max_time: ms(args.max_time),
+    };
+    let mut policies: Vec<PolicyKind> = args.policies.iter().map(|p| (*p).into()).collect();
+    policies.sort();
+    policies.dedup();
+    let outcome = sim::simulate(&trace, &fleets, &settings, &policies)?;
+    if let Some(path) = &args.plot {
+        sim::plot_svg(path, &outcome.report, &outcome.timelines).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    if args.json {
+        print_json(&outcome.report)?;
+    } else {
+        print!("{}", render(&outcome.report));
+        if let Some(path) = &args.plot {
+            println!("plot written to {}", path.display());
+        }
+    }
+    let unfinished = outcome.report.policies.iter().any(|p| p.unfinished > 0);
+    Ok(if unfinished {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The report as text: the trace's steps, then one row per policy.
+pub fn render(r: &SimReport) -> String {
+    let mut out = format!(
+        "trace {}: {} tasks; seed {}, boot delay {}s, controller interval {}s, tick {}s",
+        r.trace,
+        r.tasks,
+        r.settings.seed,
+        r.settings.boot_delay / 1000,
+        r.settings.interval / 1000,
+        r.settings.tick as f64 / 1000.0,
+    );
+    if r.settings.spot_rate_per_hour > 0.0 {
+        out.push_str(&format!(
+            ", spot {}/instance-hour",
+            r.settings.spot_rate_per_hour
+        ));
+    }
+    if r.settings.capacity_error_prob > 0.0 {
+        out.push_str(&format!(
+            ", capacity errors p={}",
+            r.settings.capacity_error_prob
+        ));
+    }
+    out.push_str("\n\n");
+    let mut steps = Table::new([
+        "STEP",
+        "TASKS",
+        "TASK-HOURS",
+        "SLOTS",
+        "LOWER BOUND (inst-h)",
+    ]);
+    for s in &r.steps {
+        steps.row([
+            s.step.clone(),
+            s.tasks.to_string(),
+            format!("{:.2}", s.task_hours),
+            s.slots_per_instance.to_string(),
+            format!("{:.2}", s.lower_bound_hours),
+        ]);
+    }
+    out.push_str(&steps.render());
+    out.push('\n');
+    let mut t = Table::new([
+        "POLICY",
+        "MAKESPAN",
+        "INST-H",
+        "IDLE-H",
+        "BOOT-H",
+        "RATIO",
+        "UTIL",
+        "BUSY KILLED",
+        "REQUEUED spot/lease",
+        "PEAK",
+        "WAIT mean/p95",
+        "UNFINISHED",
+    ]);
+    for p in &r.policies {
+        t.row([
+            p.policy.as_str().to_string(),
+            hms(p.makespan_s),
+            format!("{:.2}", p.instance_hours),
+            format!("{:.2}", p.idle_hours),
+            format!("{:.2}", p.boot_hours),
+            format!("{:.3}", p.ratio),
+            format!("{:.0}%", p.slot_utilisation * 100.0),
+            p.busy_terminated.to_string(),
+            format!("{}/{}", p.requeued_spot, p.requeued_lease),
+            p.peak_instances.to_string(),
+            format!("{}/{}", hms(p.mean_wait_s), hms(p.p95_wait_s)),
+            p.unfinished.to_string(),
+        ]);
+    }
+    out.push_str(&t.render());
+    out.push_str(
+        "\nRATIO = instance-hours / lower bound (sum of task time / slots per instance); \
+         BUSY KILLED = instances terminated with busy slots.\n",
+    );
+    for p in &r.policies {
+        out.push_str(&format!("  {}: {}\n", p.policy.as_str(), p.description));
+    }
+    out
+}
+
+/// `1h02m`, `4m10s`, `12s`.
+fn hms(secs: f64) -> String {
+    let s = secs.round() as i64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}

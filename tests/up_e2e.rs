@@ -1,0 +1,191 @@
+//! End to end: `anamo up` runs the shipped example (controller + local worker processes on
+//! SQLite) to completion, and survives a worker killed with -9.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn anamo(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_anamo"));
+    c.current_dir(dir)
+        .env_remove("ANAMO_STORE")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn up_runs_the_example_pipeline_once_in_dependency_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = anamo(dir.path())
+        .args(["up", "--json", "--manifests"])
+        .arg(repo().join("examples/manifests"))
+        .arg("--tasks")
+        .arg(repo().join("examples/tasks.tsv"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "anamo up failed: {stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for step in summary["steps"].as_array().unwrap() {
+        assert_eq!(step["succeeded"], 200, "{step}");
+        assert_eq!(step["failed"], 0, "{step}");
+    }
+    // Each joint script appends its sample once; each checks its input from `call`, which
+    // checks `align`: all 200 succeeding means the order held.
+    let runs = lines(&dir.path().join("anamo-out/joint/runs.log"));
+    assert_eq!(runs.len(), 200, "every joint task ran exactly once");
+    assert_eq!(runs.iter().collect::<HashSet<_>>().len(), 200);
+    for fleet in ["align", "call", "joint"] {
+        let f = &summary["fleets"][fleet];
+        assert!(
+            f["peak_instances"].as_u64().unwrap() >= 1,
+            "{fleet} scaled up from 0: {f}"
+        );
+        assert_eq!(
+            f["final_instances"], f["min_instances"],
+            "{fleet} scaled back down: {f}"
+        );
+        assert!(f["terminations"].as_u64().unwrap() >= 1, "{fleet}: {f}");
+    }
+    // Running it again changes nothing: every task is already done.
+    let again = anamo(dir.path())
+        .args(["up", "--json", "--manifests"])
+        .arg(repo().join("examples/manifests"))
+        .arg("--tasks")
+        .arg(repo().join("examples/tasks.tsv"))
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert_eq!(
+        lines(&dir.path().join("anamo-out/joint/runs.log")).len(),
+        200
+    );
+}
+
+const ONE_STEP: &str = "apiVersion: anamo.dev/v1
+kind: Fleet
+metadata:
+  name: work
+spec:
+  step: work
+  provider:
+    local: {}
+  maxInstances: 2
+  slotsPerInstance: 2
+  scaleDownDelay: 1s
+  leaseTTL: 3s
+  heartbeat: 1s
+";
+
+/// Pids of worker processes whose command line mentions `needle`.
+fn worker_pids(needle: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) && cmd.contains(" worker ") {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn a_worker_killed_with_sigkill_has_its_task_requeued_and_the_run_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::write(manifests.join("work.yaml"), ONE_STEP).unwrap();
+    let mut tasks = String::new();
+    for i in 0..12 {
+        tasks.push_str(&format!(
+            "t{i:02}\twork\techo $ANAMO_TASK_ID >> started.log; sleep 2; echo $ANAMO_TASK_ID >> done.log\n"
+        ));
+    }
+    std::fs::write(dir.path().join("tasks.tsv"), tasks).unwrap();
+    let db = dir.path().join("kill.db");
+    let store = format!("sqlite://{}", db.display());
+    let mut up = anamo(dir.path())
+        .args([
+            "--store",
+            &store,
+            "up",
+            "--json",
+            "--manifests",
+            "manifests",
+            "--tasks",
+            "tasks.tsv",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until some tasks run, then kill one worker hard.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let victim = loop {
+        let started = lines(&dir.path().join("started.log")).len();
+        let pids = worker_pids(&store);
+        if started >= 1 && !pids.is_empty() {
+            break pids[0];
+        }
+        assert!(Instant::now() < deadline, "no worker started");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = up.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "anamo up failed after a worker was killed: {stderr}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["steps"][0]["succeeded"], 12, "{summary}");
+    // Every task finished; the killed worker's task(s) were started again after the lease
+    // expired. (Its orphaned script may also have finished: at least once, by design.)
+    let done = lines(&dir.path().join("done.log"));
+    let started = lines(&dir.path().join("started.log"));
+    assert_eq!(done.iter().collect::<HashSet<_>>().len(), 12, "{done:?}");
+    assert!(
+        started.len() > 12,
+        "the killed worker's task was started again after its lease expired: {started:?}"
+    );
+    // Its result was recorded once, by the second attempt.
+    let list = anamo(dir.path())
+        .args(["--store", &store, "task", "list", "--json"])
+        .output()
+        .unwrap();
+    let tasks: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let retried: Vec<&serde_json::Value> = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["attempts"].as_u64() == Some(2))
+        .collect();
+    assert!(!retried.is_empty(), "{tasks}");
+    for t in retried {
+        assert_eq!(t["state"], "succeeded");
+        assert_eq!(t["result"]["exit_code"], 0);
+    }
+}
