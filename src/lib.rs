@@ -14,6 +14,7 @@ pub mod model;
 pub mod planner;
 pub mod provider;
 pub mod server;
+pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

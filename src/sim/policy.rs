@@ -1,0 +1,273 @@
+//! Who decides launches and terminations in a simulation: anamo's controller (the real
+//! planner), or one of two baselines.
+
+use std::collections::VecDeque;
+
+use rand::seq::IndexedRandom;
+
+use super::world::{WorkerExit, World};
+use crate::clock::Millis;
+use crate::planner::{self, Action, CoolOff, FleetInput, PendingLaunch, PlanInput, StepView};
+
+/// A scaling policy, called once per tick after the world has advanced.
+pub(crate) trait Policy {
+    /// How workers end on their own under this policy.
+    fn worker_exit(&self) -> WorkerExit;
+    /// Whether the world promotes dependants and requeues expired leases every tick (the
+    /// baselines) rather than when the policy asks (anamo's controller, once per pass).
+    fn housekeeps_every_tick(&self) -> bool;
+    fn act(&mut self, world: &mut World);
+    /// Instances that may stay once every task is done (the simulation ends there).
+    fn floor(&self, world: &World) -> u32;
+}
+
+/// A launch the controller made whose instances may not all be listed yet.
+#[derive(Debug, Clone)]
+struct Intent {
+    batch: String,
+    count: u32,
+    launched_at: Millis,
+}
+
+#[derive(Debug, Default)]
+struct FleetMemory {
+    intents: Vec<Intent>,
+    cool_off: Option<CoolOff>,
+}
+
+/// anamo's controller: every `interval`, promote and requeue (housekeeping), observe each
+/// fleet, call [`planner::plan`], and execute its launches and terminations, keeping launch
+/// intents and capacity cool-offs as `controller::Controller` does.
+pub(crate) struct Anamo {
+    interval: Millis,
+    cool_off: Millis,
+    next_pass: Option<Millis>,
+    memory: Vec<FleetMemory>,
+    batches: u64,
+}
+
+impl Anamo {
+    pub fn new(world: &World) -> Self {
+        Anamo {
+            interval: world.settings().interval,
+            cool_off: world.settings().cool_off,
+            next_pass: None,
+            memory: world
+                .fleets
+                .iter()
+                .map(|_| FleetMemory::default())
+                .collect(),
+            batches: 0,
+        }
+    }
+}
+
+impl Policy for Anamo {
+    fn worker_exit(&self) -> WorkerExit {
+        WorkerExit::IdleExit
+    }
+
+    fn housekeeps_every_tick(&self) -> bool {
+        false
+    }
+
+    fn act(&mut self, world: &mut World) {
+        let now = world.now;
+        if self.next_pass.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_pass = Some(now + self.interval);
+        world.promote(now);
+        world.requeue_expired(now);
+
+        let mut input = PlanInput::default();
+        for (fi, fleet) in world.fleets.iter().enumerate() {
+            let instances = world.list(fi);
+            let mem = &mut self.memory[fi];
+            let boot_timeout = fleet.policy.boot_timeout;
+            mem.intents.retain(|i| {
+                let seen = instances
+                    .iter()
+                    .filter(|x| x.launch_batch.as_deref() == Some(i.batch.as_str()))
+                    .count() as u32;
+                seen < i.count && now - i.launched_at < boot_timeout
+            });
+            if mem.cool_off.as_ref().is_some_and(|c| c.until <= now) {
+                mem.cool_off = None;
+            }
+            input.fleets.push(FleetInput {
+                policy: fleet.policy.clone(),
+                step: Ok(StepView {
+                    counts: world.counts(fi),
+                    workers: world.registrations(fi),
+                }),
+                instances: Ok(instances),
+                cool_off: mem.cool_off.clone(),
+                pending_launches: mem
+                    .intents
+                    .iter()
+                    .map(|i| PendingLaunch {
+                        batch: i.batch.clone(),
+                        count: i.count,
+                        launched_at: i.launched_at,
+                    })
+                    .collect(),
+            });
+        }
+        let plan = planner::plan(&input, now);
+
+        for (fi, fp) in plan.fleets.iter().enumerate() {
+            for action in &fp.actions {
+                match action {
+                    Action::Launch { count, .. } => {
+                        self.batches += 1;
+                        let batch = format!("{}-{:06}", fp.fleet, self.batches);
+                        match world.launch(fi, *count, &batch) {
+                            Ok(n) => self.memory[fi].intents.push(Intent {
+                                batch,
+                                count: n,
+                                launched_at: now,
+                            }),
+                            Err(reason) => {
+                                self.memory[fi].cool_off = Some(CoolOff {
+                                    until: now + self.cool_off,
+                                    reason,
+                                })
+                            }
+                        }
+                    }
+                    Action::Terminate { ids, .. } => world.terminate(ids),
+                    Action::MarkLost { .. } | Action::RequeueExpired { .. } => {}
+                }
+            }
+        }
+    }
+
+    fn floor(&self, world: &World) -> u32 {
+        world.fleets.iter().map(|f| f.policy.min_instances).sum()
+    }
+}
+
+/// PyAnamo's way: `n` instances per fleet from the start; each worker exits (and its
+/// instance shuts down) once its step has nothing pending, waiting or still to come.
+/// Instances lost to spot interruptions are replaced while work remains, as a spot fleet
+/// request keeps its target capacity; a capacity error is retried after the cool-off.
+pub(crate) struct Static {
+    per_fleet: Vec<u32>,
+    retry_at: Vec<Millis>,
+    cool_off: Millis,
+}
+
+impl Static {
+    pub fn new(world: &World, n: Option<u32>) -> Self {
+        Static {
+            per_fleet: world
+                .fleets
+                .iter()
+                .map(|f| n.unwrap_or(f.policy.max_instances))
+                .collect(),
+            retry_at: vec![Millis::MIN; world.fleets.len()],
+            cool_off: world.settings().cool_off,
+        }
+    }
+}
+
+impl Policy for Static {
+    fn worker_exit(&self) -> WorkerExit {
+        WorkerExit::QueueEmpty
+    }
+
+    fn housekeeps_every_tick(&self) -> bool {
+        true
+    }
+
+    fn act(&mut self, world: &mut World) {
+        let now = world.now;
+        for fi in 0..world.fleets.len() {
+            if world.remaining(fi) == 0 || now < self.retry_at[fi] {
+                continue;
+            }
+            let alive = world.alive_in(fi).count() as u32;
+            let missing = self.per_fleet[fi].saturating_sub(alive);
+            if missing > 0 {
+                let batch = format!("static-{fi}-{now}");
+                if world.launch(fi, missing, &batch).is_err() {
+                    self.retry_at[fi] = now + self.cool_off;
+                }
+            }
+        }
+    }
+
+    fn floor(&self, _: &World) -> u32 {
+        0
+    }
+}
+
+/// A KEDA-like scaler over an Auto Scaling group: every `poll`, desired =
+/// ceil((pending + running) / tasksPerInstance) within [min, max]; scale up at once, scale down
+/// to the highest desired of the last `cooldown` (the HPA stabilization window), removing
+/// instances chosen without regard to what they run (as an ASG does), whose tasks come back
+/// when their leases expire.
+pub(crate) struct Keda {
+    poll: Millis,
+    cooldown: Millis,
+    next_poll: Option<Millis>,
+    history: Vec<VecDeque<(Millis, u32)>>,
+}
+
+impl Keda {
+    pub fn new(world: &World) -> Self {
+        Keda {
+            poll: world.settings().keda_poll,
+            cooldown: world.settings().keda_cooldown,
+            next_poll: None,
+            history: world.fleets.iter().map(|_| VecDeque::new()).collect(),
+        }
+    }
+}
+
+impl Policy for Keda {
+    fn worker_exit(&self) -> WorkerExit {
+        WorkerExit::Never
+    }
+
+    fn housekeeps_every_tick(&self) -> bool {
+        true
+    }
+
+    fn act(&mut self, world: &mut World) {
+        let now = world.now;
+        if self.next_poll.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_poll = Some(now + self.poll);
+        for fi in 0..world.fleets.len() {
+            let p = &world.fleets[fi].policy;
+            let c = world.counts(fi);
+            let tpi = u64::from(p.tasks_per_instance.max(1));
+            let want = u32::try_from((c.pending + c.running).div_ceil(tpi))
+                .unwrap_or(u32::MAX)
+                .clamp(p.min_instances.min(p.max_instances), p.max_instances);
+            let h = &mut self.history[fi];
+            h.push_back((now, want));
+            while h.front().is_some_and(|(t, _)| now - t > self.cooldown) {
+                h.pop_front();
+            }
+            let desired = h.iter().map(|(_, w)| *w).max().unwrap_or(want);
+            let alive: Vec<String> = world.alive_in(fi).map(|i| i.id.clone()).collect();
+            let current = alive.len() as u32;
+            if desired > current {
+                let batch = format!("keda-{fi}-{now}");
+                let _ = world.launch(fi, desired - current, &batch);
+            } else if desired < current {
+                let n = (current - desired) as usize;
+                let victims: Vec<String> = alive.choose_multiple(world.rng(), n).cloned().collect();
+                world.terminate(&victims);
+            }
+        }
+    }
+
+    fn floor(&self, world: &World) -> u32 {
+        world.fleets.iter().map(|f| f.policy.min_instances).sum()
+    }
+}

@@ -1,0 +1,746 @@
+//! The simulated world: a task store with the real lease and dependency semantics, a provider
+//! that boots instances after a delay (and may refuse capacity or lose spot instances), and a
+//! worker on every instance. A [`Policy`](super::policy::Policy) decides launches and
+//! terminations; the world advances in fixed ticks.
+//!
+//! Per tick, in this order: running tasks finish; spot notices arrive (the worker hands its
+//! tasks back and exits, as the real worker does) and noticed instances disappear after the
+//! notice; booted instances register their worker; tasks are submitted; idle slots claim
+//! pending tasks (oldest first, workers in random order, like independent pollers); workers
+//! exit (idle exit, or the static baseline's "queue empty"); registrations refresh on their
+//! heartbeat; the policy acts; the tick is billed.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::trace::exponential;
+use super::{SimFleet, SimSettings};
+use crate::clock::Millis;
+use crate::model::{StepCounts, WorkerInfo, WorkerState};
+use crate::provider::{Instance, InstanceState};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TaskState {
+    Unsubmitted,
+    Waiting,
+    Pending,
+    Running,
+    Succeeded,
+}
+
+#[derive(Debug)]
+pub(crate) struct SimTask {
+    fleet: usize,
+    duration: Millis,
+    submit: Millis,
+    deps: Vec<usize>,
+    dependents: Vec<usize>,
+    state: TaskState,
+    /// When the task first became pending (for queue waits).
+    runnable_at: Option<Millis>,
+    waited: Option<Millis>,
+}
+
+/// How workers end on their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WorkerExit {
+    /// Per the fleet's `idleExit` (none: workers stay until terminated).
+    IdleExit,
+    /// PyAnamo's way: exit once the step has nothing pending, waiting or still to be
+    /// submitted, and no slot is busy; the instance shuts itself down.
+    QueueEmpty,
+    /// Never (the KEDA-like scaler removes instances).
+    Never,
+}
+
+#[derive(Debug)]
+struct SimWorker {
+    state: WorkerState,
+    started_at: Millis,
+    last_busy_at: Millis,
+    /// What the store has (refreshed on the heartbeat, on idle → busy and on exit).
+    reg: WorkerInfo,
+    next_refresh: Millis,
+}
+
+#[derive(Debug)]
+pub(crate) struct SimInstance {
+    pub id: String,
+    pub fleet: usize,
+    batch: String,
+    launched_at: Millis,
+    ready_at: Millis,
+    interrupt_at: Option<Millis>,
+    /// After a spot notice: when the cloud takes the instance away.
+    vanish_at: Option<Millis>,
+    terminated_at: Option<Millis>,
+    worker: Option<SimWorker>,
+    /// Per slot: the running task and when it finishes.
+    slots: Vec<Option<(usize, Millis)>>,
+}
+
+impl SimInstance {
+    pub fn busy(&self) -> u32 {
+        self.slots.iter().filter(|s| s.is_some()).count() as u32
+    }
+
+    pub fn booting(&self) -> bool {
+        self.worker.is_none()
+    }
+}
+
+#[derive(Debug, Default)]
+struct StepState {
+    /// Pending tasks, oldest (by submission) first.
+    queue: BinaryHeap<Reverse<(Millis, usize)>>,
+    unsubmitted: u64,
+    waiting: u64,
+    pending: u64,
+    running: u64,
+    succeeded: u64,
+}
+
+/// What happened, summed over the run.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Tally {
+    pub instance_ms: i64,
+    pub instance_ms_by_fleet: Vec<i64>,
+    pub boot_ms: i64,
+    pub idle_ms: i64,
+    pub slot_busy_ms: i64,
+    pub launches: u64,
+    pub launch_calls: u64,
+    pub capacity_errors: u64,
+    pub spot_interruptions: u64,
+    pub requeued_spot: u64,
+    pub requeued_lease: u64,
+    pub busy_terminated: u64,
+    pub terminations: u64,
+    pub peak_instances: u32,
+    pub last_success: Millis,
+}
+
+/// One point of the fleet-size/backlog timeline.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Sample {
+    pub t_ms: Millis,
+    /// Instances alive (booting included).
+    pub instances: u32,
+    pub busy: u32,
+    pub pending: u64,
+    pub running: u64,
+}
+
+pub(crate) struct World {
+    pub now: Millis,
+    pub fleets: Vec<SimFleet>,
+    settings: SimSettings,
+    tasks: Vec<SimTask>,
+    /// Task indices by submission time.
+    arrivals: Vec<usize>,
+    next_arrival: usize,
+    steps: Vec<StepState>,
+    pub instances: Vec<SimInstance>,
+    by_id: BTreeMap<String, usize>,
+    /// Indices of instances not yet terminated.
+    alive: Vec<usize>,
+    /// Waiting tasks to look at on the next promotion.
+    to_check: Vec<usize>,
+    /// Tasks whose instance was terminated under them: back to pending at lease expiry.
+    orphans: Vec<(usize, Millis)>,
+    exit: WorkerExit,
+    /// Promote and requeue every tick (baselines) instead of when the policy asks (anamo's
+    /// controller does it once per pass).
+    pub housekeep_every_tick: bool,
+    rng: ChaCha8Rng,
+    pub tally: Tally,
+    pub timeline: Vec<Sample>,
+    next_sample: Millis,
+}
+
+/// Time between timeline samples.
+const SAMPLE_EVERY: Millis = 30_000;
+
+impl World {
+    /// A world for `fleets` (one per step) and the trace's tasks, already mapped to fleet
+    /// indices: `(fleet, id, submit, duration)`.
+    pub fn new(
+        fleets: Vec<SimFleet>,
+        settings: SimSettings,
+        tasks: &[(usize, String, Millis, Millis)],
+        exit: WorkerExit,
+        stream: u64,
+    ) -> World {
+        let mut by_key: BTreeMap<(usize, &str), usize> = BTreeMap::new();
+        for (i, (f, id, _, _)) in tasks.iter().enumerate() {
+            by_key.insert((*f, id.as_str()), i);
+        }
+        let dep_fleets: Vec<Vec<usize>> = fleets
+            .iter()
+            .map(|f| {
+                f.depends_on
+                    .iter()
+                    .filter_map(|d| fleets.iter().position(|g| &g.policy.step == d))
+                    .collect()
+            })
+            .collect();
+        let mut sim_tasks: Vec<SimTask> = tasks
+            .iter()
+            .map(|(f, id, submit, duration)| SimTask {
+                fleet: *f,
+                duration: *duration,
+                submit: *submit,
+                deps: dep_fleets[*f]
+                    .iter()
+                    .filter_map(|d| by_key.get(&(*d, id.as_str())).copied())
+                    .collect(),
+                dependents: Vec::new(),
+                state: TaskState::Unsubmitted,
+                runnable_at: None,
+                waited: None,
+            })
+            .collect();
+        for i in 0..sim_tasks.len() {
+            for d in sim_tasks[i].deps.clone() {
+                sim_tasks[d].dependents.push(i);
+            }
+        }
+        let mut steps: Vec<StepState> = fleets.iter().map(|_| StepState::default()).collect();
+        for t in &sim_tasks {
+            steps[t.fleet].unsubmitted += 1;
+        }
+        let mut arrivals: Vec<usize> = (0..sim_tasks.len()).collect();
+        arrivals.sort_by_key(|&i| (sim_tasks[i].submit, i));
+        let start = arrivals.first().map_or(0, |&i| sim_tasks[i].submit);
+        let n_fleets = fleets.len();
+        World {
+            now: start,
+            fleets,
+            rng: ChaCha8Rng::seed_from_u64(
+                settings.seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            ),
+            settings,
+            tasks: sim_tasks,
+            arrivals,
+            next_arrival: 0,
+            steps,
+            instances: Vec::new(),
+            by_id: BTreeMap::new(),
+            alive: Vec::new(),
+            to_check: Vec::new(),
+            orphans: Vec::new(),
+            exit,
+            housekeep_every_tick: false,
+            tally: Tally {
+                instance_ms_by_fleet: vec![0; n_fleets],
+                ..Tally::default()
+            },
+            timeline: Vec::new(),
+            next_sample: start,
+        }
+    }
+
+    pub fn start(&self) -> Millis {
+        self.arrivals.first().map_or(0, |&i| self.tasks[i].submit)
+    }
+
+    pub fn settings(&self) -> &SimSettings {
+        &self.settings
+    }
+
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    /// Every task succeeded.
+    pub fn all_done(&self) -> bool {
+        self.steps
+            .iter()
+            .all(|s| s.unsubmitted + s.waiting + s.pending + s.running == 0)
+    }
+
+    pub fn unfinished(&self) -> u64 {
+        self.steps
+            .iter()
+            .map(|s| s.unsubmitted + s.waiting + s.pending + s.running)
+            .sum()
+    }
+
+    /// Work of a fleet's step that is not running yet (pending, waiting, not yet submitted).
+    pub fn remaining(&self, fleet: usize) -> u64 {
+        let s = &self.steps[fleet];
+        s.unsubmitted + s.waiting + s.pending
+    }
+
+    pub fn alive(&self) -> impl Iterator<Item = &SimInstance> {
+        self.alive.iter().map(|&i| &self.instances[i])
+    }
+
+    pub fn alive_in(&self, fleet: usize) -> impl Iterator<Item = &SimInstance> {
+        self.alive().filter(move |i| i.fleet == fleet)
+    }
+
+    /// First part of a tick: finishing tasks, spot events, boots, submissions, claims, worker
+    /// exits and registration refreshes.
+    pub fn advance(&mut self) {
+        let now = self.now;
+        self.finish_tasks(now);
+        self.spot_events(now);
+        self.boot(now);
+        self.submit(now);
+        if self.housekeep_every_tick {
+            self.promote(now);
+            self.requeue_expired(now);
+        }
+        self.claim(now);
+        self.worker_exits(now);
+        self.refresh_registrations(now);
+    }
+
+    /// Last part of a tick: bill it and sample the timeline; then move the clock on.
+    pub fn finish_tick(&mut self) {
+        let tick = self.settings.tick;
+        let mut alive = 0u32;
+        let mut busy_instances = 0u32;
+        for &i in &self.alive {
+            let inst = &self.instances[i];
+            alive += 1;
+            let busy = inst.busy();
+            self.tally.instance_ms += tick;
+            self.tally.instance_ms_by_fleet[inst.fleet] += tick;
+            self.tally.slot_busy_ms += tick * i64::from(busy);
+            if inst.booting() {
+                self.tally.boot_ms += tick;
+            } else if busy == 0 {
+                self.tally.idle_ms += tick;
+            } else {
+                busy_instances += 1;
+            }
+        }
+        self.tally.peak_instances = self.tally.peak_instances.max(alive);
+        if self.now >= self.next_sample {
+            self.next_sample = self.now + SAMPLE_EVERY;
+            self.timeline.push(Sample {
+                t_ms: self.now - self.start(),
+                instances: alive,
+                busy: busy_instances,
+                pending: self.steps.iter().map(|s| s.pending).sum(),
+                running: self.steps.iter().map(|s| s.running).sum(),
+            });
+        }
+        self.now += tick;
+    }
+
+    fn finish_tasks(&mut self, now: Millis) {
+        for k in 0..self.alive.len() {
+            let i = self.alive[k];
+            let mut finished = Vec::new();
+            let inst = &mut self.instances[i];
+            for slot in inst.slots.iter_mut() {
+                if let Some((task, at)) = *slot {
+                    if at <= now {
+                        finished.push(task);
+                        *slot = None;
+                    }
+                }
+            }
+            if finished.is_empty() {
+                continue;
+            }
+            if inst.busy() == 0 {
+                if let Some(w) = inst.worker.as_mut() {
+                    w.last_busy_at = now;
+                }
+            }
+            for t in finished {
+                self.succeed(t, now);
+            }
+        }
+    }
+
+    fn succeed(&mut self, t: usize, now: Millis) {
+        let task = &mut self.tasks[t];
+        task.state = TaskState::Succeeded;
+        let s = &mut self.steps[task.fleet];
+        s.running -= 1;
+        s.succeeded += 1;
+        self.tally.last_success = self.tally.last_success.max(now);
+        let dependents = task.dependents.clone();
+        self.to_check.extend(dependents);
+    }
+
+    fn make_pending(&mut self, t: usize, now: Millis) {
+        let task = &mut self.tasks[t];
+        task.state = TaskState::Pending;
+        task.runnable_at.get_or_insert(now);
+        let s = &mut self.steps[task.fleet];
+        s.pending += 1;
+        s.queue.push(Reverse((task.submit, t)));
+    }
+
+    fn spot_events(&mut self, now: Millis) {
+        let notice = self.settings.spot_notice;
+        for k in 0..self.alive.len() {
+            let i = self.alive[k];
+            let inst = &self.instances[i];
+            if inst.vanish_at.is_none() && inst.interrupt_at.is_some_and(|at| at <= now) {
+                self.tally.spot_interruptions += 1;
+                let handed_back: Vec<usize> = self.instances[i]
+                    .slots
+                    .iter_mut()
+                    .filter_map(|s| s.take().map(|(t, _)| t))
+                    .collect();
+                for t in handed_back {
+                    self.steps[self.tasks[t].fleet].running -= 1;
+                    self.make_pending(t, now);
+                    self.tally.requeued_spot += 1;
+                }
+                let inst = &mut self.instances[i];
+                inst.vanish_at = Some(now + notice);
+                if let Some(w) = inst.worker.as_mut() {
+                    w.state = WorkerState::Gone;
+                    w.last_busy_at = now;
+                }
+                self.refresh_one(i, now);
+            }
+        }
+        let vanished: Vec<usize> = self
+            .alive
+            .iter()
+            .copied()
+            .filter(|&i| self.instances[i].vanish_at.is_some_and(|at| at <= now))
+            .collect();
+        for i in vanished {
+            self.remove(i, now);
+        }
+    }
+
+    fn boot(&mut self, now: Millis) {
+        let heartbeat = |f: &SimFleet| f.heartbeat;
+        for k in 0..self.alive.len() {
+            let i = self.alive[k];
+            let inst = &self.instances[i];
+            if inst.worker.is_none() && inst.vanish_at.is_none() && inst.ready_at <= now {
+                let f = &self.fleets[inst.fleet];
+                let reg = WorkerInfo {
+                    worker_id: format!("w-{}", inst.id),
+                    step: f.policy.step.clone(),
+                    instance_id: Some(inst.id.clone()),
+                    slots: f.policy.slots_per_instance,
+                    busy_slots: 0,
+                    started_at: now,
+                    last_seen: now,
+                    last_busy_at: now,
+                    state: WorkerState::Active,
+                };
+                let next_refresh = now + heartbeat(f);
+                self.instances[i].worker = Some(SimWorker {
+                    state: WorkerState::Active,
+                    started_at: now,
+                    last_busy_at: now,
+                    reg,
+                    next_refresh,
+                });
+            }
+        }
+    }
+
+    fn submit(&mut self, now: Millis) {
+        while let Some(&t) = self.arrivals.get(self.next_arrival) {
+            if self.tasks[t].submit > now {
+                break;
+            }
+            self.next_arrival += 1;
+            let f = self.tasks[t].fleet;
+            self.steps[f].unsubmitted -= 1;
+            if self.tasks[t].deps.is_empty() {
+                self.make_pending(t, now);
+            } else {
+                self.tasks[t].state = TaskState::Waiting;
+                self.steps[f].waiting += 1;
+                // Dependencies may have succeeded already: looked at on the next promotion.
+                self.to_check.push(t);
+            }
+        }
+    }
+
+    /// The store's `promote_waiting`: waiting tasks whose dependencies all succeeded become
+    /// pending.
+    pub fn promote(&mut self, now: Millis) {
+        let mut keep = Vec::new();
+        let check = std::mem::take(&mut self.to_check);
+        for t in check {
+            if self.tasks[t].state != TaskState::Waiting {
+                // Not submitted yet: it is checked again when submitted.
+                continue;
+            }
+            let ready = self.tasks[t]
+                .deps
+                .iter()
+                .all(|&d| self.tasks[d].state == TaskState::Succeeded);
+            if ready {
+                self.steps[self.tasks[t].fleet].waiting -= 1;
+                self.make_pending(t, now);
+            } else {
+                keep.push(t);
+            }
+        }
+        self.to_check = keep;
+    }
+
+    /// The store's `requeue_expired`: tasks whose worker vanished go back to pending once
+    /// their lease has expired.
+    pub fn requeue_expired(&mut self, now: Millis) {
+        let (due, keep): (Vec<_>, Vec<_>) = self.orphans.iter().partition(|(_, at)| *at <= now);
+        self.orphans = keep;
+        for (t, _) in due {
+            self.steps[self.tasks[t].fleet].running -= 1;
+            self.make_pending(t, now);
+            self.tally.requeued_lease += 1;
+        }
+    }
+
+    fn claim(&mut self, now: Millis) {
+        let mut order: Vec<usize> = self
+            .alive
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let inst = &self.instances[i];
+                inst.worker
+                    .as_ref()
+                    .is_some_and(|w| w.state == WorkerState::Active)
+                    && inst.slots.iter().any(Option::is_none)
+            })
+            .collect();
+        if order.is_empty() {
+            return;
+        }
+        order.shuffle(&mut self.rng);
+        for i in order {
+            let f = self.instances[i].fleet;
+            if self.steps[f].pending == 0 {
+                continue;
+            }
+            let was_idle = self.instances[i].busy() == 0;
+            let mut claimed = false;
+            for s in 0..self.instances[i].slots.len() {
+                if self.instances[i].slots[s].is_some() {
+                    continue;
+                }
+                let Some(Reverse((_, t))) = self.steps[f].queue.pop() else {
+                    break;
+                };
+                let step = &mut self.steps[f];
+                step.pending -= 1;
+                step.running += 1;
+                let task = &mut self.tasks[t];
+                task.state = TaskState::Running;
+                if task.waited.is_none() {
+                    task.waited = Some(now - task.runnable_at.unwrap_or(now));
+                }
+                self.instances[i].slots[s] = Some((t, now + task.duration));
+                claimed = true;
+            }
+            if claimed {
+                if let Some(w) = self.instances[i].worker.as_mut() {
+                    w.last_busy_at = now;
+                }
+                if was_idle {
+                    // The real worker writes its registration when an idle worker gets work.
+                    self.refresh_one(i, now);
+                }
+            }
+        }
+    }
+
+    fn worker_exits(&mut self, now: Millis) {
+        let mut self_shutdown = Vec::new();
+        for k in 0..self.alive.len() {
+            let i = self.alive[k];
+            let inst = &self.instances[i];
+            let Some(w) = inst.worker.as_ref() else {
+                continue;
+            };
+            if w.state != WorkerState::Active || inst.busy() > 0 {
+                continue;
+            }
+            let exits = match self.exit {
+                WorkerExit::Never => false,
+                WorkerExit::QueueEmpty => self.remaining(inst.fleet) == 0,
+                WorkerExit::IdleExit => self.fleets[inst.fleet]
+                    .idle_exit
+                    .is_some_and(|idle| now - w.last_busy_at >= idle),
+            };
+            if exits {
+                if let Some(w) = self.instances[i].worker.as_mut() {
+                    w.state = WorkerState::Gone;
+                }
+                self.refresh_one(i, now);
+                if self.exit == WorkerExit::QueueEmpty {
+                    self_shutdown.push(i);
+                }
+            }
+        }
+        for i in self_shutdown {
+            self.remove(i, now);
+        }
+    }
+
+    fn refresh_registrations(&mut self, now: Millis) {
+        for k in 0..self.alive.len() {
+            let i = self.alive[k];
+            let due = self.instances[i]
+                .worker
+                .as_ref()
+                .is_some_and(|w| w.state != WorkerState::Gone && w.next_refresh <= now);
+            if due {
+                self.refresh_one(i, now);
+            }
+        }
+    }
+
+    fn refresh_one(&mut self, i: usize, now: Millis) {
+        let inst = &mut self.instances[i];
+        let busy = inst.slots.iter().filter(|s| s.is_some()).count() as u32;
+        let hb = self.fleets[inst.fleet].heartbeat;
+        if let Some(w) = inst.worker.as_mut() {
+            w.reg.busy_slots = busy;
+            w.reg.last_seen = now;
+            w.reg.last_busy_at = if busy > 0 { now } else { w.last_busy_at };
+            w.reg.state = w.state;
+            w.reg.started_at = w.started_at;
+            w.next_refresh = now + hb;
+        }
+    }
+
+    /// Takes an instance out of the fleet (terminated by the policy, by itself, or by the
+    /// cloud). Tasks still running on it return to pending when their lease expires.
+    fn remove(&mut self, i: usize, now: Millis) {
+        let lease = self.fleets[self.instances[i].fleet].lease_ttl;
+        let inst = &mut self.instances[i];
+        inst.terminated_at = Some(now);
+        let orphaned: Vec<usize> = inst
+            .slots
+            .iter_mut()
+            .filter_map(|s| s.take().map(|(t, _)| t))
+            .collect();
+        for t in orphaned {
+            self.orphans.push((t, now + lease));
+        }
+        self.alive.retain(|&k| k != i);
+    }
+
+    // ---- the provider, as policies see it ---------------------------------------------
+
+    /// `FleetProvider::list`: the fleet's instances (booting ones as `pending`).
+    pub fn list(&self, fleet: usize) -> Vec<Instance> {
+        self.alive_in(fleet)
+            .map(|inst| Instance {
+                id: inst.id.clone(),
+                fleet: self.fleets[fleet].policy.fleet.clone(),
+                state: if inst.booting() {
+                    InstanceState::Pending
+                } else {
+                    InstanceState::Running
+                },
+                launched_at: inst.launched_at,
+                instance_type: None,
+                launch_batch: Some(inst.batch.clone()),
+                protected: false,
+            })
+            .collect()
+    }
+
+    /// The step's counts, as `TaskStore::counts` reports them.
+    pub fn counts(&self, fleet: usize) -> StepCounts {
+        let s = &self.steps[fleet];
+        StepCounts {
+            step: self.fleets[fleet].policy.step.clone(),
+            waiting: s.waiting,
+            pending: s.pending,
+            running: s.running,
+            succeeded: s.succeeded,
+            failed: 0,
+            cancelled: 0,
+            oldest_pending_at: s.queue.peek().map(|Reverse((submit, _))| *submit),
+        }
+    }
+
+    /// The registrations of the fleet's workers, as the store has them.
+    pub fn registrations(&self, fleet: usize) -> Vec<WorkerInfo> {
+        self.alive_in(fleet)
+            .filter_map(|inst| inst.worker.as_ref().map(|w| w.reg.clone()))
+            .collect()
+    }
+
+    /// `FleetProvider::launch`: `count` instances, or a capacity error (with the configured
+    /// probability, per call).
+    pub fn launch(&mut self, fleet: usize, count: u32, batch: &str) -> Result<u32, String> {
+        let now = self.now;
+        self.tally.launch_calls += 1;
+        let p = self.settings.capacity_error_prob;
+        if p > 0.0 && self.rng.random::<f64>() < p {
+            self.tally.capacity_errors += 1;
+            return Err("InsufficientInstanceCapacity (simulated)".into());
+        }
+        let slots = self.fleets[fleet].policy.slots_per_instance.max(1) as usize;
+        for _ in 0..count {
+            let jitter = if self.settings.boot_jitter > 0 {
+                self.rng.random_range(0..=self.settings.boot_jitter)
+            } else {
+                0
+            };
+            let interrupt_at = (self.settings.spot_rate_per_hour > 0.0).then(|| {
+                let hours = exponential(&mut self.rng, self.settings.spot_rate_per_hour);
+                now + (hours * 3_600_000.0) as Millis
+            });
+            let idx = self.instances.len();
+            let id = format!("i-{idx:06}");
+            self.by_id.insert(id.clone(), idx);
+            self.instances.push(SimInstance {
+                id,
+                fleet,
+                batch: batch.to_string(),
+                launched_at: now,
+                ready_at: now + self.settings.boot_delay + jitter,
+                interrupt_at,
+                vanish_at: None,
+                terminated_at: None,
+                worker: None,
+                slots: vec![None; slots],
+            });
+            self.alive.push(idx);
+        }
+        self.tally.launches += u64::from(count);
+        Ok(count)
+    }
+
+    /// `FleetProvider::terminate`, by a policy. Terminating an instance with busy slots is
+    /// counted (anamo's planner must never do it).
+    pub fn terminate(&mut self, ids: &[String]) {
+        let now = self.now;
+        for id in ids {
+            let Some(&i) = self.by_id.get(id) else {
+                continue;
+            };
+            if self.instances[i].terminated_at.is_some() {
+                continue;
+            }
+            if self.instances[i].busy() > 0 {
+                self.tally.busy_terminated += 1;
+            }
+            self.tally.terminations += 1;
+            self.remove(i, now);
+        }
+    }
+
+    /// Queue waits (runnable → first claim) of every claimed task, in milliseconds.
+    pub fn waits(&self) -> Vec<Millis> {
+        self.tasks.iter().filter_map(|t| t.waited).collect()
+    }
+}
