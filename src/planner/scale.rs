@@ -297,9 +297,9 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
             TerminateCause::ScaleDown,
             chosen.iter().map(|(m, _)| m.instance.id.clone()).collect(),
             format!(
-                "{}, {} running{}: desired {}, terminating {} idle for at least {} (scaleDownDelay), newest first: {}",
+                "{}, {} ready{}: desired {}, terminating {} idle for at least {} (scaleDownDelay), newest first: {}",
                 demand.explain(),
-                status.ready,
+                count(u64::from(status.ready), "instance"),
                 booting_phrase(status.booting, outstanding),
                 demand.desired,
                 count(chosen.len() as u64, "instance"),
@@ -330,9 +330,9 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
     let launch = if cooling.is_some() { 0 } else { need.min(room) };
     if launch > 0 {
         let mut reason = format!(
-            "{}, {} running{}: launching {}",
+            "{}, {} ready{}: launching {}",
             demand.explain(),
-            status.ready,
+            count(u64::from(status.ready), "instance"),
             booting_phrase(status.booting, outstanding),
             launch
         );

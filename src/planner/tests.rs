@@ -152,7 +152,7 @@ fn rules() {
                 launch: 4,
                 true_conditions: vec![ScalingUp],
                 says: vec![
-                    "launch 4: backlog of 7 runnable tasks needs 4 instances (2 tasks per instance), 0 running: launching 4",
+                    "launch 4: backlog of 7 runnable tasks needs 4 instances (2 tasks per instance), 0 instances ready: launching 4",
                 ],
                 ..Expect::default()
             },
@@ -169,7 +169,7 @@ fn rules() {
                 desired: 4,
                 launch: 1,
                 true_conditions: vec![ScalingUp],
-                says: vec!["needs 4 instances (2 tasks per instance), 2 running, 1 booting: launching 1"],
+                says: vec!["needs 4 instances (2 tasks per instance), 2 instances ready, 1 booting: launching 1"],
                 ..Expect::default()
             },
         },
@@ -268,7 +268,7 @@ fn rules() {
                 terminate: vec!["i-1"],
                 true_conditions: vec![ScalingDown],
                 says: vec![
-                    "terminate i-1 [scale_down]: no runnable tasks, 1 running: desired 0, terminating 1 instance idle for at least 1m (scaleDownDelay), newest first: i-1 (idle 1m 1s)",
+                    "terminate i-1 [scale_down]: no runnable tasks, 1 instance ready: desired 0, terminating 1 instance idle for at least 1m (scaleDownDelay), newest first: i-1 (idle 1m 1s)",
                 ],
                 ..Expect::default()
             },
