@@ -171,6 +171,23 @@ fn parse_delimited(line: &str, defaults: &ImportDefaults) -> Result<TaskSpec, St
     Ok(spec)
 }
 
+/// Fills what the fleet manifests say about a step into tasks that do not say it themselves:
+/// `dependsOn` (for tasks without dependencies) and `maxAttempts` (for tasks left at the
+/// default).
+pub fn apply_fleet_defaults(tasks: &mut [TaskSpec], manifests: &crate::manifest::ManifestSet) {
+    for t in tasks.iter_mut() {
+        let Some(fleet) = manifests.fleet_for_step(&t.step) else {
+            continue;
+        };
+        if t.depends_on.is_empty() {
+            t.depends_on = fleet.spec.depends_on.clone();
+        }
+        if t.max_attempts == crate::model::DEFAULT_MAX_ATTEMPTS {
+            t.max_attempts = fleet.spec.max_attempts;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,22 +252,5 @@ mod tests {
         let err = parse_auto("{\"id\":\"a\",\"step\":\"b\",\"script\":\"c\",\"scirpt\":1}\n")
             .unwrap_err();
         assert!(err.to_string().contains("unknown field `scirpt`"), "{err}");
-    }
-}
-
-/// Fills what the fleet manifests say about a step into tasks that do not say it themselves:
-/// `dependsOn` (for tasks without dependencies) and `maxAttempts` (for tasks left at the
-/// default).
-pub fn apply_fleet_defaults(tasks: &mut [TaskSpec], manifests: &crate::manifest::ManifestSet) {
-    for t in tasks.iter_mut() {
-        let Some(fleet) = manifests.fleet_for_step(&t.step) else {
-            continue;
-        };
-        if t.depends_on.is_empty() {
-            t.depends_on = fleet.spec.depends_on.clone();
-        }
-        if t.max_attempts == crate::model::DEFAULT_MAX_ATTEMPTS {
-            t.max_attempts = fleet.spec.max_attempts;
-        }
     }
 }

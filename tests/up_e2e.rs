@@ -123,7 +123,7 @@ fn a_worker_killed_with_sigkill_has_its_task_requeued_and_the_run_completes() {
     std::fs::write(dir.path().join("tasks.tsv"), tasks).unwrap();
     let db = dir.path().join("kill.db");
     let store = format!("sqlite://{}", db.display());
-    let mut up = anamo(dir.path())
+    let up = anamo(dir.path())
         .args([
             "--store",
             &store,
