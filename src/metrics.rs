@@ -33,13 +33,20 @@ pub struct Metrics {
     pub last_success: Gauge,
     pub leader: IntGauge,
     pub manifest_reload_errors: IntCounter,
+    pub manifest_last_reload_ok: IntGauge,
     pub store_requests: IntCounterVec,
     pub store_errors: IntCounterVec,
     pub store_latency: HistogramVec,
+    names: Vec<(String, Vec<String>)>,
 }
 
 /// Instance counts exported per fleet under `anamo_fleet_instances{status=...}`.
 pub const INSTANCE_STATUSES: [&str; 6] = ["actual", "ready", "busy", "idle", "booting", "lost"];
+
+/// The `kind`s of `anamo_reconcile_errors_total`, exported at 0 from the start so that the
+/// first error of a kind shows in `rate()` and `increase()` (a series that appears with value 1
+/// has no increase).
+pub const RECONCILE_ERROR_KINDS: [&str; 4] = ["leadership", "store", "observe", "provider"];
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help)
@@ -47,10 +54,25 @@ fn opts(name: &str, help: &str) -> Opts {
 
 impl Metrics {
     pub fn new() -> Self {
+        let m = Self::define();
+        m.manifest_last_reload_ok.set(1);
+        for kind in RECONCILE_ERROR_KINDS {
+            m.reconcile_errors.with_label_values(&[kind]).inc_by(0);
+        }
+        m
+    }
+
+    fn define() -> Self {
         let registry = Registry::new();
+        let mut names = Vec::new();
         macro_rules! reg {
             ($m:expr) => {{
                 let m = $m.expect("metric definition is valid");
+                names.extend(
+                    prometheus::core::Collector::desc(&m)
+                        .iter()
+                        .map(|d| (d.fq_name.clone(), d.variable_labels.clone())),
+                );
                 registry
                     .register(Box::new(m.clone()))
                     .expect("metric names are unique");
@@ -200,6 +222,11 @@ impl Metrics {
                 "anamo_manifest_reload_errors_total",
                 "Manifest changes rejected as invalid (the last good manifests stay in force)."
             ))),
+            manifest_last_reload_ok: reg!(IntGauge::with_opts(opts(
+                "anamo_manifest_last_reload_successful",
+                "1 when the manifests on disk are the ones in force, 0 while a change to them is \
+                 rejected as invalid (the last good manifests stay in force)."
+            ))),
             store_requests: reg!(IntCounterVec::new(
                 opts(
                     "anamo_store_requests_total",
@@ -223,7 +250,15 @@ impl Metrics {
                 &["operation"]
             )),
             registry,
+            names,
         }
+    }
+
+    /// Every metric defined here with its label names (histograms without their `_bucket`,
+    /// `_sum` and `_count` suffixes), whether or not it has a series yet: dashboards and alert
+    /// rules are checked against this list.
+    pub fn definitions(&self) -> &[(String, Vec<String>)] {
+        &self.names
     }
 
     /// The registry in Prometheus' text format.
@@ -257,5 +292,30 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("anamo_leader 1"));
+        assert!(text.contains("anamo_manifest_last_reload_successful 1"));
+        assert!(text.contains("anamo_reconcile_errors_total{kind=\"store\"} 0"));
+    }
+
+    #[test]
+    fn lists_every_metric_with_its_labels() {
+        let m = Metrics::new();
+        let defs = m.definitions();
+        let names: Vec<&str> = defs.iter().map(|(n, _)| n.as_str()).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert!(names.len() >= 24, "{names:?}");
+        let labels = |name: &str| {
+            defs.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, l)| l.clone())
+                .unwrap_or_else(|| panic!("{name} missing from {names:?}"))
+        };
+        assert_eq!(labels("anamo_tasks"), ["step", "state"]);
+        assert_eq!(labels("anamo_store_errors_total"), ["operation", "kind"]);
+        assert!(labels("anamo_reconcile_duration_seconds").is_empty());
+        assert!(labels("anamo_manifest_last_reload_successful").is_empty());
+        assert!(names.iter().all(|n| n.starts_with("anamo_")));
     }
 }
