@@ -88,6 +88,14 @@ impl World {
 
     fn controller(&self, yaml: &str, tweak: impl FnOnce(&mut ControllerConfig)) -> Controller {
         let set = manifest::parse_str(yaml, "test.yaml").expect("valid test manifests");
+        self.controller_with(ManifestSource::fixed(set), tweak)
+    }
+
+    fn controller_with(
+        &self,
+        source: ManifestSource,
+        tweak: impl FnOnce(&mut ControllerConfig),
+    ) -> Controller {
         let mut cfg = ControllerConfig::new("test-cluster");
         cfg.interval = Duration::from_secs(10);
         tweak(&mut cfg);
@@ -109,7 +117,7 @@ impl World {
             cfg,
             self.store.clone(),
             clock,
-            ManifestSource::fixed(set),
+            source,
             providers,
             Arc::new(Metrics::new()),
         )
@@ -432,4 +440,27 @@ async fn a_silent_busy_worker_is_eventually_replaced() {
         fake.instances().is_empty(),
         "a dead worker's instance is terminated"
     );
+}
+
+#[tokio::test]
+async fn a_changed_manifest_takes_effect_and_a_broken_one_is_rejected() {
+    let w = World::new();
+    w.import("align", 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("align.yaml");
+    std::fs::write(&file, fleet_yaml("align", 1, "")).unwrap();
+    let mut c = w.controller_with(ManifestSource::open(dir.path()).unwrap(), |_| {});
+    c.reconcile_once().await;
+    assert_eq!(w.fakes.get("align").instances().len(), 1);
+    // A broken edit is rejected: the last good manifest (max 1) stays in force.
+    let broken = fleet_yaml("align", 1, "").replace("maxInstances: 1", "maxInstances: lots");
+    std::fs::write(&file, broken).unwrap();
+    w.clock.advance(Duration::from_secs(10));
+    c.reconcile_once().await;
+    assert_eq!(w.fakes.get("align").instances().len(), 1);
+    // A valid edit takes effect on the next pass.
+    std::fs::write(&file, fleet_yaml("align", 4, "")).unwrap();
+    w.clock.advance(Duration::from_secs(10));
+    c.reconcile_once().await;
+    assert_eq!(w.fakes.get("align").instances().len(), 4);
 }

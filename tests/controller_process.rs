@@ -1,0 +1,160 @@
+//! `anamo controller` as a process: serves its endpoints, runs a workload with local workers,
+//! and on SIGTERM gives up, drains its workers and exits 0.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FLEET: &str = "apiVersion: anamo.dev/v1
+kind: Fleet
+metadata:
+  name: work
+spec:
+  step: work
+  provider:
+    local: {}
+  minInstances: 1
+  maxInstances: 2
+  slotsPerInstance: 2
+  scaleDownDelay: 1s
+  leaseTTL: 5s
+";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.0 GET: (status code, body).
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+fn workers_of(store: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                    c.contains(store) && c.contains(" worker ")
+                })
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+    }
+}
+
+#[test]
+fn controller_serves_runs_and_shuts_down_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("manifests")).unwrap();
+    std::fs::write(dir.path().join("manifests/work.yaml"), FLEET).unwrap();
+    let store = format!("sqlite://{}", dir.path().join("c.db").display());
+    let anamo = env!("CARGO_BIN_EXE_anamo");
+    let mut tasks = String::new();
+    for i in 0..6 {
+        tasks.push_str(&format!("t{i}\twork\tsleep 0.2\n"));
+    }
+    std::fs::write(dir.path().join("tasks.tsv"), tasks).unwrap();
+    let st = Command::new(anamo)
+        .current_dir(dir.path())
+        .args(["--store", &store, "task", "import", "tasks.tsv"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let port = free_port();
+    let child = Command::new(anamo)
+        .current_dir(dir.path())
+        .args([
+            "--store",
+            &store,
+            "controller",
+            "--manifests",
+            "manifests",
+            "--interval",
+            "1s",
+        ])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Kill(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((200, body)) = get(port, "/readyz") {
+            assert!(body.contains("ready"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "controller never became ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+    // The workload finishes; the fleet keeps its minimum of one instance.
+    loop {
+        let (code, body) = get(port, "/api/status").expect("status");
+        assert_eq!(code, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let done = v["steps"]
+            .as_array()
+            .and_then(|s| s.first())
+            .is_some_and(|s| s["succeeded"] == 6);
+        if done && v["fleets"][0]["actual"] == 1 {
+            assert_eq!(v["role"], "leader");
+            break;
+        }
+        assert!(Instant::now() < deadline, "workload did not finish: {v}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let metrics = get(port, "/metrics").unwrap().1;
+    assert!(
+        metrics.contains("anamo_tasks{state=\"succeeded\",step=\"work\"} 6"),
+        "{metrics}"
+    );
+    assert_eq!(workers_of(&store), 1, "minInstances keeps one worker");
+    // SIGTERM: the controller drains its workers and exits 0.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let stop_deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < stop_deadline,
+            "controller did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        workers_of(&store),
+        0,
+        "workers were stopped with the controller"
+    );
+}
