@@ -35,7 +35,13 @@ pub async fn run(args: StatusArgs, store: SharedStore) -> anyhow::Result<ExitCod
     for step in &names {
         steps.push(step_report(&store, step, now).await?);
     }
-    let fleets = store.list_status().await?;
+    // Fleet reports only (the store also keeps the controller's launch intents).
+    let fleets: Vec<StatusDoc> = store
+        .list_status()
+        .await?
+        .into_iter()
+        .filter(|d| d.name.starts_with("fleet/"))
+        .collect();
     if args.json {
         print_json(&StatusReport { steps, fleets })?;
         return Ok(ExitCode::SUCCESS);
@@ -66,7 +72,11 @@ pub async fn run(args: StatusArgs, store: SharedStore) -> anyhow::Result<ExitCod
                 .map(format_duration_ms)
                 .unwrap_or("-".into()),
             format!("{:.1}", s.throughput_per_min),
-            s.eta_ms.map(format_duration_ms).unwrap_or("-".into()),
+            match s.eta_ms {
+                _ if c.unfinished() == 0 => "done".to_string(),
+                Some(eta) => format_duration_ms(eta),
+                None => "-".to_string(),
+            },
         ]);
     }
     if table.is_empty() {
@@ -81,7 +91,7 @@ pub async fn run(args: StatusArgs, store: SharedStore) -> anyhow::Result<ExitCod
             let b = &f.body;
             let field = |k: &str| b.get(k).map(|v| v.to_string()).unwrap_or("-".into());
             ft.row([
-                f.name.clone(),
+                f.name.trim_start_matches("fleet/").to_string(),
                 field("desired"),
                 field("actual"),
                 b.get("conditions_summary")
@@ -90,11 +100,22 @@ pub async fn run(args: StatusArgs, store: SharedStore) -> anyhow::Result<ExitCod
                     .to_string(),
                 b.get("last_action")
                     .and_then(|v| v.as_str())
-                    .unwrap_or("-")
-                    .to_string(),
+                    .map(|a| shorten(a, 100))
+                    .unwrap_or("-".into()),
             ]);
         }
         print!("{}", ft.render());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `s` cut to at most `max` characters, with an ellipsis when cut.
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
 }
