@@ -670,15 +670,18 @@ async fn faulty_store_really_fails() {
     f.counts("x").await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn bench_reports_requests_per_task() {
-    let h = Harness::sqlite().await;
-    let report = anamo::worker::bench_dispatch(h.store.clone(), 2, 2, 100)
+on_both_stores!(bench_reports_requests_per_task);
+
+/// The dispatch benchmark: 8 workers x 4 slots on trivial tasks. Printed figures go into the
+/// report; the bound only catches gross regressions (the goal on DynamoDB is 3 per task:
+/// claim query, claim update, completion).
+async fn bench_reports_requests_per_task(h: Harness) {
+    let report = anamo::worker::bench_dispatch(h.store.clone(), 8, 4, 1000)
         .await
         .unwrap();
-    eprintln!("{report:?}");
-    assert_eq!(report.succeeded, 100);
+    eprintln!("{}", serde_json::to_string(&report).unwrap());
+    assert_eq!(report.succeeded, 1000);
     // SQLite claims in one statement: claim + complete, plus registrations and idle polls.
     assert!(report.requests_per_task >= 2.0, "{report:?}");
-    assert!(report.requests_per_task < 4.0, "{report:?}");
+    assert!(report.requests_per_task < 5.0, "{report:?}");
 }

@@ -200,6 +200,8 @@ pub(crate) struct Ctx {
     pub clock: SharedClock,
     pub cfg: Config,
     pub control: WorkerControl,
+    /// Held by the slot whose claim is in flight.
+    pub claim_lock: tokio::sync::Mutex<()>,
 }
 
 /// Runs a worker until it drains, idles out, hits `--wall-time`/`--max-tasks` or is
@@ -234,7 +236,7 @@ pub async fn run_with(
         Some(imds) if cfg.instance_id.is_none() => match imds.probe().await {
             Ok(id) => {
                 cfg.instance_id = id;
-                Some(imds)
+                Some((imds, true))
             }
             Err(e) => {
                 tracing::info!(
@@ -245,7 +247,8 @@ pub async fn run_with(
                 None
             }
         },
-        other => other,
+        // The id was given: whether IMDS answers is found out by the spot poller.
+        other => other.map(|imds| (imds, false)),
     };
     let clock = crate::clock::system();
     let started_at = clock.now();
@@ -255,6 +258,7 @@ pub async fn run_with(
         clock,
         cfg,
         control: control.clone(),
+        claim_lock: tokio::sync::Mutex::new(()),
     });
     let cfg = &ctx.cfg;
     registration::register(&ctx, started_at)
@@ -280,8 +284,8 @@ pub async fn run_with(
         upkeep_stopped,
     ));
     let mut background = JoinSet::new();
-    if let (Some(imds), Some(every)) = (imds, cfg.spot_poll) {
-        background.spawn(spot::watch_spot(imds, every, control.clone()));
+    if let (Some((imds, reachable)), Some(every)) = (imds, cfg.spot_poll) {
+        background.spawn(spot::watch_spot(imds, every, control.clone(), reachable));
     }
     if let Some(wall) = cfg.wall_time {
         let (control, grace) = (control.clone(), cfg.drain_grace);

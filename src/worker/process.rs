@@ -139,7 +139,10 @@ impl Group {
                     }
                 }
             };
+            // Biased: a process that has exited reports its own exit, even when a stop request
+            // is ready in the same poll.
             tokio::select! {
+                biased;
                 status = self.child.wait() => {
                     self.reaped = true;
                     // Leftover members (background jobs) of a finished task are not kept.
@@ -150,6 +153,13 @@ impl Group {
                 cause = stopped => Some(cause),
             }
         };
+        // A process that has already exited (e.g. while the worker was paused; the reactor
+        // may not have noticed yet) reports its own exit: it finished before it was stopped.
+        if let Ok(Some(status)) = self.child.try_wait() {
+            self.reaped = true;
+            self.signal(Signal::SIGKILL);
+            return (Exit::from_status(status), None);
+        }
         let exit = self.terminate().await;
         (exit, cause)
     }

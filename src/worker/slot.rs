@@ -31,9 +31,13 @@ pub(crate) async fn slot_loop(ctx: Arc<Ctx>) -> Result<(), StoreError> {
     let mut phase = ctx.control.subscribe();
     let stats = ctx.control.worker_stats();
     loop {
+        // One claim in flight per worker: slots racing each other for the same head of the
+        // queue would only add conditional-write conflicts (store requests) and no throughput.
+        let claim_turn = ctx.claim_lock.lock().await;
         match ctx.control.begin_claim() {
             Gate::Stop => return Ok(()),
             Gate::WaitUntil(at) => {
+                drop(claim_turn);
                 // Slots waiting for the same moment wake a little apart, so after an empty
                 // claim one of them polls and pushes the others' next turn further out.
                 let jitter = jitter_between(Duration::ZERO, ctx.cfg.poll_interval / 5);
@@ -49,6 +53,7 @@ pub(crate) async fn slot_loop(ctx: Arc<Ctx>) -> Result<(), StoreError> {
             tokio::time::timeout(claim_timeout, ctx.store.claim(&request, ctx.clock.now()))
                 .await
                 .unwrap_or_else(|_| Err(StoreError::unavailable("claim", "timed out")));
+        drop(claim_turn);
         match claimed {
             Ok(Some(claim)) => {
                 if ctx.control.claimed() {

@@ -82,17 +82,24 @@ impl Imds {
 }
 
 /// Polls for a spot interruption notice every `every`; on one, hands running tasks back and
-/// returns. Returns at once when IMDS does not answer the first poll (not on EC2).
-pub(crate) async fn watch_spot(imds: Imds, every: Duration, control: WorkerControl) {
+/// returns. Unless IMDS is `known_reachable` (it answered at start), returns at once when it
+/// does not answer the first poll (not on EC2).
+pub(crate) async fn watch_spot(
+    imds: Imds,
+    every: Duration,
+    control: WorkerControl,
+    known_reachable: bool,
+) {
     let mut failures = 0u32;
+    let mut answered = known_reachable;
     let mut first = true;
     loop {
-        if !first {
+        if !std::mem::take(&mut first) {
             tokio::time::sleep(super::backoff::spread(every, 0.1)).await;
         }
         let poll = imds.spot_notice().await;
-        if std::mem::take(&mut first) {
-            if let Err(e) = &poll {
+        match &poll {
+            Err(e) if !answered => {
                 tracing::info!(
                     endpoint = imds.endpoint(),
                     error = %e,
@@ -100,6 +107,7 @@ pub(crate) async fn watch_spot(imds: Imds, every: Duration, control: WorkerContr
                 );
                 return;
             }
+            _ => answered = true,
         }
         match poll {
             Ok(Some(notice)) => {

@@ -115,6 +115,7 @@ pub(crate) async fn run_task(ctx: Arc<Ctx>, claim: Claim) {
             }
         };
         tokio::select! {
+            biased;
             exec = &mut exec => break exec,
             _ = keeper.lost(), if !lost_seen => {
                 lost_seen = true;
