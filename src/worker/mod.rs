@@ -301,9 +301,15 @@ pub async fn run_with(
         slots.spawn(slot::slot_loop(ctx.clone()));
     }
     let mut failure: Option<WorkerError> = None;
-    let idle_check = cfg
-        .idle_exit
-        .map(|idle| (idle, cfg.poll_interval.min(Duration::from_secs(1))));
+    // Checked often enough that a short `--idle-exit` is not overshot by much.
+    let idle_check = cfg.idle_exit.map(|idle| {
+        let every = cfg
+            .poll_interval
+            .min(Duration::from_secs(1))
+            .min(idle / 4)
+            .max(Duration::from_millis(10));
+        (idle, every)
+    });
     loop {
         let idle_tick = async {
             match idle_check {
