@@ -82,5 +82,6 @@ impl Harness {
         })
     }
 }
+pub mod controller_aws;
 pub mod moto;
 pub mod worker;
