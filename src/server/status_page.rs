@@ -84,6 +84,9 @@ fn step_value(s: &StepReport, name: &str) -> u64 {
 }
 
 fn eta_text(s: &StepReport) -> String {
+    if s.counts.total() == 0 {
+        return "-".into();
+    }
     if s.counts.unfinished() == 0 {
         return "done".into();
     }
@@ -246,8 +249,8 @@ fn render_step(h: &mut String, s: &StepReport) {
          data-running=\"{}\" data-succeeded=\"{}\" data-failed=\"{}\" data-cancelled=\"{}\" \
          data-total=\"{total}\" data-throughput-per-min=\"{}\" data-eta-ms=\"{}\" \
          data-oldest-pending-age-ms=\"{}\">\n\
-         <div class=\"step-head\"><h3>{name}</h3><span class=\"progress-text\">{finished} / \
-         {total} finished ({pct}%)</span></div>\n<div class=\"bar\">",
+         <div class=\"step-head\"><h3>{name}</h3><span class=\"progress-text\">{progress}\
+         </span></div>\n<div class=\"bar\">",
         c.waiting,
         c.pending,
         c.running,
@@ -257,7 +260,10 @@ fn render_step(h: &mut String, s: &StepReport) {
         s.throughput_per_min,
         opt_attr(s.eta_ms),
         opt_attr(s.oldest_pending_age_ms),
-        pct = (finished * 100).checked_div(total).unwrap_or(0),
+        progress = match (finished * 100).checked_div(total) {
+            Some(pct) => format!("{finished} / {total} finished ({pct}%)"),
+            None => "no tasks".to_string(),
+        },
     );
     for (seg, colour) in SEGMENTS {
         let n = step_value(s, seg);
@@ -560,6 +566,19 @@ mod tests {
         assert!((widths - 100.0).abs() < 0.01, "{widths}");
         // succeeded 12 of 28.
         assert!(html.contains("data-state=\"succeeded\" data-count=\"12\" style=\"width:42.857%"));
+    }
+
+    #[test]
+    fn a_step_without_tasks_has_no_eta() {
+        let mut st = sample();
+        st.steps = vec![step("joint", [0; 6], 0.0, Some(0))];
+        let html = render(&st, NOW);
+        assert!(
+            html.contains("<span class=\"progress-text\">no tasks</span>"),
+            "{html}"
+        );
+        assert!(html.contains("<b class=\"eta\">-</b>"));
+        assert!(!html.contains("class=\"seg "));
     }
 
     #[test]
