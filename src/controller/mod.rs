@@ -91,6 +91,11 @@ struct LaunchIntent {
     /// capacity by itself (or, if it died, as nothing): it is no longer "being launched".
     #[serde(default)]
     seen: std::collections::BTreeSet<String>,
+    /// Instances without a batch tag listed when the launch was planned. An Auto Scaling
+    /// group picks its instances, so they carry no batch tag: a new untagged instance counts
+    /// toward the oldest intent still waiting, unless that intent already knew it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    known: std::collections::BTreeSet<String>,
 }
 
 impl LaunchIntent {
@@ -106,6 +111,8 @@ struct FleetMemory {
     cool_off: Option<CoolOff>,
     last_action: Option<(Millis, String)>,
     intents_loaded: bool,
+    /// Ids listed by the last successful listing (`None` before the first one).
+    listed: Option<std::collections::BTreeSet<String>>,
 }
 
 /// What one pass observed about a fleet, next to its plan input.
@@ -453,6 +460,24 @@ impl Controller {
                     }
                 }
             }
+            // Untagged instances listed for the first time go to the oldest intent waiting.
+            let mut new_untagged: Vec<&Instance> = list
+                .iter()
+                .filter(|x| x.launch_batch.is_none())
+                .filter(|x| !mem.listed.as_ref().is_some_and(|l| l.contains(&x.id)))
+                .filter(|x| !mem.intents.iter().any(|i| i.seen.contains(&x.id)))
+                .collect();
+            new_untagged.sort_by(|a, b| (a.launched_at, &a.id).cmp(&(b.launched_at, &b.id)));
+            for x in new_untagged {
+                if let Some(i) = mem
+                    .intents
+                    .iter_mut()
+                    .find(|i| i.unseen() > 0 && !i.known.contains(&x.id))
+                {
+                    i.seen.insert(x.id.clone());
+                }
+            }
+            mem.listed = Some(list.iter().map(|x| x.id.clone()).collect());
             mem.intents
                 .retain(|i| i.unseen() > 0 && now - i.launched_at < boot);
         }
@@ -601,6 +626,12 @@ impl Controller {
                         launched_at: now,
                         confirmed: false,
                         seen: Default::default(),
+                        known: obs
+                            .instances
+                            .iter()
+                            .filter(|i| i.launch_batch.is_none())
+                            .map(|i| i.id.clone())
+                            .collect(),
                     };
                     let mem = self.memory.entry(fleet.clone()).or_default();
                     mem.intents.push(intent.clone());
@@ -713,7 +744,12 @@ impl Controller {
         let mem = self.memory.entry(name.clone()).or_default();
         let (ok, err_text) = match res {
             Ok(out) => {
-                let got = out.instances.len() as u32;
+                // No ids: the provider does not know them yet (an Auto Scaling group picks its
+                // instances), and the whole batch is on its way.
+                let got = match out.instances.len() as u32 {
+                    0 => intent.count,
+                    n => n,
+                };
                 if let Some(i) = mem.intents.iter_mut().find(|i| i.batch == intent.batch) {
                     i.confirmed = true;
                     // Fewer than asked: the planner launches the rest on a later pass.
