@@ -824,3 +824,53 @@ async fn an_auto_scaling_group_follows_the_backlog_and_protects_busy_instances()
     assert_eq!(protected, BTreeSet::from([&ids[1]]), "idle ones lose it");
     assert_eq!(desired, 5, "nothing scaled in (scaleDownDelay 10m)");
 }
+
+#[tokio::test]
+async fn an_auto_scaling_group_whose_new_members_show_late_is_not_raised_twice() {
+    let Some(w) = AwsWorld::new().await else {
+        return;
+    };
+    let group = create_group(&w).await;
+    let yaml = format!(
+        "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: align\nspec:\n  step: align\n  \
+         provider:\n    autoscaling:\n      groupName: {group}\n  minInstances: 0\n  \
+         maxInstances: 5\n  slotsPerInstance: 2\n  scaleDownDelay: 10m\n  bootTimeout: 5m\n  \
+         leaseTTL: 30s\n  heartbeat: 10s\n"
+    );
+    let factory = w.factory();
+    let p = factory.provider_for(&yaml, "align");
+    let mut c = w.controller(&yaml, system_clock(), &factory, |_| {});
+    w.import("align", 6, "true").await;
+    // The group takes a while to create the members of a raised desired capacity.
+    p.inner().lag_next_lists(3);
+    let plan = pass(&mut c).await;
+    assert_eq!(plan.fleet("align").unwrap().launch_count(), 3);
+    assert_eq!(describe_group(&w, &group).await.0, 3);
+    for _ in 0..2 {
+        let plan = pass(&mut c).await;
+        let fp = plan.fleet("align").unwrap();
+        assert_eq!(
+            fp.launch_count(),
+            0,
+            "the raised capacity counts while its members are not listed: {fp:?}"
+        );
+        assert_eq!(fp.status.launching, 3, "{fp:?}");
+    }
+    assert_eq!(describe_group(&w, &group).await.0, 3, "raised once");
+    // The members show up: they are the launch, not more capacity on top of it.
+    let plan = pass(&mut c).await;
+    let fp = plan.fleet("align").unwrap();
+    assert_eq!(fp.status.instances, 3, "{fp:?}");
+    assert_eq!(fp.status.launching, 0, "{fp:?}");
+    // ...so more backlog raises the capacity further.
+    let more: Vec<TaskSpec> = (0..4)
+        .map(|i| TaskSpec::new("align", format!("more{i}"), "true"))
+        .collect();
+    w.store()
+        .import(&more, clock::system().now())
+        .await
+        .unwrap();
+    let plan = pass(&mut c).await;
+    assert_eq!(plan.fleet("align").unwrap().launch_count(), 2);
+    assert_eq!(describe_group(&w, &group).await.0, 5);
+}
