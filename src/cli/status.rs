@@ -33,7 +33,7 @@ pub async fn run(args: StatusArgs, store: SharedStore) -> anyhow::Result<ExitCod
     };
     let mut steps = Vec::new();
     for step in &names {
-        steps.push(step_report(&store, step, now).await?);
+        steps.push(step_report(&store, step, now, None).await?);
     }
     // Fleet reports only (the store also keeps the controller's launch intents).
     let fleets: Vec<StatusDoc> = store

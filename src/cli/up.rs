@@ -44,6 +44,10 @@ pub struct UpArgs {
     /// minimum before stopping the remaining workers.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub linger: Duration,
+    /// Serve the status page, /api/status and /metrics here while running (e.g.
+    /// 127.0.0.1:9464).
+    #[arg(long)]
+    pub http: Option<std::net::SocketAddr>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -114,6 +118,28 @@ pub async fn run(args: UpArgs, store_flag: Option<&str>) -> anyhow::Result<ExitC
         providers,
         metrics.clone(),
     );
+
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let server = match args.http {
+        Some(addr) => {
+            let mut stopped = http_stopped.clone();
+            let (bound, task) = crate::server::serve(
+                addr,
+                crate::server::AppState {
+                    status: controller.status(),
+                    metrics: metrics.clone(),
+                },
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            )
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+            eprintln!("status page: http://{bound}/");
+            Some(task)
+        }
+        None => None,
+    };
 
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
     let style = ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg}")
@@ -210,6 +236,10 @@ pub async fn run(args: UpArgs, store_flag: Option<&str>) -> anyhow::Result<ExitC
         b.finish();
     }
     controller.shutdown().await;
+    let _ = stop_http.send(true);
+    if let Some(task) = server {
+        let _ = task.await;
+    }
 
     for (fleet, s) in summaries.iter_mut() {
         s.launches = metrics.launches.with_label_values(&[fleet.as_str()]).get();

@@ -143,6 +143,8 @@ pub struct Controller {
     metrics: Arc<Metrics>,
     leadership: Option<Leadership>,
     prev_counts: HashMap<String, StepCounts>,
+    /// When this controller started watching (throughput is measured from here at most).
+    started_at: Millis,
 }
 
 impl Controller {
@@ -159,6 +161,7 @@ impl Controller {
             &cfg.identity,
             &store.describe(),
         )));
+        let started_at = clock.now();
         Controller {
             cfg,
             store,
@@ -170,6 +173,7 @@ impl Controller {
             metrics,
             leadership: None,
             prev_counts: HashMap::new(),
+            started_at,
         }
     }
 
@@ -960,7 +964,7 @@ impl Controller {
         let mut step_reports = Vec::new();
         let mut store_ok = true;
         for step in steps {
-            match step_report(&self.store, step, now).await {
+            match step_report(&self.store, step, now, Some(self.started_at)).await {
                 Ok(r) => {
                     self.update_step_metrics(&r.counts, r.oldest_pending_age_ms);
                     step_reports.push(r);

@@ -128,17 +128,24 @@ pub fn conditions_summary(conditions: &[Condition]) -> String {
     }
 }
 
-/// Progress of one step from the store.
+/// Progress of one step from the store. Throughput is measured over the last 10 minutes, or
+/// since `observed_since` (e.g. the controller's start) when that is shorter, so an estimate
+/// early in a run is not diluted by minutes nobody watched.
 pub async fn step_report(
     store: &SharedStore,
     step: &str,
     now: Millis,
+    observed_since: Option<Millis>,
 ) -> Result<StepReport, StoreError> {
+    const MIN_WINDOW_MS: Millis = 5_000;
     let counts = store.counts(step).await?;
-    let finished = store
-        .count_finished_since(step, now - THROUGHPUT_WINDOW_MS)
-        .await?;
-    let throughput_per_min = finished as f64 / (THROUGHPUT_WINDOW_MS as f64 / 60_000.0);
+    let since = observed_since
+        .map_or(now - THROUGHPUT_WINDOW_MS, |t| {
+            t.max(now - THROUGHPUT_WINDOW_MS)
+        })
+        .min(now - MIN_WINDOW_MS);
+    let finished = store.count_finished_since(step, since).await?;
+    let throughput_per_min = finished as f64 / ((now - since) as f64 / 60_000.0);
     let unfinished = counts.unfinished();
     let eta_ms = if unfinished == 0 {
         Some(0)
@@ -153,4 +160,56 @@ pub async fn step_report(
         eta_ms,
         counts,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ClaimRequest, Completion, Outcome, TaskResult, TaskSpec};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn throughput_counts_only_the_observed_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: SharedStore =
+            Arc::new(crate::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let t0 = 1_000_000_000;
+        let tasks: Vec<TaskSpec> = (0..4)
+            .map(|i| TaskSpec::new("a", format!("t{i}"), "true"))
+            .collect();
+        store.import(&tasks, t0).await.unwrap();
+        for i in 0..2 {
+            let req = ClaimRequest {
+                step: "a".into(),
+                owner: "w".into(),
+                ttl_ms: 60_000,
+            };
+            let c = store.claim(&req, t0 + 10_000).await.unwrap().unwrap();
+            let done = Completion {
+                outcome: Outcome::Succeeded,
+                result: TaskResult::default(),
+            };
+            store
+                .complete("a", c.task.id(), &c.token, &done, t0 + 20_000 + i)
+                .await
+                .unwrap();
+        }
+        // Watched for one minute: 2 tasks in 1 minute, 2 left → 1 minute to go.
+        let r = step_report(&store, "a", t0 + 60_000, Some(t0))
+            .await
+            .unwrap();
+        assert!(
+            (r.throughput_per_min - 2.0).abs() < 1e-9,
+            "{}",
+            r.throughput_per_min
+        );
+        assert_eq!(r.eta_ms, Some(60_000));
+        // Unwatched: the same 2 tasks over the full 10-minute window.
+        let r = step_report(&store, "a", t0 + 60_000, None).await.unwrap();
+        assert!(
+            (r.throughput_per_min - 0.2).abs() < 1e-9,
+            "{}",
+            r.throughput_per_min
+        );
+    }
 }
