@@ -45,6 +45,9 @@ use crate::model::{
 
 /// Pending candidates read per claim query.
 const CLAIM_PAGE: i32 = 16;
+/// Candidates read per claim while this store is losing races: a wider page spreads concurrent
+/// claimers over more tasks, so fewer conditional writes fail (one read either way).
+const CONTENDED_CLAIM_PAGE: i32 = 64;
 /// Claim queries before giving up with a retryable error (each one after a page of lost
 /// races; only reached under heavy contention).
 const CLAIM_ROUNDS: u32 = 20;
@@ -667,6 +670,7 @@ impl TaskStore for DynamoStore {
         let mut start: Option<Item> = None;
         for round in 0..CLAIM_ROUNDS {
             let from_head = start.is_none();
+            let contended = self.contention.recent();
             let (page, _, next) = self
                 .query_page(
                     OP,
@@ -674,7 +678,7 @@ impl TaskStore for DynamoStore {
                     &Sk::Any,
                     Some(&[PK, ID, GSI1SK]),
                     false,
-                    Some(CLAIM_PAGE),
+                    Some(if contended { CONTENDED_CLAIM_PAGE } else { CLAIM_PAGE }),
                     start.take(),
                 )
                 .await?;
@@ -684,7 +688,7 @@ impl TaskStore for DynamoStore {
                 }
                 continue; // ran off the end after lost races: start over from the head
             }
-            for id in order_candidates(&page, self.contention.recent()) {
+            for id in order_candidates(&page, contended) {
                 if let Some(claim) = self.try_claim(req, &id, now).await? {
                     return Ok(Some(claim));
                 }
