@@ -233,6 +233,17 @@ async fn launch_template_fleet_scales_with_the_backlog_and_back_down() {
         wp.child.try_wait().unwrap().is_none(),
         "the kept instance's worker still runs"
     );
+    // The status shows what a pass observed (before it acted): one more pass.
+    let r = c.reconcile_once().await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(r
+        .plan
+        .unwrap()
+        .fleet("align")
+        .unwrap()
+        .actions
+        .iter()
+        .all(|a| matches!(a, anamo::planner::Action::RequeueExpired { .. })));
     let st = c.status().read().unwrap().clone();
     assert_eq!(st.fleets[0].actual, 1, "{:?}", st.fleets[0]);
 }
@@ -248,13 +259,18 @@ async fn a_controller_killed_right_after_run_instances_launches_nothing_more_on_
     w.import("align", 10, "true").await;
 
     let f1 = w.factory();
-    f1.provider_for(&yaml, "align")
+    let hanging = f1
+        .provider_for(&yaml, "align")
         .inner()
         .hang_after_next_launch();
     let mut first = w.controller(&yaml, system_clock(), &f1, |_| {});
     // The pass hangs once RunInstances has returned; dropping it is the crash.
-    let pass = tokio::time::timeout(Duration::from_secs(20), first.reconcile_once()).await;
-    assert!(pass.is_err(), "the pass was meant to hang after the launch");
+    tokio::select! {
+        _ = first.reconcile_once() => panic!("the pass was meant to hang after the launch"),
+        waited = tokio::time::timeout(Duration::from_secs(20), hanging.notified()) => {
+            waited.expect("the launch was never made");
+        }
+    }
     drop(first);
     let ids = w.live_instances("align").await;
     assert_eq!(ids.len(), 3);
@@ -873,4 +889,148 @@ async fn an_auto_scaling_group_whose_new_members_show_late_is_not_raised_twice()
     let plan = pass(&mut c).await;
     assert_eq!(plan.fleet("align").unwrap().launch_count(), 2);
     assert_eq!(describe_group(&w, &group).await.0, 5);
+}
+
+#[tokio::test]
+async fn an_auto_scaling_group_scales_in_idle_instances_and_keeps_busy_ones() {
+    let Some(w) = AwsWorld::new().await else {
+        return;
+    };
+    let group = create_group(&w).await;
+    let yaml = format!(
+        "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: align\nspec:\n  step: align\n  \
+         provider:\n    autoscaling:\n      groupName: {group}\n  minInstances: 0\n  \
+         maxInstances: 5\n  slotsPerInstance: 2\n  scaleDownDelay: 2s\n  bootTimeout: 5m\n  \
+         leaseTTL: 10m\n  heartbeat: 10s\n"
+    );
+    let factory = w.factory();
+    let mut c = w.controller(&yaml, system_clock(), &factory, |_| {});
+    w.import("align", 4, "true").await;
+    pass(&mut c).await;
+    let (desired, members) = describe_group(&w, &group).await;
+    assert_eq!(desired, 2);
+    let ids: Vec<String> = members.keys().cloned().collect();
+    // Their workers took every task (nothing pending any more): one is still busy, the other
+    // has been idle for longer than scaleDownDelay.
+    for _ in 0..4 {
+        let req = anamo::model::ClaimRequest {
+            step: "align".into(),
+            owner: format!("w-{}", ids[0]),
+            ttl_ms: 600_000,
+        };
+        let now = clock::system().now();
+        w.store().claim(&req, now).await.unwrap().expect("a task");
+    }
+    register(&w, &ids[0], 2).await;
+    let now = clock::system().now();
+    let mut idle = WorkerInfo {
+        worker_id: format!("w-{}", ids[1]),
+        step: "align".into(),
+        instance_id: Some(ids[1].clone()),
+        slots: 2,
+        busy_slots: 0,
+        started_at: now - 60_000,
+        last_seen: now,
+        last_busy_at: now - 5_000,
+        state: WorkerState::Active,
+    };
+    w.store().put_worker(&idle).await.unwrap();
+
+    let plan = pass(&mut c).await;
+    assert_eq!(
+        plan.fleet("align").unwrap().terminated_ids(),
+        [ids[1].as_str()],
+        "{:?}",
+        plan.fleet("align").unwrap()
+    );
+    let (desired, members) = describe_group(&w, &group).await;
+    assert_eq!(
+        desired, 1,
+        "terminated with a decrement of the desired capacity"
+    );
+    assert_eq!(
+        members.keys().collect::<Vec<_>>(),
+        [&ids[0]],
+        "the busy one stays"
+    );
+    assert!(members[&ids[0]], "and is protected from scale-in");
+    // The idle worker's registration goes once its instance is gone and it has exited.
+    idle.state = WorkerState::Gone;
+    w.store().put_worker(&idle).await.unwrap();
+    pass(&mut c).await;
+    assert_eq!(describe_group(&w, &group).await.0, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_changes_nothing_and_controller_once_launches_through_the_sdk_endpoints() {
+    let Some(w) = AwsWorld::new().await else {
+        return;
+    };
+    let yaml = ec2_fleet(
+        &w.template,
+        &format!("      userData: {}\n", user_data_template().display()),
+        SMALL,
+    );
+    w.import("align", 10, "true").await;
+    let manifests = w.write_manifests("manifests", &yaml);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_anamo"))
+            .current_dir(w.dir.path())
+            .args(["--store", &w.harness.url])
+            .args(args)
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("ANAMO_STORE")
+            .env_remove("ANAMO_CLUSTER")
+            .envs(w.process_env())
+            .output()
+            .expect("run anamo");
+        assert!(
+            out.status.success(),
+            "anamo {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let m = manifests.to_str().unwrap();
+    let plan = run(&["plan", "--json", "--manifests", m, "--cluster", &w.cluster]);
+    let plan: serde_json::Value = serde_json::from_str(&plan).expect("plan JSON");
+    assert_eq!(plan["fleets"][0]["desired"], 3, "{plan}");
+    assert!(
+        w.instances("align").await.is_empty(),
+        "a dry run launches nothing"
+    );
+
+    run(&[
+        "controller",
+        "--once",
+        "--manifests",
+        m,
+        "--cluster",
+        &w.cluster,
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    // moto launches MinCount (1) of a MinCount=1, MaxCount=3 request.
+    let ids = w.live_instances("align").await;
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let ud = w.moto.user_data(&ids[0]).await.expect("user data");
+    assert!(
+        ud.contains(&format!("ANAMO_STORE={}", w.harness.url)),
+        "{ud}"
+    );
+    assert!(ud.contains("REGION='us-east-1'"), "the SDK's region: {ud}");
+    let tags = w.moto.instance_tags(&ids[0]).await;
+    assert_eq!(tags[TAG_CONTROLLER], w.cluster);
+    // A second pass completes the fleet, counting the first one.
+    run(&[
+        "controller",
+        "--once",
+        "--manifests",
+        m,
+        "--cluster",
+        &w.cluster,
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(w.live_instances("align").await.len(), 2);
 }

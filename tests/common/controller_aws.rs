@@ -314,6 +314,7 @@ pub async fn fleet_instances(moto: &Moto, fleet: &str, cluster: &str) -> BTreeMa
 pub struct TestFleet {
     inner: Box<dyn FleetProvider>,
     hang_after_launch: AtomicBool,
+    hanging: Arc<tokio::sync::Notify>,
     lagging_lists: AtomicUsize,
     shown: Mutex<BTreeSet<String>>,
 }
@@ -323,14 +324,17 @@ impl TestFleet {
         TestFleet {
             inner,
             hang_after_launch: AtomicBool::new(false),
+            hanging: Arc::new(tokio::sync::Notify::new()),
             lagging_lists: AtomicUsize::new(0),
             shown: Mutex::new(BTreeSet::new()),
         }
     }
 
-    /// The next `launch` never returns once the inner provider has launched.
-    pub fn hang_after_next_launch(&self) {
+    /// The next `launch` never returns once the inner provider has launched; the returned
+    /// notification fires when it starts hanging.
+    pub fn hang_after_next_launch(&self) -> Arc<tokio::sync::Notify> {
         self.hang_after_launch.store(true, Ordering::SeqCst);
+        self.hanging.clone()
     }
 
     /// The next `n` listings do not show instances that were not listed before.
@@ -359,6 +363,7 @@ impl FleetProvider for TestFleet {
     async fn launch(&self, req: &LaunchRequest) -> ProviderResult<LaunchOutcome> {
         let out = self.inner.launch(req).await;
         if self.hang_after_launch.swap(false, Ordering::SeqCst) {
+            self.hanging.notify_one();
             std::future::pending::<()>().await;
         }
         out
