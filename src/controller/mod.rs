@@ -356,11 +356,20 @@ impl Controller {
                 now,
             )
             .await?;
-        let was = self.leadership.is_some();
+        let was = self.leadership.as_ref().map(|l| l.fencing);
         self.leadership = held;
         match (&self.leadership, was) {
-            (Some(l), false) => info!(fencing = l.fencing, "became the leader"),
-            (None, true) => warn!("lost the leadership"),
+            // A new fencing token: the lease changed hands since this controller last held it
+            // (even if it never saw itself lose it), and another leader may have launched
+            // meanwhile: read the launch intents again.
+            (Some(l), was) if was != Some(l.fencing) => {
+                info!(fencing = l.fencing, "became the leader");
+                for mem in self.memory.values_mut() {
+                    mem.intents_loaded = false;
+                    mem.listed = None;
+                }
+            }
+            (None, Some(_)) => warn!("lost the leadership"),
             _ => {}
         }
         Ok(if self.leadership.is_some() {
