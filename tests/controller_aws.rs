@@ -1034,3 +1034,67 @@ async fn plan_changes_nothing_and_controller_once_launches_through_the_sdk_endpo
     ]);
     assert_eq!(w.live_instances("align").await.len(), 2);
 }
+
+#[tokio::test]
+async fn a_leader_that_lost_and_regained_the_lease_reloads_the_other_leaders_launches() {
+    let Some(w) = AwsWorld::new().await else {
+        return;
+    };
+    let yaml = ec2_fleet(&w.template, "", SMALL);
+    let clock = ManualClock::new(clock::system().now());
+    let ha = |id: &'static str| {
+        move |cfg: &mut ControllerConfig| {
+            cfg.leader_election = true;
+            cfg.leader_ttl = Duration::from_secs(3);
+            cfg.identity = id.to_string();
+        }
+    };
+    let (fa, fb) = (w.factory(), w.factory());
+    let mut b = w.controller(&yaml, clock.clone(), &fb, ha("ctl-b"));
+    // b leads first, while there is nothing to do.
+    assert_eq!(b.reconcile_once().await.role, Role::Leader);
+    assert!(w.instances("align").await.is_empty());
+
+    // b stalls past its lease; a leads, launches, and dies before writing the outcome.
+    clock.advance(Duration::from_secs(4));
+    w.import("align", 6, "true").await;
+    let hanging = fa
+        .provider_for(&yaml, "align")
+        .inner()
+        .hang_after_next_launch();
+    let mut a = w.controller(&yaml, clock.clone(), &fa, ha("ctl-a"));
+    tokio::select! {
+        _ = a.reconcile_once() => panic!("the pass was meant to hang after the launch"),
+        waited = tokio::time::timeout(Duration::from_secs(20), hanging.notified()) => {
+            waited.expect("a never launched");
+        }
+    }
+    drop(a);
+    assert_eq!(w.live_instances("align").await.len(), 3);
+    assert_eq!(w.run_instances_calls(), 1);
+
+    // b comes back after a's lease expired and leads again. Its listing lags behind a's
+    // launch: only a's launch intent, in the store, tells it the instances are coming.
+    clock.advance(Duration::from_secs(4));
+    let pb = fb.provider_for(&yaml, "align");
+    pb.inner().lag_next_lists(2);
+    for _ in 0..3 {
+        let r = b.reconcile_once().await;
+        assert_eq!(r.role, Role::Leader);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let plan = r.plan.unwrap();
+        assert_eq!(
+            plan.fleet("align").unwrap().launch_count(),
+            0,
+            "{:?}",
+            plan.fleet("align").unwrap()
+        );
+        clock.advance(Duration::from_secs(1));
+    }
+    assert_eq!(w.run_instances_calls(), 1, "no second RunInstances");
+    assert_eq!(
+        w.instances("align").await.len(),
+        3,
+        "no duplicate instances"
+    );
+}
