@@ -1,5 +1,6 @@
 //! The command line: `anamo <command>`.
 
+mod completions;
 mod controller;
 mod manifest;
 mod output;
@@ -76,6 +77,8 @@ pub enum Command {
     /// Replay a task trace through the planner with a simulated clock and provider, next to
     /// two baseline policies.
     Simulate(simulate::SimulateArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
+    Completions(completions::CompletionsArgs),
 }
 
 /// The store when neither `--store` nor a Controller manifest names one.
@@ -123,6 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Manifest(cmd) => manifest::run(cmd),
         Command::Simulate(args) => simulate::run(args),
+        Command::Completions(args) => completions::run(args),
     }
 }
 
