@@ -1,0 +1,333 @@
+//! The README's commands work as written, so the README cannot rot:
+//!
+//! * "The two commands": the first runs (with the built binary in place of `cargo run --quiet
+//!   --`) in a directory holding `examples/`, and finishes every task; the second is exactly
+//!   what `.ci/run` runs.
+//! * The walkthrough's SQLite-safe blocks run in order through `sh`, with `anamo` being the
+//!   built binary: 1 (table, import) on `sqlite://tasks.db` — the alternative its comment
+//!   names — then 3 (`anamo plan`), 5 (progress commands). Long-running commands
+//!   (`anamo controller`, `anamo worker`) only have their flags checked (`... --help`).
+//! * Every flag and subcommand of the "Configuration reference" table exists.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn readme() -> String {
+    std::fs::read_to_string(repo().join("README.md")).unwrap()
+}
+
+/// The text of the section whose heading line is `heading`, up to the next heading of the
+/// same or a higher level.
+fn section(text: &str, heading: &str) -> String {
+    let level = heading.chars().take_while(|c| *c == '#').count();
+    let mut lines = text.lines().skip_while(|l| l.trim_end() != heading);
+    assert!(lines.next().is_some(), "README has no section `{heading}`");
+    lines
+        .take_while(|l| {
+            let h = l.chars().take_while(|c| *c == '#').count();
+            !(h > 0 && h <= level && l.chars().nth(h) == Some(' '))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The ```` ```lang ```` code blocks of `text`.
+fn code_blocks(text: &str, lang: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut cur: Option<Vec<&str>> = None;
+    for line in text.lines() {
+        match &mut cur {
+            None if line.trim_start() == format!("```{lang}") => cur = Some(Vec::new()),
+            None => {}
+            Some(_) if line.trim_start() == "```" => blocks.push(cur.take().unwrap().join("\n")),
+            Some(b) => b.push(line),
+        }
+    }
+    blocks
+}
+
+fn clean_env(cmd: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ANAMO_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RUST_LOG", "warn")
+}
+
+/// Runs `script` with `sh` in `dir`, `anamo` being the built binary.
+fn sh(dir: &Path, script: &str) -> Output {
+    let full = format!("set -eu\nanamo() {{ \"$ANAMO_BIN\" \"$@\"; }}\n{script}\n");
+    clean_env(Command::new("sh").arg("-c").arg(&full))
+        .current_dir(dir)
+        .env("ANAMO_BIN", env!("CARGO_BIN_EXE_anamo"))
+        .output()
+        .unwrap()
+}
+
+fn assert_ok(what: &str, out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn two_commands() -> (String, String) {
+    let blocks = code_blocks(&section(&readme(), "## The two commands"), "sh");
+    assert!(blocks.len() >= 2, "expected two sh blocks: {blocks:?}");
+    (blocks[0].trim().to_string(), blocks[1].trim().to_string())
+}
+
+#[test]
+fn the_first_command_runs_the_example_pipeline() {
+    let (first, _) = two_commands();
+    let args = first
+        .strip_prefix("cargo run --quiet -- ")
+        .unwrap_or_else(|| {
+            panic!("the first command is no longer `cargo run --quiet -- ...`: {first}")
+        });
+    assert!(
+        !args.contains(['\'', '"', '\\', '$']),
+        "plain words expected: {args}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(repo().join("examples"), dir.path().join("examples")).unwrap();
+    let out = clean_env(&mut Command::new(env!("CARGO_BIN_EXE_anamo")))
+        .args(args.split_whitespace())
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = assert_ok(&first, &out);
+    // The summary: one row per step, every task succeeded.
+    for step in ["align", "call", "joint"] {
+        let row: Vec<&str> = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(step))
+            .unwrap_or_else(|| panic!("no summary row for {step}:\n{stdout}"))
+            .split_whitespace()
+            .collect();
+        // STEP SUCCEEDED FAILED CANCELLED UNFINISHED TOTAL
+        assert_eq!(row[1..], ["200", "0", "0", "0", "200"], "{stdout}");
+    }
+    assert!(stdout.contains("finished in"), "{stdout}");
+    assert!(dir.path().join("anamo.db").exists(), "default store");
+    assert!(dir.path().join("anamo-out/joint/runs.log").exists());
+    assert!(dir.path().join("anamo-logs/tasks").is_dir());
+}
+
+#[test]
+fn the_second_command_is_what_ci_runs() {
+    let (_, second) = two_commands();
+    let ci = std::fs::read_to_string(repo().join(".ci/run")).unwrap();
+    assert!(
+        ci.lines().any(|l| l.trim() == second),
+        ".ci/run does not run the README's `{second}`:\n{ci}"
+    );
+}
+
+#[test]
+fn the_walkthrough_runs_on_sqlite() {
+    let readme = readme();
+    let walk = section(
+        &readme,
+        "## Walkthrough: from a sample sheet to a fleet on AWS",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(repo().join("examples/tasks.tsv"), d.join("samples.tsv")).unwrap();
+    std::os::unix::fs::symlink(repo().join("examples"), d.join("examples")).unwrap();
+    std::os::unix::fs::symlink(repo().join("examples/manifests"), d.join("manifests")).unwrap();
+
+    // 1. A table and tasks, on the SQLite store the comment offers.
+    let s1 = code_blocks(&section(&walk, "### 1. A table and tasks"), "sh").remove(0);
+    assert!(s1.contains("# or sqlite://tasks.db"), "{s1}");
+    let s1 = s1.replace("dynamodb://genomics-tasks", "sqlite://tasks.db");
+    let s2 = section(&walk, "### 2. Manifests");
+    assert!(s2.contains("`anamo manifest validate DIR`"), "{s2}");
+    let s3 = code_blocks(&section(&walk, "### 3. The controller"), "sh").remove(0);
+    let s3: Vec<String> = s3
+        .lines()
+        .map(|l| {
+            // The service itself: only check that its flags parse.
+            if l.trim_start().starts_with("anamo controller") {
+                format!(
+                    "{} --help >/dev/null",
+                    l.split('#').next().unwrap().trim_end()
+                )
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    let s4 = code_blocks(&section(&walk, "### 4. Workers"), "sh").remove(0);
+    assert!(s4.trim_start().starts_with("anamo worker"), "{s4}");
+    let s5 = code_blocks(&section(&walk, "### 5. Progress"), "sh").remove(0);
+
+    let script = format!(
+        "{s1}\nanamo manifest validate examples/manifests\n{}\n{} --help >/dev/null\n{s5}\n\
+         echo '--- json'\nanamo task show --step call --id S017 --json\n",
+        s3.join("\n"),
+        s4.trim()
+    );
+    let out = sh(d, &script);
+    let stdout = assert_ok(&script, &out);
+    assert!(d.join("tasks.db").exists(), "the walkthrough's store");
+    assert!(!d.join("anamo.db").exists(), "ANAMO_STORE was not honoured");
+    assert!(stdout.contains("table ready: "), "{stdout}");
+    assert!(
+        stdout.contains("imported 600 new task(s)"),
+        "import report:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("ok: 3 fleet(s) and a controller"),
+        "{stdout}"
+    );
+    // `task cancel --step joint --id S017` ran last: the JSON shows it.
+    let json = stdout.split("--- json\n").nth(1).unwrap();
+    let task: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(task["id"], "S017");
+    assert_eq!(task["step"], "call");
+    let joint = sh(
+        d,
+        "anamo --store sqlite://tasks.db task list --step joint --id S017 --json",
+    );
+    let joint: serde_json::Value = serde_json::from_str(&assert_ok("list", &joint)).unwrap();
+    assert_eq!(joint[0]["state"], "cancelled", "{joint}");
+}
+
+/// `--json` on every read command, as the walkthrough promises.
+#[test]
+fn read_commands_take_json() {
+    let readme = readme();
+    assert!(readme.contains("Every read command takes `--json`."));
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        "status --help",
+        "task list --help",
+        "task show --help",
+        "plan --help",
+    ] {
+        let out = sh(dir.path(), &format!("anamo {args}"));
+        let help = assert_ok(args, &out);
+        assert!(help.contains("--json"), "anamo {args}:\n{help}");
+    }
+}
+
+#[test]
+fn every_flag_of_the_configuration_table_exists() {
+    let readme = readme();
+    let conf = section(&readme, "## Configuration reference");
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for line in conf.lines().filter(|l| l.starts_with("| `anamo ")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let command = cells[1].trim_matches('`');
+        let help = assert_ok(
+            command,
+            &sh(dir.path(), &format!("export COLUMNS=200\n{command} --help")),
+        );
+        // Backticked items: `--flag ...` are flags, other words subcommands.
+        for item in cells[2].split('`').skip(1).step_by(2) {
+            let word = item.split_whitespace().next().unwrap();
+            let found = if word.starts_with('-') {
+                help.contains(&format!("{word} ")) || help.contains(&format!("{word}\n"))
+            } else {
+                // A subcommand, or a value of an argument.
+                let values = help
+                    .split("[possible values: ")
+                    .skip(1)
+                    .flat_map(|v| v[..v.find(']').unwrap_or(v.len())].split(", "));
+                help.lines()
+                    .any(|l| l.split_whitespace().next() == Some(word))
+                    || values.into_iter().any(|v| v == word)
+            };
+            assert!(
+                found,
+                "`{command}` has no `{word}` (README: {line}):\n{help}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 30, "only {checked} items checked");
+    // The global flags named above the table.
+    let global = assert_ok("anamo --help", &sh(dir.path(), "anamo --help"));
+    for flag in ["--store", "--log-format", "-v"] {
+        assert!(conf.contains(&format!("`{flag}")), "{flag}");
+        assert!(global.contains(flag), "{flag}");
+    }
+}
+
+/// The JSONL fields the walkthrough lists are exactly those `anamo task import` accepts.
+#[test]
+fn the_jsonl_fields_listed_are_the_accepted_ones() {
+    let readme = readme();
+    let text = section(&readme, "### 1. A table and tasks").replace('\n', " ");
+    let listed = text
+        .split("one task definition per line: ")
+        .nth(1)
+        .and_then(|t| t.split(", named as in").next())
+        .expect("the JSONL sentence");
+    let mut listed: Vec<&str> = listed.split('`').skip(1).step_by(2).collect();
+    listed.sort_unstable();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.jsonl"), "{\"unknown_field\": 1}\n").unwrap();
+    let out = sh(
+        dir.path(),
+        "anamo --store sqlite://t.db task import t.jsonl",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let expected = err
+        .split("expected one of ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{err}"));
+    let expected = &expected[..expected.find(" at line").unwrap_or(expected.len())];
+    let mut accepted: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    accepted.sort_unstable();
+    assert_eq!(
+        listed, accepted,
+        "README's JSONL fields vs `anamo task import`"
+    );
+}
+
+/// The README's completion commands install scripts the shells accept.
+#[test]
+fn shell_completions_install_as_shown() {
+    let readme = readme();
+    let block = code_blocks(&section(&readme, "## Shell completions"), "sh").remove(0);
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    for dir in [
+        ".local/share/bash-completion/completions",
+        ".zfunc",
+        ".config/fish/completions",
+    ] {
+        std::fs::create_dir_all(h.join(dir)).unwrap();
+    }
+    let out = sh(h, &format!("export HOME={}\n{block}", h.display()));
+    assert_ok(&block, &out);
+    let bash = h.join(".local/share/bash-completion/completions/anamo");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source '{}' && complete -p anamo", bash.display()))
+        .output()
+        .unwrap();
+    let registered = assert_ok("bash completion", &out);
+    assert!(registered.contains("anamo"), "{registered}");
+    let zsh = std::fs::read_to_string(h.join(".zfunc/_anamo")).unwrap();
+    assert!(zsh.starts_with("#compdef anamo"), "{zsh:.80}");
+    let fish = std::fs::read_to_string(h.join(".config/fish/completions/anamo.fish")).unwrap();
+    assert!(fish.contains("complete -c anamo"), "{fish:.200}");
+    assert!(
+        fish.contains("completions"),
+        "the completions command completes too"
+    );
+}
