@@ -210,7 +210,8 @@ pub struct LocalProvider {}
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Ec2Provider {
-    /// The launch template (AMI, instance profile, security groups, ...).
+    /// The launch template (AMI, instance profile, security groups, ...): exactly one of
+    /// `name` or `id`, and optionally `version`.
     pub launch_template: LaunchTemplateRef,
     /// Subnet ids to launch into, tried in order (overrides the template's network settings).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -303,9 +303,16 @@ impl fmt::Display for StoreUrl {
 /// Opens the store a URL names. DynamoDB uses the default AWS credential chain and honours
 /// `AWS_ENDPOINT_URL`, `AWS_PROFILE` and `AWS_REGION`.
 pub async fn open(url: &StoreUrl) -> Result<SharedStore> {
+    open_in(url, None).await
+}
+
+/// Like [`open`], with the AWS region given explicitly (the Controller manifest's `region`).
+pub async fn open_in(url: &StoreUrl, region: Option<&str>) -> Result<SharedStore> {
     match url {
         StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path)?)),
-        StoreUrl::Dynamo { table } => Ok(Arc::new(dynamo::DynamoStore::from_env(table).await)),
+        StoreUrl::Dynamo { table } => Ok(Arc::new(
+            dynamo::DynamoStore::from_env_in(table, region).await,
+        )),
     }
 }
 

@@ -141,16 +141,23 @@ impl DynamoStore {
     /// A store on `table` with the default AWS configuration (credential chain, `AWS_REGION`,
     /// `AWS_PROFILE`, `AWS_ENDPOINT_URL`; standard retry mode).
     pub async fn from_env(table: &str) -> Self {
+        Self::from_env_in(table, None).await
+    }
+
+    /// Like [`DynamoStore::from_env`], in `region` when given (else the usual configuration:
+    /// `AWS_REGION`, the profile, IMDS).
+    pub async fn from_env_in(table: &str, region: Option<&str>) -> Self {
         // Bounded attempts: a hung connection must not stall a heartbeat past its lease.
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
             .operation_attempt_timeout(Duration::from_secs(20))
             .operation_timeout(Duration::from_secs(60))
             .build();
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .timeout_config(timeouts)
-            .load()
-            .await;
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
+        if let Some(r) = region {
+            loader = loader.region(aws_config::Region::new(r.to_string()));
+        }
+        let config = loader.load().await;
         Self::new(Client::new(&config), table)
     }
 
