@@ -4,6 +4,7 @@
 //! [`worker`] is the agent on each instance; [`manifest`], [`planner`] and [`provider`] make up
 //! the controller; [`cli`] is the command line.
 
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod controller;

@@ -1,5 +1,6 @@
 //! The command line: `anamo <command>`.
 
+mod bench;
 mod completions;
 mod controller;
 mod manifest;
@@ -77,6 +78,9 @@ pub enum Command {
     /// Replay a task trace through the planner with a simulated clock and provider, next to
     /// two baseline policies.
     Simulate(simulate::SimulateArgs),
+    /// Measure dispatch throughput, claims/s, embedded mode, a reconcile pass at scale and
+    /// reaction latencies, each against its limit.
+    Bench(bench::BenchArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
     Completions(completions::CompletionsArgs),
 }
@@ -87,8 +91,9 @@ pub const DEFAULT_STORE: &str = "sqlite://anamo.db";
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `up` shows progress bars and action lines; its logs only say what goes wrong.
-    let quiet = matches!(cli.command, Command::Up(_));
+    // `up` shows progress bars and action lines, `bench` a table; their logs only say what
+    // goes wrong.
+    let quiet = matches!(cli.command, Command::Up(_) | Command::Bench(_));
     telemetry::init(cli.log_format, cli.verbose, quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -126,6 +131,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Manifest(cmd) => manifest::run(cmd),
         Command::Simulate(args) => simulate::run(args),
+        Command::Bench(args) => bench::run(args, store).await,
         Command::Completions(args) => completions::run(args),
     }
 }

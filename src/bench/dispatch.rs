@@ -1,0 +1,336 @@
+//! Dispatch throughput (workers running `true`), the raw DynamoDB Local conditional-write
+//! rate beside it, and claims per second without processes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{dynamo_client, unique, BenchConfig, Row};
+use crate::clock;
+use crate::model::{ClaimRequest, Completion, Outcome, TaskResult, TaskSpec};
+use crate::store::dynamo::DynamoStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{SharedStore, TaskStore};
+use crate::worker::bench_dispatch;
+
+/// A directory under the system temp dir, removed on drop.
+pub(crate) struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> anyhow::Result<TempDir> {
+        let p = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh DynamoDB Local table through the store, deleted by [`DynamoTable::drop_table`].
+pub(crate) struct DynamoTable {
+    pub store: Arc<DynamoStore>,
+}
+
+impl DynamoTable {
+    pub async fn create(endpoint: &str, prefix: &str) -> anyhow::Result<DynamoTable> {
+        let store = Arc::new(DynamoStore::new(
+            dynamo_client(endpoint).await,
+            &unique(prefix),
+        ));
+        store.create_schema().await?;
+        Ok(DynamoTable { store })
+    }
+
+    pub async fn drop_table(self) {
+        let _ = self.store.delete_schema().await;
+    }
+}
+
+pub(crate) fn sqlite_store(dir: &TempDir) -> anyhow::Result<SharedStore> {
+    let store = SqliteStore::open(&dir.0.join("bench.db"))?;
+    Ok(Arc::new(store))
+}
+
+#[derive(Debug, Serialize)]
+struct RawRate {
+    concurrency: usize,
+    writes: u64,
+    seconds: f64,
+    per_sec: f64,
+}
+
+/// Dispatch on SQLite and DynamoDB Local, and the raw UpdateItem rate.
+pub(super) async fn dispatch(cfg: &BenchConfig) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
+    let (w, s, n) = (cfg.workers, cfg.slots, cfg.dispatch_tasks);
+    let shape = format!("{w}×{s}, {n} tasks");
+    let mut rows = Vec::new();
+
+    let dir = TempDir::new("anamo-bench-dispatch")?;
+    let sqlite = bench_dispatch(sqlite_store(&dir)?, w, s, n).await?;
+    rows.push(
+        Row::new(
+            format!("dispatch `true`, SQLite ({shape})"),
+            format!(
+                "{:.0} tasks/s, {:.1} store requests/task",
+                sqlite.tasks_per_sec, sqlite.requests_per_task
+            ),
+        )
+        .note(format!("{} succeeded", sqlite.succeeded)),
+    );
+
+    let mut details = json!({ "sqlite": sqlite });
+    match &cfg.dynamodb_endpoint {
+        None => rows.push(Row::skipped(
+            format!("dispatch `true`, DynamoDB Local ({shape})"),
+            "no DynamoDB endpoint (--dynamodb-endpoint or ANAMO_TEST_DYNAMODB_ENDPOINT)",
+        )),
+        Some(endpoint) => {
+            let table = DynamoTable::create(endpoint, "anamo-bench-dispatch").await?;
+            let dynamo = bench_dispatch(table.store.clone(), w, s, n).await;
+            table.drop_table().await;
+            let dynamo = dynamo?;
+            let raw = raw_update_rate(endpoint, w * s as usize, cfg.raw_secs).await?;
+            let ratio = dynamo.tasks_per_sec / raw.per_sec.max(1e-9);
+            rows.push(
+                Row::new(
+                    format!("dispatch `true`, DynamoDB Local ({shape})"),
+                    format!(
+                        "{:.0} tasks/s, {:.1} store requests/task",
+                        dynamo.tasks_per_sec, dynamo.requests_per_task
+                    ),
+                )
+                .reference(format!(
+                    "raw conditional UpdateItem: {:.0}/s at concurrency {}",
+                    raw.per_sec, raw.concurrency
+                ))
+                .ratio(ratio)
+                .goal("tasks/s ÷ raw ≥ 0.4", ratio >= 0.4)
+                .note(format!(
+                    "{} succeeded; at {:.1} requests per task the store alone allows ≤ {:.2}",
+                    dynamo.succeeded,
+                    dynamo.requests_per_task,
+                    1.0 / dynamo.requests_per_task.max(1e-9)
+                )),
+            );
+            details["dynamodb"] = json!(dynamo);
+            details["raw_update_item"] = json!(raw);
+        }
+    }
+    Ok((rows, details))
+}
+
+/// `concurrency` loops of conditional UpdateItem on distinct keys for `secs` seconds.
+async fn raw_update_rate(endpoint: &str, concurrency: usize, secs: f64) -> anyhow::Result<RawRate> {
+    let client = dynamo_client(endpoint).await;
+    let table = unique("anamo-bench-raw");
+    client
+        .create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()?,
+        )
+        .send()
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let loops = (0..concurrency).map(|w| {
+        let client = client.clone();
+        let table = table.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                client
+                    .update_item()
+                    .table_name(&table)
+                    .key("pk", AttributeValue::S(format!("w{w}-{n}")))
+                    .update_expression("SET #s = :running, #t = :token")
+                    .condition_expression("attribute_not_exists(#s) OR #s = :pending")
+                    .expression_attribute_names("#s", "st")
+                    .expression_attribute_names("#t", "tok")
+                    .expression_attribute_values(":running", AttributeValue::S("running".into()))
+                    .expression_attribute_values(":pending", AttributeValue::S("pending".into()))
+                    .expression_attribute_values(
+                        ":token",
+                        AttributeValue::S(uuid::Uuid::new_v4().simple().to_string()),
+                    )
+                    .send()
+                    .await?;
+                n += 1;
+            }
+            Ok::<u64, anyhow::Error>(n)
+        })
+    });
+    let results = futures::future::join_all(loops).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = client.delete_table().table_name(&table).send().await;
+    let mut writes = 0;
+    for r in results {
+        writes += r??;
+    }
+    Ok(RawRate {
+        concurrency,
+        writes,
+        seconds,
+        per_sec: writes as f64 / seconds.max(1e-9),
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct ClaimRate {
+    store: String,
+    claimers: usize,
+    tasks: u64,
+    seconds: f64,
+    claims_per_sec: f64,
+    requests_per_claim: f64,
+    /// Retryable errors (contention) the loops retried.
+    retried: u64,
+}
+
+/// Claim + complete loops on each store.
+pub(super) async fn claims(cfg: &BenchConfig) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
+    let mut rows = Vec::new();
+    let mut details = serde_json::Map::new();
+    let name = |store: &str| {
+        format!(
+            "claim+complete, {store} ({} claimers, {} tasks)",
+            cfg.claimers, cfg.claim_tasks
+        )
+    };
+    let dir = TempDir::new("anamo-bench-claims")?;
+    let r = claim_rate(sqlite_store(&dir)?, cfg.claimers, cfg.claim_tasks).await?;
+    rows.push(claim_row(name("SQLite"), &r));
+    details.insert("sqlite".into(), json!(r));
+    match &cfg.dynamodb_endpoint {
+        None => rows.push(Row::skipped(
+            name("DynamoDB Local"),
+            "no DynamoDB endpoint (--dynamodb-endpoint or ANAMO_TEST_DYNAMODB_ENDPOINT)",
+        )),
+        Some(endpoint) => {
+            let table = DynamoTable::create(endpoint, "anamo-bench-claims").await?;
+            let r = claim_rate(table.store.clone(), cfg.claimers, cfg.claim_tasks).await;
+            table.drop_table().await;
+            let r = r?;
+            rows.push(claim_row(name("DynamoDB Local"), &r));
+            details.insert("dynamodb".into(), json!(r));
+        }
+    }
+    Ok((rows, serde_json::Value::Object(details)))
+}
+
+fn claim_row(name: String, r: &ClaimRate) -> Row {
+    Row::new(
+        name,
+        format!(
+            "{:.0} claims/s, {:.1} requests/claim",
+            r.claims_per_sec, r.requests_per_claim
+        ),
+    )
+    .note(if r.retried > 0 {
+        format!("{} retryable errors retried", r.retried)
+    } else {
+        String::new()
+    })
+}
+
+async fn claim_rate(store: SharedStore, claimers: usize, tasks: u64) -> anyhow::Result<ClaimRate> {
+    let clock = clock::system();
+    let step = unique("claims");
+    let specs: Vec<TaskSpec> = (0..tasks)
+        .map(|i| TaskSpec::new(&step, format!("t{i:07}"), "true"))
+        .collect();
+    store.import(&specs, clock.now()).await?;
+    let before = store.requests();
+    let started = Instant::now();
+    let loops = (0..claimers).map(|c| {
+        let store = store.clone();
+        let clock = clock.clone();
+        let req = ClaimRequest {
+            step: step.clone(),
+            owner: format!("claimer-{c}"),
+            ttl_ms: 60_000,
+        };
+        tokio::spawn(async move {
+            let (mut done, mut retried) = (0u64, 0u64);
+            loop {
+                let claim = match store.claim(&req, clock.now()).await {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break,
+                    Err(e) if e.is_retryable() => {
+                        retried += 1;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(anyhow::Error::from(e)),
+                };
+                let now = clock.now();
+                let completion = Completion {
+                    outcome: Outcome::Succeeded,
+                    result: TaskResult {
+                        exit_code: Some(0),
+                        worker_id: req.owner.clone(),
+                        started_at: now,
+                        finished_at: now,
+                        ..TaskResult::default()
+                    },
+                };
+                loop {
+                    match store
+                        .complete(&req.step, claim.task.id(), &claim.token, &completion, now)
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(e) if e.is_retryable() => {
+                            retried += 1;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                done += 1;
+            }
+            Ok((done, retried))
+        })
+    });
+    let results = futures::future::join_all(loops).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let requests = store.requests() - before;
+    let (mut done, mut retried) = (0, 0);
+    for r in results {
+        let (d, e) = r??;
+        done += d;
+        retried += e;
+    }
+    if done != tasks {
+        anyhow::bail!("claim benchmark: {done} of {tasks} tasks completed");
+    }
+    Ok(ClaimRate {
+        store: store.describe(),
+        claimers,
+        tasks,
+        seconds,
+        claims_per_sec: done as f64 / seconds.max(1e-9),
+        requests_per_claim: requests as f64 / done.max(1) as f64,
+        retried,
+    })
+}

@@ -1,0 +1,366 @@
+//! One controller pass at scale: many pending tasks over many steps in DynamoDB Local, one
+//! fleet per step whose provider has no instances. The pass runs in a child process
+//! (`anamo bench --reconcile-child DIR`) so that the peak RSS it reports is the controller's,
+//! not the benchmark's. The planner alone is timed here on the same input.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::process::Command;
+
+use super::dispatch::{DynamoTable, TempDir};
+use super::{mb, peak_rss_bytes, BenchConfig, Row};
+use crate::clock::{self, Millis};
+use crate::controller::providers::{ProviderSet, RemoteFactory, WorkerLaunch};
+use crate::controller::reload::ManifestSource;
+use crate::controller::{Controller, ControllerConfig};
+use crate::manifest::FleetManifest;
+use crate::metrics::Metrics;
+use crate::model::{StepCounts, TaskSpec, WorkerInfo, WorkerState};
+use crate::planner::{self, FleetInput, FleetPolicy, PlanInput, StepView};
+use crate::provider::{
+    FleetProvider, Instance, InstanceState, LaunchOutcome, LaunchRequest, ProviderError,
+    ProviderResult,
+};
+use crate::store::TaskStore;
+
+/// A provider with no instances that launches nothing (so passes stay comparable).
+#[derive(Debug)]
+struct NullProvider;
+
+#[async_trait]
+impl FleetProvider for NullProvider {
+    async fn list(&self) -> ProviderResult<Vec<Instance>> {
+        Ok(Vec::new())
+    }
+    async fn launch(&self, _: &LaunchRequest) -> ProviderResult<LaunchOutcome> {
+        Ok(LaunchOutcome::default())
+    }
+    async fn terminate(&self, _: &[String]) -> ProviderResult<()> {
+        Ok(())
+    }
+    fn kind(&self) -> &'static str {
+        "null"
+    }
+}
+
+struct NullFactory;
+
+#[async_trait]
+impl RemoteFactory for NullFactory {
+    async fn build(
+        &self,
+        _: &str,
+        _: &FleetManifest,
+        _: &WorkerLaunch,
+    ) -> Result<Arc<dyn FleetProvider>, ProviderError> {
+        Ok(Arc::new(NullProvider))
+    }
+}
+
+/// What the child process measures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReconcileChild {
+    pub fleets: usize,
+    /// `Controller::dry_run` wall times (observe + plan), milliseconds.
+    pub dry_run_ms: Vec<f64>,
+    /// `Controller::reconcile_once` wall times (housekeeping, observe, plan, act, publish).
+    pub reconcile_ms: Vec<f64>,
+    /// Store requests of each dry run, then of each pass.
+    pub dry_run_requests: Vec<u64>,
+    pub reconcile_requests: Vec<u64>,
+    /// Instances the last dry run planned to launch.
+    pub launches_planned: u32,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// The child's work: three dry runs and three full passes against `store_url` with the
+/// manifests in `dir` (every fleet gets a provider without instances).
+pub async fn reconcile_child(dir: &Path, store_url: &str) -> anyhow::Result<ReconcileChild> {
+    let store = crate::cli::open_store(store_url).await?;
+    let counter = store.clone();
+    let clock = clock::system();
+    let source = ManifestSource::open(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fleets = source.current().fleets.len();
+    let launch = WorkerLaunch {
+        store_url: store_url.to_string(),
+        exe: std::env::current_exe()?,
+        log_dir: None,
+        env: BTreeMap::new(),
+        force_local: false,
+        binary_url: None,
+    };
+    let providers = ProviderSet::new(launch, clock.clone(), "bench", Some(Box::new(NullFactory)));
+    let mut controller = Controller::new(
+        ControllerConfig::new("bench"),
+        store,
+        clock,
+        source,
+        providers,
+        Arc::new(Metrics::new()),
+    );
+    let mut out = ReconcileChild {
+        fleets,
+        dry_run_ms: Vec::new(),
+        reconcile_ms: Vec::new(),
+        dry_run_requests: Vec::new(),
+        reconcile_requests: Vec::new(),
+        launches_planned: 0,
+        peak_rss_bytes: None,
+    };
+    for _ in 0..3 {
+        let (t, before) = (Instant::now(), counter.requests());
+        let plan = controller.dry_run().await;
+        out.dry_run_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        out.dry_run_requests.push(counter.requests() - before);
+        out.launches_planned = plan.fleets.iter().map(|f| f.launch_count()).sum();
+    }
+    for _ in 0..3 {
+        let (t, before) = (Instant::now(), counter.requests());
+        let report = controller.reconcile_once().await;
+        out.reconcile_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        out.reconcile_requests.push(counter.requests() - before);
+        if let Some(e) = report.errors.first() {
+            anyhow::bail!("the pass reported an error: {e}");
+        }
+    }
+    out.peak_rss_bytes = peak_rss_bytes();
+    Ok(out)
+}
+
+fn fleet_manifests(steps: u32) -> String {
+    (0..steps)
+        .map(|k| {
+            format!(
+                "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: f{k:02}\nspec:\n  \
+                 step: s{k:02}\n  provider:\n    ec2:\n      launchTemplate:\n        name: bench\n  \
+                 maxInstances: 50\n  slotsPerInstance: 4\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+#[derive(Debug, Serialize)]
+struct PlannerTime {
+    fleets: usize,
+    instances_per_fleet: usize,
+    iterations: u32,
+    mean_us: f64,
+}
+
+/// The planner alone on `steps` fleets with `pending` tasks each and `instances` ready
+/// instances (with workers) per fleet.
+fn planner_time(steps: u32, pending: u64, instances: usize) -> PlannerTime {
+    let now: Millis = 1_700_000_000_000;
+    let mut input = PlanInput::default();
+    for k in 0..steps {
+        let policy = FleetPolicy {
+            fleet: format!("f{k:02}"),
+            step: format!("s{k:02}"),
+            min_instances: 0,
+            max_instances: 50,
+            slots_per_instance: 4,
+            tasks_per_instance: 4,
+            scale_down_delay: 300_000,
+            boot_timeout: 600_000,
+            lost_after: 60_000,
+            stall_after: 1_200_000,
+            budget: None,
+        };
+        let list: Vec<Instance> = (0..instances)
+            .map(|i| Instance {
+                id: format!("i-{k:02}-{i:04}"),
+                fleet: policy.fleet.clone(),
+                state: InstanceState::Running,
+                launched_at: now - 3_600_000,
+                instance_type: None,
+                launch_batch: Some(format!("b-{k}")),
+                protected: false,
+            })
+            .collect();
+        let workers: Vec<WorkerInfo> = list
+            .iter()
+            .enumerate()
+            .map(|(i, inst)| WorkerInfo {
+                worker_id: format!("w-{}", inst.id),
+                step: policy.step.clone(),
+                instance_id: Some(inst.id.clone()),
+                slots: 4,
+                busy_slots: (i % 5) as u32,
+                started_at: now - 3_500_000,
+                last_seen: now - 5_000,
+                last_busy_at: now - (i as i64 % 7) * 60_000,
+                state: WorkerState::Active,
+            })
+            .collect();
+        input.fleets.push(FleetInput {
+            step: Ok(StepView {
+                counts: StepCounts {
+                    step: policy.step.clone(),
+                    pending,
+                    oldest_pending_at: Some(now - 600_000),
+                    ..StepCounts::default()
+                },
+                workers,
+            }),
+            policy,
+            instances: Ok(list),
+            cool_off: None,
+            pending_launches: Vec::new(),
+        });
+    }
+    let iterations = 200;
+    let t = Instant::now();
+    let mut launches = 0u32;
+    for i in 0..iterations {
+        let plan = planner::plan(&input, now + i64::from(i));
+        launches += plan.fleets.iter().map(|f| f.launch_count()).sum::<u32>();
+    }
+    std::hint::black_box(launches);
+    PlannerTime {
+        fleets: steps as usize,
+        instances_per_fleet: instances,
+        iterations,
+        mean_us: t.elapsed().as_secs_f64() * 1e6 / f64::from(iterations),
+    }
+}
+
+pub(super) async fn run(cfg: &BenchConfig) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
+    let (tasks, steps) = (cfg.tasks, cfg.steps.max(1));
+    let per_step = tasks / u64::from(steps);
+    let mut rows = Vec::new();
+    let mut details = serde_json::Map::new();
+
+    let empty = planner_time(steps, per_step, 0);
+    let busy = planner_time(steps, per_step, 50);
+    let worst = empty.mean_us.max(busy.mean_us);
+    rows.push(
+        Row::new(
+            format!("planner alone, {steps} fleets"),
+            format!(
+                "{:.0} µs (no instances), {:.0} µs (50 instances + workers per fleet)",
+                empty.mean_us, busy.mean_us
+            ),
+        )
+        .goal("≤ 10 ms", worst <= 10_000.0)
+        .note(format!("mean of {} plans", empty.iterations)),
+    );
+    details.insert("planner".into(), json!([empty, busy]));
+
+    let Some(endpoint) = &cfg.dynamodb_endpoint else {
+        rows.push(Row::skipped(
+            format!("reconcile pass, {tasks} pending tasks / {steps} steps, DynamoDB Local"),
+            "no DynamoDB endpoint (--dynamodb-endpoint or ANAMO_TEST_DYNAMODB_ENDPOINT)",
+        ));
+        return Ok((rows, serde_json::Value::Object(details)));
+    };
+    let table = DynamoTable::create(endpoint, "anamo-bench-reconcile").await?;
+    let result = measure(cfg, endpoint, &table, per_step, steps).await;
+    table.drop_table().await;
+    let (child, import_s) = result?;
+    let worst_pass = child
+        .reconcile_ms
+        .iter()
+        .chain(&child.dry_run_ms)
+        .fold(0.0f64, |a, b| a.max(*b));
+    let imported = per_step * u64::from(steps);
+    rows.push(
+        Row::new(
+            format!("reconcile pass, {imported} pending tasks / {steps} steps, DynamoDB Local"),
+            format!(
+                "reconcile_once {} ms; dry_run {} ms",
+                join_ms(&child.reconcile_ms),
+                join_ms(&child.dry_run_ms)
+            ),
+        )
+        .goal("≤ 1 s", worst_pass <= 1000.0)
+        .note(format!(
+            "{} fleets with no instances ({} instances to launch); store requests per pass: \
+             reconcile_once {}, dry_run {}; import took {:.0} s",
+            child.fleets,
+            child.launches_planned,
+            join_n(&child.reconcile_requests),
+            join_n(&child.dry_run_requests),
+            import_s
+        )),
+    );
+    if let Some(rss) = child.peak_rss_bytes {
+        rows.push(
+            Row::new(
+                "controller peak RSS (VmHWM) over those 6 passes",
+                format!("{:.1} MB", mb(rss)),
+            )
+            .goal("≤ 40 MB", mb(rss) <= 40.0)
+            .note("child process: store client, manifests, controller, runtime"),
+        );
+    }
+    details.insert("pass".into(), json!(child));
+    details.insert("import_seconds".into(), json!(import_s));
+    Ok((rows, serde_json::Value::Object(details)))
+}
+
+fn join_n(v: &[u64]) -> String {
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn join_ms(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.0}"))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+async fn measure(
+    cfg: &BenchConfig,
+    endpoint: &str,
+    table: &DynamoTable,
+    per_step: u64,
+    steps: u32,
+) -> anyhow::Result<(ReconcileChild, f64)> {
+    let clock = clock::system();
+    let started = Instant::now();
+    for k in 0..steps {
+        let specs: Vec<TaskSpec> = (0..per_step)
+            .map(|i| TaskSpec::new(format!("s{k:02}"), format!("t{i:07}"), "true"))
+            .collect();
+        table.store.import(&specs, clock.now()).await?;
+    }
+    let import_s = started.elapsed().as_secs_f64();
+    let dir = TempDir::new("anamo-bench-reconcile")?;
+    std::fs::write(dir.0.join("fleets.yaml"), fleet_manifests(steps))?;
+    let out = Command::new(&cfg.exe)
+        .arg("--store")
+        .arg(format!("dynamodb://{}", table.store.table()))
+        .arg("bench")
+        .arg("--reconcile-child")
+        .arg(&dir.0)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_ENDPOINT_URL_DYNAMODB")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "the reconcile child failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let child: ReconcileChild = serde_json::from_slice(&out.stdout)?;
+    Ok((child, import_s))
+}
