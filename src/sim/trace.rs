@@ -385,9 +385,11 @@ impl GeneratorSpec {
                             .map_err(|_| bad(format!("seed `{value}` is not a number")))?,
                     )
                 }
-                other => return Err(bad(format!(
+                other => {
+                    return Err(bad(format!(
                     "unknown key `{other}` (expected tasks, steps, duration, scale, arrival, seed)"
-                ))),
+                )))
+                }
             }
         }
         if !g.scale.is_empty() && g.scale.len() != g.steps.len() {
