@@ -690,6 +690,23 @@ mod cases {
         assert_eq!(store.list_status().await.unwrap(), vec![doc2]);
     }
 
+    pub async fn oldest_pending_spans_priorities(store: SharedStore) {
+        let mut low = TaskSpec::new("align", "low", "true");
+        low.priority = -5;
+        store.import(&[low], T0).await.unwrap();
+        let mut high = TaskSpec::new("align", "high", "true");
+        high.priority = 9;
+        store.import(&[high], T0 + 500).await.unwrap();
+        store.import(&specs("align", 2), T0 + 900).await.unwrap();
+        let c = store.counts("align").await.unwrap();
+        assert_eq!(c.pending, 4);
+        assert_eq!(c.oldest_pending_at, Some(T0), "the low-priority task waits longest");
+        // Claiming takes the high-priority task; the oldest is still the low one.
+        let claim = store.claim(&req("align", "w"), T0 + 1_000).await.unwrap().unwrap();
+        assert_eq!(claim.task.id(), "high");
+        assert_eq!(store.counts("align").await.unwrap().oldest_pending_at, Some(T0));
+    }
+
     pub async fn finished_tasks_are_counted_by_time(store: SharedStore) {
         store.import(&specs("align", 4), T0).await.unwrap();
         for (i, outcome) in [
@@ -833,5 +850,6 @@ conformance!(
     list_filters,
     workers_and_status_docs,
     finished_tasks_are_counted_by_time,
+    oldest_pending_spans_priorities,
     leadership_is_exclusive_and_fenced,
 );

@@ -128,7 +128,11 @@ pub async fn run_controller(
     let store_url = resolve_store(store_flag, &set);
     let metrics = Arc::new(Metrics::new());
     // Every store call is counted and timed (anamo_store_*).
-    let store = InstrumentedStore::wrap(super::open_store(&store_url).await?, &metrics);
+    let region = set.controller.as_ref().and_then(|c| c.spec.region.clone());
+    let store = InstrumentedStore::wrap(
+        super::open_store_in(&store_url, region.as_deref()).await?,
+        &metrics,
+    );
     store
         .create_schema()
         .await
@@ -224,7 +228,8 @@ pub async fn run_plan(args: PlanArgs, store_flag: Option<&str>) -> anyhow::Resul
     let source = load_manifests(&args.manifests)?;
     let set = source.current().clone();
     let store_url = resolve_store(store_flag, &set);
-    let store: SharedStore = super::open_store(&store_url).await?;
+    let region = set.controller.as_ref().and_then(|c| c.spec.region.clone());
+    let store: SharedStore = super::open_store_in(&store_url, region.as_deref()).await?;
     let cluster = cluster_name(args.cluster.as_deref(), &set);
     let clock = clock::system();
     let providers = ProviderSet::new(

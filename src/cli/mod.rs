@@ -34,8 +34,8 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "anamo", version, about = ABOUT, after_help = EXAMPLES)]
 pub struct Cli {
-    /// Where the tasks live: sqlite://PATH or dynamodb://TABLE [default: the Controller
-    /// manifest's `store`, else sqlite://anamo.db].
+    /// Where the tasks live: sqlite://PATH or dynamodb://TABLE [default: sqlite://anamo.db;
+    /// `controller` and `plan` use the Controller manifest's `store` first].
     #[arg(long, global = true, env = "ANAMO_STORE")]
     pub store: Option<String>,
     /// Log format.
@@ -137,8 +137,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn open_store(url: &str) -> anyhow::Result<SharedStore> {
+    open_store_in(url, None).await
+}
+
+/// Opens a store in an explicit AWS region (the Controller manifest's `region`).
+pub async fn open_store_in(url: &str, region: Option<&str>) -> anyhow::Result<SharedStore> {
     let url: StoreUrl = url.parse()?;
-    Ok(store::open(&url).await?)
+    Ok(store::open_in(&url, region).await?)
 }
 
 /// Parses durations like `90s`, `5m`, `1h 30m`.

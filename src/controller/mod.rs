@@ -34,7 +34,7 @@ use crate::store::{Leadership, SharedStore, StatusDoc, StoreError};
 
 use providers::ProviderSet;
 use reload::{ManifestSource, Reload};
-use status::{conditions_summary, step_report, ActionRecord, ControllerStatus, FleetReport, Role};
+use status::{conditions_summary, report_from_counts, step_report, ActionRecord, ControllerStatus, FleetReport, Role};
 
 pub type SharedStatus = Arc<RwLock<ControllerStatus>>;
 
@@ -300,6 +300,12 @@ impl Controller {
         }
 
         let plan = planner::plan(&input, now);
+        // Counts read while observing are reused for the published progress.
+        let observed_counts: HashMap<String, StepCounts> = input
+            .fleets
+            .iter()
+            .filter_map(|f| f.step.as_ref().ok().map(|v| (v.counts.step.clone(), v.counts.clone())))
+            .collect();
 
         // A deposed leader must not act: check the lease right before the action batch.
         let may_act = self.still_leader(now).await;
@@ -315,7 +321,7 @@ impl Controller {
             }
         }
 
-        self.publish(&plan, &observed, &all_steps, now, &errors)
+        self.publish(&plan, &observed, &all_steps, observed_counts, now, &errors)
             .await;
         let took = started.elapsed();
         self.metrics.reconcile_duration.observe(took.as_secs_f64());
@@ -909,6 +915,7 @@ impl Controller {
         plan: &Plan,
         observed: &[Observed],
         steps: &[String],
+        mut counts: HashMap<String, StepCounts>,
         now: Millis,
         errors: &[String],
     ) {
@@ -973,7 +980,11 @@ impl Controller {
         let mut step_reports = Vec::new();
         let mut store_ok = true;
         for step in steps {
-            match step_report(&self.store, step, now, Some(self.started_at)).await {
+            let report = match counts.remove(step) {
+                Some(c) => report_from_counts(&self.store, c, now, Some(self.started_at)).await,
+                None => step_report(&self.store, step, now, Some(self.started_at)).await,
+            };
+            match report {
                 Ok(r) => {
                     self.update_step_metrics(&r.counts, r.oldest_pending_age_ms);
                     step_reports.push(r);

@@ -137,14 +137,25 @@ pub async fn step_report(
     now: Millis,
     observed_since: Option<Millis>,
 ) -> Result<StepReport, StoreError> {
-    const MIN_WINDOW_MS: Millis = 5_000;
     let counts = store.counts(step).await?;
+    report_from_counts(store, counts, now, observed_since).await
+}
+
+/// [`step_report`] for counts already read this pass.
+pub async fn report_from_counts(
+    store: &SharedStore,
+    counts: StepCounts,
+    now: Millis,
+    observed_since: Option<Millis>,
+) -> Result<StepReport, StoreError> {
+    const MIN_WINDOW_MS: Millis = 5_000;
+    let step = counts.step.clone();
     let since = observed_since
         .map_or(now - THROUGHPUT_WINDOW_MS, |t| {
             t.max(now - THROUGHPUT_WINDOW_MS)
         })
         .min(now - MIN_WINDOW_MS);
-    let finished = store.count_finished_since(step, since).await?;
+    let finished = store.count_finished_since(&step, since).await?;
     let throughput_per_min = finished as f64 / ((now - since) as f64 / 60_000.0);
     let unfinished = counts.unfinished();
     let eta_ms = if unfinished == 0 {

@@ -104,6 +104,7 @@ impl Contention {
 enum Sk {
     Any,
     LessThan(String),
+    GreaterThan(String),
     AtLeast(String),
     BeginsWith(String),
 }
@@ -238,11 +239,12 @@ impl DynamoStore {
         let mut condition = "#gpk = :gpk".to_string();
         match sk {
             Sk::Any => {}
-            Sk::LessThan(v) | Sk::AtLeast(v) | Sk::BeginsWith(v) => {
+            Sk::LessThan(v) | Sk::GreaterThan(v) | Sk::AtLeast(v) | Sk::BeginsWith(v) => {
                 names.insert("#gsk".to_string(), GSI1SK.to_string());
                 values.insert(":gsk".to_string(), s(v.as_str()));
                 condition.push_str(match sk {
                     Sk::LessThan(_) => " AND #gsk < :gsk",
+                    Sk::GreaterThan(_) => " AND #gsk > :gsk",
                     Sk::AtLeast(_) => " AND #gsk >= :gsk",
                     _ => " AND begins_with(#gsk, :gsk)",
                 });
@@ -314,6 +316,36 @@ impl DynamoStore {
                 None => return Ok(total),
             }
         }
+    }
+
+    /// When the longest-waiting pending task became pending. The pending index is ordered by
+    /// priority, then by that time, so each priority group's first entry is its oldest: one
+    /// one-item Query per distinct priority instead of reading the whole backlog.
+    async fn oldest_pending(&self, step: &str) -> Result<Option<Millis>> {
+        const OP: &str = "oldest pending";
+        const MAX_PRIORITY_GROUPS: usize = 64;
+        let gsi_pk = state_pk(step, TaskState::Pending);
+        let mut oldest = None::<Millis>;
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_PRIORITY_GROUPS {
+            let sk = match after.take() {
+                Some(a) => Sk::GreaterThan(a),
+                None => Sk::Any,
+            };
+            let (page, _, _) = self
+                .query_page(OP, &gsi_pk, &sk, Some(&[PK, GSI1SK, UPDATED_AT]), false, Some(1), None)
+                .await?;
+            let Some(item) = page.first() else { break };
+            let r = Reader::new(OP, item);
+            if let Some(t) = r.opt_n::<Millis>(UPDATED_AT)? {
+                oldest = Some(oldest.map_or(t, |o| o.min(t)));
+            }
+            // Skip the rest of this priority group: `$` sorts right after the `#` separator.
+            let group_key = r.s(GSI1SK)?;
+            let group = group_key.split('#').next().unwrap_or_default();
+            after = Some(format!("{group}$"));
+        }
+        Ok(oldest)
     }
 
     /// The tasks of one step in one state.
@@ -1002,34 +1034,21 @@ impl TaskStore for DynamoStore {
 
     async fn counts(&self, step: &str) -> Result<StepCounts> {
         const OP: &str = "counts";
-        let per_state: Vec<(TaskState, u64, Option<Millis>)> =
+        let per_state: Vec<(TaskState, u64)> =
             futures::future::try_join_all(TaskState::ALL.iter().map(|&state| async move {
                 let gsi_pk = state_pk(step, state);
-                if state != TaskState::Pending {
-                    return Ok((state, self.count_all(OP, &gsi_pk, Sk::Any).await?, None));
-                }
-                // Same pages as a COUNT, plus the age of the oldest pending task.
-                let items = self
-                    .query_all(OP, &gsi_pk, Sk::Any, Some(&[PK, UPDATED_AT]))
-                    .await?;
-                let mut oldest = None::<Millis>;
-                for item in &items {
-                    if let Some(t) = Reader::new(OP, item).opt_n::<Millis>(UPDATED_AT)? {
-                        oldest = Some(oldest.map_or(t, |o| o.min(t)));
-                    }
-                }
-                Ok::<_, StoreError>((state, items.len() as u64, oldest))
+                Ok::<_, StoreError>((state, self.count_all(OP, &gsi_pk, Sk::Any).await?))
             }))
             .await?;
         let mut counts = StepCounts {
             step: step.to_string(),
             ..Default::default()
         };
-        for (state, count, oldest) in per_state {
+        for (state, count) in per_state {
             counts.set(state, count);
-            if state == TaskState::Pending {
-                counts.oldest_pending_at = oldest;
-            }
+        }
+        if counts.pending > 0 {
+            counts.oldest_pending_at = self.oldest_pending(step).await?;
         }
         Ok(counts)
     }
