@@ -700,11 +700,22 @@ mod cases {
         store.import(&specs("align", 2), T0 + 900).await.unwrap();
         let c = store.counts("align").await.unwrap();
         assert_eq!(c.pending, 4);
-        assert_eq!(c.oldest_pending_at, Some(T0), "the low-priority task waits longest");
+        assert_eq!(
+            c.oldest_pending_at,
+            Some(T0),
+            "the low-priority task waits longest"
+        );
         // Claiming takes the high-priority task; the oldest is still the low one.
-        let claim = store.claim(&req("align", "w"), T0 + 1_000).await.unwrap().unwrap();
+        let claim = store
+            .claim(&req("align", "w"), T0 + 1_000)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(claim.task.id(), "high");
-        assert_eq!(store.counts("align").await.unwrap().oldest_pending_at, Some(T0));
+        assert_eq!(
+            store.counts("align").await.unwrap().oldest_pending_at,
+            Some(T0)
+        );
     }
 
     pub async fn finished_tasks_are_counted_by_time(store: SharedStore) {

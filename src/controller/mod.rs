@@ -34,7 +34,10 @@ use crate::store::{Leadership, SharedStore, StatusDoc, StoreError};
 
 use providers::ProviderSet;
 use reload::{ManifestSource, Reload};
-use status::{conditions_summary, report_from_counts, step_report, ActionRecord, ControllerStatus, FleetReport, Role};
+use status::{
+    conditions_summary, report_from_counts, step_report, ActionRecord, ControllerStatus,
+    FleetReport, Role,
+};
 
 pub type SharedStatus = Arc<RwLock<ControllerStatus>>;
 
@@ -304,7 +307,12 @@ impl Controller {
         let observed_counts: HashMap<String, StepCounts> = input
             .fleets
             .iter()
-            .filter_map(|f| f.step.as_ref().ok().map(|v| (v.counts.step.clone(), v.counts.clone())))
+            .filter_map(|f| {
+                f.step
+                    .as_ref()
+                    .ok()
+                    .map(|v| (v.counts.step.clone(), v.counts.clone()))
+            })
             .collect();
 
         // A deposed leader must not act: check the lease right before the action batch.

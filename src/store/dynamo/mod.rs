@@ -333,7 +333,15 @@ impl DynamoStore {
                 None => Sk::Any,
             };
             let (page, _, _) = self
-                .query_page(OP, &gsi_pk, &sk, Some(&[PK, GSI1SK, UPDATED_AT]), false, Some(1), None)
+                .query_page(
+                    OP,
+                    &gsi_pk,
+                    &sk,
+                    Some(&[PK, GSI1SK, UPDATED_AT]),
+                    false,
+                    Some(1),
+                    None,
+                )
                 .await?;
             let Some(item) = page.first() else { break };
             let r = Reader::new(OP, item);
@@ -717,7 +725,11 @@ impl TaskStore for DynamoStore {
                     &Sk::Any,
                     Some(&[PK, ID, GSI1SK]),
                     false,
-                    Some(if contended { CONTENDED_CLAIM_PAGE } else { CLAIM_PAGE }),
+                    Some(if contended {
+                        CONTENDED_CLAIM_PAGE
+                    } else {
+                        CLAIM_PAGE
+                    }),
                     start.take(),
                 )
                 .await?;
