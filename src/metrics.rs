@@ -131,7 +131,9 @@ impl Metrics {
             task_duration: reg!(HistogramVec::new(
                 HistogramOpts::new(
                     "anamo_task_duration_seconds",
-                    "Run time of finished task attempts."
+                    "Run time of task attempts by how they ended (succeeded, failed, \
+                     failed_permanently, timeout, lease_lost, handed_back, result_lost); \
+                     exported by workers run with --metrics-addr."
                 )
                 .buckets(secs),
                 &["step", "outcome"]
@@ -139,7 +141,8 @@ impl Metrics {
             claim_conflicts: reg!(IntCounterVec::new(
                 opts(
                     "anamo_claim_conflicts_total",
-                    "Claims that lost a race for a task and tried another."
+                    "Claims that lost a race for a task and tried another (DynamoDB store); \
+                     exported by workers run with --metrics-addr."
                 ),
                 &["step"]
             )),
@@ -263,12 +266,23 @@ impl Metrics {
 
     /// The registry in Prometheus' text format.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        let encoder = TextEncoder::new();
-        // Encoding into a Vec cannot fail for well-formed metric families.
-        let _ = encoder.encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        encode(&self.registry.gather())
     }
+
+    /// Like [`Metrics::render`], limited to the metric families named (the worker exports
+    /// only its own).
+    pub fn render_only(&self, names: &[&str]) -> String {
+        let mut families = self.registry.gather();
+        families.retain(|f| names.contains(&f.name()));
+        encode(&families)
+    }
+}
+
+fn encode(families: &[prometheus::proto::MetricFamily]) -> String {
+    let mut buf = Vec::new();
+    // Encoding into a Vec cannot fail for well-formed metric families.
+    let _ = TextEncoder::new().encode(families, &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
 }
 
 impl Default for Metrics {

@@ -256,6 +256,10 @@ impl TaskStore for InstrumentedStore {
         self.inner.requests()
     }
 
+    fn claim_conflicts(&self) -> u64 {
+        self.inner.claim_conflicts()
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
     }

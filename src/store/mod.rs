@@ -246,6 +246,12 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
 
     /// Requests sent to the backend so far (for benchmarks).
     fn requests(&self) -> u64;
+    /// Claim races this store lost so far (a candidate task was taken by someone else between
+    /// the query and the conditional write, and another was tried). Stores whose claims are
+    /// a single atomic statement (SQLite) never lose one.
+    fn claim_conflicts(&self) -> u64 {
+        0
+    }
     /// Short description for logs, e.g. `sqlite:///tmp/anamo.db`.
     fn describe(&self) -> String;
 }

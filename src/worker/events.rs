@@ -1,11 +1,14 @@
 //! One struct per observable happening in the worker. Each `emit()` writes the log line and
-//! bumps the matching counter together, so logs and counters cannot drift apart.
+//! bumps the matching counter (and, with `--metrics-addr`, the Prometheus metric) together, so
+//! logs, counters and metrics cannot drift apart.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::metrics::Metrics;
 use crate::model::{Outcome, TaskState};
 use crate::store::StoreError;
 
@@ -20,6 +23,11 @@ pub struct WorkerStats {
     results_lost: AtomicU64,
     claim_errors: AtomicU64,
     heartbeat_errors: AtomicU64,
+    /// Where `anamo_task_duration_seconds` and `anamo_claim_conflicts_total` go, when the
+    /// worker publishes metrics.
+    metrics: OnceLock<Metrics>,
+    /// The store's lost claim races already added to `anamo_claim_conflicts_total`.
+    conflicts_seen: AtomicU64,
 }
 
 /// A snapshot of [`WorkerStats`].
@@ -63,6 +71,48 @@ impl WorkerStats {
         }
     }
 }
+
+impl WorkerStats {
+    /// Publishes the per-step metrics of the events emitted from now on into `metrics`
+    /// (a no-op when metrics were attached already).
+    pub fn attach_metrics(&self, metrics: Metrics) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// Records the end of a task attempt in `anamo_task_duration_seconds`. `outcome` is one of
+    /// [`TASK_OUTCOMES`].
+    fn attempt_ended(&self, step: &str, outcome: &'static str, duration: Duration) {
+        debug_assert!(TASK_OUTCOMES.contains(&outcome));
+        if let Some(m) = self.metrics.get() {
+            m.task_duration
+                .with_label_values(&[step, outcome])
+                .observe(duration.as_secs_f64());
+        }
+    }
+
+    /// Adds the lost claim races the store counted since the last call (`total`: the store's
+    /// running count) to `anamo_claim_conflicts_total{step}`; the series exists (at 0) from the
+    /// first claim on.
+    pub(crate) fn claim_conflicts(&self, step: &str, total: u64) {
+        let seen = self.conflicts_seen.fetch_max(total, Ordering::Relaxed);
+        if let Some(m) = self.metrics.get() {
+            m.claim_conflicts
+                .with_label_values(&[step])
+                .inc_by(total.saturating_sub(seen));
+        }
+    }
+}
+
+/// The `outcome` label values of `anamo_task_duration_seconds`.
+pub const TASK_OUTCOMES: [&str; 7] = [
+    "succeeded",
+    "failed",
+    "failed_permanently",
+    "timeout",
+    "lease_lost",
+    "handed_back",
+    "result_lost",
+];
 
 fn bump(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
@@ -134,6 +184,12 @@ impl TaskFinished<'_> {
             Outcome::Failed => "failed",
             Outcome::FailedPermanently => "failed_permanently",
         };
+        let metric_outcome = if self.outcome == Outcome::Failed && self.error == Some("timeout") {
+            "timeout"
+        } else {
+            outcome
+        };
+        stats.attempt_ended(self.step, metric_outcome, self.duration);
         let exit_code = self.exit_code.map(i64::from).unwrap_or(-1);
         if self.outcome == Outcome::Succeeded {
             bump(&stats.succeeded);
@@ -176,6 +232,7 @@ pub(crate) struct TaskLeaseLost<'a> {
 impl TaskLeaseLost<'_> {
     pub fn emit(self, stats: &WorkerStats) {
         bump(&stats.lease_lost);
+        stats.attempt_ended(self.step, "lease_lost", self.duration);
         tracing::warn!(
             step = self.step,
             id = self.id,
@@ -194,11 +251,13 @@ pub(crate) struct TaskHandedBack<'a> {
     pub reason: &'a str,
     /// False when the release did not reach the store (the lease then simply expires).
     pub released: bool,
+    pub duration: Duration,
 }
 
 impl TaskHandedBack<'_> {
     pub fn emit(self, stats: &WorkerStats) {
         bump(&stats.handed_back);
+        stats.attempt_ended(self.step, "handed_back", self.duration);
         if self.released {
             tracing::info!(
                 step = self.step,
@@ -224,11 +283,13 @@ pub(crate) struct ResultLost<'a> {
     pub id: &'a str,
     pub attempt: u32,
     pub last_error: Option<&'a StoreError>,
+    pub duration: Duration,
 }
 
 impl ResultLost<'_> {
     pub fn emit(self, stats: &WorkerStats) {
         bump(&stats.results_lost);
+        stats.attempt_ended(self.step, "result_lost", self.duration);
         tracing::error!(
             step = self.step,
             id = self.id,

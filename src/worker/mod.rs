@@ -23,6 +23,9 @@
 //!   recorded as failed with error `timeout`. `--idle-exit`: exit when nothing was claimable
 //!   for that long and no slot is busy, then run `--on-idle-exit`. On every exit the
 //!   registration is marked `gone`.
+//! * **Metrics.** With `--metrics-addr`, `/metrics` serves the per-step
+//!   `anamo_task_duration_seconds{step,outcome}` and `anamo_claim_conflicts_total{step}` of
+//!   this worker (and `/healthz` answers), until it exits.
 
 mod backoff;
 mod bench;
@@ -30,6 +33,7 @@ mod config;
 mod control;
 mod events;
 mod lease;
+mod metrics_server;
 mod process;
 mod registration;
 mod signals;
@@ -37,6 +41,7 @@ mod slot;
 mod spot;
 mod task_runner;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +52,7 @@ use tokio::task::JoinSet;
 pub use self::bench::{bench_dispatch, BenchReport};
 pub use self::config::DEFAULT_IMDS_ENDPOINT;
 pub use self::control::{StopReason, WorkerControl};
-pub use self::events::{StatsSnapshot, WorkerStats};
+pub use self::events::{StatsSnapshot, WorkerStats, TASK_OUTCOMES};
 
 use self::config::Config;
 use self::events::{WorkerExited, WorkerStarted};
@@ -122,6 +127,11 @@ pub struct WorkerArgs {
     /// Exit after claiming this many tasks (and finishing them).
     #[arg(long, env = "ANAMO_MAX_TASKS")]
     pub max_tasks: Option<u64>,
+
+    /// Serve `/metrics` (task durations and claim conflicts of this worker) and `/healthz`
+    /// on this address, e.g. `0.0.0.0:9465` [default: no metrics endpoint].
+    #[arg(long, env = "ANAMO_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl WorkerArgs {
@@ -143,6 +153,7 @@ impl WorkerArgs {
             spot_poll: Duration::from_secs(5),
             poll_interval: Duration::from_secs(1),
             max_tasks: None,
+            metrics_addr: None,
         }
     }
 }
@@ -162,6 +173,12 @@ pub enum WorkerError {
     #[error("cannot create the log directory {}: {source}", path.display())]
     LogDir {
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    MetricsAddr {
+        addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
@@ -185,6 +202,7 @@ impl WorkerError {
         match self {
             WorkerError::InvalidArgs(_) => "invalid_args",
             WorkerError::LogDir { .. } => "log_dir",
+            WorkerError::MetricsAddr { .. } => "metrics_addr",
             WorkerError::Signals(_) => "signals",
             WorkerError::Store { .. } => "store",
             WorkerError::OnIdleExit { .. } => "on_idle_exit",
@@ -249,6 +267,19 @@ pub async fn run_with(
         },
         // The id was given: whether IMDS answers is found out by the spot poller.
         other => other.map(|imds| (imds, false)),
+    };
+    // Bound before anything is claimed, so a busy port fails the start, not a running worker.
+    let metrics_server = match args.metrics_addr {
+        Some(addr) => {
+            let metrics = crate::metrics::Metrics::new();
+            control.worker_stats().attach_metrics(metrics.clone());
+            let (local, task) = metrics_server::serve(addr, metrics)
+                .await
+                .map_err(|source| WorkerError::MetricsAddr { addr, source })?;
+            tracing::info!(addr = %local, "serving worker metrics");
+            Some(task)
+        }
+        None => None,
     };
     let clock = crate::clock::system();
     let started_at = clock.now();
@@ -350,6 +381,9 @@ pub async fn run_with(
         stats: &stats,
     }
     .emit();
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     if let Some(e) = failure {
         return Err(e);
     }

@@ -54,6 +54,7 @@ pub(crate) async fn slot_loop(ctx: Arc<Ctx>) -> Result<(), StoreError> {
                 .await
                 .unwrap_or_else(|_| Err(StoreError::unavailable("claim", "timed out")));
         drop(claim_turn);
+        stats.claim_conflicts(&ctx.cfg.step, ctx.store.claim_conflicts());
         match claimed {
             Ok(Some(claim)) => {
                 if ctx.control.claimed() {

@@ -168,6 +168,7 @@ pub(crate) async fn run_task(ctx: Arc<Ctx>, claim: Claim) {
                 .map(|r| r.as_str())
                 .unwrap_or("stop"),
             released: matches!(released, Fenced::Done(_)),
+            duration,
         }
         .emit(stats);
         return;
@@ -229,6 +230,7 @@ pub(crate) async fn run_task(ctx: Arc<Ctx>, claim: Claim) {
                 id: &spec.id,
                 attempt,
                 last_error: last_error.as_ref(),
+                duration,
             }
             .emit(stats),
         },

@@ -277,6 +277,9 @@ impl TaskStore for FaultyStore {
     fn requests(&self) -> u64 {
         self.inner.requests()
     }
+    fn claim_conflicts(&self) -> u64 {
+        self.inner.claim_conflicts()
+    }
     fn describe(&self) -> String {
         format!("faulty({})", self.inner.describe())
     }

@@ -70,11 +70,13 @@ pub struct DynamoStore {
     contention: Arc<Contention>,
 }
 
-/// When this store last lost a claim race (ms since `since`, plus one; 0 = never).
+/// When this store last lost a claim race (ms since `since`, plus one; 0 = never), and how
+/// many it lost.
 #[derive(Debug)]
 struct Contention {
     since: Instant,
     lost_at: AtomicU64,
+    lost: AtomicU64,
 }
 
 impl Contention {
@@ -82,6 +84,7 @@ impl Contention {
         Contention {
             since: Instant::now(),
             lost_at: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
         }
     }
 
@@ -91,6 +94,7 @@ impl Contention {
 
     fn lost_race(&self) {
         self.lost_at.store(self.elapsed_ms(), Ordering::Relaxed);
+        self.lost.fetch_add(1, Ordering::Relaxed);
     }
 
     fn recent(&self) -> bool {
@@ -1325,6 +1329,10 @@ impl TaskStore for DynamoStore {
         self.requests.get()
     }
 
+    fn claim_conflicts(&self) -> u64 {
+        self.contention.lost.load(Ordering::Relaxed)
+    }
+
     fn describe(&self) -> String {
         format!("dynamodb://{}", self.table)
     }
@@ -1343,6 +1351,16 @@ mod tests {
             item.insert(ID.to_string(), s(id));
         }
         item
+    }
+
+    #[test]
+    fn lost_races_are_counted() {
+        let c = Contention::new();
+        assert!(!c.recent());
+        c.lost_race();
+        c.lost_race();
+        assert!(c.recent());
+        assert_eq!(c.lost.load(Ordering::Relaxed), 2);
     }
 
     #[test]
