@@ -121,6 +121,8 @@ const STORE_METHODS: &[(&str, &[&str])] = &[
     ("clone", &[]),
     ("describe", &[]),
     ("requests", &[]),
+    // A counter kept in the store client: no request.
+    ("claim_conflicts", &[]),
 ];
 
 /// Files under `src/worker/` that do not run on worker instances.

@@ -53,6 +53,24 @@ pub struct UpArgs {
     pub json: bool,
 }
 
+/// How often `up` checks for the end of the run between controller passes.
+const PROGRESS_TICK: Duration = Duration::from_millis(200);
+
+/// Whether every task of every step is in a final state (false on a store error: the next
+/// pass reports it).
+async fn all_final(store: &crate::store::SharedStore) -> bool {
+    let Ok(steps) = store.steps().await else {
+        return false;
+    };
+    for step in steps {
+        match store.counts(&step).await {
+            Ok(c) if c.unfinished() == 0 => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
 #[derive(Debug, Default, serde::Serialize)]
 struct FleetSummary {
     peak_instances: u32,
@@ -161,7 +179,7 @@ pub async fn run(args: UpArgs, store_flag: Option<&str>) -> anyhow::Result<ExitC
     tokio::pin!(shutdown);
     let mut interrupted = false;
 
-    loop {
+    'passes: loop {
         let report = controller.reconcile_once().await;
         for e in &report.errors {
             say(format!("warning: {e}"));
@@ -227,9 +245,20 @@ pub async fn run(args: UpArgs, store_flag: Option<&str>) -> anyhow::Result<ExitC
                 break;
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(cfg.interval) => {}
-            _ = &mut shutdown => { interrupted = true; break; }
+        // Until the next pass, look at the counts a few times a second: when the last task
+        // finishes, pass at once instead of up to an interval later.
+        let next_pass = tokio::time::Instant::now() + cfg.interval;
+        loop {
+            let tick = (tokio::time::Instant::now() + PROGRESS_TICK).min(next_pass);
+            tokio::select! {
+                _ = tokio::time::sleep_until(tick) => {}
+                _ = &mut shutdown => { interrupted = true; break 'passes; }
+            }
+            if tokio::time::Instant::now() >= next_pass
+                || (finished_at.is_none() && all_final(&store).await)
+            {
+                break;
+            }
         }
     }
     for b in bars.values() {
