@@ -265,13 +265,7 @@ impl Controller {
                 Vec::new()
             }
         };
-        let fleets: Vec<FleetManifest> = self
-            .manifests
-            .current()
-            .in_dependency_order()
-            .into_iter()
-            .cloned()
-            .collect();
+        let fleets = self.fleets_in_order();
         let mut all_steps: Vec<String> = store_steps.clone();
         for f in &fleets {
             if !all_steps.iter().any(|s| s == f.step()) {
@@ -341,6 +335,16 @@ impl Controller {
             plan: Some(plan),
             errors,
         }
+    }
+
+    /// The current manifests' fleets, dependencies first.
+    fn fleets_in_order(&self) -> Vec<FleetManifest> {
+        self.manifests
+            .current()
+            .in_dependency_order()
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     fn write_status(&self) -> std::sync::RwLockWriteGuard<'_, ControllerStatus> {
@@ -1054,13 +1058,7 @@ impl Controller {
     /// What the controller would do now, and why, changing nothing (`anamo plan`).
     pub async fn dry_run(&mut self) -> Plan {
         let now = self.clock.now();
-        let fleets: Vec<FleetManifest> = self
-            .manifests
-            .current()
-            .in_dependency_order()
-            .into_iter()
-            .cloned()
-            .collect();
+        let fleets = self.fleets_in_order();
         let mut input = PlanInput::default();
         for fleet in &fleets {
             let (_, fin) = self.observe(fleet, now).await;

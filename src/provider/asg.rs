@@ -291,14 +291,8 @@ impl FleetProvider for AsgFleet {
     }
 
     async fn launch(&self, req: &LaunchRequest) -> ProviderResult<LaunchOutcome> {
-        if req.fleet != self.cfg.fleet {
-            return Err(ProviderError::Config(format!(
-                "launch request for fleet {} sent to the provider of fleet {}",
-                req.fleet, self.cfg.fleet
-            )));
-        }
-        if req.count == 0 {
-            return Ok(LaunchOutcome::default());
+        if let Some(done) = super::precheck_launch(req, &self.cfg.fleet) {
+            return done;
         }
         let group = self.group().await?;
         let name = &self.cfg.group_name;

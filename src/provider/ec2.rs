@@ -396,14 +396,8 @@ impl FleetProvider for Ec2Fleet {
     }
 
     async fn launch(&self, req: &LaunchRequest) -> ProviderResult<LaunchOutcome> {
-        if req.fleet != self.cfg.fleet {
-            return Err(ProviderError::Config(format!(
-                "launch request for fleet {} sent to the provider of fleet {}",
-                req.fleet, self.cfg.fleet
-            )));
-        }
-        if req.count == 0 {
-            return Ok(LaunchOutcome::default());
+        if let Some(done) = super::precheck_launch(req, &self.cfg.fleet) {
+            return done;
         }
         // A controller that crashed after RunInstances re-plans the same batch: what exists
         // counts toward it.

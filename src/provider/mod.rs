@@ -115,6 +115,24 @@ impl ProviderError {
 
 pub type ProviderResult<T> = Result<T, ProviderError>;
 
+/// What every provider checks first: a request for another fleet is a bug in the caller, and a
+/// launch of zero instances needs no API call. `None`: go ahead.
+pub(crate) fn precheck_launch(
+    req: &LaunchRequest,
+    fleet: &str,
+) -> Option<ProviderResult<LaunchOutcome>> {
+    if req.fleet != fleet {
+        return Some(Err(ProviderError::Config(format!(
+            "launch request for fleet {} sent to the provider of fleet {fleet}",
+            req.fleet
+        ))));
+    }
+    if req.count == 0 {
+        return Some(Ok(LaunchOutcome::default()));
+    }
+    None
+}
+
 /// A place to run a step's workers: local processes, EC2 instances from a launch template, or
 /// an Auto Scaling group.
 #[async_trait]
