@@ -1,8 +1,9 @@
 //! `anamo controller` as a process: serves its endpoints, runs a workload with local workers,
 //! and on SIGTERM gives up, drains its workers and exits 0.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod common;
+
+use common::http::{free_port, get};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,29 +21,6 @@ spec:
   scaleDownDelay: 1s
   leaseTTL: 5s
 ";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A plain HTTP/1.0 GET: (status code, body).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    Some((code, body))
-}
 
 fn workers_of(store: &str) -> usize {
     std::fs::read_dir("/proc")

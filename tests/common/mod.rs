@@ -83,5 +83,6 @@ impl Harness {
     }
 }
 pub mod controller_aws;
+pub mod http;
 pub mod moto;
 pub mod worker;
