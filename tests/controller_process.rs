@@ -4,6 +4,7 @@
 mod common;
 
 use common::http::{free_port, get};
+use common::process::{terminate, Kill};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -35,13 +36,6 @@ fn workers_of(store: &str) -> usize {
                 .unwrap_or(false)
         })
         .count()
-}
-
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-    }
 }
 
 #[test]
@@ -113,22 +107,7 @@ fn controller_serves_runs_and_shuts_down_gracefully() {
     );
     assert_eq!(workers_of(&store), 1, "minInstances keeps one worker");
     // SIGTERM: the controller drains its workers and exits 0.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let stop_deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < stop_deadline,
-            "controller did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = terminate(&mut child.0, Duration::from_secs(30), "controller");
     assert!(status.success(), "{status:?}");
     assert_eq!(
         workers_of(&store),

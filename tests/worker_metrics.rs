@@ -4,6 +4,7 @@
 mod common;
 
 use common::http::{free_port, get};
+use common::process::{terminate, Kill};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,14 +13,6 @@ fn sample(body: &str, series: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
-}
-
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -115,22 +108,7 @@ fn worker_serves_task_durations_and_claim_conflicts() {
     assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
 
     // The endpoint goes away with the worker.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the worker did not exit on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = terminate(&mut child.0, Duration::from_secs(30), "the worker");
     assert!(status.success(), "{status}");
     assert!(get(port, "/metrics").is_none());
 }

@@ -85,4 +85,5 @@ impl Harness {
 pub mod controller_aws;
 pub mod http;
 pub mod moto;
+pub mod process;
 pub mod worker;
