@@ -101,6 +101,98 @@ mod cases {
         assert_eq!(c.pending + c.running, 0);
     }
 
+    pub async fn batch_claims_are_exclusive_under_concurrency(store: SharedStore) {
+        const N: usize = 1_000;
+        const CLAIMERS: usize = 8;
+        const BATCH: usize = 4;
+        store.import(&specs("align", N), T0).await.unwrap();
+        let claimed = Arc::new(Mutex::new(Vec::new()));
+        let mut handles = Vec::new();
+        for w in 0..CLAIMERS {
+            let (store, claimed) = (store.clone(), claimed.clone());
+            handles.push(tokio::spawn(async move {
+                let owner = format!("w{w}");
+                loop {
+                    let batch = store
+                        .claim_batch(&req("align", &owner), BATCH, T0 + 1)
+                        .await
+                        .unwrap();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    assert!(batch.len() <= BATCH, "at most the batch asked for");
+                    let tokens: HashSet<_> = batch.iter().map(|c| c.token.clone()).collect();
+                    assert_eq!(tokens.len(), batch.len(), "one lease token per task");
+                    for c in batch {
+                        assert_eq!(c.task.state, TaskState::Running);
+                        assert_eq!(c.task.lease.as_ref().map(|l| &l.token), Some(&c.token));
+                        let st = store
+                            .complete(
+                                "align",
+                                c.task.id(),
+                                &c.token,
+                                &done(Outcome::Succeeded, &owner, 0),
+                                T0 + 2,
+                            )
+                            .await
+                            .unwrap();
+                        assert_eq!(st, TaskState::Succeeded);
+                        claimed.lock().unwrap().push(c.task.spec.id.clone());
+                    }
+                }
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        let claimed = claimed.lock().unwrap().clone();
+        let unique: HashSet<_> = claimed.iter().collect();
+        assert_eq!(claimed.len(), N, "every task claimed once");
+        assert_eq!(unique.len(), N);
+        assert_eq!(store.counts("align").await.unwrap().succeeded, N as u64);
+    }
+
+    pub async fn a_batch_takes_the_best_tasks_and_stops_at_the_end(store: SharedStore) {
+        let mut tasks = specs("align", 5);
+        tasks[3].priority = 9;
+        tasks[4].priority = 5;
+        store.import(&tasks, T0).await.unwrap();
+        let first = store.claim_batch(&req("align", "w"), 2, T0).await.unwrap();
+        let mut ids: Vec<_> = first.iter().map(|c| c.task.id().to_string()).collect();
+        ids.sort();
+        assert_eq!(ids, ["s00003", "s00004"], "the two highest priorities");
+        let rest = store.claim_batch(&req("align", "w"), 10, T0).await.unwrap();
+        assert_eq!(rest.len(), 3, "only what is pending");
+        assert!(store
+            .claim_batch(&req("align", "w"), 10, T0)
+            .await
+            .unwrap()
+            .is_empty());
+        // Each task of a batch is leased on its own: one fenced write does not touch another.
+        let (a, b) = (&rest[0], &rest[1]);
+        assert_lease_lost(
+            store
+                .complete(
+                    "align",
+                    a.task.id(),
+                    &b.token,
+                    &done(Outcome::Succeeded, "w", 0),
+                    T0,
+                )
+                .await,
+        );
+        store
+            .complete(
+                "align",
+                a.task.id(),
+                &a.token,
+                &done(Outcome::Succeeded, "w", 0),
+                T0,
+            )
+            .await
+            .unwrap();
+    }
+
     pub async fn claim_on_empty_step_returns_none(store: SharedStore) {
         store.import(&specs("align", 1), T0).await.unwrap();
         assert!(store.claim(&req("call", "w"), T0).await.unwrap().is_none());
@@ -844,6 +936,8 @@ macro_rules! conformance {
 
 conformance!(
     claim_is_exclusive_under_concurrency,
+    batch_claims_are_exclusive_under_concurrency,
+    a_batch_takes_the_best_tasks_and_stops_at_the_end,
     claim_on_empty_step_returns_none,
     higher_priority_is_claimed_first,
     claim_sets_lease,

@@ -673,15 +673,15 @@ async fn faulty_store_really_fails() {
 on_both_stores!(bench_reports_requests_per_task);
 
 /// The dispatch benchmark: 8 workers x 4 slots on trivial tasks. Printed figures go into the
-/// report; the bound only catches gross regressions (the goal on DynamoDB is 3 per task:
-/// claim query, claim update, completion).
+/// report; the bounds only catch gross regressions. A task costs its completion plus its share
+/// of a batch claim (on DynamoDB one query for the batch and one conditional write per task),
+/// plus registrations and idle polls.
 async fn bench_reports_requests_per_task(h: Harness) {
     let report = anamo::worker::bench_dispatch(h.store.clone(), 8, 4, 1000)
         .await
         .unwrap();
     eprintln!("{}", serde_json::to_string(&report).unwrap());
     assert_eq!(report.succeeded, 1000);
-    // SQLite claims in one statement: claim + complete, plus registrations and idle polls.
-    assert!(report.requests_per_task >= 2.0, "{report:?}");
-    assert!(report.requests_per_task < 5.0, "{report:?}");
+    assert!(report.requests_per_task > 1.0, "{report:?}");
+    assert!(report.requests_per_task < 4.0, "{report:?}");
 }

@@ -114,8 +114,9 @@ impl TaskStore for InstrumentedStore {
         self.observe("import", self.inner.import(tasks, now)).await
     }
 
-    async fn claim(&self, req: &ClaimRequest, now: Millis) -> Result<Option<Claim>> {
-        self.observe("claim", self.inner.claim(req, now)).await
+    async fn claim_batch(&self, req: &ClaimRequest, max: usize, now: Millis) -> Result<Vec<Claim>> {
+        self.observe("claim", self.inner.claim_batch(req, max, now))
+            .await
     }
 
     async fn heartbeat(

@@ -164,8 +164,15 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     /// same file again changes nothing. Callers validate the whole input first.
     async fn import(&self, tasks: &[TaskSpec], now: Millis) -> Result<ImportReport>;
 
+    /// Claims up to `max` pending tasks of `req.step` (at least one when `max` is 0), best
+    /// first; empty when there is none. Each claim is its own conditional write with its own
+    /// lease token, so a batch is only a way to pay for finding candidates once: a worker with
+    /// several free slots fills them with one call.
+    async fn claim_batch(&self, req: &ClaimRequest, max: usize, now: Millis) -> Result<Vec<Claim>>;
     /// Claims one pending task of `req.step`, or `None` when there is none.
-    async fn claim(&self, req: &ClaimRequest, now: Millis) -> Result<Option<Claim>>;
+    async fn claim(&self, req: &ClaimRequest, now: Millis) -> Result<Option<Claim>> {
+        Ok(self.claim_batch(req, 1, now).await?.into_iter().next())
+    }
     /// Extends the lease to `now + ttl`; returns the new expiry.
     async fn heartbeat(
         &self,

@@ -86,6 +86,9 @@ impl Phase {
 struct State {
     phase: Phase,
     drain_grace: Duration,
+    /// The worker's slots (a claim asks for the free ones).
+    slots: u32,
+    /// Slots running a task, and claimed tasks handed to a slot that has not started them yet.
     busy: u32,
     /// Claims in flight.
     claiming: u32,
@@ -128,8 +131,9 @@ impl Default for WorkerControl {
 
 /// What a slot may do next.
 pub(crate) enum Gate {
-    /// Claim now (the claim counts as in flight until `claimed`, `claim_empty` or `claim_failed`).
-    Claim,
+    /// Claim now, up to `max` tasks (the free slots, within `--max-tasks`). The claim counts
+    /// as in flight until `claimed`, `claim_empty` or `claim_failed`.
+    Claim { max: usize },
     /// Wait until then and ask again.
     WaitUntil(Instant),
     /// Stop claiming.
@@ -145,6 +149,7 @@ impl WorkerControl {
                 state: Mutex::new(State {
                     phase: Phase::Active,
                     drain_grace: Duration::from_secs(30),
+                    slots: 1,
                     busy: 0,
                     claiming: 0,
                     claimed: 0,
@@ -217,9 +222,16 @@ impl WorkerControl {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn configure(&self, drain_grace: Duration, max_tasks: Option<u64>, now: Millis) {
+    pub(crate) fn configure(
+        &self,
+        drain_grace: Duration,
+        slots: u32,
+        max_tasks: Option<u64>,
+        now: Millis,
+    ) {
         let mut st = self.lock();
         st.drain_grace = drain_grace;
+        st.slots = slots.max(1);
         st.max_tasks = max_tasks;
         st.last_busy_at = now;
         st.idle_since = Some(Instant::now());
@@ -300,18 +312,25 @@ impl WorkerControl {
             return Gate::WaitUntil(st.next_claim_at);
         }
         st.claiming += 1;
-        Gate::Claim
+        let free = u64::from(st.slots.saturating_sub(st.busy).max(1));
+        let left = st
+            .max_tasks
+            .map_or(free, |max| max.saturating_sub(st.claimed).max(1));
+        Gate::Claim {
+            max: free.min(left) as usize,
+        }
     }
 
-    /// Records a claim that got a task. Returns whether to run it: false when the worker
-    /// stopped claiming while the claim was in flight (the task is then handed back).
-    pub(crate) fn claimed(&self) -> bool {
+    /// Records a claim that got `n` tasks (each now counts as busy). Returns whether to run
+    /// them: false when the worker stopped claiming while the claim was in flight (they are
+    /// then handed back).
+    pub(crate) fn claimed(&self, n: u32) -> bool {
         let mut st = self.lock();
         st.claiming = st.claiming.saturating_sub(1);
         let run = st.phase.is_active();
         st.claim_backoff.reset();
-        st.busy += 1;
-        st.claimed += 1;
+        st.busy += n;
+        st.claimed += u64::from(n);
         st.idle_since = None;
         if std::mem::take(&mut st.idle_declared) {
             self.inner.registration.notify_one();
@@ -386,7 +405,7 @@ mod tests {
     #[tokio::test]
     async fn drain_twice_hands_back_at_once() {
         let c = WorkerControl::new();
-        c.configure(Duration::from_secs(30), None, 0);
+        c.configure(Duration::from_secs(30), 1, None, 0);
         c.drain();
         let Phase::Stopping { deadline, .. } = c.phase() else {
             panic!("not stopping")
@@ -409,12 +428,12 @@ mod tests {
     #[tokio::test]
     async fn idle_needs_an_empty_claim_and_no_busy_slot() {
         let c = WorkerControl::new();
-        c.configure(Duration::from_secs(1), None, 0);
-        assert!(matches!(c.begin_claim(), Gate::Claim));
-        assert!(c.claimed());
+        c.configure(Duration::from_secs(1), 1, None, 0);
+        assert!(matches!(c.begin_claim(), Gate::Claim { .. }));
+        assert!(c.claimed(1));
         assert!(!c.try_idle_stop(Duration::ZERO));
         c.task_done(1);
-        assert!(matches!(c.begin_claim(), Gate::Claim));
+        assert!(matches!(c.begin_claim(), Gate::Claim { .. }));
         c.claim_failed();
         assert!(
             !c.try_idle_stop(Duration::ZERO),
@@ -426,7 +445,7 @@ mod tests {
             let mut st = c.lock();
             st.next_claim_at = Instant::now();
         }
-        assert!(matches!(c.begin_claim(), Gate::Claim));
+        assert!(matches!(c.begin_claim(), Gate::Claim { .. }));
         c.claim_empty(Duration::from_secs(1));
         assert!(c.try_idle_stop(Duration::ZERO));
         assert_eq!(c.stop_reason(), Some(StopReason::Idle));
@@ -436,12 +455,33 @@ mod tests {
     #[tokio::test]
     async fn max_tasks_stops_claiming() {
         let c = WorkerControl::new();
-        c.configure(Duration::from_secs(1), Some(2), 0);
-        for _ in 0..2 {
-            assert!(matches!(c.begin_claim(), Gate::Claim));
-            assert!(c.claimed(), "the claim that reaches the limit still runs");
-        }
+        c.configure(Duration::from_secs(1), 4, Some(2), 0);
+        assert!(
+            matches!(c.begin_claim(), Gate::Claim { max: 2 }),
+            "4 free slots, 2 tasks left"
+        );
+        assert!(c.claimed(1));
+        assert!(matches!(c.begin_claim(), Gate::Claim { max: 1 }));
+        assert!(c.claimed(1), "the claim that reaches the limit still runs");
         assert_eq!(c.stop_reason(), Some(StopReason::MaxTasks));
         assert_eq!(c.busy_slots(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_claim_asks_for_the_free_slots() {
+        let c = WorkerControl::new();
+        c.configure(Duration::from_secs(1), 8, None, 0);
+        assert!(matches!(c.begin_claim(), Gate::Claim { max: 8 }));
+        assert!(c.claimed(3), "a batch of 3");
+        assert_eq!(c.busy_slots(), 3, "handed-over tasks count as busy at once");
+        assert!(matches!(c.begin_claim(), Gate::Claim { max: 5 }));
+        assert!(c.claimed(5));
+        assert!(
+            matches!(c.begin_claim(), Gate::Claim { max: 1 }),
+            "a claim always asks for at least one"
+        );
+        c.claim_empty(Duration::ZERO);
+        c.task_done(1);
+        assert!(matches!(c.begin_claim(), Gate::Claim { max: 1 }));
     }
 }

@@ -220,6 +220,10 @@ pub(crate) struct Ctx {
     pub control: WorkerControl,
     /// Held by the slot whose claim is in flight.
     pub claim_lock: tokio::sync::Mutex<()>,
+    /// Tasks a slot's batch claim took for the other free slots, each with whether to run it
+    /// (false: claimed as the worker stopped); they take them from here (under `claim_lock`)
+    /// before claiming themselves.
+    pub handed_over: std::sync::Mutex<std::collections::VecDeque<(crate::model::Claim, bool)>>,
 }
 
 /// Runs a worker until it drains, idles out, hits `--wall-time`/`--max-tasks` or is
@@ -283,13 +287,14 @@ pub async fn run_with(
     };
     let clock = crate::clock::system();
     let started_at = clock.now();
-    control.configure(cfg.drain_grace, cfg.max_tasks, started_at);
+    control.configure(cfg.drain_grace, cfg.slots, cfg.max_tasks, started_at);
     let ctx = Arc::new(Ctx {
         store,
         clock,
         cfg,
         control: control.clone(),
         claim_lock: tokio::sync::Mutex::new(()),
+        handed_over: Default::default(),
     });
     let cfg = &ctx.cfg;
     registration::register(&ctx, started_at)

@@ -1,6 +1,7 @@
 //! One slot: a loop that claims a task when the claim gate allows, runs it to its end and
 //! claims again, until the worker stops claiming. `--slots` of these run side by side.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,8 +34,16 @@ pub(crate) async fn slot_loop(ctx: Arc<Ctx>) -> Result<(), StoreError> {
     loop {
         // One claim in flight per worker: slots racing each other for the same head of the
         // queue would only add conditional-write conflicts (store requests) and no throughput.
+        // The claim asks for every free slot instead, and hands the extra tasks over.
         let claim_turn = ctx.claim_lock.lock().await;
-        match ctx.control.begin_claim() {
+        if let Some((claim, run)) = take_handed_over(&ctx) {
+            drop(claim_turn);
+            // Not started by a worker that is draining (or handing back) by now.
+            let run = run && ctx.control.phase().task_deadline().is_none();
+            start(&ctx, claim, run).await;
+            continue;
+        }
+        let max = match ctx.control.begin_claim() {
             Gate::Stop => return Ok(()),
             Gate::WaitUntil(at) => {
                 drop(claim_turn);
@@ -47,25 +56,35 @@ pub(crate) async fn slot_loop(ctx: Arc<Ctx>) -> Result<(), StoreError> {
                 }
                 continue;
             }
-            Gate::Claim => {}
-        }
-        let claimed =
-            tokio::time::timeout(claim_timeout, ctx.store.claim(&request, ctx.clock.now()))
-                .await
-                .unwrap_or_else(|_| Err(StoreError::unavailable("claim", "timed out")));
-        drop(claim_turn);
+            Gate::Claim { max } => max,
+        };
+        let claimed = tokio::time::timeout(
+            claim_timeout,
+            ctx.store.claim_batch(&request, max, ctx.clock.now()),
+        )
+        .await
+        .unwrap_or_else(|_| Err(StoreError::unavailable("claim", "timed out")));
         stats.claim_conflicts(&ctx.cfg.step, ctx.store.claim_conflicts());
         match claimed {
-            Ok(Some(claim)) => {
-                if ctx.control.claimed() {
-                    task_runner::run_task(ctx.clone(), claim).await;
-                } else {
-                    release_unstarted(&ctx, &claim).await;
+            Ok(claims) if !claims.is_empty() => {
+                // Counted busy at once (also those handed over), so that the next claim asks
+                // only for the slots still free.
+                // False when the worker stopped claiming while the claim was in flight.
+                let run = ctx.control.claimed(claims.len() as u32);
+                let mut claims = claims.into_iter();
+                let first = claims.next();
+                lock_handed_over(&ctx).extend(claims.map(|c| (c, run)));
+                drop(claim_turn);
+                if let Some(claim) = first {
+                    start(&ctx, claim, run).await;
                 }
-                ctx.control.task_done(ctx.clock.now());
             }
-            Ok(None) => ctx.control.claim_empty(spread(ctx.cfg.poll_interval, 0.2)),
+            Ok(_) => {
+                drop(claim_turn);
+                ctx.control.claim_empty(spread(ctx.cfg.poll_interval, 0.2));
+            }
             Err(e) => {
+                drop(claim_turn);
                 let retry_in = ctx.control.claim_failed();
                 ClaimFailed {
                     step: &ctx.cfg.step,
@@ -79,6 +98,24 @@ pub(crate) async fn slot_loop(ctx: Arc<Ctx>) -> Result<(), StoreError> {
             }
         }
     }
+}
+
+fn lock_handed_over(ctx: &Ctx) -> std::sync::MutexGuard<'_, VecDeque<(Claim, bool)>> {
+    ctx.handed_over.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn take_handed_over(ctx: &Ctx) -> Option<(Claim, bool)> {
+    lock_handed_over(ctx).pop_front()
+}
+
+/// Runs a claimed task (already counted busy) to its end, or hands it back unstarted.
+async fn start(ctx: &Arc<Ctx>, claim: Claim, run: bool) {
+    if run {
+        task_runner::run_task(ctx.clone(), claim).await;
+    } else {
+        release_unstarted(ctx, &claim).await;
+    }
+    ctx.control.task_done(ctx.clock.now());
 }
 
 /// Hands back a task claimed just as the worker stopped claiming (it was never started).

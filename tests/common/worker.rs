@@ -156,9 +156,14 @@ impl TaskStore for FaultyStore {
         self.check("import")?;
         self.inner.import(tasks, now).await
     }
-    async fn claim(&self, req: &ClaimRequest, now: Millis) -> Result<Option<Claim>, StoreError> {
+    async fn claim_batch(
+        &self,
+        req: &ClaimRequest,
+        max: usize,
+        now: Millis,
+    ) -> Result<Vec<Claim>, StoreError> {
         self.check("claim")?;
-        self.inner.claim(req, now).await
+        self.inner.claim_batch(req, max, now).await
     }
     async fn heartbeat(
         &self,

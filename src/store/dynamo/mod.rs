@@ -51,6 +51,8 @@ const CONTENDED_CLAIM_PAGE: i32 = 64;
 /// Claim queries before giving up with a retryable error (each one after a page of lost
 /// races; only reached under heavy contention).
 const CLAIM_ROUNDS: u32 = 20;
+/// Most tasks one `claim_batch` call takes (a worker asks for its free slots).
+const MAX_CLAIM_BATCH: usize = 32;
 /// Concurrent conditional writes in sweeps (requeue_expired, promote_waiting) and queries in
 /// list.
 const SWEEP_CONCURRENCY: usize = 8;
@@ -715,13 +717,20 @@ impl TaskStore for DynamoStore {
         Ok(report)
     }
 
-    async fn claim(&self, req: &ClaimRequest, now: Millis) -> Result<Option<Claim>> {
+    async fn claim_batch(&self, req: &ClaimRequest, max: usize, now: Millis) -> Result<Vec<Claim>> {
         const OP: &str = "claim";
+        let want = max.clamp(1, MAX_CLAIM_BATCH);
         let pending = state_pk(&req.step, TaskState::Pending);
         let mut start: Option<Item> = None;
+        let mut claims = Vec::with_capacity(want);
         for round in 0..CLAIM_ROUNDS {
             let from_head = start.is_none();
             let contended = self.contention.recent();
+            let page_size = if contended {
+                CONTENDED_CLAIM_PAGE
+            } else {
+                CLAIM_PAGE
+            };
             let (page, _, next) = self
                 .query_page(
                     OP,
@@ -729,25 +738,49 @@ impl TaskStore for DynamoStore {
                     &Sk::Any,
                     Some(&[PK, ID, GSI1SK]),
                     false,
-                    Some(if contended {
-                        CONTENDED_CLAIM_PAGE
-                    } else {
-                        CLAIM_PAGE
-                    }),
+                    // Room for the whole batch and for losing some races on the way.
+                    Some(page_size.max(2 * want as i32)),
                     start.take(),
                 )
                 .await?;
             if page.is_empty() {
                 if from_head {
-                    return Ok(None);
+                    return Ok(claims);
                 }
                 continue; // ran off the end after lost races: start over from the head
             }
-            for id in order_candidates(&page, contended) {
-                if let Some(claim) = self.try_claim(req, &id, now).await? {
-                    return Ok(Some(claim));
+            // The batch's conditional writes go out together; candidates lost to another
+            // worker are replaced by the next ones of the page.
+            let mut candidates = order_candidates(&page, contended).into_iter();
+            let mut failure = None;
+            loop {
+                let wave: Vec<String> = candidates.by_ref().take(want - claims.len()).collect();
+                if wave.is_empty() {
+                    break;
                 }
-                self.contention.lost_race();
+                let tries = wave.iter().map(|id| self.try_claim(req, id, now));
+                for tried in futures::future::join_all(tries).await {
+                    match tried {
+                        Ok(Some(claim)) => claims.push(claim),
+                        Ok(None) => self.contention.lost_race(),
+                        Err(e) => failure = Some(e),
+                    }
+                }
+                if let Some(e) = failure.take() {
+                    // Hand over what was taken (its leases are held); the next call meets the
+                    // error again if it lasts.
+                    return if claims.is_empty() {
+                        Err(e)
+                    } else {
+                        Ok(claims)
+                    };
+                }
+                if claims.len() >= want {
+                    return Ok(claims);
+                }
+            }
+            if !claims.is_empty() {
+                return Ok(claims);
             }
             // Every candidate was taken (or the index was stale): look further down the queue,
             // wrapping to the head at its end; back off a little under sustained contention.
