@@ -74,7 +74,7 @@ pub struct SimulateArgs {
     #[arg(long, help_heading = "Fleet (without --manifests)")]
     pub tasks_per_instance: Option<u32>,
     /// Fleet: idle time before an extra instance is removed.
-    #[arg(long, value_parser = parse_duration, default_value = "5m", help_heading = "Fleet (without --manifests)")]
+    #[arg(long, value_parser = parse_duration, default_value = "90s", help_heading = "Fleet (without --manifests)")]
     pub scale_down_delay: Duration,
     /// Fleet: time a new instance has to register its worker.
     #[arg(long, value_parser = parse_duration, default_value = "10m", help_heading = "Fleet (without --manifests)")]

@@ -117,7 +117,7 @@ fn schema_covers_both_kinds() {
         .as_str()
         .unwrap()
         .contains("Lease duration"));
-    assert_eq!(spec["properties"]["scaleDownDelay"]["default"], "5m");
+    assert_eq!(spec["properties"]["scaleDownDelay"]["default"], "90s");
 }
 
 /// A broken input, and what its error must mention.

@@ -108,9 +108,14 @@ pub struct FleetSpec {
     #[schemars(range(min = 1))]
     pub tasks_per_instance: Option<u32>,
     /// How long an instance's worker must have been idle before the instance is removed when
-    /// the fleet is larger than needed, e.g. `2m`.
+    /// the fleet is larger than needed, e.g. `5m`. The default is about what an EC2 instance
+    /// takes to boot and register its worker: keeping an idle instance longer than a
+    /// replacement takes to boot can cost more instance time than it saves, and waiting that
+    /// long costs at most twice what the best choice in hindsight would (ski rental). Set it
+    /// higher when instances boot more slowly or when new work tends to arrive a few minutes
+    /// after the backlog drains.
     #[serde(default = "default_scale_down_delay", with = "humantime_serde")]
-    #[schemars(with = "String", extend("default" = "5m"))]
+    #[schemars(with = "String", extend("default" = "90s"))]
     pub scale_down_delay: Duration,
     /// How long a new instance may take to register its worker before it is terminated as
     /// broken, e.g. `10m`.
@@ -315,7 +320,7 @@ pub struct ControllerSpec {
 /// Default `slotsPerInstance`.
 pub const DEFAULT_SLOTS: u32 = 1;
 /// Default `scaleDownDelay`.
-pub const DEFAULT_SCALE_DOWN_DELAY: Duration = Duration::from_secs(5 * 60);
+pub const DEFAULT_SCALE_DOWN_DELAY: Duration = Duration::from_secs(90);
 /// Default `bootTimeout`.
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Default `leaseTTL`.
