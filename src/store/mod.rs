@@ -15,6 +15,9 @@
 //!
 //! * **claim** moves one pending task of a step to running in a single conditional write,
 //!   setting `owner`, a fresh random `token`, `expires_at = now + ttl` and `attempts += 1`.
+//!   A worker with several free slots claims a batch: it finds the candidates once (DynamoDB:
+//!   one Query of the pending index) and sends one such write per task, each with its own
+//!   token.
 //! * **heartbeat**, **complete** and **release** succeed only while the task is running with the
 //!   same token. A worker whose lease expired and whose task was re-claimed gets
 //!   [`StoreError::LeaseLost`]; its result is discarded, so a result is recorded exactly once.

@@ -9,6 +9,8 @@
 //!        └─ wall-time timer, idle-exit check
 //! ```
 //!
+//! * **Claims.** One claim in flight per worker, for all its free slots at once: the slot
+//!   whose turn it is claims a batch and hands the extra tasks to the slots queued behind it.
 //! * **Leases.** A task is killed (its whole process group) and its result never written when
 //!   the store answers `LeaseLost`, or when the lease's own expiry passes without a successful
 //!   heartbeat: a worker cut off from the store must not keep running a task someone else may
