@@ -90,6 +90,9 @@ struct State {
     slots: u32,
     /// Slots running a task, and claimed tasks handed to a slot that has not started them yet.
     busy: u32,
+    /// Busy slots whose task process has ended: they are only writing its result, so the next
+    /// claim already asks on their behalf (the task waits one store write for them).
+    finishing: u32,
     /// Claims in flight.
     claiming: u32,
     /// Tasks claimed so far.
@@ -151,6 +154,7 @@ impl WorkerControl {
                     drain_grace: Duration::from_secs(30),
                     slots: 1,
                     busy: 0,
+                    finishing: 0,
                     claiming: 0,
                     claimed: 0,
                     max_tasks: None,
@@ -312,7 +316,8 @@ impl WorkerControl {
             return Gate::WaitUntil(st.next_claim_at);
         }
         st.claiming += 1;
-        let free = u64::from(st.slots.saturating_sub(st.busy).max(1));
+        let occupied = st.busy.saturating_sub(st.finishing);
+        let free = u64::from(st.slots.saturating_sub(occupied).max(1));
         let left = st
             .max_tasks
             .map_or(free, |max| max.saturating_sub(st.claimed).max(1));
@@ -364,10 +369,18 @@ impl WorkerControl {
         delay
     }
 
-    /// A slot finished its task.
-    pub(crate) fn task_done(&self, now: Millis) {
+    /// A slot's task process ended; the slot goes on to record the result.
+    pub(crate) fn task_exited(&self) {
+        self.lock().finishing += 1;
+    }
+
+    /// A slot finished its task (`exited`: after [`Self::task_exited`]).
+    pub(crate) fn task_done(&self, now: Millis, exited: bool) {
         let mut st = self.lock();
         st.busy = st.busy.saturating_sub(1);
+        if exited {
+            st.finishing = st.finishing.saturating_sub(1);
+        }
         st.last_busy_at = now;
         if st.busy == 0 {
             st.idle_since = Some(Instant::now());
@@ -432,7 +445,7 @@ mod tests {
         assert!(matches!(c.begin_claim(), Gate::Claim { .. }));
         assert!(c.claimed(1));
         assert!(!c.try_idle_stop(Duration::ZERO));
-        c.task_done(1);
+        c.task_done(1, false);
         assert!(matches!(c.begin_claim(), Gate::Claim { .. }));
         c.claim_failed();
         assert!(
@@ -481,7 +494,18 @@ mod tests {
             "a claim always asks for at least one"
         );
         c.claim_empty(Duration::ZERO);
-        c.task_done(1);
+        c.task_done(1, false);
         assert!(matches!(c.begin_claim(), Gate::Claim { max: 1 }));
+        c.claim_empty(Duration::ZERO);
+        c.task_exited();
+        c.task_exited();
+        assert!(
+            matches!(c.begin_claim(), Gate::Claim { max: 3 }),
+            "slots only recording a result are asked for"
+        );
+        c.claim_empty(Duration::ZERO);
+        c.task_done(2, true);
+        assert!(matches!(c.begin_claim(), Gate::Claim { max: 3 }));
+        assert_eq!(c.busy_slots(), 6);
     }
 }

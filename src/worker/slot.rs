@@ -115,7 +115,7 @@ async fn start(ctx: &Arc<Ctx>, claim: Claim, run: bool) {
     } else {
         release_unstarted(ctx, &claim).await;
     }
-    ctx.control.task_done(ctx.clock.now());
+    ctx.control.task_done(ctx.clock.now(), run);
 }
 
 /// Hands back a task claimed just as the worker stopped claiming (it was never started).

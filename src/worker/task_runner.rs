@@ -144,6 +144,8 @@ pub(crate) async fn run_task(ctx: Arc<Ctx>, claim: Claim) {
         }
     };
     let duration = t0.elapsed();
+    // From here on the slot only records the result: the next claim may count it as free.
+    ctx.control.task_exited();
     let lost = keeper.status().lost;
     if exec.cause == Some(StopCause::LeaseLost) || lost == Some(LostCause::TakenOver) {
         emit_lease_lost(
