@@ -230,6 +230,13 @@ async fn exit_codes_decide_the_outcome(h: Harness) {
 
     let t = get(&h.store, step, "second-try").await;
     assert_eq!((t.state, t.attempts), (TaskState::Succeeded, 2));
+    // A task that prints nothing leaves no log file (it is created with the first byte).
+    assert_eq!(t.result.unwrap().log_tail, "");
+    for attempt in [1, 2] {
+        let log = dir.path().join("logs").join(step);
+        let log = log.join(format!("second-try.{attempt}.log"));
+        assert!(!log.exists(), "{} exists", log.display());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -55,20 +55,39 @@ pub struct UpArgs {
 
 /// How often `up` checks for the end of the run between controller passes.
 const PROGRESS_TICK: Duration = Duration::from_millis(200);
+/// The shortest wait between two looks (when the last tasks are about to finish).
+const FINAL_TICK: Duration = Duration::from_millis(10);
 
-/// Whether every task of every step is in a final state (false on a store error: the next
-/// pass reports it).
-async fn all_final(store: &crate::store::SharedStore) -> bool {
-    let Ok(steps) = store.steps().await else {
-        return false;
-    };
-    for step in steps {
-        match store.counts(&step).await {
-            Ok(c) if c.unfinished() == 0 => {}
-            _ => return false,
-        }
+/// Tasks not yet in a final state, over every step (`None` on a store error: the next pass
+/// reports it).
+async fn unfinished_tasks(store: &crate::store::SharedStore) -> Option<u64> {
+    let mut n = 0;
+    for step in store.steps().await.ok()? {
+        n += store.counts(&step).await.ok()?.unfinished();
     }
-    true
+    Some(n)
+}
+
+/// The wait before the next look for the end of the run: when the rest should be done at the
+/// rate seen since the last look (`since` ago, `before` tasks unfinished then, `now` now), so
+/// the end is noticed within a few milliseconds rather than up to a [`PROGRESS_TICK`] later;
+/// twice the last wait while nothing finishes. Between [`FINAL_TICK`] and [`PROGRESS_TICK`],
+/// and never shorter than 20 times what a look takes (a large store).
+fn next_tick(
+    tick: Duration,
+    before: Option<u64>,
+    now: Option<u64>,
+    since: Duration,
+    look_took: Duration,
+) -> Duration {
+    let wait = match (before, now) {
+        (Some(b), Some(n)) if b > n && !since.is_zero() => since.mul_f64(n as f64 / (b - n) as f64),
+        (Some(_), Some(_)) => tick * 2,
+        _ => PROGRESS_TICK,
+    };
+    wait.clamp(FINAL_TICK, PROGRESS_TICK)
+        .max(look_took * 20)
+        .min(PROGRESS_TICK)
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -245,19 +264,35 @@ pub async fn run(args: UpArgs, store_flag: Option<&str>) -> anyhow::Result<ExitC
                 break;
             }
         }
-        // Until the next pass, look at the counts a few times a second: when the last task
-        // finishes, pass at once instead of up to an interval later.
+        // Until the next pass, look at the counts a few times a second, and when the last
+        // tasks are due to finish (see `next_tick`): when they have, pass at once instead of up
+        // to an interval later.
         let next_pass = tokio::time::Instant::now() + cfg.interval;
+        let mut left = Some(unfinished);
+        let mut looked_at = tokio::time::Instant::now();
+        let mut tick = PROGRESS_TICK;
         loop {
-            let tick = (tokio::time::Instant::now() + PROGRESS_TICK).min(next_pass);
+            let at = match finished_at {
+                None => (tokio::time::Instant::now() + tick).min(next_pass),
+                // Lingering: nothing to look for until the next pass.
+                Some(_) => next_pass,
+            };
             tokio::select! {
-                _ = tokio::time::sleep_until(tick) => {}
+                _ = tokio::time::sleep_until(at) => {}
                 _ = &mut shutdown => { interrupted = true; break 'passes; }
             }
-            if tokio::time::Instant::now() >= next_pass
-                || (finished_at.is_none() && all_final(&store).await)
-            {
+            if tokio::time::Instant::now() >= next_pass {
                 break;
+            }
+            if finished_at.is_none() {
+                let started = tokio::time::Instant::now();
+                let now = unfinished_tasks(&store).await;
+                if now == Some(0) {
+                    break;
+                }
+                let since = started - looked_at;
+                tick = next_tick(tick, left, now, since, started.elapsed());
+                (left, looked_at) = (now, started);
             }
         }
     }
@@ -347,4 +382,46 @@ pub async fn run(args: UpArgs, store_flag: Option<&str>) -> anyhow::Result<ExitC
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_of_run_is_looked_for_when_it_is_due() {
+        let ms = Duration::from_millis;
+        // 100 of 1000 tasks finished in the last 200 ms: the rest takes longer than a tick.
+        assert_eq!(
+            next_tick(PROGRESS_TICK, Some(1000), Some(900), ms(200), ms(1)),
+            PROGRESS_TICK
+        );
+        // 300 finished in 200 ms, 60 left: look again in 40 ms...
+        assert_eq!(
+            next_tick(PROGRESS_TICK, Some(360), Some(60), ms(200), ms(1)),
+            ms(40)
+        );
+        // ...not sooner than FINAL_TICK when just a few are left...
+        assert_eq!(
+            next_tick(ms(40), Some(60), Some(1), ms(40), ms(0)),
+            FINAL_TICK
+        );
+        // ...and never more often than 20 times a look's duration.
+        assert_eq!(next_tick(ms(40), Some(60), Some(1), ms(40), ms(2)), ms(40));
+        // Nothing finished: less and less often.
+        assert_eq!(next_tick(ms(10), Some(7), Some(7), ms(10), ms(0)), ms(20));
+        assert_eq!(
+            next_tick(ms(160), Some(7), Some(7), ms(160), ms(0)),
+            PROGRESS_TICK
+        );
+        // No earlier look, or the store failed: the normal tick.
+        assert_eq!(
+            next_tick(ms(10), None, Some(7), ms(10), ms(0)),
+            PROGRESS_TICK
+        );
+        assert_eq!(
+            next_tick(ms(10), Some(9), None, ms(10), ms(0)),
+            PROGRESS_TICK
+        );
+    }
 }

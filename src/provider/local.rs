@@ -65,23 +65,28 @@ impl LocalFleet {
     }
 
     /// SIGTERMs every worker and waits up to `grace` for them to drain, then kills the rest.
+    /// The workers leave the process table: it is waited on each process, not polled.
     pub async fn shutdown(&self, grace: Duration) {
         let ids: Vec<String> = match self.procs() {
             Ok(p) => p.keys().cloned().collect(),
             Err(_) => return,
         };
         let _ = self.terminate(&ids).await;
+        let mut children: Vec<Child> = match self.procs() {
+            Ok(mut p) => std::mem::take(&mut *p)
+                .into_values()
+                .map(|p| p.child)
+                .collect(),
+            Err(_) => return,
+        };
         let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let remaining = self.list().await.map(|l| l.len()).unwrap_or(0);
-            if remaining == 0 || tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if let Ok(mut procs) = self.procs() {
-            for p in procs.values_mut() {
-                let _ = p.child.start_kill();
+        futures::future::join_all(children.iter_mut().map(|c| async move {
+            let _ = tokio::time::timeout_at(deadline, c.wait()).await;
+        }))
+        .await;
+        for c in &mut children {
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = c.start_kill();
             }
         }
     }

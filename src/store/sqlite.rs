@@ -386,8 +386,9 @@ impl TaskStore for SqliteStore {
                 Outcome::Failed => (false, false),
                 Outcome::FailedPermanently => (false, true),
             };
+            // Cached: one completion per task, the statement is compiled once per connection.
             let state: Option<String> = c
-                .query_row(
+                .prepare_cached(
                     "UPDATE tasks SET \
                        state = CASE WHEN ?4 THEN 'succeeded' \
                                     WHEN ?5 OR attempts >= max_attempts THEN 'failed' \
@@ -396,10 +397,14 @@ impl TaskStore for SqliteStore {
                        result = ?6, reason = CASE WHEN ?4 THEN NULL ELSE ?7 END, updated_at = ?8 \
                      WHERE step = ?1 AND id = ?2 AND state = 'running' AND lease_token = ?3 \
                      RETURNING state",
-                    params![step, id, token, succeeded, permanent, result, reason, now],
-                    |r| r.get(0),
                 )
-                .optional()
+                .and_then(|mut stmt| {
+                    stmt.query_row(
+                        params![step, id, token, succeeded, permanent, result, reason, now],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                })
                 .map_err(|e| map_err(OP, e))?;
             match state {
                 Some(s) => parse_state(OP, &s),

@@ -1,8 +1,14 @@
 //! Task processes: `/bin/sh -c SCRIPT sh ARGS...` in a process group of its own, so the whole
 //! tree can be stopped (SIGTERM, then SIGKILL after a short grace); log files and their tails.
+//!
+//! A task's output goes through a pipe the worker copies to the log file, keeping the last
+//! bytes for the result: the file is created with the first byte, so a task that prints
+//! nothing costs no file (creating one is most of what a short task costs besides its fork
+//! and exec), and the tail needs no second read of the file.
 
 use std::io::{self, SeekFrom};
 use std::path::Path;
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +16,10 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 use tokio::sync::{watch, Mutex};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// Time between SIGTERM and SIGKILL when a task is stopped.
@@ -218,6 +226,13 @@ pub(crate) async fn read_tail(path: &Path, start: u64, max: usize) -> io::Result
     file.seek(SeekFrom::Start(from)).await?;
     let mut buf = Vec::with_capacity((len - from) as usize);
     file.take(len - from).read_to_end(&mut buf).await?;
+    Ok(tail_text(&buf, max))
+}
+
+/// The last `max` bytes of `buf` as UTF-8 (invalid sequences replaced, a character cut at the
+/// front dropped).
+pub(crate) fn tail_text(buf: &[u8], max: usize) -> String {
+    let buf = &buf[buf.len().saturating_sub(max)..];
     // Skip UTF-8 continuation bytes of a character cut by the window.
     let skip = buf
         .iter()
@@ -225,7 +240,146 @@ pub(crate) async fn read_tail(path: &Path, start: u64, max: usize) -> io::Result
         .take_while(|b| (**b & 0b1100_0000) == 0b1000_0000)
         .count();
     let text = String::from_utf8_lossy(&buf[skip..]);
-    Ok(crate::model::tail_utf8(&text, max))
+    crate::model::tail_utf8(&text, max)
+}
+
+/// What the capture of a task's output saw.
+#[derive(Debug, Default)]
+struct Captured {
+    /// The last bytes read (at most twice the tail length).
+    tail: Vec<u8>,
+    /// Why the log file could not be written, if it could not.
+    error: Option<String>,
+}
+
+impl Captured {
+    fn push(&mut self, data: &[u8], max: usize) {
+        if data.len() >= max {
+            self.tail.clear();
+            self.tail.extend_from_slice(&data[data.len() - max..]);
+            return;
+        }
+        self.tail.extend_from_slice(data);
+        if self.tail.len() > 2 * max {
+            let cut = self.tail.len() - max;
+            self.tail.drain(..cut);
+        }
+    }
+}
+
+/// A task's stdout and stderr: one pipe (both streams interleaved as written, as in a shared
+/// file) whose contents a background task appends to the log file, creating the file (and
+/// its directory) with the first byte, and whose last bytes it keeps for the result.
+#[derive(Debug)]
+pub(crate) struct OutputCapture {
+    state: Arc<std::sync::Mutex<Captured>>,
+    pump: JoinHandle<()>,
+    path: PathBuf,
+    max: usize,
+}
+
+impl OutputCapture {
+    /// The capture of output appended to `path`, keeping the last `max` bytes, and the
+    /// stdout and stderr to give the process. Output stops being read when every holder of
+    /// the write end (the process, its descendants) is gone.
+    pub(crate) fn start(path: &Path, max: usize) -> io::Result<(OutputCapture, Stdio, Stdio)> {
+        let (tx, rx) = pipe::pipe()?;
+        let out = tx.into_blocking_fd()?;
+        let err = out.try_clone()?;
+        let state = Arc::new(std::sync::Mutex::new(Captured::default()));
+        let pump = tokio::spawn(pump_to_log(rx, path.to_path_buf(), max, state.clone()));
+        let capture = OutputCapture {
+            state,
+            pump,
+            path: path.to_path_buf(),
+            max,
+        };
+        Ok((capture, Stdio::from(out), Stdio::from(err)))
+    }
+
+    /// Waits up to `drain` for the output to end (the process has exited: normally it ends at
+    /// once) and returns the tail of what was written. Output still coming after `drain` (a
+    /// descendant outside the process group holds the pipe) still goes to the log file.
+    pub(crate) async fn finish(mut self, drain: Duration) -> String {
+        // Not done in time: the pump is left running (detached), not aborted.
+        let _ = tokio::time::timeout(drain, &mut self.pump).await;
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tail = tail_text(&st.tail, self.max);
+        if let Some(e) = &st.error {
+            let note = format!("(log {} not written: {e})", self.path.display());
+            if !tail.is_empty() && !tail.ends_with('\n') {
+                tail.push('\n');
+            }
+            tail.push_str(&note);
+            tail = crate::model::tail_utf8(&tail, self.max);
+        }
+        tail
+    }
+}
+
+/// Copies the pipe into the log file (opened with the first byte) and keeps its tail. A log
+/// file that cannot be written does not stop the reading: the process must not block on a
+/// full pipe, and the tail is still kept.
+async fn pump_to_log(
+    mut rx: pipe::Receiver,
+    path: PathBuf,
+    max: usize,
+    state: Arc<std::sync::Mutex<Captured>>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut file: Option<tokio::fs::File> = None;
+    let mut failed = false;
+    let fail = |e: io::Error| {
+        tracing::warn!(log = %path.display(), error = %e, "cannot write a task log file");
+        state.lock().unwrap_or_else(|p| p.into_inner()).error = Some(e.to_string());
+    };
+    loop {
+        let n = match rx.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                fail(e);
+                break;
+            }
+        };
+        state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(&buf[..n], max);
+        if failed {
+            continue;
+        }
+        if file.is_none() {
+            let p = path.clone();
+            match tokio::task::spawn_blocking(move || open_log(&p)).await {
+                Ok(Ok((f, _))) => file = Some(tokio::fs::File::from_std(f)),
+                Ok(Err(e)) => {
+                    failed = true;
+                    fail(e);
+                    continue;
+                }
+                Err(e) => {
+                    failed = true;
+                    fail(io::Error::other(e));
+                    continue;
+                }
+            }
+        }
+        if let Some(f) = file.as_mut() {
+            if let Err(e) = f.write_all(&buf[..n]).await {
+                failed = true;
+                file = None;
+                fail(e);
+            }
+        }
+    }
+    if let Some(mut f) = file {
+        // The file's writes are done in the background: wait for the last one.
+        if let Err(e) = f.flush().await {
+            fail(e);
+        }
+    }
 }
 
 /// A log file shared by concurrently running sub-commands; writes are whole chunks.
@@ -346,6 +500,81 @@ mod tests {
         assert_eq!(cause, Some(StopCause::HandBack));
         assert_eq!(exit, Exit::Signal(9));
         assert!(t.elapsed() >= KILL_GRACE);
+    }
+
+    /// Runs `script` with its output captured into `path`; the tail, once `drain` passed.
+    async fn captured(script: &str, path: &Path, max: usize, drain: Duration) -> String {
+        let (capture, out, err) = OutputCapture::start(path, max).unwrap();
+        let (_tx, mut rx) = watch::channel(None);
+        let mut g = Group::spawn(&sh(script), out, err).unwrap();
+        assert_eq!(g.wait_or_stop(None, &mut rx).await, (Exit::Code(0), None));
+        capture.finish(drain).await
+    }
+
+    #[tokio::test]
+    async fn output_goes_to_a_log_created_with_the_first_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let silent = dir.path().join("step").join("silent.1.log");
+        let tail = captured("true", &silent, 100, Duration::from_secs(5)).await;
+        assert_eq!(tail, "");
+        assert!(
+            !silent.exists(),
+            "a task that prints nothing has no log file"
+        );
+        assert!(!silent.parent().unwrap().exists());
+
+        let log = dir.path().join("step").join("t.1.log");
+        let script = "echo out; echo err >&2; printf '%0100d' 0";
+        let tail = captured(script, &log, 50, Duration::from_secs(5)).await;
+        assert_eq!(tail, "0".repeat(50), "the last 50 bytes");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text, format!("out\nerr\n{}", "0".repeat(100)));
+
+        // Another run of the same attempt appends; its tail is its own output only.
+        let tail = captured("echo again", &log, 50, Duration::from_secs(5)).await;
+        assert_eq!(tail, "again\n");
+        assert!(std::fs::read_to_string(&log).unwrap().ends_with("0again\n"));
+    }
+
+    #[tokio::test]
+    async fn output_held_by_an_escaped_descendant_does_not_hold_the_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("t.1.log");
+        // `setsid` leaves the process group (given the time to, before the task ends and its
+        // group is killed): it outlives the task and keeps the pipe open.
+        let script = "setsid sh -c 'sleep 1.5; echo late' & sleep 0.3; echo early";
+        let t = std::time::Instant::now();
+        let tail = captured(script, &log, 100, Duration::from_millis(200)).await;
+        assert!(
+            t.elapsed() < Duration::from_millis(1400),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(tail, "early\n");
+        // What it writes later still goes to the log file.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&log).unwrap().contains("late") {
+            assert!(
+                Instant::now() < deadline,
+                "the late output never reached the log"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "early\nlate\n");
+    }
+
+    #[test]
+    fn captured_tail_keeps_the_last_bytes() {
+        let mut c = Captured::default();
+        for chunk in ["abc", "defg", "hi"] {
+            c.push(chunk.as_bytes(), 4);
+        }
+        assert_eq!(tail_text(&c.tail, 4), "fghi");
+        c.push(b"0123456789", 4);
+        assert_eq!(c.tail, b"6789");
+        // A character cut at the front of the window is dropped, not mangled.
+        assert_eq!(tail_text("aéb".as_bytes(), 2), "b");
+        assert_eq!(tail_text("aéb".as_bytes(), 3), "éb");
     }
 
     #[tokio::test]

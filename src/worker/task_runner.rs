@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::events::{ResultLost, TaskFinished, TaskHandedBack, TaskLeaseLost, TaskStarted};
 use super::lease::{write_fenced, Fenced, LeaseKeeper, LeaseRef, LostCause, Write};
-use super::process::{self, Exit, Group, SharedLog, ShellCommand, StopCause};
+use super::process::{self, Exit, Group, OutputCapture, SharedLog, ShellCommand, StopCause};
 use super::Ctx;
 use crate::clock::Millis;
 use crate::model::{
@@ -31,8 +31,8 @@ struct Exec {
     /// The script could not be started (log file, fork).
     spawn_error: Option<String>,
     subtasks: Vec<SubtaskResult>,
-    /// Offset in the log file where this attempt's output starts.
-    log_start: u64,
+    /// The end of this attempt's output.
+    log_tail: String,
 }
 
 /// Decides the outcome of an attempt, its recorded exit code and its error label.
@@ -177,16 +177,12 @@ pub(crate) async fn run_task(ctx: Arc<Ctx>, claim: Claim) {
     }
 
     let (outcome, exit_code, error) = classify(spec, &exec);
-    let log_tail = match process::read_tail(&log_path, exec.log_start, LOG_TAIL_BYTES).await {
-        Ok(t) => t,
-        Err(e) => format!("(log {} unreadable: {e})", log_path.display()),
-    };
     let completion = Completion {
         outcome,
         result: TaskResult {
             exit_code,
             duration_ms: duration.as_millis() as i64,
-            log_tail,
+            log_tail: exec.log_tail,
             instance_id: ctx.cfg.instance_id.clone(),
             worker_id: ctx.cfg.worker_id.clone(),
             started_at,
@@ -291,32 +287,36 @@ async fn execute(
         cause: None,
         spawn_error: None,
         subtasks: Vec::new(),
-        log_start: 0,
+        log_tail: String::new(),
     };
-    let (file, start) = match process::open_log(log_path) {
-        Ok(f) => f,
+    if !spec.subtasks.is_empty() {
+        let (file, start) = match process::open_log(log_path) {
+            Ok(f) => f,
+            Err(e) => {
+                exec.spawn_error = Some(format!("cannot open log {}: {e}", log_path.display()));
+                return exec;
+            }
+        };
+        run_subtasks(spec, env, file, deadline, stop, &mut exec).await;
+        exec.log_tail = match process::read_tail(log_path, start, LOG_TAIL_BYTES).await {
+            Ok(t) => t,
+            Err(e) => format!("(log {} unreadable: {e})", log_path.display()),
+        };
+        return exec;
+    }
+    let (capture, out, err) = match OutputCapture::start(log_path, LOG_TAIL_BYTES) {
+        Ok(c) => c,
         Err(e) => {
-            exec.spawn_error = Some(format!("cannot open log {}: {e}", log_path.display()));
+            exec.spawn_error = Some(format!("cannot create the output pipe: {e}"));
             return exec;
         }
     };
-    exec.log_start = start;
-    if !spec.subtasks.is_empty() {
-        run_subtasks(spec, env, file, deadline, stop, &mut exec).await;
-        return exec;
-    }
-    let stdio = file
-        .try_clone()
-        .map(|f2| (Stdio::from(file), Stdio::from(f2)));
-    let spawned = stdio.and_then(|(out, err)| {
-        let cmd = ShellCommand {
-            script: &spec.script,
-            args: &spec.args,
-            env: &env,
-        };
-        Group::spawn(&cmd, out, err)
-    });
-    match spawned {
+    let cmd = ShellCommand {
+        script: &spec.script,
+        args: &spec.args,
+        env: &env,
+    };
+    match Group::spawn(&cmd, out, err) {
         Ok(mut group) => {
             let (exit, cause) = group.wait_or_stop(deadline, &mut stop).await;
             exec.exit = Some(exit);
@@ -324,8 +324,14 @@ async fn execute(
         }
         Err(e) => exec.spawn_error = Some(e.to_string()),
     }
+    exec.log_tail = capture.finish(OUTPUT_DRAIN).await;
     exec
 }
+
+/// How long the output of a finished task may still be waited for before its result is
+/// recorded: normally it ends with the process group; a descendant that left the group may
+/// hold the pipe open (what it writes later still goes to the log file, not to the tail).
+const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
 
 /// Sub-commands with bounded parallelism, each in its own process group; their output goes to
 /// the task's log with every line prefixed `[i] `.
@@ -473,7 +479,7 @@ mod tests {
             cause,
             spawn_error: None,
             subtasks: Vec::new(),
-            log_start: 0,
+            log_tail: String::new(),
         }
     }
 
