@@ -3,7 +3,9 @@
 //!
 //! * **dispatch**: W in-process workers × S slots run trivial tasks (`true`) on SQLite and on
 //!   DynamoDB Local ([`crate::worker::bench_dispatch`]); beside it, DynamoDB Local's raw
-//!   conditional `UpdateItem` rate at the same concurrency from a bare SDK loop.
+//!   conditional `UpdateItem` rate at the same concurrency from a bare SDK loop (the goal's
+//!   reference), and the rate of the task table's own conditional write (lease renewals of
+//!   claimed tasks: a task item with an index entry, as claims and completions write).
 //! * **claims**: N concurrent claim + complete loops on each store, no processes.
 //! * **embedded**: `anamo up` on trivial tasks (this binary, a temporary directory, one
 //!   local fleet) against `xargs -P <slots> -n1 sh -c true` on the same list.
