@@ -110,6 +110,7 @@ const CONTROLLER_EXTRA: &[&str] = &["iam:PassRole"];
 /// policy). Methods that do no I/O map to nothing.
 const STORE_METHODS: &[(&str, &[&str])] = &[
     ("claim", &["dynamodb:Query", "dynamodb:UpdateItem"]),
+    ("claim_batch", &["dynamodb:Query", "dynamodb:UpdateItem"]),
     ("heartbeat", &["dynamodb:UpdateItem"]),
     ("complete", &["dynamodb:GetItem", "dynamodb:UpdateItem"]),
     ("release", &["dynamodb:GetItem", "dynamodb:UpdateItem"]),
