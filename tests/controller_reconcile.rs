@@ -325,6 +325,25 @@ async fn one_broken_fleet_does_not_stop_the_others() {
 }
 
 #[tokio::test]
+async fn observing_reads_the_workers_and_the_intents_once_for_every_fleet() {
+    let w = World::new();
+    w.import("a", 3).await;
+    w.import("b", 5).await;
+    let yaml = format!("{}---\n{}", fleet_yaml("a", 4, ""), fleet_yaml("b", 4, ""));
+    let mut c = w.controller(&yaml, |_| {});
+    // The first dry run: the counts of `a` and of `b`, every worker, the launch intents.
+    let before = w.store.requests();
+    let plan = c.dry_run().await;
+    assert_eq!(w.store.requests() - before, 4);
+    let pending: Vec<u64> = plan.fleets.iter().map(|f| f.status.pending_tasks).collect();
+    assert_eq!(pending, [3, 5]);
+    // Intents are read once per controller (until it becomes the leader again).
+    let before = w.store.requests();
+    c.dry_run().await;
+    assert_eq!(w.store.requests() - before, 3);
+}
+
+#[tokio::test]
 async fn busy_instances_are_never_terminated() {
     let w = World::new();
     let mut c = w.controller(&fleet_yaml("align", 3, ""), |_| {});

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 
@@ -40,6 +41,10 @@ use status::{
 };
 
 pub type SharedStatus = Arc<RwLock<ControllerStatus>>;
+
+/// Steps whose store reads (and fleets whose provider listings, status writes...) one pass
+/// runs at a time. The counts of a step are themselves one query per state, run together.
+const OBSERVE_CONCURRENCY: usize = 8;
 
 /// Settings of the controller process.
 #[derive(Debug, Clone)]
@@ -272,8 +277,13 @@ impl Controller {
                 all_steps.push(f.step().to_string());
             }
         }
-        for step in &all_steps {
-            if let Err(e) = self.housekeep_step(step, now).await {
+        let housekept: Vec<Result<(), StoreError>> =
+            futures::stream::iter(all_steps.iter().map(|step| self.housekeep_step(step, now)))
+                .buffered(OBSERVE_CONCURRENCY)
+                .collect()
+                .await;
+        for (step, result) in all_steps.iter().zip(housekept) {
+            if let Err(e) = result {
                 self.note_error("store", &format!("step {step}: {e}"), &mut errors);
             }
         }
@@ -283,8 +293,8 @@ impl Controller {
         self.providers.retain(&names).await;
         let mut observed = Vec::new();
         let mut input = PlanInput::default();
-        for fleet in &fleets {
-            let (obs, fin) = self.observe(fleet, now).await;
+        for (obs, fin) in self.observe_all(&fleets, now).await {
+            let fleet = &obs.fleet;
             if let Some(e) = &obs.error {
                 self.note_error(
                     "observe",
@@ -413,7 +423,7 @@ impl Controller {
     }
 
     /// Promotes waiting tasks whose dependencies are done and requeues expired leases.
-    async fn housekeep_step(&mut self, step: &str, now: Millis) -> Result<(), StoreError> {
+    async fn housekeep_step(&self, step: &str, now: Millis) -> Result<(), StoreError> {
         let promoted = self.store.promote_waiting(step, now).await?;
         if promoted.promoted + promoted.failed > 0 {
             debug!(
@@ -434,53 +444,118 @@ impl Controller {
         Ok(())
     }
 
-    async fn observe(&mut self, fleet: &FleetManifest, now: Millis) -> (Observed, FleetInput) {
+    /// Observes every fleet: the store reads (each fleet's step counts, every worker in one
+    /// read, the launch intents not loaded yet in one read) and the providers' listings run
+    /// concurrently, at most [`OBSERVE_CONCURRENCY`] steps and [`OBSERVE_CONCURRENCY`]
+    /// listings at a time; then each fleet's memory is updated in order. Results are in the
+    /// order of `fleets` (each step has one fleet: the manifests are checked for that).
+    async fn observe_all(
+        &mut self,
+        fleets: &[FleetManifest],
+        now: Millis,
+    ) -> Vec<(Observed, FleetInput)> {
+        let mut providers = Vec::with_capacity(fleets.len());
+        for fleet in fleets {
+            providers.push(self.providers.get(fleet).await);
+        }
+        let unloaded: Vec<&str> = fleets
+            .iter()
+            .map(|f| f.name())
+            .filter(|name| !self.memory.get(*name).is_some_and(|m| m.intents_loaded))
+            .collect();
+
+        let this = &*self;
+        let store = &this.store;
+        let counts = futures::stream::iter(fleets.iter().map(|f| store.counts(f.step())))
+            .buffered(OBSERVE_CONCURRENCY)
+            .collect::<Vec<_>>();
+        // One read of every worker instead of one per step (the index keeps them together).
+        let workers = store.list_workers(None);
+        let intents = async {
+            if unloaded.is_empty() {
+                None
+            } else {
+                Some(store.list_status().await)
+            }
+        };
+        let listings = futures::stream::iter(providers.iter().map(|p| async move {
+            let p = p.as_ref().ok()?;
+            this.count_call(p.as_ref(), "list");
+            let listed = p.list().await;
+            if let Err(e) = &listed {
+                this.count_error(p.as_ref(), "list", e);
+            }
+            Some(listed)
+        }))
+        .buffered(OBSERVE_CONCURRENCY)
+        .collect::<Vec<_>>();
+        let (counts, workers, intents, listings) = tokio::join!(counts, workers, intents, listings);
+
+        if let Some(docs) = intents {
+            for fleet in unloaded {
+                let loaded = intents_from(fleet, &docs);
+                let mem = self.memory.entry(fleet.to_string()).or_default();
+                mem.intents = loaded;
+                mem.intents_loaded = true;
+            }
+        }
+        fleets
+            .iter()
+            .zip(counts)
+            .zip(providers)
+            .zip(listings)
+            .map(|(((fleet, counts), provider), listed)| {
+                let step = match (counts, &workers) {
+                    (Ok(counts), Ok(all)) => Ok(StepView {
+                        counts,
+                        workers: all
+                            .iter()
+                            .filter(|w| w.step == fleet.step())
+                            .cloned()
+                            .collect(),
+                    }),
+                    (Err(e), _) => Err(e.to_string()),
+                    (_, Err(e)) => Err(e.to_string()),
+                };
+                self.settle(fleet, now, step, provider, listed)
+            })
+            .collect()
+    }
+
+    /// One fleet's observation from what [`Self::observe_all`] read: launch intents matched
+    /// with the listed instances, cool-off expiry, and the planner's input.
+    fn settle(
+        &mut self,
+        fleet: &FleetManifest,
+        now: Millis,
+        step: Result<StepView, String>,
+        provider: Result<Arc<dyn FleetProvider>, ProviderError>,
+        listed: Option<Result<Vec<Instance>, ProviderError>>,
+    ) -> (Observed, FleetInput) {
         let policy = FleetPolicy::from_manifest(fleet);
         let mut error = None;
-        let step = match self.store.counts(fleet.step()).await {
-            Ok(counts) => match self.store.list_workers(Some(fleet.step())).await {
-                Ok(workers) => Ok(StepView { counts, workers }),
-                Err(e) => Err(e.to_string()),
-            },
-            Err(e) => Err(e.to_string()),
-        };
         if let Err(e) = &step {
             error = Some(format!("reading the store: {e}"));
         }
-        let provider = match self.providers.get(fleet).await {
+        let provider = match provider {
             Ok(p) => Some(p),
             Err(e) => {
                 error = Some(format!("provider: {e}"));
                 None
             }
         };
-        let instances = match &provider {
-            Some(p) => {
-                self.count_call(p.as_ref(), "list");
-                match p.list().await {
-                    Ok(list) => Ok(list),
-                    Err(e) => {
-                        self.count_error(p.as_ref(), "list", &e);
-                        error = Some(format!("listing instances: {e}"));
-                        Err(e.to_string())
-                    }
-                }
+        let instances = match listed {
+            Some(Ok(list)) => Ok(list),
+            Some(Err(e)) => {
+                error = Some(format!("listing instances: {e}"));
+                Err(e.to_string())
             }
             None => Err(error.clone().unwrap_or_default()),
         };
 
-        // Intents: load once (a restarted controller finds its unfinished launches), prune the
-        // ones whose instances are all listed or that are older than the boot timeout.
-        if !self
-            .memory
-            .get(fleet.name())
-            .is_some_and(|m| m.intents_loaded)
-        {
-            let loaded = self.load_intents(fleet.name()).await;
-            let mem = self.memory.entry(fleet.name().to_string()).or_default();
-            mem.intents = loaded;
-            mem.intents_loaded = true;
-        }
+        // Intents (loaded once by observe_all: a restarted controller finds its unfinished
+        // launches): prune the ones whose instances are all listed or that are older than the
+        // boot timeout.
         let mem = self.memory.entry(fleet.name().to_string()).or_default();
         if let Ok(list) = &instances {
             let boot = ms(fleet.spec.boot_timeout);
@@ -548,30 +623,6 @@ impl Controller {
             error,
         };
         (obs, input)
-    }
-
-    async fn load_intents(&self, fleet: &str) -> Vec<LaunchIntent> {
-        let key = intent_key(fleet);
-        match self.store.list_status().await {
-            Ok(docs) => docs
-                .into_iter()
-                .find(|d| d.name == key)
-                .and_then(|d| serde_json::from_value::<Vec<LaunchIntent>>(d.body).ok())
-                .map(|v| {
-                    // Launches in flight when the last controller stopped are re-issued.
-                    v.into_iter()
-                        .map(|mut i| {
-                            i.confirmed = false;
-                            i
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Err(e) => {
-                warn!(fleet, error = %e, "cannot read launch intents");
-                Vec::new()
-            }
-        }
     }
 
     async fn save_intents(&self, fleet: &str, now: Millis) -> Result<(), StoreError> {
@@ -932,6 +983,7 @@ impl Controller {
         errors: &[String],
     ) {
         let mut fleets = Vec::new();
+        let mut docs = Vec::new();
         for (fp, obs) in plan.fleets.iter().zip(observed) {
             let mem = self.memory.get(&fp.fleet);
             let s = &fp.status;
@@ -976,26 +1028,40 @@ impl Controller {
                     .with_label_values(&[&fp.fleet, c.type_.as_str()])
                     .set(i64::from(c.status == ConditionStatus::True));
             }
-            if let Err(e) = self
-                .store
-                .put_status(&StatusDoc {
-                    name: format!("fleet/{}", fp.fleet),
-                    updated_at: now,
-                    body: serde_json::to_value(&report).unwrap_or_default(),
-                })
-                .await
-            {
-                warn!(fleet = fp.fleet, error = %e, "cannot write fleet status");
-            }
+            docs.push(StatusDoc {
+                name: format!("fleet/{}", fp.fleet),
+                updated_at: now,
+                body: serde_json::to_value(&report).unwrap_or_default(),
+            });
             fleets.push(report);
         }
+        let store = &self.store;
+        let written: Vec<Result<(), StoreError>> =
+            futures::stream::iter(docs.iter().map(|doc| store.put_status(doc)))
+                .buffered(OBSERVE_CONCURRENCY)
+                .collect()
+                .await;
+        for (doc, result) in docs.iter().zip(written) {
+            if let Err(e) = result {
+                warn!(status = doc.name, error = %e, "cannot write fleet status");
+            }
+        }
+        let started_at = Some(self.started_at);
+        let reports: Vec<_> = futures::stream::iter(steps.iter().map(|step| {
+            let counts = counts.remove(step);
+            async move {
+                match counts {
+                    Some(c) => report_from_counts(store, c, now, started_at).await,
+                    None => step_report(store, step, now, started_at).await,
+                }
+            }
+        }))
+        .buffered(OBSERVE_CONCURRENCY)
+        .collect()
+        .await;
         let mut step_reports = Vec::new();
         let mut store_ok = true;
-        for step in steps {
-            let report = match counts.remove(step) {
-                Some(c) => report_from_counts(&self.store, c, now, Some(self.started_at)).await,
-                None => step_report(&self.store, step, now, Some(self.started_at)).await,
-            };
+        for (step, report) in steps.iter().zip(reports) {
             match report {
                 Ok(r) => {
                     self.update_step_metrics(&r.counts, r.oldest_pending_age_ms);
@@ -1054,14 +1120,38 @@ fn intent_key(fleet: &str) -> String {
     format!("launch/{fleet}")
 }
 
+/// A fleet's launch intents among the status documents; launches in flight when the last
+/// controller stopped are re-issued. None if the documents could not be read.
+fn intents_from(fleet: &str, docs: &Result<Vec<StatusDoc>, StoreError>) -> Vec<LaunchIntent> {
+    let key = intent_key(fleet);
+    match docs {
+        Ok(docs) => docs
+            .iter()
+            .find(|d| d.name == key)
+            .and_then(|d| serde_json::from_value::<Vec<LaunchIntent>>(d.body.clone()).ok())
+            .map(|v| {
+                v.into_iter()
+                    .map(|mut i| {
+                        i.confirmed = false;
+                        i
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Err(e) => {
+            warn!(fleet, error = %e, "cannot read launch intents");
+            Vec::new()
+        }
+    }
+}
+
 impl Controller {
     /// What the controller would do now, and why, changing nothing (`anamo plan`).
     pub async fn dry_run(&mut self) -> Plan {
         let now = self.clock.now();
         let fleets = self.fleets_in_order();
         let mut input = PlanInput::default();
-        for fleet in &fleets {
-            let (_, fin) = self.observe(fleet, now).await;
+        for (_, fin) in self.observe_all(&fleets, now).await {
             input.fleets.push(fin);
         }
         planner::plan(&input, now)
