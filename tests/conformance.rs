@@ -56,75 +56,38 @@ mod cases {
     use super::*;
 
     pub async fn claim_is_exclusive_under_concurrency(store: SharedStore) {
-        const N: usize = 2_000;
-        const CLAIMERS: usize = 16;
-        let r = store.import(&specs("align", N), T0).await.unwrap();
-        assert_eq!(r.inserted, N as u64);
-        let claimed = Arc::new(Mutex::new(Vec::new()));
-        let mut handles = Vec::new();
-        for w in 0..CLAIMERS {
-            let store = store.clone();
-            let claimed = claimed.clone();
-            handles.push(tokio::spawn(async move {
-                let owner = format!("w{w}");
-                while let Some(c) = store.claim(&req("align", &owner), T0 + 1).await.unwrap() {
-                    assert_eq!(c.task.state, TaskState::Running);
-                    assert_eq!(c.task.attempts, 1);
-                    let st = store
-                        .complete(
-                            "align",
-                            c.task.id(),
-                            &c.token,
-                            &done(Outcome::Succeeded, &owner, 0),
-                            T0 + 2,
-                        )
-                        .await
-                        .unwrap();
-                    assert_eq!(st, TaskState::Succeeded);
-                    claimed.lock().unwrap().push(c.task.spec.id.clone());
-                }
-            }));
-        }
-        for h in handles {
-            h.await.unwrap();
-        }
-        let claimed = claimed.lock().unwrap().clone();
-        let unique: HashSet<_> = claimed.iter().collect();
-        assert_eq!(
-            claimed.len(),
-            N,
-            "every task claimed once (no double claims)"
-        );
-        assert_eq!(unique.len(), N);
-        let c = store.counts("align").await.unwrap();
-        assert_eq!(c.succeeded, N as u64);
-        assert_eq!(c.pending + c.running, 0);
+        claimers_share_the_tasks(store, 16, 2_000, 1).await;
     }
 
     pub async fn batch_claims_are_exclusive_under_concurrency(store: SharedStore) {
-        const N: usize = 1_000;
-        const CLAIMERS: usize = 8;
-        const BATCH: usize = 4;
-        store.import(&specs("align", N), T0).await.unwrap();
+        claimers_share_the_tasks(store, 8, 1_000, 4).await;
+    }
+
+    /// `claimers` loops claim (`batch` at a time) and complete until nothing is left: every
+    /// task is claimed exactly once, each claim with its own token.
+    async fn claimers_share_the_tasks(store: SharedStore, claimers: usize, n: usize, batch: usize) {
+        let r = store.import(&specs("align", n), T0).await.unwrap();
+        assert_eq!(r.inserted, n as u64);
         let claimed = Arc::new(Mutex::new(Vec::new()));
         let mut handles = Vec::new();
-        for w in 0..CLAIMERS {
+        for w in 0..claimers {
             let (store, claimed) = (store.clone(), claimed.clone());
             handles.push(tokio::spawn(async move {
                 let owner = format!("w{w}");
                 loop {
-                    let batch = store
-                        .claim_batch(&req("align", &owner), BATCH, T0 + 1)
+                    let claims = store
+                        .claim_batch(&req("align", &owner), batch, T0 + 1)
                         .await
                         .unwrap();
-                    if batch.is_empty() {
+                    if claims.is_empty() {
                         break;
                     }
-                    assert!(batch.len() <= BATCH, "at most the batch asked for");
-                    let tokens: HashSet<_> = batch.iter().map(|c| c.token.clone()).collect();
-                    assert_eq!(tokens.len(), batch.len(), "one lease token per task");
-                    for c in batch {
+                    assert!(claims.len() <= batch, "at most the batch asked for");
+                    let tokens: HashSet<_> = claims.iter().map(|c| c.token.clone()).collect();
+                    assert_eq!(tokens.len(), claims.len(), "one lease token per task");
+                    for c in claims {
                         assert_eq!(c.task.state, TaskState::Running);
+                        assert_eq!(c.task.attempts, 1);
                         assert_eq!(c.task.lease.as_ref().map(|l| &l.token), Some(&c.token));
                         let st = store
                             .complete(
@@ -147,9 +110,15 @@ mod cases {
         }
         let claimed = claimed.lock().unwrap().clone();
         let unique: HashSet<_> = claimed.iter().collect();
-        assert_eq!(claimed.len(), N, "every task claimed once");
-        assert_eq!(unique.len(), N);
-        assert_eq!(store.counts("align").await.unwrap().succeeded, N as u64);
+        assert_eq!(
+            claimed.len(),
+            n,
+            "every task claimed once (no double claims)"
+        );
+        assert_eq!(unique.len(), n);
+        let c = store.counts("align").await.unwrap();
+        assert_eq!(c.succeeded, n as u64);
+        assert_eq!(c.pending + c.running, 0);
     }
 
     pub async fn a_batch_takes_the_best_tasks_and_stops_at_the_end(store: SharedStore) {

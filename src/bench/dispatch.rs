@@ -69,6 +69,30 @@ struct RawRate {
     per_sec: f64,
 }
 
+type WriteLoop = tokio::task::JoinHandle<anyhow::Result<u64>>;
+
+impl RawRate {
+    /// Waits for write loops started at `started` and sums up what they wrote.
+    async fn from_loops(
+        concurrency: usize,
+        started: Instant,
+        loops: impl IntoIterator<Item = WriteLoop>,
+    ) -> anyhow::Result<RawRate> {
+        let results = futures::future::join_all(loops).await;
+        let seconds = started.elapsed().as_secs_f64();
+        let mut writes = 0;
+        for r in results {
+            writes += r??;
+        }
+        Ok(RawRate {
+            concurrency,
+            writes,
+            seconds,
+            per_sec: writes as f64 / seconds.max(1e-9),
+        })
+    }
+}
+
 /// Dispatch on SQLite and DynamoDB Local, and the raw UpdateItem rate.
 pub(super) async fn dispatch(cfg: &BenchConfig) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
     let (w, s, n) = (cfg.workers, cfg.slots, cfg.dispatch_tasks);
@@ -190,19 +214,9 @@ async fn raw_update_rate(endpoint: &str, concurrency: usize, secs: f64) -> anyho
             Ok::<u64, anyhow::Error>(n)
         })
     });
-    let results = futures::future::join_all(loops).await;
-    let seconds = started.elapsed().as_secs_f64();
+    let rate = RawRate::from_loops(concurrency, started, loops).await;
     let _ = client.delete_table().table_name(&table).send().await;
-    let mut writes = 0;
-    for r in results {
-        writes += r??;
-    }
-    Ok(RawRate {
-        concurrency,
-        writes,
-        seconds,
-        per_sec: writes as f64 / seconds.max(1e-9),
-    })
+    rate
 }
 
 /// `concurrency` loops renewing the leases of claimed tasks on the store's own table for
@@ -245,18 +259,7 @@ async fn task_write_rate(
             Ok::<u64, anyhow::Error>(n)
         })
     });
-    let results = futures::future::join_all(loops).await;
-    let seconds = started.elapsed().as_secs_f64();
-    let mut writes = 0;
-    for r in results {
-        writes += r??;
-    }
-    Ok(RawRate {
-        concurrency,
-        writes,
-        seconds,
-        per_sec: writes as f64 / seconds.max(1e-9),
-    })
+    RawRate::from_loops(concurrency, started, loops).await
 }
 
 #[derive(Debug, Serialize)]
