@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
 use anamo::clock::{ManualClock, SharedClock};
 use anamo::controller::providers::{ProviderSet, RemoteFactory, WorkerLaunch};
 use anamo::controller::reload::ManifestSource;
@@ -96,6 +98,16 @@ impl World {
         source: ManifestSource,
         tweak: impl FnOnce(&mut ControllerConfig),
     ) -> Controller {
+        self.controller_on(self.store.clone(), source, tweak)
+    }
+
+    /// A controller reading and writing through `store` (e.g. a faulty wrapper of this one).
+    fn controller_on(
+        &self,
+        store: SharedStore,
+        source: ManifestSource,
+        tweak: impl FnOnce(&mut ControllerConfig),
+    ) -> Controller {
         let mut cfg = ControllerConfig::new("test-cluster");
         cfg.interval = Duration::from_secs(10);
         tweak(&mut cfg);
@@ -115,7 +127,7 @@ impl World {
         );
         Controller::new(
             cfg,
-            self.store.clone(),
+            store,
             clock,
             source,
             providers,
@@ -239,6 +251,36 @@ async fn restart_after_a_launch_does_not_launch_twice() {
     w.clock.advance(Duration::from_secs(10));
     second.reconcile_once().await;
     assert_eq!(w.fakes.get("align").instances().len(), 3);
+}
+
+/// A controller that cannot read its launch intents must not launch: a batch still in flight
+/// (requested, not listed yet) would be launched again under a new batch.
+#[tokio::test]
+async fn unread_launch_intents_hold_the_fleet_back_for_a_pass() {
+    let w = World::new();
+    w.import("align", 10).await;
+    let yaml = fleet_yaml("align", 3, "");
+    let faulty = common::worker::FaultyStore::new(w.store.clone());
+    faulty.fail_next_call("list status");
+    let set = manifest::parse_str(&yaml, "test.yaml").unwrap();
+    let mut c = w.controller_on(faulty.clone(), ManifestSource::fixed(set), |_| {});
+    let report = c.reconcile_once().await;
+    assert!(
+        w.launches("align").is_empty(),
+        "launched without its intents"
+    );
+    assert!(
+        report.errors.iter().any(|e| e.contains("launch intents")),
+        "{:?}",
+        report.errors
+    );
+    w.clock.advance(Duration::from_secs(10));
+    c.reconcile_once().await;
+    assert_eq!(
+        w.launches("align").len(),
+        1,
+        "read next pass, then launched"
+    );
 }
 
 #[tokio::test]

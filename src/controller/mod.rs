@@ -491,13 +491,19 @@ impl Controller {
         .collect::<Vec<_>>();
         let (counts, workers, intents, listings) = tokio::join!(counts, workers, intents, listings);
 
-        if let Some(docs) = intents {
-            for fleet in unloaded {
-                let loaded = intents_from(fleet, &docs);
-                let mem = self.memory.entry(fleet.to_string()).or_default();
-                mem.intents = loaded;
-                mem.intents_loaded = true;
+        // Launch intents that could not be read are read again next pass; until then their
+        // fleets do not act (a launch planned without them could repeat one in flight).
+        let mut intents_unread = None;
+        match intents {
+            Some(Ok(docs)) => {
+                for fleet in unloaded {
+                    let mem = self.memory.entry(fleet.to_string()).or_default();
+                    mem.intents = intents_from(fleet, &docs);
+                    mem.intents_loaded = true;
+                }
             }
+            Some(Err(e)) => intents_unread = Some((unloaded, e.to_string())),
+            None => {}
         }
         fleets
             .iter()
@@ -505,7 +511,14 @@ impl Controller {
             .zip(providers)
             .zip(listings)
             .map(|(((fleet, counts), provider), listed)| {
+                let unread = intents_unread
+                    .as_ref()
+                    .filter(|(names, _)| names.contains(&fleet.name()));
                 let step = match (counts, &workers) {
+                    _ if unread.is_some() => Err(format!(
+                        "launch intents: {}",
+                        unread.map(|(_, e)| e.as_str()).unwrap_or_default()
+                    )),
                     (Ok(counts), Ok(all)) => Ok(StepView {
                         counts,
                         workers: all
@@ -1122,27 +1135,20 @@ fn intent_key(fleet: &str) -> String {
 
 /// A fleet's launch intents among the status documents; launches in flight when the last
 /// controller stopped are re-issued. None if the documents could not be read.
-fn intents_from(fleet: &str, docs: &Result<Vec<StatusDoc>, StoreError>) -> Vec<LaunchIntent> {
+fn intents_from(fleet: &str, docs: &[StatusDoc]) -> Vec<LaunchIntent> {
     let key = intent_key(fleet);
-    match docs {
-        Ok(docs) => docs
-            .iter()
-            .find(|d| d.name == key)
-            .and_then(|d| serde_json::from_value::<Vec<LaunchIntent>>(d.body.clone()).ok())
-            .map(|v| {
-                v.into_iter()
-                    .map(|mut i| {
-                        i.confirmed = false;
-                        i
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        Err(e) => {
-            warn!(fleet, error = %e, "cannot read launch intents");
-            Vec::new()
-        }
-    }
+    docs.iter()
+        .find(|d| d.name == key)
+        .and_then(|d| serde_json::from_value::<Vec<LaunchIntent>>(d.body.clone()).ok())
+        .map(|v| {
+            v.into_iter()
+                .map(|mut i| {
+                    i.confirmed = false;
+                    i
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Controller {

@@ -112,6 +112,8 @@ pub struct FaultyStore {
     inner: SharedStore,
     down: AtomicBool,
     refused: AtomicU64,
+    /// The next call of this operation fails (once).
+    fail_next: std::sync::Mutex<Option<&'static str>>,
 }
 
 impl FaultyStore {
@@ -120,6 +122,7 @@ impl FaultyStore {
             inner,
             down: AtomicBool::new(false),
             refused: AtomicU64::new(0),
+            fail_next: std::sync::Mutex::new(None),
         })
     }
     pub fn set_down(&self, down: bool) {
@@ -129,8 +132,16 @@ impl FaultyStore {
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::SeqCst)
     }
+    /// Makes the next call of `op` (e.g. "list status") fail, and only that one.
+    pub fn fail_next_call(&self, op: &'static str) {
+        *self.fail_next.lock().unwrap() = Some(op);
+    }
     fn check(&self, op: &str) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
+        let once = {
+            let mut next = self.fail_next.lock().unwrap();
+            next.take_if(|o| *o == op).is_some()
+        };
+        if once || self.down.load(Ordering::SeqCst) {
             self.refused.fetch_add(1, Ordering::SeqCst);
             Err(StoreError::Unavailable {
                 operation: op.to_string(),
