@@ -85,9 +85,7 @@ fn next_tick(
         (Some(_), Some(_)) => tick * 2,
         _ => PROGRESS_TICK,
     };
-    wait.clamp(FINAL_TICK, PROGRESS_TICK)
-        .max(look_took * 20)
-        .min(PROGRESS_TICK)
+    wait.max(FINAL_TICK).max(look_took * 20).min(PROGRESS_TICK)
 }
 
 #[derive(Debug, Default, serde::Serialize)]

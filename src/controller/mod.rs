@@ -514,12 +514,9 @@ impl Controller {
                 let unread = intents_unread
                     .as_ref()
                     .filter(|(names, _)| names.contains(&fleet.name()));
-                let step = match (counts, &workers) {
-                    _ if unread.is_some() => Err(format!(
-                        "launch intents: {}",
-                        unread.map(|(_, e)| e.as_str()).unwrap_or_default()
-                    )),
-                    (Ok(counts), Ok(all)) => Ok(StepView {
+                let step = match (counts, &workers, unread) {
+                    (_, _, Some((_, e))) => Err(format!("launch intents: {e}")),
+                    (Ok(counts), Ok(all), None) => Ok(StepView {
                         counts,
                         workers: all
                             .iter()
@@ -527,8 +524,8 @@ impl Controller {
                             .cloned()
                             .collect(),
                     }),
-                    (Err(e), _) => Err(e.to_string()),
-                    (_, Err(e)) => Err(e.to_string()),
+                    (Err(e), _, None) => Err(e.to_string()),
+                    (_, Err(e), None) => Err(e.to_string()),
                 };
                 self.settle(fleet, now, step, provider, listed)
             })

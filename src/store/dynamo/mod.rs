@@ -752,13 +752,13 @@ impl TaskStore for DynamoStore {
             // The batch's conditional writes go out together; candidates lost to another
             // worker are replaced by the next ones of the page.
             let mut candidates = order_candidates(&page, contended).into_iter();
-            let mut failure = None;
             loop {
                 let wave: Vec<String> = candidates.by_ref().take(want - claims.len()).collect();
                 if wave.is_empty() {
                     break;
                 }
                 let tries = wave.iter().map(|id| self.try_claim(req, id, now));
+                let mut failure = None;
                 for tried in futures::future::join_all(tries).await {
                     match tried {
                         Ok(Some(claim)) => claims.push(claim),
@@ -766,7 +766,7 @@ impl TaskStore for DynamoStore {
                         Err(e) => failure = Some(e),
                     }
                 }
-                if let Some(e) = failure.take() {
+                if let Some(e) = failure {
                     // Hand over what was taken (its leases are held); the next call meets the
                     // error again if it lasts.
                     return if claims.is_empty() {
