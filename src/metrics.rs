@@ -29,6 +29,7 @@ pub struct Metrics {
     pub fleet_condition: IntGaugeVec,
     // Controller.
     pub reconcile_duration: Histogram,
+    pub progress_count_duration: Histogram,
     pub reconcile_errors: IntCounterVec,
     pub last_success: Gauge,
     pub leader: IntGauge,
@@ -203,6 +204,14 @@ impl Metrics {
                 HistogramOpts::new(
                     "anamo_reconcile_duration_seconds",
                     "Duration of one reconcile pass."
+                )
+                .buckets(fast.clone())
+            )),
+            progress_count_duration: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "anamo_progress_count_duration_seconds",
+                    "Duration of one progress count (every step's tasks counted by state), \
+                     taken beside the passes every progressInterval."
                 )
                 .buckets(fast.clone())
             )),

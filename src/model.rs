@@ -322,6 +322,37 @@ pub struct Completion {
     pub result: TaskResult,
 }
 
+/// What the controller reads of a step every pass: its backlog, counted only as far as the
+/// step's fleet could use it, and its running tasks. Counting every pending task each pass
+/// would cost a read per task (DynamoDB reads each counted item); exact totals come from the
+/// less frequent progress count ([`StepCounts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backlog {
+    pub step: String,
+    /// Pending tasks, counted up to the limit asked for.
+    pub pending: u64,
+    /// More tasks are pending than `pending`: counting stopped at the limit.
+    #[serde(default)]
+    pub more_pending: bool,
+    pub running: u64,
+    /// Creation time of the oldest pending task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_pending_at: Option<Millis>,
+}
+
+impl Backlog {
+    /// The exact backlog of `counts`, as read with `limit` (for stores whose counts are cheap).
+    pub fn from_counts(counts: &StepCounts, limit: u64) -> Self {
+        Backlog {
+            step: counts.step.clone(),
+            pending: counts.pending.min(limit),
+            more_pending: counts.pending > limit,
+            running: counts.running,
+            oldest_pending_at: counts.oldest_pending_at,
+        }
+    }
+}
+
 /// Counts of one step's tasks by state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepCounts {

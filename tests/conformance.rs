@@ -477,6 +477,51 @@ mod cases {
         assert_eq!(store.steps().await.unwrap(), vec!["align", "call", "joint"]);
     }
 
+    pub async fn backlog_is_counted_up_to_the_limit(store: SharedStore) {
+        store.import(&specs("align", 30), T0).await.unwrap();
+        let mut dep = TaskSpec::new("joint", "s00000", "true");
+        dep.depends_on = vec!["align".into()];
+        store.import(&[dep], T0).await.unwrap();
+        let claims = store
+            .claim_batch(&req("align", "w"), 2, T0 + 10)
+            .await
+            .unwrap();
+        assert_eq!(claims.len(), 2);
+        let exact = store.counts("align").await.unwrap();
+        assert_eq!((exact.pending, exact.running), (28, 2));
+        // (limit, pending read, more pending)
+        for (limit, pending, more) in [
+            (100, 28, false),
+            (29, 28, false),
+            (28, 28, false),
+            (27, 27, true),
+            (5, 5, true),
+            (1, 1, true),
+            (0, 0, true),
+        ] {
+            let b = store.backlog("align", limit).await.unwrap();
+            assert_eq!(b.step, "align");
+            assert_eq!(
+                (b.pending, b.more_pending, b.running),
+                (pending, more, 2),
+                "limit {limit}"
+            );
+            assert_eq!(
+                b.oldest_pending_at, exact.oldest_pending_at,
+                "limit {limit}"
+            );
+        }
+        // Waiting tasks are not runnable; an unknown step has nothing.
+        let j = store.backlog("joint", 10).await.unwrap();
+        assert_eq!((j.pending, j.more_pending, j.running), (0, false, 0));
+        assert_eq!(j.oldest_pending_at, None);
+        let none = store.backlog("nothing", 10).await.unwrap();
+        assert_eq!(
+            (none.pending, none.more_pending, none.running),
+            (0, false, 0)
+        );
+    }
+
     pub async fn import_is_idempotent(store: SharedStore) {
         let tasks = specs("align", 50);
         let r = store.import(&tasks, T0).await.unwrap();
@@ -917,6 +962,7 @@ conformance!(
     failed_attempts_retry_until_max,
     release_hands_back_without_counting,
     counts_are_per_step_and_state,
+    backlog_is_counted_up_to_the_limit,
     import_is_idempotent,
     spec_fields_round_trip,
     dependencies_promote_and_fail,

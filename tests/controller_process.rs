@@ -67,6 +67,8 @@ fn controller_serves_runs_and_shuts_down_gracefully() {
             "manifests",
             "--interval",
             "1s",
+            "--progress-interval",
+            "1s",
         ])
         .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())

@@ -525,3 +525,45 @@ async fn a_changed_manifest_takes_effect_and_a_broken_one_is_rejected() {
     c.reconcile_once().await;
     assert_eq!(w.fakes.get("align").instances().len(), 4);
 }
+
+#[tokio::test]
+async fn a_pass_counts_the_backlog_to_the_limit_and_progress_every_interval() {
+    let w = World::new();
+    w.import("a", 25).await;
+    // 4 instances of 2 slots can use 8 tasks: a pass counts no further.
+    let mut c = w.controller(&fleet_yaml("a", 4, ""), |cfg| {
+        cfg.progress_interval = Duration::from_secs(30)
+    });
+    let report = c.reconcile_once().await;
+    let plan = report.plan.expect("the leader plans");
+    let fp = &plan.fleets[0];
+    assert_eq!((fp.status.pending_tasks, fp.status.more_pending), (8, true));
+    assert_eq!(fp.launch_count(), 4, "{fp}");
+    assert!(
+        fp.to_string()
+            .contains("backlog of more than 8 runnable tasks"),
+        "{fp}"
+    );
+    // The progress count is exact, and taken beside the pass.
+    c.settle_progress().await;
+    let progress = |c: &Controller| {
+        let st = c.status();
+        let st = st.read().unwrap();
+        st.steps
+            .iter()
+            .map(|s| (s.counts.step.clone(), s.counts.pending, s.counted_at))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(progress(&c), [("a".to_string(), 25, T0)]);
+
+    // New tasks show at the next count, one progress interval later, not at every pass.
+    w.import("a", 40).await;
+    w.clock.advance(Duration::from_secs(10));
+    c.reconcile_once().await;
+    c.settle_progress().await;
+    assert_eq!(progress(&c), [("a".to_string(), 25, T0)]);
+    w.clock.advance(Duration::from_secs(25));
+    c.reconcile_once().await;
+    c.settle_progress().await;
+    assert_eq!(progress(&c), [("a".to_string(), 40, T0 + 35_000)]);
+}

@@ -490,6 +490,7 @@ fn metrics_reference() -> String {
         &m.provider_throttles,
         &m.fleet_condition,
         &m.reconcile_duration,
+        &m.progress_count_duration,
         &m.reconcile_errors,
         &m.last_success,
         &m.leader,

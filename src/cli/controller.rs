@@ -31,6 +31,10 @@ pub struct ControllerArgs {
     /// Time between passes [default: the Controller manifest's `interval`, else 10s].
     #[arg(long, value_parser = parse_duration)]
     pub interval: Option<Duration>,
+    /// How often every step's exact progress is counted for the status page and metrics
+    /// [default: the Controller manifest's `progressInterval`, else 30s].
+    #[arg(long, value_parser = parse_duration)]
+    pub progress_interval: Option<Duration>,
     /// Address of /metrics, /healthz, /readyz, /api/status [default: the Controller manifest's
     /// `metricsAddr`, else 127.0.0.1:9464].
     #[arg(long, env = "ANAMO_METRICS_ADDR")]
@@ -143,6 +147,10 @@ pub async fn run_controller(
         .interval
         .or(cspec.as_ref().map(|c| c.interval))
         .unwrap_or(Duration::from_secs(10));
+    cfg.progress_interval = args
+        .progress_interval
+        .or(cspec.as_ref().map(|c| c.progress_interval))
+        .unwrap_or(crate::manifest::DEFAULT_PROGRESS_INTERVAL);
     cfg.leader_election = args.leader_election;
     cfg.leader_ttl = args.leader_ttl;
     cfg.cool_off = args.cool_off;

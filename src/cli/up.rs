@@ -138,6 +138,8 @@ pub async fn run(args: UpArgs, store_flag: Option<&str>) -> anyhow::Result<ExitC
         .interval
         .or(cspec.as_ref().map(|c| c.interval))
         .unwrap_or(Duration::from_secs(1));
+    // Progress is shown (and the end of the run found) after every pass; SQLite counts cheaply.
+    cfg.progress_interval = Duration::ZERO;
     let metrics = Arc::new(Metrics::new());
     let providers = ProviderSet::new(
         worker_launch(&store_url, &args.log_dir, true, None)?,
@@ -198,6 +200,7 @@ pub async fn run(args: UpArgs, store_flag: Option<&str>) -> anyhow::Result<ExitC
 
     'passes: loop {
         let report = controller.reconcile_once().await;
+        controller.settle_progress().await;
         for e in &report.errors {
             say(format!("warning: {e}"));
         }

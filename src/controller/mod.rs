@@ -1,5 +1,6 @@
-//! The reconcile loop: every interval, observe (task counts, workers, instances), plan (pure),
-//! act (through the fleet providers), and publish status and metrics.
+//! The reconcile loop: every interval, observe (each step's backlog, workers, instances), plan
+//! (pure), act (through the fleet providers), and publish status and metrics. Exact progress
+//! (every state's count, throughput) is counted less often, beside the passes ([`progress`]).
 //!
 //! Launches are written ahead as *intents* (a batch token and a count, kept in the store)
 //! before the provider is called, so a controller that crashes mid-launch finds the batch again
@@ -7,11 +8,12 @@
 //! instances by its tag and use the token as the EC2 `ClientToken`).
 
 pub mod aws;
+mod progress;
 pub mod providers;
 pub mod reload;
 pub mod status;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -22,7 +24,6 @@ use tracing::{debug, error, info, warn};
 use crate::clock::{ms, Millis, SharedClock};
 use crate::manifest::{FleetManifest, ManifestSet};
 use crate::metrics::Metrics;
-use crate::model::StepCounts;
 use crate::planner::{
     self, Action, ConditionStatus, CoolOff, FleetInput, FleetPlan, FleetPolicy, PendingLaunch,
     Plan, PlanInput, StepView,
@@ -33,17 +34,15 @@ use crate::provider::{
 };
 use crate::store::{Leadership, SharedStore, StatusDoc, StoreError};
 
+use progress::Census;
 use providers::ProviderSet;
 use reload::{ManifestSource, Reload};
-use status::{
-    conditions_summary, report_from_counts, step_report, ActionRecord, ControllerStatus,
-    FleetReport, Role,
-};
+use status::{conditions_summary, ActionRecord, ControllerStatus, FleetReport, Role};
 
 pub type SharedStatus = Arc<RwLock<ControllerStatus>>;
 
 /// Steps whose store reads (and fleets whose provider listings, status writes...) one pass
-/// runs at a time. The counts of a step are themselves one query per state, run together.
+/// runs at a time; also the steps one progress count reads at a time.
 const OBSERVE_CONCURRENCY: usize = 8;
 
 /// Settings of the controller process.
@@ -59,6 +58,9 @@ pub struct ControllerConfig {
     pub leader_ttl: Duration,
     /// After a capacity error, no launches for this long.
     pub cool_off: Duration,
+    /// Exact progress (counts of every state, throughput) is counted this often, beside the
+    /// passes; zero counts after every pass.
+    pub progress_interval: Duration,
 }
 
 impl ControllerConfig {
@@ -70,6 +72,7 @@ impl ControllerConfig {
             leader_election: false,
             leader_ttl: Duration::from_secs(30),
             cool_off: Duration::from_secs(120),
+            progress_interval: crate::manifest::DEFAULT_PROGRESS_INTERVAL,
         }
     }
 }
@@ -150,7 +153,7 @@ pub struct Controller {
     status: SharedStatus,
     metrics: Arc<Metrics>,
     leadership: Option<Leadership>,
-    prev_counts: HashMap<String, StepCounts>,
+    census: Census,
     /// When this controller started watching (throughput is measured from here at most).
     started_at: Millis,
 }
@@ -170,6 +173,12 @@ impl Controller {
             &store.describe(),
         )));
         let started_at = clock.now();
+        let census = Census::new(
+            ms(cfg.progress_interval),
+            store.clone(),
+            status.clone(),
+            metrics.clone(),
+        );
         Controller {
             cfg,
             store,
@@ -180,7 +189,7 @@ impl Controller {
             status,
             metrics,
             leadership: None,
-            prev_counts: HashMap::new(),
+            census,
             started_at,
         }
     }
@@ -263,9 +272,11 @@ impl Controller {
         }
 
         // Housekeeping on every step that has tasks, fleet or not.
+        let mut store_ok = true;
         let store_steps = match self.store.steps().await {
             Ok(s) => s,
             Err(e) => {
+                store_ok = false;
                 self.note_error("store", &format!("listing steps: {e}"), &mut errors);
                 Vec::new()
             }
@@ -307,17 +318,7 @@ impl Controller {
         }
 
         let plan = planner::plan(&input, now);
-        // Counts read while observing are reused for the published progress.
-        let observed_counts: HashMap<String, StepCounts> = input
-            .fleets
-            .iter()
-            .filter_map(|f| {
-                f.step
-                    .as_ref()
-                    .ok()
-                    .map(|v| (v.counts.step.clone(), v.counts.clone()))
-            })
-            .collect();
+        store_ok &= input.fleets.iter().all(|f| f.step.is_ok());
 
         // A deposed leader must not act: check the lease right before the action batch.
         let may_act = self.still_leader(now).await;
@@ -333,8 +334,8 @@ impl Controller {
             }
         }
 
-        self.publish(&plan, &observed, &all_steps, observed_counts, now, &errors)
-            .await;
+        self.publish(&plan, &observed, store_ok, now, &errors).await;
+        self.census.start_if_due(all_steps, now, self.started_at);
         let took = started.elapsed();
         self.metrics.reconcile_duration.observe(took.as_secs_f64());
         if errors.is_empty() {
@@ -444,7 +445,7 @@ impl Controller {
         Ok(())
     }
 
-    /// Observes every fleet: the store reads (each fleet's step counts, every worker in one
+    /// Observes every fleet: the store reads (each fleet's backlog, every worker in one
     /// read, the launch intents not loaded yet in one read) and the providers' listings run
     /// concurrently, at most [`OBSERVE_CONCURRENCY`] steps and [`OBSERVE_CONCURRENCY`]
     /// listings at a time; then each fleet's memory is updated in order. Results are in the
@@ -466,9 +467,13 @@ impl Controller {
 
         let this = &*self;
         let store = &this.store;
-        let counts = futures::stream::iter(fleets.iter().map(|f| store.counts(f.step())))
-            .buffered(OBSERVE_CONCURRENCY)
-            .collect::<Vec<_>>();
+        // Each backlog is counted only as far as its fleet's plan can use it.
+        let backlogs = futures::stream::iter(fleets.iter().map(|f| {
+            let limit = FleetPolicy::from_manifest(f).backlog_limit();
+            store.backlog(f.step(), limit)
+        }))
+        .buffered(OBSERVE_CONCURRENCY)
+        .collect::<Vec<_>>();
         // One read of every worker instead of one per step (the index keeps them together).
         let workers = store.list_workers(None);
         let intents = async {
@@ -489,7 +494,8 @@ impl Controller {
         }))
         .buffered(OBSERVE_CONCURRENCY)
         .collect::<Vec<_>>();
-        let (counts, workers, intents, listings) = tokio::join!(counts, workers, intents, listings);
+        let (backlogs, workers, intents, listings) =
+            tokio::join!(backlogs, workers, intents, listings);
 
         // Launch intents that could not be read are read again next pass; until then their
         // fleets do not act (a launch planned without them could repeat one in flight).
@@ -507,17 +513,17 @@ impl Controller {
         }
         fleets
             .iter()
-            .zip(counts)
+            .zip(backlogs)
             .zip(providers)
             .zip(listings)
-            .map(|(((fleet, counts), provider), listed)| {
+            .map(|(((fleet, backlog), provider), listed)| {
                 let unread = intents_unread
                     .as_ref()
                     .filter(|(names, _)| names.contains(&fleet.name()));
-                let step = match (counts, &workers, unread) {
+                let step = match (backlog, &workers, unread) {
                     (_, _, Some((_, e))) => Err(format!("launch intents: {e}")),
-                    (Ok(counts), Ok(all), None) => Ok(StepView {
-                        counts,
+                    (Ok(backlog), Ok(all), None) => Ok(StepView {
+                        backlog,
                         workers: all
                             .iter()
                             .filter(|w| w.step == fleet.step())
@@ -987,8 +993,7 @@ impl Controller {
         &mut self,
         plan: &Plan,
         observed: &[Observed],
-        steps: &[String],
-        mut counts: HashMap<String, StepCounts>,
+        store_ok: bool,
         now: Millis,
         errors: &[String],
     ) {
@@ -1056,33 +1061,6 @@ impl Controller {
                 warn!(status = doc.name, error = %e, "cannot write fleet status");
             }
         }
-        let started_at = Some(self.started_at);
-        let reports: Vec<_> = futures::stream::iter(steps.iter().map(|step| {
-            let counts = counts.remove(step);
-            async move {
-                match counts {
-                    Some(c) => report_from_counts(store, c, now, started_at).await,
-                    None => step_report(store, step, now, started_at).await,
-                }
-            }
-        }))
-        .buffered(OBSERVE_CONCURRENCY)
-        .collect()
-        .await;
-        let mut step_reports = Vec::new();
-        let mut store_ok = true;
-        for (step, report) in steps.iter().zip(reports) {
-            match report {
-                Ok(r) => {
-                    self.update_step_metrics(&r.counts, r.oldest_pending_age_ms);
-                    step_reports.push(r);
-                }
-                Err(e) => {
-                    store_ok = false;
-                    warn!(step, error = %e, "cannot read step progress");
-                }
-            }
-        }
         let mut st = self.write_status();
         st.role = Role::Leader;
         st.manifests_loaded = true;
@@ -1095,34 +1073,12 @@ impl Controller {
             st.last_error = errors.last().cloned();
         }
         st.fleets = fleets;
-        st.steps = step_reports;
     }
 
-    fn update_step_metrics(&mut self, c: &StepCounts, oldest_age: Option<Millis>) {
-        let m = &self.metrics;
-        for s in crate::model::TaskState::ALL {
-            m.tasks
-                .with_label_values(&[&c.step, s.as_str()])
-                .set(c.get(s) as i64);
-        }
-        m.oldest_pending_age
-            .with_label_values(&[&c.step])
-            .set(oldest_age.unwrap_or(0) as f64 / 1000.0);
-        // Counters follow the counts' growth (deletes and requeues never make them go back).
-        if let Some(prev) = self.prev_counts.get(&c.step) {
-            let grew = |now: u64, before: u64| now.saturating_sub(before);
-            m.tasks_completed
-                .with_label_values(&[&c.step])
-                .inc_by(grew(c.succeeded, prev.succeeded));
-            m.tasks_failed
-                .with_label_values(&[&c.step])
-                .inc_by(grew(c.failed, prev.failed));
-        } else {
-            // Make the series exist from the first pass.
-            m.tasks_completed.with_label_values(&[&c.step]).inc_by(0);
-            m.tasks_failed.with_label_values(&[&c.step]).inc_by(0);
-        }
-        self.prev_counts.insert(c.step.clone(), c.clone());
+    /// Waits for the progress count in flight, so that the status and metrics show counts
+    /// taken at or after the last pass (`anamo up` shows progress after every pass).
+    pub async fn settle_progress(&mut self) {
+        self.census.settle().await;
     }
 }
 

@@ -59,6 +59,9 @@ pub struct StepReport {
     pub throughput_per_min: f64,
     /// Time to finish the unfinished tasks at the current throughput.
     pub eta_ms: Option<Millis>,
+    /// When these figures were counted (the controller counts every `progressInterval`).
+    #[serde(default)]
+    pub counted_at: Millis,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,25 +140,14 @@ pub async fn step_report(
     now: Millis,
     observed_since: Option<Millis>,
 ) -> Result<StepReport, StoreError> {
-    let counts = store.counts(step).await?;
-    report_from_counts(store, counts, now, observed_since).await
-}
-
-/// [`step_report`] for counts already read this pass.
-pub async fn report_from_counts(
-    store: &SharedStore,
-    counts: StepCounts,
-    now: Millis,
-    observed_since: Option<Millis>,
-) -> Result<StepReport, StoreError> {
     const MIN_WINDOW_MS: Millis = 5_000;
-    let step = counts.step.clone();
+    let counts = store.counts(step).await?;
     let since = observed_since
         .map_or(now - THROUGHPUT_WINDOW_MS, |t| {
             t.max(now - THROUGHPUT_WINDOW_MS)
         })
         .min(now - MIN_WINDOW_MS);
-    let finished = store.count_finished_since(&step, since).await?;
+    let finished = store.count_finished_since(step, since).await?;
     let throughput_per_min = finished as f64 / ((now - since) as f64 / 60_000.0);
     let unfinished = counts.unfinished();
     let eta_ms = if unfinished == 0 {
@@ -170,6 +162,7 @@ pub async fn report_from_counts(
         throughput_per_min,
         eta_ms,
         counts,
+        counted_at: now,
     })
 }
 

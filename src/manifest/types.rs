@@ -308,6 +308,14 @@ pub struct ControllerSpec {
     #[serde(default = "default_interval", with = "humantime_serde")]
     #[schemars(with = "String", extend("default" = "10s"))]
     pub interval: Duration,
+    /// How often the exact progress of every step (its tasks counted by state, its
+    /// throughput) is refreshed for the status page, `/api/status` and the `anamo_tasks*`
+    /// metrics. The count runs beside the passes, which only count each backlog as far as its
+    /// fleet can use it. Each count reads every task of the table (DynamoDB charges a read
+    /// per counted item), so a shorter interval costs more on large tables.
+    #[serde(default = "default_progress_interval", with = "humantime_serde")]
+    #[schemars(with = "String", extend("default" = "30s"))]
+    pub progress_interval: Duration,
     /// Address of the metrics and health HTTP server, `HOST:PORT`.
     #[serde(default = "default_metrics_addr")]
     pub metrics_addr: String,
@@ -327,6 +335,8 @@ pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
 /// Default controller `interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// Default controller `progressInterval`.
+pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(30);
 /// Default controller `metricsAddr`.
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 
@@ -347,6 +357,9 @@ fn default_max_attempts() -> u32 {
 }
 fn default_interval() -> Duration {
     DEFAULT_INTERVAL
+}
+fn default_progress_interval() -> Duration {
+    DEFAULT_PROGRESS_INTERVAL
 }
 fn default_metrics_addr() -> String {
     DEFAULT_METRICS_ADDR.to_string()

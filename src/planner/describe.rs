@@ -89,8 +89,10 @@ impl fmt::Display for FleetStatus {
         }
         write!(
             f,
-            "; tasks: {} pending, {} running",
-            self.pending_tasks, self.running_tasks
+            "; tasks: {}{} pending, {} running",
+            if self.more_pending { "over " } else { "" },
+            self.pending_tasks,
+            self.running_tasks
         )
     }
 }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{ms, Millis};
 use crate::manifest::{BudgetSpec, FleetManifest};
-use crate::model::{StepCounts, WorkerInfo};
+use crate::model::{Backlog, WorkerInfo};
 use crate::provider::Instance;
 
 /// Everything the planner looks at, gathered by the reconciler in one pass.
@@ -52,8 +52,9 @@ pub struct FleetInput {
 /// What the task store says about a step.
 #[derive(Debug, Clone, Default)]
 pub struct StepView {
-    /// Task counts; `pending` tasks are the runnable backlog.
-    pub counts: StepCounts,
+    /// The runnable backlog (counted up to [`FleetPolicy::backlog_limit`]) and the running
+    /// tasks.
+    pub backlog: Backlog,
     /// Workers registered for the step. A worker belongs to the instance its `instance_id`
     /// names; workers on no listed instance (e.g. started by hand) are not counted.
     pub workers: Vec<WorkerInfo>,
@@ -127,6 +128,16 @@ impl FleetPolicy {
     pub fn instance_cap(&self) -> u32 {
         self.budget_instances()
             .map_or(self.max_instances, |b| b.min(self.max_instances))
+    }
+
+    /// How many pending tasks the plan can tell apart: a backlog beyond `maxInstances` full
+    /// instances plans the same as one of exactly that size plus one, so a pass counts no
+    /// further (see [`Backlog::more_pending`]). At least one, so that "nothing pending" is
+    /// always told apart.
+    pub fn backlog_limit(&self) -> u64 {
+        u64::from(self.max_instances)
+            .saturating_mul(u64::from(self.tasks_per_instance.max(1)))
+            .max(1)
     }
 }
 
@@ -207,8 +218,11 @@ pub struct FleetStatus {
     /// Whether the fleet was observed this pass (task store read and instances listed); when
     /// not, the instance counts are zero.
     pub observed: bool,
-    /// Runnable tasks of the step.
+    /// Runnable tasks of the step (counted up to the fleet's backlog limit).
     pub pending_tasks: u64,
+    /// More tasks are runnable than `pending_tasks`: the count stopped at the backlog limit.
+    #[serde(default)]
+    pub more_pending: bool,
     /// Running tasks of the step.
     pub running_tasks: u64,
     /// Instances listed (pending or running, not stopping).

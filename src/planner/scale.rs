@@ -40,6 +40,8 @@ struct Member<'a> {
 /// The demand side of a fleet: how many instances the backlog asks for and what bounds them.
 struct Demand {
     pending: u64,
+    /// `pending` is a lower bound (counting stopped at the backlog limit).
+    more_pending: bool,
     running: u64,
     tasks_per_instance: u32,
     /// ceil(pending / tasksPerInstance).
@@ -57,15 +59,19 @@ impl Demand {
         let max = policy.max_instances;
         let min = policy.min_instances.min(max);
         let tasks_per_instance = policy.tasks_per_instance.max(1);
-        let pending = view.counts.pending;
+        let backlog = &view.backlog;
+        let pending = backlog.pending;
+        // A backlog counted only up to the limit still asks for more than the limit allows.
+        let at_least = pending.saturating_add(u64::from(backlog.more_pending));
         let want =
-            u32::try_from(pending.div_ceil(u64::from(tasks_per_instance))).unwrap_or(u32::MAX);
+            u32::try_from(at_least.div_ceil(u64::from(tasks_per_instance))).unwrap_or(u32::MAX);
         let budget = policy.budget_instances();
         let by_max = want.max(min).min(max);
         let desired = budget.map_or(by_max, |b| by_max.min(b));
         Demand {
             pending,
-            running: view.counts.running,
+            more_pending: backlog.more_pending,
+            running: backlog.running,
             tasks_per_instance,
             want,
             min,
@@ -73,6 +79,25 @@ impl Demand {
             budget,
             cap: policy.instance_cap(),
             desired,
+        }
+    }
+
+    /// `37 runnable tasks`, or `more than 200 runnable tasks` when counting stopped there.
+    fn backlog_text(&self) -> String {
+        let n = count(self.pending, "runnable task");
+        if self.more_pending {
+            format!("more than {n}")
+        } else {
+            n
+        }
+    }
+
+    /// The instances the backlog asks for; past the counted backlog only a lower bound.
+    fn want_text(&self) -> String {
+        if self.more_pending {
+            format!("more than {}", count(self.want - 1, "instance"))
+        } else {
+            count(self.want, "instance")
         }
     }
 
@@ -93,8 +118,8 @@ impl Demand {
         } else {
             format!(
                 "backlog of {} needs {} ({} per instance)",
-                count(self.pending, "runnable task"),
-                count(self.want, "instance"),
+                self.backlog_text(),
+                self.want_text(),
                 count(self.tasks_per_instance, "task"),
             )
         };
@@ -121,6 +146,7 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
     let mut status = FleetStatus {
         observed: input.instances.is_ok(),
         pending_tasks: demand.pending,
+        more_pending: demand.more_pending,
         running_tasks: demand.running,
         ..FleetStatus::default()
     };
@@ -447,7 +473,7 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
     if demand.pending > 0 && demand.desired == 0 {
         stalled.push(format!(
             "{} wait but the budget allows no instances",
-            count(demand.pending, "runnable task")
+            demand.backlog_text()
         ));
     }
     if need > 0 && launch == 0 {
@@ -466,7 +492,7 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
             ));
         }
     }
-    if let Some(oldest) = view.counts.oldest_pending_at {
+    if let Some(oldest) = view.backlog.oldest_pending_at {
         let waited = now.saturating_sub(oldest);
         if demand.pending > 0 && demand.running == 0 && waited > policy.stall_after {
             stalled.push(format!(
@@ -631,7 +657,7 @@ fn provider_unreadable(
                 if stalled {
                     format!(
                         "{} wait but no instance can be added: cannot list the fleet's instances: {error}",
-                        count(demand.pending, "runnable task")
+                        demand.backlog_text()
                     )
                 } else {
                     "no runnable tasks".to_string()
@@ -648,8 +674,8 @@ fn at_max_condition(d: &Demand) -> Condition {
         if d.at_max() {
             format!(
                 "backlog of {} would need {} but maxInstances is {}",
-                count(d.pending, "runnable task"),
-                count(d.want, "instance"),
+                d.backlog_text(),
+                d.want_text(),
                 d.max
             )
         } else {

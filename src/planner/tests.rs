@@ -4,7 +4,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::manifest::BudgetSpec;
-use crate::model::{StepCounts, WorkerInfo, WorkerState};
+use crate::model::{Backlog, WorkerInfo, WorkerState};
 use crate::provider::{Instance, InstanceState};
 
 const NOW: Millis = 1_800_000_000_000;
@@ -64,11 +64,11 @@ fn input(
     FleetInput {
         policy: policy(),
         step: Ok(StepView {
-            counts: StepCounts {
+            backlog: Backlog {
                 step: "align".into(),
                 pending,
                 running,
-                ..StepCounts::default()
+                ..Backlog::default()
             },
             workers,
         }),
@@ -522,11 +522,11 @@ fn rules() {
             name: "old backlog with nothing running is Stalled",
             input: FleetInput {
                 step: Ok(StepView {
-                    counts: StepCounts {
+                    backlog: Backlog {
                         step: "align".into(),
                         pending: 1,
                         oldest_pending_at: Some(NOW - 45 * MIN),
-                        ..StepCounts::default()
+                        ..Backlog::default()
                     },
                     workers: vec![worker("i-1", 0, 0)],
                 }),
@@ -692,12 +692,12 @@ fn arb_input() -> impl Strategy<Value = FleetInput> {
                         Err("store down".into())
                     } else {
                         Ok(StepView {
-                            counts: StepCounts {
+                            backlog: Backlog {
                                 step: "align".into(),
                                 pending,
                                 running,
                                 oldest_pending_at: oldest.map(|m| NOW - m * MIN),
-                                ..StepCounts::default()
+                                ..Backlog::default()
                             },
                             workers,
                         })
@@ -774,8 +774,51 @@ fn shuffled<T: Clone>(v: &[T], seed: u64) -> Vec<T> {
     out
 }
 
+/// An action without its reason (reasons quote the counted backlog).
+fn without_reason(a: &Action) -> Action {
+    let mut a = a.clone();
+    match &mut a {
+        Action::Launch { reason, .. }
+        | Action::Terminate { reason, .. }
+        | Action::MarkLost { reason, .. }
+        | Action::RequeueExpired { reason, .. } => reason.clear(),
+    }
+    a
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// The controller counts a backlog only up to the fleet's limit: whatever lies beyond
+    /// must not change the plan.
+    #[test]
+    fn a_backlog_counted_to_the_limit_plans_like_the_whole_one(
+        input in arb_input(),
+        extra in 0u64..5_000,
+    ) {
+        let Ok(view) = &input.step else { return Ok(()) };
+        let whole = view.backlog.pending + extra;
+        let limit = input.policy.backlog_limit();
+        let mut exact = input.clone();
+        let mut counted = input.clone();
+        if let (Ok(e), Ok(c)) = (&mut exact.step, &mut counted.step) {
+            e.backlog.pending = whole;
+            c.backlog.pending = whole.min(limit);
+            c.backlog.more_pending = whole > limit;
+        }
+        let e = plan(&PlanInput { fleets: vec![exact] }, NOW).fleets.remove(0);
+        let c = plan(&PlanInput { fleets: vec![counted] }, NOW).fleets.remove(0);
+        prop_assert_eq!(e.desired, c.desired, "exact:\n{}\ncounted:\n{}", e, c);
+        let (ea, ca): (Vec<Action>, Vec<Action>) = (
+            e.actions.iter().map(without_reason).collect(),
+            c.actions.iter().map(without_reason).collect(),
+        );
+        prop_assert_eq!(ea, ca, "exact:\n{}\ncounted:\n{}", e, c);
+        let statuses = |p: &FleetPlan| -> Vec<(ConditionType, ConditionStatus)> {
+            p.conditions.iter().map(|c| (c.type_, c.status)).collect()
+        };
+        prop_assert_eq!(statuses(&e), statuses(&c), "exact:\n{}\ncounted:\n{}", e, c);
+    }
 
     #[test]
     fn never_terminates_a_busy_instance(input in arb_input()) {

@@ -192,7 +192,7 @@ pub fn render(st: &ControllerStatus, now: Millis) -> String {
         h.push_str("<p class=\"empty\">No tasks yet.</p>\n");
     }
     for s in &st.steps {
-        render_step(&mut h, s);
+        render_step(&mut h, s, now);
     }
     h.push_str("</section>\n");
 
@@ -238,7 +238,7 @@ pub fn render(st: &ControllerStatus, now: Millis) -> String {
     h
 }
 
-fn render_step(h: &mut String, s: &StepReport) {
+fn render_step(h: &mut String, s: &StepReport, now: Millis) {
     let c = &s.counts;
     let total = c.total();
     let finished = c.succeeded + c.failed + c.cancelled;
@@ -248,7 +248,7 @@ fn render_step(h: &mut String, s: &StepReport) {
         "<div class=\"step\" data-step=\"{name}\" data-waiting=\"{}\" data-pending=\"{}\" \
          data-running=\"{}\" data-succeeded=\"{}\" data-failed=\"{}\" data-cancelled=\"{}\" \
          data-total=\"{total}\" data-throughput-per-min=\"{}\" data-eta-ms=\"{}\" \
-         data-oldest-pending-age-ms=\"{}\">\n\
+         data-oldest-pending-age-ms=\"{}\" data-counted-at=\"{}\">\n\
          <div class=\"step-head\"><h3>{name}</h3><span class=\"progress-text\">{progress}\
          </span></div>\n<div class=\"bar\">",
         c.waiting,
@@ -260,6 +260,7 @@ fn render_step(h: &mut String, s: &StepReport) {
         s.throughput_per_min,
         opt_attr(s.eta_ms),
         opt_attr(s.oldest_pending_age_ms),
+        s.counted_at,
         progress = match (finished * 100).checked_div(total) {
             Some(pct) => format!("{finished} / {total} finished ({pct}%)"),
             None => "no tasks".to_string(),
@@ -292,12 +293,14 @@ fn render_step(h: &mut String, s: &StepReport) {
     let _ = write!(
         h,
         "</ul>\n<p class=\"rates\">throughput <b class=\"throughput\">{:.1}/min</b> · ETA \
-         <b class=\"eta\">{}</b> · oldest pending <b class=\"oldest-pending\">{}</b></p>\n</div>\n",
+         <b class=\"eta\">{}</b> · oldest pending <b class=\"oldest-pending\">{}</b> · counted \
+         <b class=\"counted\">{}</b></p>\n</div>\n",
         s.throughput_per_min,
         escape(&eta_text(s)),
         s.oldest_pending_age_ms
             .map(|a| format_duration_ms(a / 1000 * 1000))
             .unwrap_or_else(|| "-".into()),
+        ago(now.saturating_sub(s.counted_at)),
     );
 }
 
@@ -423,6 +426,7 @@ mod tests {
             oldest_pending_age_ms: Some(65_000),
             throughput_per_min: throughput,
             eta_ms: eta,
+            counted_at: NOW - 12_000,
         }
     }
 

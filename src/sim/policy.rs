@@ -7,6 +7,7 @@ use rand::seq::IndexedRandom;
 
 use super::world::{WorkerExit, World};
 use crate::clock::Millis;
+use crate::model::Backlog;
 use crate::planner::{self, Action, CoolOff, FleetInput, PendingLaunch, PlanInput, StepView};
 
 /// A scaling policy, called once per tick after the world has advanced.
@@ -98,7 +99,8 @@ impl Policy for Anamo {
             input.fleets.push(FleetInput {
                 policy: fleet.policy.clone(),
                 step: Ok(StepView {
-                    counts: world.counts(fi),
+                    // As a controller reads it: counted up to the fleet's backlog limit.
+                    backlog: Backlog::from_counts(&world.counts(fi), fleet.policy.backlog_limit()),
                     workers: world.registrations(fi),
                 }),
                 instances: Ok(instances),

@@ -15,12 +15,12 @@ use super::{Leadership, Result, SharedStore, StatusDoc, StoreError, TaskStore};
 use crate::clock::Millis;
 use crate::metrics::Metrics;
 use crate::model::{
-    Claim, ClaimRequest, Completion, ImportReport, PromoteReport, RequeueReport, StepCounts, Task,
-    TaskFilter, TaskSpec, TaskState, WorkerInfo,
+    Backlog, Claim, ClaimRequest, Completion, ImportReport, PromoteReport, RequeueReport,
+    StepCounts, Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
 };
 
 /// Every operation label this decorator emits (the trait's async methods).
-pub const OPERATIONS: [&str; 25] = [
+pub const OPERATIONS: [&str; 26] = [
     "create_schema",
     "delete_schema",
     "import",
@@ -33,6 +33,7 @@ pub const OPERATIONS: [&str; 25] = [
     "get",
     "list",
     "counts",
+    "backlog",
     "steps",
     "count_finished_since",
     "requeue",
@@ -174,6 +175,11 @@ impl TaskStore for InstrumentedStore {
 
     async fn counts(&self, step: &str) -> Result<StepCounts> {
         self.observe("counts", self.inner.counts(step)).await
+    }
+
+    async fn backlog(&self, step: &str, pending_limit: u64) -> Result<Backlog> {
+        self.observe("backlog", self.inner.backlog(step, pending_limit))
+            .await
     }
 
     async fn steps(&self) -> Result<Vec<String>> {
@@ -441,6 +447,7 @@ mod tests {
         s.get("align", &id).await.unwrap();
         s.list(&TaskFilter::default()).await.unwrap();
         s.counts("align").await.unwrap();
+        s.backlog("align", 10).await.unwrap();
         s.steps().await.unwrap();
         s.count_finished_since("align", 0).await.unwrap();
         s.requeue("align", &id, false, now).await.unwrap();

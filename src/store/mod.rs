@@ -40,8 +40,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Millis;
 use crate::model::{
-    Claim, ClaimRequest, Completion, ImportReport, PromoteReport, RequeueReport, StepCounts, Task,
-    TaskFilter, TaskSpec, TaskState, WorkerInfo,
+    Backlog, Claim, ClaimRequest, Completion, ImportReport, PromoteReport, RequeueReport,
+    StepCounts, Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -207,6 +207,10 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     async fn list(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
     /// Exact counts by state (every page is read).
     async fn counts(&self, step: &str) -> Result<StepCounts>;
+    /// The step's pending tasks counted up to `pending_limit` (`more_pending` says whether
+    /// there are more), its running tasks, and its oldest pending task: what a reconcile pass
+    /// needs, at a cost bounded by the limit rather than by the backlog.
+    async fn backlog(&self, step: &str, pending_limit: u64) -> Result<Backlog>;
     /// Every step that has tasks.
     async fn steps(&self) -> Result<Vec<String>>;
     /// Tasks of `step` that reached succeeded or failed at or after `since` (throughput).

@@ -12,8 +12,8 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 use super::{new_token, Leadership, RequestCounter, Result, StatusDoc, StoreError, TaskStore};
 use crate::clock::Millis;
 use crate::model::{
-    Claim, ClaimRequest, Completion, ImportReport, Lease, Outcome, PromoteReport, RequeueReport,
-    StepCounts, Task, TaskFilter, TaskResult, TaskSpec, TaskState, WorkerInfo,
+    Backlog, Claim, ClaimRequest, Completion, ImportReport, Lease, Outcome, PromoteReport,
+    RequeueReport, StepCounts, Task, TaskFilter, TaskResult, TaskSpec, TaskState, WorkerInfo,
 };
 
 const SCHEMA: &str = r#"
@@ -615,6 +615,42 @@ impl TaskStore for SqliteStore {
                 }
             }
             Ok(counts)
+        })
+        .await
+    }
+
+    async fn backlog(&self, step: &str, pending_limit: u64) -> Result<Backlog> {
+        const OP: &str = "backlog";
+        let step = step.to_string();
+        // One more than the limit tells whether there are more.
+        let probe = i64::try_from(pending_limit.saturating_add(1)).unwrap_or(i64::MAX);
+        self.run(OP, move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT \
+                     (SELECT COUNT(*) FROM (SELECT 1 FROM tasks \
+                        WHERE step = ?1 AND state = 'pending' LIMIT ?2)), \
+                     (SELECT COUNT(*) FROM tasks WHERE step = ?1 AND state = 'running'), \
+                     (SELECT MIN(updated_at) FROM tasks WHERE step = ?1 AND state = 'pending')",
+                )
+                .map_err(|e| map_err(OP, e))?;
+            let (pending, running, oldest) = stmt
+                .query_row(params![step, probe], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                    ))
+                })
+                .map_err(|e| map_err(OP, e))?;
+            let pending = pending.max(0) as u64;
+            Ok(Backlog {
+                step: step.clone(),
+                pending: pending.min(pending_limit),
+                more_pending: pending > pending_limit,
+                running: running.max(0) as u64,
+                oldest_pending_at: oldest,
+            })
         })
         .await
     }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anamo::clock::Millis;
 use anamo::model::{
-    Claim, ClaimRequest, Completion, ImportReport, PromoteReport, RequeueReport, StepCounts, Task,
-    TaskFilter, TaskSpec, TaskState, WorkerInfo,
+    Backlog, Claim, ClaimRequest, Completion, ImportReport, PromoteReport, RequeueReport,
+    StepCounts, Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
 };
 use anamo::store::{Leadership, SharedStore, StatusDoc, StoreError, TaskStore};
 use anamo::worker::WorkerArgs;
@@ -227,6 +227,10 @@ impl TaskStore for FaultyStore {
     async fn counts(&self, step: &str) -> Result<StepCounts, StoreError> {
         self.check("counts")?;
         self.inner.counts(step).await
+    }
+    async fn backlog(&self, step: &str, pending_limit: u64) -> Result<Backlog, StoreError> {
+        self.check("backlog")?;
+        self.inner.backlog(step, pending_limit).await
     }
     async fn steps(&self) -> Result<Vec<String>, StoreError> {
         self.check("steps")?;

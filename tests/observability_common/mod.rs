@@ -425,6 +425,7 @@ impl Workload {
             .args(["--store", &store_url, "controller", "--manifests"])
             .arg(&manifests)
             .args(["--metrics-addr", &addr.to_string(), "--interval", "1s"])
+            .args(["--progress-interval", "1s"])
             .arg("--log-dir")
             .arg(dir.path().join("logs"))
             .stdin(Stdio::null())

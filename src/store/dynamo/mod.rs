@@ -39,7 +39,7 @@ use self::items::*;
 use super::{new_token, Leadership, RequestCounter, Result, StatusDoc, StoreError, TaskStore};
 use crate::clock::Millis;
 use crate::model::{
-    Claim, ClaimRequest, Completion, ImportReport, Outcome, PromoteReport, RequeueReport,
+    Backlog, Claim, ClaimRequest, Completion, ImportReport, Outcome, PromoteReport, RequeueReport,
     StepCounts, Task, TaskFilter, TaskSpec, TaskState, WorkerInfo, DEFAULT_MAX_ATTEMPTS,
 };
 
@@ -322,6 +322,25 @@ impl DynamoStore {
                 None => return Ok(total),
             }
         }
+    }
+
+    /// The items of a gsi1 partition, counted up to `limit`: a Query's `Limit` bounds the
+    /// items it reads, so this costs at most `limit` items however long the partition is.
+    async fn count_up_to(&self, op: &str, gsi_pk: &str, limit: u64) -> Result<u64> {
+        let mut total = 0;
+        let mut start = None;
+        while total < limit {
+            let page_limit = i32::try_from(limit - total).unwrap_or(i32::MAX);
+            let (_, count, next) = self
+                .query_page(op, gsi_pk, &Sk::Any, None, true, Some(page_limit), start)
+                .await?;
+            total += count;
+            match next {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        Ok(total.min(limit))
     }
 
     /// When the longest-waiting pending task became pending. The pending index is ordered by
@@ -1100,6 +1119,36 @@ impl TaskStore for DynamoStore {
             counts.oldest_pending_at = self.oldest_pending(step).await?;
         }
         Ok(counts)
+    }
+
+    async fn backlog(&self, step: &str, pending_limit: u64) -> Result<Backlog> {
+        const OP: &str = "backlog";
+        let (pending_pk, running_pk) = (
+            state_pk(step, TaskState::Pending),
+            state_pk(step, TaskState::Running),
+        );
+        // One more than the limit tells whether there are more; the oldest is read only when
+        // something is pending, after the count says so.
+        let pending = async {
+            let pending = self
+                .count_up_to(OP, &pending_pk, pending_limit.saturating_add(1))
+                .await?;
+            let oldest = if pending > 0 {
+                self.oldest_pending(step).await?
+            } else {
+                None
+            };
+            Ok::<_, StoreError>((pending, oldest))
+        };
+        let ((pending, oldest), running) =
+            futures::try_join!(pending, self.count_all(OP, &running_pk, Sk::Any))?;
+        Ok(Backlog {
+            step: step.to_string(),
+            pending: pending.min(pending_limit),
+            more_pending: pending > pending_limit,
+            running,
+            oldest_pending_at: oldest,
+        })
     }
 
     async fn count_finished_since(&self, step: &str, since: Millis) -> Result<u64> {

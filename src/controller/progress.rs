@@ -1,0 +1,171 @@
+//! Step progress for the status page, `/api/status` and the `anamo_tasks*` metrics: exact
+//! counts of every state and the throughput, read every `progressInterval` in the background
+//! instead of in every pass.
+//!
+//! A pass reads only what the planner can use (a [`Backlog`](crate::model::Backlog), bounded by
+//! each fleet's limits). Counting every task is a read per task — DynamoDB reads, and charges
+//! for, each counted item — so with a hundred thousand tasks it would take most of a pass and
+//! grow with every task ever finished. The count runs beside the passes, one at a time; a
+//! pass never waits for it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use super::status::{step_report, StepReport};
+use super::{SharedStatus, OBSERVE_CONCURRENCY};
+use crate::clock::Millis;
+use crate::metrics::Metrics;
+use crate::model::{StepCounts, TaskState};
+use crate::store::SharedStore;
+
+/// Counts progress every `interval`, one count at a time.
+pub(super) struct Census {
+    interval: Millis,
+    store: SharedStore,
+    published: Arc<Published>,
+    last_started: Option<Millis>,
+    running: Option<JoinHandle<()>>,
+}
+
+/// Where a count's results go.
+struct Published {
+    status: SharedStatus,
+    metrics: Arc<Metrics>,
+    /// The counts each step's counters last followed.
+    prev_counts: Mutex<HashMap<String, StepCounts>>,
+}
+
+impl Census {
+    pub(super) fn new(
+        interval: Millis,
+        store: SharedStore,
+        status: SharedStatus,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Census {
+            interval,
+            store,
+            published: Arc::new(Published {
+                status,
+                metrics,
+                prev_counts: Mutex::new(HashMap::new()),
+            }),
+            last_started: None,
+            running: None,
+        }
+    }
+
+    /// Starts counting `steps` if a count is due and none is running.
+    pub(super) fn start_if_due(&mut self, steps: Vec<String>, now: Millis, since: Millis) {
+        if self.running.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        if self
+            .last_started
+            .is_some_and(|t| now.saturating_sub(t) < self.interval)
+        {
+            return;
+        }
+        self.last_started = Some(now);
+        let (store, published) = (self.store.clone(), self.published.clone());
+        self.running = Some(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            // Owned per step: a spawned task's future must not borrow across its closures.
+            let reads = steps.clone().into_iter().map(|step| {
+                let store = store.clone();
+                async move { step_report(&store, &step, now, Some(since)).await }
+            });
+            let reports: Vec<_> = futures::stream::iter(reads)
+                .buffered(OBSERVE_CONCURRENCY)
+                .collect()
+                .await;
+            published
+                .metrics
+                .progress_count_duration
+                .observe(started.elapsed().as_secs_f64());
+            published.apply(&steps, reports);
+        }));
+    }
+
+    /// Waits for the count in flight, if any (for callers that show progress after each pass,
+    /// like `anamo up`, and for tests).
+    pub(super) async fn settle(&mut self) {
+        if let Some(handle) = self.running.take() {
+            if let Err(e) = handle.await {
+                warn!(error = %e, "the progress count did not finish");
+            }
+        }
+    }
+}
+
+impl Drop for Census {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.running {
+            handle.abort();
+        }
+    }
+}
+
+impl Published {
+    /// Publishes a count: the steps it read replace the reports; a step it could not read
+    /// keeps its previous report (its `counted_at` says how old it is).
+    fn apply(&self, steps: &[String], reports: Vec<Result<StepReport, crate::store::StoreError>>) {
+        let mut fresh = Vec::with_capacity(steps.len());
+        let mut prev = self.prev_counts.lock().unwrap_or_else(|p| p.into_inner());
+        for (step, report) in steps.iter().zip(reports) {
+            match report {
+                Ok(r) => {
+                    update_step_metrics(&self.metrics, &mut prev, &r);
+                    fresh.push(r);
+                }
+                Err(e) => warn!(step, error = %e, "cannot count step progress"),
+            }
+        }
+        drop(prev);
+        let mut st = self.status.write().unwrap_or_else(|p| p.into_inner());
+        let mut reports = Vec::with_capacity(steps.len());
+        for step in steps {
+            let old = st.steps.iter().position(|r| &r.counts.step == step);
+            match fresh.iter().position(|r| &r.counts.step == step) {
+                Some(i) => reports.push(fresh.swap_remove(i)),
+                None => {
+                    if let Some(i) = old {
+                        reports.push(st.steps.swap_remove(i));
+                    }
+                }
+            }
+        }
+        st.steps = reports;
+    }
+}
+
+fn update_step_metrics(m: &Metrics, prev: &mut HashMap<String, StepCounts>, r: &StepReport) {
+    let c = &r.counts;
+    for s in TaskState::ALL {
+        m.tasks
+            .with_label_values(&[&c.step, s.as_str()])
+            .set(c.get(s) as i64);
+    }
+    m.oldest_pending_age
+        .with_label_values(&[&c.step])
+        .set(r.oldest_pending_age_ms.unwrap_or(0) as f64 / 1000.0);
+    // Counters follow the counts' growth (deletes and requeues never make them go back).
+    if let Some(before) = prev.get(&c.step) {
+        let grew = |now: u64, before: u64| now.saturating_sub(before);
+        m.tasks_completed
+            .with_label_values(&[&c.step])
+            .inc_by(grew(c.succeeded, before.succeeded));
+        m.tasks_failed
+            .with_label_values(&[&c.step])
+            .inc_by(grew(c.failed, before.failed));
+    } else {
+        // Make the series exist from the first count.
+        m.tasks_completed.with_label_values(&[&c.step]).inc_by(0);
+        m.tasks_failed.with_label_values(&[&c.step]).inc_by(0);
+    }
+    prev.insert(c.step.clone(), c.clone());
+}
