@@ -537,7 +537,10 @@ fn metrics_reference() -> String {
     out.push_str(&generated_note("the metrics registry (`src/metrics.rs`)"));
     out.push_str(&format!(
         "\nThe controller serves these at `http://<metricsAddr>/metrics` in the Prometheus text \
-         format (`metricsAddr` defaults to `127.0.0.1:9464`). Label values are step and fleet \
+         format (`metricsAddr` defaults to `127.0.0.1:9464`), except the two that say they are \
+         exported by workers run with `--metrics-addr`. The `anamo_tasks*` figures and \
+         `anamo_oldest_pending_task_age_seconds` come from the progress count, refreshed every \
+         `progressInterval`. Label values are step and fleet \
          names or small fixed sets, never task or instance ids. Histograms also export \
          `_bucket`, `_sum` and `_count` series. `anamo_fleet_instances` has one series per \
          `status`: {}; `anamo_reconcile_errors_total` starts at 0 for every `kind`: {}.\n\n",

@@ -100,8 +100,9 @@ pub struct WorkerArgs {
     #[arg(long, env = "ANAMO_DRAIN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_grace: Duration,
 
-    /// Directory for per-task log files `<step>/<id>.<attempt>.log`
-    /// [default: <temp dir>/anamo/logs].
+    /// Directory for per-task log files `<step>/<id>.<attempt>.log`, created with a task's
+    /// first byte of output (a task that prints nothing leaves none) [default: <temp
+    /// dir>/anamo/logs].
     #[arg(long, env = "ANAMO_LOG_DIR")]
     pub log_dir: Option<PathBuf>,
 
