@@ -31,6 +31,7 @@ pub mod dynamo;
 pub mod instrumented;
 pub mod sqlite;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -156,6 +157,27 @@ impl RequestCounter {
     }
 }
 
+/// Requests by what they were for (`claim query`, `claim write`, `claim write lost`,
+/// `complete write`, `put worker`, ...), so benchmarks can say where a task's requests go.
+#[derive(Debug, Default)]
+pub struct RequestMix(std::sync::Mutex<BTreeMap<String, u64>>);
+
+impl RequestMix {
+    pub fn add(&self, kind: &str) {
+        let mut mix = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match mix.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                mix.insert(kind.to_string(), 1);
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 #[async_trait]
 pub trait TaskStore: Send + Sync + fmt::Debug {
     /// Creates the table/schema if missing and waits until it is usable. Idempotent.
@@ -256,6 +278,12 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
 
     /// Requests sent to the backend so far (for benchmarks).
     fn requests(&self) -> u64;
+    /// Requests sent so far by what they were for (for benchmarks); empty when the store does
+    /// not break them down. May count fewer than [`TaskStore::requests`] (the SDK's own
+    /// retries and rarely used calls are not broken down).
+    fn request_mix(&self) -> BTreeMap<String, u64> {
+        BTreeMap::new()
+    }
     /// Claim races this store lost so far (a candidate task was taken by someone else between
     /// the query and the conditional write, and another was tried). Stores whose claims are
     /// a single atomic statement (SQLite) never lose one.

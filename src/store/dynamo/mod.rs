@@ -36,7 +36,9 @@ use self::error::{
     has_code, is_condition_failed, map_sdk_err, CountRequests, SdkErr, IN_USE, NOT_FOUND,
 };
 use self::items::*;
-use super::{new_token, Leadership, RequestCounter, Result, StatusDoc, StoreError, TaskStore};
+use super::{
+    new_token, Leadership, RequestCounter, RequestMix, Result, StatusDoc, StoreError, TaskStore,
+};
 use crate::clock::Millis;
 use crate::model::{
     Claim, ClaimRequest, Completion, ImportReport, Outcome, PromoteReport, RequeueReport,
@@ -69,6 +71,7 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     requests: Arc<RequestCounter>,
+    mix: Arc<RequestMix>,
     contention: Arc<Contention>,
 }
 
@@ -141,6 +144,7 @@ impl DynamoStore {
             client: Client::from_conf(config),
             table: table.to_string(),
             requests,
+            mix: Arc::default(),
             contention: Arc::new(Contention::new()),
         }
     }
@@ -180,6 +184,7 @@ impl DynamoStore {
     }
 
     async fn get_item(&self, op: &str, pk: String) -> Result<Option<Item>> {
+        self.mix.add(&format!("{op} read"));
         let out = self
             .client
             .get_item()
@@ -222,9 +227,18 @@ impl DynamoStore {
             .send()
             .await;
         match result {
-            Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
-            Err(e) if is_condition_failed(&e) => Ok(None),
-            Err(e) => Err(self.err(op, e)),
+            Ok(out) => {
+                self.mix.add(&format!("{op} write"));
+                Ok(Some(out.attributes.unwrap_or_default()))
+            }
+            Err(e) if is_condition_failed(&e) => {
+                self.mix.add(&format!("{op} write lost"));
+                Ok(None)
+            }
+            Err(e) => {
+                self.mix.add(&format!("{op} write failed"));
+                Err(self.err(op, e))
+            }
         }
     }
 
@@ -274,6 +288,7 @@ impl DynamoStore {
                 .select(Select::SpecificAttributes)
                 .projection_expression(expr);
         }
+        self.mix.add(&format!("{op} query"));
         let out = request
             .set_expression_attribute_names(Some(names))
             .send()
@@ -1195,6 +1210,7 @@ impl TaskStore for DynamoStore {
 
     async fn put_worker(&self, worker: &WorkerInfo) -> Result<()> {
         const OP: &str = "put worker";
+        self.mix.add(OP);
         self.client
             .put_item()
             .table_name(&self.table)
@@ -1364,6 +1380,10 @@ impl TaskStore for DynamoStore {
 
     fn claim_conflicts(&self) -> u64 {
         self.contention.lost.load(Ordering::Relaxed)
+    }
+
+    fn request_mix(&self) -> std::collections::BTreeMap<String, u64> {
+        self.mix.snapshot()
     }
 
     fn describe(&self) -> String {
