@@ -17,7 +17,10 @@
 //!   setting `owner`, a fresh random `token`, `expires_at = now + ttl` and `attempts += 1`.
 //!   A worker with several free slots claims a batch: it finds the candidates once (DynamoDB:
 //!   one Query of the pending index) and sends one such write per task, each with its own
-//!   token.
+//!   token. On DynamoDB a claimer keeps the candidates its query found and did not take for
+//!   its next claims (at most 0.5 s, and never past a task made pending through the same
+//!   store), so a task that becomes pending through another client may wait that long behind
+//!   them whatever its priority.
 //! * **heartbeat**, **complete** and **release** succeed only while the task is running with the
 //!   same token. A worker whose lease expired and whose task was re-claimed gets
 //!   [`StoreError::LeaseLost`]; its result is discarded, so a result is recorded exactly once.
