@@ -177,6 +177,82 @@ mod cases {
         assert_eq!(c.task.id(), "s00007");
     }
 
+    /// A claimer may keep the candidates its last claim found (DynamoDB), but a task made
+    /// pending through the same store comes first when its priority says so, and a candidate
+    /// another claimer took meanwhile is never taken again.
+    pub async fn new_pending_tasks_come_before_earlier_candidates(store: SharedStore) {
+        store.import(&specs("align", 10), T0).await.unwrap();
+        let first = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+        assert_eq!(first.task.id(), "s00000");
+        let mut urgent = TaskSpec::new("align", "urgent", "echo urgent");
+        urgent.priority = 9;
+        store.import(&[urgent], T0 + 1).await.unwrap();
+        let next = store
+            .claim(&req("align", "w"), T0 + 2)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            next.task.id(),
+            "urgent",
+            "an imported task of higher priority first"
+        );
+        store
+            .release("align", "urgent", &next.token, T0 + 3)
+            .await
+            .unwrap();
+        let again = store
+            .claim(&req("align", "w"), T0 + 4)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            again.task.id(),
+            "urgent",
+            "a handed back task of higher priority first"
+        );
+        let then = store
+            .claim(&req("align", "w"), T0 + 5)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(then.task.id(), "s00001", "then the queue in order again");
+    }
+
+    pub async fn a_candidate_taken_meanwhile_is_not_claimed_again(store: SharedStore) {
+        store.import(&specs("align", 10), T0).await.unwrap();
+        let mut seen = HashSet::new();
+        // Two claimers alternate: each one's next candidates are what the other just took.
+        for round in 0..4 {
+            for owner in ["a", "b"] {
+                let c = store
+                    .claim(&req("align", owner), T0 + round)
+                    .await
+                    .unwrap()
+                    .expect("a pending task");
+                assert_eq!(c.task.lease.as_ref().map(|l| l.owner.as_str()), Some(owner));
+                assert!(
+                    seen.insert(c.task.id().to_string()),
+                    "{} twice",
+                    c.task.id()
+                );
+            }
+        }
+        let rest = store
+            .claim_batch(&req("align", "a"), 10, T0 + 9)
+            .await
+            .unwrap();
+        assert_eq!(rest.len(), 2, "exactly the two never claimed are left");
+        for c in rest {
+            assert!(
+                seen.insert(c.task.id().to_string()),
+                "{} twice",
+                c.task.id()
+            );
+        }
+        assert_eq!(seen.len(), 10);
+    }
+
     pub async fn claim_sets_lease(store: SharedStore) {
         store.import(&specs("align", 1), T0).await.unwrap();
         let c = store.claim(&req("align", "w1"), T0).await.unwrap().unwrap();
@@ -954,6 +1030,8 @@ conformance!(
     a_batch_takes_the_best_tasks_and_stops_at_the_end,
     claim_on_empty_step_returns_none,
     higher_priority_is_claimed_first,
+    new_pending_tasks_come_before_earlier_candidates,
+    a_candidate_taken_meanwhile_is_not_claimed_again,
     claim_sets_lease,
     heartbeat_extends_only_with_the_token,
     zombie_cannot_overwrite_a_reclaimed_task,

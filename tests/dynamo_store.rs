@@ -340,6 +340,64 @@ async fn cancelled_running_task_loses_its_lease_everywhere() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claimer_takes_its_next_tasks_from_its_last_query() {
+    let Some((store, client, table)) = fresh().await else {
+        return;
+    };
+    const N: usize = 48;
+    store.import(&specs("align", N, 10), T0).await.unwrap();
+    let before = store.requests();
+    for i in 0..N {
+        let c = store
+            .claim(&req("align", "w"), T0)
+            .await
+            .unwrap()
+            .expect("a pending task");
+        assert_eq!(
+            c.task.id(),
+            format!("s{i:06}"),
+            "oldest first, also when kept"
+        );
+    }
+    let requests = store.requests() - before;
+    eprintln!("lone claimer: {requests} requests for {N} claims");
+    // One conditional write per claim; a query's page serves the next claims too while it is
+    // fresh (so on any machine some of them).
+    assert!(
+        requests < 2 * N as u64,
+        "{requests} requests for {N} claims"
+    );
+
+    // Another client (a worker elsewhere) takes what this one kept: this one loses that race
+    // once, reads afresh and takes the next task, never the one taken.
+    store.import(&specs("call", 8, 10), T0).await.unwrap();
+    let elsewhere = DynamoStore::new(client.clone(), &table);
+    let a = store.claim(&req("call", "a"), T0).await.unwrap().unwrap();
+    assert_eq!(a.task.id(), "s000000");
+    let b = elsewhere
+        .claim(&req("call", "b"), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.task.id(), "s000001");
+    let conflicts = store.claim_conflicts();
+    let a2 = store.claim(&req("call", "a"), T0).await.unwrap().unwrap();
+    assert_ne!(a2.task.id(), "s000001", "not taken twice");
+    assert_eq!(
+        store.claim_conflicts(),
+        conflicts + 1,
+        "the race is counted"
+    );
+    let held = store.get("call", "s000001").await.unwrap().unwrap();
+    assert_eq!(
+        held.lease.map(|l| l.token),
+        Some(b.token),
+        "b keeps its lease"
+    );
+    store.delete_schema().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn separate_workers_never_double_claim() {
     let Some((store, client, table)) = fresh().await else {
         return;

@@ -148,11 +148,13 @@ pub(super) async fn dispatch(cfg: &BenchConfig) -> anyhow::Result<(Vec<Row>, ser
                 .note(format!(
                     "{} succeeded; at {:.1} requests per task the store alone allows ≤ {:.2}; \
                      against the rate of a task's own conditional write (a lease renewal: \
-                     the task item, its index entry moved) the ratio is {:.2} (ceiling 0.5)",
+                     the task item, its index entry moved) the ratio is {:.2} (ceiling 0.5); \
+                     requests per task by kind: {}",
                     dynamo.succeeded,
                     dynamo.requests_per_task,
                     1.0 / dynamo.requests_per_task.max(1e-9),
-                    own_ratio
+                    own_ratio,
+                    by_kind(&dynamo.requests_by_kind),
                 )),
             );
             details["dynamodb"] = json!(dynamo);
@@ -161,6 +163,21 @@ pub(super) async fn dispatch(cfg: &BenchConfig) -> anyhow::Result<(Vec<Row>, ser
         }
     }
     Ok((rows, details))
+}
+
+/// `claim query 0.12, claim write 1.00, ...` (most first).
+fn by_kind(mix: &std::collections::BTreeMap<String, f64>) -> String {
+    let mut kinds: Vec<(&String, &f64)> = mix.iter().collect();
+    kinds.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+    let shown: Vec<String> = kinds
+        .iter()
+        .map(|(kind, n)| format!("{kind} {n:.3}"))
+        .collect();
+    if shown.is_empty() {
+        "not broken down".to_string()
+    } else {
+        shown.join(", ")
+    }
 }
 
 /// `concurrency` loops of conditional UpdateItem on distinct keys for `secs` seconds.

@@ -267,6 +267,10 @@ impl TaskStore for InstrumentedStore {
         self.inner.claim_conflicts()
     }
 
+    fn request_mix(&self) -> std::collections::BTreeMap<String, u64> {
+        self.inner.request_mix()
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
     }

@@ -17,7 +17,10 @@
 //!   setting `owner`, a fresh random `token`, `expires_at = now + ttl` and `attempts += 1`.
 //!   A worker with several free slots claims a batch: it finds the candidates once (DynamoDB:
 //!   one Query of the pending index) and sends one such write per task, each with its own
-//!   token.
+//!   token. On DynamoDB a claimer keeps the candidates its query found and did not take for
+//!   its next claims (at most 0.5 s, and never past a task made pending through the same
+//!   store), so a task that becomes pending through another client may wait that long behind
+//!   them whatever its priority.
 //! * **heartbeat**, **complete** and **release** succeed only while the task is running with the
 //!   same token. A worker whose lease expired and whose task was re-claimed gets
 //!   [`StoreError::LeaseLost`]; its result is discarded, so a result is recorded exactly once.
@@ -31,6 +34,7 @@ pub mod dynamo;
 pub mod instrumented;
 pub mod sqlite;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -156,6 +160,27 @@ impl RequestCounter {
     }
 }
 
+/// Requests by what they were for (`claim query`, `claim write`, `claim write lost`,
+/// `complete write`, `put worker`, ...), so benchmarks can say where a task's requests go.
+#[derive(Debug, Default)]
+pub struct RequestMix(std::sync::Mutex<BTreeMap<String, u64>>);
+
+impl RequestMix {
+    pub fn add(&self, kind: &str) {
+        let mut mix = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match mix.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                mix.insert(kind.to_string(), 1);
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 #[async_trait]
 pub trait TaskStore: Send + Sync + fmt::Debug {
     /// Creates the table/schema if missing and waits until it is usable. Idempotent.
@@ -260,6 +285,12 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
 
     /// Requests sent to the backend so far (for benchmarks).
     fn requests(&self) -> u64;
+    /// Requests sent so far by what they were for (for benchmarks); empty when the store does
+    /// not break them down. May count fewer than [`TaskStore::requests`] (the SDK's own
+    /// retries and rarely used calls are not broken down).
+    fn request_mix(&self) -> BTreeMap<String, u64> {
+        BTreeMap::new()
+    }
     /// Claim races this store lost so far (a candidate task was taken by someone else between
     /// the query and the conditional write, and another was tried). Stores whose claims are
     /// a single atomic statement (SQLite) never lose one.

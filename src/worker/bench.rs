@@ -1,6 +1,7 @@
 //! Dispatch benchmark: `workers` in-process workers with `slots` slots each work through
 //! `tasks` trivial tasks (`true`); reports throughput and store requests per task.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -26,6 +27,10 @@ pub struct BenchReport {
     /// Store requests in that window (claims, heartbeats, completions, registrations, polls).
     pub requests: u64,
     pub requests_per_task: f64,
+    /// Those requests per task by what they were for (`claim query`, `claim write`, `claim
+    /// write lost`, `complete write`, `put worker`, ...), when the store breaks them down;
+    /// `other` is the rest (the SDK's own retries, anything not broken down).
+    pub requests_by_kind: BTreeMap<String, f64>,
     /// Store requests the import took (not included above).
     pub import_requests: u64,
 }
@@ -60,6 +65,7 @@ pub async fn bench_dispatch(
     let log_dir = std::env::temp_dir().join(format!("anamo-bench-{step}"));
     let started = Instant::now();
     let before = store.requests();
+    let mix_before = store.request_mix();
     let mut controls = Vec::new();
     let mut running = JoinSet::new();
     for _ in 0..workers {
@@ -100,6 +106,7 @@ pub async fn bench_dispatch(
     }
     let elapsed = started.elapsed();
     let requests = store.requests() - before;
+    let mix = store.request_mix();
     let (_, succeeded) = recorded(&controls);
     controls.iter().for_each(|c| c.drain());
     while let Some(joined) = running.join_next().await {
@@ -112,6 +119,19 @@ pub async fn bench_dispatch(
         return Err(e);
     }
     let secs = elapsed.as_secs_f64().max(1e-9);
+    let per_task = |n: u64| n as f64 / tasks as f64;
+    let mut requests_by_kind = BTreeMap::new();
+    let mut broken_down = 0;
+    for (kind, n) in mix {
+        let n = n.saturating_sub(mix_before.get(&kind).copied().unwrap_or(0));
+        if n > 0 {
+            broken_down += n;
+            requests_by_kind.insert(kind, per_task(n));
+        }
+    }
+    if !requests_by_kind.is_empty() && requests > broken_down {
+        requests_by_kind.insert("other".to_string(), per_task(requests - broken_down));
+    }
     Ok(BenchReport {
         store: store.describe(),
         step,
@@ -123,6 +143,7 @@ pub async fn bench_dispatch(
         tasks_per_sec: tasks as f64 / secs,
         requests,
         requests_per_task: requests as f64 / tasks as f64,
+        requests_by_kind,
         import_requests,
     })
 }

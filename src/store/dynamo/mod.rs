@@ -8,15 +8,19 @@
 //!
 //! A claim reads one small page of the step's pending index partition (highest priority, then
 //! oldest first) and tries conditional writes on its candidates; it never reads the whole
-//! backlog, so a claim costs two requests when uncontended. Counts read every page.
+//! backlog. The candidates a claim did not take are kept for the same claimer's next claims
+//! (for [`LEFTOVERS_FOR`], until one of them turns out taken, or until this store makes a task
+//! pending), so a claim usually costs one request. Concurrent claimers (once one has lost a
+//! race) each start at a random point of the page and go on along it, so they mostly take
+//! different stretches of the queue. Counts read every page.
 
 mod batch;
 mod error;
 mod items;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -30,13 +34,15 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use futures::{StreamExt, TryStreamExt};
-use rand::seq::SliceRandom;
+use rand::Rng;
 
 use self::error::{
     has_code, is_condition_failed, map_sdk_err, CountRequests, SdkErr, IN_USE, NOT_FOUND,
 };
 use self::items::*;
-use super::{new_token, Leadership, RequestCounter, Result, StatusDoc, StoreError, TaskStore};
+use super::{
+    new_token, Leadership, RequestCounter, RequestMix, Result, StatusDoc, StoreError, TaskStore,
+};
 use crate::clock::Millis;
 use crate::model::{
     Backlog, Claim, ClaimRequest, Completion, ImportReport, Outcome, PromoteReport, RequeueReport,
@@ -58,6 +64,10 @@ const MAX_CLAIM_BATCH: usize = 32;
 const SWEEP_CONCURRENCY: usize = 8;
 /// How long after a lost claim race this store keeps spreading its claims over the page.
 const CONTENTION_MEMORY: Duration = Duration::from_secs(10);
+/// How long a claimer may go on taking the candidates its last claim query found and left,
+/// instead of querying again. It bounds how long a task that became pending meanwhile through
+/// another client (however high its priority) can wait behind them.
+const LEFTOVERS_FOR: Duration = Duration::from_millis(500);
 /// How long create_schema / delete_schema wait for the table to settle.
 const SCHEMA_TIMEOUT: Duration = Duration::from_secs(300);
 /// Re-reads of a task when a user action races with another change.
@@ -69,7 +79,24 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     requests: Arc<RequestCounter>,
+    mix: Arc<RequestMix>,
     contention: Arc<Contention>,
+    leftovers: Arc<Mutex<HashMap<Claimer, Leftovers>>>,
+    /// Bumped whenever the leftovers are forgotten, so that a claim whose query was read
+    /// before does not keep what it found.
+    leftovers_epoch: Arc<AtomicU64>,
+}
+
+/// Who claims: step and owner (a worker's id). Each claimer keeps its own leftovers, as it
+/// would in a process of its own.
+type Claimer = (String, String);
+
+/// Candidates of a claimer's last claim query that it did not take, in the order it would
+/// have taken them.
+#[derive(Debug)]
+struct Leftovers {
+    read_at: Instant,
+    ids: VecDeque<String>,
 }
 
 /// When this store last lost a claim race (ms since `since`, plus one; 0 = never), and how
@@ -141,7 +168,10 @@ impl DynamoStore {
             client: Client::from_conf(config),
             table: table.to_string(),
             requests,
+            mix: Arc::default(),
             contention: Arc::new(Contention::new()),
+            leftovers: Arc::default(),
+            leftovers_epoch: Arc::default(),
         }
     }
 
@@ -180,6 +210,7 @@ impl DynamoStore {
     }
 
     async fn get_item(&self, op: &str, pk: String) -> Result<Option<Item>> {
+        self.mix.add(&format!("{op} read"));
         let out = self
             .client
             .get_item()
@@ -205,6 +236,18 @@ impl DynamoStore {
         e: Expr,
         return_new: bool,
     ) -> Result<Option<Item>> {
+        self.update_as(op, op, pk, e, return_new).await
+    }
+
+    /// [`DynamoStore::update`], counted in the request mix as `kind`.
+    async fn update_as(
+        &self,
+        op: &str,
+        kind: &str,
+        pk: String,
+        e: Expr,
+        return_new: bool,
+    ) -> Result<Option<Item>> {
         let result = self
             .client
             .update_item()
@@ -222,9 +265,18 @@ impl DynamoStore {
             .send()
             .await;
         match result {
-            Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
-            Err(e) if is_condition_failed(&e) => Ok(None),
-            Err(e) => Err(self.err(op, e)),
+            Ok(out) => {
+                self.mix.add(&format!("{kind} write"));
+                Ok(Some(out.attributes.unwrap_or_default()))
+            }
+            Err(e) if is_condition_failed(&e) => {
+                self.mix.add(&format!("{kind} write lost"));
+                Ok(None)
+            }
+            Err(e) => {
+                self.mix.add(&format!("{kind} write failed"));
+                Err(self.err(op, e))
+            }
         }
     }
 
@@ -274,6 +326,7 @@ impl DynamoStore {
                 .select(Select::SpecificAttributes)
                 .projection_expression(expr);
         }
+        self.mix.add(&format!("{op} query"));
         let out = request
             .set_expression_attribute_names(Some(names))
             .send()
@@ -389,7 +442,14 @@ impl DynamoStore {
         items.iter().map(|i| Reader::new(op, i).task()).collect()
     }
 
-    async fn try_claim(&self, req: &ClaimRequest, id: &str, now: Millis) -> Result<Option<Claim>> {
+    /// One conditional claim write; `kept`: the candidate was kept from an earlier query.
+    async fn try_claim(
+        &self,
+        req: &ClaimRequest,
+        id: &str,
+        kept: bool,
+        now: Millis,
+    ) -> Result<Option<Claim>> {
         const OP: &str = "claim";
         let expires_at = now + req.ttl_ms;
         let token = new_token();
@@ -404,7 +464,11 @@ impl DynamoStore {
                 "{attempts} = if_not_exists({attempts}, {zero}) + {one}"
             ))
             .cond_eq(STATE, s(TaskState::Pending.as_str()));
-        match self.update(OP, task_pk(&req.step, id), e, true).await? {
+        let kind = if kept { "claim kept" } else { OP };
+        match self
+            .update_as(OP, kind, task_pk(&req.step, id), e, true)
+            .await?
+        {
             None => Ok(None),
             Some(item) => Ok(Some(Claim {
                 task: Reader::new(OP, &item).task()?,
@@ -412,6 +476,80 @@ impl DynamoStore {
                 expires_at,
             })),
         }
+    }
+
+    /// Sends one conditional claim write per id, together; the tasks won are added to
+    /// `claims`. Returns how many were lost to another claimer, and the error of a write that
+    /// failed otherwise (the others' claims stand).
+    async fn claim_wave(
+        &self,
+        req: &ClaimRequest,
+        ids: Vec<String>,
+        kept: bool,
+        now: Millis,
+        claims: &mut Vec<Claim>,
+    ) -> (usize, Option<StoreError>) {
+        let tries = ids.iter().map(|id| self.try_claim(req, id, kept, now));
+        let (mut lost, mut failure) = (0, None);
+        for tried in futures::future::join_all(tries).await {
+            match tried {
+                Ok(Some(claim)) => claims.push(claim),
+                Ok(None) => {
+                    lost += 1;
+                    self.contention.lost_race();
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        (lost, failure)
+    }
+
+    fn leftovers(&self) -> std::sync::MutexGuard<'_, HashMap<Claimer, Leftovers>> {
+        self.leftovers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Up to `n` of the claimer's leftovers while they are fresh (the rest stay kept).
+    fn take_leftovers(&self, claimer: &Claimer, n: usize) -> Vec<String> {
+        let mut all = self.leftovers();
+        let Some(kept) = all.get_mut(claimer) else {
+            return Vec::new();
+        };
+        if kept.read_at.elapsed() >= LEFTOVERS_FOR {
+            all.remove(claimer);
+            return Vec::new();
+        }
+        let taken = kept.ids.drain(..n.min(kept.ids.len())).collect();
+        if kept.ids.is_empty() {
+            all.remove(claimer);
+        }
+        taken
+    }
+
+    /// Keeps what a claim query found and the claim did not take, for the claimer's next
+    /// claims (replacing what it kept before), unless the leftovers were forgotten since
+    /// `epoch` (read before the query).
+    fn keep_leftovers(
+        &self,
+        claimer: Claimer,
+        read_at: Instant,
+        epoch: u64,
+        ids: VecDeque<String>,
+    ) {
+        let mut all = self.leftovers();
+        all.retain(|_, kept| kept.read_at.elapsed() < LEFTOVERS_FOR);
+        if ids.is_empty() || self.leftovers_epoch.load(Ordering::SeqCst) != epoch {
+            all.remove(&claimer);
+        } else {
+            all.insert(claimer, Leftovers { read_at, ids });
+        }
+    }
+
+    /// Forgets every claimer's leftovers: a task became pending through this store, and the
+    /// next claims must see it (it may come before them).
+    fn forget_leftovers(&self) {
+        let mut all = self.leftovers();
+        self.leftovers_epoch.fetch_add(1, Ordering::SeqCst);
+        all.clear();
     }
 
     /// Reads a running task and checks the caller's token; `LeaseLost` otherwise.
@@ -531,13 +669,15 @@ fn build_err(op: &str) -> impl Fn(aws_sdk_dynamodb::error::BuildError) -> StoreE
 }
 
 /// Orders a page of pending candidates (in index order: highest priority, then oldest, then
-/// id) for claiming. Priority groups stay in order; within the first group:
+/// id) for claiming. Priority groups stay in order; within each group:
 ///
-/// * uncontended, the head of the queue comes first, so a lone claimer takes tasks in exactly
-///   the order SQLite does (the conformance suite relies on it);
-/// * once this store has recently lost a claim race, each group is shuffled so concurrent
-///   claimers spread over the page instead of all racing for the head.
-fn order_candidates(page: &[Item], contended: bool) -> Vec<String> {
+/// * uncontended, index order, so a lone claimer takes tasks in exactly the order SQLite
+///   does (the conformance suite relies on it), also from its leftovers;
+/// * once this store has recently lost a claim race, each group is rotated to start at a
+///   random entry, so concurrent claimers spread over the page instead of all racing for the
+///   head, and each goes on along a stretch of its own (its leftovers) until it runs into
+///   tasks another one took.
+fn order_candidates(page: &[Item], contended: bool) -> Vec<VecDeque<String>> {
     let mut groups: Vec<(&str, Vec<String>)> = Vec::new();
     for item in page {
         let Some(AttributeValue::S(sk)) = item.get(GSI1SK) else {
@@ -558,15 +698,60 @@ fn order_candidates(page: &[Item], contended: bool) -> Vec<String> {
         }
     }
     let mut rng = rand::rng();
-    let mut ordered = Vec::with_capacity(page.len());
-    for (i, (_, mut ids)) in groups.into_iter().enumerate() {
-        if i == 0 && !contended {
-            ordered.push(ids.remove(0));
-        }
-        ids.shuffle(&mut rng);
-        ordered.extend(ids);
+    groups
+        .into_iter()
+        .map(|(_, ids)| {
+            let mut ids = VecDeque::from(ids);
+            if contended {
+                ids.rotate_left(rng.random_range(0..ids.len()));
+            }
+            ids
+        })
+        .collect()
+}
+
+/// A page's candidates in claiming order, by priority group (see [`order_candidates`]).
+struct Candidates(Vec<VecDeque<String>>);
+
+impl Candidates {
+    fn new(mut groups: Vec<VecDeque<String>>) -> Self {
+        groups.retain(|g| !g.is_empty());
+        groups.reverse(); // the best group last, where it is taken from
+        Candidates(groups)
     }
-    ordered
+
+    /// The next `n` candidates.
+    fn take(&mut self, n: usize) -> Vec<String> {
+        let mut taken = Vec::with_capacity(n);
+        while taken.len() < n {
+            let Some(group) = self.0.last_mut() else {
+                break;
+            };
+            match group.pop_front() {
+                Some(id) => taken.push(id),
+                None => {
+                    self.0.pop();
+                }
+            }
+        }
+        taken
+    }
+
+    /// Goes on from a random candidate of the current priority group (the stretch just tried
+    /// is being taken by someone else).
+    fn jump(&mut self) {
+        if let Some(group) = self.0.last_mut() {
+            if !group.is_empty() {
+                let at = rand::rng().random_range(0..group.len());
+                group.rotate_left(at);
+            }
+        }
+    }
+
+    /// What is left, in order.
+    fn rest(self) -> VecDeque<String> {
+        self.0.into_iter().rev().flatten().collect()
+    }
 }
 
 #[async_trait]
@@ -733,15 +918,39 @@ impl TaskStore for DynamoStore {
         // Plain puts: a task created by a concurrent import of the same key between our read
         // and this write is overwritten with an equivalent fresh item.
         self.batch_put(OP, new_items).await?;
+        self.forget_leftovers();
         Ok(report)
     }
 
     async fn claim_batch(&self, req: &ClaimRequest, max: usize, now: Millis) -> Result<Vec<Claim>> {
         const OP: &str = "claim";
         let want = max.clamp(1, MAX_CLAIM_BATCH);
+        let claimer: Claimer = (req.step.clone(), req.owner.clone());
+        let mut claims = Vec::with_capacity(want);
+        // First what this claimer's last query found and left, while fresh: no query at all,
+        // unless another claimer took one of them meanwhile (then it is working along the
+        // same stretch, so the rest is read afresh).
+        let kept = self.take_leftovers(&claimer, want);
+        if !kept.is_empty() {
+            let (lost, failure) = self.claim_wave(req, kept, true, now, &mut claims).await;
+            if lost > 0 {
+                self.leftovers().remove(&claimer);
+            }
+            if let Some(e) = failure {
+                // Hand over what was taken (its leases are held); the next call meets the
+                // error again if it lasts.
+                return if claims.is_empty() {
+                    Err(e)
+                } else {
+                    Ok(claims)
+                };
+            }
+            if claims.len() >= want {
+                return Ok(claims);
+            }
+        }
         let pending = state_pk(&req.step, TaskState::Pending);
         let mut start: Option<Item> = None;
-        let mut claims = Vec::with_capacity(want);
         for round in 0..CLAIM_ROUNDS {
             let from_head = start.is_none();
             let contended = self.contention.recent();
@@ -750,6 +959,8 @@ impl TaskStore for DynamoStore {
             } else {
                 CLAIM_PAGE
             };
+            let read_at = Instant::now();
+            let epoch = self.leftovers_epoch.load(Ordering::SeqCst);
             let (page, _, next) = self
                 .query_page(
                     OP,
@@ -770,35 +981,33 @@ impl TaskStore for DynamoStore {
             }
             // The batch's conditional writes go out together; candidates lost to another
             // worker are replaced by the next ones of the page.
-            let mut candidates = order_candidates(&page, contended).into_iter();
-            loop {
-                let wave: Vec<String> = candidates.by_ref().take(want - claims.len()).collect();
+            let mut candidates = Candidates::new(order_candidates(&page, contended));
+            let mut lost_here = 0;
+            while claims.len() < want {
+                let wave = candidates.take(want - claims.len());
                 if wave.is_empty() {
                     break;
                 }
-                let tries = wave.iter().map(|id| self.try_claim(req, id, now));
-                let mut failure = None;
-                for tried in futures::future::join_all(tries).await {
-                    match tried {
-                        Ok(Some(claim)) => claims.push(claim),
-                        Ok(None) => self.contention.lost_race(),
-                        Err(e) => failure = Some(e),
-                    }
-                }
+                let (lost, failure) = self.claim_wave(req, wave, false, now, &mut claims).await;
                 if let Some(e) = failure {
-                    // Hand over what was taken (its leases are held); the next call meets the
-                    // error again if it lasts.
                     return if claims.is_empty() {
                         Err(e)
                     } else {
                         Ok(claims)
                     };
                 }
-                if claims.len() >= want {
-                    return Ok(claims);
+                if lost > 0 {
+                    lost_here += lost;
+                    // Someone is taking the tasks right after the one lost: go on elsewhere.
+                    candidates.jump();
                 }
             }
             if !claims.is_empty() {
+                // The rest of a page read from the head is the claimer's next candidates
+                // (not after lost races: others are taking from it too).
+                if from_head && lost_here == 0 {
+                    self.keep_leftovers(claimer, read_at, epoch, candidates.rest());
+                }
                 return Ok(claims);
             }
             // Every candidate was taken (or the index was stale): look further down the queue,
@@ -880,7 +1089,12 @@ impl TaskStore for DynamoStore {
             .cond_eq(STATE, s(TaskState::Running.as_str()))
             .cond_eq(LEASE_TOKEN, s(token));
         match self.update(OP, task_pk(step, id), e, false).await? {
-            Some(_) => Ok(target),
+            Some(_) => {
+                if target == TaskState::Pending {
+                    self.forget_leftovers();
+                }
+                Ok(target)
+            }
             None => Err(StoreError::lease_lost(step, id)),
         }
     }
@@ -899,7 +1113,10 @@ impl TaskStore for DynamoStore {
             .cond_eq(STATE, s(TaskState::Running.as_str()))
             .cond_eq(LEASE_TOKEN, s(token));
         match self.update(OP, task_pk(step, id), e, false).await? {
-            Some(_) => Ok(()),
+            Some(_) => {
+                self.forget_leftovers();
+                Ok(())
+            }
             None => Err(StoreError::lease_lost(step, id)),
         }
     }
@@ -968,6 +1185,9 @@ impl TaskStore for DynamoStore {
         }
         report.requeued.sort();
         report.failed.sort();
+        if !report.requeued.is_empty() {
+            self.forget_leftovers();
+        }
         Ok(report)
     }
 
@@ -1048,6 +1268,9 @@ impl TaskStore for DynamoStore {
             } else {
                 report.promoted += 1;
             }
+        }
+        if report.promoted > 0 {
+            self.forget_leftovers();
         }
         Ok(report)
     }
@@ -1200,7 +1423,9 @@ impl TaskStore for DynamoStore {
                 ))
             }
         })
-        .await
+        .await?;
+        self.forget_leftovers();
+        Ok(())
     }
 
     async fn cancel(&self, step: &str, id: &str, now: Millis) -> Result<()> {
@@ -1244,6 +1469,7 @@ impl TaskStore for DynamoStore {
 
     async fn put_worker(&self, worker: &WorkerInfo) -> Result<()> {
         const OP: &str = "put worker";
+        self.mix.add(OP);
         self.client
             .put_item()
             .table_name(&self.table)
@@ -1415,6 +1641,10 @@ impl TaskStore for DynamoStore {
         self.contention.lost.load(Ordering::Relaxed)
     }
 
+    fn request_mix(&self) -> std::collections::BTreeMap<String, u64> {
+        self.mix.snapshot()
+    }
+
     fn describe(&self) -> String {
         format!("dynamodb://{}", self.table)
     }
@@ -1451,26 +1681,56 @@ mod tests {
             entry(5, 1, "a", true),
             entry(5, 2, "b", false),
             entry(5, 3, "c", true),
+            entry(5, 4, "f", true),
             entry(1, 0, "d", true),
             entry(1, 0, "e", true),
         ];
-        for _ in 0..20 {
-            let calm = order_candidates(&page, false);
-            assert_eq!(calm[0], "a", "uncontended: the head first");
-            let mut top: Vec<_> = calm[..3].to_vec();
-            top.sort();
-            assert_eq!(
-                top,
-                ["a", "b", "c"],
-                "id read from the sort key when absent"
-            );
-            let busy = order_candidates(&page, true);
-            let mut top: Vec<_> = busy[..3].to_vec();
-            top.sort();
-            assert_eq!(top, ["a", "b", "c"]);
-            let mut rest: Vec<_> = busy[3..].to_vec();
+        let flat = |groups: Vec<VecDeque<String>>| -> Vec<String> {
+            Candidates::new(groups).rest().into_iter().collect()
+        };
+        assert_eq!(
+            flat(order_candidates(&page, false)),
+            ["a", "b", "c", "f", "d", "e"],
+            "uncontended: index order (the id read from the sort key when absent)"
+        );
+        let mut starts = HashSet::new();
+        for _ in 0..200 {
+            let busy = flat(order_candidates(&page, true));
+            // Each priority group is a rotation of itself: a contiguous stretch from a random
+            // start, wrapping; lower priority after.
+            let top = ["a", "b", "c", "f"];
+            let start = top.iter().position(|id| *id == busy[0]).unwrap();
+            let rotated: Vec<&str> = (0..4).map(|i| top[(start + i) % 4]).collect();
+            assert_eq!(busy[..4], rotated[..]);
+            let mut rest: Vec<_> = busy[4..].to_vec();
             rest.sort();
             assert_eq!(rest, ["d", "e"], "lower priority after");
+            starts.insert(busy[0].clone());
         }
+        assert_eq!(starts.len(), 4, "every start is drawn");
+    }
+
+    #[test]
+    fn candidates_are_taken_best_group_first() {
+        let groups = vec![
+            VecDeque::from(["a".to_string(), "b".to_string()]),
+            VecDeque::new(),
+            VecDeque::from(["c".to_string(), "d".to_string(), "e".to_string()]),
+        ];
+        let mut c = Candidates::new(groups.clone());
+        assert_eq!(c.take(3), ["a", "b", "c"]);
+        c.jump();
+        let mut rest: Vec<String> = c.rest().into_iter().collect();
+        rest.sort();
+        assert_eq!(rest, ["d", "e"]);
+        let mut c = Candidates::new(groups);
+        c.jump();
+        let first = c.take(2);
+        assert!(
+            first == ["a", "b"] || first == ["b", "a"],
+            "a jump stays in the best group: {first:?}"
+        );
+        assert_eq!(c.take(5), ["c", "d", "e"]);
+        assert!(c.take(1).is_empty());
     }
 }
