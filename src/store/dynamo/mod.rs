@@ -361,31 +361,20 @@ impl DynamoStore {
         }
     }
 
-    /// The exact number of items of a gsi1 partition (all pages).
-    async fn count_all(&self, op: &str, gsi_pk: &str, sk: Sk) -> Result<u64> {
+    /// The items of a gsi1 partition within `sk`: all of them, or up to `limit`. A Query's
+    /// `Limit` bounds the items it reads, so a limited count costs at most `limit` items
+    /// however long the partition is.
+    async fn count(&self, op: &str, gsi_pk: &str, sk: Sk, limit: Option<u64>) -> Result<u64> {
         let mut total = 0;
         let mut start = None;
         loop {
+            let page_limit = match limit {
+                Some(l) if total >= l => break,
+                Some(l) => Some(i32::try_from(l - total).unwrap_or(i32::MAX)),
+                None => None,
+            };
             let (_, count, next) = self
-                .query_page(op, gsi_pk, &sk, None, true, None, start)
-                .await?;
-            total += count;
-            match next {
-                Some(k) => start = Some(k),
-                None => return Ok(total),
-            }
-        }
-    }
-
-    /// The items of a gsi1 partition, counted up to `limit`: a Query's `Limit` bounds the
-    /// items it reads, so this costs at most `limit` items however long the partition is.
-    async fn count_up_to(&self, op: &str, gsi_pk: &str, limit: u64) -> Result<u64> {
-        let mut total = 0;
-        let mut start = None;
-        while total < limit {
-            let page_limit = i32::try_from(limit - total).unwrap_or(i32::MAX);
-            let (_, count, next) = self
-                .query_page(op, gsi_pk, &Sk::Any, None, true, Some(page_limit), start)
+                .query_page(op, gsi_pk, &sk, None, true, page_limit, start)
                 .await?;
             total += count;
             match next {
@@ -393,7 +382,7 @@ impl DynamoStore {
                 None => break,
             }
         }
-        Ok(total.min(limit))
+        Ok(limit.map_or(total, |l| total.min(l)))
     }
 
     /// When the longest-waiting pending task became pending. The pending index is ordered by
@@ -1328,7 +1317,7 @@ impl TaskStore for DynamoStore {
         let per_state: Vec<(TaskState, u64)> =
             futures::future::try_join_all(TaskState::ALL.iter().map(|&state| async move {
                 let gsi_pk = state_pk(step, state);
-                Ok::<_, StoreError>((state, self.count_all(OP, &gsi_pk, Sk::Any).await?))
+                Ok::<_, StoreError>((state, self.count(OP, &gsi_pk, Sk::Any, None).await?))
             }))
             .await?;
         let mut counts = StepCounts {
@@ -1354,7 +1343,12 @@ impl TaskStore for DynamoStore {
         // something is pending, after the count says so.
         let pending = async {
             let pending = self
-                .count_up_to(OP, &pending_pk, pending_limit.saturating_add(1))
+                .count(
+                    OP,
+                    &pending_pk,
+                    Sk::Any,
+                    Some(pending_limit.saturating_add(1)),
+                )
                 .await?;
             let oldest = if pending > 0 {
                 self.oldest_pending(step).await?
@@ -1364,7 +1358,7 @@ impl TaskStore for DynamoStore {
             Ok::<_, StoreError>((pending, oldest))
         };
         let ((pending, oldest), running) =
-            futures::try_join!(pending, self.count_all(OP, &running_pk, Sk::Any))?;
+            futures::try_join!(pending, self.count(OP, &running_pk, Sk::Any, None))?;
         Ok(Backlog {
             step: step.to_string(),
             pending: pending.min(pending_limit),
@@ -1383,8 +1377,8 @@ impl TaskStore for DynamoStore {
             state_pk(step, TaskState::Failed),
         );
         let (ok, failed) = futures::try_join!(
-            self.count_all(OP, &ok_pk, Sk::AtLeast(ts13(since))),
-            self.count_all(OP, &failed_pk, Sk::AtLeast(ts13(since))),
+            self.count(OP, &ok_pk, Sk::AtLeast(ts13(since)), None),
+            self.count(OP, &failed_pk, Sk::AtLeast(ts13(since)), None),
         )?;
         Ok(ok + failed)
     }
