@@ -260,11 +260,7 @@ async fn task_write_rate(
     secs: f64,
 ) -> anyhow::Result<RawRate> {
     let clock = clock::system();
-    let step = unique("writes");
-    let specs: Vec<TaskSpec> = (0..concurrency)
-        .map(|i| TaskSpec::new(&step, format!("t{i:04}"), "true"))
-        .collect();
-    store.import(&specs, clock.now()).await?;
+    let step = import_true_tasks(store.as_ref(), "writes", concurrency as u64).await?;
     let req = ClaimRequest {
         step: step.clone(),
         owner: "bench".into(),
@@ -352,13 +348,19 @@ fn claim_row(name: String, r: &ClaimRate) -> Row {
     })
 }
 
-async fn claim_rate(store: SharedStore, claimers: usize, tasks: u64) -> anyhow::Result<ClaimRate> {
-    let clock = clock::system();
-    let step = unique("claims");
-    let specs: Vec<TaskSpec> = (0..tasks)
+/// Imports `n` tasks running `true` into a new step named after `prefix`; returns the step.
+async fn import_true_tasks(store: &dyn TaskStore, prefix: &str, n: u64) -> anyhow::Result<String> {
+    let step = unique(prefix);
+    let specs: Vec<TaskSpec> = (0..n)
         .map(|i| TaskSpec::new(&step, format!("t{i:07}"), "true"))
         .collect();
-    store.import(&specs, clock.now()).await?;
+    store.import(&specs, clock::system().now()).await?;
+    Ok(step)
+}
+
+async fn claim_rate(store: SharedStore, claimers: usize, tasks: u64) -> anyhow::Result<ClaimRate> {
+    let clock = clock::system();
+    let step = import_true_tasks(store.as_ref(), "claims", tasks).await?;
     let before = store.requests();
     let started = Instant::now();
     let loops = (0..claimers).map(|c| {

@@ -699,6 +699,16 @@ fn order_candidates(page: &[Item], contended: bool) -> Vec<VecDeque<String>> {
         .collect()
 }
 
+/// After a claim write failed for another reason than a lost race: hands over what the call
+/// took (its leases are held); the next call meets the error again if it lasts.
+fn taken_or(claims: Vec<Claim>, e: StoreError) -> Result<Vec<Claim>> {
+    if claims.is_empty() {
+        Err(e)
+    } else {
+        Ok(claims)
+    }
+}
+
 /// A page's candidates in claiming order, by priority group (see [`order_candidates`]).
 struct Candidates(Vec<VecDeque<String>>);
 
@@ -926,13 +936,7 @@ impl TaskStore for DynamoStore {
                 self.leftovers().remove(&claimer);
             }
             if let Some(e) = failure {
-                // Hand over what was taken (its leases are held); the next call meets the
-                // error again if it lasts.
-                return if claims.is_empty() {
-                    Err(e)
-                } else {
-                    Ok(claims)
-                };
+                return taken_or(claims, e);
             }
             if claims.len() >= want {
                 return Ok(claims);
@@ -979,11 +983,7 @@ impl TaskStore for DynamoStore {
                 }
                 let (lost, failure) = self.claim_wave(req, wave, false, now, &mut claims).await;
                 if let Some(e) = failure {
-                    return if claims.is_empty() {
-                        Err(e)
-                    } else {
-                        Ok(claims)
-                    };
+                    return taken_or(claims, e);
                 }
                 if lost > 0 {
                     lost_here += lost;
