@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::output::{print_json, Table};
+use super::output::{out, outln, print_json, Table};
 use super::parse_duration;
 use crate::bench::{self, BenchConfig, BenchRun, Part};
 
@@ -82,7 +82,7 @@ pub async fn run(args: BenchArgs, store: Option<&str>) -> anyhow::Result<ExitCod
     if let Some(dir) = &args.reconcile_child {
         let store = store.context("--reconcile-child needs --store")?;
         let out = bench::reconcile_child(dir, store).await?;
-        println!("{}", serde_json::to_string(&out)?);
+        outln!("{}", serde_json::to_string(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     let cfg = BenchConfig {
@@ -111,7 +111,7 @@ pub async fn run(args: BenchArgs, store: Option<&str>) -> anyhow::Result<ExitCod
     if args.json {
         print_json(&result)?;
     } else {
-        print!("{}", render(&result));
+        out!("{}", render(&result));
     }
     Ok(ExitCode::SUCCESS)
 }

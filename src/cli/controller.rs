@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use tracing::info;
 
-use super::output::print_json;
+use super::output::{outln, print_json};
 use super::parse_duration;
 use crate::clock::{self, SharedClock};
 use crate::controller::aws::AwsFactory;
@@ -75,6 +75,7 @@ pub struct PlanArgs {
     /// Cluster name used to find the fleets' instances.
     #[arg(long, env = "ANAMO_CLUSTER")]
     pub cluster: Option<String>,
+    /// Print the plan as JSON (per fleet: desired instances, status, actions, conditions).
     #[arg(long)]
     pub json: bool,
 }
@@ -214,7 +215,7 @@ pub async fn run_controller(
         let report = controller.reconcile_once().await;
         if let Some(plan) = &report.plan {
             for f in &plan.fleets {
-                println!("{}", f.describe());
+                outln!("{}", f.describe());
             }
         }
         controller.shutdown().await;
@@ -261,9 +262,9 @@ pub async fn run_plan(args: PlanArgs, store_flag: Option<&str>) -> anyhow::Resul
         print_json(&plan)?;
     } else {
         for f in &plan.fleets {
-            println!("{}", f.describe());
+            outln!("{}", f.describe());
         }
-        println!("(dry run: nothing was changed; local fleets show no instances outside the controller that runs them)");
+        outln!("(dry run: nothing was changed; local fleets show no instances outside the controller that runs them)");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use super::output::outln;
 use crate::manifest;
 
 #[derive(Debug, Subcommand)]
@@ -24,7 +25,7 @@ pub enum ManifestCommand {
 pub fn run(cmd: ManifestCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ManifestCommand::Schema => {
-            println!("{}", manifest::schema_json());
+            outln!("{}", manifest::schema_json());
             Ok(ExitCode::SUCCESS)
         }
         ManifestCommand::Validate { paths } => {
@@ -49,7 +50,7 @@ pub fn run(cmd: ManifestCommand) -> anyhow::Result<ExitCode> {
             }
             match manifest::load_files(&files) {
                 Ok(set) => {
-                    println!(
+                    outln!(
                         "ok: {} fleet(s){} in {} file(s)",
                         set.fleets.len(),
                         if set.controller.is_some() {
@@ -60,7 +61,7 @@ pub fn run(cmd: ManifestCommand) -> anyhow::Result<ExitCode> {
                         files.len()
                     );
                     for f in &set.fleets {
-                        println!(
+                        outln!(
                             "  fleet {} (step {}, {} provider, {}..{} instances{})",
                             f.name(),
                             f.step(),

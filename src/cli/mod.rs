@@ -34,9 +34,11 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "anamo", version, about = ABOUT, after_help = EXAMPLES)]
 pub struct Cli {
-    /// Where the tasks live: sqlite://PATH or dynamodb://TABLE [default: sqlite://anamo.db;
-    /// `controller` and `plan` use the Controller manifest's `store` first].
-    #[arg(long, global = true, env = "ANAMO_STORE")]
+    /// Where the tasks live: sqlite://PATH or dynamodb://TABLE; without the flag, the
+    /// ANAMO_STORE environment variable [default: sqlite://anamo.db; `controller` and `plan` use
+    /// the Controller manifest's `store` first].
+    // Not clap's `env`: clap would then show `--store` in every usage line as if required.
+    #[arg(long, global = true)]
     pub store: Option<String>,
     /// Log format.
     #[arg(
@@ -114,8 +116,18 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The store URL given: `--store`, else a non-empty `ANAMO_STORE`.
+fn store_given(flag: Option<String>) -> Option<String> {
+    flag.or_else(|| {
+        std::env::var("ANAMO_STORE")
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+    })
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let store = cli.store.as_deref();
+    let store = store_given(cli.store);
+    let store = store.as_deref();
     let default_store = || store.unwrap_or(DEFAULT_STORE);
     match cli.command {
         Command::Table(cmd) => table::run(cmd, open_store(default_store()).await?).await,
@@ -150,4 +162,32 @@ pub async fn open_store_in(url: &str, region: Option<&str>) -> anyhow::Result<Sh
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("`{s}` is not a duration like 30s, 5m, 1h: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Options and arguments of `cmd` and its subcommands that have no help text.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if arg.is_hide_set() || id == "help" || id == "version" {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path} {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            undocumented(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_option_says_what_it_does() {
+        let mut missing = Vec::new();
+        undocumented(&super::Cli::command(), "anamo", &mut missing);
+        assert!(missing.is_empty(), "options without help: {missing:?}");
+    }
 }

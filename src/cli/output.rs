@@ -1,6 +1,46 @@
-//! Plain-text tables and JSON output for read commands.
+//! Standard output for every command (through [`out!`] and [`outln!`], never `print!`),
+//! plain-text tables and JSON.
+//!
+//! Like a Unix tool, a command whose reader has gone (`anamo task list | head`) stops quietly:
+//! writing to the closed pipe ends the process with status 0 instead of panicking with
+//! "failed printing to stdout: Broken pipe". Rust ignores SIGPIPE, and putting its default
+//! action back would also let a reset network connection kill the process, so the write
+//! error is handled here instead.
+
+use std::io::Write;
 
 use serde::Serialize;
+
+/// Writes to standard output; see the module documentation for a closed pipe.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    let result = std::io::stdout().lock().write_fmt(args);
+    if let Err(e) = result {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `print!` through [`write_stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` through [`write_stdout`].
+macro_rules! outln {
+    () => {
+        $crate::cli::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub(crate) use {out, outln};
 
 /// A left-aligned text table with a header row.
 pub struct Table {
@@ -50,7 +90,7 @@ impl Table {
 }
 
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 

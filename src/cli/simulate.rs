@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::output::{print_json, Table};
+use super::output::{out, outln, print_json, Table};
 use super::parse_duration;
 use crate::clock::ms;
 use crate::sim::{self, FleetDefaults, GeneratorSpec, PolicyKind, SimReport, SimSettings, Trace};
@@ -221,9 +221,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         print_json(&outcome.report)?;
     } else {
-        print!("{}", render(&outcome.report));
+        out!("{}", render(&outcome.report));
         if let Some(path) = &args.plot {
-            println!("plot written to {}", path.display());
+            outln!("plot written to {}", path.display());
         }
     }
     let unfinished = outcome.report.policies.iter().any(|p| p.unfinished > 0);

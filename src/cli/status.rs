@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 
-use super::output::{print_json, Table};
+use super::output::{out, outln, print_json, Table};
 use crate::clock::{format_duration_ms, Clock, SystemClock};
 use crate::controller::status::{step_report, StepReport};
 use crate::store::{SharedStore, StatusDoc};
@@ -15,6 +15,7 @@ pub struct StatusArgs {
     /// Only this step.
     #[arg(long)]
     pub step: Option<String>,
+    /// Print the report as JSON (per step: counts, oldest pending, throughput; fleets).
     #[arg(long)]
     pub json: bool,
 }
@@ -80,12 +81,12 @@ pub async fn run(args: StatusArgs, store: SharedStore) -> anyhow::Result<ExitCod
         ]);
     }
     if table.is_empty() {
-        println!("no tasks in {}", store.describe());
+        outln!("no tasks in {}", store.describe());
     } else {
-        print!("{}", table.render());
+        out!("{}", table.render());
     }
     if !fleets.is_empty() {
-        println!();
+        outln!();
         let mut ft = Table::new(["FLEET", "DESIRED", "ACTUAL", "CONDITIONS", "LAST ACTION"]);
         for f in &fleets {
             let b = &f.body;
@@ -104,7 +105,7 @@ pub async fn run(args: StatusArgs, store: SharedStore) -> anyhow::Result<ExitCod
                     .unwrap_or("-".into()),
             ]);
         }
-        print!("{}", ft.render());
+        out!("{}", ft.render());
     }
     Ok(ExitCode::SUCCESS)
 }

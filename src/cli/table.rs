@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use super::output::outln;
 use crate::store::SharedStore;
 
 #[derive(Debug, Subcommand)]
@@ -22,7 +23,7 @@ pub async fn run(cmd: TableCommand, store: SharedStore) -> anyhow::Result<ExitCo
     match cmd {
         TableCommand::Create => {
             store.create_schema().await?;
-            println!("table ready: {}", store.describe());
+            outln!("table ready: {}", store.describe());
         }
         TableCommand::Delete { yes } => {
             if !yes {
@@ -32,7 +33,7 @@ pub async fn run(cmd: TableCommand, store: SharedStore) -> anyhow::Result<ExitCo
                 );
             }
             store.delete_schema().await?;
-            println!("deleted: {}", store.describe());
+            outln!("deleted: {}", store.describe());
         }
     }
     Ok(ExitCode::SUCCESS)

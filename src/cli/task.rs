@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::output::{print_json, Table};
+use super::output::{out, outln, print_json, Table};
 use super::parse_duration;
 use crate::clock::{format_duration_ms, format_millis, Clock, SystemClock};
 use crate::import::{self, Format, ImportDefaults};
@@ -36,9 +36,16 @@ pub enum TaskCommand {
     List(ListArgs),
     /// Show one task with its lease and result.
     Show(KeyArgs),
-    /// Put tasks back to pending with attempts reset (by id, or every task of a state).
-    Requeue(SelectArgs),
-    /// Cancel waiting, pending or running tasks (a running task's worker stops it).
+    /// Put tasks back to pending with attempts reset: one task (`--id`) or every task of the
+    /// step in a state (`--state`).
+    #[command(
+        after_help = "Examples:\n  anamo task requeue --step align --state failed\n  \
+        anamo task requeue --step align --id S1 --force"
+    )]
+    Requeue(RequeueArgs),
+    /// Cancel waiting, pending or running tasks: one task (`--id`) or every task of the step
+    /// in a state (`--state`). A running task's worker stops it.
+    #[command(after_help = "Example:\n  anamo task cancel --step align --state pending")]
     Cancel(SelectArgs),
     /// Delete one task.
     Delete(KeyArgs),
@@ -48,6 +55,7 @@ pub enum TaskCommand {
 pub struct ImportArgs {
     /// File to import, or `-` for standard input.
     pub file: String,
+    /// Format of the file; `auto` tells TSV, `|`-separated and JSONL apart by the first line.
     #[arg(long, value_enum, default_value = "auto")]
     pub format: Format,
     /// Step for lines that give only `id<TAB>script`.
@@ -59,7 +67,9 @@ pub struct ImportArgs {
     /// Attempts before a task is failed (TSV lines; default 3).
     #[arg(long)]
     pub max_attempts: Option<u32>,
-    #[arg(long)]
+    /// Priority of the tasks (TSV lines; default 0): among a step's pending tasks, a higher
+    /// priority is claimed first, negative ones last.
+    #[arg(long, allow_negative_numbers = true)]
     pub priority: Option<i32>,
     /// Per-attempt time limit, e.g. 2h (TSV lines).
     #[arg(long, value_parser = parse_duration)]
@@ -75,16 +85,22 @@ pub struct ImportArgs {
 
 #[derive(Debug, Args)]
 pub struct AddArgs {
+    /// Step the task belongs to (the fleet of that step runs it).
     #[arg(long)]
     pub step: String,
+    /// Task id, unique within the step (e.g. the sample name).
     #[arg(long)]
     pub id: String,
+    /// Steps whose task with the same id must succeed first (repeat for several).
     #[arg(long = "depends-on")]
     pub depends_on: Vec<String>,
+    /// Attempts before the task is failed.
     #[arg(long, default_value_t = crate::model::DEFAULT_MAX_ATTEMPTS)]
     pub max_attempts: u32,
-    #[arg(long, default_value_t = 0)]
+    /// Among a step's pending tasks, a higher priority is claimed first, negative ones last.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub priority: i32,
+    /// Per-attempt time limit, e.g. 2h [default: none].
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Environment for the script, KEY=VALUE.
@@ -97,42 +113,61 @@ pub struct AddArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// Only tasks of this step [default: every step].
     #[arg(long)]
     pub step: Option<String>,
+    /// Only tasks in this state: waiting, pending, running, succeeded, failed or cancelled.
     #[arg(long, value_parser = parse_state)]
     pub state: Option<TaskState>,
+    /// Only tasks with this id (one per step it is in).
     #[arg(long)]
     pub id: Option<String>,
+    /// Print at most this many tasks [default: all].
     #[arg(long)]
     pub limit: Option<usize>,
     /// Only print the ids, one per line (handy in pipelines).
     #[arg(long, conflicts_with = "json")]
     pub ids: bool,
+    /// Print the tasks as a JSON array (full records: spec, lease, result).
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct KeyArgs {
+    /// Step of the task.
     #[arg(long)]
     pub step: String,
+    /// Id of the task.
     #[arg(long)]
     pub id: String,
+    /// Print the task as JSON (show only).
     #[arg(long)]
     pub json: bool,
 }
 
+/// Which tasks of a step: one by `--id`, or all in a `--state`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["id", "state"])))]
 pub struct SelectArgs {
+    /// Step of the tasks.
     #[arg(long)]
     pub step: String,
-    /// One task.
-    #[arg(long, required_unless_present = "state", conflicts_with = "state")]
+    /// One task, by id (or use --state).
+    #[arg(long)]
     pub id: Option<String>,
-    /// Every task of the step in this state.
+    /// Every task of the step in this state: waiting, pending, running, succeeded, failed or
+    /// cancelled (or use --id).
     #[arg(long, value_parser = parse_state)]
     pub state: Option<TaskState>,
-    /// Requeue: also take running tasks away from their workers.
+}
+
+#[derive(Debug, Args)]
+pub struct RequeueArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Also requeue running tasks: revoke their leases, so their workers stop them (without
+    /// it, requeueing a running task is refused).
     #[arg(long)]
     pub force: bool,
 }
@@ -162,11 +197,12 @@ pub async fn run(cmd: TaskCommand, store: SharedStore) -> anyhow::Result<ExitCod
                 .map_err(|e| anyhow::anyhow!("invalid task: {e}"))?;
             let r = store.import(std::slice::from_ref(&spec), now).await?;
             if r.inserted == 1 {
-                println!("added {}/{} ({})", spec.step, spec.id, spec.initial_state());
+                outln!("added {}/{} ({})", spec.step, spec.id, spec.initial_state());
             } else if r.unchanged == 1 {
-                println!(
+                outln!(
                     "{}/{} already exists with the same definition",
-                    spec.step, spec.id
+                    spec.step,
+                    spec.id
                 );
             } else {
                 anyhow::bail!(
@@ -190,7 +226,7 @@ pub async fn run(cmd: TaskCommand, store: SharedStore) -> anyhow::Result<ExitCod
                 print_json(&tasks)?;
             } else if a.ids {
                 for t in &tasks {
-                    println!("{}", t.id());
+                    outln!("{}", t.id());
                 }
             } else {
                 let mut table = Table::new([
@@ -211,7 +247,7 @@ pub async fn run(cmd: TaskCommand, store: SharedStore) -> anyhow::Result<ExitCod
                         format_millis(t.updated_at),
                     ]);
                 }
-                print!("{}", table.render());
+                out!("{}", table.render());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -223,30 +259,30 @@ pub async fn run(cmd: TaskCommand, store: SharedStore) -> anyhow::Result<ExitCod
             if k.json {
                 print_json(&task)?;
             } else {
-                println!("task:      {}/{}", task.step(), task.id());
-                println!("state:     {}", task.state);
+                outln!("task:      {}/{}", task.step(), task.id());
+                outln!("state:     {}", task.state);
                 if let Some(reason) = &task.reason {
-                    println!("reason:    {reason}");
+                    outln!("reason:    {reason}");
                 }
-                println!("attempts:  {}/{}", task.attempts, task.spec.max_attempts);
-                println!("script:    {}", task.spec.script);
+                outln!("attempts:  {}/{}", task.attempts, task.spec.max_attempts);
+                outln!("script:    {}", task.spec.script);
                 if !task.spec.args.is_empty() {
-                    println!("args:      {}", task.spec.args.join(" "));
+                    outln!("args:      {}", task.spec.args.join(" "));
                 }
                 if !task.spec.depends_on.is_empty() {
-                    println!("dependsOn: {}", task.spec.depends_on.join(", "));
+                    outln!("dependsOn: {}", task.spec.depends_on.join(", "));
                 }
-                println!("created:   {}", format_millis(task.created_at));
-                println!("updated:   {}", format_millis(task.updated_at));
+                outln!("created:   {}", format_millis(task.created_at));
+                outln!("updated:   {}", format_millis(task.updated_at));
                 if let Some(l) = &task.lease {
-                    println!(
+                    outln!(
                         "lease:     {} until {}",
                         l.owner,
                         format_millis(l.expires_at)
                     );
                 }
                 if let Some(r) = &task.result {
-                    println!(
+                    outln!(
                         "result:    exit {} in {} on {}{}",
                         r.exit_code.map(|c| c.to_string()).unwrap_or("-".into()),
                         format_duration_ms(r.duration_ms),
@@ -257,18 +293,18 @@ pub async fn run(cmd: TaskCommand, store: SharedStore) -> anyhow::Result<ExitCod
                             .unwrap_or_default()
                     );
                     if !r.log_tail.is_empty() {
-                        println!("log tail:\n{}", r.log_tail);
+                        outln!("log tail:\n{}", r.log_tail);
                     }
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        TaskCommand::Requeue(sel) => {
+        TaskCommand::Requeue(RequeueArgs { select: sel, force }) => {
             let ids = select(&store, &sel).await?;
             for id in &ids {
-                store.requeue(&sel.step, id, sel.force, now).await?;
+                store.requeue(&sel.step, id, force, now).await?;
             }
-            println!("requeued {} task(s) of step {}", ids.len(), sel.step);
+            outln!("requeued {} task(s) of step {}", ids.len(), sel.step);
             Ok(ExitCode::SUCCESS)
         }
         TaskCommand::Cancel(sel) => {
@@ -276,12 +312,12 @@ pub async fn run(cmd: TaskCommand, store: SharedStore) -> anyhow::Result<ExitCod
             for id in &ids {
                 store.cancel(&sel.step, id, now).await?;
             }
-            println!("cancelled {} task(s) of step {}", ids.len(), sel.step);
+            outln!("cancelled {} task(s) of step {}", ids.len(), sel.step);
             Ok(ExitCode::SUCCESS)
         }
         TaskCommand::Delete(k) => {
             store.delete(&k.step, &k.id).await?;
-            println!("deleted {}/{}", k.step, k.id);
+            outln!("deleted {}/{}", k.step, k.id);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -348,7 +384,7 @@ async fn import_cmd(args: ImportArgs, store: SharedStore) -> anyhow::Result<Exit
     if args.json {
         print_json(&total)?;
     } else {
-        println!(
+        outln!(
             "imported {} new task(s) into {}; {} already present",
             total.inserted,
             store.describe(),

@@ -13,7 +13,7 @@ use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::controller::{cluster_name, load_manifests, shutdown_signal, worker_launch};
-use super::output::Table;
+use super::output::{out, outln, Table};
 use super::parse_duration;
 use crate::clock::{self, format_duration_ms, SharedClock};
 use crate::controller::providers::ProviderSet;
@@ -344,7 +344,7 @@ pub async fn run(args: UpArgs, store_flag: Option<&str>) -> anyhow::Result<ExitC
                 c.total().to_string(),
             ]);
         }
-        println!("{}", t.render());
+        outln!("{}", t.render());
         let mut ft = Table::new([
             "FLEET",
             "PEAK INSTANCES",
@@ -363,12 +363,15 @@ pub async fn run(args: UpArgs, store_flag: Option<&str>) -> anyhow::Result<ExitC
                 s.min_instances.to_string(),
             ]);
         }
-        print!("{}", ft.render());
-        println!(
+        out!("{}", ft.render());
+        outln!(
             "\nfinished in {}; task logs in {}",
             format_duration_ms(clock.now() - started_at),
             args.log_dir.join("tasks").display()
         );
+    }
+    if let Some(message) = failed_summary(&steps, &store_url) {
+        eprintln!("{message}");
     }
     if interrupted {
         eprintln!("interrupted: workers were drained; run `anamo up` again to continue");
@@ -385,9 +388,71 @@ pub async fn run(args: UpArgs, store_flag: Option<&str>) -> anyhow::Result<ExitC
     })
 }
 
+/// What to tell when tasks failed: how many, in which steps, and the commands that show them
+/// (naming the store unless it is the default one). `None` when none failed.
+fn failed_summary(steps: &[StepCounts], store_url: &str) -> Option<String> {
+    let failed: Vec<(&str, u64)> = steps
+        .iter()
+        .filter(|c| c.failed > 0)
+        .map(|c| (c.step.as_str(), c.failed))
+        .collect();
+    let total: u64 = failed.iter().map(|(_, n)| n).sum();
+    if total == 0 {
+        return None;
+    }
+    let per_step: Vec<String> = failed.iter().map(|(s, n)| format!("{n} in {s}")).collect();
+    let store = if store_url == super::DEFAULT_STORE {
+        String::new()
+    } else {
+        format!("--store {store_url} ")
+    };
+    let first_step = failed[0].0;
+    Some(format!(
+        "error: {total} task(s) failed ({})\n  \
+         list them:        anamo {store}task list --state failed\n  \
+         see one's output: anamo {store}task show --step {first_step} --id ID\n  \
+         run them again:   anamo {store}task requeue --step {first_step} --state failed",
+        per_step.join(", ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn counts(step: &str, succeeded: u64, failed: u64) -> StepCounts {
+        StepCounts {
+            step: step.to_string(),
+            succeeded,
+            failed,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn failures_are_counted_per_step_with_the_commands_that_show_them() {
+        let steps = [
+            counts("align", 5, 0),
+            counts("call", 1, 6),
+            counts("joint", 0, 3),
+        ];
+        let msg = failed_summary(&steps, super::super::DEFAULT_STORE).unwrap();
+        assert!(
+            msg.starts_with("error: 9 task(s) failed (6 in call, 3 in joint)\n"),
+            "{msg}"
+        );
+        assert!(msg.contains("anamo task list --state failed\n"), "{msg}");
+        assert!(msg.contains("anamo task show --step call --id ID"), "{msg}");
+        let msg = failed_summary(&steps, "sqlite://run.db").unwrap();
+        assert!(
+            msg.contains("anamo --store sqlite://run.db task list --state failed"),
+            "{msg}"
+        );
+        assert_eq!(
+            failed_summary(&[counts("align", 5, 0)], "sqlite://x.db"),
+            None
+        );
+    }
 
     #[test]
     fn end_of_run_is_looked_for_when_it_is_due() {

@@ -108,6 +108,45 @@ impl KeyIndex {
     }
 }
 
+/// `text` (a document whose first line is line `first_line` of its file) with the lines of
+/// `entry` made empty: its key line and the lines that belong to it (indented deeper, or list
+/// items at its own indent). Every other line keeps its number, so a parse can go on past a bad
+/// field and still point at the right lines. `None` when the entry cannot be cut out alone: it
+/// shares its line with another key (a flow mapping, a `- key:` list item).
+pub(crate) fn blank_entry(text: &str, first_line: usize, entry: &KeyEntry) -> Option<String> {
+    let start = entry.line.checked_sub(first_line)?;
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let indent_of = |l: &str| l.len() - l.trim_start_matches([' ', '\t']).len();
+    let indent = indent_of(lines.get(start)?);
+    if indent + 1 != entry.column {
+        return None;
+    }
+    let mut end = start + 1;
+    while let Some(l) = lines.get(end) {
+        let t = l.trim();
+        let ind = indent_of(l);
+        let belongs = t.is_empty()
+            || t.starts_with('#')
+            || ind > indent
+            || (ind == indent && (t == "-" || t.starts_with("- ")));
+        if !belongs {
+            break;
+        }
+        end += 1;
+    }
+    let mut out = String::with_capacity(text.len());
+    for (i, l) in lines.iter().enumerate() {
+        if (start..end).contains(&i) {
+            if l.ends_with('\n') {
+                out.push('\n');
+            }
+        } else {
+            out.push_str(l);
+        }
+    }
+    Some(out)
+}
+
 /// Splits `key: rest` (plain or quoted key). `None` when the line is not a mapping entry.
 fn split_key(body: &str) -> Option<(String, &str)> {
     if let Some(q) = body.chars().next().filter(|c| *c == '"' || *c == '\'') {
@@ -252,6 +291,24 @@ spec:
         assert_eq!(idx.line_of("spec.budget.maxHourlyCost"), Some(14));
         assert_eq!(idx.line_of("spec.minInstances"), Some(5));
         assert_eq!(idx.line_of("nothing.here"), None);
+    }
+
+    #[test]
+    fn entries_are_blanked_with_their_children_only() {
+        let idx = KeyIndex::new(DOC, 1);
+        let at = |line| idx.entry_at(line, 3).unwrap().clone();
+        // `provider:` (line 7) owns lines 7-11; `maxInstances` on line 12 stays.
+        let out = blank_entry(DOC, 1, &at(7)).unwrap();
+        assert_eq!(out.lines().count(), DOC.lines().count());
+        assert!(!out.contains("ec2") && !out.contains("m6i.large"), "{out}");
+        assert!(
+            out.lines().nth(11).unwrap().contains("maxInstances"),
+            "{out}"
+        );
+        // A key inside a flow mapping shares its line: it cannot be cut out alone.
+        let flow = idx.entry_at(9, 30).unwrap().clone();
+        assert_eq!(flow.path.last().map(String::as_str), Some("name"));
+        assert_eq!(blank_entry(DOC, 1, &flow), None);
     }
 
     #[test]

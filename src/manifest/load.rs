@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::{MessageFormatter, UserMessageFormatter};
 
-use super::keys::KeyIndex;
+use super::hints::{did_you_mean, improve_message};
+use super::keys::{blank_entry, KeyIndex};
 use super::types::{
     ControllerDocument, FleetDocument, API_VERSION, KINDS, KIND_CONTROLLER, KIND_FLEET,
 };
@@ -88,18 +89,27 @@ fn parse_sources_inner(
 ) -> Result<ManifestSet, ManifestError> {
     let mut docs = Vec::new();
     let mut problems = Vec::new();
+    // Steps of fleet documents that did not parse: other fleets may depend on them.
+    let mut unparsed_steps = Vec::new();
     for (path, text) in sources {
         for chunk in split_documents(text) {
-            match parse_document(path, &chunk) {
-                Ok(doc) => docs.push(doc),
-                Err(p) => problems.extend(p),
+            let parsed = parse_document(path, &chunk);
+            problems.extend(parsed.problems);
+            match parsed.doc {
+                Some(doc) => docs.push(doc),
+                None => unparsed_steps.extend(parsed.step),
             }
         }
     }
-    if !problems.is_empty() {
-        return Err(ManifestError::Parse { problems });
+    if problems.is_empty() {
+        return validate(docs, check_files, &unparsed_steps);
     }
-    validate(docs, check_files)
+    // Parse problems first, then whatever else is wrong with the documents that parsed, so
+    // one run shows everything there is to fix.
+    if let Err(e) = validate(docs, check_files, &unparsed_steps) {
+        problems.extend(e.problems().iter().cloned());
+    }
+    Err(ManifestError::Parse { problems })
 }
 
 /// One `---`-separated document of a file.
@@ -183,15 +193,134 @@ struct HeaderMetadata {
     name: Option<String>,
 }
 
-fn parse_document(file: &Path, chunk: &Chunk) -> Result<ParsedDoc, Vec<Problem>> {
+/// Only a fleet's step, read from a document that did not parse as a whole.
+#[derive(Debug, Default, Deserialize)]
+struct StepOnly {
+    #[serde(default)]
+    spec: Option<StepOnlySpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StepOnlySpec {
+    #[serde(default)]
+    step: Option<String>,
+}
+
+/// What one document gave: the document when it parsed (perhaps with fields left out, see
+/// [`parse_all`]), every problem found, and the step of a fleet that did not parse.
+struct Parsed {
+    doc: Option<ParsedDoc>,
+    problems: Vec<Problem>,
+    step: Option<String>,
+}
+
+fn parse_document(file: &Path, chunk: &Chunk) -> Parsed {
     let index = KeyIndex::new(&chunk.text, chunk.first_line);
-    let ctx = Ctx {
+    let result = parse_header_and_body(&Ctx {
         file,
         chunk,
         index: &index,
+    });
+    let (doc, problems) = match result {
+        Ok((kind, problems, blanked)) => (
+            kind.map(|kind| ParsedDoc {
+                file: file.to_path_buf(),
+                first_line: chunk.first_line,
+                index,
+                blanked,
+                kind,
+            }),
+            problems,
+        ),
+        Err(problems) => (None, problems),
     };
-    let header: Header =
-        serde_saphyr::from_str(&chunk.text).map_err(|e| vec![ctx.saphyr_problem(&e, None)])?;
+    let step = match doc {
+        Some(_) => None,
+        None => serde_saphyr::from_str::<StepOnly>(&chunk.text)
+            .ok()
+            .and_then(|s| s.spec?.step),
+    };
+    Parsed {
+        doc,
+        problems,
+        step,
+    }
+}
+
+/// Most problems reported for one document (random text stops there).
+const MAX_PROBLEMS_PER_DOCUMENT: usize = 50;
+
+/// Parses the document as a `T`, reporting every field it cannot take: after each such
+/// problem the entry at fault is blanked out (see [`blank_entry`]) and the parse tried again.
+/// Returns the document when the rest parses (blanked fields at their defaults), the problems,
+/// and the dotted paths of the blanked fields.
+fn parse_all<T: serde::de::DeserializeOwned>(
+    ctx: &Ctx<'_>,
+    subject: Option<String>,
+    schema_kind: &str,
+) -> (Option<T>, Vec<Problem>, Vec<String>) {
+    let mut text = ctx.chunk.text.clone();
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut blanked: Vec<String> = Vec::new();
+    // Each round blanks at least one more line, so the rounds are bounded by the lines too.
+    while problems.len() < MAX_PROBLEMS_PER_DOCUMENT {
+        let err = match serde_saphyr::from_str::<T>(&text) {
+            Ok(doc) => return (Some(doc), problems, blanked),
+            Err(e) => e,
+        };
+        let problem = ctx.saphyr_problem(&err, subject.clone(), Some(schema_kind));
+        let under_blanked = |f: &str| {
+            blanked
+                .iter()
+                .any(|b| f == b || f.starts_with(&format!("{b}.")))
+        };
+        if problem.message.starts_with("missing field") {
+            // Required fields cannot be blanked out; one that was is already reported.
+            if !problem.field.as_deref().is_some_and(under_blanked) {
+                problems.push(problem);
+            }
+            break;
+        }
+        let entry = match (problem.line, problem.column) {
+            (Some(l), Some(c)) => ctx.index.entry_at(l, c).cloned(),
+            _ => None,
+        };
+        let repeated = problems
+            .last()
+            .is_some_and(|p| (p.line, p.column) == (problem.line, problem.column));
+        // A mapping left empty by blanking its only entry (`provider: {gcp: {}}`) is not a
+        // second problem.
+        let emptied = entry.as_ref().is_some_and(|e| {
+            let parent = format!("{}.", e.path.join("."));
+            blanked.iter().any(|b| b.starts_with(&parent))
+        });
+        if !emptied {
+            problems.push(problem);
+        }
+        let next = entry
+            .filter(|_| !repeated)
+            .and_then(|e| Some((blank_entry(&text, ctx.chunk.first_line, &e)?, e)));
+        let Some((next, entry)) = next.filter(|(n, _)| *n != text) else {
+            break;
+        };
+        // Blanking keeps the text valid YAML unless, say, an alias pointed into the entry.
+        if serde_saphyr::from_str::<serde::de::IgnoredAny>(&next).is_err() {
+            break;
+        }
+        blanked.push(entry.path.join("."));
+        text = next;
+    }
+    (None, problems, blanked)
+}
+
+/// The header checks, then the document of its kind. `Err` when the header is unusable.
+#[allow(clippy::type_complexity)]
+fn parse_header_and_body(
+    ctx: &Ctx<'_>,
+) -> Result<(Option<ParsedKind>, Vec<Problem>, Vec<String>), Vec<Problem>> {
+    let chunk = ctx.chunk;
+    let header: Header = serde_saphyr::from_str(&chunk.text)
+        .map_err(|e| vec![ctx.saphyr_problem(&e, None, None)])?;
     let name = header.metadata.as_ref().and_then(|m| m.name.clone());
     // Before the kind is known, problems name no subject.
     let mut problems = Vec::new();
@@ -221,7 +350,13 @@ fn parse_document(file: &Path, chunk: &Chunk) -> Result<ParsedDoc, Vec<Problem>>
         Some(k) if !KINDS.contains(&k) => problems.push(ctx.problem_at_field(
             None,
             "kind",
-            format!("unknown kind `{k}`; expected one of {}", KINDS.join(", ")),
+            match did_you_mean(k, &KINDS) {
+                Some(best) => format!(
+                    "unknown kind `{k}`; did you mean `{best}`? (expected one of {})",
+                    KINDS.join(", ")
+                ),
+                None => format!("unknown kind `{k}`; expected one of {}", KINDS.join(", ")),
+            },
         )),
         Some(_) => {}
     }
@@ -232,22 +367,24 @@ fn parse_document(file: &Path, chunk: &Chunk) -> Result<ParsedDoc, Vec<Problem>>
         name.as_ref()
             .map(|n| format!("{} {n}", kind.to_lowercase()))
     };
-    let kind = match kind {
-        Some(KIND_FLEET) => ParsedKind::Fleet(Box::new(
-            serde_saphyr::from_str::<FleetDocument>(&chunk.text)
-                .map_err(|e| vec![ctx.saphyr_problem(&e, subject(KIND_FLEET))])?,
-        )),
-        Some(KIND_CONTROLLER) => ParsedKind::Controller(
-            serde_saphyr::from_str::<ControllerDocument>(&chunk.text)
-                .map_err(|e| vec![ctx.saphyr_problem(&e, subject(KIND_CONTROLLER))])?,
-        ),
-        _ => unreachable!("kind checked above"),
-    };
-    Ok(ParsedDoc {
-        file: file.to_path_buf(),
-        first_line: chunk.first_line,
-        index,
-        kind,
+    Ok(match kind {
+        Some(KIND_FLEET) => {
+            let (doc, problems, blanked) =
+                parse_all::<FleetDocument>(ctx, subject(KIND_FLEET), "FleetDocument");
+            (
+                doc.map(|d| ParsedKind::Fleet(Box::new(d))),
+                problems,
+                blanked,
+            )
+        }
+        _ => {
+            let (doc, problems, blanked) = parse_all::<ControllerDocument>(
+                ctx,
+                subject(KIND_CONTROLLER),
+                "ControllerDocument",
+            );
+            (doc.map(ParsedKind::Controller), problems, blanked)
+        }
     })
 }
 
@@ -271,7 +408,12 @@ impl Ctx<'_> {
 
     /// A serde-saphyr error as a problem: absolute line and column, the field found from the
     /// location, and a hint where the library's message is terse.
-    fn saphyr_problem(&self, err: &serde_saphyr::Error, subject: Option<String>) -> Problem {
+    fn saphyr_problem(
+        &self,
+        err: &serde_saphyr::Error,
+        subject: Option<String>,
+        schema_kind: Option<&str>,
+    ) -> Problem {
         let raw = UserMessageFormatter.format_message(err.without_snippet());
         let message: String = raw
             .chars()
@@ -293,8 +435,8 @@ impl Ctx<'_> {
             line,
             column,
             subject,
+            message: improve_message(message, schema_kind, field.as_deref()),
             field,
-            message: improve_message(message),
         }
     }
 
@@ -321,38 +463,6 @@ impl Ctx<'_> {
             (None, None) => None,
         }
     }
-}
-
-/// Adds how-to-fix hints to serde-saphyr's terser messages.
-fn improve_message(message: String) -> String {
-    match message.as_str() {
-        "expected mapping start" => {
-            return "expected a mapping (`key: value` lines, or `{key: value}`) here".to_string()
-        }
-        "expected sequence start" => {
-            return "expected a list (`- item` lines, or `[a, b]`) here".to_string()
-        }
-        "invalid floating point" => return "expected a number".to_string(),
-        _ => {}
-    }
-    for (ty, what) in [
-        ("u8", "a whole number, 0 or more"),
-        ("u16", "a whole number, 0 or more"),
-        ("u32", "a whole number, 0 or more"),
-        ("u64", "a whole number, 0 or more"),
-        ("i32", "a whole number"),
-        ("i64", "a whole number"),
-        ("f32", "a number"),
-        ("f64", "a number"),
-    ] {
-        if message == format!("invalid {ty}") {
-            return format!("expected {what}");
-        }
-    }
-    if message.contains("expected a duration") {
-        return format!("{message}; write a duration such as `30s`, `5m` or `1h 30m`");
-    }
-    message
 }
 
 #[cfg(test)]

@@ -169,7 +169,7 @@ fn broken_inputs_name_file_line_and_field() {
             yaml: "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: a\nspec:\n  step: a\n  provider: {local: {}}\n  maxInstances: -1\n",
             line: Some(8),
             field: "spec.maxInstances",
-            says: "0 or more",
+            says: "expected a whole number, 1 or more",
         },
         Case {
             name: "unknown field",
@@ -366,6 +366,58 @@ spec:
         msg.contains("m.yaml:8: fleet a: spec.minInstances: 4 is greater"),
         "{msg}"
     );
+}
+
+#[test]
+fn every_problem_of_every_file_is_reported() {
+    let one = "\
+apiVersion: anamo.dev/v1
+kind: Fleet
+metadata:
+  name: a
+spec:
+  step: a
+  provider: {local: {}}
+  maxInstance: 3
+  maxInstances: -1
+  leaseTtl: 30s
+  scaleDownDelay: soon
+";
+    let two = "\
+apiVersion: anamo.dev/v1
+kind: Fleet
+metadata:
+  name: b
+spec:
+  step: b
+  provider: {local: {}}
+  maxInstances: 2
+  minInstances: 3
+  dependsOn: [a]
+";
+    let sources = vec![
+        (PathBuf::from("one.yaml"), one.to_string()),
+        (PathBuf::from("two.yaml"), two.to_string()),
+    ];
+    let msg = parse_sources(&sources).unwrap_err().to_string();
+    for expected in [
+        "one.yaml:8:3: fleet a: spec.maxInstance: unknown field `maxInstance`",
+        "did you mean `maxInstances`?",
+        "one.yaml:9:17: fleet a: spec.maxInstances: expected a whole number, 1 or more",
+        "one.yaml:10:3: fleet a: spec.leaseTtl: unknown field",
+        "did you mean `leaseTTL`?",
+        "one.yaml:11:3: fleet a: spec.scaleDownDelay: invalid value",
+        "two.yaml:9: fleet b: spec.minInstances: 3 is greater than maxInstances 2",
+    ] {
+        assert!(msg.contains(expected), "`{expected}` missing from\n{msg}");
+    }
+    // Fleet a's required maxInstances could not be read, so its checks that need the whole
+    // document wait for the fix; `dependsOn: [a]` is not called dangling: fleet a runs it.
+    assert!(
+        msg.starts_with("cannot parse the manifests (5 problems):"),
+        "{msg}"
+    );
+    assert!(!msg.contains("not run by any fleet"), "{msg}");
 }
 
 #[test]

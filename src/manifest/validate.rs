@@ -18,6 +18,9 @@ pub(crate) struct ParsedDoc {
     pub file: PathBuf,
     pub first_line: usize,
     pub index: KeyIndex,
+    /// Fields left out because they could not be parsed (already reported); problems about
+    /// them (they hold defaults now) are not reported again.
+    pub blanked: Vec<String>,
     pub kind: ParsedKind,
 }
 
@@ -37,6 +40,12 @@ struct Report<'a> {
 
 impl Report<'_> {
     fn push(&mut self, field: &str, message: impl Into<String>) {
+        let blanked = self.doc.blanked.iter().any(|b| {
+            field == b || field.starts_with(&format!("{b}.")) || b.starts_with(&format!("{field}."))
+        });
+        if blanked {
+            return;
+        }
         self.problems.push(Problem {
             file: self.doc.file.clone(),
             line: Some(self.doc.index.line_of(field).unwrap_or(self.doc.first_line)),
@@ -48,9 +57,12 @@ impl Report<'_> {
     }
 }
 
+/// Checks `docs` alone and together. `unparsed_steps` are the steps of fleet documents that
+/// did not parse (already reported): depending on them is not reported again.
 pub(crate) fn validate(
     docs: Vec<ParsedDoc>,
     check_files: bool,
+    unparsed_steps: &[String],
 ) -> Result<ManifestSet, ManifestError> {
     let mut problems = Vec::new();
 
@@ -131,6 +143,7 @@ pub(crate) fn validate(
             if dep != &f.spec.step
                 && validate_name("dependsOn", dep).is_ok()
                 && !steps.contains_key(dep.as_str())
+                && !unparsed_steps.contains(dep)
             {
                 let known: Vec<&str> = steps.keys().copied().collect();
                 r.push(

@@ -264,11 +264,9 @@ pub async fn run_with(
                 Some((imds, true))
             }
             Err(e) => {
-                tracing::info!(
-                    endpoint = imds.endpoint(),
-                    error = %e,
-                    "instance metadata not reachable: no instance id, no spot notices"
-                );
+                // The usual case off EC2: one short line at debug; the SDK's long error at trace.
+                tracing::debug!(endpoint = imds.endpoint(), "{}", spot::NOT_ON_EC2);
+                tracing::trace!(error = %e, "instance metadata lookup failed");
                 None
             }
         },

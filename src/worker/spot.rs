@@ -11,6 +11,10 @@ use aws_config::imds::client::Client;
 use super::events::SpotInterruption;
 use super::WorkerControl;
 
+/// The log line (at debug) when instance metadata does not answer: no instance id to record
+/// and no spot notices to watch for.
+pub(crate) const NOT_ON_EC2: &str = "not on EC2: no instance metadata";
+
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const READ_TIMEOUT: Duration = Duration::from_secs(1);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -100,11 +104,8 @@ pub(crate) async fn watch_spot(
         let poll = imds.spot_notice().await;
         match &poll {
             Err(e) if !answered => {
-                tracing::info!(
-                    endpoint = imds.endpoint(),
-                    error = %e,
-                    "instance metadata not reachable: no spot notices"
-                );
+                tracing::debug!(endpoint = imds.endpoint(), "{NOT_ON_EC2}");
+                tracing::trace!(error = %e, "instance metadata lookup failed");
                 return;
             }
             _ => answered = true,

@@ -1,0 +1,195 @@
+//! What the binary says when something is wrong: every manifest problem at once, usage errors
+//! that name every way out, and an `up` run that ends with failed tasks saying which and how to
+//! see them.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn anamo(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_anamo"));
+    c.current_dir(dir)
+        .env_remove("ANAMO_STORE")
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    c
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+const FLEET_A: &str = "\
+apiVersion: anamo.dev/v1
+kind: Fleet
+metadata:
+  name: a
+spec:
+  step: a
+  provider: {local: {}}
+  maxInstances: -1
+  slotsPerInstance: 2
+  maxInstance: 3
+  scaleDownDely: 30s
+";
+
+const FLEET_B: &str = "\
+apiVersion: anamo.dev/v1
+kind: Fleet
+metadata:
+  name: b
+spec:
+  step: b
+  provider:
+    local: {}
+  minInstances: 4
+  maxInstances: 2
+  slotsPerInstance: 0
+  dependsOn: [a, ghost]
+";
+
+#[test]
+fn manifest_validate_reports_every_problem_of_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("manifests");
+    std::fs::create_dir(&m).unwrap();
+    std::fs::write(m.join("a.yaml"), FLEET_A).unwrap();
+    std::fs::write(m.join("b.yaml"), FLEET_B).unwrap();
+    let out = anamo(dir.path())
+        .args(["manifest", "validate", "manifests"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for expected in [
+        "manifests/a.yaml:8:17: fleet a: spec.maxInstances: expected a whole number, 1 or more",
+        "manifests/a.yaml:10:3: fleet a: spec.maxInstance: unknown field `maxInstance`",
+        "did you mean `maxInstances`?",
+        "manifests/a.yaml:11:3: fleet a: spec.scaleDownDely: unknown field",
+        "did you mean `scaleDownDelay`?",
+        "manifests/b.yaml:9: fleet b: spec.minInstances: 4 is greater than maxInstances 2",
+        "manifests/b.yaml:11: fleet b: spec.slotsPerInstance: must be at least 1",
+        "manifests/b.yaml:12: fleet b: spec.dependsOn: step `ghost` is not run by any fleet",
+    ] {
+        assert!(err.contains(expected), "`{expected}` missing from:\n{err}");
+    }
+    assert!(err.contains("(6 problems)"), "{err}");
+    // Step `a` is run by fleet a, which did not parse: depending on it is fine.
+    assert!(!err.contains("step `a` is not run"), "{err}");
+}
+
+#[test]
+fn requeue_and_cancel_say_that_id_or_state_selects() {
+    let dir = tempfile::tempdir().unwrap();
+    for cmd in ["requeue", "cancel"] {
+        let out = anamo(dir.path())
+            .args(["task", cmd, "--step", "align"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr(&out);
+        assert!(
+            err.contains("--id <ID>|--state <STATE>"),
+            "{cmd} without a selection:\n{err}"
+        );
+    }
+    let help = anamo(dir.path())
+        .args(["task", "cancel", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(!help.contains("--force"), "cancel has no --force: {help}");
+    assert!(!help.to_lowercase().contains("requeue"), "{help}");
+    let help = anamo(dir.path())
+        .args(["task", "requeue", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--force") && help.contains("running"),
+        "{help}"
+    );
+}
+
+#[test]
+fn usage_does_not_show_an_optional_store_as_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = anamo(dir.path())
+        .env("ANAMO_STORE", "sqlite://tasks.db")
+        .args(["task", "requeue", "--step", "align"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let usage = err
+        .lines()
+        .find(|l| l.starts_with("Usage:"))
+        .unwrap_or_else(|| panic!("no usage line in:\n{err}"));
+    assert!(!usage.contains("--store"), "{usage}");
+}
+
+const FAILING_FLEET: &str = "\
+apiVersion: anamo.dev/v1
+kind: Fleet
+metadata:
+  name: work
+spec:
+  step: work
+  provider:
+    local: {}
+  maxInstances: 1
+  maxAttempts: 1
+  scaleDownDelay: 1s
+";
+
+#[test]
+fn up_with_failed_tasks_says_how_many_where_and_how_to_see_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("manifests");
+    std::fs::create_dir(&m).unwrap();
+    std::fs::write(m.join("work.yaml"), FAILING_FLEET).unwrap();
+    std::fs::write(
+        dir.path().join("tasks.tsv"),
+        "ok1\twork\ttrue\nbad1\twork\texit 3\nbad2\twork\texit 4\n",
+    )
+    .unwrap();
+    let out = anamo(dir.path())
+        .args([
+            "--store",
+            "sqlite://run.db",
+            "up",
+            "--manifests",
+            "manifests",
+            "--tasks",
+            "tasks.tsv",
+            "--interval",
+            "200ms",
+            "--linger",
+            "2s",
+        ])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("error: 2 task(s) failed (2 in work)"), "{err}");
+    assert!(
+        err.contains("anamo --store sqlite://run.db task list --state failed"),
+        "{err}"
+    );
+    // The command it names works and lists exactly the failed tasks.
+    let list = anamo(dir.path())
+        .args([
+            "--store",
+            "sqlite://run.db",
+            "task",
+            "list",
+            "--state",
+            "failed",
+            "--ids",
+        ])
+        .output()
+        .unwrap();
+    let ids = String::from_utf8_lossy(&list.stdout);
+    let mut ids: Vec<&str> = ids.lines().collect();
+    ids.sort();
+    assert_eq!(ids, ["bad1", "bad2"]);
+}
