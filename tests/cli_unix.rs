@@ -55,7 +55,11 @@ fn closed_pipe() -> OwnedFd {
 fn a_closed_pipe_ends_every_printing_command_quietly() {
     let dir = tempfile::tempdir().unwrap();
     store_with_tasks(dir.path(), 300);
-    let commands: [&[&str]; 9] = [
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/manifests");
+    let commands: [&[&str]; 12] = [
+        &["--help"],
+        &["manifest", "validate", examples],
+        &["plan", "--manifests", examples],
         &["status"],
         &["status", "--json"],
         &["task", "list"],

@@ -172,11 +172,25 @@ fn broken_inputs_name_file_line_and_field() {
             says: "expected a whole number, 1 or more",
         },
         Case {
+            name: "negative slots",
+            yaml: "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: a\nspec:\n  step: a\n  provider: {local: {}}\n  maxInstances: 3\n  slotsPerInstance: -2\n",
+            line: Some(9),
+            field: "spec.slotsPerInstance",
+            says: "expected a whole number, 1 or more",
+        },
+        Case {
+            name: "negative minimum",
+            yaml: "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: a\nspec:\n  step: a\n  provider: {local: {}}\n  maxInstances: 3\n  minInstances: -2\n",
+            line: Some(9),
+            field: "spec.minInstances",
+            says: "expected a whole number, 0 or more",
+        },
+        Case {
             name: "unknown field",
             yaml: "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: a\nspec:\n  step: a\n  provider: {local: {}}\n  maxInstances: 3\n  maxInstance: 4\n",
             line: Some(9),
             field: "spec.maxInstance",
-            says: "unknown field",
+            says: "did you mean `maxInstances`?",
         },
         Case {
             name: "unknown nested field",
