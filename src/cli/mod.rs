@@ -1,4 +1,9 @@
 //! The command line: `anamo <command>`.
+//!
+//! Commands write standard output through `output::out!`/`outln!`, never `print!`/`println!`
+//! (which panic on a closed pipe); clippy's `print_stdout` lint holds every command to that.
+
+#![warn(clippy::print_stdout)]
 
 mod bench;
 mod completions;
