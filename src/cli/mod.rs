@@ -39,10 +39,10 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "anamo", version, about = ABOUT, after_help = EXAMPLES)]
 pub struct Cli {
-    /// Where the tasks live: sqlite://PATH or dynamodb://TABLE; without the flag, the
-    /// ANAMO_STORE environment variable [default: sqlite://anamo.db; `controller` and `plan` use
-    /// the Controller manifest's `store` first].
-    // Not clap's `env`: clap would then show `--store` in every usage line as if required.
+    /// Where the tasks live: sqlite://PATH or dynamodb://TABLE [default: sqlite://anamo.db;
+    /// `controller` and `plan` use the Controller manifest's `store` first] [env: ANAMO_STORE=]
+    // ANAMO_STORE is read by `store_given`, not clap's `env`: with it, clap shows `--store` in
+    // every usage line as if it were required whenever the variable is set.
     #[arg(long, global = true)]
     pub store: Option<String>,
     /// Log format.
