@@ -44,7 +44,18 @@ spec:
   minInstances: 4
   maxInstances: 2
   slotsPerInstance: 0
-  dependsOn: [a, ghost]
+  dependsOn: [a, c, ghost]
+";
+
+/// Cannot be read at all (no provider), but its step is known.
+const FLEET_C: &str = "\
+apiVersion: anamo.dev/v1
+kind: Fleet
+metadata:
+  name: c
+spec:
+  step: c
+  maxInstances: 1
 ";
 
 #[test]
@@ -54,6 +65,7 @@ fn manifest_validate_reports_every_problem_of_every_file() {
     std::fs::create_dir(&m).unwrap();
     std::fs::write(m.join("a.yaml"), FLEET_A).unwrap();
     std::fs::write(m.join("b.yaml"), FLEET_B).unwrap();
+    std::fs::write(m.join("c.yaml"), FLEET_C).unwrap();
     let out = anamo(dir.path())
         .args(["manifest", "validate", "manifests"])
         .output()
@@ -69,12 +81,14 @@ fn manifest_validate_reports_every_problem_of_every_file() {
         "manifests/b.yaml:9: fleet b: spec.minInstances: 4 is greater than maxInstances 2",
         "manifests/b.yaml:11: fleet b: spec.slotsPerInstance: must be at least 1",
         "manifests/b.yaml:12: fleet b: spec.dependsOn: step `ghost` is not run by any fleet",
+        "manifests/c.yaml:",
+        "fleet c: spec.provider: missing field `provider`",
     ] {
         assert!(err.contains(expected), "`{expected}` missing from:\n{err}");
     }
-    assert!(err.contains("(6 problems)"), "{err}");
-    // Step `a` is run by fleet a, which did not parse: depending on it is fine.
-    assert!(!err.contains("step `a` is not run"), "{err}");
+    assert!(err.contains("(7 problems)"), "{err}");
+    // Step `c` is run by fleet c, which could not be read: depending on it is not a problem.
+    assert!(!err.contains("step `c` is not run"), "{err}");
 }
 
 #[test]

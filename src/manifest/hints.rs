@@ -45,12 +45,33 @@ fn suggestion_for_unknown(message: &str) -> Option<String> {
 /// The `minimum` the schema gives the field at dotted `path` of a `kind` document
 /// (`FleetDocument` or `ControllerDocument`), following `$ref`s and `anyOf`/`oneOf`.
 pub(crate) fn schema_minimum(kind: &str, path: &str) -> Option<f64> {
+    field_schema(kind, path)?.get("minimum")?.as_f64()
+}
+
+/// A value a number field at `path` accepts (its minimum, or 0), to stand in for a value that
+/// could not be read so that the rest of the document can still be checked. `None` for
+/// fields that are not numbers.
+pub(crate) fn number_placeholder(kind: &str, path: &str) -> Option<String> {
+    let node = field_schema(kind, path)?;
+    let is = |t: &str| match node.get("type") {
+        Some(Value::String(s)) => s == t,
+        Some(Value::Array(a)) => a.iter().any(|v| v == t),
+        _ => false,
+    };
+    if !(is("integer") || is("number")) {
+        return None;
+    }
+    let min = node.get("minimum").and_then(Value::as_f64).unwrap_or(0.0);
+    Some(format!("{}", min.max(0.0)))
+}
+
+fn field_schema(kind: &str, path: &str) -> Option<&'static Value> {
     let defs = SCHEMA.get("$defs")?;
     let mut node = defs.get(kind)?;
     for part in path.split('.') {
         node = property(defs, node, part)?;
     }
-    resolve(defs, node).get("minimum")?.as_f64()
+    Some(resolve(defs, node))
 }
 
 fn resolve<'a>(defs: &'a Value, node: &'a Value) -> &'a Value {
@@ -91,7 +112,10 @@ pub(crate) fn improve_message(message: String, kind: Option<&str>, field: Option
         _ => {}
     }
     if let Some(hint) = suggestion_for_unknown(&message) {
-        return format!("{message}; {hint}");
+        return match message.split_once(", expected") {
+            Some((head, allowed)) => format!("{head}; {hint} (expected{allowed})"),
+            None => format!("{message}; {hint}"),
+        };
     }
     let minimum = || match (kind, field) {
         (Some(kind), Some(field)) => schema_minimum(kind, field),
@@ -162,6 +186,12 @@ mod tests {
         assert_eq!(schema_minimum(fleet, "spec.tasksPerInstance"), Some(1.0));
         assert_eq!(schema_minimum(fleet, "spec.maxAttempts"), Some(1.0));
         assert_eq!(schema_minimum(fleet, "spec.nothing"), None);
+        let placeholder = |path| number_placeholder(fleet, path);
+        assert_eq!(placeholder("spec.maxInstances").as_deref(), Some("1"));
+        assert_eq!(placeholder("spec.minInstances").as_deref(), Some("0"));
+        assert_eq!(placeholder("spec.tasksPerInstance").as_deref(), Some("1"));
+        assert_eq!(placeholder("spec.step"), None);
+        assert_eq!(placeholder("spec.leaseTTL"), None);
         let msg = improve_message("invalid u32".into(), Some(fleet), Some("spec.maxInstances"));
         assert_eq!(msg, "expected a whole number, 1 or more");
         let msg = improve_message("invalid u32".into(), Some(fleet), Some("spec.minInstances"));

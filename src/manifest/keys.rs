@@ -110,17 +110,33 @@ impl KeyIndex {
 
 /// `text` (a document whose first line is line `first_line` of its file) with the lines of
 /// `entry` made empty: its key line and the lines that belong to it (indented deeper, or list
-/// items at its own indent). Every other line keeps its number, so a parse can go on past a bad
-/// field and still point at the right lines. `None` when the entry cannot be cut out alone: it
-/// shares its line with another key (a flow mapping, a `- key:` list item).
-pub(crate) fn blank_entry(text: &str, first_line: usize, entry: &KeyEntry) -> Option<String> {
+/// items at its own indent). With a `replacement`, the key line stays and holds that value
+/// instead. Every other line keeps its number, so a parse can go on past a bad field and still
+/// point at the right lines. `None` when the entry cannot be cut out alone: it shares its line
+/// with another key (a flow mapping, a `- key:` list item).
+pub(crate) fn blank_entry(
+    text: &str,
+    first_line: usize,
+    entry: &KeyEntry,
+    replacement: Option<&str>,
+) -> Option<String> {
     let start = entry.line.checked_sub(first_line)?;
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let indent_of = |l: &str| l.len() - l.trim_start_matches([' ', '\t']).len();
-    let indent = indent_of(lines.get(start)?);
+    let key_line = lines.get(start)?;
+    let indent = indent_of(key_line);
     if indent + 1 != entry.column {
         return None;
     }
+    let replaced = match replacement {
+        Some(value) => {
+            let body = &key_line[indent..];
+            let (_, after_colon) = split_key(body)?;
+            let key_end = indent + body.len() - after_colon.len();
+            Some(format!("{} {value}\n", &key_line[..key_end]))
+        }
+        None => None,
+    };
     let mut end = start + 1;
     while let Some(l) = lines.get(end) {
         let t = l.trim();
@@ -136,7 +152,9 @@ pub(crate) fn blank_entry(text: &str, first_line: usize, entry: &KeyEntry) -> Op
     }
     let mut out = String::with_capacity(text.len());
     for (i, l) in lines.iter().enumerate() {
-        if (start..end).contains(&i) {
+        if let Some(line) = replaced.as_deref().filter(|_| i == start) {
+            out.push_str(line);
+        } else if (start..end).contains(&i) {
             if l.ends_with('\n') {
                 out.push('\n');
             }
@@ -298,17 +316,21 @@ spec:
         let idx = KeyIndex::new(DOC, 1);
         let at = |line| idx.entry_at(line, 3).unwrap().clone();
         // `provider:` (line 7) owns lines 7-11; `maxInstances` on line 12 stays.
-        let out = blank_entry(DOC, 1, &at(7)).unwrap();
+        let out = blank_entry(DOC, 1, &at(7), None).unwrap();
         assert_eq!(out.lines().count(), DOC.lines().count());
         assert!(!out.contains("ec2") && !out.contains("m6i.large"), "{out}");
         assert!(
             out.lines().nth(11).unwrap().contains("maxInstances"),
             "{out}"
         );
+        // Or with a value in place of the old one (and its comment).
+        let out = blank_entry(DOC, 1, &at(12), Some("1")).unwrap();
+        assert_eq!(out.lines().nth(11), Some("  maxInstances: 1"));
+        assert_eq!(out.lines().count(), DOC.lines().count());
         // A key inside a flow mapping shares its line: it cannot be cut out alone.
         let flow = idx.entry_at(9, 30).unwrap().clone();
         assert_eq!(flow.path.last().map(String::as_str), Some("name"));
-        assert_eq!(blank_entry(DOC, 1, &flow), None);
+        assert_eq!(blank_entry(DOC, 1, &flow, None), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::{MessageFormatter, UserMessageFormatter};
 
-use super::hints::{did_you_mean, improve_message};
+use super::hints::{did_you_mean, improve_message, number_placeholder};
 use super::keys::{blank_entry, KeyIndex};
 use super::types::{
     ControllerDocument, FleetDocument, API_VERSION, KINDS, KIND_CONTROLLER, KIND_FLEET,
@@ -101,15 +101,28 @@ fn parse_sources_inner(
             }
         }
     }
-    if problems.is_empty() {
-        return validate(docs, check_files, &unparsed_steps);
+    // Whatever else is wrong with the documents that parsed is reported too, so one run shows
+    // everything there is to fix, in file and line order.
+    let in_order = |mut problems: Vec<Problem>| {
+        problems.sort_by_key(|p| (sources.iter().position(|(f, _)| *f == p.file), p.line));
+        problems
+    };
+    match validate(docs, check_files, &unparsed_steps) {
+        Ok(set) if problems.is_empty() => Ok(set),
+        Err(ManifestError::Invalid { problems: invalid }) if problems.is_empty() => {
+            Err(ManifestError::Invalid {
+                problems: in_order(invalid),
+            })
+        }
+        result => {
+            if let Err(e) = result {
+                problems.extend(e.problems().iter().cloned());
+            }
+            Err(ManifestError::Parse {
+                problems: in_order(problems),
+            })
+        }
     }
-    // Parse problems first, then whatever else is wrong with the documents that parsed, so
-    // one run shows everything there is to fix.
-    if let Err(e) = validate(docs, check_files, &unparsed_steps) {
-        problems.extend(e.problems().iter().cloned());
-    }
-    Err(ManifestError::Parse { problems })
 }
 
 /// One `---`-separated document of a file.
@@ -251,9 +264,10 @@ fn parse_document(file: &Path, chunk: &Chunk) -> Parsed {
 const MAX_PROBLEMS_PER_DOCUMENT: usize = 50;
 
 /// Parses the document as a `T`, reporting every field it cannot take: after each such
-/// problem the entry at fault is blanked out (see [`blank_entry`]) and the parse tried again.
-/// Returns the document when the rest parses (blanked fields at their defaults), the problems,
-/// and the dotted paths of the blanked fields.
+/// problem the entry at fault is blanked out (see [`blank_entry`]; a number field gets its
+/// minimum instead) and the parse tried again. Returns the document when the rest parses
+/// (blanked fields at stand-in values), the problems, and the dotted paths of the blanked
+/// fields.
 fn parse_all<T: serde::de::DeserializeOwned>(
     ctx: &Ctx<'_>,
     subject: Option<String>,
@@ -297,9 +311,12 @@ fn parse_all<T: serde::de::DeserializeOwned>(
         if !emptied {
             problems.push(problem);
         }
-        let next = entry
-            .filter(|_| !repeated)
-            .and_then(|e| Some((blank_entry(&text, ctx.chunk.first_line, &e)?, e)));
+        // A number field gets a value it accepts rather than none: it may be required.
+        let next = entry.filter(|_| !repeated).and_then(|e| {
+            let stand_in = number_placeholder(schema_kind, &e.path.join("."));
+            let next = blank_entry(&text, ctx.chunk.first_line, &e, stand_in.as_deref())?;
+            Some((next, e))
+        });
         let Some((next, entry)) = next.filter(|(n, _)| *n != text) else {
             break;
         };

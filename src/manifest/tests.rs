@@ -393,7 +393,9 @@ spec:
   step: a
   provider: {local: {}}
   maxInstance: 3
+  minInstances: 2
   maxInstances: -1
+  slotsPerInstance: 0
   leaseTtl: 30s
   scaleDownDelay: soon
 ";
@@ -417,18 +419,20 @@ spec:
     for expected in [
         "one.yaml:8:3: fleet a: spec.maxInstance: unknown field `maxInstance`",
         "did you mean `maxInstances`?",
-        "one.yaml:9:17: fleet a: spec.maxInstances: expected a whole number, 1 or more",
-        "one.yaml:10:3: fleet a: spec.leaseTtl: unknown field",
+        "one.yaml:10:17: fleet a: spec.maxInstances: expected a whole number, 1 or more",
+        "one.yaml:12:3: fleet a: spec.leaseTtl: unknown field",
         "did you mean `leaseTTL`?",
-        "one.yaml:11:3: fleet a: spec.scaleDownDelay: invalid value",
+        "one.yaml:13:3: fleet a: spec.scaleDownDelay: invalid value",
+        // Checked although maxInstances could not be read...
+        "one.yaml:11: fleet a: spec.slotsPerInstance: must be at least 1",
         "two.yaml:9: fleet b: spec.minInstances: 3 is greater than maxInstances 2",
     ] {
         assert!(msg.contains(expected), "`{expected}` missing from\n{msg}");
     }
-    // Fleet a's required maxInstances could not be read, so its checks that need the whole
-    // document wait for the fix; `dependsOn: [a]` is not called dangling: fleet a runs it.
+    // ...but nothing is said from the value standing in for it (minInstances 2 > 1), and
+    // `dependsOn: [a]` is not dangling.
     assert!(
-        msg.starts_with("cannot parse the manifests (5 problems):"),
+        msg.starts_with("cannot parse the manifests (6 problems):"),
         "{msg}"
     );
     assert!(!msg.contains("not run by any fleet"), "{msg}");

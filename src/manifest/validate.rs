@@ -19,7 +19,7 @@ pub(crate) struct ParsedDoc {
     pub first_line: usize,
     pub index: KeyIndex,
     /// Fields left out because they could not be parsed (already reported); problems about
-    /// them (they hold defaults now) are not reported again.
+    /// them, or naming them (they hold stand-in values now), are not reported.
     pub blanked: Vec<String>,
     pub kind: ParsedKind,
 }
@@ -40,8 +40,13 @@ struct Report<'a> {
 
 impl Report<'_> {
     fn push(&mut self, field: &str, message: impl Into<String>) {
+        let message: String = message.into();
         let blanked = self.doc.blanked.iter().any(|b| {
-            field == b || field.starts_with(&format!("{b}.")) || b.starts_with(&format!("{field}."))
+            let name = b.rsplit('.').next().unwrap_or(b);
+            field == b
+                || field.starts_with(&format!("{b}."))
+                || b.starts_with(&format!("{field}."))
+                || message.contains(name)
         });
         if blanked {
             return;
@@ -52,7 +57,7 @@ impl Report<'_> {
             column: None,
             subject: self.subject.clone(),
             field: Some(field.to_string()),
-            message: message.into(),
+            message,
         });
     }
 }
