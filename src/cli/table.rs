@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::store::SharedStore;
+use crate::store::{OpenMode, SharedStore};
 
 #[derive(Debug, Subcommand)]
 pub enum TableCommand {
@@ -16,6 +16,16 @@ pub enum TableCommand {
         #[arg(long)]
         yes: bool,
     },
+}
+
+impl TableCommand {
+    /// How the command opens its store: only `create` may create one.
+    pub fn opening(&self) -> OpenMode {
+        match self {
+            TableCommand::Create => OpenMode::Create,
+            TableCommand::Delete { .. } => OpenMode::Existing,
+        }
+    }
 }
 
 pub async fn run(cmd: TableCommand, store: SharedStore) -> anyhow::Result<ExitCode> {

@@ -1,5 +1,7 @@
 //! Task processes: `/bin/sh -c SCRIPT sh ARGS...` in a process group of its own, so the whole
 //! tree can be stopped (SIGTERM, then SIGKILL after a short grace); log files and their tails.
+//! No group outlives the worker: its leader dies with the worker (`PR_SET_PDEATHSIG`) and the
+//! worker's guard stops the rest (see `guard`).
 //!
 //! A task's output goes through a pipe the worker copies to the log file, keeping the last
 //! bytes for the result: the file is created with the first byte, so a task that prints
@@ -81,8 +83,28 @@ impl ShellCommand<'_> {
         // A new process group whose id is the shell's pid: killpg reaches every descendant
         // that did not move itself to another group.
         cmd.process_group(0);
+        let worker = nix::unistd::getpid();
+        // SAFETY: the closure only makes two system calls (async-signal-safe) and allocates
+        // nothing.
+        unsafe {
+            cmd.pre_exec(move || die_with(worker));
+        }
         cmd
     }
+}
+
+/// In the forked child before `exec`: SIGKILL when the worker dies (the signal survives
+/// `exec`), and no start at all when it died before this was set. The kernel sends it when
+/// the *thread* that forked exits; tasks are spawned from the runtime's worker threads, which
+/// live as long as the worker.
+fn die_with(worker: Pid) -> io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+    if nix::unistd::getppid() != worker {
+        return Err(io::Error::other(
+            "the worker exited before the task started",
+        ));
+    }
+    Ok(())
 }
 
 /// A spawned process group.
@@ -102,6 +124,7 @@ impl Group {
         let pid = child
             .id()
             .ok_or_else(|| io::Error::other("spawned process has no pid"))?;
+        super::guard::watch(pid as i32);
         Ok(Group {
             child,
             pgid: Pid::from_raw(pid as i32),
@@ -152,9 +175,9 @@ impl Group {
             tokio::select! {
                 biased;
                 status = self.child.wait() => {
-                    self.reaped = true;
                     // Leftover members (background jobs) of a finished task are not kept.
                     self.signal(Signal::SIGKILL);
+                    self.mark_reaped();
                     return (status.map(Exit::from_status).unwrap_or(Exit::Code(-1)), None);
                 }
                 _ = timeout => Some(StopCause::Timeout),
@@ -164,8 +187,8 @@ impl Group {
         // A process that has already exited (e.g. while the worker was paused; the reactor
         // may not have noticed yet) reports its own exit: it finished before it was stopped.
         if let Ok(Some(status)) = self.child.try_wait() {
-            self.reaped = true;
             self.signal(Signal::SIGKILL);
+            self.mark_reaped();
             return (Exit::from_status(status), None);
         }
         let exit = self.terminate().await;
@@ -184,9 +207,15 @@ impl Group {
                 self.child.wait().await
             }
         };
-        self.reaped = true;
         self.signal(Signal::SIGKILL);
+        self.mark_reaped();
         status.map(Exit::from_status).unwrap_or(Exit::Signal(9))
+    }
+
+    /// The leader is reaped (and the group killed): its id may be reused from now on.
+    fn mark_reaped(&mut self) {
+        self.reaped = true;
+        super::guard::unwatch(self.pgid.as_raw());
     }
 }
 
@@ -196,6 +225,7 @@ impl Drop for Group {
             // Dropped mid-run (panic, cancelled future): never leave the tree behind. Tokio
             // reaps the dropped child in the background.
             self.signal(Signal::SIGKILL);
+            super::guard::unwatch(self.pgid.as_raw());
         }
     }
 }
