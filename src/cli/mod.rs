@@ -35,8 +35,7 @@ Examples:
 #[command(name = "anamo", version, about = ABOUT, after_help = EXAMPLES)]
 pub struct Cli {
     /// Where the tasks live: sqlite://PATH or dynamodb://TABLE [default: sqlite://anamo.db;
-    /// `controller` and `plan` use the Controller manifest's `store` first]. Only `table
-    /// create`, `task import`/`add` and `up` create a missing store.
+    /// `controller` and `plan` use the Controller manifest's `store` first].
     #[arg(long, global = true, env = "ANAMO_STORE")]
     pub store: Option<String>,
     /// Log format.
