@@ -80,6 +80,26 @@ pub(crate) fn start() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Makes the process `cmd` spawns get SIGKILL when the worker dies (the parent-death signal
+/// survives `exec`), and not start at all when the worker died before that was set. The kernel
+/// sends it when the *thread* that forked exits; tasks are spawned from the runtime's threads,
+/// which live as long as the worker.
+pub(crate) fn die_with_worker(cmd: &mut tokio::process::Command) {
+    let worker = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before `exec`; it makes three system calls
+    // (async-signal-safe) and allocates nothing on success.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)?;
+            if nix::unistd::getppid() != worker {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Tells the guard about a process group the worker started (no-op without a guard).
 pub(crate) fn watch(pgid: i32) {
     send('+', pgid);

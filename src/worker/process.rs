@@ -83,28 +83,9 @@ impl ShellCommand<'_> {
         // A new process group whose id is the shell's pid: killpg reaches every descendant
         // that did not move itself to another group.
         cmd.process_group(0);
-        let worker = nix::unistd::getpid();
-        // SAFETY: the closure only makes two system calls (async-signal-safe) and allocates
-        // nothing.
-        unsafe {
-            cmd.pre_exec(move || die_with(worker));
-        }
+        super::guard::die_with_worker(&mut cmd);
         cmd
     }
-}
-
-/// In the forked child before `exec`: SIGKILL when the worker dies (the signal survives
-/// `exec`), and no start at all when it died before this was set. The kernel sends it when
-/// the *thread* that forked exits; tasks are spawned from the runtime's worker threads, which
-/// live as long as the worker.
-fn die_with(worker: Pid) -> io::Result<()> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
-    if nix::unistd::getppid() != worker {
-        return Err(io::Error::other(
-            "the worker exited before the task started",
-        ));
-    }
-    Ok(())
 }
 
 /// A spawned process group.
