@@ -1,6 +1,8 @@
 //! Reading task files: TSV (`id<TAB>step<TAB>script[<TAB>arg]...`), PyAnamo-style `|`-separated
 //! lines, and JSONL (one `TaskSpec` object per line). The whole input is parsed and validated
-//! before anything is written, and every problem is reported as `file:line: what is wrong`.
+//! before anything is written, and every problem is reported as `file:line: what is wrong`,
+//! including input that is not UTF-8 and tasks that could never start because `execve` would
+//! refuse their command line (see [`check_exec_limits`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -99,7 +101,10 @@ pub fn parse(
                 parse_delimited(line, defaults)
             }
         };
-        let spec = match parsed.and_then(|s| s.validate().map(|_| s)) {
+        let checked = parsed
+            .and_then(|s| s.validate().map(|_| s))
+            .and_then(|s| check_exec_limits(&s).map(|_| s));
+        let spec = match checked {
             Ok(s) => s,
             Err(m) => {
                 errors.push(err(m));
@@ -122,6 +127,84 @@ pub fn parse(
     } else {
         Err(ParseErrors { errors })
     }
+}
+
+/// The text of an input read as bytes (`source` names it in the error). Input that is not
+/// UTF-8 is refused with the line and byte where the first invalid sequence is.
+pub fn utf8_text(source: &str, bytes: Vec<u8>) -> Result<String, LineError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let before = &bytes[..at];
+        let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |p| p + 1);
+        LineError {
+            source: source.to_string(),
+            line,
+            message: format!(
+                "not valid UTF-8 (byte {} of the line is 0x{:02x}); save the file as UTF-8",
+                at - line_start + 1,
+                bytes.get(at).copied().unwrap_or(0)
+            ),
+        }
+    })
+}
+
+/// The longest single argument or environment string (`KEY=VALUE`) `execve` accepts on
+/// Linux, in bytes with its terminating NUL: `MAX_ARG_STRLEN`, 32 pages of 4 KiB. It is a
+/// constant of the kernel, not a setting, so a longer one fails on every worker.
+pub const MAX_ARG_BYTES: usize = 128 * 1024;
+
+/// What one command line of a task (`/bin/sh -c SCRIPT sh ARGS...` and its environment) may
+/// add up to, counting each string's NUL and pointer. The kernel's own limit (`ARG_MAX`) is a
+/// quarter of the stack limit, 2 MiB with the usual 8 MiB, and also holds the worker's
+/// environment: half of it is left for that.
+pub const MAX_COMMAND_BYTES: usize = 1024 * 1024;
+
+/// Refuses a task whose command line `execve` could never accept (it would fail every attempt
+/// with "Argument list too long"), or that holds a NUL byte (which no command line can).
+pub fn check_exec_limits(spec: &TaskSpec) -> Result<(), String> {
+    let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let commands = std::iter::once(("script", &spec.script))
+        .chain(spec.subtasks.iter().map(|c| ("subtask", c)));
+    for (what, command) in commands {
+        let mut strings: Vec<(String, &str)> = vec![(format!("`{what}`"), command.as_str())];
+        for (i, a) in spec.args.iter().enumerate() {
+            strings.push((format!("`args[{i}]`"), a));
+        }
+        for (k, e) in spec.env.keys().zip(&env) {
+            strings.push((format!("`env.{k}`"), e));
+        }
+        let mut total = 0;
+        for (name, text) in &strings {
+            if text.contains('\0') {
+                return Err(format!(
+                    "{name} contains a NUL byte, which no command line can hold"
+                ));
+            }
+            if text.len() + 1 > MAX_ARG_BYTES {
+                return Err(format!(
+                    "{name} is {} bytes; execve accepts at most {} bytes per argument (Linux \
+                     MAX_ARG_STRLEN, 128 KiB), so the task could never start; pass large data \
+                     in a file and give its path instead",
+                    text.len(),
+                    MAX_ARG_BYTES - 1
+                ));
+            }
+            total += text.len() + 1 + std::mem::size_of::<usize>();
+        }
+        if total > MAX_COMMAND_BYTES {
+            return Err(format!(
+                "the {what}, args and env add up to {total} bytes; anamo accepts at most \
+                 {MAX_COMMAND_BYTES} (half of the usual 2 MiB execve limit, ARG_MAX, leaving \
+                 the rest to the worker's environment); pass large data in a file"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn is_header(line: &str) -> bool {
@@ -245,6 +328,49 @@ mod tests {
         assert_eq!(tasks[0].max_attempts, 5);
         assert_eq!(tasks[0].depends_on, vec!["fetch"]);
         assert_eq!(tasks[0].timeout_secs, Some(60));
+    }
+
+    #[test]
+    fn commands_execve_would_refuse_are_rejected_with_the_limit() {
+        let big = "x".repeat(MAX_ARG_BYTES);
+        let text = format!("S1\talign\ttrue\nS2\talign\techo\t{big}\nS3\talign\techo\tok\n");
+        let err = parse_auto(&text).unwrap_err();
+        assert_eq!(err.errors.len(), 1, "{err}");
+        let shown = err.to_string();
+        assert!(
+            shown.contains("tasks.tsv:2: `args[0]` is 131072 bytes"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("at most 131071 bytes per argument"),
+            "{shown}"
+        );
+        // Just under the limit is fine; many arguments that add up past the total are not.
+        let fits = "x".repeat(MAX_ARG_BYTES - 1);
+        assert!(parse_auto(&format!("S1\talign\techo\t{fits}\n")).is_ok());
+        let many = vec![fits; 9].join("\t");
+        let err = parse_auto(&format!("S1\talign\techo\t{many}\n")).unwrap_err();
+        assert!(err.to_string().contains("add up to"), "{err}");
+        let json =
+            "{\"id\":\"a\",\"step\":\"b\",\"script\":\"echo\",\"env\":{\"K\":\"a\\u0000b\"}}";
+        let err = parse_auto(json).unwrap_err();
+        assert!(
+            err.to_string().contains("`env.K` contains a NUL byte"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_names_its_line() {
+        let mut bytes = b"S1\talign\ttrue\nS2\talign\techo ".to_vec();
+        bytes.extend_from_slice(&[0xff, 0xfe, b'\n']);
+        let err = utf8_text("t.tsv", bytes).unwrap_err();
+        assert_eq!(err.line, 2);
+        assert_eq!(
+            err.to_string(),
+            "t.tsv:2: not valid UTF-8 (byte 15 of the line is 0xff); save the file as UTF-8"
+        );
+        assert_eq!(utf8_text("t", b"ok\n".to_vec()).unwrap(), "ok\n");
     }
 
     #[test]

@@ -117,6 +117,12 @@ fn worker_serves_task_durations_and_claim_conflicts() {
 fn worker_refuses_a_busy_metrics_addr() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("w.db").display());
+    // A worker needs a store that exists (it never creates one).
+    let created = Command::new(env!("CARGO_BIN_EXE_anamo"))
+        .args(["--store", &store, "table", "create"])
+        .status()
+        .unwrap();
+    assert!(created.success());
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_anamo"))

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::store::{self, SharedStore, StoreUrl};
+use crate::store::{self, OpenMode, SharedStore, StoreUrl};
 use crate::telemetry::{self, LogFormat};
 
 pub use output::Table;
@@ -135,8 +135,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let store = store.as_deref();
     let default_store = || store.unwrap_or(DEFAULT_STORE);
     match cli.command {
-        Command::Table(cmd) => table::run(cmd, open_store(default_store()).await?).await,
-        Command::Task(cmd) => task::run(cmd, open_store(default_store()).await?).await,
+        Command::Table(cmd) => {
+            let store = open_store_as(default_store(), cmd.opening()).await?;
+            table::run(cmd, store).await
+        }
+        Command::Task(cmd) => {
+            let store = open_store_as(default_store(), cmd.opening()).await?;
+            task::run(cmd, store).await
+        }
         Command::Status(args) => status::run(args, open_store(default_store()).await?).await,
         Command::Up(args) => up::run(args, store).await,
         Command::Controller(args) => controller::run_controller(args, store).await,
@@ -153,14 +159,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Opens a store that must exist (a missing SQLite file is an error, never created).
 pub async fn open_store(url: &str) -> anyhow::Result<SharedStore> {
-    open_store_in(url, None).await
+    open_store_as(url, OpenMode::Existing).await
 }
 
-/// Opens a store in an explicit AWS region (the Controller manifest's `region`).
+/// Opens a store, creating a missing SQLite store: for `table create`, imports and `up` only.
+pub async fn open_store_creating(url: &str) -> anyhow::Result<SharedStore> {
+    open_store_as(url, OpenMode::Create).await
+}
+
+async fn open_store_as(url: &str, mode: OpenMode) -> anyhow::Result<SharedStore> {
+    let url: StoreUrl = url.parse()?;
+    Ok(store::open_with(&url, None, mode).await?)
+}
+
+/// Opens a store that must exist in an explicit AWS region (the Controller manifest's
+/// `region`).
 pub async fn open_store_in(url: &str, region: Option<&str>) -> anyhow::Result<SharedStore> {
     let url: StoreUrl = url.parse()?;
-    Ok(store::open_in(&url, region).await?)
+    Ok(store::open_with(&url, region, OpenMode::Existing).await?)
 }
 
 /// Parses durations like `90s`, `5m`, `1h 30m`.

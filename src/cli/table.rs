@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::output::outln;
-use crate::store::SharedStore;
+use crate::store::{OpenMode, SharedStore};
 
 #[derive(Debug, Subcommand)]
 pub enum TableCommand {
@@ -17,6 +17,16 @@ pub enum TableCommand {
         #[arg(long)]
         yes: bool,
     },
+}
+
+impl TableCommand {
+    /// How the command opens its store: only `create` may create one.
+    pub fn opening(&self) -> OpenMode {
+        match self {
+            TableCommand::Create => OpenMode::Create,
+            TableCommand::Delete { .. } => OpenMode::Existing,
+        }
+    }
 }
 
 pub async fn run(cmd: TableCommand, store: SharedStore) -> anyhow::Result<ExitCode> {

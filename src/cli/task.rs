@@ -13,7 +13,7 @@ use super::parse_duration;
 use crate::clock::{format_duration_ms, format_millis, Clock, SystemClock};
 use crate::import::{self, Format, ImportDefaults};
 use crate::model::{TaskFilter, TaskSpec, TaskState};
-use crate::store::SharedStore;
+use crate::store::{OpenMode, SharedStore};
 
 /// Tasks written per store call during import, so the progress bar moves.
 const IMPORT_CHUNK: usize = 500;
@@ -23,6 +23,13 @@ pub enum TaskCommand {
     /// Import tasks from a file (or - for stdin): TSV `id<TAB>step<TAB>script[<TAB>arg]...`,
     /// `|`-separated lines, or JSONL. The whole file is checked first; a file with any bad line
     /// writes nothing. Re-importing the same file changes nothing.
+    ///
+    /// Refused with file:line, like any bad line: text that is not UTF-8, a NUL byte, and a
+    /// command line execve would reject (a script, argument or env entry over 128 KiB, Linux's
+    /// MAX_ARG_STRLEN, or all of them over 1 MiB, half the usual 2 MiB ARG_MAX). A file
+    /// without tasks is a warning. Ctrl-C stops the import between two batches of 500 and
+    /// says "imported N of M ...; run the same command again to finish": what was written
+    /// stays, and the same command adds the rest.
     #[command(after_help = "Examples:\n  anamo task import samples.tsv\n  \
         anamo task import --step align --depends-on fetch ids.tsv   # lines: id<TAB>script\n  \
         cat tasks.jsonl | anamo task import -")]
@@ -172,6 +179,17 @@ pub struct RequeueArgs {
     pub force: bool,
 }
 
+impl TaskCommand {
+    /// How the command opens its store: imports (`import`, `add`) may create one, every
+    /// other command needs one that exists.
+    pub fn opening(&self) -> OpenMode {
+        match self {
+            TaskCommand::Import(_) | TaskCommand::Add(_) => OpenMode::Create,
+            _ => OpenMode::Existing,
+        }
+    }
+}
+
 fn parse_state(s: &str) -> Result<TaskState, String> {
     s.parse()
 }
@@ -194,6 +212,7 @@ pub async fn run(cmd: TaskCommand, store: SharedStore) -> anyhow::Result<ExitCod
             spec.timeout_secs = a.timeout.map(|d| d.as_secs().max(1));
             spec.env = a.env.into_iter().collect();
             spec.validate()
+                .and_then(|_| import::check_exec_limits(&spec))
                 .map_err(|e| anyhow::anyhow!("invalid task: {e}"))?;
             let r = store.import(std::slice::from_ref(&spec), now).await?;
             if r.inserted == 1 {
@@ -337,18 +356,57 @@ async fn select(store: &SharedStore, sel: &SelectArgs) -> anyhow::Result<Vec<Str
     Ok(tasks.into_iter().map(|t| t.spec.id).collect())
 }
 
-async fn import_cmd(args: ImportArgs, store: SharedStore) -> anyhow::Result<ExitCode> {
-    let (source, text) = if args.file == "-" {
-        let mut s = String::new();
+/// SIGINT (Ctrl-C) or SIGTERM seen since the import started: the import stops between two
+/// batches and says how far it got (what was written stays; importing again finishes it).
+struct Interrupt {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    fn catch() -> anyhow::Result<Interrupt> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Interrupt {
+            int: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+        })
+    }
+
+    fn happened(&mut self) -> bool {
+        use futures::FutureExt;
+        let int = self.int.recv().now_or_never().is_some();
+        let term = self.term.recv().now_or_never().is_some();
+        int || term
+    }
+}
+
+/// The file (or standard input for `-`) as text: `(name for messages, text)`.
+fn read_input(file: &str) -> anyhow::Result<(String, String)> {
+    let (source, bytes) = if file == "-" {
+        let mut b = Vec::new();
         std::io::stdin()
-            .read_to_string(&mut s)
+            .read_to_end(&mut b)
             .context("reading standard input")?;
-        ("<stdin>".to_string(), s)
+        ("<stdin>".to_string(), b)
     } else {
-        let text = std::fs::read_to_string(&args.file)
-            .with_context(|| format!("cannot read {}", args.file))?;
-        (args.file.clone(), text)
+        let b = std::fs::read(file).with_context(|| format!("cannot read {file}"))?;
+        (file.to_string(), b)
     };
+    let text = import::utf8_text(&source, bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((source, text))
+}
+
+/// The warning for an input without a single task.
+pub(crate) fn no_tasks_warning(source: &str) -> String {
+    format!(
+        "warning: {source} has no tasks (it is empty, or holds only blank and comment lines); \
+         nothing was imported"
+    )
+}
+
+async fn import_cmd(args: ImportArgs, store: SharedStore) -> anyhow::Result<ExitCode> {
+    let mut interrupt = Interrupt::catch()?;
+    let (source, text) = read_input(&args.file)?;
     let defaults = ImportDefaults {
         step: args.step,
         depends_on: args.depends_on,
@@ -362,7 +420,19 @@ async fn import_cmd(args: ImportArgs, store: SharedStore) -> anyhow::Result<Exit
         let set = crate::manifest::load(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
         import::apply_fleet_defaults(&mut tasks, &set);
     }
-    let bar = if args.json || tasks.len() < IMPORT_CHUNK {
+    if tasks.is_empty() {
+        eprintln!("{}", no_tasks_warning(&source));
+    }
+    let large = tasks.len() > IMPORT_CHUNK;
+    if large {
+        eprintln!(
+            "importing {} tasks into {} in batches of {IMPORT_CHUNK} (Ctrl-C stops after the \
+             current batch)",
+            tasks.len(),
+            store.describe()
+        );
+    }
+    let bar = if args.json || !large {
         ProgressBar::hidden()
     } else {
         ProgressBar::new(tasks.len() as u64)
@@ -373,11 +443,31 @@ async fn import_cmd(args: ImportArgs, store: SharedStore) -> anyhow::Result<Exit
     );
     let mut total = crate::model::ImportReport::default();
     let now = SystemClock.now();
+    let mut done = 0;
     for chunk in tasks.chunks(IMPORT_CHUNK) {
-        let r = store.import(chunk, now).await?;
+        if interrupt.happened() {
+            bar.finish_and_clear();
+            eprintln!(
+                "interrupted: imported {done} of {} task(s) into {} ({} new, {} already \
+                 present); run the same command again to finish",
+                tasks.len(),
+                store.describe(),
+                total.inserted,
+                total.unchanged
+            );
+            return Ok(ExitCode::from(130));
+        }
+        let r = store.import(chunk, now).await.with_context(|| {
+            format!(
+                "imported {done} of {} task(s) before this error; run the same command again \
+                 to finish",
+                tasks.len()
+            )
+        })?;
         total.inserted += r.inserted;
         total.unchanged += r.unchanged;
         total.conflicting.extend(r.conflicting);
+        done += chunk.len();
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();

@@ -31,9 +31,13 @@ pub struct UpArgs {
     /// Tasks to import first (TSV or JSONL, see `anamo task import --help`).
     #[arg(long)]
     pub tasks: Option<PathBuf>,
-    /// Start from an empty store (deletes the SQLite file first).
+    /// Start from an empty store: deletes the SQLite store first if an earlier `anamo up`
+    /// created it (any other store, e.g. one made by `anamo table create`, only with --yes).
     #[arg(long)]
     pub fresh: bool,
+    /// With --fresh: also delete a SQLite store that `anamo up` did not create.
+    #[arg(long, requires = "fresh")]
+    pub yes: bool,
     /// Time between controller passes [default: the Controller manifest's, else 1s].
     #[arg(long, value_parser = parse_duration)]
     pub interval: Option<Duration>,
@@ -88,6 +92,71 @@ fn next_tick(
     wait.max(FINAL_TICK).max(look_took * 20).min(PROGRESS_TICK)
 }
 
+/// What `up --fresh` does with the store it is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fresh {
+    /// There is nothing to delete.
+    Nothing,
+    Delete,
+    /// Not deleted, and why.
+    Refuse(String),
+}
+
+/// Decides what `--fresh` may delete: a SQLite store an earlier `up` created, or any SQLite
+/// store with `--yes`; never a DynamoDB table.
+fn fresh_decision(url: &str, exists: bool, made_by_up: bool, yes: bool) -> Fresh {
+    if !url.starts_with("sqlite://") {
+        return Fresh::Refuse(format!(
+            "--fresh deletes only SQLite stores and {url} is not one; nothing was deleted \
+             (delete a table with `anamo table delete --yes`, or drop --fresh)"
+        ));
+    }
+    match (exists, made_by_up || yes) {
+        (false, _) => Fresh::Nothing,
+        (true, true) => Fresh::Delete,
+        (true, false) => Fresh::Refuse(format!(
+            "--fresh would delete {url}, a store that `anamo up` did not create (named by \
+             --store or ANAMO_STORE); nothing was deleted. Add --yes to delete it and every task \
+             in it, drop --fresh to run on its tasks, or give another store, e.g. \
+             --store sqlite://up.db"
+        )),
+    }
+}
+
+/// `--fresh`: deletes the SQLite store (and its `-wal`/`-shm` files) when allowed, saying
+/// which files it deleted; refuses otherwise.
+fn start_fresh(url: &str, yes: bool) -> anyhow::Result<()> {
+    let path = url.strip_prefix("sqlite://").map(PathBuf::from);
+    let exists = path.as_ref().is_some_and(|p| p.exists());
+    let made_by_up = path
+        .as_ref()
+        .is_some_and(|p| crate::store::sqlite::created_by_up(p));
+    match (fresh_decision(url, exists, made_by_up, yes), path) {
+        (Fresh::Refuse(why), _) => anyhow::bail!(why),
+        (Fresh::Delete, Some(path)) => {
+            let mut deleted = Vec::new();
+            for suffix in ["", "-wal", "-shm"] {
+                let mut file = path.clone().into_os_string();
+                file.push(suffix);
+                let file = PathBuf::from(file);
+                match std::fs::remove_file(&file) {
+                    Ok(()) => deleted.push(file.display().to_string()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => anyhow::bail!("--fresh: cannot delete {}: {e}", file.display()),
+                }
+            }
+            let whose = if made_by_up {
+                "created by an earlier `anamo up`"
+            } else {
+                "deleted as --yes says"
+            };
+            eprintln!("--fresh: deleted {} ({whose})", deleted.join(", "));
+            Ok(())
+        }
+        (Fresh::Nothing | Fresh::Delete, _) => Ok(()),
+    }
+}
+
 #[derive(Debug, Default, serde::Serialize)]
 struct FleetSummary {
     peak_instances: u32,
@@ -102,26 +171,28 @@ pub async fn run(args: UpArgs, store_flag: Option<&str>) -> anyhow::Result<ExitC
     let set = source.current().clone();
     let store_url = store_flag.unwrap_or(super::DEFAULT_STORE).to_string();
     if args.fresh {
-        if let Some(path) = store_url.strip_prefix("sqlite://") {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{path}{suffix}"));
-            }
-        }
+        start_fresh(&store_url, args.yes)?;
     }
-    let store = super::open_store(&store_url).await?;
+    let sqlite_path = store_url.strip_prefix("sqlite://").map(PathBuf::from);
+    let creating = sqlite_path.as_ref().is_some_and(|p| !p.exists());
+    let store = super::open_store_creating(&store_url).await?;
     store.create_schema().await?;
+    if let (true, Some(path)) = (creating, &sqlite_path) {
+        // So that a later `up --fresh` may delete it without being told to.
+        crate::store::sqlite::mark_created_by_up(path)?;
+    }
     let clock: SharedClock = clock::system();
     let started_at = clock.now();
 
     if let Some(path) = &args.tasks {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let mut tasks = import::parse(
-            &path.display().to_string(),
-            &text,
-            Format::Auto,
-            &ImportDefaults::default(),
-        )?;
+        let source = path.display().to_string();
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = import::utf8_text(&source, bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut tasks = import::parse(&source, &text, Format::Auto, &ImportDefaults::default())?;
+        if tasks.is_empty() {
+            eprintln!("{}", super::task::no_tasks_warning(&source));
+        }
         import::apply_fleet_defaults(&mut tasks, &set);
         let r = store.import(&tasks, clock.now()).await?;
         eprintln!(
@@ -452,6 +523,23 @@ mod tests {
             failed_summary(&[counts("align", 5, 0)], "sqlite://x.db"),
             None
         );
+    }
+
+    #[test]
+    fn fresh_deletes_only_what_up_made_or_what_yes_names() {
+        let url = "sqlite://tasks.db";
+        assert_eq!(fresh_decision(url, false, false, false), Fresh::Nothing);
+        assert_eq!(fresh_decision(url, true, true, false), Fresh::Delete);
+        assert_eq!(fresh_decision(url, true, false, true), Fresh::Delete);
+        let Fresh::Refuse(why) = fresh_decision(url, true, false, false) else {
+            panic!("a store up did not make is deleted without --yes");
+        };
+        assert!(
+            why.contains("sqlite://tasks.db") && why.contains("--yes"),
+            "{why}"
+        );
+        let dynamo = fresh_decision("dynamodb://t", true, false, true);
+        assert!(matches!(dynamo, Fresh::Refuse(_)), "{dynamo:?}");
     }
 
     #[test]

@@ -62,9 +62,21 @@ pub fn load_file(path: impl AsRef<Path>) -> Result<ManifestSet, ManifestError> {
 pub fn load_files(paths: &[PathBuf]) -> Result<ManifestSet, ManifestError> {
     let mut sources = Vec::with_capacity(paths.len());
     for path in paths {
-        let text = fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        let bytes = fs::read(path).map_err(|source| ManifestError::Read {
             path: path.clone(),
             source,
+        })?;
+        let text = crate::import::utf8_text(&path.display().to_string(), bytes).map_err(|e| {
+            ManifestError::Parse {
+                problems: vec![Problem {
+                    file: path.clone(),
+                    line: Some(e.line),
+                    column: None,
+                    subject: None,
+                    field: None,
+                    message: e.message,
+                }],
+            }
         })?;
         sources.push((path.clone(), text));
     }

@@ -74,6 +74,10 @@ pub enum StoreError {
     BadUrl { url: String, why: String },
     #[error("table `{0}` does not exist; create it with `anamo table create`")]
     NoTable(String),
+    /// A SQLite store that must exist (every command but `table create`, imports and `up`)
+    /// does not: the path (and why) is in the message.
+    #[error("no store at {0}; create it with `anamo table create`")]
+    NoStore(String),
     /// Network trouble, throttling, a locked database: worth retrying with backoff.
     #[error("store unavailable ({operation}): {message}")]
     Unavailable { operation: String, message: String },
@@ -92,6 +96,7 @@ impl StoreError {
             StoreError::InvalidInput(_) => "invalid_input",
             StoreError::BadUrl { .. } => "bad_url",
             StoreError::NoTable(_) => "no_table",
+            StoreError::NoStore(_) => "no_store",
             StoreError::Unavailable { .. } => "unavailable",
             StoreError::Backend { .. } => "backend",
         }
@@ -351,16 +356,38 @@ impl fmt::Display for StoreUrl {
     }
 }
 
-/// Opens the store a URL names. DynamoDB uses the default AWS credential chain and honours
-/// `AWS_ENDPOINT_URL`, `AWS_PROFILE` and `AWS_REGION`.
+/// Whether opening a store may create it. Only `table create`, imports and `up` create a
+/// store; every other command needs one that exists, so a mistyped SQLite path is an error
+/// rather than a new empty database. (A DynamoDB table is never created by opening: a missing
+/// one is reported as [`StoreError::NoTable`] by the first call.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create the SQLite file (and its directory) and schema when missing.
+    Create,
+    /// The SQLite file must exist with its task table ([`StoreError::NoStore`] otherwise);
+    /// a file that cannot be written is opened read-only.
+    Existing,
+}
+
+/// Opens the store a URL names, creating a missing SQLite store. DynamoDB uses the default
+/// AWS credential chain and honours `AWS_ENDPOINT_URL`, `AWS_PROFILE` and `AWS_REGION`.
 pub async fn open(url: &StoreUrl) -> Result<SharedStore> {
-    open_in(url, None).await
+    open_with(url, None, OpenMode::Create).await
 }
 
 /// Like [`open`], with the AWS region given explicitly (the Controller manifest's `region`).
 pub async fn open_in(url: &StoreUrl, region: Option<&str>) -> Result<SharedStore> {
+    open_with(url, region, OpenMode::Create).await
+}
+
+/// Opens the store a URL names in `mode`, in an explicit AWS region when given.
+pub async fn open_with(
+    url: &StoreUrl,
+    region: Option<&str>,
+    mode: OpenMode,
+) -> Result<SharedStore> {
     match url {
-        StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path)?)),
+        StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open_mode(path, mode)?)),
         StoreUrl::Dynamo { table } => Ok(Arc::new(
             dynamo::DynamoStore::from_env_in(table, region).await,
         )),

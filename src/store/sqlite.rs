@@ -2,12 +2,15 @@
 //! state transition is one SQL statement (or one transaction), so concurrent workers in other
 //! processes sharing the file are safe.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
+
+mod open;
+
+pub use open::{created_by_up, mark_created_by_up};
 
 use super::{new_token, Leadership, RequestCounter, Result, StatusDoc, StoreError, TaskStore};
 use crate::clock::Millis;
@@ -65,30 +68,6 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and its schema.
-    pub fn open(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::unavailable("open", format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
-        let conn = Connection::open(path).map_err(|e| map_err("open", e))?;
-        // Workers in other processes share the file: wait for locks instead of failing.
-        conn.busy_timeout(Duration::from_secs(30))
-            .map_err(|e| map_err("open", e))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| map_err("open", e))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(|e| map_err("open", e))?;
-        conn.execute_batch(SCHEMA)
-            .map_err(|e| map_err("create schema", e))?;
-        Ok(SqliteStore {
-            path: path.to_path_buf(),
-            conn: Arc::new(Mutex::new(conn)),
-            requests: Arc::new(RequestCounter::default()),
-        })
-    }
-
     /// Runs `f` on the connection off the async runtime.
     async fn run<T, F>(&self, op: &'static str, f: F) -> Result<T>
     where
@@ -97,18 +76,28 @@ impl SqliteStore {
     {
         self.requests.add(1);
         let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let mut guard = conn
                 .lock()
                 .map_err(|_| StoreError::backend(op, "connection mutex poisoned"))?;
             f(&mut guard)
         })
         .await
-        .map_err(|e| StoreError::backend(op, e))?
+        .map_err(|e| StoreError::backend(op, e))?;
+        result.map_err(|e| open::name_path(e, &self.path))
     }
 }
 
 fn map_err(op: &str, e: rusqlite::Error) -> StoreError {
+    if e.sqlite_error_code() == Some(ErrorCode::ReadOnly) {
+        return StoreError::unavailable(
+            op,
+            format!(
+                "{e} (the file or its directory cannot be written: reading commands such as \
+                 `status` and `task list` work, changing ones need write access)"
+            ),
+        );
+    }
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen)
         | Some(ErrorCode::SystemIoFailure | ErrorCode::ReadOnly | ErrorCode::DiskFull) => {
@@ -225,7 +214,8 @@ impl TaskStore for SqliteStore {
         self.run("delete schema", |c| {
             c.execute_batch(
                 "DROP TABLE IF EXISTS tasks; DROP TABLE IF EXISTS workers; \
-                 DROP TABLE IF EXISTS status; DROP TABLE IF EXISTS leaders;",
+                 DROP TABLE IF EXISTS status; DROP TABLE IF EXISTS leaders; \
+                 DROP TABLE IF EXISTS anamo_meta;",
             )
             .map_err(|e| map_err("delete schema", e))
         })

@@ -34,6 +34,7 @@ mod bench;
 mod config;
 mod control;
 mod events;
+mod guard;
 mod lease;
 mod metrics_server;
 mod process;
@@ -233,6 +234,10 @@ pub(crate) struct Ctx {
 /// interrupted; SIGTERM/SIGINT drain it.
 pub async fn run(args: WorkerArgs, store: SharedStore) -> Result<WorkerExit> {
     let control = WorkerControl::new();
+    // Task processes die with this process, however it ends.
+    if let Err(e) = guard::start() {
+        tracing::warn!(error = %e, "cannot start the process guard: task processes may outlive a killed worker");
+    }
     let signals = signals::listen(control.clone()).map_err(WorkerError::Signals)?;
     let result = run_with(args, store, control).await;
     signals.abort();

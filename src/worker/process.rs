@@ -1,5 +1,7 @@
 //! Task processes: `/bin/sh -c SCRIPT sh ARGS...` in a process group of its own, so the whole
 //! tree can be stopped (SIGTERM, then SIGKILL after a short grace); log files and their tails.
+//! No group outlives the worker: its leader dies with the worker (`PR_SET_PDEATHSIG`) and the
+//! worker's guard stops the rest (see `guard`).
 //!
 //! A task's output goes through a pipe the worker copies to the log file, keeping the last
 //! bytes for the result: the file is created with the first byte, so a task that prints
@@ -81,6 +83,7 @@ impl ShellCommand<'_> {
         // A new process group whose id is the shell's pid: killpg reaches every descendant
         // that did not move itself to another group.
         cmd.process_group(0);
+        super::guard::die_with_worker(&mut cmd);
         cmd
     }
 }
@@ -102,6 +105,7 @@ impl Group {
         let pid = child
             .id()
             .ok_or_else(|| io::Error::other("spawned process has no pid"))?;
+        super::guard::watch(pid as i32);
         Ok(Group {
             child,
             pgid: Pid::from_raw(pid as i32),
@@ -152,9 +156,9 @@ impl Group {
             tokio::select! {
                 biased;
                 status = self.child.wait() => {
-                    self.reaped = true;
                     // Leftover members (background jobs) of a finished task are not kept.
                     self.signal(Signal::SIGKILL);
+                    self.mark_reaped();
                     return (status.map(Exit::from_status).unwrap_or(Exit::Code(-1)), None);
                 }
                 _ = timeout => Some(StopCause::Timeout),
@@ -164,8 +168,8 @@ impl Group {
         // A process that has already exited (e.g. while the worker was paused; the reactor
         // may not have noticed yet) reports its own exit: it finished before it was stopped.
         if let Ok(Some(status)) = self.child.try_wait() {
-            self.reaped = true;
             self.signal(Signal::SIGKILL);
+            self.mark_reaped();
             return (Exit::from_status(status), None);
         }
         let exit = self.terminate().await;
@@ -184,9 +188,15 @@ impl Group {
                 self.child.wait().await
             }
         };
-        self.reaped = true;
         self.signal(Signal::SIGKILL);
+        self.mark_reaped();
         status.map(Exit::from_status).unwrap_or(Exit::Signal(9))
+    }
+
+    /// The leader is reaped (and the group killed): its id may be reused from now on.
+    fn mark_reaped(&mut self) {
+        self.reaped = true;
+        super::guard::unwatch(self.pgid.as_raw());
     }
 }
 
@@ -196,6 +206,7 @@ impl Drop for Group {
             // Dropped mid-run (panic, cancelled future): never leave the tree behind. Tokio
             // reaps the dropped child in the background.
             self.signal(Signal::SIGKILL);
+            super::guard::unwatch(self.pgid.as_raw());
         }
     }
 }

@@ -17,7 +17,10 @@ use crate::store::StoreError;
 fn is_fatal(e: &StoreError) -> bool {
     matches!(
         e,
-        StoreError::NoTable(_) | StoreError::BadUrl { .. } | StoreError::InvalidInput(_)
+        StoreError::NoTable(_)
+            | StoreError::NoStore(_)
+            | StoreError::BadUrl { .. }
+            | StoreError::InvalidInput(_)
     )
 }
 
