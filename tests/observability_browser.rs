@@ -371,8 +371,28 @@ fn status_page_in_chromium_shows_what_api_status_says() {
                 )
             })
             .collect();
-        // Every snapshot of one pass has the same steps and fleets; compare with each.
-        for st in snapshots {
+        // Every snapshot of one pass has the same fleets; the step counts run beside the
+        // passes, so compare with the snapshots of the counts the page shows.
+        let counted: Vec<String> = with_class(&els, "step")
+            .iter()
+            .map(|a| num(a, "data-counted-at"))
+            .collect();
+        let snapshots: Vec<&Value> = snapshots
+            .iter()
+            .filter(|st| {
+                let steps = st["steps"].as_array().cloned().unwrap_or_default();
+                steps
+                    .iter()
+                    .map(|s| json_num(&s["counted_at"]))
+                    .collect::<Vec<_>>()
+                    == counted
+            })
+            .collect();
+        if snapshots.is_empty() {
+            eprintln!("attempt {attempt}: the page's counts not seen by the poller; again");
+            continue;
+        }
+        for st in &snapshots {
             compare(&dom, &els, st, &actions);
         }
         println!(
