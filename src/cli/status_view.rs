@@ -325,7 +325,7 @@ pub fn render_frame(v: &StatusView, width: usize, every: &str) -> String {
             Some((at, f.name.trim_start_matches("fleet/").to_string(), what))
         })
         .collect();
-    actions.sort_by(|a, b| b.0.cmp(&a.0));
+    actions.sort_by_key(|a| std::cmp::Reverse(a.0));
     if !actions.is_empty() {
         out.push_str("\nLAST ACTIONS\n");
         for (at, fleet, what) in actions {
