@@ -1,7 +1,7 @@
 //! `anamo status` through the real binary next to a real controller process (SQLite store,
 //! local fleets): the same throughput as `/api/status` and `/metrics`, "finished, N failed",
 //! a rejected manifest change, `--watch` frames when stdout is not a terminal (and Ctrl-C),
-//! and a stale warning once the controller has stopped.
+//! and a warning once the controller has stopped.
 
 mod observability_common;
 
@@ -163,13 +163,15 @@ fn status_tells_the_same_story_as_the_controller_and_notices_when_it_stops() {
     });
     assert!(ended.success(), "--watch ended with {ended}");
 
-    // The controller stops: its fleets are no longer "Ready" but stale.
+    // The controller stops (SIGTERM): its fleets are no longer "Ready" but stale. (A
+    // controller that dies or hangs says nothing; then its report's age, more than 3
+    // intervals, gives it away: see `cli::status_view`'s tests.)
     w.stop();
-    let text = wait_for("a stale warning", Duration::from_secs(60), || {
-        let t = status(&w, &[]);
-        t.contains("warning: controller anamo").then_some(t)
-    });
-    assert!(text.contains("more than 3 intervals of 1s"), "{text}");
+    let text = status(&w, &[]);
+    assert!(
+        text.contains("warning: controller anamo (") && text.contains(" stopped "),
+        "{text}"
+    );
     assert!(text.contains("stale (was: "), "{text}");
     let json: Value = serde_json::from_str(&status(&w, &["--json"])).unwrap();
     assert_eq!(json["controllers"][0]["stale"], true, "{json}");

@@ -37,7 +37,9 @@ pub struct ControllerSeen {
     pub interval_ms: Millis,
     pub last_seen_at: Millis,
     pub last_seen_ms_ago: Millis,
-    /// Older than [`STALE_AFTER_INTERVALS`] intervals: stopped or stuck.
+    /// It said it stopped (shut down cleanly).
+    pub stopped: bool,
+    /// Stopped, or older than [`STALE_AFTER_INTERVALS`] intervals (stopped or stuck).
     pub stale: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest_error: Option<String>,
@@ -52,16 +54,21 @@ impl ControllerSeen {
             interval_ms: doc.interval_ms,
             last_seen_at: updated_at,
             last_seen_ms_ago: s.age_ms,
-            stale: s.stale,
+            stopped: doc.stopped,
+            stale: doc.stopped || s.stale,
             manifest_error: doc.manifest_error,
         }
     }
 }
 
 impl StatusView {
-    /// Whether a fleet's figures are stale: older than [`STALE_AFTER_INTERVALS`] of the
-    /// (longest) controller interval. Unknown without a controller report.
+    /// Whether a fleet's figures are stale: every controller stopped, or they are older than
+    /// [`STALE_AFTER_INTERVALS`] of the (longest) controller interval. Unknown without a
+    /// controller report.
     fn fleet_stale(&self, doc: &StatusDoc) -> bool {
+        if !self.controllers.is_empty() && self.controllers.iter().all(|c| c.stopped) {
+            return true;
+        }
         let interval = self.controllers.iter().map(|c| c.interval_ms).max();
         interval.is_some_and(|i| staleness(doc.updated_at, i, self.at).stale)
     }
@@ -83,7 +90,12 @@ fn controller_lines(v: &StatusView) -> String {
     for c in &v.controllers {
         let who = format!("controller {} ({})", c.cluster, c.identity);
         let seen = ago(c.last_seen_ms_ago);
-        if c.stale {
+        if c.stopped {
+            let _ = writeln!(
+                out,
+                "warning: {who} stopped {seen}; the fleets below are as it last saw them"
+            );
+        } else if c.stale {
             let _ = writeln!(
                 out,
                 "warning: {who} last seen {seen}, more than {STALE_AFTER_INTERVALS} intervals \

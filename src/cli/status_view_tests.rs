@@ -42,6 +42,7 @@ fn controller(last_seen: Millis, manifest_error: Option<&str>) -> ControllerSeen
         identity: "host-1".into(),
         interval_ms: 1_000,
         manifest_error: manifest_error.map(str::to_string),
+        stopped: false,
     };
     ControllerSeen::new(doc, last_seen, NOW)
 }
@@ -99,6 +100,29 @@ fn a_controller_gone_for_longer_than_three_intervals_is_stale() {
     let fleet = text.lines().find(|l| l.contains("stale")).expect(&text);
     assert!(fleet.starts_with("align "), "{text}");
     assert!(fleet.contains("stale (was: Ready)  4m ago"), "{text}");
+}
+
+#[test]
+fn a_controller_that_stopped_says_so() {
+    let mut v = view(NOW - 2_000);
+    let doc = ControllerDoc {
+        cluster: "anamo".into(),
+        identity: "host-1".into(),
+        interval_ms: 1_000,
+        manifest_error: None,
+        stopped: true,
+    };
+    v.controllers = vec![ControllerSeen::new(doc, NOW - 2_000, NOW)];
+    assert!(v.controllers[0].stale);
+    let text = render_text(&v);
+    assert!(text.contains("stale (was: Ready)"), "{text}");
+    assert!(
+        text.contains(
+            "warning: controller anamo (host-1) stopped 2s ago; the fleets below are as it \
+             last saw them\n"
+        ),
+        "{text}"
+    );
 }
 
 #[test]

@@ -224,6 +224,7 @@ impl Controller {
         }
         self.metrics.leader.set(0);
         self.providers.shutdown_local(Duration::from_secs(60)).await;
+        self.report_stopped().await;
     }
 
     /// One reconcile pass. Errors in one fleet do not stop the others.

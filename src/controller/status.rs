@@ -230,6 +230,9 @@ pub struct ControllerDoc {
     pub interval_ms: Millis,
     #[serde(default)]
     pub manifest_error: Option<String>,
+    /// Written once when the controller shut down cleanly: its figures stay as they were.
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 impl ControllerDoc {
@@ -263,6 +266,23 @@ impl super::Controller {
             identity: self.cfg.identity.clone(),
             interval_ms: crate::clock::ms(self.cfg.interval),
             manifest_error: self.manifests.rejected().map(str::to_string),
+            stopped: false,
+        }
+    }
+
+    /// Says in the store that this controller stopped, if it was the one reporting (a
+    /// follower must not overwrite the leader's report).
+    pub(super) async fn report_stopped(&self) {
+        let role = self.status.read().unwrap_or_else(|p| p.into_inner()).role;
+        if role != Role::Leader {
+            return;
+        }
+        let doc = ControllerDoc {
+            stopped: true,
+            ..self.controller_doc()
+        };
+        if let Err(e) = self.store.put_status(&doc.to_doc(self.clock.now())).await {
+            tracing::warn!(error = %e, "cannot report in the store that the controller stopped");
         }
     }
 }
@@ -409,6 +429,7 @@ mod tests {
             identity: "h".into(),
             interval_ms: 1_000,
             manifest_error: Some("m.yaml:3: bad".into()),
+            stopped: false,
         };
         let other = StatusDoc {
             name: "fleet/a".into(),
