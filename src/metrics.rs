@@ -16,6 +16,7 @@ pub struct Metrics {
     pub tasks_failed: IntCounterVec,
     pub tasks_requeued: IntCounterVec,
     pub oldest_pending_age: GaugeVec,
+    pub throughput: GaugeVec,
     pub task_duration: HistogramVec,
     pub claim_conflicts: IntCounterVec,
     // Per fleet.
@@ -126,6 +127,14 @@ impl Metrics {
                 opts(
                     "anamo_oldest_pending_task_age_seconds",
                     "Age of the oldest pending task of a step."
+                ),
+                &["step"]
+            )),
+            throughput: reg!(GaugeVec::new(
+                opts(
+                    "anamo_step_throughput_per_minute",
+                    "Tasks of a step that succeeded or failed in the last 5 minutes, per minute \
+                     (the figure `anamo status` and the status page show)."
                 ),
                 &["step"]
             )),

@@ -479,6 +479,7 @@ fn metrics_reference() -> String {
         &m.tasks_failed,
         &m.tasks_requeued,
         &m.oldest_pending_age,
+        &m.throughput,
         &m.task_duration,
         &m.claim_conflicts,
         &m.fleet_desired,
@@ -538,9 +539,11 @@ fn metrics_reference() -> String {
     out.push_str(&format!(
         "\nThe controller serves these at `http://<metricsAddr>/metrics` in the Prometheus text \
          format (`metricsAddr` defaults to `127.0.0.1:9464`), except the two that say they are \
-         exported by workers run with `--metrics-addr`. The `anamo_tasks*` figures and \
-         `anamo_oldest_pending_task_age_seconds` come from the progress count, refreshed every \
-         `progressInterval`. Label values are step and fleet \
+         exported by workers run with `--metrics-addr`. The `anamo_tasks*` figures, \
+         `anamo_oldest_pending_task_age_seconds` and `anamo_step_throughput_per_minute` come \
+         from the progress count, refreshed every `progressInterval`; the throughput is the \
+         one `anamo status` and the status page show (tasks finished in the last 5 minutes, \
+         per minute). Label values are step and fleet \
          names or small fixed sets, never task or instance ids. Histograms also export \
          `_bucket`, `_sum` and `_count` series. `anamo_fleet_instances` has one series per \
          `status`: {}; `anamo_reconcile_errors_total` starts at 0 for every `kind`: {}.\n\n",

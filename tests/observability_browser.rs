@@ -371,8 +371,28 @@ fn status_page_in_chromium_shows_what_api_status_says() {
                 )
             })
             .collect();
-        // Every snapshot of one pass has the same steps and fleets; compare with each.
-        for st in snapshots {
+        // Every snapshot of one pass has the same fleets; the step counts run beside the
+        // passes, so compare with the snapshots of the counts the page shows.
+        let counted: Vec<String> = with_class(&els, "step")
+            .iter()
+            .map(|a| num(a, "data-counted-at"))
+            .collect();
+        let snapshots: Vec<&Value> = snapshots
+            .iter()
+            .filter(|st| {
+                let steps = st["steps"].as_array().cloned().unwrap_or_default();
+                steps
+                    .iter()
+                    .map(|s| json_num(&s["counted_at"]))
+                    .collect::<Vec<_>>()
+                    == counted
+            })
+            .collect();
+        if snapshots.is_empty() {
+            eprintln!("attempt {attempt}: the page's counts not seen by the poller; again");
+            continue;
+        }
+        for st in &snapshots {
             compare(&dom, &els, st, &actions);
         }
         println!(
@@ -415,4 +435,78 @@ fn status_page_in_chromium_shows_what_api_status_says() {
         png.len(),
         started.elapsed().as_secs_f64()
     );
+}
+
+#[test]
+fn status_page_in_chromium_says_how_a_run_ended_and_shows_a_rejected_manifest() {
+    let Some(chromium_bin) = tool("ANAMO_TEST_CHROMIUM_BIN", "chromium") else {
+        return;
+    };
+    // 10 align tasks (S010 fails) and 10 call tasks (S010's fails on its dependency); the
+    // cluster has the default name.
+    let workload = Workload::start(10, 0.1);
+    let url = format!("http://{}/", workload.addr);
+    let profile = tempfile::tempdir().unwrap();
+    wait_for(
+        "every task counted as finished",
+        Duration::from_secs(120),
+        || {
+            ["align", "call"]
+                .iter()
+                .all(|s| {
+                    workload.step_counts(s).is_some_and(|c| {
+                        c["waiting"] + c["pending"] + c["running"] == 0 && c["failed"] == 1
+                    })
+                })
+                .then_some(())
+        },
+    );
+    let file = workload.dir.path().join("manifests/fleets.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replacen("maxInstances: 2", "maxInstances: two", 1),
+    )
+    .unwrap();
+    wait_for(
+        "the rejection in /api/status",
+        Duration::from_secs(60),
+        || {
+            workload.status()["manifest_error"]
+                .as_str()
+                .map(str::to_string)
+        },
+    );
+
+    let dom = chromium(&chromium_bin, profile.path(), &["--dump-dom"], &url);
+    assert!(dom.contains("<title>anamo</title>"), "{dom}");
+    assert!(
+        dom.contains("<h1>anamo</h1>"),
+        "the default cluster named twice:\n{dom}"
+    );
+    for step in ["align", "call"] {
+        let start = dom
+            .find(&format!("data-step=\"{step}\""))
+            .unwrap_or_else(|| panic!("no step {step}:\n{dom}"));
+        let card = &dom[start..start + dom[start..].find("</p>").unwrap()];
+        assert!(card.contains("10 / 10 finished, 1 failed"), "{card}");
+        assert!(
+            card.contains("<b class=\"eta\">finished, 1 failed</b>"),
+            "{card}"
+        );
+        assert!(!card.contains("(100%)"), "{card}");
+    }
+    let els = elements(&dom);
+    let banner = els
+        .iter()
+        .find(|(_, a)| a.get("id").is_some_and(|i| i == "manifest-error"))
+        .map(|_| &dom[dom.find("id=\"manifest-error\"").unwrap()..])
+        .expect("a manifest-error banner");
+    let banner = &banner[..banner.find("</p>").unwrap()];
+    assert!(
+        banner.contains("last good manifests stay in force"),
+        "{banner}"
+    );
+    assert!(banner.contains("fleets.yaml"), "{banner}");
+    assert!(banner.contains("maxInstances"), "{banner}");
 }

@@ -341,6 +341,7 @@ fn promtool_finds_nothing_wrong_with_every_metric() {
         .with_label_values(&["align", "lease_expired"])
         .inc();
     m.oldest_pending_age.with_label_values(&["align"]).set(3.0);
+    m.throughput.with_label_values(&["align"]).set(2.4);
     m.task_duration
         .with_label_values(&["align", "succeeded"])
         .observe(2.0);

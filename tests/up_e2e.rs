@@ -59,6 +59,10 @@ fn up_runs_the_example_pipeline_once_in_dependency_order() {
             "{fleet} scaled back down: {f}"
         );
         assert!(f["terminations"].as_u64().unwrap() >= 1, "{fleet}: {f}");
+        assert_eq!(
+            f["launches"], f["peak_instances"],
+            "{fleet} launched only what it grew to (no scale-down and relaunch): {f}"
+        );
     }
     // Running it again changes nothing: every task is already done.
     let again = anamo(dir.path())
@@ -73,6 +77,43 @@ fn up_runs_the_example_pipeline_once_in_dependency_order() {
         lines(&dir.path().join("anamo-out/joint/runs.log")).len(),
         200
     );
+}
+
+/// The shipped example manifests with tasks of the first step that take seconds, as real
+/// ones do: `call` gets its work in two bursts, one per wave of `align` tasks, and its
+/// workers sit idle in between. The shipped `scaleDownDelay` rides that gap out instead of
+/// terminating the workers only to launch them again for the next burst.
+#[test]
+fn the_example_fleets_do_not_flap_between_bursts_of_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tasks = String::new();
+    // 12 samples on 6 align slots: two waves of 6-second tasks.
+    for i in 0..12 {
+        tasks.push_str(&format!("S{i:02}\talign\tsleep 6\n"));
+        tasks.push_str(&format!("S{i:02}\tcall\tsleep 0.1\n"));
+        tasks.push_str(&format!("S{i:02}\tjoint\ttrue\n"));
+    }
+    std::fs::write(dir.path().join("tasks.tsv"), tasks).unwrap();
+    let out = anamo(dir.path())
+        .args(["up", "--json", "--manifests"])
+        .arg(repo().join("examples/manifests"))
+        .args(["--tasks", "tasks.tsv"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "anamo up failed: {stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for step in summary["steps"].as_array().unwrap() {
+        assert_eq!(step["succeeded"], 12, "{step}");
+    }
+    for fleet in ["align", "call", "joint"] {
+        let f = &summary["fleets"][fleet];
+        assert_eq!(
+            f["launches"], f["peak_instances"],
+            "{fleet} was scaled down between bursts and launched again: {f}"
+        );
+        assert_eq!(f["final_instances"], 0, "{fleet} scaled back down: {f}");
+    }
 }
 
 const ONE_STEP: &str = "apiVersion: anamo.dev/v1

@@ -100,7 +100,7 @@ pub fn cluster_name(flag: Option<&str>, manifests: &ManifestSet) -> String {
                 .as_ref()
                 .map(|c| c.cluster().to_string())
         })
-        .unwrap_or_else(|| "anamo".to_string())
+        .unwrap_or_else(|| crate::controller::status::DEFAULT_CLUSTER.to_string())
 }
 
 pub fn worker_launch(

@@ -12,6 +12,7 @@ mod manifest;
 mod output;
 mod simulate;
 mod status;
+mod status_view;
 mod table;
 mod task;
 mod up;

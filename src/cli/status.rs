@@ -1,32 +1,39 @@
-//! `anamo status`: progress per step.
+//! `anamo status`: progress per step, the fleets as the controller last saw them, and when
+//! that was. `--watch` redraws it every `--interval` (in place on a terminal, as repeated
+//! plain frames otherwise) until Ctrl-C. The text itself is built in [`super::status_view`].
 
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
-use serde::Serialize;
 
-use super::output::{out, outln, print_json, Table};
-use crate::clock::{format_duration_ms, Clock, SystemClock};
-use crate::controller::status::{step_report, StepReport};
-use crate::store::{SharedStore, StatusDoc};
+use super::output::{out, print_json};
+use super::parse_duration;
+use super::status_view::{render_frame, render_text, ControllerSeen, StatusView};
+use crate::clock::{format_millis, Clock, SystemClock};
+use crate::controller::status::{step_report, ControllerDoc};
+use crate::store::SharedStore;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Only this step.
     #[arg(long)]
     pub step: Option<String>,
-    /// Print the report as JSON (per step: counts, oldest pending, throughput; fleets).
-    #[arg(long)]
+    /// Print the status as JSON (steps, fleets, controllers).
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+    /// Keep showing the status, redrawn every `--interval` until Ctrl-C: in place on a
+    /// terminal (a bar per step, fleets, last actions), as repeated plain output otherwise.
+    #[arg(long)]
+    pub watch: bool,
+    /// Time between two looks with `--watch`.
+    #[arg(long, value_parser = parse_duration, default_value = "2s", requires = "watch")]
+    pub interval: Duration,
 }
 
-#[derive(Debug, Serialize)]
-struct StatusReport {
-    steps: Vec<StepReport>,
-    fleets: Vec<StatusDoc>,
-}
-
-pub async fn run(args: StatusArgs, store: SharedStore) -> anyhow::Result<ExitCode> {
+/// Reads one snapshot: every step's progress, the fleets' and controllers' reports.
+async fn snapshot(args: &StatusArgs, store: &SharedStore) -> anyhow::Result<StatusView> {
     let now = SystemClock.now();
     let names = match &args.step {
         Some(s) => vec![s.clone()],
@@ -34,89 +41,95 @@ pub async fn run(args: StatusArgs, store: SharedStore) -> anyhow::Result<ExitCod
     };
     let mut steps = Vec::new();
     for step in &names {
-        steps.push(step_report(&store, step, now, None).await?);
+        steps.push(step_report(store, step, now).await?);
     }
+    let docs = store.list_status().await?;
+    let controllers = ControllerDoc::from_docs(&docs)
+        .into_iter()
+        .map(|(c, at)| ControllerSeen::new(c, at, now))
+        .collect();
     // Fleet reports only (the store also keeps the controller's launch intents).
-    let fleets: Vec<StatusDoc> = store
-        .list_status()
-        .await?
+    let fleets = docs
         .into_iter()
         .filter(|d| d.name.starts_with("fleet/"))
         .collect();
+    Ok(StatusView {
+        steps,
+        fleets,
+        controllers,
+        at: now,
+        store: store.describe(),
+    })
+}
+
+pub async fn run(args: StatusArgs, store: SharedStore) -> anyhow::Result<ExitCode> {
+    if args.watch {
+        return watch(&args, &store).await;
+    }
+    let view = snapshot(&args, &store).await?;
     if args.json {
-        print_json(&StatusReport { steps, fleets })?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut table = Table::new([
-        "STEP",
-        "WAITING",
-        "PENDING",
-        "RUNNING",
-        "SUCCEEDED",
-        "FAILED",
-        "CANCELLED",
-        "OLDEST PENDING",
-        "DONE/MIN",
-        "ETA",
-    ]);
-    for s in &steps {
-        let c = &s.counts;
-        table.row([
-            c.step.clone(),
-            c.waiting.to_string(),
-            c.pending.to_string(),
-            c.running.to_string(),
-            c.succeeded.to_string(),
-            c.failed.to_string(),
-            c.cancelled.to_string(),
-            s.oldest_pending_age_ms
-                .map(format_duration_ms)
-                .unwrap_or("-".into()),
-            format!("{:.1}", s.throughput_per_min),
-            match s.eta_ms {
-                _ if c.unfinished() == 0 => "done".to_string(),
-                Some(eta) => format_duration_ms(eta),
-                None => "-".to_string(),
-            },
-        ]);
-    }
-    if table.is_empty() {
-        outln!("no tasks in {}", store.describe());
+        print_json(&view)?;
     } else {
-        out!("{}", table.render());
-    }
-    if !fleets.is_empty() {
-        outln!();
-        let mut ft = Table::new(["FLEET", "DESIRED", "ACTUAL", "CONDITIONS", "LAST ACTION"]);
-        for f in &fleets {
-            let b = &f.body;
-            let field = |k: &str| b.get(k).map(|v| v.to_string()).unwrap_or("-".into());
-            ft.row([
-                f.name.trim_start_matches("fleet/").to_string(),
-                field("desired"),
-                field("actual"),
-                b.get("conditions_summary")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("-")
-                    .to_string(),
-                b.get("last_action")
-                    .and_then(|v| v.as_str())
-                    .map(|a| shorten(a, 100))
-                    .unwrap_or("-".into()),
-            ]);
-        }
-        out!("{}", ft.render());
+        out!("{}", render_text(&view));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `s` cut to at most `max` characters, with an ellipsis when cut.
-fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-        out.push('…');
-        out
+/// Moves the cursor home, and clears the rest of the screen after the frame: the frame is
+/// redrawn in place without flicker.
+const HOME: &str = "\x1b[H";
+const CLEAR_LINE: &str = "\x1b[K";
+const CLEAR_BELOW: &str = "\x1b[J";
+
+/// Terminal columns (`COLUMNS`, else 100).
+fn columns() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|&c: &usize| c >= 40)
+        .unwrap_or(100)
+}
+
+async fn watch(args: &StatusArgs, store: &SharedStore) -> anyhow::Result<ExitCode> {
+    let terminal = std::io::stdout().is_terminal();
+    let every = humantime::format_duration(args.interval).to_string();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut first = true;
+    loop {
+        let text = match snapshot(args, store).await {
+            Ok(view) if terminal => {
+                let frame = render_frame(&view, columns(), &every);
+                let lines: Vec<String> =
+                    frame.lines().map(|l| format!("{l}{CLEAR_LINE}")).collect();
+                format!("{HOME}{}\n{CLEAR_BELOW}", lines.join("\n"))
+            }
+            Ok(view) => format!(
+                "--- anamo status at {} ---\n{}\n",
+                format_millis(view.at),
+                render_text(&view)
+            ),
+            // A store that cannot be read on the first look is an error; later it may be a
+            // passing one, shown until the next look.
+            Err(e) if first => return Err(e),
+            Err(e) => format!("cannot read the store (trying again in {every}): {e:#}\n"),
+        };
+        if first && terminal {
+            out!("\x1b[2J");
+        }
+        first = false;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+            // The reader went away (`| head`): nothing more to show.
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(ExitCode::SUCCESS);
+            }
+            return Err(e.into());
+        }
+        drop(out);
+        tokio::select! {
+            _ = tokio::time::sleep(args.interval) => {}
+            _ = &mut ctrl_c => return Ok(ExitCode::SUCCESS),
+        }
     }
 }

@@ -154,8 +154,6 @@ pub struct Controller {
     metrics: Arc<Metrics>,
     leadership: Option<Leadership>,
     census: Census,
-    /// When this controller started watching (throughput is measured from here at most).
-    started_at: Millis,
 }
 
 impl Controller {
@@ -167,12 +165,9 @@ impl Controller {
         providers: ProviderSet,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let status = Arc::new(RwLock::new(ControllerStatus::new(
-            &cfg.cluster,
-            &cfg.identity,
-            &store.describe(),
-        )));
-        let started_at = clock.now();
+        let mut initial = ControllerStatus::new(&cfg.cluster, &cfg.identity, &store.describe());
+        initial.interval_ms = ms(cfg.interval);
+        let status = Arc::new(RwLock::new(initial));
         let census = Census::new(
             ms(cfg.progress_interval),
             store.clone(),
@@ -190,7 +185,6 @@ impl Controller {
             metrics,
             leadership: None,
             census,
-            started_at,
         }
     }
 
@@ -230,6 +224,7 @@ impl Controller {
         }
         self.metrics.leader.set(0);
         self.providers.shutdown_local(Duration::from_secs(60)).await;
+        self.report_stopped().await;
     }
 
     /// One reconcile pass. Errors in one fleet do not stop the others.
@@ -250,6 +245,7 @@ impl Controller {
                 error!("manifest change rejected, keeping the last good manifests:\n{e}");
             }
         }
+        self.write_status().manifest_error = self.manifests.rejected().map(str::to_string);
 
         let role = match self.ensure_leadership(now).await {
             Ok(role) => role,
@@ -335,7 +331,7 @@ impl Controller {
         }
 
         self.publish(&plan, &observed, store_ok, now, &errors).await;
-        self.census.start_if_due(all_steps, now, self.started_at);
+        self.census.start_if_due(all_steps, now);
         let took = started.elapsed();
         self.metrics.reconcile_duration.observe(took.as_secs_f64());
         if errors.is_empty() {
@@ -1050,6 +1046,7 @@ impl Controller {
             });
             fleets.push(report);
         }
+        docs.push(self.controller_doc().to_doc(now));
         let store = &self.store;
         let written: Vec<Result<(), StoreError>> =
             futures::stream::iter(docs.iter().map(|doc| store.put_status(doc)))

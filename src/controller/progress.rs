@@ -1,5 +1,6 @@
 //! Step progress for the status page, `/api/status` and the `anamo_tasks*` metrics: exact
-//! counts of every state and the throughput, read every `progressInterval` in the background
+//! counts of every state and the throughput (as defined by
+//! [`throughput_per_min`](super::status::throughput_per_min)), read every `progressInterval` in the background
 //! instead of in every pass.
 //!
 //! A pass reads only what the planner can use (a [`Backlog`](crate::model::Backlog), bounded by
@@ -60,7 +61,7 @@ impl Census {
     }
 
     /// Starts counting `steps` if a count is due and none is running.
-    pub(super) fn start_if_due(&mut self, steps: Vec<String>, now: Millis, since: Millis) {
+    pub(super) fn start_if_due(&mut self, steps: Vec<String>, now: Millis) {
         if self.running.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
         }
@@ -77,7 +78,7 @@ impl Census {
             // Owned per step: a spawned task's future must not borrow across its closures.
             let reads = steps.clone().into_iter().map(|step| {
                 let store = store.clone();
-                async move { step_report(&store, &step, now, Some(since)).await }
+                async move { step_report(&store, &step, now).await }
             });
             let reports: Vec<_> = futures::stream::iter(reads)
                 .buffered(OBSERVE_CONCURRENCY)
@@ -153,6 +154,9 @@ fn update_step_metrics(m: &Metrics, prev: &mut HashMap<String, StepCounts>, r: &
     m.oldest_pending_age
         .with_label_values(&[&c.step])
         .set(r.oldest_pending_age_ms.unwrap_or(0) as f64 / 1000.0);
+    m.throughput
+        .with_label_values(&[&c.step])
+        .set(r.throughput_per_min);
     // Counters follow the counts' growth (deletes and requeues never make them go back).
     if let Some(before) = prev.get(&c.step) {
         let grew = |now: u64, before: u64| now.saturating_sub(before);

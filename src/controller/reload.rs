@@ -1,5 +1,6 @@
 //! Hot reload of the manifests: a changed file takes effect on the next pass; an invalid change
-//! is logged and rejected, and the last good set stays in force.
+//! is logged and rejected, and the last good set stays in force; the rejection is kept
+//! ([`ManifestSource::rejected`]) for the status page and `anamo status` until the files load.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -13,6 +14,8 @@ pub struct ManifestSource {
     /// Fingerprint (names, sizes, mtimes) of the files behind `current` or behind the last
     /// rejected attempt, so an unchanged broken file is not re-reported every pass.
     fingerprint: Vec<(PathBuf, u64, Option<SystemTime>)>,
+    /// Why the files on disk are not in force: the last rejected change, until one loads.
+    rejected: Option<String>,
 }
 
 /// What a reload check found.
@@ -32,6 +35,7 @@ impl ManifestSource {
             path: path.to_path_buf(),
             current,
             fingerprint,
+            rejected: None,
         })
     }
 
@@ -41,6 +45,7 @@ impl ManifestSource {
             path: PathBuf::new(),
             current: set,
             fingerprint: Vec::new(),
+            rejected: None,
         }
     }
 
@@ -50,6 +55,12 @@ impl ManifestSource {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The last rejected change (with every problem, file and line), while the files on disk
+    /// still do not load; `None` when they are the ones in force.
+    pub fn rejected(&self) -> Option<&str> {
+        self.rejected.as_deref()
     }
 
     /// Re-reads the manifests if any file changed.
@@ -64,6 +75,7 @@ impl ManifestSource {
         self.fingerprint = fp;
         match manifest::load(&self.path) {
             Ok(set) => {
+                self.rejected = None;
                 if set == self.current {
                     Reload::Unchanged
                 } else {
@@ -71,7 +83,10 @@ impl ManifestSource {
                     Reload::Applied
                 }
             }
-            Err(e) => Reload::Rejected(e),
+            Err(e) => {
+                self.rejected = Some(e.to_string());
+                Reload::Rejected(e)
+            }
         }
     }
 }
@@ -123,10 +138,16 @@ mod tests {
             other => panic!("expected rejection, got {other:?}"),
         }
         assert_eq!(src.current().fleets[0].spec.max_instances, 2);
-        // The same broken file is not reported again.
+        let shown = src
+            .rejected()
+            .expect("the rejection is kept for the status");
+        assert!(shown.contains("align.yaml"), "{shown}");
+        // The same broken file is not reported again, but stays rejected.
         assert!(matches!(src.reload(), Reload::Unchanged));
+        assert!(src.rejected().is_some());
         std::fs::write(&file, FLEET.replace("maxInstances: 2", "maxInstances: 5")).unwrap();
         assert!(matches!(src.reload(), Reload::Applied));
         assert_eq!(src.current().fleets[0].spec.max_instances, 5);
+        assert_eq!(src.rejected(), None);
     }
 }

@@ -1,5 +1,10 @@
 //! What the controller publishes: per-fleet status (also written to the store so `anamo status`
 //! shows it), per-step progress, and the last actions. Served as `/api/status`.
+//!
+//! It also holds the one definition of a step's throughput ([`throughput_per_min`]: tasks
+//! finished in the last [`THROUGHPUT_WINDOW_MS`], per minute) and of its ETA, used by the CLI,
+//! `/api/status`, the status page and the metrics alike, and the one rule for when published
+//! figures are stale ([`staleness`]).
 
 use std::collections::VecDeque;
 
@@ -8,10 +13,19 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Millis;
 use crate::model::StepCounts;
 use crate::planner::{Condition, ConditionStatus, FleetStatus};
-use crate::store::{SharedStore, StoreError};
+use crate::store::{SharedStore, StatusDoc, StoreError};
 
-/// Window over which throughput is measured.
-pub const THROUGHPUT_WINDOW_MS: Millis = 10 * 60 * 1000;
+/// Window over which throughput is measured: the tasks finished in the last 5 minutes.
+pub const THROUGHPUT_WINDOW_MS: Millis = 5 * 60 * 1000;
+/// The window as people read it (`done in the last 5m`).
+pub const THROUGHPUT_WINDOW_TEXT: &str = "5m";
+/// Published figures older than this many controller intervals are stale: the controller
+/// stopped, or its passes hang.
+pub const STALE_AFTER_INTERVALS: i64 = 3;
+/// The cluster's name when neither `--cluster` nor a Controller manifest names one.
+pub const DEFAULT_CLUSTER: &str = "anamo";
+/// Name prefix of the controller's own status document in the store.
+pub const CONTROLLER_DOC_PREFIX: &str = "controller/";
 /// How many recent actions are kept for display.
 pub const RECENT_ACTIONS: usize = 50;
 
@@ -55,7 +69,10 @@ pub struct StepReport {
     pub counts: StepCounts,
     /// Age of the oldest pending task.
     pub oldest_pending_age_ms: Option<Millis>,
-    /// Tasks finished per minute over the last 10 minutes.
+    /// Tasks that succeeded or failed in the last [`THROUGHPUT_WINDOW_MS`].
+    #[serde(default)]
+    pub finished_in_window: u64,
+    /// `finished_in_window` per minute of the window (see [`throughput_per_min`]).
     pub throughput_per_min: f64,
     /// Time to finish the unfinished tasks at the current throughput.
     pub eta_ms: Option<Millis>,
@@ -87,6 +104,11 @@ pub struct ControllerStatus {
     pub last_reconcile_at: Option<Millis>,
     pub last_success_at: Option<Millis>,
     pub last_error: Option<String>,
+    /// Time between passes; figures older than [`STALE_AFTER_INTERVALS`] of it are stale.
+    pub interval_ms: Millis,
+    /// The last manifest change that was rejected (the last good manifests stay in force);
+    /// cleared once the files load again.
+    pub manifest_error: Option<String>,
     pub fleets: Vec<FleetReport>,
     pub steps: Vec<StepReport>,
     pub recent_actions: VecDeque<ActionRecord>,
@@ -104,6 +126,8 @@ impl ControllerStatus {
             last_reconcile_at: None,
             last_success_at: None,
             last_error: None,
+            interval_ms: 0,
+            manifest_error: None,
             fleets: Vec::new(),
             steps: Vec::new(),
             recent_actions: VecDeque::new(),
@@ -131,36 +155,155 @@ pub fn conditions_summary(conditions: &[Condition]) -> String {
     }
 }
 
-/// Progress of one step from the store. Throughput is measured over the last 10 minutes, or
-/// since `observed_since` (e.g. the controller's start) when that is shorter, so an estimate
-/// early in a run is not diluted by minutes nobody watched.
-pub async fn step_report(
-    store: &SharedStore,
-    step: &str,
-    now: Millis,
-    observed_since: Option<Millis>,
-) -> Result<StepReport, StoreError> {
-    const MIN_WINDOW_MS: Millis = 5_000;
-    let counts = store.counts(step).await?;
-    let since = observed_since
-        .map_or(now - THROUGHPUT_WINDOW_MS, |t| {
-            t.max(now - THROUGHPUT_WINDOW_MS)
-        })
-        .min(now - MIN_WINDOW_MS);
-    let finished = store.count_finished_since(step, since).await?;
-    let throughput_per_min = finished as f64 / ((now - since) as f64 / 60_000.0);
-    let unfinished = counts.unfinished();
-    let eta_ms = if unfinished == 0 {
+/// The throughput of a step: `finished_in_window` tasks (succeeded or failed) in the last
+/// [`THROUGHPUT_WINDOW_MS`], per minute. A fixed window, so every reader (CLI, page, metrics)
+/// computes the same figure from the same count, whenever and wherever it started watching.
+pub fn throughput_per_min(finished_in_window: u64) -> f64 {
+    finished_in_window as f64 * 60_000.0 / THROUGHPUT_WINDOW_MS as f64
+}
+
+/// Time to finish `unfinished` tasks at `throughput_per_min`: `Some(0)` when nothing is left,
+/// `None` when nothing finished in the window (no rate to go by).
+pub fn eta_ms(unfinished: u64, throughput_per_min: f64) -> Option<Millis> {
+    if unfinished == 0 {
         Some(0)
     } else if throughput_per_min > 0.0 {
         Some((unfinished as f64 / throughput_per_min * 60_000.0) as Millis)
     } else {
         None
-    };
+    }
+}
+
+/// How a step ended, once nothing is left to run: `finished`, `finished, 9 failed`,
+/// `finished, 9 failed, 2 cancelled`. `None` while tasks are unfinished (or there are none).
+pub fn finished_text(c: &StepCounts) -> Option<String> {
+    if c.total() == 0 || c.unfinished() > 0 {
+        return None;
+    }
+    let mut out = "finished".to_string();
+    for (n, what) in [(c.failed, "failed"), (c.cancelled, "cancelled")] {
+        if n > 0 {
+            out.push_str(&format!(", {n} {what}"));
+        }
+    }
+    Some(out)
+}
+
+/// The ETA as shown to people: `-` without tasks, [`finished_text`] when done, the time left,
+/// or why there is no estimate.
+pub fn eta_text(s: &StepReport) -> String {
+    if s.counts.total() == 0 {
+        return "-".into();
+    }
+    if let Some(done) = finished_text(&s.counts) {
+        return done;
+    }
+    match s.eta_ms {
+        Some(ms) => crate::clock::format_duration_ms(ms / 1000 * 1000),
+        None => format!("unknown (nothing finished in the last {THROUGHPUT_WINDOW_TEXT})"),
+    }
+}
+
+/// How old published figures are, and whether they are stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Staleness {
+    pub age_ms: Millis,
+    pub stale: bool,
+}
+
+/// Figures published at `at` by a controller passing every `interval_ms` are stale at `now`
+/// once older than [`STALE_AFTER_INTERVALS`] intervals. An unknown interval (0) never is.
+pub fn staleness(at: Millis, interval_ms: Millis, now: Millis) -> Staleness {
+    let age_ms = now.saturating_sub(at).max(0);
+    Staleness {
+        age_ms,
+        stale: interval_ms > 0 && age_ms > interval_ms.saturating_mul(STALE_AFTER_INTERVALS),
+    }
+}
+
+/// What the leading controller writes to the store each pass, so `anamo status` (another
+/// process) can say when it was last seen and whether a manifest change was rejected.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControllerDoc {
+    pub cluster: String,
+    pub identity: String,
+    pub interval_ms: Millis,
+    #[serde(default)]
+    pub manifest_error: Option<String>,
+    /// Written once when the controller shut down cleanly: its figures stay as they were.
+    #[serde(default)]
+    pub stopped: bool,
+}
+
+impl ControllerDoc {
+    /// The store document for this report, updated at `now`.
+    pub fn to_doc(&self, now: Millis) -> StatusDoc {
+        StatusDoc {
+            name: format!("{CONTROLLER_DOC_PREFIX}{}", self.cluster),
+            updated_at: now,
+            body: serde_json::to_value(self).unwrap_or_default(),
+        }
+    }
+
+    /// The controller reports among the store's status documents (others are skipped).
+    pub fn from_docs(docs: &[StatusDoc]) -> Vec<(ControllerDoc, Millis)> {
+        docs.iter()
+            .filter(|d| d.name.starts_with(CONTROLLER_DOC_PREFIX))
+            .filter_map(|d| {
+                serde_json::from_value::<ControllerDoc>(d.body.clone())
+                    .ok()
+                    .map(|c| (c, d.updated_at))
+            })
+            .collect()
+    }
+}
+
+impl super::Controller {
+    /// This controller's report for the store (see [`ControllerDoc`]).
+    pub(super) fn controller_doc(&self) -> ControllerDoc {
+        ControllerDoc {
+            cluster: self.cfg.cluster.clone(),
+            identity: self.cfg.identity.clone(),
+            interval_ms: crate::clock::ms(self.cfg.interval),
+            manifest_error: self.manifests.rejected().map(str::to_string),
+            stopped: false,
+        }
+    }
+
+    /// Says in the store that this controller stopped, if it was the one reporting (a
+    /// follower must not overwrite the leader's report).
+    pub(super) async fn report_stopped(&self) {
+        let role = self.status.read().unwrap_or_else(|p| p.into_inner()).role;
+        if role != Role::Leader {
+            return;
+        }
+        let doc = ControllerDoc {
+            stopped: true,
+            ..self.controller_doc()
+        };
+        if let Err(e) = self.store.put_status(&doc.to_doc(self.clock.now())).await {
+            tracing::warn!(error = %e, "cannot report in the store that the controller stopped");
+        }
+    }
+}
+
+/// Progress of one step from the store at `now`, with the throughput over the last
+/// [`THROUGHPUT_WINDOW_MS`] (see [`throughput_per_min`]).
+pub async fn step_report(
+    store: &SharedStore,
+    step: &str,
+    now: Millis,
+) -> Result<StepReport, StoreError> {
+    let counts = store.counts(step).await?;
+    let finished_in_window = store
+        .count_finished_since(step, now - THROUGHPUT_WINDOW_MS)
+        .await?;
+    let throughput_per_min = throughput_per_min(finished_in_window);
     Ok(StepReport {
         oldest_pending_age_ms: counts.oldest_pending_at.map(|t| (now - t).max(0)),
+        finished_in_window,
         throughput_per_min,
-        eta_ms,
+        eta_ms: eta_ms(counts.unfinished(), throughput_per_min),
         counts,
         counted_at: now,
     })
@@ -173,47 +316,129 @@ mod tests {
     use std::sync::Arc;
 
     #[tokio::test]
-    async fn throughput_counts_only_the_observed_window() {
+    async fn throughput_counts_the_tasks_finished_in_the_last_five_minutes() {
         let dir = tempfile::tempdir().unwrap();
         let store: SharedStore =
             Arc::new(crate::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap());
         let t0 = 1_000_000_000;
-        let tasks: Vec<TaskSpec> = (0..4)
+        let mut tasks: Vec<TaskSpec> = (0..6)
             .map(|i| TaskSpec::new("a", format!("t{i}"), "true"))
             .collect();
+        tasks.push(TaskSpec::new("b", "t0", "true"));
         store.import(&tasks, t0).await.unwrap();
-        for i in 0..2 {
-            let req = ClaimRequest {
-                step: "a".into(),
-                owner: "w".into(),
-                ttl_ms: 60_000,
-            };
-            let c = store.claim(&req, t0 + 10_000).await.unwrap().unwrap();
-            let done = Completion {
-                outcome: Outcome::Succeeded,
-                result: TaskResult::default(),
-            };
-            store
-                .complete("a", c.task.id(), &c.token, &done, t0 + 20_000 + i)
-                .await
-                .unwrap();
+        // Step a: one task finished 6 minutes before `now` (outside the window), three inside.
+        let finish = |step: &'static str, at: Millis| {
+            let store = store.clone();
+            async move {
+                let req = ClaimRequest {
+                    step: step.into(),
+                    owner: "w".into(),
+                    ttl_ms: 600_000,
+                };
+                let c = store.claim(&req, at - 1).await.unwrap().unwrap();
+                let done = Completion {
+                    outcome: Outcome::Succeeded,
+                    result: TaskResult::default(),
+                };
+                store
+                    .complete(step, c.task.id(), &c.token, &done, at)
+                    .await
+                    .unwrap();
+            }
+        };
+        let now = t0 + 10 * 60_000;
+        finish("a", now - 6 * 60_000).await;
+        for k in 1..=3 {
+            finish("a", now - k * 60_000).await;
         }
-        // Watched for one minute: 2 tasks in 1 minute, 2 left → 1 minute to go.
-        let r = step_report(&store, "a", t0 + 60_000, Some(t0))
-            .await
-            .unwrap();
+        finish("b", now - 1_000).await;
+        let a = step_report(&store, "a", now).await.unwrap();
+        assert_eq!(a.finished_in_window, 3);
         assert!(
-            (r.throughput_per_min - 2.0).abs() < 1e-9,
+            (a.throughput_per_min - 0.6).abs() < 1e-9,
             "{}",
-            r.throughput_per_min
+            a.throughput_per_min
         );
-        assert_eq!(r.eta_ms, Some(60_000));
-        // Unwatched: the same 2 tasks over the full 10-minute window.
-        let r = step_report(&store, "a", t0 + 60_000, None).await.unwrap();
-        assert!(
-            (r.throughput_per_min - 0.2).abs() < 1e-9,
-            "{}",
-            r.throughput_per_min
+        // 2 left at 0.6/min: 200 s.
+        assert_eq!(a.eta_ms, Some(200_000));
+        assert_eq!(eta_text(&a), "3m 20s");
+        // Every step has its own figure.
+        let b = step_report(&store, "b", now).await.unwrap();
+        assert_eq!(b.finished_in_window, 1);
+        assert!((b.throughput_per_min - 0.2).abs() < 1e-9);
+        assert_eq!(eta_text(&b), "finished");
+    }
+
+    fn counts(succeeded: u64, failed: u64, cancelled: u64, pending: u64) -> StepCounts {
+        StepCounts {
+            step: "s".into(),
+            pending,
+            succeeded,
+            failed,
+            cancelled,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_finished_step_says_how_many_failed() {
+        assert_eq!(
+            finished_text(&counts(91, 9, 0, 0)).as_deref(),
+            Some("finished, 9 failed")
         );
+        assert_eq!(
+            finished_text(&counts(90, 9, 1, 0)).as_deref(),
+            Some("finished, 9 failed, 1 cancelled")
+        );
+        assert_eq!(
+            finished_text(&counts(100, 0, 0, 0)).as_deref(),
+            Some("finished")
+        );
+        assert_eq!(finished_text(&counts(90, 9, 0, 1)), None);
+        assert_eq!(finished_text(&counts(0, 0, 0, 0)), None);
+        let r = StepReport {
+            counts: counts(1, 0, 0, 3),
+            oldest_pending_age_ms: None,
+            finished_in_window: 0,
+            throughput_per_min: 0.0,
+            eta_ms: None,
+            counted_at: 0,
+        };
+        assert_eq!(eta_text(&r), "unknown (nothing finished in the last 5m)");
+    }
+
+    #[test]
+    fn figures_older_than_three_intervals_are_stale() {
+        let s = staleness(1_000, 1_000, 4_000);
+        assert_eq!(
+            s,
+            Staleness {
+                age_ms: 3_000,
+                stale: false
+            }
+        );
+        assert!(staleness(1_000, 1_000, 4_001).stale);
+        assert!(!staleness(1_000, 0, 1_000_000).stale, "unknown interval");
+        assert_eq!(staleness(5_000, 1_000, 4_000).age_ms, 0, "clock skew");
+    }
+
+    #[test]
+    fn controller_docs_round_trip_through_status_documents() {
+        let doc = ControllerDoc {
+            cluster: "c".into(),
+            identity: "h".into(),
+            interval_ms: 1_000,
+            manifest_error: Some("m.yaml:3: bad".into()),
+            stopped: false,
+        };
+        let other = StatusDoc {
+            name: "fleet/a".into(),
+            updated_at: 1,
+            body: serde_json::json!({}),
+        };
+        let found = ControllerDoc::from_docs(&[other, doc.to_doc(42)]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].1, 42);
+        assert_eq!(found[0].0.manifest_error.as_deref(), Some("m.yaml:3: bad"));
     }
 }

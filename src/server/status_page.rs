@@ -9,7 +9,10 @@
 use std::fmt::Write as _;
 
 use crate::clock::{format_duration_ms, format_millis, Millis};
-use crate::controller::status::{ActionRecord, ControllerStatus, FleetReport, Role, StepReport};
+use crate::controller::status::{
+    eta_text, finished_text, staleness, ActionRecord, ControllerStatus, FleetReport, Role,
+    StepReport, DEFAULT_CLUSTER, STALE_AFTER_INTERVALS, THROUGHPUT_WINDOW_TEXT,
+};
 use crate::planner::ConditionStatus;
 
 /// Seconds between automatic reloads of the page.
@@ -83,16 +86,56 @@ fn step_value(s: &StepReport, name: &str) -> u64 {
     }
 }
 
-fn eta_text(s: &StepReport) -> String {
-    if s.counts.total() == 0 {
-        return "-".into();
+/// The page's heading: `anamo`, followed by the cluster's name unless that is `anamo` too
+/// (the default), which would read "anamo anamo".
+fn heading(cluster: &str) -> String {
+    if cluster == DEFAULT_CLUSTER {
+        "anamo".to_string()
+    } else {
+        format!("anamo <span class=\"cluster\">{}</span>", escape(cluster))
     }
-    if s.counts.unfinished() == 0 {
-        return "done".into();
+}
+
+/// Banners above the figures: a stale status, a rejected manifest change, the last pass's
+/// errors, a follower's note.
+fn render_banners(h: &mut String, st: &ControllerStatus, now: Millis) {
+    if let Some(at) = st.last_reconcile_at {
+        let s = staleness(at, st.interval_ms, now);
+        if s.stale {
+            let _ = writeln!(
+                h,
+                "<p id=\"stale\" class=\"banner\" data-age-ms=\"{age}\">Stale: the last \
+                 reconcile pass was {ago}, more than {STALE_AFTER_INTERVALS} intervals of {every} \
+                 ago; the controller's passes are stuck, so the figures below may be out of \
+                 date. Check its log.</p>",
+                age = s.age_ms,
+                ago = escape(&ago(s.age_ms)),
+                every = escape(&format_duration_ms(st.interval_ms)),
+            );
+        }
     }
-    match s.eta_ms {
-        Some(ms) => format_duration_ms(ms / 1000 * 1000),
-        None => "unknown (nothing finished in the last 10 min)".into(),
+    if let Some(e) = &st.manifest_error {
+        let _ = writeln!(
+            h,
+            "<p id=\"manifest-error\" class=\"banner\">A manifest change was rejected; the \
+             last good manifests stay in force until the files are fixed:\
+             <span class=\"detail\">{}</span></p>",
+            escape(e)
+        );
+    }
+    if let Some(e) = &st.last_error {
+        let _ = writeln!(
+            h,
+            "<p id=\"last-error\" class=\"banner\">Last pass had errors: {}</p>",
+            escape(e)
+        );
+    }
+    if st.role == Role::Follower {
+        h.push_str(
+            "<p class=\"banner muted\" id=\"follower-note\">This controller is a follower: \
+             another controller holds the leadership and reconciles; the figures below are \
+             the ones this controller last saw as leader, if ever.</p>\n",
+        );
     }
 }
 
@@ -112,6 +155,7 @@ header dd { display: inline; margin: 0 0 0 4px; }
 .role-starting { background: #f59f00; color: #212529; }
 main { padding: 8px 24px 24px; max-width: 1400px; }
 h2 { font-size: 16px; margin: 20px 0 8px; }
+.banner .detail { display: block; white-space: pre-wrap; font-family: ui-monospace, monospace; margin-top: 4px; }
 .banner { margin: 12px 0 0; padding: 8px 12px; border-radius: 4px; background: #fff5f5; border: 1px solid #ffa8a8; color: #c92a2a; }
 .steps { display: grid; grid-template-columns: repeat(auto-fill, minmax(380px, 1fr)); gap: 12px; }
 .step { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 10px 14px; }
@@ -150,21 +194,26 @@ pub fn render(st: &ControllerStatus, now: Millis) -> String {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta http-equiv=\"refresh\" content=\"{REFRESH_SECS}\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>anamo · {cluster}</title><style>{STYLE}</style></head>\n<body>\n",
-        cluster = escape(&st.cluster),
+         <title>{title}</title><style>{STYLE}</style></head>\n<body>\n",
+        title = if st.cluster == DEFAULT_CLUSTER {
+            "anamo".to_string()
+        } else {
+            format!("anamo · {}", escape(&st.cluster))
+        },
     );
     let _ = write!(
         h,
         "<header id=\"controller\" data-cluster=\"{cluster}\" data-identity=\"{identity}\" \
          data-role=\"{role}\" data-store=\"{store}\" data-last-reconcile-at=\"{lr}\" \
          data-last-success-at=\"{ls}\" data-generated-at=\"{now}\">\
-         <h1>anamo <span class=\"cluster\">{cluster}</span></h1>\
+         <h1>{heading}</h1>\
          <span id=\"role\" class=\"role role-{role}\">{role}</span>\
          <dl><div><dt>last reconcile</dt><dd id=\"last-reconcile\">{lr_text}</dd></div>\
          <div><dt>last success</dt><dd id=\"last-success\">{ls_text}</dd></div>\
          <div><dt>identity</dt><dd>{identity}</dd></div>\
          <div><dt>store</dt><dd>{store}</dd></div></dl></header>\n<main>\n",
         cluster = escape(&st.cluster),
+        heading = heading(&st.cluster),
         identity = escape(&st.identity),
         store = escape(&st.store),
         lr = opt_attr(st.last_reconcile_at),
@@ -172,20 +221,7 @@ pub fn render(st: &ControllerStatus, now: Millis) -> String {
         lr_text = escape(&when(st.last_reconcile_at, now)),
         ls_text = escape(&when(st.last_success_at, now)),
     );
-    if let Some(e) = &st.last_error {
-        let _ = writeln!(
-            h,
-            "<p id=\"last-error\" class=\"banner\">Last pass had errors: {}</p>",
-            escape(e)
-        );
-    }
-    if st.role == Role::Follower {
-        h.push_str(
-            "<p class=\"banner muted\" id=\"follower-note\">This controller is a follower: \
-             another controller holds the leadership and reconciles; the figures below are \
-             the ones this controller last saw as leader, if ever.</p>\n",
-        );
-    }
+    render_banners(&mut h, st, now);
 
     h.push_str("<h2>Steps</h2>\n<section id=\"steps\" class=\"steps\">\n");
     if st.steps.is_empty() {
@@ -261,9 +297,10 @@ fn render_step(h: &mut String, s: &StepReport, now: Millis) {
         opt_attr(s.eta_ms),
         opt_attr(s.oldest_pending_age_ms),
         s.counted_at,
-        progress = match (finished * 100).checked_div(total) {
-            Some(pct) => format!("{finished} / {total} finished ({pct}%)"),
-            None => "no tasks".to_string(),
+        progress = match (finished_text(c), (finished * 100).checked_div(total)) {
+            (Some(done), _) => format!("{finished} / {total} {done}"),
+            (None, Some(pct)) => format!("{finished} / {total} finished ({pct}%)"),
+            (None, None) => "no tasks".to_string(),
         },
     );
     for (seg, colour) in SEGMENTS {
@@ -292,10 +329,12 @@ fn render_step(h: &mut String, s: &StepReport, now: Millis) {
     }
     let _ = write!(
         h,
-        "</ul>\n<p class=\"rates\">throughput <b class=\"throughput\">{:.1}/min</b> · ETA \
+        "</ul>\n<p class=\"rates\">throughput <b class=\"throughput\">{:.1}/min</b> \
+         <span class=\"window\">({} done in the last {THROUGHPUT_WINDOW_TEXT})</span> · ETA \
          <b class=\"eta\">{}</b> · oldest pending <b class=\"oldest-pending\">{}</b> · counted \
          <b class=\"counted\">{}</b></p>\n</div>\n",
         s.throughput_per_min,
+        s.finished_in_window,
         escape(&eta_text(s)),
         s.oldest_pending_age_ms
             .map(|a| format_duration_ms(a / 1000 * 1000))
@@ -403,197 +442,5 @@ fn render_action(h: &mut String, a: &ActionRecord, now: Millis) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::StepCounts;
-    use crate::planner::{Condition, ConditionType, FleetStatus};
-
-    const NOW: Millis = 1_767_225_600_000; // 2026-01-01T00:00:00Z
-
-    fn step(name: &str, counts: [u64; 6], throughput: f64, eta: Option<Millis>) -> StepReport {
-        let [waiting, pending, running, succeeded, failed, cancelled] = counts;
-        StepReport {
-            counts: StepCounts {
-                step: name.into(),
-                waiting,
-                pending,
-                running,
-                succeeded,
-                failed,
-                cancelled,
-                oldest_pending_at: None,
-            },
-            oldest_pending_age_ms: Some(65_000),
-            throughput_per_min: throughput,
-            eta_ms: eta,
-            counted_at: NOW - 12_000,
-        }
-    }
-
-    fn sample() -> ControllerStatus {
-        let mut st = ControllerStatus::new("prod<1>", "host-1", "sqlite://a.db");
-        st.role = Role::Leader;
-        st.manifests_loaded = true;
-        st.last_reconcile_at = Some(NOW - 2_000);
-        st.last_success_at = Some(NOW - 2_000);
-        st.steps = vec![
-            step("align", [0, 10, 4, 12, 2, 0], 3.5, Some(240_000)),
-            step("<script>alert(1)</script>", [5, 0, 0, 0, 0, 0], 0.0, None),
-        ];
-        st.fleets = vec![FleetReport {
-            fleet: "align-\"fleet\"".into(),
-            step: "align".into(),
-            provider: "local".into(),
-            desired: 3,
-            actual: 2,
-            idle: 1,
-            status: FleetStatus {
-                observed: true,
-                instances: 2,
-                ready: 2,
-                busy: 1,
-                booting: 0,
-                launching: 1,
-                ..Default::default()
-            },
-            conditions: vec![
-                Condition {
-                    type_: ConditionType::Ready,
-                    status: ConditionStatus::False,
-                    message: "1 of 3 ready".into(),
-                },
-                Condition {
-                    type_: ConditionType::ScalingUp,
-                    status: ConditionStatus::True,
-                    message: "launching 1 for 14 runnable tasks & <more>".into(),
-                },
-            ],
-            conditions_summary: "ScalingUp".into(),
-            last_action: Some("launch 1: backlog".into()),
-            last_action_at: Some(NOW - 5_000),
-            error: Some("listing instances: boom <b>".into()),
-            observed_at: NOW - 2_000,
-        }];
-        st.record_action(ActionRecord {
-            at: NOW - 5_000,
-            fleet: "align-\"fleet\"".into(),
-            action: "launch 1".into(),
-            reason: "14 runnable tasks' backlog".into(),
-            ok: false,
-            error: Some("InsufficientInstanceCapacity <x>".into()),
-        });
-        st
-    }
-
-    #[test]
-    fn escapes_everything_users_name() {
-        assert_eq!(
-            escape(r#"<a href="x">&'</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;"
-        );
-        let html = render(&sample(), NOW);
-        assert!(!html.contains("<script>"), "{html}");
-        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-        assert!(html.contains("data-step=\"&lt;script&gt;alert(1)&lt;/script&gt;\""));
-        assert!(html.contains("data-fleet=\"align-&quot;fleet&quot;\""));
-        assert!(html.contains("boom &lt;b&gt;"));
-        assert!(html.contains("InsufficientInstanceCapacity &lt;x&gt;"));
-        assert!(html.contains("14 runnable tasks&#39; backlog"));
-        assert!(html.contains("<title>anamo · prod&lt;1&gt;</title>"));
-        // Only the tags we write: every `<` starts a known element or a closing tag.
-        for (i, _) in html.match_indices('<') {
-            let rest = &html[i + 1..];
-            let tag: String = rest
-                .trim_start_matches('/')
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '!')
-                .collect();
-            assert!(
-                [
-                    "!doctype", "html", "head", "meta", "title", "style", "body", "header", "h1",
-                    "h2", "h3", "span", "dl", "div", "dt", "dd", "main", "p", "section", "ul",
-                    "li", "b", "table", "thead", "tbody", "tr", "th", "td", "br", "footer", "a"
-                ]
-                .contains(&tag.as_str()),
-                "unexpected tag <{tag} at {i}"
-            );
-        }
-    }
-
-    #[test]
-    fn carries_the_figures_in_data_attributes() {
-        let html = render(&sample(), NOW);
-        assert!(html.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
-        assert!(html.contains("data-role=\"leader\""));
-        assert!(html.contains(&format!("data-last-reconcile-at=\"{}\"", NOW - 2_000)));
-        assert!(html.contains("<dd id=\"last-reconcile\">2s ago (2025-12-31T23:59:58Z)</dd>"));
-        assert!(html.contains(
-            "data-step=\"align\" data-waiting=\"0\" data-pending=\"10\" data-running=\"4\" \
-             data-succeeded=\"12\" data-failed=\"2\" data-cancelled=\"0\" data-total=\"28\" \
-             data-throughput-per-min=\"3.5\" data-eta-ms=\"240000\""
-        ));
-        assert!(html.contains("<b class=\"eta\">4m</b>"));
-        assert!(html.contains("<b class=\"throughput\">3.5/min</b>"));
-        assert!(html.contains("14 / 28 finished (50%)"));
-        // No throughput yet: the ETA says so instead of inventing one.
-        assert!(html.contains("unknown (nothing finished in the last 10 min)"));
-        assert!(html.contains(
-            "data-desired=\"3\" data-actual=\"2\" data-idle=\"1\" data-busy=\"1\" \
-             data-booting=\"1\" data-lost=\"0\" data-conditions=\"ScalingUp\" data-error=\"true\""
-        ));
-        // True conditions are highlighted with their message; False ones are not.
-        assert!(html.contains(
-            "class=\"condition cond-true cond-scalingup\" data-condition=\"ScalingUp\" \
-             data-status=\"True\""
-        ));
-        assert!(html.contains(
-            "<span class=\"cond-message\">launching 1 for 14 runnable tasks &amp; &lt;more&gt;</span>"
-        ));
-        assert!(!html.contains("<span class=\"cond-message\">1 of 3 ready"));
-        assert!(html.contains("launch 1: backlog<br><span class=\"muted\">5s ago"));
-        assert!(html.contains("class=\"action ok-false\""));
-        assert!(html.contains("failed: InsufficientInstanceCapacity"));
-    }
-
-    #[test]
-    fn bar_segments_add_up_to_the_whole() {
-        let html = render(&sample(), NOW);
-        let start = html.find("data-step=\"align\"").unwrap();
-        let end = start + html[start..].find("</div>\n<ul").unwrap();
-        let widths: f64 = html[start..end]
-            .match_indices("width:")
-            .map(|(i, _)| {
-                let v = &html[start + i + 6..];
-                v[..v.find('%').unwrap()].parse::<f64>().unwrap()
-            })
-            .sum();
-        assert!((widths - 100.0).abs() < 0.01, "{widths}");
-        // succeeded 12 of 28.
-        assert!(html.contains("data-state=\"succeeded\" data-count=\"12\" style=\"width:42.857%"));
-    }
-
-    #[test]
-    fn a_step_without_tasks_has_no_eta() {
-        let mut st = sample();
-        st.steps = vec![step("joint", [0; 6], 0.0, Some(0))];
-        let html = render(&st, NOW);
-        assert!(
-            html.contains("<span class=\"progress-text\">no tasks</span>"),
-            "{html}"
-        );
-        assert!(html.contains("<b class=\"eta\">-</b>"));
-        assert!(!html.contains("class=\"seg "));
-    }
-
-    #[test]
-    fn renders_an_empty_controller() {
-        let st = ControllerStatus::new("c", "i", "s");
-        let html = render(&st, NOW);
-        assert!(html.contains("data-role=\"starting\""));
-        assert!(html.contains("No tasks yet."));
-        assert!(html.contains("No fleets (yet)."));
-        assert!(html.contains("No actions yet."));
-        assert!(html.contains("<dd id=\"last-reconcile\">never</dd>"));
-        assert!(html.ends_with("</body></html>\n"));
-    }
-}
+#[path = "status_page_tests.rs"]
+mod tests;

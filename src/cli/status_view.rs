@@ -1,0 +1,364 @@
+//! What `anamo status` shows, as pure functions of one snapshot ([`StatusView`]): the plain
+//! text (tables; also each frame of `--watch` when stdout is not a terminal) and the terminal
+//! frame of `--watch` (a bar per step, fleets, last actions), redrawn in place.
+//!
+//! Throughput and ETA come from [`crate::controller::status`], the same definitions the status
+//! page and the metrics use; the controller's last report says how old the fleet figures are.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::output::Table;
+use crate::clock::{format_duration_ms, format_millis, Millis};
+use crate::controller::status::{
+    eta_text, staleness, ControllerDoc, StepReport, STALE_AFTER_INTERVALS, THROUGHPUT_WINDOW_TEXT,
+};
+use crate::store::StatusDoc;
+
+/// One snapshot of the store's progress and the controller's reports.
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    pub steps: Vec<StepReport>,
+    /// The fleets' status documents, as the controller last wrote them.
+    pub fleets: Vec<StatusDoc>,
+    pub controllers: Vec<ControllerSeen>,
+    /// When this snapshot was taken.
+    pub at: Millis,
+    #[serde(skip)]
+    pub store: String,
+}
+
+/// A controller as last seen through its report in the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct ControllerSeen {
+    pub cluster: String,
+    pub identity: String,
+    pub interval_ms: Millis,
+    pub last_seen_at: Millis,
+    pub last_seen_ms_ago: Millis,
+    /// It said it stopped (shut down cleanly).
+    pub stopped: bool,
+    /// Stopped, or older than [`STALE_AFTER_INTERVALS`] intervals (stopped or stuck).
+    pub stale: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_error: Option<String>,
+}
+
+impl ControllerSeen {
+    pub fn new(doc: ControllerDoc, updated_at: Millis, now: Millis) -> Self {
+        let s = staleness(updated_at, doc.interval_ms, now);
+        ControllerSeen {
+            cluster: doc.cluster,
+            identity: doc.identity,
+            interval_ms: doc.interval_ms,
+            last_seen_at: updated_at,
+            last_seen_ms_ago: s.age_ms,
+            stopped: doc.stopped,
+            stale: doc.stopped || s.stale,
+            manifest_error: doc.manifest_error,
+        }
+    }
+}
+
+impl StatusView {
+    /// Whether a fleet's figures are stale: every controller stopped, or they are older than
+    /// [`STALE_AFTER_INTERVALS`] of the (longest) controller interval. Unknown without a
+    /// controller report.
+    fn fleet_stale(&self, doc: &StatusDoc) -> bool {
+        if !self.controllers.is_empty() && self.controllers.iter().all(|c| c.stopped) {
+            return true;
+        }
+        let interval = self.controllers.iter().map(|c| c.interval_ms).max();
+        interval.is_some_and(|i| staleness(doc.updated_at, i, self.at).stale)
+    }
+}
+
+/// `just now`, `12s ago`, `4m ago`.
+fn ago(d: Millis) -> String {
+    if d < 1000 {
+        "just now".to_string()
+    } else {
+        format!("{} ago", format_duration_ms(d / 1000 * 1000))
+    }
+}
+
+/// Lines about each controller: when it was last seen, a warning when that is too long ago,
+/// and a rejected manifest change.
+fn controller_lines(v: &StatusView) -> String {
+    let mut out = String::new();
+    for c in &v.controllers {
+        let who = format!("controller {} ({})", c.cluster, c.identity);
+        let seen = ago(c.last_seen_ms_ago);
+        if c.stopped {
+            let _ = writeln!(
+                out,
+                "warning: {who} stopped {seen}; the fleets below are as it last saw them"
+            );
+        } else if c.stale {
+            let _ = writeln!(
+                out,
+                "warning: {who} last seen {seen}, more than {STALE_AFTER_INTERVALS} intervals \
+                 of {}: it has stopped or its passes are stuck; the fleets below are as it \
+                 last saw them",
+                format_duration_ms(c.interval_ms)
+            );
+        } else {
+            let _ = writeln!(out, "{who} last seen {seen}");
+        }
+        if let Some(e) = &c.manifest_error {
+            let _ = writeln!(
+                out,
+                "warning: a manifest change was rejected; the last good manifests stay in \
+                 force until the files are fixed:"
+            );
+            for line in e.lines() {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+    }
+    out
+}
+
+fn steps_table(steps: &[StepReport]) -> Table {
+    let mut table = Table::new([
+        "STEP".to_string(),
+        "WAITING".into(),
+        "PENDING".into(),
+        "RUNNING".into(),
+        "SUCCEEDED".into(),
+        "FAILED".into(),
+        "CANCELLED".into(),
+        "OLDEST PENDING".into(),
+        format!("DONE IN {THROUGHPUT_WINDOW_TEXT}"),
+        "PER MIN".into(),
+        "ETA".into(),
+    ]);
+    for s in steps {
+        let c = &s.counts;
+        table.row([
+            c.step.clone(),
+            c.waiting.to_string(),
+            c.pending.to_string(),
+            c.running.to_string(),
+            c.succeeded.to_string(),
+            c.failed.to_string(),
+            c.cancelled.to_string(),
+            s.oldest_pending_age_ms
+                .map(format_duration_ms)
+                .unwrap_or("-".into()),
+            s.finished_in_window.to_string(),
+            format!("{:.1}", s.throughput_per_min),
+            eta_text(s),
+        ]);
+    }
+    table
+}
+
+fn text_field(doc: &StatusDoc, key: &str) -> Option<String> {
+    doc.body
+        .get(key)
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+}
+
+fn fleets_table(v: &StatusView) -> Table {
+    let mut ft = Table::new([
+        "FLEET",
+        "DESIRED",
+        "ACTUAL",
+        "CONDITIONS",
+        "UPDATED",
+        "LAST ACTION",
+    ]);
+    for f in &v.fleets {
+        let field = |k: &str| f.body.get(k).map(|v| v.to_string()).unwrap_or("-".into());
+        let conditions = text_field(f, "conditions_summary").unwrap_or("-".into());
+        let stale = v.fleet_stale(f);
+        ft.row([
+            f.name.trim_start_matches("fleet/").to_string(),
+            field("desired"),
+            field("actual"),
+            if stale {
+                format!("stale (was: {conditions})")
+            } else {
+                conditions
+            },
+            ago(v.at.saturating_sub(f.updated_at).max(0)),
+            text_field(f, "last_action")
+                .map(|a| shorten(&a, 100))
+                .unwrap_or("-".into()),
+        ]);
+    }
+    ft
+}
+
+/// The plain text of `anamo status`.
+pub fn render_text(v: &StatusView) -> String {
+    let mut out = controller_lines(v);
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    let table = steps_table(&v.steps);
+    if table.is_empty() {
+        let _ = writeln!(out, "no tasks in {}", v.store);
+    } else {
+        out.push_str(&table.render());
+    }
+    if !v.fleets.is_empty() {
+        out.push('\n');
+        out.push_str(&fleets_table(v).render());
+    }
+    out
+}
+
+/// Characters of a step's bar, in display order (the legend explains them).
+const BAR: [(&str, char); 6] = [
+    ("succeeded", '='),
+    ("failed", 'x'),
+    ("running", '>'),
+    ("pending", '-'),
+    ("waiting", '.'),
+    ("cancelled", '_'),
+];
+
+/// A `width`-character bar of `c`'s states; every state with tasks gets at least one
+/// character, the rest is shared out in proportion (largest remainders first).
+pub fn bar(c: &crate::model::StepCounts, width: usize) -> String {
+    let counts: Vec<(char, u64)> = BAR
+        .iter()
+        .map(|(state, ch)| {
+            let n = match *state {
+                "succeeded" => c.succeeded,
+                "failed" => c.failed,
+                "running" => c.running,
+                "pending" => c.pending,
+                "waiting" => c.waiting,
+                _ => c.cancelled,
+            };
+            (*ch, n)
+        })
+        .collect();
+    let total = c.total();
+    if total == 0 {
+        return " ".repeat(width);
+    }
+    let exact: Vec<f64> = counts
+        .iter()
+        .map(|(_, n)| *n as f64 * width as f64 / total as f64)
+        .collect();
+    let mut cells: Vec<usize> = exact
+        .iter()
+        .zip(&counts)
+        .map(|(e, (_, n))| {
+            if *n > 0 {
+                (e.floor() as usize).max(1)
+            } else {
+                0
+            }
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..cells.len()).filter(|&i| counts[i].1 > 0).collect();
+    order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())));
+    let mut k = 0;
+    while cells.iter().sum::<usize>() < width && !order.is_empty() {
+        cells[order[k % order.len()]] += 1;
+        k += 1;
+    }
+    while cells.iter().sum::<usize>() > width {
+        // Take from the widest segment (minimums can overshoot a narrow bar).
+        let widest = (0..cells.len()).max_by_key(|&i| cells[i]).unwrap_or(0);
+        cells[widest] -= 1;
+    }
+    counts
+        .iter()
+        .zip(cells)
+        .map(|((ch, _), w)| ch.to_string().repeat(w))
+        .collect()
+}
+
+/// One frame of `anamo status --watch` on a terminal, `width` columns wide.
+pub fn render_frame(v: &StatusView, width: usize, every: &str) -> String {
+    let mut out = format!(
+        "anamo status · {} · {} · every {every} (Ctrl-C to stop)\n",
+        v.store,
+        format_millis(v.at)
+    );
+    out.push_str(&controller_lines(v));
+    out.push('\n');
+    if v.steps.is_empty() {
+        let _ = writeln!(out, "no tasks in {}", v.store);
+    }
+    let name_w = v.steps.iter().map(|s| s.counts.step.chars().count()).max();
+    let name_w = name_w.unwrap_or(0).max(4);
+    let bar_w = width.saturating_sub(name_w + 50).clamp(10, 40);
+    for s in &v.steps {
+        let c = &s.counts;
+        let finished = c.succeeded + c.failed + c.cancelled;
+        let _ = writeln!(
+            out,
+            "{:<name_w$}  [{}]  {finished}/{}  {:.1}/min  ETA {}",
+            c.step,
+            bar(c, bar_w),
+            c.total(),
+            s.throughput_per_min,
+            eta_text(s),
+        );
+        let _ = writeln!(
+            out,
+            "{:<name_w$}   succeeded {}  failed {}  running {}  pending {}  waiting {}{}",
+            "",
+            c.succeeded,
+            c.failed,
+            c.running,
+            c.pending,
+            c.waiting,
+            if c.cancelled > 0 {
+                format!("  cancelled {}", c.cancelled)
+            } else {
+                String::new()
+            },
+        );
+    }
+    if !v.steps.is_empty() {
+        let legend: Vec<String> = BAR.iter().map(|(s, ch)| format!("{ch} {s}")).collect();
+        let _ = writeln!(out, "{}", legend.join("  "));
+    }
+    if !v.fleets.is_empty() {
+        out.push('\n');
+        out.push_str(&fleets_table(v).render());
+    }
+    let mut actions: Vec<(Millis, String, String)> = v
+        .fleets
+        .iter()
+        .filter_map(|f| {
+            let at = f.body.get("last_action_at").and_then(|t| t.as_i64())?;
+            let what = text_field(f, "last_action")?;
+            Some((at, f.name.trim_start_matches("fleet/").to_string(), what))
+        })
+        .collect();
+    actions.sort_by_key(|a| std::cmp::Reverse(a.0));
+    if !actions.is_empty() {
+        out.push_str("\nLAST ACTIONS\n");
+        for (at, fleet, what) in actions {
+            let line = format!("{:>10}  {fleet}  {what}", ago(v.at.saturating_sub(at)));
+            let _ = writeln!(out, "{}", shorten(&line, width.max(20)));
+        }
+    }
+    out
+}
+
+/// `s` cut to at most `max` characters, with an ellipsis when cut.
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+#[cfg(test)]
+#[path = "status_view_tests.rs"]
+mod tests;

@@ -1,0 +1,238 @@
+//! Tests of the status page's HTML: escaping, figures, banners.
+
+use super::*;
+use crate::model::StepCounts;
+use crate::planner::{Condition, ConditionType, FleetStatus};
+
+const NOW: Millis = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+fn step(name: &str, counts: [u64; 6], throughput: f64, eta: Option<Millis>) -> StepReport {
+    let [waiting, pending, running, succeeded, failed, cancelled] = counts;
+    StepReport {
+        counts: StepCounts {
+            step: name.into(),
+            waiting,
+            pending,
+            running,
+            succeeded,
+            failed,
+            cancelled,
+            oldest_pending_at: None,
+        },
+        oldest_pending_age_ms: Some(65_000),
+        finished_in_window: (throughput * 5.0) as u64,
+        throughput_per_min: throughput,
+        eta_ms: eta,
+        counted_at: NOW - 12_000,
+    }
+}
+
+fn sample() -> ControllerStatus {
+    let mut st = ControllerStatus::new("prod<1>", "host-1", "sqlite://a.db");
+    st.role = Role::Leader;
+    st.manifests_loaded = true;
+    st.interval_ms = 1_000;
+    st.last_reconcile_at = Some(NOW - 2_000);
+    st.last_success_at = Some(NOW - 2_000);
+    st.steps = vec![
+        step("align", [0, 10, 4, 12, 2, 0], 3.5, Some(240_000)),
+        step("<script>alert(1)</script>", [5, 0, 0, 0, 0, 0], 0.0, None),
+    ];
+    st.fleets = vec![FleetReport {
+        fleet: "align-\"fleet\"".into(),
+        step: "align".into(),
+        provider: "local".into(),
+        desired: 3,
+        actual: 2,
+        idle: 1,
+        status: FleetStatus {
+            observed: true,
+            instances: 2,
+            ready: 2,
+            busy: 1,
+            booting: 0,
+            launching: 1,
+            ..Default::default()
+        },
+        conditions: vec![
+            Condition {
+                type_: ConditionType::Ready,
+                status: ConditionStatus::False,
+                message: "1 of 3 ready".into(),
+            },
+            Condition {
+                type_: ConditionType::ScalingUp,
+                status: ConditionStatus::True,
+                message: "launching 1 for 14 runnable tasks & <more>".into(),
+            },
+        ],
+        conditions_summary: "ScalingUp".into(),
+        last_action: Some("launch 1: backlog".into()),
+        last_action_at: Some(NOW - 5_000),
+        error: Some("listing instances: boom <b>".into()),
+        observed_at: NOW - 2_000,
+    }];
+    st.record_action(ActionRecord {
+        at: NOW - 5_000,
+        fleet: "align-\"fleet\"".into(),
+        action: "launch 1".into(),
+        reason: "14 runnable tasks' backlog".into(),
+        ok: false,
+        error: Some("InsufficientInstanceCapacity <x>".into()),
+    });
+    st
+}
+
+#[test]
+fn escapes_everything_users_name() {
+    assert_eq!(
+        escape(r#"<a href="x">&'</a>"#),
+        "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;"
+    );
+    let html = render(&sample(), NOW);
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(html.contains("data-step=\"&lt;script&gt;alert(1)&lt;/script&gt;\""));
+    assert!(html.contains("data-fleet=\"align-&quot;fleet&quot;\""));
+    assert!(html.contains("boom &lt;b&gt;"));
+    assert!(html.contains("InsufficientInstanceCapacity &lt;x&gt;"));
+    assert!(html.contains("14 runnable tasks&#39; backlog"));
+    assert!(html.contains("<title>anamo · prod&lt;1&gt;</title>"));
+    // Only the tags we write: every `<` starts a known element or a closing tag.
+    for (i, _) in html.match_indices('<') {
+        let rest = &html[i + 1..];
+        let tag: String = rest
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '!')
+            .collect();
+        assert!(
+            [
+                "!doctype", "html", "head", "meta", "title", "style", "body", "header", "h1", "h2",
+                "h3", "span", "dl", "div", "dt", "dd", "main", "p", "section", "ul", "li", "b",
+                "table", "thead", "tbody", "tr", "th", "td", "br", "footer", "a"
+            ]
+            .contains(&tag.as_str()),
+            "unexpected tag <{tag} at {i}"
+        );
+    }
+}
+
+#[test]
+fn carries_the_figures_in_data_attributes() {
+    let html = render(&sample(), NOW);
+    assert!(html.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
+    assert!(html.contains("data-role=\"leader\""));
+    assert!(html.contains(&format!("data-last-reconcile-at=\"{}\"", NOW - 2_000)));
+    assert!(html.contains("<dd id=\"last-reconcile\">2s ago (2025-12-31T23:59:58Z)</dd>"));
+    assert!(html.contains(
+        "data-step=\"align\" data-waiting=\"0\" data-pending=\"10\" data-running=\"4\" \
+         data-succeeded=\"12\" data-failed=\"2\" data-cancelled=\"0\" data-total=\"28\" \
+         data-throughput-per-min=\"3.5\" data-eta-ms=\"240000\""
+    ));
+    assert!(html.contains("<b class=\"eta\">4m</b>"));
+    assert!(html.contains("<b class=\"throughput\">3.5/min</b>"));
+    assert!(html.contains("14 / 28 finished (50%)"));
+    // No throughput yet: the ETA says so instead of inventing one.
+    assert!(html.contains("unknown (nothing finished in the last 5m)"));
+    assert!(html.contains("(17 done in the last 5m)"));
+    assert!(html.contains(
+        "data-desired=\"3\" data-actual=\"2\" data-idle=\"1\" data-busy=\"1\" \
+         data-booting=\"1\" data-lost=\"0\" data-conditions=\"ScalingUp\" data-error=\"true\""
+    ));
+    // True conditions are highlighted with their message; False ones are not.
+    assert!(html.contains(
+        "class=\"condition cond-true cond-scalingup\" data-condition=\"ScalingUp\" \
+         data-status=\"True\""
+    ));
+    assert!(html.contains(
+        "<span class=\"cond-message\">launching 1 for 14 runnable tasks &amp; &lt;more&gt;</span>"
+    ));
+    assert!(!html.contains("<span class=\"cond-message\">1 of 3 ready"));
+    assert!(html.contains("launch 1: backlog<br><span class=\"muted\">5s ago"));
+    assert!(html.contains("class=\"action ok-false\""));
+    assert!(html.contains("failed: InsufficientInstanceCapacity"));
+}
+
+#[test]
+fn bar_segments_add_up_to_the_whole() {
+    let html = render(&sample(), NOW);
+    let start = html.find("data-step=\"align\"").unwrap();
+    let end = start + html[start..].find("</div>\n<ul").unwrap();
+    let widths: f64 = html[start..end]
+        .match_indices("width:")
+        .map(|(i, _)| {
+            let v = &html[start + i + 6..];
+            v[..v.find('%').unwrap()].parse::<f64>().unwrap()
+        })
+        .sum();
+    assert!((widths - 100.0).abs() < 0.01, "{widths}");
+    // succeeded 12 of 28.
+    assert!(html.contains("data-state=\"succeeded\" data-count=\"12\" style=\"width:42.857%"));
+}
+
+#[test]
+fn a_step_without_tasks_has_no_eta() {
+    let mut st = sample();
+    st.steps = vec![step("joint", [0; 6], 0.0, Some(0))];
+    let html = render(&st, NOW);
+    assert!(
+        html.contains("<span class=\"progress-text\">no tasks</span>"),
+        "{html}"
+    );
+    assert!(html.contains("<b class=\"eta\">-</b>"));
+    assert!(!html.contains("class=\"seg "));
+}
+
+#[test]
+fn the_default_cluster_is_not_named_twice() {
+    let mut st = sample();
+    st.cluster = DEFAULT_CLUSTER.into();
+    let html = render(&st, NOW);
+    assert!(html.contains("<h1>anamo</h1>"), "{html}");
+    assert!(html.contains("<title>anamo</title>"));
+    assert!(render(&sample(), NOW)
+        .contains("<h1>anamo <span class=\"cluster\">prod&lt;1&gt;</span></h1>"));
+}
+
+#[test]
+fn a_finished_step_with_failures_says_so() {
+    let mut st = sample();
+    st.steps = vec![step("align", [0, 0, 0, 91, 9, 0], 20.0, Some(0))];
+    let html = render(&st, NOW);
+    assert!(
+        html.contains("100 / 100 finished, 9 failed</span>"),
+        "{html}"
+    );
+    assert!(html.contains("<b class=\"eta\">finished, 9 failed</b>"));
+    assert!(!html.contains("(100%)"));
+}
+
+#[test]
+fn stale_figures_and_rejected_manifests_are_shown() {
+    let mut st = sample();
+    // Three intervals (3 s) old: not stale yet.
+    st.last_reconcile_at = Some(NOW - 3_000);
+    assert!(!render(&st, NOW).contains("id=\"stale\""));
+    st.last_reconcile_at = Some(NOW - 240_000);
+    st.manifest_error = Some("m/a.yaml:3: maxInstances: <bad>".into());
+    let html = render(&st, NOW);
+    assert!(
+        html.contains("<p id=\"stale\" class=\"banner\" data-age-ms=\"240000\">Stale: the last reconcile pass was 4m ago"),
+        "{html}"
+    );
+    assert!(html.contains("more than 3 intervals of 1s"));
+    assert!(html.contains("<span class=\"detail\">m/a.yaml:3: maxInstances: &lt;bad&gt;</span>"));
+}
+
+#[test]
+fn renders_an_empty_controller() {
+    let st = ControllerStatus::new("c", "i", "s");
+    let html = render(&st, NOW);
+    assert!(html.contains("data-role=\"starting\""));
+    assert!(html.contains("No tasks yet."));
+    assert!(html.contains("No fleets (yet)."));
+    assert!(html.contains("No actions yet."));
+    assert!(html.contains("<dd id=\"last-reconcile\">never</dd>"));
+    assert!(html.ends_with("</body></html>\n"));
+}
