@@ -191,6 +191,14 @@ fn reading_commands_on_a_missing_sqlite_store_create_nothing() {
 
 #[test]
 fn a_read_only_store_serves_reads_and_names_itself_in_errors() {
+    // A read-only file in a writable directory, and one in a read-only directory (where the
+    // WAL's shared-memory file cannot be made either).
+    for dir_writable in [true, false] {
+        read_only_store_serves_reads(dir_writable);
+    }
+}
+
+fn read_only_store_serves_reads(dir_writable: bool) {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
@@ -206,14 +214,21 @@ fn a_read_only_store_serves_reads_and_names_itself_in_errors() {
         .collect()
     };
     ok(&anamo(d).args(add("t1")).output().unwrap());
-    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).unwrap();
-    // Root writes whatever the mode says: run as `nobody` then (the directory stays writable,
-    // as for a user whose store file alone is read-only).
-    // /proc/self belongs to the effective user.
+    let mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    mode(&db, 0o444);
+    // Root writes whatever the mode says: the reader runs as `nobody` then. /proc/self
+    // belongs to the effective user.
     let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
-    if root {
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
+    mode(
+        d,
+        match (dir_writable, root) {
+            (true, true) => 0o777,
+            (true, false) => 0o755,
+            (false, _) => 0o555,
+        },
+    );
     let as_reader = |args: &[String]| {
         let mut c = anamo(d);
         c.args(args);
@@ -238,6 +253,8 @@ fn a_read_only_store_serves_reads_and_names_itself_in_errors() {
         err.contains(&db.display().to_string()) && err.contains("readonly"),
         "{err}"
     );
+    // So that the temporary directory can be removed.
+    mode(d, 0o755);
 }
 
 #[test]

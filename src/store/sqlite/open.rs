@@ -53,11 +53,18 @@ impl SqliteStore {
         }
         let fail = |e: rusqlite::Error| name_path(map_err("open", e), path);
         // SQLite falls back to read-only when the file cannot be opened for writing.
-        let conn = Connection::open_with_flags(path, flags).map_err(fail)?;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(fail)?;
         // Workers in other processes share the file: wait for locks instead of failing.
         conn.busy_timeout(Duration::from_secs(30)).map_err(fail)?;
         let read_only = conn.is_readonly(MAIN_DB).map_err(fail)?;
-        if mode == OpenMode::Existing && !has_table(&conn, "tasks").map_err(fail)? {
+        let mut has_tasks = has_table(&conn, "tasks");
+        if read_only && has_tasks.as_ref().is_err_and(cannot_read_wal) {
+            // A WAL store in a directory this process cannot write either: its shared-memory
+            // file cannot be made, so read the file as it is (nothing can write it anyway).
+            conn = open_immutable(path).map_err(fail)?;
+            has_tasks = has_table(&conn, "tasks");
+        }
+        if mode == OpenMode::Existing && !has_tasks.map_err(fail)? {
             return Err(StoreError::NoStore(format!(
                 "{} (the file has no task table)",
                 path.display()
@@ -111,6 +118,34 @@ fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
     )
     .optional()
     .map(|r| r.is_some())
+}
+
+/// Whether a read failed only because the WAL's shared-memory file cannot be created.
+fn cannot_read_wal(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+    )
+}
+
+/// Opens `path` read-only as an immutable file (no locks, no shared memory).
+fn open_immutable(path: &Path) -> rusqlite::Result<Connection> {
+    let mut uri = String::from("file:");
+    for c in path.display().to_string().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
 }
 
 /// Names the file in an error from the backend (the message alone does not say which file).
