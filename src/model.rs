@@ -16,6 +16,13 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// The result keeps at most this many bytes of a task's output.
 pub const LOG_TAIL_BYTES: usize = 4096;
 
+/// Tag keys by which providers recognise the instances they own (and which manifests may
+/// therefore not set as tags of their own).
+pub const TAG_FLEET: &str = "anamo:fleet";
+pub const TAG_STEP: &str = "anamo:step";
+pub const TAG_CONTROLLER: &str = "anamo:controller";
+pub const TAG_LAUNCH_BATCH: &str = "anamo:launch-batch";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {

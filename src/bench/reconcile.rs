@@ -86,7 +86,7 @@ pub struct ReconcileChild {
 /// The child's work: three dry runs and three full passes against `store_url` with the
 /// manifests in `dir` (every fleet gets a provider without instances).
 pub async fn reconcile_child(dir: &Path, store_url: &str) -> anyhow::Result<ReconcileChild> {
-    let store = crate::cli::open_store(store_url).await?;
+    let store = crate::store::open(&store_url.parse()?).await?;
     let counter = store.clone();
     let clock = clock::system();
     let source = ManifestSource::open(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
