@@ -314,6 +314,32 @@ pub struct Claim {
     pub expires_at: Millis,
 }
 
+impl Claim {
+    /// The lease this claim holds, for heartbeat, complete and release.
+    pub fn lease(&self) -> LeaseRef {
+        LeaseRef::new(self.task.step(), self.task.id(), &self.token)
+    }
+}
+
+/// Which lease a heartbeat, completion or release acts on: the task, and the token its claim
+/// returned. The call succeeds only while the task is still running under that token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRef {
+    pub step: String,
+    pub id: String,
+    pub token: String,
+}
+
+impl LeaseRef {
+    pub fn new(step: impl Into<String>, id: impl Into<String>, token: impl Into<String>) -> Self {
+        LeaseRef {
+            step: step.into(),
+            id: id.into(),
+            token: token.into(),
+        }
+    }
+}
+
 /// What a worker asks for when it claims.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {

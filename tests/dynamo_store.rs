@@ -9,7 +9,7 @@ mod common;
 use std::time::Instant;
 
 use anamo::model::{
-    ClaimRequest, Completion, Outcome, TaskFilter, TaskResult, TaskSpec, TaskState,
+    ClaimRequest, Completion, LeaseRef, Outcome, TaskFilter, TaskResult, TaskSpec, TaskState,
 };
 use anamo::store::dynamo::DynamoStore;
 use anamo::store::{StoreError, TaskStore};
@@ -75,7 +75,11 @@ async fn pagination_past_one_megabyte_is_exact() {
             .expect("a pending task");
         if i % 2 == 0 {
             store
-                .complete("align", c.task.id(), &c.token, &success("w"), T0 + i)
+                .complete(
+                    &LeaseRef::new("align", c.task.id(), &c.token),
+                    &success("w"),
+                    T0 + i,
+                )
                 .await
                 .unwrap();
         }
@@ -239,7 +243,11 @@ async fn minimal_item_from_another_client_is_claimed_and_completed() {
         .expect("the raw task is claimable");
     assert_eq!((c.task.id(), c.task.attempts), ("raw1", 1));
     let state = store
-        .complete("align", "raw1", &c.token, &success("w"), T0 + 2)
+        .complete(
+            &LeaseRef::new("align", "raw1", &c.token),
+            &success("w"),
+            T0 + 2,
+        )
         .await
         .unwrap();
     assert_eq!(state, TaskState::Succeeded);
@@ -322,12 +330,18 @@ async fn cancelled_running_task_loses_its_lease_everywhere() {
     store.cancel("align", c.task.id(), T0 + 1).await.unwrap();
     for r in [
         store
-            .complete("align", c.task.id(), &c.token, &success("w"), T0 + 2)
+            .complete(
+                &LeaseRef::new("align", c.task.id(), &c.token),
+                &success("w"),
+                T0 + 2,
+            )
             .await
             .map(|_| ()),
-        store.release("align", c.task.id(), &c.token, T0 + 2).await,
         store
-            .heartbeat("align", c.task.id(), &c.token, TTL, T0 + 2)
+            .release(&LeaseRef::new("align", c.task.id(), &c.token), T0 + 2)
+            .await,
+        store
+            .heartbeat(&LeaseRef::new("align", c.task.id(), &c.token), TTL, T0 + 2)
             .await
             .map(|_| ()),
     ] {
@@ -419,7 +433,11 @@ async fn separate_workers_never_double_claim() {
                 let mut claimed = Vec::new();
                 while let Some(c) = worker.claim(&req("align", &owner), T0).await.unwrap() {
                     worker
-                        .complete("align", c.task.id(), &c.token, &success(&owner), T0)
+                        .complete(
+                            &LeaseRef::new("align", c.task.id(), &c.token),
+                            &success(&owner),
+                            T0,
+                        )
                         .await
                         .unwrap();
                     claimed.push(c.task.spec.id);

@@ -275,13 +275,11 @@ async fn task_write_rate(
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let started = Instant::now();
     let loops = claims.into_iter().map(|claim| {
-        let (store, clock, step) = (store.clone(), clock.clone(), step.clone());
+        let (store, clock, lease) = (store.clone(), clock.clone(), claim.lease());
         tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {
-                store
-                    .heartbeat(&step, claim.task.id(), &claim.token, 600_000, clock.now())
-                    .await?;
+                store.heartbeat(&lease, 600_000, clock.now()).await?;
                 n += 1;
             }
             Ok::<u64, anyhow::Error>(n)
@@ -396,10 +394,7 @@ async fn claim_rate(store: SharedStore, claimers: usize, tasks: u64) -> anyhow::
                     },
                 };
                 loop {
-                    match store
-                        .complete(&req.step, claim.task.id(), &claim.token, &completion, now)
-                        .await
-                    {
+                    match store.complete(&claim.lease(), &completion, now).await {
                         Ok(_) => break,
                         Err(e) if e.is_retryable() => {
                             retried += 1;

@@ -194,7 +194,7 @@ mod tests {
                 result: TaskResult::default(),
             };
             store
-                .complete("a", c.task.id(), &c.token, &done, t0 + 20_000 + i)
+                .complete(&c.lease(), &done, t0 + 20_000 + i)
                 .await
                 .unwrap();
         }

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Millis;
 use crate::model::{
-    Backlog, Claim, ClaimRequest, Completion, ImportReport, PromoteReport, RequeueReport,
+    Backlog, Claim, ClaimRequest, Completion, ImportReport, LeaseRef, PromoteReport, RequeueReport,
     StepCounts, Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
 };
 
@@ -202,26 +202,17 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
         Ok(self.claim_batch(req, 1, now).await?.into_iter().next())
     }
     /// Extends the lease to `now + ttl`; returns the new expiry.
-    async fn heartbeat(
-        &self,
-        step: &str,
-        id: &str,
-        token: &str,
-        ttl_ms: Millis,
-        now: Millis,
-    ) -> Result<Millis>;
+    async fn heartbeat(&self, lease: &LeaseRef, ttl_ms: Millis, now: Millis) -> Result<Millis>;
     /// Records the end of an attempt; returns the state the task is now in (`pending` when a
     /// failed attempt is retried).
     async fn complete(
         &self,
-        step: &str,
-        id: &str,
-        token: &str,
+        lease: &LeaseRef,
         completion: &Completion,
         now: Millis,
     ) -> Result<TaskState>;
     /// Hands a running task back to pending without counting the attempt (drain).
-    async fn release(&self, step: &str, id: &str, token: &str, now: Millis) -> Result<()>;
+    async fn release(&self, lease: &LeaseRef, now: Millis) -> Result<()>;
     /// Requeues (or fails, when attempts are used up) running tasks whose lease expired.
     async fn requeue_expired(&self, step: &str, now: Millis) -> Result<RequeueReport>;
     /// Promotes waiting tasks of `step` whose dependencies all succeeded, and fails those with

@@ -5,7 +5,7 @@ use super::expr::Expr;
 use super::items::*;
 use super::DynamoStore;
 use crate::clock::Millis;
-use crate::model::{Completion, Outcome, TaskState, DEFAULT_MAX_ATTEMPTS};
+use crate::model::{Completion, LeaseRef, Outcome, TaskState, DEFAULT_MAX_ATTEMPTS};
 use crate::store::{Result, StoreError};
 
 impl DynamoStore {
@@ -25,13 +25,12 @@ impl DynamoStore {
 
 pub(super) async fn heartbeat(
     store: &DynamoStore,
-    step: &str,
-    id: &str,
-    token: &str,
+    lease: &LeaseRef,
     ttl_ms: Millis,
     now: Millis,
 ) -> Result<Millis> {
     const OP: &str = "heartbeat";
+    let LeaseRef { step, id, token } = lease;
     let expires_at = now + ttl_ms;
     let e = Expr::new()
         .set(LEASE_EXPIRES_AT, n(expires_at))
@@ -50,13 +49,12 @@ pub(super) async fn heartbeat(
 
 pub(super) async fn complete(
     store: &DynamoStore,
-    step: &str,
-    id: &str,
-    token: &str,
+    lease: &LeaseRef,
     completion: &Completion,
     now: Millis,
 ) -> Result<TaskState> {
     const OP: &str = "complete";
+    let LeaseRef { step, id, token } = lease;
     let result = serde_json::to_string(&completion.result)
         .map_err(|e| StoreError::backend(OP, format!("cannot encode the result: {e}")))?;
     let (target, priority, reason) = match completion.outcome {
@@ -96,14 +94,9 @@ pub(super) async fn complete(
     }
 }
 
-pub(super) async fn release(
-    store: &DynamoStore,
-    step: &str,
-    id: &str,
-    token: &str,
-    now: Millis,
-) -> Result<()> {
+pub(super) async fn release(store: &DynamoStore, lease: &LeaseRef, now: Millis) -> Result<()> {
     const OP: &str = "release";
+    let LeaseRef { step, id, token } = lease;
     let item = store.leased_item(OP, step, id, token).await?;
     let r = Reader::new(OP, &item);
     let attempts: u32 = r.opt_n(ATTEMPTS)?.unwrap_or(0);

@@ -51,7 +51,7 @@ use self::items::*;
 use super::{Leadership, RequestCounter, RequestMix, Result, StatusDoc, StoreError, TaskStore};
 use crate::clock::Millis;
 use crate::model::{
-    Backlog, Claim, ClaimRequest, Completion, ImportReport, PromoteReport, RequeueReport,
+    Backlog, Claim, ClaimRequest, Completion, ImportReport, LeaseRef, PromoteReport, RequeueReport,
     StepCounts, Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
 };
 
@@ -346,30 +346,21 @@ impl TaskStore for DynamoStore {
         claims::claim_batch(self, req, max, now).await
     }
 
-    async fn heartbeat(
-        &self,
-        step: &str,
-        id: &str,
-        token: &str,
-        ttl_ms: Millis,
-        now: Millis,
-    ) -> Result<Millis> {
-        leases::heartbeat(self, step, id, token, ttl_ms, now).await
+    async fn heartbeat(&self, lease: &LeaseRef, ttl_ms: Millis, now: Millis) -> Result<Millis> {
+        leases::heartbeat(self, lease, ttl_ms, now).await
     }
 
     async fn complete(
         &self,
-        step: &str,
-        id: &str,
-        token: &str,
+        lease: &LeaseRef,
         completion: &Completion,
         now: Millis,
     ) -> Result<TaskState> {
-        leases::complete(self, step, id, token, completion, now).await
+        leases::complete(self, lease, completion, now).await
     }
 
-    async fn release(&self, step: &str, id: &str, token: &str, now: Millis) -> Result<()> {
-        leases::release(self, step, id, token, now).await
+    async fn release(&self, lease: &LeaseRef, now: Millis) -> Result<()> {
+        leases::release(self, lease, now).await
     }
 
     async fn requeue_expired(&self, step: &str, now: Millis) -> Result<RequeueReport> {

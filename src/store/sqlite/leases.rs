@@ -5,18 +5,17 @@ use rusqlite::{params, OptionalExtension};
 
 use super::{json_err, map_err, parse_state, SqliteStore};
 use crate::clock::Millis;
-use crate::model::{Completion, Outcome, TaskState};
+use crate::model::{Completion, LeaseRef, Outcome, TaskState};
 use crate::store::{Result, StoreError};
 
 pub(super) async fn heartbeat(
     store: &SqliteStore,
-    step: &str,
-    id: &str,
-    token: &str,
+    lease: &LeaseRef,
     ttl_ms: Millis,
     now: Millis,
 ) -> Result<Millis> {
     const OP: &str = "heartbeat";
+    let LeaseRef { step, id, token } = lease;
     let (step, id, token) = (step.to_string(), id.to_string(), token.to_string());
     store
         .run(OP, move |c| {
@@ -39,13 +38,12 @@ pub(super) async fn heartbeat(
 
 pub(super) async fn complete(
     store: &SqliteStore,
-    step: &str,
-    id: &str,
-    token: &str,
+    lease: &LeaseRef,
     completion: &Completion,
     now: Millis,
 ) -> Result<TaskState> {
     const OP: &str = "complete";
+    let LeaseRef { step, id, token } = lease;
     let (step, id, token) = (step.to_string(), id.to_string(), token.to_string());
     let completion = completion.clone();
     store
@@ -88,14 +86,9 @@ pub(super) async fn complete(
         .await
 }
 
-pub(super) async fn release(
-    store: &SqliteStore,
-    step: &str,
-    id: &str,
-    token: &str,
-    now: Millis,
-) -> Result<()> {
+pub(super) async fn release(store: &SqliteStore, lease: &LeaseRef, now: Millis) -> Result<()> {
     const OP: &str = "release";
+    let LeaseRef { step, id, token } = lease;
     let (step, id, token) = (step.to_string(), id.to_string(), token.to_string());
     store
         .run(OP, move |c| {
