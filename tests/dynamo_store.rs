@@ -133,7 +133,7 @@ async fn import_is_fast_and_claims_are_cheap() {
     let r = store.import(&tasks, T0).await.unwrap();
     let took = started.elapsed();
     assert_eq!(r.inserted, N as u64);
-    let requests = store.requests();
+    let requests = store.recorder().total();
     eprintln!(
         "import of {N} tasks: {:.2} s, {requests} requests",
         took.as_secs_f64()
@@ -150,7 +150,7 @@ async fn import_is_fast_and_claims_are_cheap() {
     // A lone claimer: one Query page and one conditional write per claim, whatever the
     // backlog.
     const CLAIMS: u64 = 200;
-    let before = store.requests();
+    let before = store.recorder().total();
     for i in 0..CLAIMS {
         let c = store
             .claim(&req("align", "w"), T0 + 1 + i as i64)
@@ -159,14 +159,14 @@ async fn import_is_fast_and_claims_are_cheap() {
             .expect("a pending task");
         assert_eq!(c.task.id(), format!("s{i:06}"), "oldest first");
     }
-    let per_claim = (store.requests() - before) as f64 / CLAIMS as f64;
+    let per_claim = (store.recorder().total() - before) as f64 / CLAIMS as f64;
     eprintln!("lone claimer: {per_claim:.2} requests per claim on a {N}-task backlog");
     assert!(per_claim <= 3.0, "{per_claim} requests per claim");
 
     // Eight concurrent claimers sharing the store (one worker's slots).
     const CLAIMERS: usize = 8;
     const EACH: usize = 50;
-    let before = store.requests();
+    let before = store.recorder().total();
     let handles: Vec<_> = (0..CLAIMERS)
         .map(|w| {
             let store = store.clone();
@@ -185,7 +185,7 @@ async fn import_is_fast_and_claims_are_cheap() {
         h.await.unwrap();
     }
     let claims = (CLAIMERS * EACH) as f64;
-    let per_claim = (store.requests() - before) as f64 / claims;
+    let per_claim = (store.recorder().total() - before) as f64 / claims;
     eprintln!("{CLAIMERS} concurrent claimers: {per_claim:.2} requests per claim");
     assert!(per_claim <= 8.0, "{per_claim} requests per claim");
     let c = store.counts("align").await.unwrap();
@@ -360,7 +360,7 @@ async fn a_claimer_takes_its_next_tasks_from_its_last_query() {
     };
     const N: usize = 48;
     store.import(&specs("align", N, 10), T0).await.unwrap();
-    let before = store.requests();
+    let before = store.recorder().total();
     for i in 0..N {
         let c = store
             .claim(&req("align", "w"), T0)
@@ -373,7 +373,7 @@ async fn a_claimer_takes_its_next_tasks_from_its_last_query() {
             "oldest first, also when kept"
         );
     }
-    let requests = store.requests() - before;
+    let requests = store.recorder().total() - before;
     eprintln!("lone claimer: {requests} requests for {N} claims");
     // One conditional write per claim; a query's page serves the next claims too while it is
     // fresh (so on any machine some of them).
@@ -442,7 +442,7 @@ async fn separate_workers_never_double_claim() {
                         .unwrap();
                     claimed.push(c.task.spec.id);
                 }
-                (claimed, worker.requests())
+                (claimed, worker.recorder().total())
             })
         })
         .collect();
@@ -479,5 +479,5 @@ async fn unreachable_endpoint_is_retryable() {
         matches!(err, StoreError::Unavailable { .. }) && err.is_retryable(),
         "{err:?}"
     );
-    assert!(store.requests() >= 1, "attempts are counted");
+    assert!(store.recorder().total() >= 1, "attempts are counted");
 }

@@ -244,16 +244,8 @@ impl TaskStore for InstrumentedStore {
             .await
     }
 
-    fn requests(&self) -> u64 {
-        self.inner.requests()
-    }
-
     fn claim_conflicts(&self) -> u64 {
         self.inner.claim_conflicts()
-    }
-
-    fn request_mix(&self) -> std::collections::BTreeMap<String, u64> {
-        self.inner.request_mix()
     }
 
     fn describe(&self) -> String {

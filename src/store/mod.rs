@@ -32,9 +32,9 @@
 
 pub mod dynamo;
 pub mod instrumented;
+pub mod requests;
 pub mod sqlite;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -47,6 +47,9 @@ use crate::model::{
     Backlog, Claim, ClaimRequest, Completion, ImportReport, LeaseRef, PromoteReport, RequeueReport,
     StepCounts, Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
 };
+
+pub use self::requests::RequestRecorder;
+pub(crate) use self::requests::{RequestCounter, RequestMix};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -147,40 +150,6 @@ pub struct StatusDoc {
     pub body: serde_json::Value,
 }
 
-/// Request counters, so benchmarks can report store requests per task.
-#[derive(Debug, Default)]
-pub struct RequestCounter(std::sync::atomic::AtomicU64);
-
-impl RequestCounter {
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-/// Requests by what they were for (`claim query`, `claim write`, `claim write lost`,
-/// `complete write`, `put worker`, ...), so benchmarks can say where a task's requests go.
-#[derive(Debug, Default)]
-pub struct RequestMix(std::sync::Mutex<BTreeMap<String, u64>>);
-
-impl RequestMix {
-    pub fn add(&self, kind: &str) {
-        let mut mix = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match mix.get_mut(kind) {
-            Some(n) => *n += 1,
-            None => {
-                mix.insert(kind.to_string(), 1);
-            }
-        }
-    }
-
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
 #[async_trait]
 pub trait TaskStore: Send + Sync + fmt::Debug {
     /// Creates the table/schema if missing and waits until it is usable. Idempotent.
@@ -274,14 +243,6 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     async fn release_leadership(&self, cluster: &str, owner: &str) -> Result<()>;
     async fn current_leader(&self, cluster: &str) -> Result<Option<Leadership>>;
 
-    /// Requests sent to the backend so far (for benchmarks).
-    fn requests(&self) -> u64;
-    /// Requests sent so far by what they were for (for benchmarks); empty when the store does
-    /// not break them down. May count fewer than [`TaskStore::requests`] (the SDK's own
-    /// retries and rarely used calls are not broken down).
-    fn request_mix(&self) -> BTreeMap<String, u64> {
-        BTreeMap::new()
-    }
     /// Claim races this store lost so far (a candidate task was taken by someone else between
     /// the query and the conditional write, and another was tried). Stores whose claims are
     /// a single atomic statement (SQLite) never lose one.
@@ -350,11 +311,25 @@ pub async fn open(url: &StoreUrl) -> Result<SharedStore> {
 
 /// Like [`open`], with the AWS region given explicitly (the Controller manifest's `region`).
 pub async fn open_in(url: &StoreUrl, region: Option<&str>) -> Result<SharedStore> {
+    Ok(open_recorded(url, region).await?.0)
+}
+
+/// Like [`open_in`], with the store's request counts (for benchmarks).
+pub async fn open_recorded(
+    url: &StoreUrl,
+    region: Option<&str>,
+) -> Result<(SharedStore, RequestRecorder)> {
     match url {
-        StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path)?)),
-        StoreUrl::Dynamo { table } => Ok(Arc::new(
-            dynamo::DynamoStore::from_env_in(table, region).await,
-        )),
+        StoreUrl::Sqlite(path) => {
+            let store = sqlite::SqliteStore::open(path)?;
+            let requests = store.recorder();
+            Ok((Arc::new(store), requests))
+        }
+        StoreUrl::Dynamo { table } => {
+            let store = dynamo::DynamoStore::from_env_in(table, region).await;
+            let requests = store.recorder();
+            Ok((Arc::new(store), requests))
+        }
     }
 }
 

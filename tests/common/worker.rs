@@ -284,9 +284,6 @@ impl TaskStore for FaultyStore {
         self.check("current leader")?;
         self.inner.current_leader(cluster).await
     }
-    fn requests(&self) -> u64 {
-        self.inner.requests()
-    }
     fn claim_conflicts(&self) -> u64 {
         self.inner.claim_conflicts()
     }

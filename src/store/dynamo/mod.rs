@@ -48,7 +48,10 @@ use self::claims::{Claimer, Contention, Leftovers};
 use self::error::{is_condition_failed, map_sdk_err, CountRequests, SdkErr};
 use self::expr::Expr;
 use self::items::*;
-use super::{Leadership, RequestCounter, RequestMix, Result, StatusDoc, StoreError, TaskStore};
+use super::{
+    Leadership, RequestCounter, RequestMix, RequestRecorder, Result, StatusDoc, StoreError,
+    TaskStore,
+};
 use crate::clock::Millis;
 use crate::model::{
     Backlog, Claim, ClaimRequest, Completion, ImportReport, LeaseRef, PromoteReport, RequeueReport,
@@ -138,6 +141,12 @@ impl DynamoStore {
         }
         let config = loader.load().await;
         Self::new(Client::new(&config), table)
+    }
+
+    /// The counts of the requests this store sends (every HTTP attempt, and what each of its
+    /// own calls was for), for benchmarks.
+    pub fn recorder(&self) -> RequestRecorder {
+        RequestRecorder::new(self.requests.clone(), self.mix.clone())
     }
 
     pub fn table(&self) -> &str {
@@ -445,16 +454,8 @@ impl TaskStore for DynamoStore {
         leader::current_leader(self, cluster).await
     }
 
-    fn requests(&self) -> u64 {
-        self.requests.get()
-    }
-
     fn claim_conflicts(&self) -> u64 {
         self.contention.lost()
-    }
-
-    fn request_mix(&self) -> std::collections::BTreeMap<String, u64> {
-        self.mix.snapshot()
     }
 
     fn describe(&self) -> String {

@@ -22,7 +22,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
-use super::{Leadership, RequestCounter, Result, StatusDoc, StoreError, TaskStore};
+use super::{
+    Leadership, RequestCounter, RequestRecorder, Result, StatusDoc, StoreError, TaskStore,
+};
 use crate::clock::Millis;
 use crate::model::{
     Backlog, Claim, ClaimRequest, Completion, ImportReport, Lease, LeaseRef, PromoteReport,
@@ -100,6 +102,11 @@ impl SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             requests: Arc::new(RequestCounter::default()),
         })
+    }
+
+    /// The counts of the requests (SQL calls) this store makes, for benchmarks.
+    pub fn recorder(&self) -> RequestRecorder {
+        RequestRecorder::new(self.requests.clone(), Default::default())
     }
 
     /// Runs `f` on the connection off the async runtime.
@@ -344,10 +351,6 @@ impl TaskStore for SqliteStore {
 
     async fn current_leader(&self, cluster: &str) -> Result<Option<Leadership>> {
         leader::current_leader(self, cluster).await
-    }
-
-    fn requests(&self) -> u64 {
-        self.requests.get()
     }
 
     fn describe(&self) -> String {
