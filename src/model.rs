@@ -16,6 +16,13 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// The result keeps at most this many bytes of a task's output.
 pub const LOG_TAIL_BYTES: usize = 4096;
 
+/// Tag keys by which providers recognise the instances they own (and which manifests may
+/// therefore not set as tags of their own).
+pub const TAG_FLEET: &str = "anamo:fleet";
+pub const TAG_STEP: &str = "anamo:step";
+pub const TAG_CONTROLLER: &str = "anamo:controller";
+pub const TAG_LAUNCH_BATCH: &str = "anamo:launch-batch";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
@@ -305,6 +312,32 @@ pub struct Claim {
     pub task: Task,
     pub token: String,
     pub expires_at: Millis,
+}
+
+impl Claim {
+    /// The lease this claim holds, for heartbeat, complete and release.
+    pub fn lease(&self) -> LeaseRef {
+        LeaseRef::new(self.task.step(), self.task.id(), &self.token)
+    }
+}
+
+/// Which lease a heartbeat, completion or release acts on: the task, and the token its claim
+/// returned. The call succeeds only while the task is still running under that token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRef {
+    pub step: String,
+    pub id: String,
+    pub token: String,
+}
+
+impl LeaseRef {
+    pub fn new(step: impl Into<String>, id: impl Into<String>, token: impl Into<String>) -> Self {
+        LeaseRef {
+            step: step.into(),
+            id: id.into(),
+            token: token.into(),
+        }
+    }
 }
 
 /// What a worker asks for when it claims.

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use anamo::model::{
-    ClaimRequest, Completion, Outcome, TaskFilter, TaskResult, TaskSpec, TaskState, WorkerInfo,
-    WorkerState,
+    ClaimRequest, Completion, LeaseRef, Outcome, TaskFilter, TaskResult, TaskSpec, TaskState,
+    WorkerInfo, WorkerState,
 };
 use anamo::store::{SharedStore, StatusDoc, StoreError};
 
@@ -91,9 +91,7 @@ mod cases {
                         assert_eq!(c.task.lease.as_ref().map(|l| &l.token), Some(&c.token));
                         let st = store
                             .complete(
-                                "align",
-                                c.task.id(),
-                                &c.token,
+                                &LeaseRef::new("align", c.task.id(), &c.token),
                                 &done(Outcome::Succeeded, &owner, 0),
                                 T0 + 2,
                             )
@@ -142,9 +140,7 @@ mod cases {
         assert_lease_lost(
             store
                 .complete(
-                    "align",
-                    a.task.id(),
-                    &b.token,
+                    &LeaseRef::new("align", a.task.id(), &b.token),
                     &done(Outcome::Succeeded, "w", 0),
                     T0,
                 )
@@ -152,9 +148,7 @@ mod cases {
         );
         store
             .complete(
-                "align",
-                a.task.id(),
-                &a.token,
+                &LeaseRef::new("align", a.task.id(), &a.token),
                 &done(Outcome::Succeeded, "w", 0),
                 T0,
             )
@@ -198,7 +192,7 @@ mod cases {
             "an imported task of higher priority first"
         );
         store
-            .release("align", "urgent", &next.token, T0 + 3)
+            .release(&LeaseRef::new("align", "urgent", &next.token), T0 + 3)
             .await
             .unwrap();
         let again = store
@@ -270,15 +264,27 @@ mod cases {
         store.import(&specs("align", 1), T0).await.unwrap();
         let c = store.claim(&req("align", "w1"), T0).await.unwrap().unwrap();
         let exp = store
-            .heartbeat("align", "s00000", &c.token, TTL, T0 + 30_000)
+            .heartbeat(
+                &LeaseRef::new("align", "s00000", &c.token),
+                TTL,
+                T0 + 30_000,
+            )
             .await
             .unwrap();
         assert_eq!(exp, T0 + 30_000 + TTL);
         // Not expired at the original expiry any more.
         let r = store.requeue_expired("align", T0 + TTL + 1).await.unwrap();
         assert!(r.requeued.is_empty());
-        assert_lease_lost(store.heartbeat("align", "s00000", "bogus", TTL, T0).await);
-        assert_lease_lost(store.heartbeat("align", "nope", &c.token, TTL, T0).await);
+        assert_lease_lost(
+            store
+                .heartbeat(&LeaseRef::new("align", "s00000", "bogus"), TTL, T0)
+                .await,
+        );
+        assert_lease_lost(
+            store
+                .heartbeat(&LeaseRef::new("align", "nope", &c.token), TTL, T0)
+                .await,
+        );
     }
 
     pub async fn zombie_cannot_overwrite_a_reclaimed_task(store: SharedStore) {
@@ -299,15 +305,17 @@ mod cases {
         assert_eq!(b.task.attempts, 2);
         assert_lease_lost(
             store
-                .heartbeat("align", "s00000", &a.token, TTL, T0 + TTL + 3)
+                .heartbeat(
+                    &LeaseRef::new("align", "s00000", &a.token),
+                    TTL,
+                    T0 + TTL + 3,
+                )
                 .await,
         );
         assert_lease_lost(
             store
                 .complete(
-                    "align",
-                    "s00000",
-                    &a.token,
+                    &LeaseRef::new("align", "s00000", &a.token),
                     &done(Outcome::Succeeded, "zombie", 0),
                     T0 + TTL + 3,
                 )
@@ -315,14 +323,12 @@ mod cases {
         );
         assert_lease_lost(
             store
-                .release("align", "s00000", &a.token, T0 + TTL + 3)
+                .release(&LeaseRef::new("align", "s00000", &a.token), T0 + TTL + 3)
                 .await,
         );
         store
             .complete(
-                "align",
-                "s00000",
-                &b.token,
+                &LeaseRef::new("align", "s00000", &b.token),
                 &done(Outcome::Succeeded, "fresh", 0),
                 T0 + TTL + 4,
             )
@@ -332,9 +338,7 @@ mod cases {
         assert_lease_lost(
             store
                 .complete(
-                    "align",
-                    "s00000",
-                    &a.token,
+                    &LeaseRef::new("align", "s00000", &a.token),
                     &done(Outcome::Failed, "zombie", 1),
                     T0 + TTL + 5,
                 )
@@ -343,9 +347,7 @@ mod cases {
         assert_lease_lost(
             store
                 .complete(
-                    "align",
-                    "s00000",
-                    &b.token,
+                    &LeaseRef::new("align", "s00000", &b.token),
                     &done(Outcome::Failed, "fresh", 1),
                     T0 + TTL + 5,
                 )
@@ -427,9 +429,7 @@ mod cases {
         assert_eq!(c.task.id(), "A");
         let st = store
             .complete(
-                "align",
-                "A",
-                &c.token,
+                &LeaseRef::new("align", "A", &c.token),
                 &done(Outcome::Failed, "w", 3),
                 T0 + 1,
             )
@@ -448,9 +448,7 @@ mod cases {
         assert_eq!(c.task.id(), "B");
         let st = store
             .complete(
-                "align",
-                "B",
-                &c.token,
+                &LeaseRef::new("align", "B", &c.token),
                 &done(Outcome::FailedPermanently, "w", 2),
                 T0 + 3,
             )
@@ -466,9 +464,7 @@ mod cases {
         assert_eq!(c.task.attempts, 2);
         let st = store
             .complete(
-                "align",
-                "A",
-                &c.token,
+                &LeaseRef::new("align", "A", &c.token),
                 &done(Outcome::Failed, "w", 3),
                 T0 + 5,
             )
@@ -485,13 +481,17 @@ mod cases {
         store.import(&specs("align", 1), T0).await.unwrap();
         let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
         store
-            .release("align", "s00000", &c.token, T0 + 1)
+            .release(&LeaseRef::new("align", "s00000", &c.token), T0 + 1)
             .await
             .unwrap();
         let t = store.get("align", "s00000").await.unwrap().unwrap();
         assert_eq!((t.state, t.attempts), (TaskState::Pending, 0));
         assert!(t.lease.is_none());
-        assert_lease_lost(store.release("align", "s00000", &c.token, T0 + 2).await);
+        assert_lease_lost(
+            store
+                .release(&LeaseRef::new("align", "s00000", &c.token), T0 + 2)
+                .await,
+        );
         let c2 = store
             .claim(&req("align", "w2"), T0 + 3)
             .await
@@ -513,9 +513,7 @@ mod cases {
             .unwrap();
         store
             .complete(
-                "align",
-                c.task.id(),
-                &c.token,
+                &LeaseRef::new("align", c.task.id(), &c.token),
                 &done(Outcome::Succeeded, "w", 0),
                 T0 + 300,
             )
@@ -605,9 +603,7 @@ mod cases {
         let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
         store
             .complete(
-                "align",
-                c.task.id(),
-                &c.token,
+                &LeaseRef::new("align", c.task.id(), &c.token),
                 &done(Outcome::Succeeded, "w", 0),
                 T0 + 1,
             )
@@ -680,9 +676,7 @@ mod cases {
             let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
             store
                 .complete(
-                    "align",
-                    c.task.id(),
-                    &c.token,
+                    &LeaseRef::new("align", c.task.id(), &c.token),
                     &done(outcome, "w", code),
                     T0 + 1,
                 )
@@ -731,7 +725,11 @@ mod cases {
         }
         // Cancel revokes the lease.
         store.cancel("align", &id, T0 + 2).await.unwrap();
-        assert_lease_lost(store.heartbeat("align", &id, &c.token, TTL, T0 + 3).await);
+        assert_lease_lost(
+            store
+                .heartbeat(&LeaseRef::new("align", &id, &c.token), TTL, T0 + 3)
+                .await,
+        );
         let t = store.get("align", &id).await.unwrap().unwrap();
         assert_eq!(t.state, TaskState::Cancelled);
         assert_eq!(t.reason.as_deref(), Some("cancelled by user"));
@@ -755,7 +753,7 @@ mod cases {
             .unwrap();
         assert_lease_lost(
             store
-                .heartbeat("align", c.task.id(), &c.token, TTL, T0 + 8)
+                .heartbeat(&LeaseRef::new("align", c.task.id(), &c.token), TTL, T0 + 8)
                 .await,
         );
         // Not found errors.
@@ -782,9 +780,7 @@ mod cases {
         let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
         store
             .complete(
-                "align",
-                c.task.id(),
-                &c.token,
+                &LeaseRef::new("align", c.task.id(), &c.token),
                 &done(Outcome::Succeeded, "w", 0),
                 T0 + 1,
             )
@@ -914,9 +910,7 @@ mod cases {
             let c = store.claim(&req("align", "w"), at).await.unwrap().unwrap();
             store
                 .complete(
-                    "align",
-                    c.task.id(),
-                    &c.token,
+                    &LeaseRef::new("align", c.task.id(), &c.token),
                     &done(outcome, "w", i as i32),
                     at,
                 )

@@ -20,7 +20,7 @@ use anamo::planner::{ConditionStatus, ConditionType};
 use anamo::provider::fake::{Call, FakeProvider};
 use anamo::provider::{FleetProvider, ProviderError};
 use anamo::store::sqlite::SqliteStore;
-use anamo::store::SharedStore;
+use anamo::store::{RequestRecorder, SharedStore};
 
 const T0: i64 = 1_800_000_000_000;
 
@@ -66,6 +66,7 @@ impl RemoteFactory for Fakes {
 
 struct World {
     store: SharedStore,
+    requests: RequestRecorder,
     clock: Arc<ManualClock>,
     fakes: Fakes,
     _dir: tempfile::TempDir,
@@ -74,7 +75,9 @@ struct World {
 impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
-        let store: SharedStore = Arc::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let requests = store.recorder();
+        let store: SharedStore = Arc::new(store);
         let clock = ManualClock::new(T0);
         let fakes = Fakes {
             clock: Some(clock.clone()),
@@ -82,6 +85,7 @@ impl World {
         };
         World {
             store,
+            requests,
             clock,
             fakes,
             _dir: dir,
@@ -374,15 +378,15 @@ async fn observing_reads_the_workers_and_the_intents_once_for_every_fleet() {
     let yaml = format!("{}---\n{}", fleet_yaml("a", 4, ""), fleet_yaml("b", 4, ""));
     let mut c = w.controller(&yaml, |_| {});
     // The first dry run: the counts of `a` and of `b`, every worker, the launch intents.
-    let before = w.store.requests();
+    let before = w.requests.total();
     let plan = c.dry_run().await;
-    assert_eq!(w.store.requests() - before, 4);
+    assert_eq!(w.requests.total() - before, 4);
     let pending: Vec<u64> = plan.fleets.iter().map(|f| f.status.pending_tasks).collect();
     assert_eq!(pending, [3, 5]);
     // Intents are read once per controller (until it becomes the leader again).
-    let before = w.store.requests();
+    let before = w.requests.total();
     c.dry_run().await;
-    assert_eq!(w.store.requests() - before, 3);
+    assert_eq!(w.requests.total() - before, 3);
 }
 
 #[tokio::test]

@@ -121,7 +121,7 @@ fn worker_user_data_script_renders_like_the_controller() {
     // A heartbeat of a third of a lease that is not a multiple of 3 s.
     let mut v = values("joint", "dynamodb://t");
     v.lease_ttl = Duration::from_secs(100);
-    v.heartbeat = v.lease_ttl / 3;
+    v.heartbeat = anamo::manifest::default_heartbeat(v.lease_ttl);
     v.idle_exit = Some(Duration::from_millis(1500));
     assert_eq!(
         render_with_script(&[

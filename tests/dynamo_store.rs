@@ -9,7 +9,7 @@ mod common;
 use std::time::Instant;
 
 use anamo::model::{
-    ClaimRequest, Completion, Outcome, TaskFilter, TaskResult, TaskSpec, TaskState,
+    ClaimRequest, Completion, LeaseRef, Outcome, TaskFilter, TaskResult, TaskSpec, TaskState,
 };
 use anamo::store::dynamo::DynamoStore;
 use anamo::store::{StoreError, TaskStore};
@@ -75,7 +75,11 @@ async fn pagination_past_one_megabyte_is_exact() {
             .expect("a pending task");
         if i % 2 == 0 {
             store
-                .complete("align", c.task.id(), &c.token, &success("w"), T0 + i)
+                .complete(
+                    &LeaseRef::new("align", c.task.id(), &c.token),
+                    &success("w"),
+                    T0 + i,
+                )
                 .await
                 .unwrap();
         }
@@ -129,7 +133,7 @@ async fn import_is_fast_and_claims_are_cheap() {
     let r = store.import(&tasks, T0).await.unwrap();
     let took = started.elapsed();
     assert_eq!(r.inserted, N as u64);
-    let requests = store.requests();
+    let requests = store.recorder().total();
     eprintln!(
         "import of {N} tasks: {:.2} s, {requests} requests",
         took.as_secs_f64()
@@ -146,7 +150,7 @@ async fn import_is_fast_and_claims_are_cheap() {
     // A lone claimer: one Query page and one conditional write per claim, whatever the
     // backlog.
     const CLAIMS: u64 = 200;
-    let before = store.requests();
+    let before = store.recorder().total();
     for i in 0..CLAIMS {
         let c = store
             .claim(&req("align", "w"), T0 + 1 + i as i64)
@@ -155,14 +159,14 @@ async fn import_is_fast_and_claims_are_cheap() {
             .expect("a pending task");
         assert_eq!(c.task.id(), format!("s{i:06}"), "oldest first");
     }
-    let per_claim = (store.requests() - before) as f64 / CLAIMS as f64;
+    let per_claim = (store.recorder().total() - before) as f64 / CLAIMS as f64;
     eprintln!("lone claimer: {per_claim:.2} requests per claim on a {N}-task backlog");
     assert!(per_claim <= 3.0, "{per_claim} requests per claim");
 
     // Eight concurrent claimers sharing the store (one worker's slots).
     const CLAIMERS: usize = 8;
     const EACH: usize = 50;
-    let before = store.requests();
+    let before = store.recorder().total();
     let handles: Vec<_> = (0..CLAIMERS)
         .map(|w| {
             let store = store.clone();
@@ -181,7 +185,7 @@ async fn import_is_fast_and_claims_are_cheap() {
         h.await.unwrap();
     }
     let claims = (CLAIMERS * EACH) as f64;
-    let per_claim = (store.requests() - before) as f64 / claims;
+    let per_claim = (store.recorder().total() - before) as f64 / claims;
     eprintln!("{CLAIMERS} concurrent claimers: {per_claim:.2} requests per claim");
     assert!(per_claim <= 8.0, "{per_claim} requests per claim");
     let c = store.counts("align").await.unwrap();
@@ -239,7 +243,11 @@ async fn minimal_item_from_another_client_is_claimed_and_completed() {
         .expect("the raw task is claimable");
     assert_eq!((c.task.id(), c.task.attempts), ("raw1", 1));
     let state = store
-        .complete("align", "raw1", &c.token, &success("w"), T0 + 2)
+        .complete(
+            &LeaseRef::new("align", "raw1", &c.token),
+            &success("w"),
+            T0 + 2,
+        )
         .await
         .unwrap();
     assert_eq!(state, TaskState::Succeeded);
@@ -322,12 +330,18 @@ async fn cancelled_running_task_loses_its_lease_everywhere() {
     store.cancel("align", c.task.id(), T0 + 1).await.unwrap();
     for r in [
         store
-            .complete("align", c.task.id(), &c.token, &success("w"), T0 + 2)
+            .complete(
+                &LeaseRef::new("align", c.task.id(), &c.token),
+                &success("w"),
+                T0 + 2,
+            )
             .await
             .map(|_| ()),
-        store.release("align", c.task.id(), &c.token, T0 + 2).await,
         store
-            .heartbeat("align", c.task.id(), &c.token, TTL, T0 + 2)
+            .release(&LeaseRef::new("align", c.task.id(), &c.token), T0 + 2)
+            .await,
+        store
+            .heartbeat(&LeaseRef::new("align", c.task.id(), &c.token), TTL, T0 + 2)
             .await
             .map(|_| ()),
     ] {
@@ -346,7 +360,7 @@ async fn a_claimer_takes_its_next_tasks_from_its_last_query() {
     };
     const N: usize = 48;
     store.import(&specs("align", N, 10), T0).await.unwrap();
-    let before = store.requests();
+    let before = store.recorder().total();
     for i in 0..N {
         let c = store
             .claim(&req("align", "w"), T0)
@@ -359,7 +373,7 @@ async fn a_claimer_takes_its_next_tasks_from_its_last_query() {
             "oldest first, also when kept"
         );
     }
-    let requests = store.requests() - before;
+    let requests = store.recorder().total() - before;
     eprintln!("lone claimer: {requests} requests for {N} claims");
     // One conditional write per claim; a query's page serves the next claims too while it is
     // fresh (so on any machine some of them).
@@ -419,12 +433,16 @@ async fn separate_workers_never_double_claim() {
                 let mut claimed = Vec::new();
                 while let Some(c) = worker.claim(&req("align", &owner), T0).await.unwrap() {
                     worker
-                        .complete("align", c.task.id(), &c.token, &success(&owner), T0)
+                        .complete(
+                            &LeaseRef::new("align", c.task.id(), &c.token),
+                            &success(&owner),
+                            T0,
+                        )
                         .await
                         .unwrap();
                     claimed.push(c.task.spec.id);
                 }
-                (claimed, worker.requests())
+                (claimed, worker.recorder().total())
             })
         })
         .collect();
@@ -461,5 +479,5 @@ async fn unreachable_endpoint_is_retryable() {
         matches!(err, StoreError::Unavailable { .. }) && err.is_retryable(),
         "{err:?}"
     );
-    assert!(store.requests() >= 1, "attempts are counted");
+    assert!(store.recorder().total() >= 1, "attempts are counted");
 }

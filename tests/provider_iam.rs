@@ -121,7 +121,6 @@ const STORE_METHODS: &[(&str, &[&str])] = &[
     ("counts", &["dynamodb:Query"]),
     ("clone", &[]),
     ("describe", &[]),
-    ("requests", &[]),
     // A counter kept in the store client: no request.
     ("claim_conflicts", &[]),
 ];

@@ -82,7 +82,7 @@ async fn every_task_runs_exactly_once(h: Harness) {
         .collect();
     import(&h.store, &specs).await;
     let started = Instant::now();
-    let before = h.store.requests();
+    let before = h.requests.total();
     let mut workers = Vec::new();
     for w in 0..8 {
         let mut args = fast_args(step, dir.path());
@@ -101,7 +101,7 @@ async fn every_task_runs_exactly_once(h: Harness) {
         claimed += exit.stats.claimed;
     }
     let elapsed = started.elapsed();
-    let requests = h.store.requests() - before;
+    let requests = h.requests.total() - before;
     eprintln!(
         "{}: {TASKS} tasks by 8x4 slots in {elapsed:?}, {requests} store requests ({:.2}/task)",
         h.store.describe(),
@@ -684,7 +684,7 @@ on_both_stores!(bench_reports_requests_per_task);
 /// of a batch claim (on DynamoDB one query for the batch and one conditional write per task),
 /// plus registrations and idle polls.
 async fn bench_reports_requests_per_task(h: Harness) {
-    let report = anamo::worker::bench_dispatch(h.store.clone(), 8, 4, 1000)
+    let report = anamo::worker::bench_dispatch(h.store.clone(), &h.requests, 8, 4, 1000)
         .await
         .unwrap();
     eprintln!("{}", serde_json::to_string(&report).unwrap());

@@ -16,7 +16,7 @@ use crate::clock;
 use crate::model::{ClaimRequest, Completion, Outcome, TaskResult, TaskSpec};
 use crate::store::dynamo::DynamoStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{SharedStore, TaskStore};
+use crate::store::{RequestRecorder, SharedStore, TaskStore};
 use crate::worker::bench_dispatch;
 
 /// A directory under the system temp dir, removed on drop.
@@ -56,9 +56,11 @@ impl DynamoTable {
     }
 }
 
-pub(crate) fn sqlite_store(dir: &TempDir) -> anyhow::Result<SharedStore> {
+/// A fresh SQLite store in `dir`, and its request counts.
+pub(crate) fn sqlite_store(dir: &TempDir) -> anyhow::Result<(SharedStore, RequestRecorder)> {
     let store = SqliteStore::open(&dir.0.join("bench.db"))?;
-    Ok(Arc::new(store))
+    let requests = store.recorder();
+    Ok((Arc::new(store), requests))
 }
 
 #[derive(Debug, Serialize)]
@@ -100,7 +102,8 @@ pub(super) async fn dispatch(cfg: &BenchConfig) -> anyhow::Result<(Vec<Row>, ser
     let mut rows = Vec::new();
 
     let dir = TempDir::new("anamo-bench-dispatch")?;
-    let sqlite = bench_dispatch(sqlite_store(&dir)?, w, s, n).await?;
+    let (store, requests) = sqlite_store(&dir)?;
+    let sqlite = bench_dispatch(store, &requests, w, s, n).await?;
     rows.push(
         Row::new(
             format!("dispatch `true`, SQLite ({shape})"),
@@ -124,12 +127,13 @@ pub(super) async fn dispatch(cfg: &BenchConfig) -> anyhow::Result<(Vec<Row>, ser
             // so one dispatch and one raw loop run unmeasured first and both measured phases
             // meet a warm JVM (DynamoDB itself has no such phase).
             let table = DynamoTable::create(endpoint, "anamo-bench-warmup").await?;
-            let cold = bench_dispatch(table.store.clone(), w, s, n).await;
+            let cold = bench_dispatch(table.store.clone(), &table.store.recorder(), w, s, n).await;
             table.drop_table().await;
             let cold = cold?;
             let cold_raw = raw_update_rate(endpoint, w * s as usize, cfg.raw_secs).await?;
             let table = DynamoTable::create(endpoint, "anamo-bench-dispatch").await?;
-            let dynamo = bench_dispatch(table.store.clone(), w, s, n).await;
+            let dynamo =
+                bench_dispatch(table.store.clone(), &table.store.recorder(), w, s, n).await;
             table.drop_table().await;
             let dynamo = dynamo?;
             let raw = raw_update_rate(endpoint, w * s as usize, cfg.raw_secs).await?;
@@ -275,13 +279,11 @@ async fn task_write_rate(
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let started = Instant::now();
     let loops = claims.into_iter().map(|claim| {
-        let (store, clock, step) = (store.clone(), clock.clone(), step.clone());
+        let (store, clock, lease) = (store.clone(), clock.clone(), claim.lease());
         tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {
-                store
-                    .heartbeat(&step, claim.task.id(), &claim.token, 600_000, clock.now())
-                    .await?;
+                store.heartbeat(&lease, 600_000, clock.now()).await?;
                 n += 1;
             }
             Ok::<u64, anyhow::Error>(n)
@@ -313,7 +315,8 @@ pub(super) async fn claims(cfg: &BenchConfig) -> anyhow::Result<(Vec<Row>, serde
         )
     };
     let dir = TempDir::new("anamo-bench-claims")?;
-    let r = claim_rate(sqlite_store(&dir)?, cfg.claimers, cfg.claim_tasks).await?;
+    let (store, requests) = sqlite_store(&dir)?;
+    let r = claim_rate(store, &requests, cfg.claimers, cfg.claim_tasks).await?;
     rows.push(claim_row(name("SQLite"), &r));
     details.insert("sqlite".into(), json!(r));
     match &cfg.dynamodb_endpoint {
@@ -323,7 +326,13 @@ pub(super) async fn claims(cfg: &BenchConfig) -> anyhow::Result<(Vec<Row>, serde
         )),
         Some(endpoint) => {
             let table = DynamoTable::create(endpoint, "anamo-bench-claims").await?;
-            let r = claim_rate(table.store.clone(), cfg.claimers, cfg.claim_tasks).await;
+            let r = claim_rate(
+                table.store.clone(),
+                &table.store.recorder(),
+                cfg.claimers,
+                cfg.claim_tasks,
+            )
+            .await;
             table.drop_table().await;
             let r = r?;
             rows.push(claim_row(name("DynamoDB Local"), &r));
@@ -358,10 +367,15 @@ async fn import_true_tasks(store: &dyn TaskStore, prefix: &str, n: u64) -> anyho
     Ok(step)
 }
 
-async fn claim_rate(store: SharedStore, claimers: usize, tasks: u64) -> anyhow::Result<ClaimRate> {
+async fn claim_rate(
+    store: SharedStore,
+    requests: &RequestRecorder,
+    claimers: usize,
+    tasks: u64,
+) -> anyhow::Result<ClaimRate> {
     let clock = clock::system();
     let step = import_true_tasks(store.as_ref(), "claims", tasks).await?;
-    let before = store.requests();
+    let before = requests.total();
     let started = Instant::now();
     let loops = (0..claimers).map(|c| {
         let store = store.clone();
@@ -396,10 +410,7 @@ async fn claim_rate(store: SharedStore, claimers: usize, tasks: u64) -> anyhow::
                     },
                 };
                 loop {
-                    match store
-                        .complete(&req.step, claim.task.id(), &claim.token, &completion, now)
-                        .await
-                    {
+                    match store.complete(&claim.lease(), &completion, now).await {
                         Ok(_) => break,
                         Err(e) if e.is_retryable() => {
                             retried += 1;
@@ -415,7 +426,7 @@ async fn claim_rate(store: SharedStore, claimers: usize, tasks: u64) -> anyhow::
     });
     let results = futures::future::join_all(loops).await;
     let seconds = started.elapsed().as_secs_f64();
-    let requests = store.requests() - before;
+    let requests = requests.total() - before;
     let (mut done, mut retried) = (0, 0);
     for r in results {
         let (d, e) = r??;

@@ -130,7 +130,7 @@ fn mean_max(v: &[f64]) -> (f64, f64) {
 /// pass; the time from the import returning to the provider's launch call.
 async fn backlog_to_launch(cfg: &BenchConfig, offset: Duration) -> anyhow::Result<f64> {
     let dir = TempDir::new("anamo-bench-latency")?;
-    let store = sqlite_store(&dir)?;
+    let (store, _) = sqlite_store(&dir)?;
     store.create_schema().await?;
     let clock = clock::system();
     let set = crate::manifest::parse_str(
@@ -194,7 +194,7 @@ async fn backlog_to_launch(cfg: &BenchConfig, offset: Duration) -> anyhow::Resul
 /// interval (as the controller's pass does) until the task is back to pending.
 async fn kill_to_requeue(cfg: &BenchConfig) -> anyhow::Result<f64> {
     let dir = TempDir::new("anamo-bench-kill")?;
-    let store = sqlite_store(&dir)?;
+    let (store, _) = sqlite_store(&dir)?;
     store.create_schema().await?;
     let clock = clock::system();
     let hold = cfg.lease_ttl + cfg.interval * 2 + Duration::from_secs(5);

@@ -86,8 +86,7 @@ pub struct ReconcileChild {
 /// The child's work: three dry runs and three full passes against `store_url` with the
 /// manifests in `dir` (every fleet gets a provider without instances).
 pub async fn reconcile_child(dir: &Path, store_url: &str) -> anyhow::Result<ReconcileChild> {
-    let store = crate::cli::open_store(store_url).await?;
-    let counter = store.clone();
+    let (store, counter) = crate::store::open_recorded(&store_url.parse()?, None).await?;
     let clock = clock::system();
     let source = ManifestSource::open(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     let fleets = source.current().fleets.len();
@@ -117,17 +116,17 @@ pub async fn reconcile_child(dir: &Path, store_url: &str) -> anyhow::Result<Reco
     };
     // Interleaved, so that DynamoDB Local warming up (its JIT) weighs on both kinds alike.
     for _ in 0..3 {
-        let (t, before) = (Instant::now(), counter.requests());
+        let (t, before) = (Instant::now(), counter.total());
         let plan = controller.dry_run().await;
         out.dry_run_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        out.dry_run_requests.push(counter.requests() - before);
+        out.dry_run_requests.push(counter.total() - before);
         // The first plan's (later passes have launches in flight).
         let launches: u32 = plan.fleets.iter().map(|f| f.launch_count()).sum();
         out.launches_planned = out.launches_planned.max(launches);
-        let (t, before) = (Instant::now(), counter.requests());
+        let (t, before) = (Instant::now(), counter.total());
         let report = controller.reconcile_once().await;
         out.reconcile_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        out.reconcile_requests.push(counter.requests() - before);
+        out.reconcile_requests.push(counter.total() - before);
         if let Some(e) = report.errors.first() {
             anyhow::bail!("the pass reported an error: {e}");
         }

@@ -35,7 +35,7 @@ pub fn worker_args(spec: &FleetSpec) -> Vec<String> {
         "--lease-ttl".to_string(),
         format!("{}ms", spec.lease_ttl.as_millis()),
         "--heartbeat".to_string(),
-        format!("{}ms", spec.heartbeat().as_millis()),
+        format!("{}ms", spec.heartbeat_interval().as_millis()),
     ];
     if let Some(idle) = spec.idle_exit {
         args.push("--idle-exit".into());

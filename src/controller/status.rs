@@ -340,10 +340,7 @@ mod tests {
                     outcome: Outcome::Succeeded,
                     result: TaskResult::default(),
                 };
-                store
-                    .complete(step, c.task.id(), &c.token, &done, at)
-                    .await
-                    .unwrap();
+                store.complete(&c.lease(), &done, at).await.unwrap();
             }
         };
         let now = t0 + 10 * 60_000;

@@ -33,7 +33,7 @@ fn local_example_pipeline_loads() {
     assert_eq!(call.spec.tasks_per_instance(), 2);
     assert_eq!(call.spec.scale_down_delay, Duration::from_secs(3));
     assert_eq!(call.spec.lease_ttl, Duration::from_secs(15));
-    assert_eq!(call.spec.heartbeat(), Duration::from_secs(5));
+    assert_eq!(call.spec.heartbeat_interval(), Duration::from_secs(5));
     assert_eq!(set.fleet("joint").unwrap().spec.max_instances, 1);
     assert!(call.source.ends_with("examples/manifests/pipeline.yaml"));
     let controller = set.controller.as_ref().unwrap();
@@ -80,7 +80,7 @@ fn defaults_apply() {
     assert_eq!(s.scale_down_delay, DEFAULT_SCALE_DOWN_DELAY);
     assert_eq!(s.boot_timeout, DEFAULT_BOOT_TIMEOUT);
     assert_eq!(s.lease_ttl, Duration::from_secs(60));
-    assert_eq!(s.heartbeat(), Duration::from_secs(20));
+    assert_eq!(s.heartbeat_interval(), Duration::from_secs(20));
     assert_eq!(s.max_attempts, 3);
     assert!(s.idle_exit.is_none());
     assert!(set.controller.is_none());

@@ -170,9 +170,10 @@ impl FleetSpec {
         self.tasks_per_instance.unwrap_or(self.slots_per_instance)
     }
 
-    /// `heartbeat`, defaulting to a third of `leaseTTL`.
-    pub fn heartbeat(&self) -> Duration {
-        self.heartbeat.unwrap_or(self.lease_ttl / 3)
+    /// `heartbeat`, defaulting to [`default_heartbeat`] of `leaseTTL`.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat
+            .unwrap_or_else(|| default_heartbeat(self.lease_ttl))
     }
 
     /// The instance limit set by the budget, if any: the stricter of `budget.maxInstances` and
@@ -333,6 +334,14 @@ pub const DEFAULT_SCALE_DOWN_DELAY: Duration = Duration::from_secs(90);
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Default `leaseTTL`.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
+
+/// Default `heartbeat` (the worker's `--heartbeat`) for a lease of `lease_ttl`: a third of it,
+/// so that two lease extensions in a row can fail before the lease expires. The manifest, the
+/// worker and the simulator all take it from here (`deploy/worker-user-data.sh` mirrors it,
+/// and `tests/docs_deploy.rs` holds the two equal).
+pub fn default_heartbeat(lease_ttl: Duration) -> Duration {
+    lease_ttl / 3
+}
 /// Default controller `interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 /// Default controller `progressInterval`.

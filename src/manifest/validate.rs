@@ -9,8 +9,7 @@ use std::time::Duration;
 use super::keys::KeyIndex;
 use super::types::{ControllerDocument, FleetDocument, ProviderSpec};
 use super::{ControllerManifest, FleetManifest, ManifestError, ManifestSet, Problem};
-use crate::model::validate_name;
-use crate::provider::{TAG_CONTROLLER, TAG_FLEET, TAG_LAUNCH_BATCH, TAG_STEP};
+use crate::model::{validate_name, TAG_CONTROLLER, TAG_FLEET, TAG_LAUNCH_BATCH, TAG_STEP};
 
 /// A document that parsed, with what is needed to point at its lines.
 #[derive(Debug)]

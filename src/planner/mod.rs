@@ -113,7 +113,7 @@ impl FleetPolicy {
             tasks_per_instance: s.tasks_per_instance(),
             scale_down_delay: ms(s.scale_down_delay),
             boot_timeout: ms(s.boot_timeout),
-            lost_after: ms(s.heartbeat()).saturating_mul(3),
+            lost_after: ms(s.heartbeat_interval()).saturating_mul(3),
             stall_after: ms(s.boot_timeout).saturating_mul(2),
             budget: s.budget.clone(),
         }

@@ -16,12 +16,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Millis;
-
-/// Tag keys by which providers recognise the instances they own.
-pub const TAG_FLEET: &str = "anamo:fleet";
-pub const TAG_STEP: &str = "anamo:step";
-pub const TAG_CONTROLLER: &str = "anamo:controller";
-pub const TAG_LAUNCH_BATCH: &str = "anamo:launch-batch";
+pub use crate::model::{TAG_CONTROLLER, TAG_FLEET, TAG_LAUNCH_BATCH, TAG_STEP};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -161,7 +161,7 @@ impl WorkerValues {
             region: region.map(str::to_string),
             slots: fleet.spec.slots_per_instance,
             lease_ttl: fleet.spec.lease_ttl,
-            heartbeat: fleet.spec.heartbeat(),
+            heartbeat: fleet.spec.heartbeat_interval(),
             idle_exit: fleet.spec.idle_exit,
             worker_args: fleet.spec.worker_args.clone(),
             anamo_url: None,

@@ -57,7 +57,7 @@ impl SimFleet {
         SimFleet {
             policy: FleetPolicy::from_manifest(f),
             lease_ttl: ms(f.spec.lease_ttl),
-            heartbeat: ms(f.spec.heartbeat()),
+            heartbeat: ms(f.spec.heartbeat_interval()),
             idle_exit: f.spec.idle_exit.map(ms),
             depends_on: f.spec.depends_on.clone(),
         }
@@ -96,7 +96,7 @@ impl Default for FleetDefaults {
 impl FleetDefaults {
     /// A fleet named after `step`, depending on `depends_on`.
     pub fn fleet(&self, step: &str, depends_on: Vec<String>) -> SimFleet {
-        let heartbeat = self.lease_ttl / 3;
+        let heartbeat = manifest::default_heartbeat(self.lease_ttl);
         SimFleet {
             policy: FleetPolicy {
                 fleet: step.to_string(),

@@ -15,7 +15,7 @@ use super::{Leadership, Result, SharedStore, StatusDoc, StoreError, TaskStore};
 use crate::clock::Millis;
 use crate::metrics::Metrics;
 use crate::model::{
-    Backlog, Claim, ClaimRequest, Completion, ImportReport, PromoteReport, RequeueReport,
+    Backlog, Claim, ClaimRequest, Completion, ImportReport, LeaseRef, PromoteReport, RequeueReport,
     StepCounts, Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
 };
 
@@ -120,38 +120,23 @@ impl TaskStore for InstrumentedStore {
             .await
     }
 
-    async fn heartbeat(
-        &self,
-        step: &str,
-        id: &str,
-        token: &str,
-        ttl_ms: Millis,
-        now: Millis,
-    ) -> Result<Millis> {
-        self.observe(
-            "heartbeat",
-            self.inner.heartbeat(step, id, token, ttl_ms, now),
-        )
-        .await
+    async fn heartbeat(&self, lease: &LeaseRef, ttl_ms: Millis, now: Millis) -> Result<Millis> {
+        self.observe("heartbeat", self.inner.heartbeat(lease, ttl_ms, now))
+            .await
     }
 
     async fn complete(
         &self,
-        step: &str,
-        id: &str,
-        token: &str,
+        lease: &LeaseRef,
         completion: &Completion,
         now: Millis,
     ) -> Result<TaskState> {
-        self.observe(
-            "complete",
-            self.inner.complete(step, id, token, completion, now),
-        )
-        .await
+        self.observe("complete", self.inner.complete(lease, completion, now))
+            .await
     }
 
-    async fn release(&self, step: &str, id: &str, token: &str, now: Millis) -> Result<()> {
-        self.observe("release", self.inner.release(step, id, token, now))
+    async fn release(&self, lease: &LeaseRef, now: Millis) -> Result<()> {
+        self.observe("release", self.inner.release(lease, now))
             .await
     }
 
@@ -259,16 +244,8 @@ impl TaskStore for InstrumentedStore {
             .await
     }
 
-    fn requests(&self) -> u64 {
-        self.inner.requests()
-    }
-
     fn claim_conflicts(&self) -> u64 {
         self.inner.claim_conflicts()
-    }
-
-    fn request_mix(&self) -> std::collections::BTreeMap<String, u64> {
-        self.inner.request_mix()
     }
 
     fn describe(&self) -> String {
@@ -281,7 +258,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::model::{Outcome, TaskResult};
+    use crate::model::{LeaseRef, Outcome, TaskResult};
     use crate::store::sqlite::SqliteStore;
 
     const T0: Millis = 1_700_000_000_000;
@@ -345,9 +322,7 @@ mod tests {
         let claim = s.claim(&req, T0).await.unwrap().expect("a pending task");
         let state = s
             .complete(
-                "align",
-                &claim.task.spec.id,
-                &claim.token,
+                &LeaseRef::new("align", &claim.task.spec.id, &claim.token),
                 &completion("w1"),
                 T0 + 10,
             )
@@ -390,9 +365,7 @@ mod tests {
         // A stale token: the lease is not ours.
         let err = s
             .complete(
-                "align",
-                &claim.task.spec.id,
-                "not-the-token",
+                &LeaseRef::new("align", &claim.task.spec.id, "not-the-token"),
                 &completion("w1"),
                 T0 + 1,
             )
@@ -438,14 +411,20 @@ mod tests {
         };
         let c = s.claim(&req, now).await.unwrap().unwrap();
         let id = c.task.spec.id.clone();
-        s.heartbeat("align", &id, &c.token, 60_000, now)
+        s.heartbeat(&LeaseRef::new("align", &id, &c.token), 60_000, now)
             .await
             .unwrap();
-        s.release("align", &id, &c.token, now).await.unwrap();
+        s.release(&LeaseRef::new("align", &id, &c.token), now)
+            .await
+            .unwrap();
         let c = s.claim(&req, now).await.unwrap().unwrap();
-        s.complete("align", &id, &c.token, &completion("w1"), now)
-            .await
-            .unwrap();
+        s.complete(
+            &LeaseRef::new("align", &id, &c.token),
+            &completion("w1"),
+            now,
+        )
+        .await
+        .unwrap();
         s.requeue_expired("align", now).await.unwrap();
         s.promote_waiting("align", now).await.unwrap();
         s.get("align", &id).await.unwrap();

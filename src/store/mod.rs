@@ -32,9 +32,9 @@
 
 pub mod dynamo;
 pub mod instrumented;
+pub mod requests;
 pub mod sqlite;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -44,9 +44,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Millis;
 use crate::model::{
-    Backlog, Claim, ClaimRequest, Completion, ImportReport, PromoteReport, RequeueReport,
+    Backlog, Claim, ClaimRequest, Completion, ImportReport, LeaseRef, PromoteReport, RequeueReport,
     StepCounts, Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
 };
+
+pub use self::requests::RequestRecorder;
+pub(crate) use self::requests::{RequestCounter, RequestMix};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -152,40 +155,6 @@ pub struct StatusDoc {
     pub body: serde_json::Value,
 }
 
-/// Request counters, so benchmarks can report store requests per task.
-#[derive(Debug, Default)]
-pub struct RequestCounter(std::sync::atomic::AtomicU64);
-
-impl RequestCounter {
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-/// Requests by what they were for (`claim query`, `claim write`, `claim write lost`,
-/// `complete write`, `put worker`, ...), so benchmarks can say where a task's requests go.
-#[derive(Debug, Default)]
-pub struct RequestMix(std::sync::Mutex<BTreeMap<String, u64>>);
-
-impl RequestMix {
-    pub fn add(&self, kind: &str) {
-        let mut mix = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match mix.get_mut(kind) {
-            Some(n) => *n += 1,
-            None => {
-                mix.insert(kind.to_string(), 1);
-            }
-        }
-    }
-
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
 #[async_trait]
 pub trait TaskStore: Send + Sync + fmt::Debug {
     /// Creates the table/schema if missing and waits until it is usable. Idempotent.
@@ -207,26 +176,17 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
         Ok(self.claim_batch(req, 1, now).await?.into_iter().next())
     }
     /// Extends the lease to `now + ttl`; returns the new expiry.
-    async fn heartbeat(
-        &self,
-        step: &str,
-        id: &str,
-        token: &str,
-        ttl_ms: Millis,
-        now: Millis,
-    ) -> Result<Millis>;
+    async fn heartbeat(&self, lease: &LeaseRef, ttl_ms: Millis, now: Millis) -> Result<Millis>;
     /// Records the end of an attempt; returns the state the task is now in (`pending` when a
     /// failed attempt is retried).
     async fn complete(
         &self,
-        step: &str,
-        id: &str,
-        token: &str,
+        lease: &LeaseRef,
         completion: &Completion,
         now: Millis,
     ) -> Result<TaskState>;
     /// Hands a running task back to pending without counting the attempt (drain).
-    async fn release(&self, step: &str, id: &str, token: &str, now: Millis) -> Result<()>;
+    async fn release(&self, lease: &LeaseRef, now: Millis) -> Result<()>;
     /// Requeues (or fails, when attempts are used up) running tasks whose lease expired.
     async fn requeue_expired(&self, step: &str, now: Millis) -> Result<RequeueReport>;
     /// Promotes waiting tasks of `step` whose dependencies all succeeded, and fails those with
@@ -288,14 +248,6 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     async fn release_leadership(&self, cluster: &str, owner: &str) -> Result<()>;
     async fn current_leader(&self, cluster: &str) -> Result<Option<Leadership>>;
 
-    /// Requests sent to the backend so far (for benchmarks).
-    fn requests(&self) -> u64;
-    /// Requests sent so far by what they were for (for benchmarks); empty when the store does
-    /// not break them down. May count fewer than [`TaskStore::requests`] (the SDK's own
-    /// retries and rarely used calls are not broken down).
-    fn request_mix(&self) -> BTreeMap<String, u64> {
-        BTreeMap::new()
-    }
     /// Claim races this store lost so far (a candidate task was taken by someone else between
     /// the query and the conditional write, and another was tried). Stores whose claims are
     /// a single atomic statement (SQLite) never lose one.
@@ -386,11 +338,34 @@ pub async fn open_with(
     region: Option<&str>,
     mode: OpenMode,
 ) -> Result<SharedStore> {
+    Ok(open_recorded_with(url, region, mode).await?.0)
+}
+
+/// Like [`open_in`], with the store's request counts (for benchmarks).
+pub async fn open_recorded(
+    url: &StoreUrl,
+    region: Option<&str>,
+) -> Result<(SharedStore, RequestRecorder)> {
+    open_recorded_with(url, region, OpenMode::Create).await
+}
+
+/// Opens the store a URL names in `mode`, with its request counts.
+async fn open_recorded_with(
+    url: &StoreUrl,
+    region: Option<&str>,
+    mode: OpenMode,
+) -> Result<(SharedStore, RequestRecorder)> {
     match url {
-        StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open_mode(path, mode)?)),
-        StoreUrl::Dynamo { table } => Ok(Arc::new(
-            dynamo::DynamoStore::from_env_in(table, region).await,
-        )),
+        StoreUrl::Sqlite(path) => {
+            let store = sqlite::SqliteStore::open_mode(path, mode)?;
+            let requests = store.recorder();
+            Ok((Arc::new(store), requests))
+        }
+        StoreUrl::Dynamo { table } => {
+            let store = dynamo::DynamoStore::from_env_in(table, region).await;
+            let requests = store.recorder();
+            Ok((Arc::new(store), requests))
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::{run_with, WorkerArgs, WorkerControl, WorkerError};
 use crate::model::TaskSpec;
-use crate::store::SharedStore;
+use crate::store::{RequestRecorder, SharedStore};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -36,9 +36,10 @@ pub struct BenchReport {
 }
 
 /// Imports `tasks` tasks running `true` into a fresh step and lets `workers` workers of
-/// `slots` slots run them all.
+/// `slots` slots run them all; `recorder` counts the store's requests.
 pub async fn bench_dispatch(
     store: SharedStore,
+    recorder: &RequestRecorder,
     workers: usize,
     slots: u32,
     tasks: u64,
@@ -52,7 +53,7 @@ pub async fn bench_dispatch(
     let specs: Vec<TaskSpec> = (0..tasks)
         .map(|i| TaskSpec::new(&step, format!("t{i:07}"), "true"))
         .collect();
-    let before_import = store.requests();
+    let before_import = recorder.total();
     store
         .import(&specs, crate::clock::system().now())
         .await
@@ -60,12 +61,12 @@ pub async fn bench_dispatch(
             operation: "importing benchmark tasks",
             source,
         })?;
-    let import_requests = store.requests() - before_import;
+    let import_requests = recorder.total() - before_import;
 
     let log_dir = std::env::temp_dir().join(format!("anamo-bench-{step}"));
     let started = Instant::now();
-    let before = store.requests();
-    let mix_before = store.request_mix();
+    let before = recorder.total();
+    let mix_before = recorder.by_kind();
     let mut controls = Vec::new();
     let mut running = JoinSet::new();
     for _ in 0..workers {
@@ -105,8 +106,8 @@ pub async fn bench_dispatch(
         }
     }
     let elapsed = started.elapsed();
-    let requests = store.requests() - before;
-    let mix = store.request_mix();
+    let requests = recorder.total() - before;
+    let mix = recorder.by_kind();
     let (_, succeeded) = recorded(&controls);
     controls.iter().for_each(|c| c.drain());
     while let Some(joined) = running.join_next().await {

@@ -42,7 +42,9 @@ impl Config {
         if args.lease_ttl < Duration::from_millis(100) {
             return invalid("`--lease-ttl` must be at least 100ms".into());
         }
-        let heartbeat = args.heartbeat.unwrap_or(args.lease_ttl / 3);
+        let heartbeat = args
+            .heartbeat
+            .unwrap_or_else(|| crate::manifest::default_heartbeat(args.lease_ttl));
         if heartbeat.is_zero() || heartbeat >= args.lease_ttl {
             return invalid(format!(
                 "`--heartbeat` ({}) must be more than 0 and less than `--lease-ttl` ({})",

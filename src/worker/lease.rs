@@ -16,7 +16,7 @@ use super::backoff::Backoff;
 use super::events::{HeartbeatFailed, StoreCallFailed};
 use super::Ctx;
 use crate::clock::{ms, Millis};
-use crate::model::{Completion, TaskState};
+use crate::model::{Completion, LeaseRef, TaskState};
 use crate::store::StoreError;
 
 /// The least time a store call gets before it counts as failed (a store just back from an
@@ -47,14 +47,6 @@ impl LostCause {
 pub(crate) struct LeaseStatus {
     pub expires_at: Millis,
     pub lost: Option<LostCause>,
-}
-
-/// Which lease.
-#[derive(Debug, Clone)]
-pub(crate) struct LeaseRef {
-    pub step: String,
-    pub id: String,
-    pub token: String,
 }
 
 /// Heartbeats a lease in a background task until dropped.
@@ -128,13 +120,7 @@ async fn keep(ctx: Arc<Ctx>, lease: LeaseRef, tx: watch::Sender<LeaseStatus>) {
                 lose(LostCause::Expired);
                 return;
             }
-            let call = ctx.store.heartbeat(
-                &lease.step,
-                &lease.id,
-                &lease.token,
-                ttl_ms,
-                ctx.clock.now(),
-            );
+            let call = ctx.store.heartbeat(&lease, ttl_ms, ctx.clock.now());
             let error = match tokio::time::timeout(remaining.min(call_limit), call).await {
                 Ok(Ok(new_expiry)) => {
                     expires_at = new_expiry;
@@ -215,13 +201,12 @@ pub(crate) async fn write_fenced(
         first = false;
         let limit = remaining.clamp(MIN_CALL_TIMEOUT, MAX_WRITE_TIMEOUT);
         let now = ctx.clock.now();
-        let (step, id, token) = (&lease.step, &lease.id, &lease.token);
         let call = async {
             match write {
-                Write::Complete(c) => ctx.store.complete(step, id, token, c, now).await,
+                Write::Complete(c) => ctx.store.complete(lease, c, now).await,
                 Write::Release => ctx
                     .store
-                    .release(step, id, token, now)
+                    .release(lease, now)
                     .await
                     .map(|()| TaskState::Pending),
             }

@@ -125,11 +125,7 @@ async fn start(ctx: &Arc<Ctx>, claim: Claim, run: bool) {
 async fn release_unstarted(ctx: &Ctx, claim: &Claim) {
     let (step, id) = (claim.task.step(), claim.task.id());
     for _ in 0..3 {
-        match ctx
-            .store
-            .release(step, id, &claim.token, ctx.clock.now())
-            .await
-        {
+        match ctx.store.release(&claim.lease(), ctx.clock.now()).await {
             Ok(()) => {
                 tracing::info!(step, id, "claimed while stopping: handed back unstarted");
                 return;

@@ -12,12 +12,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::events::{ResultLost, TaskFinished, TaskHandedBack, TaskLeaseLost, TaskStarted};
-use super::lease::{write_fenced, Fenced, LeaseKeeper, LeaseRef, LostCause, Write};
+use super::lease::{write_fenced, Fenced, LeaseKeeper, LostCause, Write};
 use super::process::{self, Exit, Group, OutputCapture, SharedLog, ShellCommand, StopCause};
 use super::Ctx;
 use crate::clock::Millis;
 use crate::model::{
-    Claim, Completion, Outcome, SubtaskResult, TaskResult, TaskSpec, TaskState, LOG_TAIL_BYTES,
+    Claim, Completion, LeaseRef, Outcome, SubtaskResult, TaskResult, TaskSpec, TaskState,
+    LOG_TAIL_BYTES,
 };
 
 /// How the script (or the set of sub-commands) ended.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anamo::store::dynamo::DynamoStore;
 use anamo::store::sqlite::SqliteStore;
-use anamo::store::SharedStore;
+use anamo::store::{RequestRecorder, SharedStore};
 
 /// Endpoint of DynamoDB Local started by `scripts/test-services`. In CI a missing service is a
 /// failure, never a silent skip; locally the test prints why it is skipped.
@@ -50,6 +50,8 @@ pub async fn dynamo_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
 
 pub struct Harness {
     pub store: SharedStore,
+    /// The store's request counts.
+    pub requests: RequestRecorder,
     /// Keeps the SQLite directory alive for the test's duration.
     _dir: Option<tempfile::TempDir>,
     pub url: String,
@@ -61,6 +63,7 @@ impl Harness {
         let path = dir.path().join("tasks.db");
         let store = SqliteStore::open(&path).expect("open sqlite store");
         Harness {
+            requests: store.recorder(),
             store: Arc::new(store),
             url: format!("sqlite://{}", path.display()),
             _dir: Some(dir),
@@ -76,6 +79,7 @@ impl Harness {
             .await
             .expect("create DynamoDB Local table");
         Some(Harness {
+            requests: store.recorder(),
             store: Arc::new(store),
             url: format!("dynamodb://{table}"),
             _dir: None,

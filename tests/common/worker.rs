@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anamo::clock::Millis;
 use anamo::model::{
-    Backlog, Claim, ClaimRequest, Completion, ImportReport, PromoteReport, RequeueReport,
+    Backlog, Claim, ClaimRequest, Completion, ImportReport, LeaseRef, PromoteReport, RequeueReport,
     StepCounts, Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
 };
 use anamo::store::{Leadership, SharedStore, StatusDoc, StoreError, TaskStore};
@@ -178,35 +178,25 @@ impl TaskStore for FaultyStore {
     }
     async fn heartbeat(
         &self,
-        step: &str,
-        id: &str,
-        token: &str,
+        lease: &LeaseRef,
         ttl_ms: Millis,
         now: Millis,
     ) -> Result<Millis, StoreError> {
         self.check("heartbeat")?;
-        self.inner.heartbeat(step, id, token, ttl_ms, now).await
+        self.inner.heartbeat(lease, ttl_ms, now).await
     }
     async fn complete(
         &self,
-        step: &str,
-        id: &str,
-        token: &str,
+        lease: &LeaseRef,
         completion: &Completion,
         now: Millis,
     ) -> Result<TaskState, StoreError> {
         self.check("complete")?;
-        self.inner.complete(step, id, token, completion, now).await
+        self.inner.complete(lease, completion, now).await
     }
-    async fn release(
-        &self,
-        step: &str,
-        id: &str,
-        token: &str,
-        now: Millis,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, lease: &LeaseRef, now: Millis) -> Result<(), StoreError> {
         self.check("release")?;
-        self.inner.release(step, id, token, now).await
+        self.inner.release(lease, now).await
     }
     async fn requeue_expired(&self, step: &str, now: Millis) -> Result<RequeueReport, StoreError> {
         self.check("requeue expired")?;
@@ -293,9 +283,6 @@ impl TaskStore for FaultyStore {
     async fn current_leader(&self, cluster: &str) -> Result<Option<Leadership>, StoreError> {
         self.check("current leader")?;
         self.inner.current_leader(cluster).await
-    }
-    fn requests(&self) -> u64 {
-        self.inner.requests()
     }
     fn claim_conflicts(&self) -> u64 {
         self.inner.claim_conflicts()

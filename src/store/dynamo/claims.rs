@@ -1,0 +1,507 @@
+//! Claiming: one Query of the step's pending index partition, then one conditional write per
+//! candidate. The candidates a claim did not take are kept for the same claimer's next claims
+//! (its leftovers), and a store that recently lost races spreads its claims over the page.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use rand::Rng;
+
+use super::expr::Expr;
+use super::items::*;
+use super::{batch, DynamoStore, Sk};
+use crate::clock::Millis;
+use crate::model::{Claim, ClaimRequest, TaskState};
+use crate::store::{new_token, Result, StoreError};
+
+/// Pending candidates read per claim query.
+const CLAIM_PAGE: i32 = 16;
+/// Candidates read per claim while this store is losing races: a wider page spreads concurrent
+/// claimers over more tasks, so fewer conditional writes fail (one read either way).
+const CONTENDED_CLAIM_PAGE: i32 = 64;
+/// Claim queries before giving up with a retryable error (each one after a page of lost
+/// races; only reached under heavy contention).
+const CLAIM_ROUNDS: u32 = 20;
+/// Most tasks one `claim_batch` call takes (a worker asks for its free slots).
+const MAX_CLAIM_BATCH: usize = 32;
+
+/// How long after a lost claim race this store keeps spreading its claims over the page.
+const CONTENTION_MEMORY: Duration = Duration::from_secs(10);
+/// How long a claimer may go on taking the candidates its last claim query found and left,
+/// instead of querying again. It bounds how long a task that became pending meanwhile through
+/// another client (however high its priority) can wait behind them.
+pub(super) const LEFTOVERS_FOR: Duration = Duration::from_millis(500);
+
+/// Who claims: step and owner (a worker's id). Each claimer keeps its own leftovers, as it
+/// would in a process of its own.
+pub(super) type Claimer = (String, String);
+
+/// Candidates of a claimer's last claim query that it did not take, in the order it would
+/// have taken them.
+#[derive(Debug)]
+pub(super) struct Leftovers {
+    read_at: Instant,
+    ids: VecDeque<String>,
+}
+
+/// When this store last lost a claim race (ms since `since`, plus one; 0 = never), and how
+/// many it lost.
+#[derive(Debug)]
+pub(super) struct Contention {
+    since: Instant,
+    lost_at: AtomicU64,
+    lost: AtomicU64,
+}
+
+impl Contention {
+    pub(super) fn new() -> Self {
+        Contention {
+            since: Instant::now(),
+            lost_at: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+        }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.since.elapsed().as_millis().min(u64::MAX as u128 - 1) as u64 + 1
+    }
+
+    fn lost_race(&self) {
+        self.lost_at.store(self.elapsed_ms(), Ordering::Relaxed);
+        self.lost.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Claim races lost so far.
+    pub(super) fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    fn recent(&self) -> bool {
+        let lost_at = self.lost_at.load(Ordering::Relaxed);
+        lost_at != 0
+            && self.elapsed_ms().saturating_sub(lost_at) < CONTENTION_MEMORY.as_millis() as u64
+    }
+}
+
+impl DynamoStore {
+    /// One conditional claim write; `kept`: the candidate was kept from an earlier query.
+    async fn try_claim(
+        &self,
+        req: &ClaimRequest,
+        id: &str,
+        kept: bool,
+        now: Millis,
+    ) -> Result<Option<Claim>> {
+        const OP: &str = "claim";
+        let expires_at = now + req.ttl_ms;
+        let token = new_token();
+        let mut e = Expr::new()
+            .transition(&req.step, id, TaskState::Running, 0, expires_at, now)
+            .set(LEASE_OWNER, s(req.owner.as_str()))
+            .set(LEASE_TOKEN, s(token.as_str()))
+            .set(LEASE_EXPIRES_AT, n(expires_at));
+        let (attempts, zero, one) = (e.name(ATTEMPTS), e.value(n(0)), e.value(n(1)));
+        e = e
+            .set_raw(format!(
+                "{attempts} = if_not_exists({attempts}, {zero}) + {one}"
+            ))
+            .cond_eq(STATE, s(TaskState::Pending.as_str()));
+        let kind = if kept { "claim kept" } else { OP };
+        match self
+            .update_as(OP, kind, task_pk(&req.step, id), e, true)
+            .await?
+        {
+            None => Ok(None),
+            Some(item) => Ok(Some(Claim {
+                task: Reader::new(OP, &item).task()?,
+                token,
+                expires_at,
+            })),
+        }
+    }
+
+    /// Sends one conditional claim write per id, together; the tasks won are added to
+    /// `claims`. Returns how many were lost to another claimer, and the error of a write that
+    /// failed otherwise (the others' claims stand).
+    async fn claim_wave(
+        &self,
+        req: &ClaimRequest,
+        ids: Vec<String>,
+        kept: bool,
+        now: Millis,
+        claims: &mut Vec<Claim>,
+    ) -> (usize, Option<StoreError>) {
+        let tries = ids.iter().map(|id| self.try_claim(req, id, kept, now));
+        let (mut lost, mut failure) = (0, None);
+        for tried in futures::future::join_all(tries).await {
+            match tried {
+                Ok(Some(claim)) => claims.push(claim),
+                Ok(None) => {
+                    lost += 1;
+                    self.contention.lost_race();
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        (lost, failure)
+    }
+
+    fn leftovers(&self) -> std::sync::MutexGuard<'_, HashMap<Claimer, Leftovers>> {
+        self.leftovers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Up to `n` of the claimer's leftovers while they are fresh (the rest stay kept).
+    fn take_leftovers(&self, claimer: &Claimer, n: usize) -> Vec<String> {
+        let mut all = self.leftovers();
+        let Some(kept) = all.get_mut(claimer) else {
+            return Vec::new();
+        };
+        if kept.read_at.elapsed() >= LEFTOVERS_FOR {
+            all.remove(claimer);
+            return Vec::new();
+        }
+        let taken = kept.ids.drain(..n.min(kept.ids.len())).collect();
+        if kept.ids.is_empty() {
+            all.remove(claimer);
+        }
+        taken
+    }
+
+    /// Keeps what a claim query found and the claim did not take, for the claimer's next
+    /// claims (replacing what it kept before), unless the leftovers were forgotten since
+    /// `epoch` (read before the query).
+    fn keep_leftovers(
+        &self,
+        claimer: Claimer,
+        read_at: Instant,
+        epoch: u64,
+        ids: VecDeque<String>,
+    ) {
+        let mut all = self.leftovers();
+        all.retain(|_, kept| kept.read_at.elapsed() < LEFTOVERS_FOR);
+        if ids.is_empty() || self.leftovers_epoch.load(Ordering::SeqCst) != epoch {
+            all.remove(&claimer);
+        } else {
+            all.insert(claimer, Leftovers { read_at, ids });
+        }
+    }
+
+    /// Forgets every claimer's leftovers: a task became pending through this store, and the
+    /// next claims must see it (it may come before them).
+    pub(super) fn forget_leftovers(&self) {
+        let mut all = self.leftovers();
+        self.leftovers_epoch.fetch_add(1, Ordering::SeqCst);
+        all.clear();
+    }
+}
+
+pub(super) async fn claim_batch(
+    store: &DynamoStore,
+    req: &ClaimRequest,
+    max: usize,
+    now: Millis,
+) -> Result<Vec<Claim>> {
+    let want = max.clamp(1, MAX_CLAIM_BATCH);
+    let claimer: Claimer = (req.step.clone(), req.owner.clone());
+    let mut claims = Vec::with_capacity(want);
+    // First what this claimer's last query found and left, while fresh: no query at all,
+    // unless another claimer took one of them meanwhile (then it is working along the
+    // same stretch, so the rest is read afresh).
+    let kept = store.take_leftovers(&claimer, want);
+    if !kept.is_empty() {
+        let (lost, failure) = store.claim_wave(req, kept, true, now, &mut claims).await;
+        if lost > 0 {
+            store.leftovers().remove(&claimer);
+        }
+        if let Some(e) = failure {
+            return taken_or(claims, e);
+        }
+        if claims.len() >= want {
+            return Ok(claims);
+        }
+    }
+    claim_from_index(store, req, claimer, want, now, claims).await
+}
+
+/// The rest of a claim after the claimer's leftovers: pages of the pending index, from the
+/// head, each tried in waves of conditional writes until the batch is full; the rest of a
+/// page read from the head (without lost races) is kept as the claimer's leftovers.
+async fn claim_from_index(
+    store: &DynamoStore,
+    req: &ClaimRequest,
+    claimer: Claimer,
+    want: usize,
+    now: Millis,
+    mut claims: Vec<Claim>,
+) -> Result<Vec<Claim>> {
+    const OP: &str = "claim";
+    let pending = state_pk(&req.step, TaskState::Pending);
+    let mut start: Option<Item> = None;
+    for round in 0..CLAIM_ROUNDS {
+        let from_head = start.is_none();
+        let contended = store.contention.recent();
+        let read_at = Instant::now();
+        let epoch = store.leftovers_epoch.load(Ordering::SeqCst);
+        let (page, next) = pending_page(store, &pending, want, contended, start.take()).await?;
+        if page.is_empty() {
+            if from_head {
+                return Ok(claims);
+            }
+            continue; // ran off the end after lost races: start over from the head
+        }
+        // The batch's conditional writes go out together; candidates lost to another
+        // worker are replaced by the next ones of the page.
+        let mut candidates = Candidates::new(order_candidates(&page, contended));
+        let mut lost_here = 0;
+        while claims.len() < want {
+            let wave = candidates.take(want - claims.len());
+            if wave.is_empty() {
+                break;
+            }
+            let (lost, failure) = store.claim_wave(req, wave, false, now, &mut claims).await;
+            if let Some(e) = failure {
+                return taken_or(claims, e);
+            }
+            if lost > 0 {
+                lost_here += lost;
+                // Someone is taking the tasks right after the one lost: go on elsewhere.
+                candidates.jump();
+            }
+        }
+        if !claims.is_empty() {
+            // The rest of a page read from the head is the claimer's next candidates
+            // (not after lost races: others are taking from it too).
+            if from_head && lost_here == 0 {
+                store.keep_leftovers(claimer, read_at, epoch, candidates.rest());
+            }
+            return Ok(claims);
+        }
+        // Every candidate was taken (or the index was stale): look further down the queue,
+        // wrapping to the head at its end; back off a little under sustained contention.
+        start = next;
+        if round >= 2 {
+            batch::backoff(round.min(6) - 2).await;
+        }
+    }
+    Err(StoreError::unavailable(
+        OP,
+        format!(
+            "lost the race for every pending task of step `{}` in {CLAIM_ROUNDS} rounds",
+            req.step
+        ),
+    ))
+}
+
+/// One page of the pending index partition `pending` from `start`: wider while this store is
+/// losing races, and with room for the whole batch and for losing some races on the way.
+async fn pending_page(
+    store: &DynamoStore,
+    pending: &str,
+    want: usize,
+    contended: bool,
+    start: Option<Item>,
+) -> Result<(Vec<Item>, Option<Item>)> {
+    let page_size = if contended {
+        CONTENDED_CLAIM_PAGE
+    } else {
+        CLAIM_PAGE
+    };
+    let limit = page_size.max(2 * want as i32);
+    let (page, _, next) = store
+        .query_page(
+            "claim",
+            pending,
+            &Sk::Any,
+            Some(&[PK, ID, GSI1SK]),
+            false,
+            Some(limit),
+            start,
+        )
+        .await?;
+    Ok((page, next))
+}
+
+/// Orders a page of pending candidates (in index order: highest priority, then oldest, then
+/// id) for claiming. Priority groups stay in order; within each group:
+///
+/// * uncontended, index order, so a lone claimer takes tasks in exactly the order SQLite
+///   does (the conformance suite relies on it), also from its leftovers;
+/// * once this store has recently lost a claim race, each group is rotated to start at a
+///   random entry, so concurrent claimers spread over the page instead of all racing for the
+///   head, and each goes on along a stretch of its own (its leftovers) until it runs into
+///   tasks another one took.
+fn order_candidates(page: &[Item], contended: bool) -> Vec<VecDeque<String>> {
+    let mut groups: Vec<(&str, Vec<String>)> = Vec::new();
+    for item in page {
+        let Some(AttributeValue::S(sk)) = item.get(GSI1SK) else {
+            continue; // not a well-formed index entry
+        };
+        // `id` is also the last part of a pending task's sort key (ids contain no `#`).
+        let id = match item.get(ID) {
+            Some(AttributeValue::S(id)) => id.as_str(),
+            _ => match sk.rsplit('#').next() {
+                Some(id) if sk.matches('#').count() == 2 => id,
+                _ => continue,
+            },
+        };
+        let group = sk.split('#').next().unwrap_or_default();
+        match groups.last_mut() {
+            Some((g, ids)) if *g == group => ids.push(id.to_string()),
+            _ => groups.push((group, vec![id.to_string()])),
+        }
+    }
+    let mut rng = rand::rng();
+    groups
+        .into_iter()
+        .map(|(_, ids)| {
+            let mut ids = VecDeque::from(ids);
+            if contended {
+                ids.rotate_left(rng.random_range(0..ids.len()));
+            }
+            ids
+        })
+        .collect()
+}
+
+/// After a claim write failed for another reason than a lost race: hands over what the call
+/// took (its leases are held); the next call meets the error again if it lasts.
+fn taken_or(claims: Vec<Claim>, e: StoreError) -> Result<Vec<Claim>> {
+    if claims.is_empty() {
+        Err(e)
+    } else {
+        Ok(claims)
+    }
+}
+
+/// A page's candidates in claiming order, by priority group (see [`order_candidates`]).
+struct Candidates(Vec<VecDeque<String>>);
+
+impl Candidates {
+    fn new(mut groups: Vec<VecDeque<String>>) -> Self {
+        groups.retain(|g| !g.is_empty());
+        groups.reverse(); // the best group last, where it is taken from
+        Candidates(groups)
+    }
+
+    /// The next `n` candidates.
+    fn take(&mut self, n: usize) -> Vec<String> {
+        let mut taken = Vec::with_capacity(n);
+        while taken.len() < n {
+            let Some(group) = self.0.last_mut() else {
+                break;
+            };
+            match group.pop_front() {
+                Some(id) => taken.push(id),
+                None => {
+                    self.0.pop();
+                }
+            }
+        }
+        taken
+    }
+
+    /// Goes on from a random candidate of the current priority group (the stretch just tried
+    /// is being taken by someone else).
+    fn jump(&mut self) {
+        if let Some(group) = self.0.last_mut() {
+            if !group.is_empty() {
+                let at = rand::rng().random_range(0..group.len());
+                group.rotate_left(at);
+            }
+        }
+    }
+
+    /// What is left, in order.
+    fn rest(self) -> VecDeque<String> {
+        self.0.into_iter().rev().flatten().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    fn entry(priority: i32, at: Millis, id: &str, with_id: bool) -> Item {
+        let mut item = Item::from([(
+            GSI1SK.to_string(),
+            s(task_sk(TaskState::Pending, priority, at, 0, id)),
+        )]);
+        if with_id {
+            item.insert(ID.to_string(), s(id));
+        }
+        item
+    }
+
+    #[test]
+    fn lost_races_are_counted() {
+        let c = Contention::new();
+        assert!(!c.recent());
+        c.lost_race();
+        c.lost_race();
+        assert!(c.recent());
+        assert_eq!(c.lost.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn candidates_keep_priority_groups_and_the_head() {
+        let page = vec![
+            entry(5, 1, "a", true),
+            entry(5, 2, "b", false),
+            entry(5, 3, "c", true),
+            entry(5, 4, "f", true),
+            entry(1, 0, "d", true),
+            entry(1, 0, "e", true),
+        ];
+        let flat = |groups: Vec<VecDeque<String>>| -> Vec<String> {
+            Candidates::new(groups).rest().into_iter().collect()
+        };
+        assert_eq!(
+            flat(order_candidates(&page, false)),
+            ["a", "b", "c", "f", "d", "e"],
+            "uncontended: index order (the id read from the sort key when absent)"
+        );
+        let mut starts = HashSet::new();
+        for _ in 0..200 {
+            let busy = flat(order_candidates(&page, true));
+            // Each priority group is a rotation of itself: a contiguous stretch from a random
+            // start, wrapping; lower priority after.
+            let top = ["a", "b", "c", "f"];
+            let start = top.iter().position(|id| *id == busy[0]).unwrap();
+            let rotated: Vec<&str> = (0..4).map(|i| top[(start + i) % 4]).collect();
+            assert_eq!(busy[..4], rotated[..]);
+            let mut rest: Vec<_> = busy[4..].to_vec();
+            rest.sort();
+            assert_eq!(rest, ["d", "e"], "lower priority after");
+            starts.insert(busy[0].clone());
+        }
+        assert_eq!(starts.len(), 4, "every start is drawn");
+    }
+
+    #[test]
+    fn candidates_are_taken_best_group_first() {
+        let groups = vec![
+            VecDeque::from(["a".to_string(), "b".to_string()]),
+            VecDeque::new(),
+            VecDeque::from(["c".to_string(), "d".to_string(), "e".to_string()]),
+        ];
+        let mut c = Candidates::new(groups.clone());
+        assert_eq!(c.take(3), ["a", "b", "c"]);
+        c.jump();
+        let mut rest: Vec<String> = c.rest().into_iter().collect();
+        rest.sort();
+        assert_eq!(rest, ["d", "e"]);
+        let mut c = Candidates::new(groups);
+        c.jump();
+        let first = c.take(2);
+        assert!(
+            first == ["a", "b"] || first == ["b", "a"],
+            "a jump stays in the best group: {first:?}"
+        );
+        assert_eq!(c.take(5), ["c", "d", "e"]);
+        assert!(c.take(1).is_empty());
+    }
+}

@@ -1,0 +1,118 @@
+//! The running task's lease: heartbeat, complete and release, each one conditional write that
+//! holds only while the task is running with the caller's token.
+
+use super::expr::Expr;
+use super::items::*;
+use super::DynamoStore;
+use crate::clock::Millis;
+use crate::model::{Completion, LeaseRef, Outcome, TaskState, DEFAULT_MAX_ATTEMPTS};
+use crate::store::{Result, StoreError};
+
+impl DynamoStore {
+    /// Reads a running task and checks the caller's token; `LeaseLost` otherwise.
+    async fn leased_item(&self, op: &str, step: &str, id: &str, token: &str) -> Result<Item> {
+        let item = self
+            .get_task_item(op, step, id)
+            .await?
+            .ok_or_else(|| StoreError::lease_lost(step, id))?;
+        let r = Reader::new(op, &item);
+        if r.state()? != TaskState::Running || r.opt_s(LEASE_TOKEN)?.as_deref() != Some(token) {
+            return Err(StoreError::lease_lost(step, id));
+        }
+        Ok(item)
+    }
+}
+
+pub(super) async fn heartbeat(
+    store: &DynamoStore,
+    lease: &LeaseRef,
+    ttl_ms: Millis,
+    now: Millis,
+) -> Result<Millis> {
+    const OP: &str = "heartbeat";
+    let LeaseRef { step, id, token } = lease;
+    let expires_at = now + ttl_ms;
+    let e = Expr::new()
+        .set(LEASE_EXPIRES_AT, n(expires_at))
+        .set(UPDATED_AT, n(now))
+        .set(
+            GSI1SK,
+            s(task_sk(TaskState::Running, 0, now, expires_at, id)),
+        )
+        .cond_eq(STATE, s(TaskState::Running.as_str()))
+        .cond_eq(LEASE_TOKEN, s(token));
+    match store.update(OP, task_pk(step, id), e, false).await? {
+        Some(_) => Ok(expires_at),
+        None => Err(StoreError::lease_lost(step, id)),
+    }
+}
+
+pub(super) async fn complete(
+    store: &DynamoStore,
+    lease: &LeaseRef,
+    completion: &Completion,
+    now: Millis,
+) -> Result<TaskState> {
+    const OP: &str = "complete";
+    let LeaseRef { step, id, token } = lease;
+    let result = serde_json::to_string(&completion.result)
+        .map_err(|e| StoreError::backend(OP, format!("cannot encode the result: {e}")))?;
+    let (target, priority, reason) = match completion.outcome {
+        Outcome::Succeeded => (TaskState::Succeeded, 0, None),
+        Outcome::FailedPermanently => (TaskState::Failed, 0, completion.result.error.clone()),
+        Outcome::Failed => {
+            // Whether the task is retried depends on its attempts: read them (the token
+            // condition on the write below makes the read-then-write safe).
+            let item = store.leased_item(OP, step, id, token).await?;
+            let r = Reader::new(OP, &item);
+            let attempts: u32 = r.opt_n(ATTEMPTS)?.unwrap_or(0);
+            let max: u32 = r.opt_n(MAX_ATTEMPTS)?.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+            let priority: i32 = r.opt_n(PRIORITY)?.unwrap_or(0);
+            let target = if attempts >= max {
+                TaskState::Failed
+            } else {
+                TaskState::Pending
+            };
+            (target, priority, completion.result.error.clone())
+        }
+    };
+    let e = Expr::new()
+        .transition(step, id, target, priority, 0, now)
+        .remove_lease()
+        .set(RESULT, s(result))
+        .set_opt(REASON, reason.map(s))
+        .cond_eq(STATE, s(TaskState::Running.as_str()))
+        .cond_eq(LEASE_TOKEN, s(token));
+    match store.update(OP, task_pk(step, id), e, false).await? {
+        Some(_) => {
+            if target == TaskState::Pending {
+                store.forget_leftovers();
+            }
+            Ok(target)
+        }
+        None => Err(StoreError::lease_lost(step, id)),
+    }
+}
+
+pub(super) async fn release(store: &DynamoStore, lease: &LeaseRef, now: Millis) -> Result<()> {
+    const OP: &str = "release";
+    let LeaseRef { step, id, token } = lease;
+    let item = store.leased_item(OP, step, id, token).await?;
+    let r = Reader::new(OP, &item);
+    let attempts: u32 = r.opt_n(ATTEMPTS)?.unwrap_or(0);
+    let priority: i32 = r.opt_n(PRIORITY)?.unwrap_or(0);
+    let e = Expr::new()
+        .transition(step, id, TaskState::Pending, priority, 0, now)
+        .remove_lease()
+        .set(ATTEMPTS, n(attempts.saturating_sub(1)))
+        .set(REASON, s("handed back by a draining worker"))
+        .cond_eq(STATE, s(TaskState::Running.as_str()))
+        .cond_eq(LEASE_TOKEN, s(token));
+    match store.update(OP, task_pk(step, id), e, false).await? {
+        Some(_) => {
+            store.forget_leftovers();
+            Ok(())
+        }
+        None => Err(StoreError::lease_lost(step, id)),
+    }
+}

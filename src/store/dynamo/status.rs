@@ -1,0 +1,32 @@
+//! Status documents the controller publishes: one item each, listed through the `STATUS`
+//! index partition.
+
+use super::items::*;
+use super::{DynamoStore, Sk};
+use crate::store::{Result, StatusDoc, StoreError};
+
+pub(super) async fn put_status(store: &DynamoStore, doc: &StatusDoc) -> Result<()> {
+    const OP: &str = "put status";
+    let body = serde_json::to_string(&doc.body)
+        .map_err(|e| StoreError::backend(OP, format!("cannot encode the status: {e}")))?;
+    store
+        .client
+        .put_item()
+        .table_name(&store.table)
+        .set_item(Some(status_item(doc, body)))
+        .send()
+        .await
+        .map_err(|e| store.err(OP, e))?;
+    Ok(())
+}
+
+pub(super) async fn list_status(store: &DynamoStore) -> Result<Vec<StatusDoc>> {
+    const OP: &str = "list status";
+    let items = store.query_all(OP, STATUS_GSI, Sk::Any, None).await?;
+    let mut docs = items
+        .iter()
+        .map(|i| Reader::new(OP, i).status())
+        .collect::<Result<Vec<_>>>()?;
+    docs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(docs)
+}

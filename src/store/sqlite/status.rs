@@ -1,0 +1,54 @@
+//! Status documents the controller publishes: one row each.
+
+use rusqlite::params;
+
+use super::{json_err, map_err, SqliteStore};
+use crate::store::{Result, StatusDoc};
+
+pub(super) async fn put_status(store: &SqliteStore, doc: &StatusDoc) -> Result<()> {
+    const OP: &str = "put status";
+    let body = serde_json::to_string(&doc.body).map_err(|e| json_err(OP, "status", e))?;
+    let (name, at) = (doc.name.clone(), doc.updated_at);
+    store
+        .run(OP, move |c| {
+            c.execute(
+                "INSERT INTO status (name, updated_at, body) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET updated_at = excluded.updated_at, \
+             body = excluded.body",
+                params![name, at, body],
+            )
+            .map(|_| ())
+            .map_err(|e| map_err(OP, e))
+        })
+        .await
+}
+
+pub(super) async fn list_status(store: &SqliteStore) -> Result<Vec<StatusDoc>> {
+    const OP: &str = "list status";
+    store
+        .run(OP, |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT name, updated_at, body FROM status ORDER BY name")
+                .map_err(|e| map_err(OP, e))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(|e| map_err(OP, e))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (name, updated_at, body) = row.map_err(|e| map_err(OP, e))?;
+                out.push(StatusDoc {
+                    name,
+                    updated_at,
+                    body: serde_json::from_str(&body).map_err(|e| json_err(OP, "status", e))?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+}

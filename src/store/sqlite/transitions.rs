@@ -1,0 +1,285 @@
+//! State changes other than a worker's own: import, the controller's sweeps (requeue expired
+//! leases, promote waiting tasks) and user actions (requeue, cancel, delete).
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{get_task, json_err, map_err, write_tx, SqliteStore};
+use crate::clock::Millis;
+use crate::model::{ImportReport, PromoteReport, RequeueReport, TaskSpec, TaskState};
+use crate::store::{Result, StoreError};
+
+pub(super) async fn import(
+    store: &SqliteStore,
+    tasks: &[TaskSpec],
+    now: Millis,
+) -> Result<ImportReport> {
+    const OP: &str = "import";
+    let tasks = tasks.to_vec();
+    store
+        .run(OP, move |c| {
+            let tx = write_tx(c, OP)?;
+            let mut report = ImportReport::default();
+            {
+                let mut existing = tx
+                    .prepare_cached("SELECT spec FROM tasks WHERE step = ?1 AND id = ?2")
+                    .map_err(|e| map_err(OP, e))?;
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO tasks (step, id, spec, state, priority, attempts, \
+                     max_attempts, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?7)",
+                    )
+                    .map_err(|e| map_err(OP, e))?;
+                for spec in &tasks {
+                    let old: Option<String> = existing
+                        .query_row(params![spec.step, spec.id], |r| r.get(0))
+                        .optional()
+                        .map_err(|e| map_err(OP, e))?;
+                    match old {
+                        Some(old) => {
+                            let same = serde_json::from_str::<TaskSpec>(&old)
+                                .map(|o| &o == spec)
+                                .unwrap_or(false);
+                            if same {
+                                report.unchanged += 1;
+                            } else {
+                                report
+                                    .conflicting
+                                    .push(format!("{}/{}", spec.step, spec.id));
+                            }
+                        }
+                        None => {
+                            let json = serde_json::to_string(spec)
+                                .map_err(|e| json_err(OP, "task spec", e))?;
+                            insert
+                                .execute(params![
+                                    spec.step,
+                                    spec.id,
+                                    json,
+                                    spec.initial_state().as_str(),
+                                    spec.priority,
+                                    spec.max_attempts,
+                                    now
+                                ])
+                                .map_err(|e| map_err(OP, e))?;
+                            report.inserted += 1;
+                        }
+                    }
+                }
+            }
+            tx.commit().map_err(|e| map_err(OP, e))?;
+            Ok(report)
+        })
+        .await
+}
+
+pub(super) async fn requeue_expired(
+    store: &SqliteStore,
+    step: &str,
+    now: Millis,
+) -> Result<RequeueReport> {
+    const OP: &str = "requeue expired";
+    let step = step.to_string();
+    store.run(OP, move |c| {
+        let tx = write_tx(c, OP)?;
+        let mut report = RequeueReport::default();
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE tasks SET \
+                       state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END, \
+                       reason = CASE WHEN attempts >= max_attempts \
+                         THEN 'lease expired on attempt ' || attempts || ' of ' || max_attempts \
+                         ELSE 'lease expired' END, \
+                       lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, \
+                       updated_at = ?2 \
+                     WHERE step = ?1 AND state = 'running' AND lease_expires_at < ?2 \
+                     RETURNING id, state",
+                )
+                .map_err(|e| map_err(OP, e))?;
+            let rows = stmt
+                .query_map(params![step, now], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(|e| map_err(OP, e))?;
+            for row in rows {
+                let (id, state) = row.map_err(|e| map_err(OP, e))?;
+                if state == "failed" {
+                    report.failed.push(id);
+                } else {
+                    report.requeued.push(id);
+                }
+            }
+        }
+        tx.commit().map_err(|e| map_err(OP, e))?;
+        report.requeued.sort();
+        report.failed.sort();
+        Ok(report)
+    })
+    .await
+}
+
+pub(super) async fn promote_waiting(
+    store: &SqliteStore,
+    step: &str,
+    now: Millis,
+) -> Result<PromoteReport> {
+    const OP: &str = "promote waiting";
+    let step = step.to_string();
+    store
+        .run(OP, move |c| {
+            let tx = write_tx(c, OP)?;
+            let mut report = PromoteReport::default();
+            {
+                let waiting: Vec<(String, String)> = {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "SELECT id, spec FROM tasks WHERE step = ?1 AND state = 'waiting'",
+                        )
+                        .map_err(|e| map_err(OP, e))?;
+                    let rows = stmt
+                        .query_map(params![step], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .map_err(|e| map_err(OP, e))?;
+                    rows.collect::<rusqlite::Result<_>>()
+                        .map_err(|e| map_err(OP, e))?
+                };
+                let mut dep_state = tx
+                    .prepare_cached("SELECT state FROM tasks WHERE step = ?1 AND id = ?2")
+                    .map_err(|e| map_err(OP, e))?;
+                let mut update = tx
+                    .prepare_cached(
+                        "UPDATE tasks SET state = ?3, reason = ?4, updated_at = ?5 \
+                     WHERE step = ?1 AND id = ?2 AND state = 'waiting'",
+                    )
+                    .map_err(|e| map_err(OP, e))?;
+                for (id, spec) in waiting {
+                    let spec: TaskSpec =
+                        serde_json::from_str(&spec).map_err(|e| json_err(OP, "task spec", e))?;
+                    let mut all_succeeded = true;
+                    let mut failed_dep = None;
+                    for dep in &spec.depends_on {
+                        let s: Option<String> = dep_state
+                            .query_row(params![dep, id], |r| r.get(0))
+                            .optional()
+                            .map_err(|e| map_err(OP, e))?;
+                        match s.as_deref() {
+                            Some("succeeded") => {}
+                            Some("failed") | Some("cancelled") => {
+                                failed_dep = Some(dep.clone());
+                                break;
+                            }
+                            _ => all_succeeded = false,
+                        }
+                    }
+                    if let Some(dep) = failed_dep {
+                        let reason = format!("dependency failed: {dep}/{id}");
+                        update
+                            .execute(params![step, id, "failed", reason, now])
+                            .map_err(|e| map_err(OP, e))?;
+                        report.failed += 1;
+                    } else if all_succeeded {
+                        update
+                            .execute(params![step, id, "pending", None::<String>, now])
+                            .map_err(|e| map_err(OP, e))?;
+                        report.promoted += 1;
+                    }
+                }
+            }
+            tx.commit().map_err(|e| map_err(OP, e))?;
+            Ok(report)
+        })
+        .await
+}
+
+pub(super) async fn requeue(
+    store: &SqliteStore,
+    step: &str,
+    id: &str,
+    force: bool,
+    now: Millis,
+) -> Result<()> {
+    const OP: &str = "requeue";
+    let (step, id) = (step.to_string(), id.to_string());
+    store
+        .run(OP, move |c| {
+            let tx = write_tx(c, OP)?;
+            let task =
+                get_task(&tx, OP, &step, &id)?.ok_or_else(|| StoreError::not_found(&step, &id))?;
+            match task.state {
+                TaskState::Pending | TaskState::Waiting => return Ok(()),
+                TaskState::Running if !force => {
+                    return Err(StoreError::InvalidState {
+                        step,
+                        id,
+                        state: task.state,
+                        what: "it is running; use --force to revoke its lease and requeue it"
+                            .into(),
+                    })
+                }
+                _ => {}
+            }
+            tx.execute(
+                "UPDATE tasks SET state = ?3, attempts = 0, lease_owner = NULL, \
+             lease_token = NULL, lease_expires_at = NULL, reason = NULL, updated_at = ?4 \
+             WHERE step = ?1 AND id = ?2",
+                params![step, id, requeue_target(&task.spec).as_str(), now],
+            )
+            .map_err(|e| map_err(OP, e))?;
+            tx.commit().map_err(|e| map_err(OP, e))
+        })
+        .await
+}
+
+pub(super) async fn cancel(store: &SqliteStore, step: &str, id: &str, now: Millis) -> Result<()> {
+    const OP: &str = "cancel";
+    let (step, id) = (step.to_string(), id.to_string());
+    store
+        .run(OP, move |c| {
+            let tx = write_tx(c, OP)?;
+            let task =
+                get_task(&tx, OP, &step, &id)?.ok_or_else(|| StoreError::not_found(&step, &id))?;
+            if task.state.is_final() {
+                return Err(StoreError::InvalidState {
+                    step,
+                    id,
+                    state: task.state,
+                    what: "only waiting, pending or running tasks can be cancelled".into(),
+                });
+            }
+            tx.execute(
+                "UPDATE tasks SET state = 'cancelled', lease_owner = NULL, lease_token = NULL, \
+             lease_expires_at = NULL, reason = 'cancelled by user', updated_at = ?3 \
+             WHERE step = ?1 AND id = ?2",
+                params![step, id, now],
+            )
+            .map_err(|e| map_err(OP, e))?;
+            tx.commit().map_err(|e| map_err(OP, e))
+        })
+        .await
+}
+
+pub(super) async fn delete(store: &SqliteStore, step: &str, id: &str) -> Result<()> {
+    const OP: &str = "delete";
+    let (step, id) = (step.to_string(), id.to_string());
+    store
+        .run(OP, move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM tasks WHERE step = ?1 AND id = ?2",
+                    params![step, id],
+                )
+                .map_err(|e| map_err(OP, e))?;
+            if n == 0 {
+                Err(StoreError::not_found(&step, &id))
+            } else {
+                Ok(())
+            }
+        })
+        .await
+}
+
+/// The state a requeued task returns to: waiting when it has dependencies (so they are checked
+/// again), pending otherwise.
+fn requeue_target(spec: &TaskSpec) -> TaskState {
+    spec.initial_state()
+}
