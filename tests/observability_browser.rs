@@ -3,9 +3,9 @@
 //! the figures of the rendered DOM must be those of `/api/status` for the same reconcile pass.
 //! A screenshot is saved as `target/artifacts/status-page.png`.
 //!
-//! Without `ANAMO_TEST_CHROMIUM_BIN` the test is skipped locally and fails in CI.
+//! Without `ANAMO_TEST_CHROMIUM_BIN` the test fails (see `tests/common/services.rs`).
 
-mod observability_common;
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -16,7 +16,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use observability_common::{artifacts_dir, get_json, run_with_timeout, tool, wait_for, Workload};
+use common::http::get_json;
+use common::observability::{artifacts_dir, Workload};
+use common::process::run_with_timeout;
+use common::services::tool;
+use common::wait::wait_for;
 
 type Attrs = BTreeMap<String, String>;
 
@@ -307,7 +311,7 @@ fn serialized_text(s: &str) -> String {
 
 #[test]
 fn status_page_in_chromium_shows_what_api_status_says() {
-    let Some(chromium_bin) = tool("ANAMO_TEST_CHROMIUM_BIN", "chromium") else {
+    let Some(chromium_bin) = tool("ANAMO_TEST_CHROMIUM_BIN", "chromium", None) else {
         return;
     };
     let started = std::time::Instant::now();

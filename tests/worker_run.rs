@@ -2,8 +2,8 @@
 //! results under contention, exit-code handling, timeouts, nested tasks, drain, spot notices,
 //! wall time, idle exit and store outages.
 //!
-//! DynamoDB variants need `scripts/test-services run -- cargo test --test worker_run`; locally
-//! they skip when DynamoDB Local is not running, in CI they fail.
+//! DynamoDB variants need `scripts/test-services run -- cargo nextest run --test worker_run`;
+//! without DynamoDB Local they fail.
 
 mod common;
 
@@ -307,9 +307,9 @@ async fn idle_exit_marks_gone_and_runs_the_command() {
     let took = started.elapsed();
     assert_eq!(exit.reason, StopReason::Idle);
     assert_eq!(exit.stats.succeeded, 1);
-    // The task's 0.5 s, then 1 s idle (measured from the end of the task).
+    // The task's 0.5 s, then 1 s idle (measured from the end of the task): a lower bound,
+    // which load cannot break; `join`'s deadline only catches a hang.
     assert!(took >= Duration::from_millis(1400), "{took:?}");
-    assert!(took < Duration::from_secs(10), "{took:?}");
     assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "idler");
     let workers = h.store.list_workers(Some(step)).await.unwrap();
     assert_eq!(workers.len(), 1);
@@ -400,29 +400,30 @@ async fn spot_notice_hands_back_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let imds = FakeImds::start().await;
     let step = "spot";
-    import(&h.store, &[TaskSpec::new(step, "long", "sleep 30")]).await;
+    // The task and the drain grace outlast `join`'s deadline by far: the worker only exits
+    // in time if the notice skips the grace.
+    import(&h.store, &[TaskSpec::new(step, "long", "sleep 600")]).await;
     let mut args = fast_args(step, dir.path());
     args.imds_endpoint = Some(imds.url.clone());
     args.spot_poll = Duration::from_millis(200);
-    args.drain_grace = Duration::from_secs(60);
+    args.drain_grace = Duration::from_secs(600);
     args.worker_id = Some("spotty".into());
     let (_, handle) = spawn_worker_task(args, h.store.clone());
     wait_running(&h.store, step, "long", Duration::from_secs(10)).await;
     let polls = imds.polls();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(imds.polls() > polls, "the worker polls for notices");
+    wait_until(
+        "the worker polls for notices",
+        Duration::from_secs(10),
+        || async { imds.polls() > polls },
+    )
+    .await;
     // The instance id came from IMDS.
     let w = &h.store.list_workers(Some(step)).await.unwrap()[0];
     assert_eq!(w.instance_id.as_deref(), Some("i-0123456789abcdef0"));
     assert_eq!(w.state, WorkerState::Active);
 
-    let noticed = Instant::now();
     imds.interrupt();
-    let exit = join(handle, Duration::from_secs(15)).await;
-    assert!(
-        noticed.elapsed() < Duration::from_secs(5),
-        "no drain grace on a spot notice"
-    );
+    let exit = join(handle, Duration::from_secs(60)).await;
     assert_eq!(exit.reason, StopReason::SpotInterruption);
     assert_eq!(exit.stats.handed_back, 1);
     let t = get(&h.store, step, "long").await;
@@ -436,17 +437,16 @@ async fn wall_time_stops_claiming_then_times_out() {
     let h = Harness::sqlite().await;
     let dir = tempfile::tempdir().unwrap();
     let step = "wall";
-    let mut long = TaskSpec::new(step, "long", "sleep 30");
+    // Longer than `join`'s deadline: the worker only exits in time if it kills the task.
+    let mut long = TaskSpec::new(step, "long", "sleep 600");
     long.max_attempts = 2;
     long.priority = 1;
     import(&h.store, &[long, TaskSpec::new(step, "later", "true")]).await;
     let mut args = fast_args(step, dir.path());
     args.wall_time = Some(Duration::from_millis(500));
     args.drain_grace = Duration::from_millis(500);
-    let started = Instant::now();
     let (_, handle) = spawn_worker_task(args, h.store.clone());
-    let exit = join(handle, Duration::from_secs(15)).await;
-    assert!(started.elapsed() < Duration::from_secs(8));
+    let exit = join(handle, Duration::from_secs(60)).await;
     assert_eq!(exit.reason, StopReason::WallTime);
     let t = get(&h.store, step, "long").await;
     // Recorded as a failed attempt (retried: attempts remain).
@@ -499,8 +499,9 @@ async fn cancelled_task_is_killed() {
     assert!(t.result.is_none());
 }
 
-/// A store outage of a few seconds (shorter than the lease) loses no result: claims back off,
-/// heartbeats and the completion are retried until the store is back.
+/// A store outage (shorter than the lease) loses no result: claims back off, heartbeats and
+/// the completion are retried until the store is back. The outage lasts until a completion
+/// was refused, and the run then checks that it was written on a retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_outage_loses_no_result() {
     let h = Harness::sqlite().await;
@@ -509,14 +510,13 @@ async fn sqlite_outage_loses_no_result() {
     faulty.set_down(true);
     let err = faulty.counts("x").await.expect_err("the store is down");
     assert!(err.is_retryable(), "{err}");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    run.wait_for_a_refused_completion(&faulty).await;
     faulty.set_down(false);
-    run.finish(&h.store).await;
-    assert!(faulty.refused() > 0);
+    run.finish(&h.store, &faulty).await;
 }
 
 /// DynamoDB outage: a private DynamoDB Local (on disk) is killed mid-run and started again on
-/// the same port with the same data.
+/// the same port with the same data, once a completion has failed against it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dynamo_outage_loses_no_result() {
     let Some(mut ddb) = PrivateDynamo::start().await else {
@@ -534,13 +534,15 @@ async fn dynamo_outage_loses_no_result() {
     }
     assert!(ready, "private DynamoDB Local did not come up");
     let store: SharedStore = Arc::new(store);
-    let run = OutageRun::start(store.clone(), &store).await;
+    // Never set down: it only counts the real store's answers per operation.
+    let counting = FaultyStore::new(store.clone());
+    let run = OutageRun::start(counting.clone(), &store).await;
     ddb.stop();
     let err = store.counts("x").await.expect_err("DynamoDB Local is down");
     assert!(err.is_retryable(), "{err}");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    run.wait_for_a_refused_completion(&counting).await;
     ddb.resume().await;
-    run.finish(&store).await;
+    run.finish(&store, &counting).await;
 }
 
 /// Six 1 s tasks on two slots; the test takes the store away while two of them run.
@@ -585,7 +587,17 @@ impl OutageRun {
         }
     }
 
-    async fn finish(self, direct: &SharedStore) {
+    /// Waits (while the store is away) until a task finished and its completion failed.
+    async fn wait_for_a_refused_completion(&self, store: &FaultyStore) {
+        wait_until("a completion refused", Duration::from_secs(30), || async {
+            store.errors_of("complete") > 0
+        })
+        .await;
+    }
+
+    /// Waits until every result is in, then checks each was written once, the refused
+    /// completions included (written on a retry).
+    async fn finish(self, direct: &SharedStore, store: &FaultyStore) {
         wait_until("all tasks recorded", Duration::from_secs(40), || async {
             direct
                 .counts(OUTAGE_STEP)
@@ -603,10 +615,11 @@ impl OutageRun {
             exit.stats
         );
         assert_eq!(exit.stats.succeeded, 6);
-        assert!(
-            exit.stats.heartbeat_errors + exit.stats.claim_errors > 0,
-            "{:?}",
-            exit.stats
+        assert!(store.errors_of("complete") > 0);
+        assert_eq!(
+            store.succeeded_of("complete"),
+            6,
+            "each result written once, the refused ones on a retry"
         );
         let text = std::fs::read_to_string(&self.runs).unwrap();
         assert_eq!(text.lines().count(), 6, "no task ran twice:\n{text}");

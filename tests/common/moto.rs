@@ -32,24 +32,13 @@ use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 /// An AMI that moto ships.
 pub const MOTO_AMI: &str = "ami-12c6146b";
 
-/// Endpoint of the moto server started by `scripts/test-services`. In CI a missing service is
-/// a failure, never a silent skip; locally the test prints why it is skipped.
+/// Endpoint of the moto server started by `scripts/test-services`: a test fails when it is
+/// missing or does not answer (see [`super::services`] for the explicit local opt-out).
 pub fn moto_endpoint() -> Option<String> {
-    match std::env::var("ANAMO_TEST_MOTO_ENDPOINT") {
-        Ok(e) if !e.is_empty() => Some(e),
-        _ => {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "ANAMO_TEST_MOTO_ENDPOINT is not set: run the tests through \
-                     `scripts/test-services run -- cargo nextest run`"
-                );
-            }
-            eprintln!(
-                "SKIPPED: moto is not running (run through `scripts/test-services run -- ...`)"
-            );
-            None
-        }
-    }
+    super::services::endpoint(
+        "ANAMO_TEST_MOTO_ENDPOINT",
+        "moto (the EC2/Auto Scaling stand-in)",
+    )
 }
 
 /// SDK configuration for moto: dummy credentials, us-east-1, and no SDK retries (the
@@ -72,7 +61,7 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// `None` (after printing why) when moto is not running outside CI.
+    /// `None` only when the tests were deliberately allowed to skip and moto is missing.
     pub async fn connect() -> Option<Moto> {
         let endpoint = moto_endpoint()?;
         let conf = sdk_config(&endpoint).await;
