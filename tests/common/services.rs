@@ -29,13 +29,13 @@ pub fn endpoint(var: &str, name: &str) -> Option<String> {
     }
 }
 
-/// The external program in `var` (e.g. `ANAMO_TEST_PROMETHEUS_BIN`), or with `path_name`
+/// The external program (or directory) in `var` (e.g. `ANAMO_TEST_PROMETHEUS_BIN`), or with `path_name`
 /// the program of that name on `PATH` when `var` is unset. Missing: the test fails (or, opted
 /// out, skips: `None`).
 pub fn tool(var: &str, what: &str, path_name: Option<&str>) -> Option<PathBuf> {
     let value = std::env::var_os(var).filter(|v| !v.is_empty());
     let found = match (&value, path_name) {
-        (Some(p), _) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
+        (Some(p), _) => Some(PathBuf::from(p)).filter(|p| p.exists()),
         (None, Some(name)) => on_path(name),
         (None, None) => None,
     };

@@ -507,8 +507,8 @@ impl Drop for FakeImds {
 // ---- a private DynamoDB Local --------------------------------------------------------------
 
 /// A DynamoDB Local of our own, on disk (`-dbPath`), so it can be stopped and started again
-/// on the same port with the same data. `None` (with a message) when test-services did not
-/// provide the jar; panics in CI.
+/// on the same port with the same data. Fails the test when test-services did not provide the
+/// jar and java (`None` only when skipping was allowed).
 pub struct PrivateDynamo {
     pub endpoint: String,
     port: u16,
@@ -520,21 +520,12 @@ pub struct PrivateDynamo {
 
 impl PrivateDynamo {
     pub async fn start() -> Option<PrivateDynamo> {
-        let (jar_dir, java) = match (
-            std::env::var("ANAMO_TEST_DYNAMODB_JAR_DIR"),
-            std::env::var("ANAMO_TEST_JAVA"),
-        ) {
-            (Ok(j), Ok(java)) if !j.is_empty() && !java.is_empty() => (j, java),
-            _ => {
-                if std::env::var_os("CI").is_some() {
-                    panic!("ANAMO_TEST_DYNAMODB_JAR_DIR/ANAMO_TEST_JAVA not set: run through scripts/test-services");
-                }
-                eprintln!(
-                    "SKIPPED: DynamoDB Local jar not available (run through scripts/test-services)"
-                );
-                return None;
-            }
-        };
+        let jar_dir = super::services::tool(
+            "ANAMO_TEST_DYNAMODB_JAR_DIR",
+            "DynamoDB Local's jar directory",
+            None,
+        )?;
+        let java = super::services::tool("ANAMO_TEST_JAVA", "java (for DynamoDB Local)", None)?;
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
             l.local_addr().unwrap().port()
@@ -543,8 +534,8 @@ impl PrivateDynamo {
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
             db_dir: tempfile::tempdir().expect("tempdir"),
-            jar_dir: jar_dir.into(),
-            java: java.into(),
+            jar_dir,
+            java,
             child: None,
         };
         d.resume().await;
