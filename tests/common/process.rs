@@ -1,6 +1,7 @@
 //! Child processes of tests: killed when the test ends (even on panic), stopped politely,
 //! with their descendants; and commands run to completion under a time limit.
 
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -194,4 +195,59 @@ pub fn run_with_timeout(
         std::fs::read_to_string(&out_path).unwrap_or_default(),
         std::fs::read_to_string(&err_path).unwrap_or_default(),
     )
+}
+
+/// A child process with its log (stderr) in a file; killed (SIGKILL) and reaped on drop if
+/// still running.
+pub struct Logged {
+    pub child: std::process::Child,
+    /// Its stderr (the log).
+    pub log: PathBuf,
+}
+
+impl Logged {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9`, then reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the exit; panics after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "process {} did not exit within {timeout:?}; log:\n{}",
+                    self.pid(),
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }

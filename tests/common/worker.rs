@@ -316,48 +316,7 @@ impl TaskStore for FaultyStore {
 // ---- worker processes ----------------------------------------------------------------------
 
 /// An `anamo worker` process; killed (SIGKILL) on drop if still running.
-pub struct WorkerProcess {
-    pub child: std::process::Child,
-    /// Its stderr (the log).
-    pub log: PathBuf,
-}
-
-impl WorkerProcess {
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the exit; panics after `timeout`.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "worker {} did not exit within {timeout:?}; log:\n{}",
-                    self.pid(),
-                    self.log_text()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+pub use super::process::Logged as WorkerProcess;
 
 /// Environment a worker process needs to reach the store of `url` (DynamoDB Local's endpoint).
 pub fn store_env(url: &str) -> Vec<(String, String)> {
