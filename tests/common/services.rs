@@ -7,7 +7,7 @@
 //! `CI` is set): each test that then skips prints a loud `SKIPPED` line (to the terminal, past
 //! the test runner's capture, when there is one) and appends it to the skip list
 //! (`target/anamo-skipped-tests.txt`, or `ANAMO_TEST_SKIP_LOG`), so what was not run is on
-//! record.
+//! record; `scripts/test-services run` prints that list at the end.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -100,10 +100,11 @@ pub fn missing<T>(problem: &str) -> Option<T> {
              unchecked; to skip such tests on purpose set {ALLOW_SKIP}=1 (ignored when CI is set)."
         );
     }
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("<unnamed test>")
-        .to_string();
+    let test = format!(
+        "{}::{}",
+        env!("CARGO_CRATE_NAME"),
+        std::thread::current().name().unwrap_or("<unnamed test>")
+    );
     let line = format!("SKIPPED (not run, {ALLOW_SKIP}=1): {test}: {problem}");
     eprintln!("\n!!!!! {line}\n");
     if let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty") {
