@@ -966,16 +966,7 @@ async fn plan_changes_nothing_and_controller_once_launches_through_the_sdk_endpo
     w.import("align", 10, "true").await;
     let manifests = w.write_manifests("manifests", &yaml);
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_anamo"))
-            .current_dir(w.dir.path())
-            .args(["--store", &w.harness.url])
-            .args(args)
-            .env_remove("AWS_ENDPOINT_URL")
-            .env_remove("ANAMO_STORE")
-            .env_remove("ANAMO_CLUSTER")
-            .envs(w.process_env())
-            .output()
-            .expect("run anamo");
+        let out = w.anamo().args(args).output().expect("run anamo");
         assert!(
             out.status.success(),
             "anamo {args:?} failed:\n{}",

@@ -152,18 +152,12 @@ async fn a_lost_run_instances_answer_is_retried_with_the_same_client_token() {
     let proxy = start_proxy(&w.moto_endpoint, seen.clone()).await;
 
     let once = |what: &str| {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_anamo"));
-        cmd.current_dir(w.dir.path())
-            .args(["--store", &w.harness.url, "controller", "--once"])
-            .arg("--manifests")
+        let mut cmd = w.anamo();
+        cmd.args(["controller", "--once", "--manifests"])
             .arg(&manifests)
             .args(["--cluster", &w.cluster, "--metrics-addr", "127.0.0.1:0"])
-            .env_remove("AWS_ENDPOINT_URL")
-            .env_remove("ANAMO_STORE")
-            .env_remove("ANAMO_CLUSTER")
-            .envs(w.process_env())
-            .env("AWS_ENDPOINT_URL_EC2", &proxy)
-            .env("RUST_LOG", "info");
+            .env("AWS_ENDPOINT_URL_EC2", &proxy);
+        let mut cmd = tokio::process::Command::from(cmd);
         let what = what.to_string();
         async move {
             let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())

@@ -34,7 +34,7 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
 
-use super::moto::{moto_endpoint, parse_form, sdk_config, unique, Moto};
+use super::moto::{moto_endpoint, parse_form, unique, Moto};
 use super::{dynamo_endpoint, Harness};
 
 /// The shipped user-data template.
@@ -181,14 +181,12 @@ impl AwsWorld {
         dir
     }
 
-    /// Starts `anamo --store URL controller ARGS...` with its stderr in `<dir>/<name>.log`.
-    pub fn spawn_controller(&self, name: &str, args: &[&str]) -> Proc {
-        let log = self.dir.path().join(format!("{name}.log"));
-        let stderr = std::fs::File::create(&log).expect("controller log");
+    /// `anamo --store URL` in the scratch directory, reaching the services through
+    /// [`AwsWorld::process_env`] and nothing else of the caller's AWS or anamo settings.
+    pub fn anamo(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_anamo"));
         cmd.current_dir(self.dir.path())
-            .args(["--store", &self.harness.url, "controller"])
-            .args(args)
+            .args(["--store", &self.harness.url])
             .env_remove("AWS_ENDPOINT_URL")
             .env_remove("AWS_PROFILE")
             .env_remove("ANAMO_STORE")
@@ -196,7 +194,17 @@ impl AwsWorld {
             .env_remove("ANAMO_MANIFESTS")
             .env_remove("ANAMO_METRICS_ADDR")
             .env("RUST_LOG", "info")
-            .envs(self.process_env())
+            .envs(self.process_env());
+        cmd
+    }
+
+    /// Starts `anamo --store URL controller ARGS...` with its stderr in `<dir>/<name>.log`.
+    pub fn spawn_controller(&self, name: &str, args: &[&str]) -> Proc {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let stderr = std::fs::File::create(&log).expect("controller log");
+        let mut cmd = self.anamo();
+        cmd.arg("controller")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
@@ -208,20 +216,7 @@ impl AwsWorld {
 /// Clients for moto sharing one recording interceptor (as [`Moto::connect`]), whose EC2
 /// client also has [`FullLaunch`].
 pub async fn connect_moto(endpoint: &str) -> Moto {
-    let conf = sdk_config(endpoint).await;
-    let faults = super::moto::SdkFaults::default();
-    let ec2 = aws_sdk_ec2::Client::from_conf(
-        aws_sdk_ec2::config::Builder::from(&conf)
-            .interceptor(faults.clone())
-            .interceptor(FullLaunch)
-            .build(),
-    );
-    let asg = aws_sdk_autoscaling::Client::from_conf(
-        aws_sdk_autoscaling::config::Builder::from(&conf)
-            .interceptor(faults.clone())
-            .build(),
-    );
-    Moto { ec2, asg, faults }
+    Moto::clients(endpoint, |b| b.interceptor(FullLaunch)).await
 }
 
 /// Makes moto launch like EC2 with capacity to spare. The provider sends `RunInstances` with

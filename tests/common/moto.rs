@@ -64,19 +64,26 @@ impl Moto {
     /// `None` only when the tests were deliberately allowed to skip and moto is missing.
     pub async fn connect() -> Option<Moto> {
         let endpoint = moto_endpoint()?;
-        let conf = sdk_config(&endpoint).await;
+        Some(Moto::clients(&endpoint, |b| b).await)
+    }
+
+    /// Clients for moto at `endpoint` sharing one recording interceptor; `ec2` may add more to
+    /// the EC2 client's configuration (e.g. an interceptor).
+    pub async fn clients(
+        endpoint: &str,
+        ec2: impl FnOnce(aws_sdk_ec2::config::Builder) -> aws_sdk_ec2::config::Builder,
+    ) -> Moto {
+        let conf = sdk_config(endpoint).await;
         let faults = SdkFaults::default();
         let ec2 = aws_sdk_ec2::Client::from_conf(
-            aws_sdk_ec2::config::Builder::from(&conf)
-                .interceptor(faults.clone())
-                .build(),
+            ec2(aws_sdk_ec2::config::Builder::from(&conf).interceptor(faults.clone())).build(),
         );
         let asg = aws_sdk_autoscaling::Client::from_conf(
             aws_sdk_autoscaling::config::Builder::from(&conf)
                 .interceptor(faults.clone())
                 .build(),
         );
-        Some(Moto { ec2, asg, faults })
+        Moto { ec2, asg, faults }
     }
 
     /// Creates a launch template (moto AMI, t3.micro); returns its id.
