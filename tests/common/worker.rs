@@ -17,7 +17,7 @@ use anamo::model::{
     StepCounts, Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
 };
 use anamo::store::{Leadership, SharedStore, StatusDoc, StoreError, TaskStore};
-use anamo::worker::WorkerArgs;
+use anamo::worker::{run_with, WorkerArgs, WorkerControl, WorkerExit};
 use async_trait::async_trait;
 
 pub use super::wait::wait_until;
@@ -49,6 +49,31 @@ pub async fn get(store: &SharedStore, step: &str, id: &str) -> Task {
         .await
         .expect("get")
         .unwrap_or_else(|| panic!("task {step}/{id} missing"))
+}
+
+/// Runs a worker in-process (`anamo::worker::run_with`) on `store`.
+pub fn spawn_worker_task(
+    args: anamo::worker::WorkerArgs,
+    store: SharedStore,
+) -> (
+    WorkerControl,
+    tokio::task::JoinHandle<anamo::worker::Result<WorkerExit>>,
+) {
+    let control = WorkerControl::new();
+    let handle = tokio::spawn(run_with(args, store, control.clone()));
+    (control, handle)
+}
+
+/// The worker's exit; panics if it did not exit within `timeout` (a hang guard) or failed.
+pub async fn join(
+    handle: tokio::task::JoinHandle<anamo::worker::Result<WorkerExit>>,
+    timeout: Duration,
+) -> WorkerExit {
+    tokio::time::timeout(timeout, handle)
+        .await
+        .expect("worker did not exit in time")
+        .expect("worker panicked")
+        .expect("worker failed")
 }
 
 /// Waits until the task is running and returns it.
