@@ -1,9 +1,11 @@
-//! `anamo worker` as a process: SIGTERM drain, kill -9 mid-task, and a worker paused
-//! (SIGSTOP) past its lease whose late completion is rejected.
+//! `anamo worker` as a process: SIGTERM drain, kill -9 mid-task, a worker paused (SIGSTOP)
+//! past its lease whose late completion is rejected, and claims from several worker processes
+//! on one SQLite file.
 //!
 //! DynamoDB variants need `scripts/test-services run -- cargo nextest run --test worker_process`;
 //! without DynamoDB Local they fail.
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -12,23 +14,6 @@ use anamo::model::{TaskSpec, TaskState, WorkerState};
 use common::worker::*;
 use common::Harness;
 use nix::sys::signal::Signal;
-
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(crate::common::Harness::sqlite().await).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn dynamo() {
-                if let Some(h) = crate::common::Harness::dynamo().await {
-                    super::$name(h).await;
-                }
-            }
-        }
-    )*};
-}
 
 on_both_stores!(
     sigterm_drains_and_hands_back,
@@ -44,11 +29,6 @@ const FAST: &[&str] = &[
     "--poll-interval",
     "100ms",
 ];
-
-fn prio(mut t: TaskSpec, p: i32) -> TaskSpec {
-    t.priority = p;
-    t
-}
 
 /// The JSON log lines of a worker process.
 fn log_events(w: &WorkerProcess) -> Vec<serde_json::Value> {

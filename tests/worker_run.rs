@@ -5,6 +5,7 @@
 //! DynamoDB variants need `scripts/test-services run -- cargo nextest run --test worker_run`;
 //! without DynamoDB Local they fail.
 
+#[macro_use]
 mod common;
 
 use std::collections::HashSet;
@@ -15,30 +16,7 @@ use anamo::worker::StopReason;
 use common::worker::*;
 use common::Harness;
 
-/// Runs a test body on SQLite and on DynamoDB Local.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                super::$name(crate::common::Harness::sqlite().await).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn dynamo() {
-                if let Some(h) = crate::common::Harness::dynamo().await {
-                    super::$name(h).await;
-                }
-            }
-        }
-    )*};
-}
-
 on_both_stores!(every_task_runs_exactly_once, exit_codes_decide_the_outcome);
-
-fn prio(mut t: TaskSpec, priority: i32) -> TaskSpec {
-    t.priority = priority;
-    t
-}
 
 /// 8 workers × 4 slots on 2,000 tasks: every task runs once and succeeds once.
 async fn every_task_runs_exactly_once(h: Harness) {
@@ -320,6 +298,13 @@ async fn drain_hands_back_unfinished_tasks() {
     let dir = tempfile::tempdir().unwrap();
     let step = "drain";
     let pid = dir.path().join("long.pid");
+    // `short` ends when the test says so (once the drain began), not after a guessed time; the
+    // grace leaves it ample room, `long` (600 s) outlasts it and `join`'s hang guard.
+    let release = dir.path().join("release");
+    let short = format!(
+        "i=0; while [ ! -e {} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done",
+        release.display()
+    );
     import(
         &h.store,
         &[
@@ -327,23 +312,24 @@ async fn drain_hands_back_unfinished_tasks() {
                 TaskSpec::new(
                     step,
                     "long",
-                    format!("echo $$ > {}; sleep 30", pid.display()),
+                    format!("echo $$ > {}; sleep 600", pid.display()),
                 ),
                 3,
             ),
-            prio(TaskSpec::new(step, "short", "sleep 1"), 2),
+            prio(TaskSpec::new(step, "short", short), 2),
             prio(TaskSpec::new(step, "never", "true"), 1),
         ],
     )
     .await;
     let mut args = fast_args(step, dir.path());
     args.slots = 2;
-    args.drain_grace = Duration::from_secs(2);
+    args.drain_grace = Duration::from_secs(10);
     let (control, handle) = spawn_worker_task(args, h.store.clone());
     wait_running(&h.store, step, "long", Duration::from_secs(10)).await;
     wait_running(&h.store, step, "short", Duration::from_secs(10)).await;
     control.drain();
-    let exit = join(handle, Duration::from_secs(15)).await;
+    std::fs::write(&release, "").unwrap();
+    let exit = join(handle, Duration::from_secs(120)).await;
     assert_eq!(exit.reason, StopReason::Signal);
     let all = h.store.list(&Default::default()).await.unwrap();
     let states: Vec<_> = all.iter().map(|t| (t.id(), t.state, t.attempts)).collect();

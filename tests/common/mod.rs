@@ -58,6 +58,26 @@ impl Harness {
         })
     }
 }
+/// Runs each test body named (`async fn NAME(h: Harness)`) on SQLite and on DynamoDB Local,
+/// as the tests `NAME::sqlite` and `NAME::dynamo` (needs `#[macro_use] mod common;`).
+#[allow(unused_macros)]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(crate::common::Harness::sqlite().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn dynamo() {
+                if let Some(h) = crate::common::Harness::dynamo().await {
+                    super::$name(h).await;
+                }
+            }
+        }
+    )*};
+}
+
 pub mod controller_aws;
 pub mod http;
 pub mod moto;

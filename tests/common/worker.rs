@@ -51,6 +51,12 @@ pub async fn get(store: &SharedStore, step: &str, id: &str) -> Task {
         .unwrap_or_else(|| panic!("task {step}/{id} missing"))
 }
 
+/// `t` with priority `priority`.
+pub fn prio(mut t: TaskSpec, priority: i32) -> TaskSpec {
+    t.priority = priority;
+    t
+}
+
 /// Runs a worker in-process (`anamo::worker::run_with`) on `store`.
 pub fn spawn_worker_task(
     args: anamo::worker::WorkerArgs,
