@@ -40,7 +40,9 @@ async fn every_task_runs_exactly_once(h: Harness) {
     for w in 0..8 {
         let mut args = fast_args(step, dir.path());
         args.slots = 4;
-        args.lease_ttl = Duration::from_secs(30);
+        // No heartbeats (their requests would blur the per-task figure), so the lease must
+        // outlast any wait on a loaded machine: an expired lease would be claimed again.
+        args.lease_ttl = Duration::from_secs(600);
         args.heartbeat = None;
         args.idle_exit = Some(Duration::from_millis(1500));
         args.worker_id = Some(format!("w{w}"));
