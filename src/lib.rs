@@ -4,6 +4,7 @@
 //! [`worker`] is the agent on each instance; [`manifest`], [`planner`] and [`provider`] make up
 //! the controller; [`cli`] is the command line.
 
+pub mod aws_client;
 pub mod bench;
 pub mod cli;
 pub mod clock;

@@ -411,44 +411,46 @@ async fn busy_instances_are_never_terminated() {
     assert_eq!(fake.instances().len(), 1);
 }
 
+/// Three rounds on one controller: a task claimed by a worker that then dies stays running
+/// while its lease lasts, and the first pass after the lease ran out requeues it, every time.
 #[tokio::test]
 async fn expired_leases_are_requeued_each_pass() {
     let w = World::new();
-    w.import("align", 1).await;
-    let claim = w
-        .store
-        .claim(
-            &ClaimRequest {
-                step: "align".into(),
-                owner: "dead-worker".into(),
-                ttl_ms: 30_000,
-            },
-            T0,
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let mut task = TaskSpec::new("align", "s0", "true");
+    task.max_attempts = 10;
+    w.store.import(&[task], w.clock.now()).await.unwrap();
     let mut c = w.controller(&fleet_yaml("align", 3, ""), |_| {});
-    c.reconcile_once().await;
-    assert_eq!(
-        w.store
-            .get("align", claim.task.id())
+    for round in 1..=3u32 {
+        let claim = w
+            .store
+            .claim(
+                &ClaimRequest {
+                    step: "align".into(),
+                    owner: format!("dead-worker-{round}"),
+                    ttl_ms: 30_000,
+                },
+                w.clock.now(),
+            )
             .await
             .unwrap()
-            .unwrap()
-            .state,
-        TaskState::Running
-    );
-    w.clock.advance(Duration::from_secs(31));
-    c.reconcile_once().await;
-    let t = w
-        .store
-        .get("align", claim.task.id())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(t.state, TaskState::Pending);
-    assert_eq!(t.reason.as_deref(), Some("lease expired"));
+            .unwrap_or_else(|| panic!("round {round}: nothing to claim"));
+        c.reconcile_once().await;
+        let t = w.store.get("align", "s0").await.unwrap().unwrap();
+        assert_eq!(
+            (claim.task.id(), t.state),
+            ("s0", TaskState::Running),
+            "round {round}: the lease is still valid"
+        );
+        w.clock.advance(Duration::from_secs(31));
+        c.reconcile_once().await;
+        let t = w.store.get("align", "s0").await.unwrap().unwrap();
+        assert_eq!(t.state, TaskState::Pending, "round {round}: {t:?}");
+        assert_eq!(t.reason.as_deref(), Some("lease expired"), "round {round}");
+        assert_eq!(
+            t.attempts, round,
+            "round {round}: each expiry counts an attempt"
+        );
+    }
 }
 
 #[tokio::test]

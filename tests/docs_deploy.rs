@@ -4,9 +4,12 @@
 //!   controller does (`anamo::provider::user_data`);
 //! * every `ANAMO_*` variable of `deploy/controller.env.example` is one `anamo controller`
 //!   reads, and the systemd unit's command line parses;
-//! * the unit passes `systemd-analyze verify` (when systemd-analyze is installed);
+//! * the unit passes `systemd-analyze verify` (Debian's `systemd` package, installed by
+//!   `scripts/test-services`; without it the test fails), and a broken copy of it does not;
 //! * the Docker build copies every directory the sources `include_str!` from, and its default
 //!   command parses.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -215,31 +218,57 @@ fn systemd_unit_command_line_parses() {
     );
 }
 
-#[test]
-fn systemd_unit_verifies() {
-    let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
-        eprintln!("SKIPPED: systemd-analyze is not installed");
-        return;
-    };
-    assert!(out.status.success());
-    let dir = tempfile::tempdir().unwrap();
-    let unit = read("deploy/anamo-controller.service")
-        .replace("/usr/local/bin/anamo", env!("CARGO_BIN_EXE_anamo"));
-    let path = dir.path().join("anamo-controller.service");
+/// `systemd-analyze verify` of `unit` written as `<dir>/anamo-controller.service`: whether it
+/// passed, and the lines of its output about the unit (unknown or misspelled settings are only
+/// warnings, so they count too).
+fn systemd_verify(analyze: &Path, dir: &Path, unit: &str) -> (bool, Vec<String>) {
+    let path = dir.join("anamo-controller.service");
     std::fs::write(&path, unit).unwrap();
-    let out = Command::new("systemd-analyze")
+    let out = Command::new(analyze)
         .arg("verify")
         .arg(&path)
         .output()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", analyze.display()));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "systemd-analyze verify: {stderr}");
-    // Unknown or misspelled settings are only warnings.
-    let relevant: Vec<&str> = stderr
+    let relevant = stderr
         .lines()
         .filter(|l| l.contains("anamo-controller.service"))
+        .map(str::to_string)
         .collect();
-    assert!(relevant.is_empty(), "{relevant:#?}");
+    (out.status.success(), relevant)
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    let Some(analyze) = common::services::tool(
+        "ANAMO_TEST_SYSTEMD_ANALYZE_BIN",
+        "systemd-analyze (Debian package `systemd`)",
+        Some("systemd-analyze"),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let unit = read("deploy/anamo-controller.service")
+        .replace("/usr/local/bin/anamo", env!("CARGO_BIN_EXE_anamo"));
+    let (ok, relevant) = systemd_verify(&analyze, dir.path(), &unit);
+    assert!(
+        ok && relevant.is_empty(),
+        "systemd-analyze verify: {relevant:#?}"
+    );
+
+    // The check has teeth: a misspelled setting and a command that does not exist are caught.
+    let broken = unit.replace("Restart=always", "Restrat=always");
+    let (_, relevant) = systemd_verify(&analyze, dir.path(), &broken);
+    assert!(
+        relevant.iter().any(|l| l.contains("Restrat")),
+        "a misspelled setting went unnoticed: {relevant:#?}"
+    );
+    let broken = unit.replace(env!("CARGO_BIN_EXE_anamo"), "/nonexistent/anamo");
+    let (ok, relevant) = systemd_verify(&analyze, dir.path(), &broken);
+    assert!(
+        !ok && relevant.iter().any(|l| l.contains("/nonexistent/anamo")),
+        "a missing ExecStart binary went unnoticed: {relevant:#?}"
+    );
 }
 
 /// Files the sources embed with `include_str!`/`include_bytes!`, relative to the repository.

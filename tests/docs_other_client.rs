@@ -5,8 +5,10 @@
 //! `aws dynamodb create-table` command is checked against the table `anamo` created.
 //!
 //! Needs DynamoDB Local (`ANAMO_TEST_DYNAMODB_ENDPOINT`) and the venv
-//! (`$ANAMO_SERVICES_DIR/venv` or `<repo>/.services/venv`): in CI their absence fails the
-//! test, locally it is skipped with a message.
+//! (`$ANAMO_SERVICES_DIR/venv` or `<repo>/.services/venv`): their absence fails the test
+//! (see `tests/common/services.rs`).
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -18,26 +20,18 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// In CI a missing service is a failure; locally the test is skipped with a message.
-fn skip<T>(what: &str) -> Option<T> {
-    if std::env::var_os("CI").is_some() {
-        panic!("{what}: run the tests through `scripts/test-services run -- cargo nextest run`");
-    }
-    eprintln!("SKIPPED: {what} (run through `scripts/test-services run -- ...`)");
-    None
-}
-
 fn services() -> Option<(String, PathBuf)> {
-    let endpoint = match std::env::var("ANAMO_TEST_DYNAMODB_ENDPOINT") {
-        Ok(e) if !e.is_empty() => e,
-        _ => return skip("ANAMO_TEST_DYNAMODB_ENDPOINT is not set"),
-    };
+    let endpoint = common::dynamo_endpoint()?;
     let dir = std::env::var_os("ANAMO_SERVICES_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join(".services"));
     let python = dir.join("venv/bin/python");
     if !python.exists() {
-        return skip(&format!("{} does not exist", python.display()));
+        return common::services::missing(&format!(
+            "the moto venv's python ({}) does not exist; `scripts/test-services install` \
+             creates it",
+            python.display()
+        ));
     }
     Some((endpoint, python))
 }

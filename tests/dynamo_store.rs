@@ -1,8 +1,8 @@
 //! DynamoDB-specific tests of `DynamoStore` (the shared behaviour is in `tests/conformance.rs`):
 //! pagination past 1 MB, bounded claim cost, items written by other clients, and errors.
 //!
-//! Run through `scripts/test-services run -- cargo nextest run --test dynamo_store`. Locally
-//! the tests skip when DynamoDB Local is not running; in CI (`CI` set) they fail.
+//! Run through `scripts/test-services run -- cargo nextest run --test dynamo_store`; without
+//! DynamoDB Local the tests fail.
 
 mod common;
 

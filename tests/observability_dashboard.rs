@@ -4,12 +4,12 @@
 //! names only metrics and labels the controller exports. `observability_prometheus` runs the
 //! same expressions against a real Prometheus.
 
-mod observability_common;
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use observability_common::{
-    alert_rules, dashboard, dashboard_exprs, panels, selectors, substitute,
+use common::observability::{
+    alert_rules, dashboard, dashboard_exprs, panels, repo_root, selectors, substitute,
 };
 
 const DS: &str = "${DS_PROMETHEUS}";
@@ -234,10 +234,8 @@ fn alert_rules_are_complete_and_name_real_metrics() {
         }
     }
     // Every alert has promtool unit tests that expect it to fire (and some that expect quiet).
-    let text = std::fs::read_to_string(
-        observability_common::repo_root().join("manifests/prometheus/alerts_test.yaml"),
-    )
-    .unwrap();
+    let text =
+        std::fs::read_to_string(repo_root().join("manifests/prometheus/alerts_test.yaml")).unwrap();
     let tests: serde_json::Value = serde_saphyr::from_str(&text).expect("alerts_test.yaml");
     let mut firing = BTreeSet::new();
     let mut quiet = BTreeSet::new();

@@ -7,10 +7,10 @@
 //! Prometheus' query API: each must parse and evaluate, and the core panels must return data.
 //! `promtool` checks a live `/metrics` scrape, the rules, and runs the rules' unit tests.
 //!
-//! Without `ANAMO_TEST_PROMETHEUS_BIN`/`ANAMO_TEST_PROMTOOL_BIN` the tests are skipped locally
-//! and fail in CI.
+//! Without `ANAMO_TEST_PROMETHEUS_BIN`/`ANAMO_TEST_PROMTOOL_BIN` the tests fail (see
+//! `tests/common/services.rs`).
 
-mod observability_common;
+mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,10 +18,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use observability_common::{
-    alert_rules, dashboard, dashboard_exprs, get_json, http_get, run_with_timeout, substitute,
-    tool, url_encode, wait_for, ProcessGuard, Workload,
+use common::http::{free_port, get_json, http_get, url_encode};
+use common::observability::{
+    alert_rules, dashboard, dashboard_exprs, repo_root, substitute, Workload,
 };
+use common::process::{run_with_timeout, ProcessGuard};
+use common::services::tool;
+use common::wait::wait_for;
 
 /// Panels that must show data for any running controller with a workload, with how many of
 /// their queries (the first ones) must return series (the others show errors, which a healthy
@@ -40,7 +43,7 @@ const CORE_PANELS: [(&str, usize); 10] = [
 ];
 
 fn promtool() -> Option<std::path::PathBuf> {
-    tool("ANAMO_TEST_PROMTOOL_BIN", "promtool")
+    tool("ANAMO_TEST_PROMTOOL_BIN", "promtool", None)
 }
 
 struct Prometheus {
@@ -53,7 +56,7 @@ impl Prometheus {
     /// Starts Prometheus scraping `target` every second, with the alert rules loaded.
     fn start(bin: &Path, target: SocketAddr) -> Prometheus {
         let dir = tempfile::tempdir().expect("tempdir");
-        let rules = observability_common::repo_root().join("manifests/prometheus/alerts.yaml");
+        let rules = repo_root().join("manifests/prometheus/alerts.yaml");
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - {rules}\n\
@@ -62,7 +65,7 @@ impl Prometheus {
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).unwrap();
-        let port = observability_common::free_port();
+        let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
         let process = ProcessGuard::spawn(
@@ -125,7 +128,7 @@ impl Prometheus {
 
 #[test]
 fn dashboard_and_alerts_work_on_a_real_prometheus() {
-    let Some(prom_bin) = tool("ANAMO_TEST_PROMETHEUS_BIN", "prometheus") else {
+    let Some(prom_bin) = tool("ANAMO_TEST_PROMETHEUS_BIN", "prometheus", None) else {
         return;
     };
     let Some(promtool) = promtool() else {
@@ -149,8 +152,20 @@ fn dashboard_and_alerts_work_on_a_real_prometheus() {
             .step_counts("align")
             .filter(|c| c["succeeded"] >= 4)
     });
-    // Two more scrapes after the first completions, so rates see them.
-    std::thread::sleep(Duration::from_secs(3));
+    // Two more scrapes after the first completions, so rates see them: the latest sample of
+    // `up` is a second (one scrape interval) or more past this moment.
+    let completions_seen = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64();
+    wait_for(
+        "two scrapes after the completions",
+        Duration::from_secs(30),
+        || {
+            prom.scalar(r#"timestamp(up{job="anamo"})"#)
+                .filter(|t| *t >= completions_seen + 1.0)
+        },
+    );
     let up = prom.scalar(r#"up{job="anamo"}"#);
     assert_eq!(
         up,
@@ -302,7 +317,7 @@ fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
     let Some(promtool) = promtool() else {
         return;
     };
-    let dir = observability_common::repo_root().join("manifests/prometheus");
+    let dir = repo_root().join("manifests/prometheus");
     for args in [
         vec!["check", "rules", "alerts.yaml"],
         vec!["test", "rules", "alerts_test.yaml"],

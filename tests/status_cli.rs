@@ -3,7 +3,7 @@
 //! a rejected manifest change, `--watch` frames when stdout is not a terminal (and Ctrl-C),
 //! and a warning once the controller has stopped.
 
-mod observability_common;
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use observability_common::{http_get, run_with_timeout, wait_for, ProcessGuard, Workload};
+use common::http::http_get;
+use common::observability::Workload;
+use common::process::{run_with_timeout, ProcessGuard};
+use common::wait::wait_for;
 
 fn status(w: &Workload, args: &[&str]) -> String {
     let (st, out, err) = run_with_timeout(

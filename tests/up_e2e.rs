@@ -158,7 +158,7 @@ fn a_worker_killed_with_sigkill_has_its_task_requeued_and_the_run_completes() {
     let mut tasks = String::new();
     for i in 0..12 {
         tasks.push_str(&format!(
-            "t{i:02}\twork\techo $ANAMO_TASK_ID >> started.log; sleep 2; echo $ANAMO_TASK_ID >> done.log\n"
+            "t{i:02}\twork\techo $ANAMO_TASK_ID $PPID >> started.log; sleep 2; echo $ANAMO_TASK_ID >> done.log\n"
         ));
     }
     std::fs::write(dir.path().join("tasks.tsv"), tasks).unwrap();
@@ -179,15 +179,22 @@ fn a_worker_killed_with_sigkill_has_its_task_requeued_and_the_run_completes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until some tasks run, then kill one worker hard.
+    // Wait until a worker runs a task (a task's parent is its worker: `$PPID` in
+    // started.log), then kill that busy worker hard.
     let deadline = Instant::now() + Duration::from_secs(60);
     let victim = loop {
-        let started = lines(&dir.path().join("started.log")).len();
+        let done = lines(&dir.path().join("done.log"));
         let pids = worker_pids(&store);
-        if started >= 1 && !pids.is_empty() {
-            break pids[0];
+        let busy = lines(&dir.path().join("started.log"))
+            .iter()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(task, _)| !done.iter().any(|d| d == task))
+            .filter_map(|(_, ppid)| ppid.parse::<i32>().ok())
+            .find(|ppid| pids.contains(ppid));
+        if let Some(pid) = busy {
+            break pid;
         }
-        assert!(Instant::now() < deadline, "no worker started");
+        assert!(Instant::now() < deadline, "no worker ran a task");
         std::thread::sleep(Duration::from_millis(100));
     };
     nix::sys::signal::kill(

@@ -207,22 +207,7 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<BenchRun> {
     Ok(run)
 }
 
-/// A DynamoDB client for a local endpoint with dummy credentials.
-pub(crate) async fn dynamo_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "anamo-bench",
-        ))
-        .load()
-        .await;
-    aws_sdk_dynamodb::Client::new(&conf)
-}
+pub(crate) use crate::aws_client::local_dynamo_client as dynamo_client;
 
 /// A fresh table name.
 pub(crate) fn unique(prefix: &str) -> String {

@@ -549,21 +549,29 @@ mod tests {
     async fn output_held_by_an_escaped_descendant_does_not_hold_the_result() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("t.1.log");
-        // `setsid` leaves the process group (given the time to, before the task ends and its
-        // group is killed): it outlives the task and keeps the pipe open.
-        let script = "setsid sh -c 'sleep 4; echo late' & sleep 0.3; echo early";
-        let t = std::time::Instant::now();
-        let tail = captured(script, &log, 100, Duration::from_millis(200)).await;
-        // 0.5 s when nothing waits for the descendant; its 4 s would show (a loaded machine
-        // has the margin).
-        assert!(
-            t.elapsed() < Duration::from_millis(3500),
-            "{:?}",
-            t.elapsed()
+        let (escaped, release) = (dir.path().join("escaped"), dir.path().join("release"));
+        // `setsid` leaves the process group: the descendant outlives the task and keeps the
+        // pipe open. The task ends once the descendant has left (it says so in `escaped`); the
+        // descendant writes `late` only when the test creates `release` (or after 60 s).
+        let script = format!(
+            "setsid sh -c 'touch {e}; i=0; while [ ! -e {r} ] && [ $i -lt 1200 ]; do \
+             sleep 0.05; i=$((i+1)); done; echo late' & \
+             while [ ! -e {e} ]; do sleep 0.01; done; echo early",
+            e = escaped.display(),
+            r = release.display()
         );
+        // The result does not wait for the descendant, which waits for the test: a wait
+        // would hang until this deadline (a hang guard, not a timing).
+        let tail = tokio::time::timeout(
+            Duration::from_secs(30),
+            captured(&script, &log, 100, Duration::from_millis(200)),
+        )
+        .await
+        .expect("the result waited for the escaped descendant's output");
         assert_eq!(tail, "early\n");
+        std::fs::write(&release, "").unwrap();
         // What it writes later still goes to the log file.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !std::fs::read_to_string(&log).unwrap().contains("late") {
             assert!(
                 Instant::now() < deadline,

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,7 +34,7 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
 
-use super::moto::{moto_endpoint, parse_form, sdk_config, unique, Moto};
+use super::moto::{moto_endpoint, parse_form, unique, Moto};
 use super::{dynamo_endpoint, Harness};
 
 /// The shipped user-data template.
@@ -66,8 +66,7 @@ pub struct AwsWorld {
 }
 
 impl AwsWorld {
-    /// `None` (after printing why) when the services are not running outside CI; in CI a
-    /// missing service panics.
+    /// Fails the test when a service is missing; `None` only when skipping was allowed.
     pub async fn new() -> Option<AwsWorld> {
         let dynamo = dynamo_endpoint();
         let moto = moto_endpoint();
@@ -182,14 +181,12 @@ impl AwsWorld {
         dir
     }
 
-    /// Starts `anamo --store URL controller ARGS...` with its stderr in `<dir>/<name>.log`.
-    pub fn spawn_controller(&self, name: &str, args: &[&str]) -> Proc {
-        let log = self.dir.path().join(format!("{name}.log"));
-        let stderr = std::fs::File::create(&log).expect("controller log");
+    /// `anamo --store URL` in the scratch directory, reaching the services through
+    /// [`AwsWorld::process_env`] and nothing else of the caller's AWS or anamo settings.
+    pub fn anamo(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_anamo"));
         cmd.current_dir(self.dir.path())
-            .args(["--store", &self.harness.url, "controller"])
-            .args(args)
+            .args(["--store", &self.harness.url])
             .env_remove("AWS_ENDPOINT_URL")
             .env_remove("AWS_PROFILE")
             .env_remove("ANAMO_STORE")
@@ -197,7 +194,17 @@ impl AwsWorld {
             .env_remove("ANAMO_MANIFESTS")
             .env_remove("ANAMO_METRICS_ADDR")
             .env("RUST_LOG", "info")
-            .envs(self.process_env())
+            .envs(self.process_env());
+        cmd
+    }
+
+    /// Starts `anamo --store URL controller ARGS...` with its stderr in `<dir>/<name>.log`.
+    pub fn spawn_controller(&self, name: &str, args: &[&str]) -> Proc {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let stderr = std::fs::File::create(&log).expect("controller log");
+        let mut cmd = self.anamo();
+        cmd.arg("controller")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
@@ -209,20 +216,7 @@ impl AwsWorld {
 /// Clients for moto sharing one recording interceptor (as [`Moto::connect`]), whose EC2
 /// client also has [`FullLaunch`].
 pub async fn connect_moto(endpoint: &str) -> Moto {
-    let conf = sdk_config(endpoint).await;
-    let faults = super::moto::SdkFaults::default();
-    let ec2 = aws_sdk_ec2::Client::from_conf(
-        aws_sdk_ec2::config::Builder::from(&conf)
-            .interceptor(faults.clone())
-            .interceptor(FullLaunch)
-            .build(),
-    );
-    let asg = aws_sdk_autoscaling::Client::from_conf(
-        aws_sdk_autoscaling::config::Builder::from(&conf)
-            .interceptor(faults.clone())
-            .build(),
-    );
-    Moto { ec2, asg, faults }
+    Moto::clients(endpoint, |b| b.interceptor(FullLaunch)).await
 }
 
 /// Makes moto launch like EC2 with capacity to spare. The provider sends `RunInstances` with
@@ -469,44 +463,82 @@ impl RemoteFactory for MotoFactory {
     }
 }
 
-/// A child process killed (SIGKILL) and reaped on drop.
-pub struct Proc {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `kill -9`, then reap.
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+/// An `anamo controller` process with its log; killed (SIGKILL) and reaped on drop.
+pub use super::process::Logged as Proc;
 
 /// The last `n` lines of a log file, for failure messages.
 pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A `Fleet` manifest named `align` for step `align`, built field by field instead of written
+/// out in each test. Starts from a small fleet: at most 3 instances of 2 slots, a long boot
+/// timeout and scale-down delay, a 5 s lease with a 1 s heartbeat.
+#[derive(Debug, Clone)]
+pub struct FleetYaml {
+    provider: String,
+    spec: Vec<(&'static str, String)>,
+}
+
+impl FleetYaml {
+    fn with_provider(provider: String) -> FleetYaml {
+        let spec = [
+            ("minInstances", "0"),
+            ("maxInstances", "3"),
+            ("slotsPerInstance", "2"),
+            ("scaleDownDelay", "60s"),
+            ("bootTimeout", "5m"),
+            ("leaseTTL", "5s"),
+            ("heartbeat", "1s"),
+        ];
+        FleetYaml {
+            provider,
+            spec: spec.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
+        }
+    }
+
+    /// An `ec2` fleet on the launch template named `template`.
+    pub fn ec2(template: &str) -> FleetYaml {
+        FleetYaml::with_provider(format!(
+            "    ec2:\n      launchTemplate:\n        name: {template}\n"
+        ))
+    }
+
+    /// An `ec2` fleet whose instances get the shipped user-data template.
+    pub fn ec2_with_user_data(template: &str) -> FleetYaml {
+        let mut f = FleetYaml::ec2(template);
+        f.provider.push_str(&format!(
+            "      userData: {}\n",
+            user_data_template().display()
+        ));
+        f
+    }
+
+    /// An `autoscaling` fleet on the group `group`.
+    pub fn autoscaling(group: &str) -> FleetYaml {
+        FleetYaml::with_provider(format!("    autoscaling:\n      groupName: {group}\n"))
+    }
+
+    /// Sets a `spec` field (e.g. `("maxInstances", "5")`).
+    pub fn set(mut self, field: &'static str, value: &str) -> FleetYaml {
+        match self.spec.iter_mut().find(|(k, _)| *k == field) {
+            Some((_, v)) => *v = value.to_string(),
+            None => self.spec.push((field, value.to_string())),
+        }
+        self
+    }
+
+    pub fn yaml(&self) -> String {
+        let mut out = format!(
+            "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: align\nspec:\n  \
+             step: align\n  provider:\n{}",
+            self.provider
+        );
+        for (k, v) in &self.spec {
+            out.push_str(&format!("  {k}: {v}\n"));
+        }
+        out
+    }
 }

@@ -1,5 +1,9 @@
-//! Shared test harness: stores on fresh SQLite files and fresh DynamoDB Local tables.
-#![allow(dead_code)]
+//! The tests' one harness: stores on fresh SQLite files and fresh DynamoDB Local tables here;
+//! the services a test needs ([`services`]: a missing one fails the test), HTTP ([`http`]),
+//! waiting ([`wait`]), child processes ([`process`]), workers ([`worker`]), moto
+//! ([`moto`]), the controller on AWS stand-ins ([`controller_aws`]) and the observability
+//! workload ([`observability`]) in the modules below.
+#![allow(dead_code, unused_imports)]
 
 use std::sync::Arc;
 
@@ -7,24 +11,10 @@ use anamo::store::dynamo::DynamoStore;
 use anamo::store::sqlite::SqliteStore;
 use anamo::store::{RequestRecorder, SharedStore};
 
-/// Endpoint of DynamoDB Local started by `scripts/test-services`. In CI a missing service is a
-/// failure, never a silent skip; locally the test prints why it is skipped.
+/// Endpoint of DynamoDB Local started by `scripts/test-services`: a test fails when it is
+/// missing or does not answer (see [`services`] for the explicit local opt-out).
 pub fn dynamo_endpoint() -> Option<String> {
-    match std::env::var("ANAMO_TEST_DYNAMODB_ENDPOINT") {
-        Ok(e) if !e.is_empty() => Some(e),
-        _ => {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "ANAMO_TEST_DYNAMODB_ENDPOINT is not set: run the tests through \
-                     `scripts/test-services run -- cargo nextest run`"
-                );
-            }
-            eprintln!(
-                "SKIPPED: DynamoDB Local is not running (run through `scripts/test-services run -- ...`)"
-            );
-            None
-        }
-    }
+    services::endpoint("ANAMO_TEST_DYNAMODB_ENDPOINT", "DynamoDB Local")
 }
 
 pub fn unique_name(prefix: &str) -> String {
@@ -32,21 +22,7 @@ pub fn unique_name(prefix: &str) -> String {
 }
 
 /// A DynamoDB client for the test endpoint with dummy credentials.
-pub async fn dynamo_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "anamo-tests",
-        ))
-        .load()
-        .await;
-    aws_sdk_dynamodb::Client::new(&conf)
-}
+pub use anamo::aws_client::local_dynamo_client as dynamo_client;
 
 pub struct Harness {
     pub store: SharedStore,
@@ -86,8 +62,31 @@ impl Harness {
         })
     }
 }
+/// Runs each test body named (`async fn NAME(h: Harness)`) on SQLite and on DynamoDB Local,
+/// as the tests `NAME::sqlite` and `NAME::dynamo` (needs `#[macro_use] mod common;`).
+#[allow(unused_macros)]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(crate::common::Harness::sqlite().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn dynamo() {
+                if let Some(h) = crate::common::Harness::dynamo().await {
+                    super::$name(h).await;
+                }
+            }
+        }
+    )*};
+}
+
 pub mod controller_aws;
 pub mod http;
 pub mod moto;
+pub mod observability;
 pub mod process;
+pub mod services;
+pub mod wait;
 pub mod worker;

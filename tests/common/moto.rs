@@ -32,24 +32,13 @@ use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 /// An AMI that moto ships.
 pub const MOTO_AMI: &str = "ami-12c6146b";
 
-/// Endpoint of the moto server started by `scripts/test-services`. In CI a missing service is
-/// a failure, never a silent skip; locally the test prints why it is skipped.
+/// Endpoint of the moto server started by `scripts/test-services`: a test fails when it is
+/// missing or does not answer (see [`super::services`] for the explicit local opt-out).
 pub fn moto_endpoint() -> Option<String> {
-    match std::env::var("ANAMO_TEST_MOTO_ENDPOINT") {
-        Ok(e) if !e.is_empty() => Some(e),
-        _ => {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "ANAMO_TEST_MOTO_ENDPOINT is not set: run the tests through \
-                     `scripts/test-services run -- cargo nextest run`"
-                );
-            }
-            eprintln!(
-                "SKIPPED: moto is not running (run through `scripts/test-services run -- ...`)"
-            );
-            None
-        }
-    }
+    super::services::endpoint(
+        "ANAMO_TEST_MOTO_ENDPOINT",
+        "moto (the EC2/Auto Scaling stand-in)",
+    )
 }
 
 /// SDK configuration for moto: dummy credentials, us-east-1, and no SDK retries (the
@@ -72,22 +61,29 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// `None` (after printing why) when moto is not running outside CI.
+    /// `None` only when the tests were deliberately allowed to skip and moto is missing.
     pub async fn connect() -> Option<Moto> {
         let endpoint = moto_endpoint()?;
-        let conf = sdk_config(&endpoint).await;
+        Some(Moto::clients(&endpoint, |b| b).await)
+    }
+
+    /// Clients for moto at `endpoint` sharing one recording interceptor; `ec2` may add more to
+    /// the EC2 client's configuration (e.g. an interceptor).
+    pub async fn clients(
+        endpoint: &str,
+        ec2: impl FnOnce(aws_sdk_ec2::config::Builder) -> aws_sdk_ec2::config::Builder,
+    ) -> Moto {
+        let conf = sdk_config(endpoint).await;
         let faults = SdkFaults::default();
         let ec2 = aws_sdk_ec2::Client::from_conf(
-            aws_sdk_ec2::config::Builder::from(&conf)
-                .interceptor(faults.clone())
-                .build(),
+            ec2(aws_sdk_ec2::config::Builder::from(&conf).interceptor(faults.clone())).build(),
         );
         let asg = aws_sdk_autoscaling::Client::from_conf(
             aws_sdk_autoscaling::config::Builder::from(&conf)
                 .interceptor(faults.clone())
                 .build(),
         );
-        Some(Moto { ec2, asg, faults })
+        Moto { ec2, asg, faults }
     }
 
     /// Creates a launch template (moto AMI, t3.micro); returns its id.

@@ -3,6 +3,7 @@
 //! DynamoDB Local that can be stopped and restarted on the same port and data.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -16,8 +17,10 @@ use anamo::model::{
     StepCounts, Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
 };
 use anamo::store::{Leadership, SharedStore, StatusDoc, StoreError, TaskStore};
-use anamo::worker::WorkerArgs;
+use anamo::worker::{run_with, WorkerArgs, WorkerControl, WorkerExit};
 use async_trait::async_trait;
+
+pub use super::wait::wait_until;
 
 pub fn now() -> Millis {
     anamo::clock::system().now()
@@ -48,22 +51,35 @@ pub async fn get(store: &SharedStore, step: &str, id: &str) -> Task {
         .unwrap_or_else(|| panic!("task {step}/{id} missing"))
 }
 
-/// Polls `check` every 50 ms until it holds; panics after `timeout`.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return;
-        }
-        if start.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// `t` with priority `priority`.
+pub fn prio(mut t: TaskSpec, priority: i32) -> TaskSpec {
+    t.priority = priority;
+    t
+}
+
+/// Runs a worker in-process (`anamo::worker::run_with`) on `store`.
+pub fn spawn_worker_task(
+    args: anamo::worker::WorkerArgs,
+    store: SharedStore,
+) -> (
+    WorkerControl,
+    tokio::task::JoinHandle<anamo::worker::Result<WorkerExit>>,
+) {
+    let control = WorkerControl::new();
+    let handle = tokio::spawn(run_with(args, store, control.clone()));
+    (control, handle)
+}
+
+/// The worker's exit; panics if it did not exit within `timeout` (a hang guard) or failed.
+pub async fn join(
+    handle: tokio::task::JoinHandle<anamo::worker::Result<WorkerExit>>,
+    timeout: Duration,
+) -> WorkerExit {
+    tokio::time::timeout(timeout, handle)
+        .await
+        .expect("worker did not exit in time")
+        .expect("worker panicked")
+        .expect("worker failed")
 }
 
 /// Waits until the task is running and returns it.
@@ -106,12 +122,15 @@ pub fn kill_group(pgid: i32) {
 // ---- a store that can be switched off ------------------------------------------------------
 
 /// Wraps a store; while `down`, every call fails with `StoreError::Unavailable` without
-/// reaching the real store (a network partition, as the worker sees it).
+/// reaching the real store (a network partition, as the worker sees it). Counts, per
+/// operation, the calls it refused and the errors the real store returned, so a test can see
+/// that e.g. a completion was refused and then retried.
 #[derive(Debug)]
 pub struct FaultyStore {
     inner: SharedStore,
     down: AtomicBool,
-    refused: AtomicU64,
+    /// Operation → (refused here, failed in the real store, succeeded).
+    calls: std::sync::Mutex<BTreeMap<String, (u64, u64, u64)>>,
     /// The next call of this operation fails (once).
     fail_next: std::sync::Mutex<Option<&'static str>>,
 }
@@ -121,51 +140,70 @@ impl FaultyStore {
         Arc::new(FaultyStore {
             inner,
             down: AtomicBool::new(false),
-            refused: AtomicU64::new(0),
+            calls: Default::default(),
             fail_next: std::sync::Mutex::new(None),
         })
     }
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
     }
-    /// Calls refused while down.
+    /// Calls refused while down (or by [`FaultyStore::fail_next_call`]).
     pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::SeqCst)
+        self.calls.lock().unwrap().values().map(|c| c.0).sum()
+    }
+    /// Calls of `op` (e.g. "complete") refused here or failed in the real store.
+    pub fn errors_of(&self, op: &str) -> u64 {
+        let calls = self.calls.lock().unwrap();
+        calls.get(op).map_or(0, |c| c.0 + c.1)
+    }
+    /// Calls of `op` that the real store answered without an error.
+    pub fn succeeded_of(&self, op: &str) -> u64 {
+        self.calls.lock().unwrap().get(op).map_or(0, |c| c.2)
     }
     /// Makes the next call of `op` (e.g. "list status") fail, and only that one.
     pub fn fail_next_call(&self, op: &'static str) {
         *self.fail_next.lock().unwrap() = Some(op);
     }
-    fn check(&self, op: &str) -> Result<(), StoreError> {
+    fn count(&self, op: &str, which: fn(&mut (u64, u64, u64)) -> &mut u64) {
+        let mut calls = self.calls.lock().unwrap();
+        *which(calls.entry(op.to_string()).or_default()) += 1;
+    }
+    /// Refuses the call while down, else runs it on the real store; counts either way.
+    async fn call<T>(
+        &self,
+        op: &str,
+        inner: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         let once = {
             let mut next = self.fail_next.lock().unwrap();
             next.take_if(|o| *o == op).is_some()
         };
         if once || self.down.load(Ordering::SeqCst) {
-            self.refused.fetch_add(1, Ordering::SeqCst);
-            Err(StoreError::Unavailable {
+            self.count(op, |c| &mut c.0);
+            return Err(StoreError::Unavailable {
                 operation: op.to_string(),
                 message: "test outage".into(),
-            })
-        } else {
-            Ok(())
+            });
         }
+        let out = inner.await;
+        match &out {
+            Ok(_) => self.count(op, |c| &mut c.2),
+            Err(_) => self.count(op, |c| &mut c.1),
+        }
+        out
     }
 }
 
 #[async_trait]
 impl TaskStore for FaultyStore {
     async fn create_schema(&self) -> Result<(), StoreError> {
-        self.check("create schema")?;
-        self.inner.create_schema().await
+        self.call("create schema", self.inner.create_schema()).await
     }
     async fn delete_schema(&self) -> Result<(), StoreError> {
-        self.check("delete schema")?;
-        self.inner.delete_schema().await
+        self.call("delete schema", self.inner.delete_schema()).await
     }
     async fn import(&self, tasks: &[TaskSpec], now: Millis) -> Result<ImportReport, StoreError> {
-        self.check("import")?;
-        self.inner.import(tasks, now).await
+        self.call("import", self.inner.import(tasks, now)).await
     }
     async fn claim_batch(
         &self,
@@ -173,8 +211,8 @@ impl TaskStore for FaultyStore {
         max: usize,
         now: Millis,
     ) -> Result<Vec<Claim>, StoreError> {
-        self.check("claim")?;
-        self.inner.claim_batch(req, max, now).await
+        self.call("claim", self.inner.claim_batch(req, max, now))
+            .await
     }
     async fn heartbeat(
         &self,
@@ -182,8 +220,8 @@ impl TaskStore for FaultyStore {
         ttl_ms: Millis,
         now: Millis,
     ) -> Result<Millis, StoreError> {
-        self.check("heartbeat")?;
-        self.inner.heartbeat(lease, ttl_ms, now).await
+        self.call("heartbeat", self.inner.heartbeat(lease, ttl_ms, now))
+            .await
     }
     async fn complete(
         &self,
@@ -191,40 +229,35 @@ impl TaskStore for FaultyStore {
         completion: &Completion,
         now: Millis,
     ) -> Result<TaskState, StoreError> {
-        self.check("complete")?;
-        self.inner.complete(lease, completion, now).await
+        self.call("complete", self.inner.complete(lease, completion, now))
+            .await
     }
     async fn release(&self, lease: &LeaseRef, now: Millis) -> Result<(), StoreError> {
-        self.check("release")?;
-        self.inner.release(lease, now).await
+        self.call("release", self.inner.release(lease, now)).await
     }
     async fn requeue_expired(&self, step: &str, now: Millis) -> Result<RequeueReport, StoreError> {
-        self.check("requeue expired")?;
-        self.inner.requeue_expired(step, now).await
+        self.call("requeue expired", self.inner.requeue_expired(step, now))
+            .await
     }
     async fn promote_waiting(&self, step: &str, now: Millis) -> Result<PromoteReport, StoreError> {
-        self.check("promote waiting")?;
-        self.inner.promote_waiting(step, now).await
+        self.call("promote waiting", self.inner.promote_waiting(step, now))
+            .await
     }
     async fn get(&self, step: &str, id: &str) -> Result<Option<Task>, StoreError> {
-        self.check("get")?;
-        self.inner.get(step, id).await
+        self.call("get", self.inner.get(step, id)).await
     }
     async fn list(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
-        self.check("list")?;
-        self.inner.list(filter).await
+        self.call("list", self.inner.list(filter)).await
     }
     async fn counts(&self, step: &str) -> Result<StepCounts, StoreError> {
-        self.check("counts")?;
-        self.inner.counts(step).await
+        self.call("counts", self.inner.counts(step)).await
     }
     async fn backlog(&self, step: &str, pending_limit: u64) -> Result<Backlog, StoreError> {
-        self.check("backlog")?;
-        self.inner.backlog(step, pending_limit).await
+        self.call("backlog", self.inner.backlog(step, pending_limit))
+            .await
     }
     async fn steps(&self) -> Result<Vec<String>, StoreError> {
-        self.check("steps")?;
-        self.inner.steps().await
+        self.call("steps", self.inner.steps()).await
     }
     async fn requeue(
         &self,
@@ -233,36 +266,31 @@ impl TaskStore for FaultyStore {
         force: bool,
         now: Millis,
     ) -> Result<(), StoreError> {
-        self.check("requeue")?;
-        self.inner.requeue(step, id, force, now).await
+        self.call("requeue", self.inner.requeue(step, id, force, now))
+            .await
     }
     async fn cancel(&self, step: &str, id: &str, now: Millis) -> Result<(), StoreError> {
-        self.check("cancel")?;
-        self.inner.cancel(step, id, now).await
+        self.call("cancel", self.inner.cancel(step, id, now)).await
     }
     async fn delete(&self, step: &str, id: &str) -> Result<(), StoreError> {
-        self.check("delete")?;
-        self.inner.delete(step, id).await
+        self.call("delete", self.inner.delete(step, id)).await
     }
     async fn put_worker(&self, worker: &WorkerInfo) -> Result<(), StoreError> {
-        self.check("put worker")?;
-        self.inner.put_worker(worker).await
+        self.call("put worker", self.inner.put_worker(worker)).await
     }
     async fn remove_worker(&self, worker_id: &str) -> Result<(), StoreError> {
-        self.check("remove worker")?;
-        self.inner.remove_worker(worker_id).await
+        self.call("remove worker", self.inner.remove_worker(worker_id))
+            .await
     }
     async fn list_workers(&self, step: Option<&str>) -> Result<Vec<WorkerInfo>, StoreError> {
-        self.check("list workers")?;
-        self.inner.list_workers(step).await
+        self.call("list workers", self.inner.list_workers(step))
+            .await
     }
     async fn put_status(&self, doc: &StatusDoc) -> Result<(), StoreError> {
-        self.check("put status")?;
-        self.inner.put_status(doc).await
+        self.call("put status", self.inner.put_status(doc)).await
     }
     async fn list_status(&self) -> Result<Vec<StatusDoc>, StoreError> {
-        self.check("list status")?;
-        self.inner.list_status().await
+        self.call("list status", self.inner.list_status()).await
     }
     async fn acquire_leadership(
         &self,
@@ -271,18 +299,22 @@ impl TaskStore for FaultyStore {
         ttl_ms: Millis,
         now: Millis,
     ) -> Result<Option<Leadership>, StoreError> {
-        self.check("acquire leadership")?;
-        self.inner
-            .acquire_leadership(cluster, owner, ttl_ms, now)
-            .await
+        self.call(
+            "acquire leadership",
+            self.inner.acquire_leadership(cluster, owner, ttl_ms, now),
+        )
+        .await
     }
     async fn release_leadership(&self, cluster: &str, owner: &str) -> Result<(), StoreError> {
-        self.check("release leadership")?;
-        self.inner.release_leadership(cluster, owner).await
+        self.call(
+            "release leadership",
+            self.inner.release_leadership(cluster, owner),
+        )
+        .await
     }
     async fn current_leader(&self, cluster: &str) -> Result<Option<Leadership>, StoreError> {
-        self.check("current leader")?;
-        self.inner.current_leader(cluster).await
+        self.call("current leader", self.inner.current_leader(cluster))
+            .await
     }
     fn claim_conflicts(&self) -> u64 {
         self.inner.claim_conflicts()
@@ -295,48 +327,7 @@ impl TaskStore for FaultyStore {
 // ---- worker processes ----------------------------------------------------------------------
 
 /// An `anamo worker` process; killed (SIGKILL) on drop if still running.
-pub struct WorkerProcess {
-    pub child: std::process::Child,
-    /// Its stderr (the log).
-    pub log: PathBuf,
-}
-
-impl WorkerProcess {
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the exit; panics after `timeout`.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "worker {} did not exit within {timeout:?}; log:\n{}",
-                    self.pid(),
-                    self.log_text()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+pub use super::process::Logged as WorkerProcess;
 
 /// Environment a worker process needs to reach the store of `url` (DynamoDB Local's endpoint).
 pub fn store_env(url: &str) -> Vec<(String, String)> {
@@ -486,8 +477,8 @@ impl Drop for FakeImds {
 // ---- a private DynamoDB Local --------------------------------------------------------------
 
 /// A DynamoDB Local of our own, on disk (`-dbPath`), so it can be stopped and started again
-/// on the same port with the same data. `None` (with a message) when test-services did not
-/// provide the jar; panics in CI.
+/// on the same port with the same data. Fails the test when test-services did not provide the
+/// jar and java (`None` only when skipping was allowed).
 pub struct PrivateDynamo {
     pub endpoint: String,
     port: u16,
@@ -499,21 +490,12 @@ pub struct PrivateDynamo {
 
 impl PrivateDynamo {
     pub async fn start() -> Option<PrivateDynamo> {
-        let (jar_dir, java) = match (
-            std::env::var("ANAMO_TEST_DYNAMODB_JAR_DIR"),
-            std::env::var("ANAMO_TEST_JAVA"),
-        ) {
-            (Ok(j), Ok(java)) if !j.is_empty() && !java.is_empty() => (j, java),
-            _ => {
-                if std::env::var_os("CI").is_some() {
-                    panic!("ANAMO_TEST_DYNAMODB_JAR_DIR/ANAMO_TEST_JAVA not set: run through scripts/test-services");
-                }
-                eprintln!(
-                    "SKIPPED: DynamoDB Local jar not available (run through scripts/test-services)"
-                );
-                return None;
-            }
-        };
+        let jar_dir = super::services::tool(
+            "ANAMO_TEST_DYNAMODB_JAR_DIR",
+            "DynamoDB Local's jar directory",
+            None,
+        )?;
+        let java = super::services::tool("ANAMO_TEST_JAVA", "java (for DynamoDB Local)", None)?;
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
             l.local_addr().unwrap().port()
@@ -522,8 +504,8 @@ impl PrivateDynamo {
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
             db_dir: tempfile::tempdir().expect("tempdir"),
-            jar_dir: jar_dir.into(),
-            java: java.into(),
+            jar_dir,
+            java,
             child: None,
         };
         d.resume().await;
