@@ -18,6 +18,7 @@ use anamo::metrics::Metrics;
 use anamo::model::{ClaimRequest, TaskSpec, TaskState, WorkerInfo, WorkerState};
 use anamo::planner::{ConditionStatus, ConditionType};
 use anamo::provider::fake::{Call, FakeProvider};
+use anamo::provider::fault::{FaultInjecting, Op};
 use anamo::provider::{FleetProvider, ProviderError};
 use anamo::store::sqlite::SqliteStore;
 use anamo::store::SharedStore;
@@ -108,6 +109,17 @@ impl World {
         source: ManifestSource,
         tweak: impl FnOnce(&mut ControllerConfig),
     ) -> Controller {
+        self.controller_from(store, source, Box::new(self.fakes.clone()), tweak)
+    }
+
+    /// A controller whose providers come from `factory`.
+    fn controller_from(
+        &self,
+        store: SharedStore,
+        source: ManifestSource,
+        factory: Box<dyn RemoteFactory>,
+        tweak: impl FnOnce(&mut ControllerConfig),
+    ) -> Controller {
         let mut cfg = ControllerConfig::new("test-cluster");
         cfg.interval = Duration::from_secs(10);
         tweak(&mut cfg);
@@ -123,7 +135,7 @@ impl World {
             },
             clock.clone(),
             &cfg.cluster,
-            Some(Box::new(self.fakes.clone())),
+            Some(factory),
         );
         Controller::new(
             cfg,
@@ -270,7 +282,10 @@ async fn unread_launch_intents_hold_the_fleet_back_for_a_pass() {
         "launched without its intents"
     );
     assert!(
-        report.errors.iter().any(|e| e.contains("launch intents")),
+        report
+            .errors
+            .iter()
+            .any(|e| e.to_string().contains("launch intents")),
         "{:?}",
         report.errors
     );
@@ -355,7 +370,7 @@ async fn one_broken_fleet_does_not_stop_the_others() {
     let mut c = w.controller(&yaml, |_| {});
     let r = c.reconcile_once().await;
     assert!(
-        r.errors.iter().any(|e| e.contains("align")),
+        r.errors.iter().any(|e| e.to_string().contains("align")),
         "{:?}",
         r.errors
     );
@@ -476,6 +491,62 @@ async fn only_the_leader_acts_and_a_follower_takes_over() {
     let before = w.fakes.get("align").calls().len();
     assert_eq!(a.reconcile_once().await.role, Role::Follower);
     assert_eq!(w.fakes.get("align").calls().len(), before);
+}
+
+/// Hands out one provider for every fleet.
+struct OneProvider(Arc<dyn FleetProvider>);
+
+#[async_trait::async_trait]
+impl RemoteFactory for OneProvider {
+    async fn build(
+        &self,
+        _cluster: &str,
+        _fleet: &FleetManifest,
+        _launch: &WorkerLaunch,
+    ) -> Result<Arc<dyn FleetProvider>, ProviderError> {
+        Ok(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn a_leader_whose_lease_ran_out_during_the_pass_does_not_act() {
+    let w = World::new();
+    w.import("align", 4).await;
+    let clock: SharedClock = w.clock.clone();
+    let provider = Arc::new(FaultInjecting::new(FakeProvider::new("align", clock)));
+    let set = manifest::parse_str(&fleet_yaml("align", 3, ""), "test.yaml").unwrap();
+    let mut c = w.controller_from(
+        w.store.clone(),
+        ManifestSource::fixed(set),
+        Box::new(OneProvider(provider.clone())),
+        |cfg| {
+            cfg.leader_election = true;
+            cfg.leader_ttl = Duration::from_secs(30);
+        },
+    );
+    // The pass starts as the leader; its listing takes longer than the lease.
+    let hold = provider.hold_next(Op::List);
+    let outlast_the_lease = async {
+        hold.reached().await;
+        w.clock.advance(Duration::from_secs(31));
+        hold.release();
+    };
+    let pass = async { tokio::join!(c.reconcile_once(), outlast_the_lease).0 };
+    let r = tokio::time::timeout(Duration::from_secs(60), pass)
+        .await
+        .expect("hang guard: the held listing was released");
+    assert_eq!(r.role, Role::Leader, "{:?}", r.errors);
+    let plan = r.plan.expect("a leader plans");
+    assert_eq!(plan.fleet("align").unwrap().launch_count(), 2, "{plan:?}");
+    assert!(
+        provider.launches().is_empty(),
+        "a controller whose lease ran out while it observed must not act: {:?}",
+        provider.launches()
+    );
+    // The next pass renews the lease, and acts.
+    let r = c.reconcile_once().await;
+    assert_eq!(r.role, Role::Leader, "{:?}", r.errors);
+    assert_eq!(provider.launches().len(), 1);
 }
 
 #[tokio::test]
