@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 use super::{Controller, ControllerError, OBSERVE_CONCURRENCY};
 use crate::clock::{ms, Millis};
 use crate::manifest::FleetManifest;
-use crate::model::WorkerInfo;
+use crate::model::{Backlog, WorkerInfo};
 use crate::planner::ledger::{FleetLedger, LaunchIntent};
 use crate::planner::{FleetInput, FleetPolicy, StepView};
 use crate::provider::instrumented::InstrumentedProvider;
@@ -184,19 +184,7 @@ impl Controller {
             let unread = intents_unread
                 .as_ref()
                 .filter(|(names, _)| names.contains(&fleet.name()));
-            let step = match (backlog, &workers, unread) {
-                (_, _, Some((_, e))) => Err(format!("launch intents: {e}")),
-                (Ok(backlog), Ok(all), None) => Ok(StepView {
-                    backlog,
-                    workers: all
-                        .iter()
-                        .filter(|w| w.step == fleet.step())
-                        .cloned()
-                        .collect(),
-                }),
-                (Err(e), _, None) => Err(e.to_string()),
-                (_, Err(e), None) => Err(e.to_string()),
-            };
+            let step = step_view(fleet, backlog, &workers, unread.map(|(_, e)| e.as_str()));
             let ledger = &mut self
                 .memory
                 .entry(fleet.name().to_string())
@@ -205,6 +193,28 @@ impl Controller {
             out.push(snapshot(fleet, now, step, provider, listed, ledger));
         }
         out
+    }
+}
+
+/// What the store says about a fleet's step, or why it cannot be told.
+fn step_view(
+    fleet: &FleetManifest,
+    backlog: Result<Backlog, StoreError>,
+    workers: &Result<Vec<WorkerInfo>, StoreError>,
+    intents_unread: Option<&str>,
+) -> Result<StepView, String> {
+    match (backlog, workers, intents_unread) {
+        (_, _, Some(e)) => Err(format!("launch intents: {e}")),
+        (Ok(backlog), Ok(all), None) => Ok(StepView {
+            backlog,
+            workers: all
+                .iter()
+                .filter(|w| w.step == fleet.step())
+                .cloned()
+                .collect(),
+        }),
+        (Err(e), _, None) => Err(e.to_string()),
+        (_, Err(e), None) => Err(e.to_string()),
     }
 }
 

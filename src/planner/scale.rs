@@ -151,16 +151,7 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
         running_tasks: demand.running,
         ..FleetStatus::default()
     };
-    let mut actions = Vec::new();
-    if demand.running > 0 {
-        actions.push(Action::RequeueExpired {
-            step: policy.step.clone(),
-            reason: format!(
-                "{} running: any whose lease has expired goes back to pending (checked every pass)",
-                count(demand.running, "task"),
-            ),
-        });
-    }
+    let mut actions: Vec<Action> = requeue(policy, &demand).into_iter().collect();
     let instances = match &input.instances {
         Ok(list) => list,
         Err(e) => return provider_unreadable(input, &demand, status, actions, e),
@@ -195,26 +186,10 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
     let cooling = input.cool_off.as_ref().filter(|c| c.until > now);
     let launch = if cooling.is_some() { 0 } else { need.min(room) };
     if launch > 0 {
-        let mut reason = format!(
-            "{}, {} ready{}: launching {}",
-            demand.explain(),
-            count(u64::from(status.ready), "instance"),
-            booting_phrase(status.booting, status.launching),
-            launch
-        );
-        if launch < need {
-            reason.push_str(&format!(
-                " (not {need}: {} lost or draining but still busy count toward the limit of {})",
-                count(occupied_after.saturating_sub(useful), "instance"),
-                demand.cap,
-            ));
-        }
-        actions.push(Action::Launch {
-            fleet: policy.fleet.clone(),
-            step: policy.step.clone(),
-            count: launch,
-            reason,
-        });
+        let surplus = occupied_after.saturating_sub(useful);
+        actions.push(launch_action(
+            policy, &demand, &status, launch, need, surplus,
+        ));
     }
 
     let outcome = Outcome {
@@ -241,6 +216,49 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
         conditions: conditions(&outcome, now),
         status,
         actions,
+    }
+}
+
+/// Requeueing the step's expired leases, while any task runs.
+fn requeue(policy: &FleetPolicy, demand: &Demand) -> Option<Action> {
+    (demand.running > 0).then(|| Action::RequeueExpired {
+        step: policy.step.clone(),
+        reason: format!(
+            "{} running: any whose lease has expired goes back to pending (checked every pass)",
+            count(demand.running, "task"),
+        ),
+    })
+}
+
+/// The launch of `launch` instances, `need` being missing (`surplus`: lost or draining but
+/// busy instances that take up room below the cap).
+fn launch_action(
+    policy: &FleetPolicy,
+    demand: &Demand,
+    status: &FleetStatus,
+    launch: u32,
+    need: u32,
+    surplus: u32,
+) -> Action {
+    let mut reason = format!(
+        "{}, {} ready{}: launching {}",
+        demand.explain(),
+        count(u64::from(status.ready), "instance"),
+        booting_phrase(status.booting, status.launching),
+        launch
+    );
+    if launch < need {
+        reason.push_str(&format!(
+            " (not {need}: {} lost or draining but still busy count toward the limit of {})",
+            count(surplus, "instance"),
+            demand.cap,
+        ));
+    }
+    Action::Launch {
+        fleet: policy.fleet.clone(),
+        step: policy.step.clone(),
+        count: launch,
+        reason,
     }
 }
 

@@ -346,21 +346,7 @@ pub fn simulate(
     settings: &SimSettings,
     policies: &[PolicyKind],
 ) -> Result<SimOutcome, SimError> {
-    if settings.tick <= 0 || settings.interval <= 0 {
-        return Err(SimError::Invalid(
-            "tick and interval must be positive".into(),
-        ));
-    }
-    if !(0.0..=1.0).contains(&settings.capacity_error_prob) {
-        return Err(SimError::Invalid(
-            "the capacity error probability must be within 0..1".into(),
-        ));
-    }
-    if settings.spot_rate_per_hour < 0.0 || !settings.spot_rate_per_hour.is_finite() {
-        return Err(SimError::Invalid(
-            "the spot interruption rate must be 0 or more".into(),
-        ));
-    }
+    check_settings(settings)?;
     let mut tasks = Vec::with_capacity(trace.tasks.len());
     let mut missing = Vec::new();
     for t in &trace.tasks {
@@ -383,26 +369,7 @@ pub fn simulate(
                 .join(", "),
         });
     }
-    let steps: Vec<StepReport> = fleets
-        .iter()
-        .filter(|f| trace.steps.contains(&f.policy.step))
-        .map(|f| {
-            let task_ms = trace.task_ms(&f.policy.step);
-            let slots = f.policy.slots_per_instance.max(1);
-            StepReport {
-                step: f.policy.step.clone(),
-                fleet: f.policy.fleet.clone(),
-                tasks: trace
-                    .tasks
-                    .iter()
-                    .filter(|t| t.step == f.policy.step)
-                    .count() as u64,
-                task_hours: hours(task_ms),
-                slots_per_instance: slots,
-                lower_bound_hours: hours(task_ms) / f64::from(slots),
-            }
-        })
-        .collect();
+    let steps = step_reports(trace, fleets);
     let lower_bound: f64 = steps.iter().map(|s| s.lower_bound_hours).sum();
 
     let mut reports = Vec::new();
@@ -429,6 +396,50 @@ pub fn simulate(
         },
         timelines,
     })
+}
+
+/// Refuses settings the simulation cannot run with.
+fn check_settings(settings: &SimSettings) -> Result<(), SimError> {
+    if settings.tick <= 0 || settings.interval <= 0 {
+        return Err(SimError::Invalid(
+            "tick and interval must be positive".into(),
+        ));
+    }
+    if !(0.0..=1.0).contains(&settings.capacity_error_prob) {
+        return Err(SimError::Invalid(
+            "the capacity error probability must be within 0..1".into(),
+        ));
+    }
+    if settings.spot_rate_per_hour < 0.0 || !settings.spot_rate_per_hour.is_finite() {
+        return Err(SimError::Invalid(
+            "the spot interruption rate must be 0 or more".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Each step's tasks, task time and lower bound.
+fn step_reports(trace: &Trace, fleets: &[SimFleet]) -> Vec<StepReport> {
+    fleets
+        .iter()
+        .filter(|f| trace.steps.contains(&f.policy.step))
+        .map(|f| {
+            let task_ms = trace.task_ms(&f.policy.step);
+            let slots = f.policy.slots_per_instance.max(1);
+            StepReport {
+                step: f.policy.step.clone(),
+                fleet: f.policy.fleet.clone(),
+                tasks: trace
+                    .tasks
+                    .iter()
+                    .filter(|t| t.step == f.policy.step)
+                    .count() as u64,
+                task_hours: hours(task_ms),
+                slots_per_instance: slots,
+                lower_bound_hours: hours(task_ms) / f64::from(slots),
+            }
+        })
+        .collect()
 }
 
 fn run_one(
@@ -476,20 +487,7 @@ fn run_one(
     } else {
         end - start
     };
-    let mut waits = world.waits();
-    waits.sort_unstable();
-    let mean_wait = if waits.is_empty() {
-        0.0
-    } else {
-        waits.iter().sum::<i64>() as f64 / waits.len() as f64 / 1000.0
-    };
-    let pct = |p: f64| -> f64 {
-        if waits.is_empty() {
-            return 0.0;
-        }
-        let idx = ((waits.len() as f64 * p).ceil() as usize).clamp(1, waits.len()) - 1;
-        waits[idx] as f64 / 1000.0
-    };
+    let (mean_wait, p95_wait, max_wait) = wait_stats(world.waits());
     // Slot time billed: each fleet's instance time times its slots.
     let billed_slot_ms: i64 = t
         .instance_ms_by_fleet
@@ -517,10 +515,28 @@ fn run_one(
         spot_interruptions: t.spot_interruptions,
         peak_instances: t.peak_instances,
         mean_wait_s: round(mean_wait, 1),
-        p95_wait_s: round(pct(0.95), 1),
-        max_wait_s: round(pct(1.0), 1),
+        p95_wait_s: round(p95_wait, 1),
+        max_wait_s: round(max_wait, 1),
     };
     (report, world.timeline)
+}
+
+/// Mean, 95th percentile and maximum of the queue waits, in seconds.
+fn wait_stats(mut waits: Vec<Millis>) -> (f64, f64, f64) {
+    waits.sort_unstable();
+    let mean_wait = if waits.is_empty() {
+        0.0
+    } else {
+        waits.iter().sum::<i64>() as f64 / waits.len() as f64 / 1000.0
+    };
+    let pct = |p: f64| -> f64 {
+        if waits.is_empty() {
+            return 0.0;
+        }
+        let idx = ((waits.len() as f64 * p).ceil() as usize).clamp(1, waits.len()) - 1;
+        waits[idx] as f64 / 1000.0
+    };
+    (mean_wait, pct(0.95), pct(1.0))
 }
 
 fn hours(ms: Millis) -> f64 {

@@ -61,6 +61,16 @@ fn rules_scaling_up() {
                 ..Expect::default()
             },
         },
+    ];
+    for case in cases {
+        check(case);
+    }
+}
+
+#[test]
+fn rules_launches_and_boot() {
+    use ConditionType::*;
+    let cases = vec![
         Case {
             name: "launches older than the boot timeout are given up",
             input: FleetInput {
@@ -145,6 +155,16 @@ fn rules_scaling_down() {
                 ..Expect::default()
             },
         },
+    ];
+    for case in cases {
+        check(case);
+    }
+}
+
+#[test]
+fn rules_scaling_down_order() {
+    use ConditionType::*;
+    let cases = vec![
         Case {
             name: "newest first, down to min",
             input: FleetInput {
@@ -155,7 +175,11 @@ fn rules_scaling_down() {
                 ..input(
                     0,
                     0,
-                    vec![inst("i-old", 180 * MIN), inst("i-mid", 120 * MIN), inst("i-new", 60 * MIN)],
+                    vec![
+                        inst("i-old", 180 * MIN),
+                        inst("i-mid", 120 * MIN),
+                        inst("i-new", 60 * MIN),
+                    ],
                     vec![
                         worker("i-old", 0, 30 * MIN),
                         worker("i-mid", 0, 30 * MIN),
@@ -193,7 +217,7 @@ fn rules_scaling_down() {
 }
 
 #[test]
-fn rules_limits_and_failures() {
+fn rules_limits() {
     use ConditionType::*;
     let cases = vec![
         Case {
@@ -254,6 +278,16 @@ fn rules_limits_and_failures() {
                 ..Expect::default()
             },
         },
+    ];
+    for case in cases {
+        check(case);
+    }
+}
+
+#[test]
+fn rules_failures_and_cool_off() {
+    use ConditionType::*;
+    let cases = vec![
         Case {
             name: "instance listing failed: no launch, no scale-down",
             input: FleetInput {
@@ -323,7 +357,7 @@ fn rules_limits_and_failures() {
 }
 
 #[test]
-fn rules_workers_and_conditions() {
+fn rules_workers() {
     use ConditionType::*;
     let cases = vec![
         Case {
@@ -395,6 +429,16 @@ fn rules_workers_and_conditions() {
                 ..Expect::default()
             },
         },
+    ];
+    for case in cases {
+        check(case);
+    }
+}
+
+#[test]
+fn rules_conditions() {
+    use ConditionType::*;
+    let cases = vec![
         Case {
             name: "steady state is Ready",
             input: input(
@@ -427,7 +471,9 @@ fn rules_workers_and_conditions() {
             expect: Expect {
                 desired: 1,
                 true_conditions: vec![Ready, Stalled],
-                says: vec!["the oldest runnable task has waited 45m and no task of step align is running"],
+                says: vec![
+                    "the oldest runnable task has waited 45m and no task of step align is running",
+                ],
                 ..Expect::default()
             },
         },
