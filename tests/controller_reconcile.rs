@@ -12,13 +12,13 @@ use anamo::clock::{ManualClock, SharedClock};
 use anamo::controller::providers::{ProviderSet, RemoteFactory, WorkerLaunch};
 use anamo::controller::reload::ManifestSource;
 use anamo::controller::status::Role;
-use anamo::controller::{Controller, ControllerConfig};
+use anamo::controller::{Controller, ControllerConfig, PassReport};
 use anamo::manifest::{self, FleetManifest};
 use anamo::metrics::Metrics;
 use anamo::model::{ClaimRequest, TaskSpec, TaskState, WorkerInfo, WorkerState};
 use anamo::planner::{ConditionStatus, ConditionType};
 use anamo::provider::fake::{Call, FakeProvider};
-use anamo::provider::fault::{FaultInjecting, Op};
+use anamo::provider::fault::{FaultInjecting, Hold, Op};
 use anamo::provider::{FleetProvider, ProviderError};
 use anamo::store::sqlite::SqliteStore;
 use anamo::store::SharedStore;
@@ -508,14 +508,15 @@ impl RemoteFactory for OneProvider {
     }
 }
 
-#[tokio::test]
-async fn a_leader_whose_lease_ran_out_during_the_pass_does_not_act() {
-    let w = World::new();
-    w.import("align", 4).await;
+type Faulty = Arc<FaultInjecting<FakeProvider>>;
+
+/// A controller taking part in leader election (lease 30 s) whose one fleet, align, runs on a
+/// fake provider that can be told to fail or to hold a call.
+fn leader_on_faulty(w: &World) -> (Controller, Faulty) {
     let clock: SharedClock = w.clock.clone();
     let provider = Arc::new(FaultInjecting::new(FakeProvider::new("align", clock)));
     let set = manifest::parse_str(&fleet_yaml("align", 3, ""), "test.yaml").unwrap();
-    let mut c = w.controller_from(
+    let c = w.controller_from(
         w.store.clone(),
         ManifestSource::fixed(set),
         Box::new(OneProvider(provider.clone())),
@@ -524,17 +525,31 @@ async fn a_leader_whose_lease_ran_out_during_the_pass_does_not_act() {
             cfg.leader_ttl = Duration::from_secs(30);
         },
     );
-    // The pass starts as the leader; its listing takes longer than the lease.
-    let hold = provider.hold_next(Op::List);
+    (c, provider)
+}
+
+/// Runs one pass whose call held by `hold` outlasts the lease: once the pass reaches the
+/// call, the clock moves past the lease before the call goes on.
+async fn pass_outlasting_the_lease(w: &World, c: &mut Controller, hold: &Hold) -> PassReport {
     let outlast_the_lease = async {
         hold.reached().await;
         w.clock.advance(Duration::from_secs(31));
         hold.release();
     };
     let pass = async { tokio::join!(c.reconcile_once(), outlast_the_lease).0 };
-    let r = tokio::time::timeout(Duration::from_secs(60), pass)
+    tokio::time::timeout(Duration::from_secs(60), pass)
         .await
-        .expect("hang guard: the held listing was released");
+        .expect("hang guard: the held call was released")
+}
+
+#[tokio::test]
+async fn a_leader_whose_lease_ran_out_during_the_pass_does_not_act() {
+    let w = World::new();
+    w.import("align", 4).await;
+    let (mut c, provider) = leader_on_faulty(&w);
+    // The pass starts as the leader; its listing takes longer than the lease.
+    let hold = provider.hold_next(Op::List);
+    let r = pass_outlasting_the_lease(&w, &mut c, &hold).await;
     assert_eq!(r.role, Role::Leader, "{:?}", r.errors);
     let plan = r.plan.expect("a leader plans");
     assert_eq!(plan.fleet("align").unwrap().launch_count(), 2, "{plan:?}");
@@ -547,6 +562,46 @@ async fn a_leader_whose_lease_ran_out_during_the_pass_does_not_act() {
     let r = c.reconcile_once().await;
     assert_eq!(r.role, Role::Leader, "{:?}", r.errors);
     assert_eq!(provider.launches().len(), 1);
+}
+
+#[tokio::test]
+async fn a_leader_whose_lease_ran_out_while_acting_stops() {
+    let w = World::new();
+    w.import("align", 4).await;
+    let ttl = 30_000;
+    let req = ClaimRequest {
+        step: "align".into(),
+        owner: "dead-worker".into(),
+        ttl_ms: ttl,
+    };
+    let claim = w.store.claim(&req, T0).await.unwrap().unwrap();
+    let (mut c, provider) = leader_on_faulty(&w);
+    // A throttled launch stays unconfirmed: the next pass issues it again before its plan.
+    provider.throttle_next(Op::Launch, 1);
+    let r = c.reconcile_once().await;
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    w.clock.advance(Duration::from_secs(31));
+    // That re-issued launch outlasts the lease; the plan's requeue of the expired claim
+    // (the action after it) must not happen.
+    let hold = provider.hold_next(Op::Launch);
+    let r = pass_outlasting_the_lease(&w, &mut c, &hold).await;
+    let plan = r.plan.expect("a leader plans");
+    assert!(
+        plan.actions()
+            .any(|a| matches!(a, anamo::planner::Action::RequeueExpired { .. })),
+        "{plan:?}"
+    );
+    let state = |t: Option<anamo::model::Task>| t.expect("the claimed task").state;
+    let task = w.store.get("align", claim.task.id()).await.unwrap();
+    assert_eq!(
+        state(task),
+        TaskState::Running,
+        "acted after the lease ran out"
+    );
+    // The next pass holds the lease again and requeues it.
+    c.reconcile_once().await;
+    let task = w.store.get("align", claim.task.id()).await.unwrap();
+    assert_eq!(state(task), TaskState::Pending);
 }
 
 #[tokio::test]
