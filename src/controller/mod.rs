@@ -34,7 +34,7 @@ use crate::planner::ledger::FleetLedger;
 use crate::planner::{self, Plan, PlanInput};
 use crate::store::{Leadership, SharedStore};
 
-pub use error::ControllerError;
+pub use error::{ControllerError, ObserveError};
 use observe::Observed;
 use progress::Census;
 use providers::ProviderSet;
@@ -280,10 +280,10 @@ impl Controller {
         let mut observed = Vec::new();
         let mut input = PlanInput::default();
         for (obs, fin) in self.observe(fleets, now).await {
-            if let Some(problem) = &obs.error {
+            if let Some(source) = &obs.error {
                 let fleet = obs.fleet.name().to_string();
-                let problem = problem.clone();
-                self.note_error(ControllerError::Observe { fleet, problem }, errors);
+                let source = source.clone();
+                self.note_error(ControllerError::Observe { fleet, source }, errors);
             }
             observed.push(obs);
             input.fleets.push(fin);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tracing::{debug, warn};
 
-use super::{Controller, ControllerError, OBSERVE_CONCURRENCY};
+use super::{Controller, ControllerError, ObserveError, OBSERVE_CONCURRENCY};
 use crate::clock::{ms, Millis};
 use crate::manifest::FleetManifest;
 use crate::model::{Backlog, WorkerInfo};
@@ -26,7 +26,7 @@ pub(super) struct Observed {
     pub instances: Vec<Instance>,
     pub workers: Vec<WorkerInfo>,
     /// Why the fleet could not be fully observed.
-    pub error: Option<String>,
+    pub error: Option<ObserveError>,
 }
 
 /// The status document under which a fleet's launch intents are kept.
@@ -202,9 +202,9 @@ fn step_view(
     backlog: Result<Backlog, StoreError>,
     workers: &Result<Vec<WorkerInfo>, StoreError>,
     intents_unread: Option<&str>,
-) -> Result<StepView, String> {
+) -> Result<StepView, ObserveError> {
     match (backlog, workers, intents_unread) {
-        (_, _, Some(e)) => Err(format!("launch intents: {e}")),
+        (_, _, Some(e)) => Err(ObserveError::Intents(e.to_string())),
         (Ok(backlog), Ok(all), None) => Ok(StepView {
             backlog,
             workers: all
@@ -213,8 +213,8 @@ fn step_view(
                 .cloned()
                 .collect(),
         }),
-        (Err(e), _, None) => Err(e.to_string()),
-        (_, Err(e), None) => Err(e.to_string()),
+        (Err(e), _, None) => Err(ObserveError::Store(e.to_string())),
+        (_, Err(e), None) => Err(ObserveError::Store(e.to_string())),
     }
 }
 
@@ -223,35 +223,32 @@ fn step_view(
 fn snapshot(
     fleet: &FleetManifest,
     now: Millis,
-    step: Result<StepView, String>,
+    step: Result<StepView, ObserveError>,
     provider: Result<Arc<dyn FleetProvider>, ProviderError>,
     listed: Option<Result<Vec<Instance>, ProviderError>>,
     ledger: &mut FleetLedger,
 ) -> (Observed, FleetInput) {
-    let mut error = None;
-    if let Err(e) = &step {
-        error = Some(format!("reading the store: {e}"));
-    }
+    let mut error = step.as_ref().err().cloned();
     let provider = match provider {
         Ok(p) => Some(p),
         Err(e) => {
-            error = Some(format!("provider: {e}"));
+            error = Some(ObserveError::Provider(e.to_string()));
             None
         }
     };
     let instances = match listed {
         Some(Ok(list)) => Ok(list),
         Some(Err(e)) => {
-            error = Some(format!("listing instances: {e}"));
+            error = Some(ObserveError::Listing(e.to_string()));
             Err(e.to_string())
         }
-        None => Err(error.clone().unwrap_or_default()),
+        None => Err(error.as_ref().map(ToString::to_string).unwrap_or_default()),
     };
     let listed = instances.as_deref().ok();
     ledger.observe(listed, ms(fleet.spec.boot_timeout), now);
     let input = FleetInput {
         policy: FleetPolicy::from_manifest(fleet),
-        step: step.clone(),
+        step: step.clone().map_err(|e| e.store_text()),
         instances: instances.clone(),
         cool_off: ledger.cool_off().cloned(),
         pending_launches: ledger.pending_launches(listed),

@@ -78,7 +78,7 @@ impl Controller {
             conditions_summary: conditions_summary(&fp.conditions),
             last_action: mem.and_then(|m| m.last_action.as_ref().map(|a| a.1.clone())),
             last_action_at: mem.and_then(|m| m.last_action.as_ref().map(|a| a.0)),
-            error: obs.error.clone(),
+            error: obs.error.as_ref().map(ToString::to_string),
             observed_at: now,
         };
         let m = &self.metrics;
