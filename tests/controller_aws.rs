@@ -310,7 +310,11 @@ async fn a_launch_whose_response_was_lost_is_not_repeated_after_a_restart() {
     let mut first = w.controller(&yaml, system_clock(), &f1, |_| {});
     let r = first.reconcile_once().await;
     assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
-    assert!(r.errors[0].contains("launch failed"), "{:?}", r.errors);
+    assert!(
+        r.errors[0].to_string().contains("launch failed"),
+        "{:?}",
+        r.errors
+    );
     let ids = w.live_instances("align").await;
     assert_eq!(ids.len(), 3, "moto did launch");
     let batch = batches(&w, &ids).await.into_iter().next().unwrap();
@@ -558,7 +562,11 @@ async fn a_throttled_launch_is_retried_next_pass_with_the_same_batch() {
 
     let r = c.reconcile_once().await;
     assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
-    assert!(r.errors[0].contains("throttled"), "{:?}", r.errors);
+    assert!(
+        r.errors[0].to_string().contains("throttled"),
+        "{:?}",
+        r.errors
+    );
     let st = c.status().read().unwrap().clone();
     assert!(
         st.last_error
@@ -628,7 +636,7 @@ async fn a_capacity_error_stalls_the_fleet_for_the_cool_off() {
     let r = c.reconcile_once().await;
     assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
     assert!(
-        r.errors[0].contains("insufficient capacity"),
+        r.errors[0].to_string().contains("insufficient capacity"),
         "{:?}",
         r.errors
     );

@@ -12,12 +12,13 @@ use anamo::clock::{ManualClock, SharedClock};
 use anamo::controller::providers::{ProviderSet, RemoteFactory, WorkerLaunch};
 use anamo::controller::reload::ManifestSource;
 use anamo::controller::status::Role;
-use anamo::controller::{Controller, ControllerConfig};
+use anamo::controller::{Controller, ControllerConfig, PassReport};
 use anamo::manifest::{self, FleetManifest};
 use anamo::metrics::Metrics;
 use anamo::model::{ClaimRequest, TaskSpec, TaskState, WorkerInfo, WorkerState};
 use anamo::planner::{ConditionStatus, ConditionType};
 use anamo::provider::fake::{Call, FakeProvider};
+use anamo::provider::fault::{FaultInjecting, Hold, Op};
 use anamo::provider::{FleetProvider, ProviderError};
 use anamo::store::sqlite::SqliteStore;
 use anamo::store::{RequestRecorder, SharedStore};
@@ -112,6 +113,17 @@ impl World {
         source: ManifestSource,
         tweak: impl FnOnce(&mut ControllerConfig),
     ) -> Controller {
+        self.controller_from(store, source, Box::new(self.fakes.clone()), tweak)
+    }
+
+    /// A controller whose providers come from `factory`.
+    fn controller_from(
+        &self,
+        store: SharedStore,
+        source: ManifestSource,
+        factory: Box<dyn RemoteFactory>,
+        tweak: impl FnOnce(&mut ControllerConfig),
+    ) -> Controller {
         let mut cfg = ControllerConfig::new("test-cluster");
         cfg.interval = Duration::from_secs(10);
         tweak(&mut cfg);
@@ -127,7 +139,7 @@ impl World {
             },
             clock.clone(),
             &cfg.cluster,
-            Some(Box::new(self.fakes.clone())),
+            Some(factory),
         );
         Controller::new(
             cfg,
@@ -274,7 +286,10 @@ async fn unread_launch_intents_hold_the_fleet_back_for_a_pass() {
         "launched without its intents"
     );
     assert!(
-        report.errors.iter().any(|e| e.contains("launch intents")),
+        report
+            .errors
+            .iter()
+            .any(|e| e.to_string().contains("launch intents")),
         "{:?}",
         report.errors
     );
@@ -359,7 +374,7 @@ async fn one_broken_fleet_does_not_stop_the_others() {
     let mut c = w.controller(&yaml, |_| {});
     let r = c.reconcile_once().await;
     assert!(
-        r.errors.iter().any(|e| e.contains("align")),
+        r.errors.iter().any(|e| e.to_string().contains("align")),
         "{:?}",
         r.errors
     );
@@ -482,6 +497,117 @@ async fn only_the_leader_acts_and_a_follower_takes_over() {
     let before = w.fakes.get("align").calls().len();
     assert_eq!(a.reconcile_once().await.role, Role::Follower);
     assert_eq!(w.fakes.get("align").calls().len(), before);
+}
+
+/// Hands out one provider for every fleet.
+struct OneProvider(Arc<dyn FleetProvider>);
+
+#[async_trait::async_trait]
+impl RemoteFactory for OneProvider {
+    async fn build(
+        &self,
+        _cluster: &str,
+        _fleet: &FleetManifest,
+        _launch: &WorkerLaunch,
+    ) -> Result<Arc<dyn FleetProvider>, ProviderError> {
+        Ok(self.0.clone())
+    }
+}
+
+type Faulty = Arc<FaultInjecting<FakeProvider>>;
+
+/// A controller taking part in leader election (lease 30 s) whose one fleet, align, runs on a
+/// fake provider that can be told to fail or to hold a call.
+fn leader_on_faulty(w: &World) -> (Controller, Faulty) {
+    let clock: SharedClock = w.clock.clone();
+    let provider = Arc::new(FaultInjecting::new(FakeProvider::new("align", clock)));
+    let set = manifest::parse_str(&fleet_yaml("align", 3, ""), "test.yaml").unwrap();
+    let c = w.controller_from(
+        w.store.clone(),
+        ManifestSource::fixed(set),
+        Box::new(OneProvider(provider.clone())),
+        |cfg| {
+            cfg.leader_election = true;
+            cfg.leader_ttl = Duration::from_secs(30);
+        },
+    );
+    (c, provider)
+}
+
+/// Runs one pass whose call held by `hold` outlasts the lease: once the pass reaches the
+/// call, the clock moves past the lease before the call goes on.
+async fn pass_outlasting_the_lease(w: &World, c: &mut Controller, hold: &Hold) -> PassReport {
+    let outlast_the_lease = async {
+        hold.reached().await;
+        w.clock.advance(Duration::from_secs(31));
+        hold.release();
+    };
+    let pass = async { tokio::join!(c.reconcile_once(), outlast_the_lease).0 };
+    tokio::time::timeout(Duration::from_secs(60), pass)
+        .await
+        .expect("hang guard: the held call was released")
+}
+
+#[tokio::test]
+async fn a_leader_whose_lease_ran_out_during_the_pass_does_not_act() {
+    let w = World::new();
+    w.import("align", 4).await;
+    let (mut c, provider) = leader_on_faulty(&w);
+    // The pass starts as the leader; its listing takes longer than the lease.
+    let hold = provider.hold_next(Op::List);
+    let r = pass_outlasting_the_lease(&w, &mut c, &hold).await;
+    assert_eq!(r.role, Role::Leader, "{:?}", r.errors);
+    let plan = r.plan.expect("a leader plans");
+    assert_eq!(plan.fleet("align").unwrap().launch_count(), 2, "{plan:?}");
+    assert!(
+        provider.launches().is_empty(),
+        "a controller whose lease ran out while it observed must not act: {:?}",
+        provider.launches()
+    );
+    // The next pass renews the lease, and acts.
+    let r = c.reconcile_once().await;
+    assert_eq!(r.role, Role::Leader, "{:?}", r.errors);
+    assert_eq!(provider.launches().len(), 1);
+}
+
+#[tokio::test]
+async fn a_leader_whose_lease_ran_out_while_acting_stops() {
+    let w = World::new();
+    w.import("align", 4).await;
+    let ttl = 30_000;
+    let req = ClaimRequest {
+        step: "align".into(),
+        owner: "dead-worker".into(),
+        ttl_ms: ttl,
+    };
+    let claim = w.store.claim(&req, T0).await.unwrap().unwrap();
+    let (mut c, provider) = leader_on_faulty(&w);
+    // A throttled launch stays unconfirmed: the next pass issues it again before its plan.
+    provider.throttle_next(Op::Launch, 1);
+    let r = c.reconcile_once().await;
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    w.clock.advance(Duration::from_secs(31));
+    // That re-issued launch outlasts the lease; the plan's requeue of the expired claim
+    // (the action after it) must not happen.
+    let hold = provider.hold_next(Op::Launch);
+    let r = pass_outlasting_the_lease(&w, &mut c, &hold).await;
+    let plan = r.plan.expect("a leader plans");
+    assert!(
+        plan.actions()
+            .any(|a| matches!(a, anamo::planner::Action::RequeueExpired { .. })),
+        "{plan:?}"
+    );
+    let state = |t: Option<anamo::model::Task>| t.expect("the claimed task").state;
+    let task = w.store.get("align", claim.task.id()).await.unwrap();
+    assert_eq!(
+        state(task),
+        TaskState::Running,
+        "acted after the lease ran out"
+    );
+    // The next pass holds the lease again and requeues it.
+    c.reconcile_once().await;
+    let task = w.store.get("align", claim.task.id()).await.unwrap();
+    assert_eq!(state(task), TaskState::Pending);
 }
 
 #[tokio::test]

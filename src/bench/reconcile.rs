@@ -179,6 +179,7 @@ fn planner_time(steps: u32, pending: u64, instances: usize) -> PlannerTime {
             scale_down_delay: 300_000,
             boot_timeout: 600_000,
             lost_after: 60_000,
+            worker_dead_after: 90_000,
             stall_after: 1_200_000,
             budget: None,
         };
@@ -226,6 +227,7 @@ fn planner_time(steps: u32, pending: u64, instances: usize) -> PlannerTime {
             instances: Ok(list),
             cool_off: None,
             pending_launches: Vec::new(),
+            scale_in_protection: false,
         });
     }
     let iterations = 200;

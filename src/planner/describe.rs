@@ -115,6 +115,25 @@ impl fmt::Display for Action {
             Action::RequeueExpired { step, reason } => {
                 write!(f, "requeue expired leases of step {step}: {reason}")
             }
+            Action::SetProtection {
+                ids,
+                protected,
+                reason,
+                ..
+            } => {
+                let on = if *protected { "on" } else { "off" };
+                write!(
+                    f,
+                    "scale-in protection {on} for {}: {reason}",
+                    ids.join(", ")
+                )
+            }
+            Action::ForgetWorkers {
+                workers, reason, ..
+            } => write!(f, "forget workers {}: {reason}", workers.join(", ")),
+            Action::RetireWorkers {
+                workers, reason, ..
+            } => write!(f, "mark workers gone {}: {reason}", workers.join(", ")),
         }
     }
 }

@@ -12,10 +12,19 @@
 //!   worker stopped heartbeating (and is idle) are terminated; lost workers are reported;
 //! - extra instances are removed newest first once idle for scaleDownDelay;
 //! - an instance whose worker has busy slots is never terminated;
-//! - when the provider's instance list could not be read, nothing is launched or terminated.
+//! - when the provider's instance list could not be read, nothing is launched or terminated;
+//! - busy instances are protected from a group's own scale-in, idle ones not; registrations
+//!   of workers that are gone are tidied (`upkeep.rs`).
+//!
+//! What the controller remembers between passes (launches in flight, capacity cool-offs) is
+//! kept in a [`ledger::FleetLedger`], also pure.
 
+mod conditions;
 mod describe;
+pub mod ledger;
 mod scale;
+mod terminate;
+pub mod upkeep;
 
 #[cfg(test)]
 mod tests;
@@ -47,6 +56,9 @@ pub struct FleetInput {
     pub cool_off: Option<CoolOff>,
     /// Launches made recently whose instances may not be listed yet.
     pub pending_launches: Vec<PendingLaunch>,
+    /// The provider protects instances from its own scale-in (Auto Scaling groups): busy
+    /// instances are protected, idle ones unprotected.
+    pub scale_in_protection: bool,
 }
 
 /// What the task store says about a step.
@@ -94,6 +106,9 @@ pub struct FleetPolicy {
     pub boot_timeout: Millis,
     /// A registered worker not seen for this long is lost (3 heartbeats by default).
     pub lost_after: Millis,
+    /// A worker on a listed instance silent for this long is presumed dead (the lost
+    /// threshold plus a lease TTL: every lease it held has expired by then).
+    pub worker_dead_after: Millis,
     /// The fleet is `Stalled` when its oldest runnable task has waited this long while no task
     /// of the step runs (2 boot timeouts by default).
     pub stall_after: Millis,
@@ -114,6 +129,9 @@ impl FleetPolicy {
             scale_down_delay: ms(s.scale_down_delay),
             boot_timeout: ms(s.boot_timeout),
             lost_after: ms(s.heartbeat_interval()).saturating_mul(3),
+            worker_dead_after: ms(s.heartbeat_interval())
+                .saturating_mul(3)
+                .saturating_add(ms(s.lease_ttl)),
             stall_after: ms(s.boot_timeout).saturating_mul(2),
             budget: s.budget.clone(),
         }
@@ -272,9 +290,28 @@ pub enum Action {
         workers: Vec<String>,
         reason: String,
     },
-    /// Requeue the step's tasks whose lease has expired (the reconciler does this every
-    /// pass; listed so a dry run shows it).
+    /// Requeue the step's tasks whose lease has expired.
     RequeueExpired { step: String, reason: String },
+    /// Turn scale-in protection on (busy instances) or off (idle ones).
+    SetProtection {
+        fleet: String,
+        ids: Vec<String>,
+        protected: bool,
+        reason: String,
+    },
+    /// Remove these workers' registrations (exited, on no listed instance).
+    ForgetWorkers {
+        fleet: String,
+        workers: Vec<String>,
+        reason: String,
+    },
+    /// Mark these workers as gone (silent far beyond their leases), so that their instances no
+    /// longer count as busy.
+    RetireWorkers {
+        fleet: String,
+        workers: Vec<String>,
+        reason: String,
+    },
 }
 
 impl Action {
@@ -285,6 +322,9 @@ impl Action {
             Action::Terminate { .. } => "terminate",
             Action::MarkLost { .. } => "mark_lost",
             Action::RequeueExpired { .. } => "requeue_expired",
+            Action::SetProtection { .. } => "set_protection",
+            Action::ForgetWorkers { .. } => "forget_workers",
+            Action::RetireWorkers { .. } => "retire_workers",
         }
     }
 
@@ -293,7 +333,10 @@ impl Action {
             Action::Launch { reason, .. }
             | Action::Terminate { reason, .. }
             | Action::MarkLost { reason, .. }
-            | Action::RequeueExpired { reason, .. } => reason,
+            | Action::RequeueExpired { reason, .. }
+            | Action::SetProtection { reason, .. }
+            | Action::ForgetWorkers { reason, .. }
+            | Action::RetireWorkers { reason, .. } => reason,
         }
     }
 }
@@ -397,7 +440,11 @@ pub fn plan(input: &PlanInput, now: Millis) -> Plan {
         fleets: input
             .fleets
             .iter()
-            .map(|f| scale::plan_fleet(f, now))
+            .map(|f| {
+                let mut fp = scale::plan_fleet(f, now);
+                fp.actions.extend(upkeep::actions(f, now));
+                fp
+            })
             .collect(),
     }
 }

@@ -1,18 +1,19 @@
-//! The scaling rules for one fleet.
+//! The scaling rules for one fleet: how many instances the backlog asks for ([`Demand`]),
+//! what each listed instance is ([`Class`]), and the plan that follows — requeues, reports of
+//! lost workers, terminations (`terminate.rs`), a launch, and the conditions (`conditions.rs`).
 
 use std::collections::BTreeMap;
 
-use super::{
-    Action, Condition, ConditionStatus, ConditionType, FleetInput, FleetPlan, FleetPolicy,
-    FleetStatus, StepView, TerminateCause,
-};
+use super::conditions::{conditions, provider_unreadable, store_unreadable, Outcome};
+use super::terminate;
+use super::{Action, FleetInput, FleetPlan, FleetPolicy, FleetStatus, StepView};
 use crate::clock::{format_duration_ms, Millis};
 use crate::model::{WorkerInfo, WorkerState};
 use crate::provider::{Instance, InstanceState};
 
 /// What an instance is, judging by its workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Class {
+pub(super) enum Class {
     /// No worker registered yet, within the boot timeout.
     Booting,
     /// No worker registered within the boot timeout.
@@ -29,29 +30,29 @@ enum Class {
 
 /// A listed instance with its workers.
 #[derive(Debug)]
-struct Member<'a> {
-    instance: &'a Instance,
-    workers: Vec<&'a WorkerInfo>,
+pub(super) struct Member<'a> {
+    pub instance: &'a Instance,
+    pub workers: Vec<&'a WorkerInfo>,
     /// Busy slots over all the instance's workers, as the store has them.
-    busy: u32,
-    class: Class,
+    pub busy: u32,
+    pub class: Class,
 }
 
 /// The demand side of a fleet: how many instances the backlog asks for and what bounds them.
-struct Demand {
-    pending: u64,
+pub(super) struct Demand {
+    pub pending: u64,
     /// `pending` is a lower bound (counting stopped at the backlog limit).
-    more_pending: bool,
-    running: u64,
-    tasks_per_instance: u32,
+    pub more_pending: bool,
+    pub running: u64,
+    pub tasks_per_instance: u32,
     /// ceil(pending / tasksPerInstance).
-    want: u32,
-    min: u32,
-    max: u32,
-    budget: Option<u32>,
+    pub want: u32,
+    pub min: u32,
+    pub max: u32,
+    pub budget: Option<u32>,
     /// The stricter of max and budget.
-    cap: u32,
-    desired: u32,
+    pub cap: u32,
+    pub desired: u32,
 }
 
 impl Demand {
@@ -83,7 +84,7 @@ impl Demand {
     }
 
     /// `37 runnable tasks`, or `more than 200 runnable tasks` when counting stopped there.
-    fn backlog_text(&self) -> String {
+    pub(super) fn backlog_text(&self) -> String {
         let n = count(self.pending, "runnable task");
         if self.more_pending {
             format!("more than {n}")
@@ -93,7 +94,7 @@ impl Demand {
     }
 
     /// The instances the backlog asks for; past the counted backlog only a lower bound.
-    fn want_text(&self) -> String {
+    pub(super) fn want_text(&self) -> String {
         if self.more_pending {
             format!("more than {}", count(self.want - 1, "instance"))
         } else {
@@ -101,18 +102,18 @@ impl Demand {
         }
     }
 
-    fn at_max(&self) -> bool {
+    pub(super) fn at_max(&self) -> bool {
         self.want > self.max
     }
 
-    fn budget_limited(&self) -> bool {
+    pub(super) fn budget_limited(&self) -> bool {
         self.budget
             .is_some_and(|b| b < self.want.max(self.min).min(self.max))
     }
 
     /// Why `desired` is what it is, e.g. `backlog of 37 runnable tasks needs 5 instances (8
     /// tasks per instance)`.
-    fn explain(&self) -> String {
+    pub(super) fn explain(&self) -> String {
         let mut s = if self.pending == 0 {
             "no runnable tasks".to_string()
         } else {
@@ -150,24 +151,120 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
         running_tasks: demand.running,
         ..FleetStatus::default()
     };
-    let mut actions = Vec::new();
-    if demand.running > 0 {
-        actions.push(Action::RequeueExpired {
-            step: policy.step.clone(),
-            reason: format!(
-                "{} running: any whose lease has expired goes back to pending (checked every pass)",
-                count(demand.running, "task"),
-            ),
-        });
-    }
+    let mut actions: Vec<Action> = requeue(policy, &demand).into_iter().collect();
     let instances = match &input.instances {
         Ok(list) => list,
         Err(e) => return provider_unreadable(input, &demand, status, actions, e),
     };
 
     let members = classify(policy, instances, &view.workers, now);
-    let outstanding = outstanding_launches(input, instances, now);
-    for m in &members {
+    count_members(&mut status, &members);
+    status.launching = outstanding_launches(input, instances, now);
+
+    // Broken or finished instances go regardless of demand (never busy ones).
+    let (mut terminations, lost) = terminate::broken(policy, &members, now);
+    actions.extend(lost);
+    // Scale down: idle-long-enough ready instances, newest first, never below desired.
+    let useful = status.ready + status.booting + status.launching;
+    let excess = useful.saturating_sub(demand.desired);
+    let idle_ready = terminate::idle_ready(&members, now);
+    let scaled_down = terminate::scale_down(policy, &demand, &status, excess, &idle_ready);
+    let scaled_down_count = scaled_down.as_ref().map_or(0, |t| t.ids.len() as u32);
+    terminations.extend(scaled_down);
+    let terminated: u32 = terminations.iter().map(|t| t.ids.len() as u32).sum();
+    actions.extend(terminations.into_iter().map(|t| Action::Terminate {
+        fleet: policy.fleet.clone(),
+        ids: t.ids,
+        cause: t.cause,
+        reason: t.reason,
+    }));
+
+    // Launch what is missing, within the hard cap.
+    let occupied_after = status.instances - terminated + status.launching;
+    let need = demand.desired.saturating_sub(useful);
+    let room = demand.cap.saturating_sub(occupied_after);
+    let cooling = input.cool_off.as_ref().filter(|c| c.until > now);
+    let launch = if cooling.is_some() { 0 } else { need.min(room) };
+    if launch > 0 {
+        let surplus = occupied_after.saturating_sub(useful);
+        actions.push(launch_action(
+            policy, &demand, &status, launch, need, surplus,
+        ));
+    }
+
+    let outcome = Outcome {
+        policy,
+        view,
+        demand: &demand,
+        status: &status,
+        launch,
+        need,
+        room,
+        cooling,
+        excess,
+        scaled_down: scaled_down_count,
+        next_idle: idle_ready
+            .iter()
+            .filter(|(_, idle)| *idle < policy.scale_down_delay)
+            .map(|(_, idle)| policy.scale_down_delay - idle)
+            .min(),
+    };
+    FleetPlan {
+        fleet: policy.fleet.clone(),
+        step: policy.step.clone(),
+        desired: demand.desired,
+        conditions: conditions(&outcome, now),
+        status,
+        actions,
+    }
+}
+
+/// Requeueing the step's expired leases, while any task runs.
+fn requeue(policy: &FleetPolicy, demand: &Demand) -> Option<Action> {
+    (demand.running > 0).then(|| Action::RequeueExpired {
+        step: policy.step.clone(),
+        reason: format!(
+            "{} running: any whose lease has expired goes back to pending (checked every pass)",
+            count(demand.running, "task"),
+        ),
+    })
+}
+
+/// The launch of `launch` instances, `need` being missing (`surplus`: lost or draining but
+/// busy instances that take up room below the cap).
+fn launch_action(
+    policy: &FleetPolicy,
+    demand: &Demand,
+    status: &FleetStatus,
+    launch: u32,
+    need: u32,
+    surplus: u32,
+) -> Action {
+    let mut reason = format!(
+        "{}, {} ready{}: launching {}",
+        demand.explain(),
+        count(u64::from(status.ready), "instance"),
+        booting_phrase(status.booting, status.launching),
+        launch
+    );
+    if launch < need {
+        reason.push_str(&format!(
+            " (not {need}: {} lost or draining but still busy count toward the limit of {})",
+            count(surplus, "instance"),
+            demand.cap,
+        ));
+    }
+    Action::Launch {
+        fleet: policy.fleet.clone(),
+        step: policy.step.clone(),
+        count: launch,
+        reason,
+    }
+}
+
+/// Counts the members by class into `status`.
+fn count_members(status: &mut FleetStatus, members: &[Member]) {
+    for m in members {
         status.instances += 1;
         match m.class {
             Class::Booting => status.booting += 1,
@@ -182,343 +279,6 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
                 }
             }
         }
-    }
-    status.launching = outstanding;
-
-    // Broken or finished instances go regardless of demand (never busy ones).
-    let mut terminations: Vec<(TerminateCause, Vec<String>, String)> = Vec::new();
-    let of = |pred: &dyn Fn(&Member) -> bool| -> Vec<&Member> {
-        members.iter().filter(|m| pred(m) && m.busy == 0).collect()
-    };
-
-    let timed_out = of(&|m| m.class == Class::BootTimedOut);
-    if !timed_out.is_empty() {
-        let list: Vec<String> = timed_out
-            .iter()
-            .map(|m| {
-                format!(
-                    "{} (launched {} ago)",
-                    m.instance.id,
-                    ago(now, m.instance.launched_at)
-                )
-            })
-            .collect();
-        terminations.push((
-            TerminateCause::BootTimeout,
-            ids(&timed_out),
-            format!(
-                "no worker registered within bootTimeout {}: {}",
-                format_duration_ms(policy.boot_timeout),
-                list.join(", ")
-            ),
-        ));
-    }
-
-    let finished = of(&|m| m.class == Class::Finished);
-    if !finished.is_empty() {
-        terminations.push((
-            TerminateCause::WorkerExited,
-            ids(&finished),
-            format!(
-                "the worker has exited (idle exit or shutdown) but the instance is still there: {}",
-                ids(&finished).join(", ")
-            ),
-        ));
-    }
-
-    let drained = of(&|m| m.class == Class::Draining);
-    if !drained.is_empty() {
-        terminations.push((
-            TerminateCause::Drained,
-            ids(&drained),
-            format!(
-                "the worker is draining and has no running tasks: {}",
-                ids(&drained).join(", ")
-            ),
-        ));
-    }
-
-    let lost: Vec<&Member> = members
-        .iter()
-        .filter(|m| matches!(m.class, Class::Lost { .. }))
-        .collect();
-    if !lost.is_empty() {
-        let details: Vec<String> = lost
-            .iter()
-            .map(|m| {
-                let Class::Lost { last_seen } = m.class else {
-                    unreachable!()
-                };
-                let workers: Vec<&str> = live_workers(m).map(|w| w.worker_id.as_str()).collect();
-                let mut d = format!(
-                    "worker {} on {} last heartbeat {} ago",
-                    workers.join("+"),
-                    m.instance.id,
-                    ago(now, last_seen)
-                );
-                if m.busy > 0 {
-                    d.push_str(&format!(
-                        " (kept: the store still shows {})",
-                        count(m.busy, "busy slot")
-                    ));
-                }
-                d
-            })
-            .collect();
-        actions.push(Action::MarkLost {
-            fleet: policy.fleet.clone(),
-            ids: ids(&lost),
-            workers: lost
-                .iter()
-                .flat_map(|m| live_workers(m).map(|w| w.worker_id.clone()))
-                .collect(),
-            reason: format!(
-                "no heartbeat for more than {}: {}; their tasks return to pending when the leases expire",
-                format_duration_ms(policy.lost_after),
-                details.join(", ")
-            ),
-        });
-        let idle_lost = of(&|m| matches!(m.class, Class::Lost { .. }));
-        if !idle_lost.is_empty() {
-            terminations.push((
-                TerminateCause::Lost,
-                ids(&idle_lost),
-                format!(
-                    "the worker stopped heartbeating and had no running tasks: {}",
-                    ids(&idle_lost).join(", ")
-                ),
-            ));
-        }
-    }
-
-    // Scale down: idle-long-enough ready instances, newest first, never below desired.
-    let useful = status.ready + status.booting + outstanding;
-    let excess = useful.saturating_sub(demand.desired);
-    let mut idle_ready: Vec<(&Member, Millis)> = members
-        .iter()
-        .filter_map(|m| match m.class {
-            Class::Ready { last_busy_at } if m.busy == 0 => {
-                Some((m, now.saturating_sub(last_busy_at)))
-            }
-            _ => None,
-        })
-        .collect();
-    idle_ready.sort_by(|(a, _), (b, _)| {
-        b.instance
-            .launched_at
-            .cmp(&a.instance.launched_at)
-            .then_with(|| a.instance.id.cmp(&b.instance.id))
-    });
-    let eligible: Vec<&(&Member, Millis)> = idle_ready
-        .iter()
-        .filter(|(_, idle)| *idle >= policy.scale_down_delay)
-        .collect();
-    let chosen: Vec<&(&Member, Millis)> = eligible.iter().copied().take(excess as usize).collect();
-    if !chosen.is_empty() {
-        let list: Vec<String> = chosen
-            .iter()
-            .map(|(m, idle)| format!("{} (idle {})", m.instance.id, format_duration_ms(*idle)))
-            .collect();
-        terminations.push((
-            TerminateCause::ScaleDown,
-            chosen.iter().map(|(m, _)| m.instance.id.clone()).collect(),
-            format!(
-                "{}, {} ready{}: desired {}, terminating {} idle for at least {} (scaleDownDelay), newest first: {}",
-                demand.explain(),
-                count(u64::from(status.ready), "instance"),
-                booting_phrase(status.booting, outstanding),
-                demand.desired,
-                count(chosen.len() as u64, "instance"),
-                format_duration_ms(policy.scale_down_delay),
-                list.join(", ")
-            ),
-        ));
-    }
-    let scaled_down = chosen.len() as u32;
-    let terminated: u32 = terminations
-        .iter()
-        .map(|(_, ids, _)| ids.len() as u32)
-        .sum();
-    for (cause, ids, reason) in terminations {
-        actions.push(Action::Terminate {
-            fleet: policy.fleet.clone(),
-            ids,
-            cause,
-            reason,
-        });
-    }
-
-    // Launch what is missing, within the hard cap.
-    let occupied_after = status.instances - terminated + outstanding;
-    let need = demand.desired.saturating_sub(useful);
-    let room = demand.cap.saturating_sub(occupied_after);
-    let cooling = input.cool_off.as_ref().filter(|c| c.until > now);
-    let launch = if cooling.is_some() { 0 } else { need.min(room) };
-    if launch > 0 {
-        let mut reason = format!(
-            "{}, {} ready{}: launching {}",
-            demand.explain(),
-            count(u64::from(status.ready), "instance"),
-            booting_phrase(status.booting, outstanding),
-            launch
-        );
-        if launch < need {
-            reason.push_str(&format!(
-                " (not {need}: {} lost or draining but still busy count toward the limit of {})",
-                count(occupied_after.saturating_sub(useful), "instance"),
-                demand.cap,
-            ));
-        }
-        actions.push(Action::Launch {
-            fleet: policy.fleet.clone(),
-            step: policy.step.clone(),
-            count: launch,
-            reason,
-        });
-    }
-
-    // Conditions.
-    let mut conditions = Vec::with_capacity(ConditionType::ALL.len());
-    let ready_ok =
-        status.ready == demand.desired && status.booting == 0 && outstanding == 0 && launch == 0;
-    let ready_message = if ready_ok {
-        format!(
-            "{} of {} desired instances ready",
-            status.ready, demand.desired
-        )
-    } else if status.ready > demand.desired {
-        format!(
-            "{} ready, {} desired",
-            count(status.ready, "instance"),
-            demand.desired
-        )
-    } else {
-        format!(
-            "{} of {} desired instances ready{}{}",
-            status.ready,
-            demand.desired,
-            booting_phrase(status.booting, outstanding),
-            if launch > 0 {
-                format!(", launching {launch}")
-            } else {
-                String::new()
-            }
-        )
-    };
-    conditions.push(cond(ConditionType::Ready, ready_ok, ready_message));
-
-    let scaling_up = launch > 0 || status.booting > 0 || outstanding > 0;
-    conditions.push(cond(
-        ConditionType::ScalingUp,
-        scaling_up,
-        if scaling_up {
-            let mut parts = Vec::new();
-            if launch > 0 {
-                parts.push(format!("launching {launch}"));
-            }
-            if status.booting > 0 {
-                parts.push(format!("{} booting", status.booting));
-            }
-            if outstanding > 0 {
-                parts.push(format!("{outstanding} launched, not listed yet"));
-            }
-            parts.join(", ")
-        } else {
-            "nothing launching or booting".to_string()
-        },
-    ));
-
-    let left_over = excess.saturating_sub(scaled_down);
-    let scaling_down = scaled_down > 0 || left_over > 0;
-    conditions.push(cond(
-        ConditionType::ScalingDown,
-        scaling_down,
-        if scaling_down {
-            let mut msg = if scaled_down > 0 {
-                format!("terminating {}", count(scaled_down, "idle instance"))
-            } else {
-                format!(
-                    "{} above the {} desired",
-                    count(excess, "instance"),
-                    demand.desired
-                )
-            };
-            if left_over > 0 {
-                let waiting_idle: Vec<Millis> = idle_ready
-                    .iter()
-                    .filter(|(_, idle)| *idle < policy.scale_down_delay)
-                    .map(|(_, idle)| policy.scale_down_delay - idle)
-                    .collect();
-                msg.push_str(&format!(
-                    "; {left_over} more to remove once idle for scaleDownDelay {}",
-                    format_duration_ms(policy.scale_down_delay)
-                ));
-                if let Some(next) = waiting_idle.iter().min() {
-                    msg.push_str(&format!(" (next in {})", format_duration_ms(*next)));
-                }
-                if status.busy > 0 {
-                    msg.push_str(&format!("; {} busy", count(status.busy, "instance")));
-                }
-            }
-            msg
-        } else {
-            "not above the desired size".to_string()
-        },
-    ));
-
-    conditions.push(at_max_condition(&demand));
-    conditions.push(budget_condition(policy, &demand));
-
-    let mut stalled = Vec::new();
-    if demand.pending > 0 && demand.desired == 0 {
-        stalled.push(format!(
-            "{} wait but the budget allows no instances",
-            demand.backlog_text()
-        ));
-    }
-    if need > 0 && launch == 0 {
-        if let Some(c) = cooling {
-            stalled.push(format!(
-                "{} more needed but the provider refused capacity ({}); launching again in {}",
-                count(need, "instance"),
-                c.reason,
-                format_duration_ms(c.until - now)
-            ));
-        } else if room == 0 {
-            stalled.push(format!(
-                "{} more needed but the limit of {} instances is taken up by lost, draining or exited instances",
-                count(need, "instance"),
-                demand.cap
-            ));
-        }
-    }
-    if let Some(oldest) = view.backlog.oldest_pending_at {
-        let waited = now.saturating_sub(oldest);
-        if demand.pending > 0 && demand.running == 0 && waited > policy.stall_after {
-            stalled.push(format!(
-                "the oldest runnable task has waited {} and no task of step {} is running",
-                format_duration_ms(waited),
-                policy.step
-            ));
-        }
-    }
-    conditions.push(cond(
-        ConditionType::Stalled,
-        !stalled.is_empty(),
-        if stalled.is_empty() {
-            "making progress".to_string()
-        } else {
-            stalled.join("; ")
-        },
-    ));
-
-    FleetPlan {
-        fleet: policy.fleet.clone(),
-        step: policy.step.clone(),
-        desired: demand.desired,
-        status,
-        actions,
-        conditions,
     }
 }
 
@@ -604,143 +364,23 @@ fn outstanding_launches(input: &FleetInput, instances: &[Instance], now: Millis)
         .fold(0u32, u32::saturating_add)
 }
 
-fn store_unreadable(input: &FleetInput, error: &str) -> FleetPlan {
-    let message = format!("cannot read the task store: {error}; leaving the fleet as it is");
-    FleetPlan {
-        fleet: input.policy.fleet.clone(),
-        step: input.policy.step.clone(),
-        desired: 0,
-        status: FleetStatus::default(),
-        actions: Vec::new(),
-        conditions: ConditionType::ALL
-            .iter()
-            .map(|t| Condition {
-                type_: *t,
-                status: ConditionStatus::Unknown,
-                message: message.clone(),
-            })
-            .collect(),
-    }
-}
-
-fn provider_unreadable(
-    input: &FleetInput,
-    demand: &Demand,
-    status: FleetStatus,
-    actions: Vec<Action>,
-    error: &str,
-) -> FleetPlan {
-    let policy = &input.policy;
-    let unknown = |t| Condition {
-        type_: t,
-        status: ConditionStatus::Unknown,
-        message: format!(
-            "cannot list the fleet's instances: {error}; not launching or terminating this pass"
-        ),
-    };
-    let stalled = demand.pending > 0;
-    FleetPlan {
-        fleet: policy.fleet.clone(),
-        step: policy.step.clone(),
-        desired: demand.desired,
-        status,
-        actions,
-        conditions: vec![
-            unknown(ConditionType::Ready),
-            unknown(ConditionType::ScalingUp),
-            unknown(ConditionType::ScalingDown),
-            at_max_condition(demand),
-            budget_condition(policy, demand),
-            cond(
-                ConditionType::Stalled,
-                stalled,
-                if stalled {
-                    format!(
-                        "{} wait but no instance can be added: cannot list the fleet's instances: {error}",
-                        demand.backlog_text()
-                    )
-                } else {
-                    "no runnable tasks".to_string()
-                },
-            ),
-        ],
-    }
-}
-
-fn at_max_condition(d: &Demand) -> Condition {
-    cond(
-        ConditionType::AtMax,
-        d.at_max(),
-        if d.at_max() {
-            format!(
-                "backlog of {} would need {} but maxInstances is {}",
-                d.backlog_text(),
-                d.want_text(),
-                d.max
-            )
-        } else {
-            format!("the backlog needs {} of at most {}", d.want, d.max)
-        },
-    )
-}
-
-fn budget_condition(policy: &FleetPolicy, d: &Demand) -> Condition {
-    let limited = d.budget_limited();
-    let message = match (d.budget, &policy.budget) {
-        (Some(b), Some(spec)) => {
-            let how = match (spec.max_hourly_cost, spec.price_per_instance_hour) {
-                (Some(cost), Some(price)) => format!(
-                    "maxHourlyCost {cost} at {price} per instance-hour{}",
-                    spec.max_instances
-                        .map(|m| format!(", maxInstances {m}"))
-                        .unwrap_or_default()
-                ),
-                _ => format!("budget.maxInstances {b}"),
-            };
-            if limited {
-                format!(
-                    "the budget allows {} ({how}); the backlog and maxInstances would allow {}",
-                    count(b, "instance"),
-                    d.want.max(d.min).min(d.max)
-                )
-            } else {
-                format!("within the budget of {} ({how})", count(b, "instance"))
-            }
-        }
-        _ => "no budget set".to_string(),
-    };
-    cond(ConditionType::BudgetLimited, limited, message)
-}
-
-fn cond(type_: ConditionType, status: bool, message: String) -> Condition {
-    Condition {
-        type_,
-        status: if status {
-            ConditionStatus::True
-        } else {
-            ConditionStatus::False
-        },
-        message,
-    }
-}
-
-fn live_workers<'a>(m: &'a Member<'a>) -> impl Iterator<Item = &'a WorkerInfo> + 'a {
+pub(super) fn live_workers<'a>(m: &'a Member<'a>) -> impl Iterator<Item = &'a WorkerInfo> + 'a {
     m.workers
         .iter()
         .copied()
         .filter(|w| w.state != WorkerState::Gone)
 }
 
-fn ids(members: &[&Member]) -> Vec<String> {
+pub(super) fn ids(members: &[&Member]) -> Vec<String> {
     members.iter().map(|m| m.instance.id.clone()).collect()
 }
 
-fn ago(now: Millis, then: Millis) -> String {
+pub(super) fn ago(now: Millis, then: Millis) -> String {
     format_duration_ms(now.saturating_sub(then))
 }
 
 /// `, 1 booting, 2 launched (not listed yet)` or nothing.
-fn booting_phrase(booting: u32, outstanding: u32) -> String {
+pub(super) fn booting_phrase(booting: u32, outstanding: u32) -> String {
     let mut s = String::new();
     if booting > 0 {
         s.push_str(&format!(", {booting} booting"));

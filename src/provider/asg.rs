@@ -441,6 +441,10 @@ impl FleetProvider for AsgFleet {
         Ok(())
     }
 
+    fn scale_in_protection(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "autoscaling"
     }

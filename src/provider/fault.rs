@@ -1,6 +1,7 @@
-//! A decorator that makes any [`FleetProvider`] fail on demand and records every call: for
-//! tests of the controller's reaction to throttling, missing capacity or an unreachable API
-//! (as Karpenter's fake EC2 can be told to return the next error).
+//! A decorator that makes any [`FleetProvider`] fail or stall on demand and records every
+//! call: for tests of the controller's reaction to throttling, missing capacity, an
+//! unreachable API (as Karpenter's fake EC2 can be told to return the next error) or a call
+//! that takes longer than a leadership lease ([`FaultInjecting::hold_next`]).
 //!
 //! ```ignore
 //! let provider = FaultInjecting::new(fake);
@@ -12,6 +13,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 
 use super::{FleetProvider, Instance, LaunchOutcome, LaunchRequest, ProviderError, ProviderResult};
 
@@ -56,10 +58,32 @@ pub struct Record {
 
 type MakeError = Arc<dyn Fn() -> ProviderError + Send + Sync>;
 
+/// A call held back by [`FaultInjecting::hold_next`]: it waits, before doing anything, until
+/// [`Hold::release`] is called.
+#[derive(Debug, Default)]
+pub struct Hold {
+    reached: Notify,
+    released: Notify,
+}
+
+impl Hold {
+    /// Waits until the held call has started (and is waiting).
+    pub async fn reached(&self) {
+        self.reached.notified().await;
+    }
+
+    /// Lets the held call go on (also if it has not started yet).
+    pub fn release(&self) {
+        self.released.notify_one();
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// Per operation, errors to return before calling the inner provider again.
     faults: BTreeMap<Op, VecDeque<MakeError>>,
+    /// Per operation, calls to hold back until released.
+    holds: BTreeMap<Op, VecDeque<Arc<Hold>>>,
     records: Vec<Record>,
 }
 
@@ -113,6 +137,27 @@ impl<P> FaultInjecting<P> {
         let mut s = self.lock();
         let q = s.faults.entry(op).or_default();
         q.extend(std::iter::repeat_n(make, n));
+    }
+
+    /// The next call of `op` waits until the returned [`Hold`] is released (then goes on as
+    /// usual, faults included).
+    pub fn hold_next(&self, op: Op) -> Arc<Hold> {
+        let hold = Arc::new(Hold::default());
+        self.lock()
+            .holds
+            .entry(op)
+            .or_default()
+            .push_back(hold.clone());
+        hold
+    }
+
+    /// Waits while a hold of `op` is pending.
+    async fn held(&self, op: Op) {
+        let hold = self.lock().holds.get_mut(&op).and_then(VecDeque::pop_front);
+        if let Some(h) = hold {
+            h.reached.notify_one();
+            h.released.notified().await;
+        }
     }
 
     /// The next `n` calls of `op` are throttled.
@@ -197,6 +242,7 @@ impl<P> FaultInjecting<P> {
 impl<P: FleetProvider> FleetProvider for FaultInjecting<P> {
     async fn list(&self) -> ProviderResult<Vec<Instance>> {
         let call = Call::List;
+        self.held(Op::List).await;
         if let Some(e) = self.injected(&call) {
             return Err(e);
         }
@@ -206,6 +252,7 @@ impl<P: FleetProvider> FleetProvider for FaultInjecting<P> {
 
     async fn launch(&self, req: &LaunchRequest) -> ProviderResult<LaunchOutcome> {
         let call = Call::Launch(req.clone());
+        self.held(Op::Launch).await;
         if let Some(e) = self.injected(&call) {
             return Err(e);
         }
@@ -215,6 +262,7 @@ impl<P: FleetProvider> FleetProvider for FaultInjecting<P> {
 
     async fn terminate(&self, ids: &[String]) -> ProviderResult<()> {
         let call = Call::Terminate(ids.to_vec());
+        self.held(Op::Terminate).await;
         if let Some(e) = self.injected(&call) {
             return Err(e);
         }
@@ -224,11 +272,20 @@ impl<P: FleetProvider> FleetProvider for FaultInjecting<P> {
 
     async fn set_protection(&self, ids: &[String], protected: bool) -> ProviderResult<()> {
         let call = Call::SetProtection(ids.to_vec(), protected);
+        self.held(Op::SetProtection).await;
         if let Some(e) = self.injected(&call) {
             return Err(e);
         }
         let res = self.inner.set_protection(ids, protected).await;
         self.record(call, res)
+    }
+
+    fn lists_launches_immediately(&self) -> bool {
+        self.inner.lists_launches_immediately()
+    }
+
+    fn scale_in_protection(&self) -> bool {
+        self.inner.scale_in_protection()
     }
 
     fn kind(&self) -> &'static str {

@@ -6,6 +6,7 @@ pub mod aws_error;
 pub mod ec2;
 pub mod fake;
 pub mod fault;
+pub mod instrumented;
 pub mod local;
 pub mod user_data;
 
@@ -148,6 +149,12 @@ pub trait FleetProvider: Send + Sync + fmt::Debug {
     /// Cloud APIs are eventually consistent, so the controller keeps counting a launch as
     /// pending until its instances are listed.
     fn lists_launches_immediately(&self) -> bool {
+        false
+    }
+    /// Whether the provider removes instances on its own unless they are protected (an Auto
+    /// Scaling group's scale-in): the controller then protects busy instances through
+    /// [`FleetProvider::set_protection`].
+    fn scale_in_protection(&self) -> bool {
         false
     }
     /// Short name for logs and metrics labels: `local`, `ec2`, `autoscaling`.

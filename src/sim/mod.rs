@@ -108,6 +108,9 @@ impl FleetDefaults {
                 scale_down_delay: ms(self.scale_down_delay),
                 boot_timeout: ms(self.boot_timeout),
                 lost_after: ms(heartbeat).saturating_mul(3),
+                worker_dead_after: ms(heartbeat)
+                    .saturating_mul(3)
+                    .saturating_add(ms(self.lease_ttl)),
                 stall_after: ms(self.boot_timeout).saturating_mul(2),
                 budget: None,
             },
@@ -343,21 +346,7 @@ pub fn simulate(
     settings: &SimSettings,
     policies: &[PolicyKind],
 ) -> Result<SimOutcome, SimError> {
-    if settings.tick <= 0 || settings.interval <= 0 {
-        return Err(SimError::Invalid(
-            "tick and interval must be positive".into(),
-        ));
-    }
-    if !(0.0..=1.0).contains(&settings.capacity_error_prob) {
-        return Err(SimError::Invalid(
-            "the capacity error probability must be within 0..1".into(),
-        ));
-    }
-    if settings.spot_rate_per_hour < 0.0 || !settings.spot_rate_per_hour.is_finite() {
-        return Err(SimError::Invalid(
-            "the spot interruption rate must be 0 or more".into(),
-        ));
-    }
+    check_settings(settings)?;
     let mut tasks = Vec::with_capacity(trace.tasks.len());
     let mut missing = Vec::new();
     for t in &trace.tasks {
@@ -380,26 +369,7 @@ pub fn simulate(
                 .join(", "),
         });
     }
-    let steps: Vec<StepReport> = fleets
-        .iter()
-        .filter(|f| trace.steps.contains(&f.policy.step))
-        .map(|f| {
-            let task_ms = trace.task_ms(&f.policy.step);
-            let slots = f.policy.slots_per_instance.max(1);
-            StepReport {
-                step: f.policy.step.clone(),
-                fleet: f.policy.fleet.clone(),
-                tasks: trace
-                    .tasks
-                    .iter()
-                    .filter(|t| t.step == f.policy.step)
-                    .count() as u64,
-                task_hours: hours(task_ms),
-                slots_per_instance: slots,
-                lower_bound_hours: hours(task_ms) / f64::from(slots),
-            }
-        })
-        .collect();
+    let steps = step_reports(trace, fleets);
     let lower_bound: f64 = steps.iter().map(|s| s.lower_bound_hours).sum();
 
     let mut reports = Vec::new();
@@ -426,6 +396,50 @@ pub fn simulate(
         },
         timelines,
     })
+}
+
+/// Refuses settings the simulation cannot run with.
+fn check_settings(settings: &SimSettings) -> Result<(), SimError> {
+    if settings.tick <= 0 || settings.interval <= 0 {
+        return Err(SimError::Invalid(
+            "tick and interval must be positive".into(),
+        ));
+    }
+    if !(0.0..=1.0).contains(&settings.capacity_error_prob) {
+        return Err(SimError::Invalid(
+            "the capacity error probability must be within 0..1".into(),
+        ));
+    }
+    if settings.spot_rate_per_hour < 0.0 || !settings.spot_rate_per_hour.is_finite() {
+        return Err(SimError::Invalid(
+            "the spot interruption rate must be 0 or more".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Each step's tasks, task time and lower bound.
+fn step_reports(trace: &Trace, fleets: &[SimFleet]) -> Vec<StepReport> {
+    fleets
+        .iter()
+        .filter(|f| trace.steps.contains(&f.policy.step))
+        .map(|f| {
+            let task_ms = trace.task_ms(&f.policy.step);
+            let slots = f.policy.slots_per_instance.max(1);
+            StepReport {
+                step: f.policy.step.clone(),
+                fleet: f.policy.fleet.clone(),
+                tasks: trace
+                    .tasks
+                    .iter()
+                    .filter(|t| t.step == f.policy.step)
+                    .count() as u64,
+                task_hours: hours(task_ms),
+                slots_per_instance: slots,
+                lower_bound_hours: hours(task_ms) / f64::from(slots),
+            }
+        })
+        .collect()
 }
 
 fn run_one(
@@ -473,20 +487,7 @@ fn run_one(
     } else {
         end - start
     };
-    let mut waits = world.waits();
-    waits.sort_unstable();
-    let mean_wait = if waits.is_empty() {
-        0.0
-    } else {
-        waits.iter().sum::<i64>() as f64 / waits.len() as f64 / 1000.0
-    };
-    let pct = |p: f64| -> f64 {
-        if waits.is_empty() {
-            return 0.0;
-        }
-        let idx = ((waits.len() as f64 * p).ceil() as usize).clamp(1, waits.len()) - 1;
-        waits[idx] as f64 / 1000.0
-    };
+    let (mean_wait, p95_wait, max_wait) = wait_stats(world.waits());
     // Slot time billed: each fleet's instance time times its slots.
     let billed_slot_ms: i64 = t
         .instance_ms_by_fleet
@@ -514,10 +515,28 @@ fn run_one(
         spot_interruptions: t.spot_interruptions,
         peak_instances: t.peak_instances,
         mean_wait_s: round(mean_wait, 1),
-        p95_wait_s: round(pct(0.95), 1),
-        max_wait_s: round(pct(1.0), 1),
+        p95_wait_s: round(p95_wait, 1),
+        max_wait_s: round(max_wait, 1),
     };
     (report, world.timeline)
+}
+
+/// Mean, 95th percentile and maximum of the queue waits, in seconds.
+fn wait_stats(mut waits: Vec<Millis>) -> (f64, f64, f64) {
+    waits.sort_unstable();
+    let mean_wait = if waits.is_empty() {
+        0.0
+    } else {
+        waits.iter().sum::<i64>() as f64 / waits.len() as f64 / 1000.0
+    };
+    let pct = |p: f64| -> f64 {
+        if waits.is_empty() {
+            return 0.0;
+        }
+        let idx = ((waits.len() as f64 * p).ceil() as usize).clamp(1, waits.len()) - 1;
+        waits[idx] as f64 / 1000.0
+    };
+    (mean_wait, pct(0.95), pct(1.0))
 }
 
 fn hours(ms: Millis) -> f64 {
@@ -530,89 +549,4 @@ fn round(x: f64, digits: i32) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn trace(csv: &str) -> Trace {
-        Trace::parse_csv("t.csv", csv).unwrap()
-    }
-
-    fn one_fleet(scale_down: u64) -> FleetDefaults {
-        FleetDefaults {
-            max_instances: 4,
-            slots_per_instance: 1,
-            scale_down_delay: Duration::from_secs(scale_down),
-            ..FleetDefaults::default()
-        }
-    }
-
-    #[test]
-    fn dependent_steps_run_in_order() {
-        let t = trace("step,submit_time_s,duration_s,id\na,0,100,S1\nb,0,50,S1\n");
-        let fleets = fleets_for(&t, None, &one_fleet(0), false).unwrap();
-        assert_eq!(fleets[1].depends_on, ["a"]);
-        let settings = SimSettings {
-            boot_delay: 0,
-            ..SimSettings::default()
-        };
-        let r = simulate(&t, &fleets, &settings, &[PolicyKind::Anamo])
-            .unwrap()
-            .report;
-        let a = &r.policies[0];
-        // 100 s, then b waits for the next pass (10 s) and a fresh instance.
-        assert!(a.makespan_s >= 150.0, "{a:?}");
-        assert!(a.makespan_s <= 150.0 + 3.0 * 10.0, "{a:?}");
-        assert_eq!(a.unfinished, 0);
-
-        let independent = fleets_for(&t, None, &one_fleet(0), true).unwrap();
-        let r = simulate(&t, &independent, &settings, &[PolicyKind::Anamo])
-            .unwrap()
-            .report;
-        assert!(r.policies[0].makespan_s <= 100.0 + 2.0 * 10.0, "{r:?}");
-    }
-
-    #[test]
-    fn idle_instances_are_billed_for_the_scale_down_delay() {
-        let t = trace("step,submit_time_s,duration_s\na,0,600\n");
-        let fleets = fleets_for(&t, None, &one_fleet(300), false).unwrap();
-        let settings = SimSettings {
-            boot_delay: 60_000,
-            ..SimSettings::default()
-        };
-        let r = simulate(&t, &fleets, &settings, &[PolicyKind::Anamo])
-            .unwrap()
-            .report;
-        let a = &r.policies[0];
-        assert_eq!(a.launches, 1);
-        assert!((a.boot_hours - 60.0 / 3600.0).abs() < 1e-3, "{a:?}");
-        // Idle from the end of the task until a pass sees 300 s of idleness.
-        let idle_s = a.idle_hours * 3600.0;
-        assert!((299.0..=300.0 + 10.0 + 20.0).contains(&idle_s), "{a:?}");
-        assert_eq!(a.lower_bound_hours, round(600.0 / 3600.0, 4));
-    }
-
-    #[test]
-    fn steps_without_a_fleet_are_refused() {
-        let t = trace("step,submit_time_s,duration_s\na,0,600\nb,0,10\n");
-        let fleets = vec![one_fleet(0).fleet("a", Vec::new())];
-        let e = simulate(&t, &fleets, &SimSettings::default(), &[PolicyKind::Anamo])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("step b"), "{e}");
-    }
-
-    #[test]
-    fn plots_an_svg() {
-        let t = trace("step,submit_time_s,duration_s\na,0,600\na,0,900\na,300,600\n");
-        let fleets = fleets_for(&t, None, &one_fleet(60), false).unwrap();
-        let out = simulate(&t, &fleets, &SimSettings::default(), &PolicyKind::ALL).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p.svg");
-        plot_svg(&path, &out.report, &out.timelines).unwrap();
-        let svg = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            svg.starts_with("<svg") && svg.contains("pending tasks"),
-            "{svg:.200}"
-        );
-    }
-}
+mod tests;

@@ -22,11 +22,8 @@ pub fn plot_svg(
     draw(path, report, timelines).map_err(|e| format!("cannot draw {}: {e}", path.display()))
 }
 
-fn draw(
-    path: &Path,
-    report: &SimReport,
-    timelines: &[(PolicyKind, Vec<Sample>)],
-) -> Result<(), Box<dyn std::error::Error>> {
+/// The axes' upper ends: hours, instances, and anamo's pending tasks.
+fn ranges(timelines: &[(PolicyKind, Vec<Sample>)]) -> (f64, f64, f64) {
     let h = |s: &Sample| s.t_ms as f64 / 3_600_000.0;
     let x_max = timelines
         .iter()
@@ -46,6 +43,17 @@ fn draw(
         .unwrap_or(0)
         .max(1) as f64
         * 1.1;
+    (x_max, y_max, backlog_max)
+}
+
+fn draw(
+    path: &Path,
+    report: &SimReport,
+    timelines: &[(PolicyKind, Vec<Sample>)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let h = |s: &Sample| s.t_ms as f64 / 3_600_000.0;
+    let (x_max, y_max, backlog_max) = ranges(timelines);
+    let anamo = timelines.iter().find(|(k, _)| *k == PolicyKind::Anamo);
 
     let root = SVGBackend::new(path, (1000, 560)).into_drawing_area();
     root.fill(&WHITE)?;

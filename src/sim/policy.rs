@@ -8,7 +8,8 @@ use rand::seq::IndexedRandom;
 use super::world::{WorkerExit, World};
 use crate::clock::Millis;
 use crate::model::Backlog;
-use crate::planner::{self, Action, CoolOff, FleetInput, PendingLaunch, PlanInput, StepView};
+use crate::planner::ledger::{FleetLedger, LaunchResult};
+use crate::planner::{self, Action, CoolOff, FleetInput, PlanInput, StepView};
 
 /// A scaling policy, called once per tick after the world has advanced.
 pub(crate) trait Policy {
@@ -22,28 +23,14 @@ pub(crate) trait Policy {
     fn floor(&self, world: &World) -> u32;
 }
 
-/// A launch the controller made whose instances may not all be listed yet.
-#[derive(Debug, Clone)]
-struct Intent {
-    batch: String,
-    count: u32,
-    launched_at: Millis,
-}
-
-#[derive(Debug, Default)]
-struct FleetMemory {
-    intents: Vec<Intent>,
-    cool_off: Option<CoolOff>,
-}
-
-/// anamo's controller: every `interval`, promote and requeue (housekeeping), observe each
-/// fleet, call [`planner::plan`], and execute its launches and terminations, keeping launch
-/// intents and capacity cool-offs as `controller::Controller` does.
+/// anamo's controller: every `interval`, promote waiting tasks (housekeeping), observe each
+/// fleet, call [`planner::plan`], and execute its launches, terminations and requeues,
+/// keeping launch intents and capacity cool-offs in the controller's own [`FleetLedger`].
 pub(crate) struct Anamo {
     interval: Millis,
     cool_off: Millis,
     next_pass: Option<Millis>,
-    memory: Vec<FleetMemory>,
+    ledgers: Vec<FleetLedger>,
     batches: u64,
 }
 
@@ -53,11 +40,7 @@ impl Anamo {
             interval: world.settings().interval,
             cool_off: world.settings().cool_off,
             next_pass: None,
-            memory: world
-                .fleets
-                .iter()
-                .map(|_| FleetMemory::default())
-                .collect(),
+            ledgers: world.fleets.iter().map(|_| FleetLedger::fresh()).collect(),
             batches: 0,
         }
     }
@@ -78,24 +61,15 @@ impl Policy for Anamo {
             return;
         }
         self.next_pass = Some(now + self.interval);
+        // Housekeeping: expired leases are requeued by the plan's actions, as the controller
+        // does for steps with a fleet (every step here has one).
         world.promote(now);
-        world.requeue_expired(now);
 
         let mut input = PlanInput::default();
         for (fi, fleet) in world.fleets.iter().enumerate() {
             let instances = world.list(fi);
-            let mem = &mut self.memory[fi];
-            let boot_timeout = fleet.policy.boot_timeout;
-            mem.intents.retain(|i| {
-                let seen = instances
-                    .iter()
-                    .filter(|x| x.launch_batch.as_deref() == Some(i.batch.as_str()))
-                    .count() as u32;
-                seen < i.count && now - i.launched_at < boot_timeout
-            });
-            if mem.cool_off.as_ref().is_some_and(|c| c.until <= now) {
-                mem.cool_off = None;
-            }
+            let ledger = &mut self.ledgers[fi];
+            ledger.observe(Some(&instances), fleet.policy.boot_timeout, now);
             input.fleets.push(FleetInput {
                 policy: fleet.policy.clone(),
                 step: Ok(StepView {
@@ -103,17 +77,10 @@ impl Policy for Anamo {
                     backlog: Backlog::from_counts(&world.counts(fi), fleet.policy.backlog_limit()),
                     workers: world.registrations(fi),
                 }),
+                pending_launches: ledger.pending_launches(Some(&instances)),
+                cool_off: ledger.cool_off().cloned(),
                 instances: Ok(instances),
-                cool_off: mem.cool_off.clone(),
-                pending_launches: mem
-                    .intents
-                    .iter()
-                    .map(|i| PendingLaunch {
-                        batch: i.batch.clone(),
-                        count: i.count,
-                        launched_at: i.launched_at,
-                    })
-                    .collect(),
+                scale_in_protection: false,
             });
         }
         let plan = planner::plan(&input, now);
@@ -124,22 +91,29 @@ impl Policy for Anamo {
                     Action::Launch { count, .. } => {
                         self.batches += 1;
                         let batch = format!("{}-{:06}", fp.fleet, self.batches);
-                        match world.launch(fi, *count, &batch) {
-                            Ok(n) => self.memory[fi].intents.push(Intent {
-                                batch,
-                                count: n,
-                                launched_at: now,
-                            }),
-                            Err(reason) => {
-                                self.memory[fi].cool_off = Some(CoolOff {
+                        let ledger = &mut self.ledgers[fi];
+                        let listed = input.fleets[fi].instances.as_deref().unwrap_or(&[]);
+                        ledger.begin(batch.clone(), *count, now, listed);
+                        let result = match world.launch(fi, *count, &batch) {
+                            Ok(n) => LaunchResult::Launched { ids: n },
+                            Err(reason) => LaunchResult::Refused {
+                                cool_off: CoolOff {
                                     until: now + self.cool_off,
                                     reason,
-                                })
-                            }
-                        }
+                                },
+                            },
+                        };
+                        // Like EC2, the simulated provider is treated as listing new
+                        // instances only on the next pass.
+                        ledger.finish(&batch, result, false);
                     }
                     Action::Terminate { ids, .. } => world.terminate(ids),
-                    Action::MarkLost { .. } | Action::RequeueExpired { .. } => {}
+                    Action::RequeueExpired { .. } => world.requeue_expired_in(Some(fi), now),
+                    // The simulated workers and instances need no upkeep.
+                    Action::MarkLost { .. }
+                    | Action::SetProtection { .. }
+                    | Action::ForgetWorkers { .. }
+                    | Action::RetireWorkers { .. } => {}
                 }
             }
         }

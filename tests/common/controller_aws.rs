@@ -375,6 +375,10 @@ impl FleetProvider for TestFleet {
         self.inner.lists_launches_immediately()
     }
 
+    fn scale_in_protection(&self) -> bool {
+        self.inner.scale_in_protection()
+    }
+
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }

@@ -13,15 +13,15 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::trace::exponential;
 use super::{SimFleet, SimSettings};
 use crate::clock::Millis;
-use crate::model::{StepCounts, WorkerInfo, WorkerState};
-use crate::provider::{Instance, InstanceState};
+use crate::model::{WorkerInfo, WorkerState};
+
+mod provider;
+mod store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TaskState {
@@ -468,96 +468,6 @@ impl World {
         }
     }
 
-    /// The store's `promote_waiting`: waiting tasks whose dependencies all succeeded become
-    /// pending.
-    pub fn promote(&mut self, now: Millis) {
-        let mut keep = Vec::new();
-        let check = std::mem::take(&mut self.to_check);
-        for t in check {
-            if self.tasks[t].state != TaskState::Waiting {
-                // Not submitted yet: it is checked again when submitted.
-                continue;
-            }
-            let ready = self.tasks[t]
-                .deps
-                .iter()
-                .all(|&d| self.tasks[d].state == TaskState::Succeeded);
-            if ready {
-                self.steps[self.tasks[t].fleet].waiting -= 1;
-                self.make_pending(t, now);
-            } else {
-                keep.push(t);
-            }
-        }
-        self.to_check = keep;
-    }
-
-    /// The store's `requeue_expired`: tasks whose worker vanished go back to pending once
-    /// their lease has expired.
-    pub fn requeue_expired(&mut self, now: Millis) {
-        let (due, keep): (Vec<_>, Vec<_>) = self.orphans.iter().partition(|(_, at)| *at <= now);
-        self.orphans = keep;
-        for (t, _) in due {
-            self.steps[self.tasks[t].fleet].running -= 1;
-            self.make_pending(t, now);
-            self.tally.requeued_lease += 1;
-        }
-    }
-
-    fn claim(&mut self, now: Millis) {
-        let mut order: Vec<usize> = self
-            .alive
-            .iter()
-            .copied()
-            .filter(|&i| {
-                let inst = &self.instances[i];
-                inst.worker
-                    .as_ref()
-                    .is_some_and(|w| w.state == WorkerState::Active)
-                    && inst.slots.iter().any(Option::is_none)
-            })
-            .collect();
-        if order.is_empty() {
-            return;
-        }
-        order.shuffle(&mut self.rng);
-        for i in order {
-            let f = self.instances[i].fleet;
-            if self.steps[f].pending == 0 {
-                continue;
-            }
-            let was_idle = self.instances[i].busy() == 0;
-            let mut claimed = false;
-            for s in 0..self.instances[i].slots.len() {
-                if self.instances[i].slots[s].is_some() {
-                    continue;
-                }
-                let Some(Reverse((_, t))) = self.steps[f].queue.pop() else {
-                    break;
-                };
-                let step = &mut self.steps[f];
-                step.pending -= 1;
-                step.running += 1;
-                let task = &mut self.tasks[t];
-                task.state = TaskState::Running;
-                if task.waited.is_none() {
-                    task.waited = Some(now - task.runnable_at.unwrap_or(now));
-                }
-                self.instances[i].slots[s] = Some((t, now + task.duration));
-                claimed = true;
-            }
-            if claimed {
-                if let Some(w) = self.instances[i].worker.as_mut() {
-                    w.last_busy_at = now;
-                }
-                if was_idle {
-                    // The real worker writes its registration when an idle worker gets work.
-                    self.refresh_one(i, now);
-                }
-            }
-        }
-    }
-
     fn worker_exits(&mut self, now: Millis) {
         let mut self_shutdown = Vec::new();
         for k in 0..self.alive.len() {
@@ -633,114 +543,5 @@ impl World {
             self.orphans.push((t, now + lease));
         }
         self.alive.retain(|&k| k != i);
-    }
-
-    // ---- the provider, as policies see it ---------------------------------------------
-
-    /// `FleetProvider::list`: the fleet's instances (booting ones as `pending`).
-    pub fn list(&self, fleet: usize) -> Vec<Instance> {
-        self.alive_in(fleet)
-            .map(|inst| Instance {
-                id: inst.id.clone(),
-                fleet: self.fleets[fleet].policy.fleet.clone(),
-                state: if inst.booting() {
-                    InstanceState::Pending
-                } else {
-                    InstanceState::Running
-                },
-                launched_at: inst.launched_at,
-                instance_type: None,
-                launch_batch: Some(inst.batch.clone()),
-                protected: false,
-            })
-            .collect()
-    }
-
-    /// The step's counts, as `TaskStore::counts` reports them.
-    pub fn counts(&self, fleet: usize) -> StepCounts {
-        let s = &self.steps[fleet];
-        StepCounts {
-            step: self.fleets[fleet].policy.step.clone(),
-            waiting: s.waiting,
-            pending: s.pending,
-            running: s.running,
-            succeeded: s.succeeded,
-            failed: 0,
-            cancelled: 0,
-            oldest_pending_at: s.queue.peek().map(|Reverse((submit, _))| *submit),
-        }
-    }
-
-    /// The registrations of the fleet's workers, as the store has them.
-    pub fn registrations(&self, fleet: usize) -> Vec<WorkerInfo> {
-        self.alive_in(fleet)
-            .filter_map(|inst| inst.worker.as_ref().map(|w| w.reg.clone()))
-            .collect()
-    }
-
-    /// `FleetProvider::launch`: `count` instances, or a capacity error (with the configured
-    /// probability, per call).
-    pub fn launch(&mut self, fleet: usize, count: u32, batch: &str) -> Result<u32, String> {
-        let now = self.now;
-        self.tally.launch_calls += 1;
-        let p = self.settings.capacity_error_prob;
-        if p > 0.0 && self.rng.random::<f64>() < p {
-            self.tally.capacity_errors += 1;
-            return Err("InsufficientInstanceCapacity (simulated)".into());
-        }
-        let slots = self.fleets[fleet].policy.slots_per_instance.max(1) as usize;
-        for _ in 0..count {
-            let jitter = if self.settings.boot_jitter > 0 {
-                self.rng.random_range(0..=self.settings.boot_jitter)
-            } else {
-                0
-            };
-            let interrupt_at = (self.settings.spot_rate_per_hour > 0.0).then(|| {
-                let hours = exponential(&mut self.rng, self.settings.spot_rate_per_hour);
-                now + (hours * 3_600_000.0) as Millis
-            });
-            let idx = self.instances.len();
-            let id = format!("i-{idx:06}");
-            self.by_id.insert(id.clone(), idx);
-            self.instances.push(SimInstance {
-                id,
-                fleet,
-                batch: batch.to_string(),
-                launched_at: now,
-                ready_at: now + self.settings.boot_delay + jitter,
-                interrupt_at,
-                vanish_at: None,
-                terminated_at: None,
-                worker: None,
-                slots: vec![None; slots],
-            });
-            self.alive.push(idx);
-        }
-        self.tally.launches += u64::from(count);
-        Ok(count)
-    }
-
-    /// `FleetProvider::terminate`, by a policy. Terminating an instance with busy slots is
-    /// counted (anamo's planner must never do it).
-    pub fn terminate(&mut self, ids: &[String]) {
-        let now = self.now;
-        for id in ids {
-            let Some(&i) = self.by_id.get(id) else {
-                continue;
-            };
-            if self.instances[i].terminated_at.is_some() {
-                continue;
-            }
-            if self.instances[i].busy() > 0 {
-                self.tally.busy_terminated += 1;
-            }
-            self.tally.terminations += 1;
-            self.remove(i, now);
-        }
-    }
-
-    /// Queue waits (runnable → first claim) of every claimed task, in milliseconds.
-    pub fn waits(&self) -> Vec<Millis> {
-        self.tasks.iter().filter_map(|t| t.waited).collect()
     }
 }

@@ -1,0 +1,345 @@
+//! Acting: executes a fleet's planned actions through its (instrumented) provider and the
+//! store, and records each in the fleet's ledger, the status and the metrics. Nothing is
+//! decided here: every change is an [`Action`] of the plan, except that launches the ledger
+//! holds unconfirmed are issued again (same token: only what is missing is launched).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::observe::{intent_key, Observed};
+use super::status::ActionRecord;
+use super::{Controller, ControllerError};
+use crate::clock::{ms, Millis};
+use crate::model::WorkerState;
+use crate::planner::ledger::{LaunchIntent, LaunchResult};
+use crate::planner::{Action, CoolOff, FleetPlan, TerminateCause};
+use crate::provider::{
+    FleetProvider, LaunchRequest, ProviderError, TAG_CONTROLLER, TAG_FLEET, TAG_LAUNCH_BATCH,
+    TAG_STEP,
+};
+use crate::store::{StatusDoc, StoreError};
+
+impl Controller {
+    /// Executes one fleet's plan, stopping early if the leadership lease runs out.
+    pub(super) async fn act(
+        &mut self,
+        fp: &FleetPlan,
+        obs: &Observed,
+        errors: &mut Vec<ControllerError>,
+    ) {
+        let fleet = fp.fleet.as_str();
+        if let Some(provider) = &obs.provider {
+            let unconfirmed = self
+                .memory
+                .get(fleet)
+                .map(|m| m.ledger.unconfirmed())
+                .unwrap_or_default();
+            for intent in unconfirmed {
+                if !self.lease_holds() {
+                    return;
+                }
+                self.launch(fp, provider, intent, "re-issued unconfirmed launch", errors)
+                    .await;
+            }
+        }
+        for action in &fp.actions {
+            if !self.lease_holds() {
+                warn!(fleet, "the leadership lease ran out while acting; stopping");
+                return;
+            }
+            self.act_one(fp, obs, action, errors).await;
+        }
+    }
+
+    async fn act_one(
+        &mut self,
+        fp: &FleetPlan,
+        obs: &Observed,
+        action: &Action,
+        errors: &mut Vec<ControllerError>,
+    ) {
+        let now = self.clock.now();
+        let fleet = fp.fleet.as_str();
+        let provider = obs.provider.as_ref();
+        match (action, provider) {
+            (Action::Launch { count, reason, .. }, Some(p)) => {
+                self.launch_new(fp, obs, p, *count, reason, errors).await
+            }
+            (
+                Action::Terminate {
+                    ids, cause, reason, ..
+                },
+                Some(p),
+            ) => self.terminate(fleet, p, ids, *cause, reason, errors).await,
+            (
+                Action::SetProtection {
+                    ids,
+                    protected,
+                    reason,
+                    ..
+                },
+                Some(p),
+            ) => {
+                info!(fleet, ids = ?ids, protected, "{reason}");
+                if let Err(source) = p.set_protection(ids, *protected).await {
+                    self.provider_failed(fleet, "set protection", source, errors);
+                }
+            }
+            (
+                Action::MarkLost {
+                    ids,
+                    workers,
+                    reason,
+                    ..
+                },
+                _,
+            ) => {
+                warn!(fleet, instances = ?ids, workers = ?workers, "{reason}");
+                self.write_status().record_action(ActionRecord {
+                    at: now,
+                    fleet: fleet.to_string(),
+                    action: format!("mark lost {}", ids.join(" ")),
+                    reason: reason.clone(),
+                    ok: true,
+                    error: None,
+                });
+            }
+            (Action::RequeueExpired { step, .. }, _) => {
+                if let Err(source) = self.requeue_expired(step, now).await {
+                    let step = step.clone();
+                    self.note_error(ControllerError::Housekeeping { step, source }, errors);
+                }
+            }
+            (Action::ForgetWorkers { workers, .. }, _) => {
+                for w in workers {
+                    if let Err(e) = self.store.remove_worker(w).await {
+                        warn!(worker = w, error = %e, "cannot remove worker registration");
+                    }
+                }
+            }
+            (
+                Action::RetireWorkers {
+                    workers, reason, ..
+                },
+                _,
+            ) => self.retire_workers(obs, workers, reason).await,
+            // Provider actions are planned only for fleets whose instances were listed.
+            (Action::Launch { .. } | Action::Terminate { .. }, None)
+            | (Action::SetProtection { .. }, None) => {}
+        }
+    }
+
+    /// Marks the workers gone (and idle), so that their instances can be replaced.
+    async fn retire_workers(&self, obs: &Observed, workers: &[String], reason: &str) {
+        for w in obs
+            .workers
+            .iter()
+            .filter(|w| workers.contains(&w.worker_id))
+        {
+            warn!(worker = w.worker_id, "{reason}");
+            let mut gone = w.clone();
+            gone.state = WorkerState::Gone;
+            gone.busy_slots = 0;
+            if let Err(e) = self.store.put_worker(&gone).await {
+                warn!(worker = w.worker_id, error = %e, "cannot update worker registration");
+            }
+        }
+    }
+
+    async fn terminate(
+        &mut self,
+        fleet: &str,
+        provider: &Arc<dyn FleetProvider>,
+        ids: &[String],
+        cause: TerminateCause,
+        reason: &str,
+        errors: &mut Vec<ControllerError>,
+    ) {
+        let now = self.clock.now();
+        let res = provider.terminate(ids).await;
+        let ok = res.is_ok();
+        let mut error = None;
+        match res {
+            Ok(()) => {
+                info!(fleet, ids = ?ids, cause = cause.as_str(), "{reason}");
+                self.metrics
+                    .terminations
+                    .with_label_values(&[fleet, cause.as_str()])
+                    .inc_by(ids.len() as u64);
+            }
+            Err(source) => {
+                error = Some(source.to_string());
+                self.provider_failed(fleet, "terminate", source, errors);
+            }
+        }
+        self.remember(
+            fleet,
+            format!("terminate {}: {reason}", ids.len()),
+            ActionRecord {
+                at: now,
+                fleet: fleet.to_string(),
+                action: format!("terminate {}", ids.join(" ")),
+                reason: reason.to_string(),
+                ok,
+                error,
+            },
+        );
+    }
+
+    /// A new launch: written ahead to the store as an intent, then made.
+    async fn launch_new(
+        &mut self,
+        fp: &FleetPlan,
+        obs: &Observed,
+        provider: &Arc<dyn FleetProvider>,
+        count: u32,
+        reason: &str,
+        errors: &mut Vec<ControllerError>,
+    ) {
+        let fleet = fp.fleet.clone();
+        let batch = format!(
+            "{fleet}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        );
+        let now = self.clock.now();
+        let mem = self.memory.entry(fleet.clone()).or_default();
+        let intent = mem.ledger.begin(batch, count, now, &obs.instances);
+        // Written ahead: if this fails we do not launch (we could not recover).
+        if let Err(source) = self.save_intents(&fleet).await {
+            if let Some(m) = self.memory.get_mut(&fleet) {
+                m.ledger.forget(&intent.batch);
+            }
+            self.note_error(ControllerError::RecordIntent { fleet, source }, errors);
+            return;
+        }
+        self.launch(fp, provider, intent, reason, errors).await;
+    }
+
+    /// Issues the launch of `intent` and records how it ended.
+    async fn launch(
+        &mut self,
+        fp: &FleetPlan,
+        provider: &Arc<dyn FleetProvider>,
+        intent: LaunchIntent,
+        reason: &str,
+        errors: &mut Vec<ControllerError>,
+    ) {
+        let name = fp.fleet.clone();
+        let tags = BTreeMap::from([
+            (TAG_FLEET.to_string(), name.clone()),
+            (TAG_STEP.to_string(), fp.step.clone()),
+            (TAG_CONTROLLER.to_string(), self.cfg.cluster.clone()),
+            (TAG_LAUNCH_BATCH.to_string(), intent.batch.clone()),
+        ]);
+        let req = LaunchRequest {
+            fleet: name.clone(),
+            step: fp.step.clone(),
+            count: intent.count,
+            batch_token: intent.batch.clone(),
+            tags,
+        };
+        let res = provider.launch(&req).await;
+        let now = self.clock.now();
+        let (result, error) = match res {
+            Ok(out) => {
+                // No ids: the provider does not know them yet (an Auto Scaling group picks its
+                // instances), and the whole batch is on its way.
+                let ids = out.instances.len() as u32;
+                let got = if ids == 0 { intent.count } else { ids };
+                self.metrics
+                    .launches
+                    .with_label_values(&[&name])
+                    .inc_by(u64::from(got));
+                info!(
+                    fleet = name,
+                    batch = intent.batch,
+                    launched = got,
+                    requested = intent.count,
+                    "{reason}"
+                );
+                (LaunchResult::Launched { ids }, None)
+            }
+            Err(source) => {
+                let result = launch_failure(&source, now + ms(self.cfg.cool_off));
+                let text = source.to_string();
+                self.provider_failed(&name, "launch", source, errors);
+                (result, Some(text))
+            }
+        };
+        let at_once = provider.lists_launches_immediately();
+        let mem = self.memory.entry(name.clone()).or_default();
+        mem.ledger.finish(&intent.batch, result, at_once);
+        if let Err(e) = self.save_intents(&name).await {
+            warn!(fleet = name, error = %e, "cannot record launch intents");
+        }
+        self.remember(
+            &name,
+            format!("launch {}: {reason}", intent.count),
+            ActionRecord {
+                at: now,
+                fleet: name.clone(),
+                action: format!("launch {}", intent.count),
+                reason: reason.to_string(),
+                ok: error.is_none(),
+                error,
+            },
+        );
+    }
+
+    fn provider_failed(
+        &self,
+        fleet: &str,
+        operation: &'static str,
+        source: ProviderError,
+        errors: &mut Vec<ControllerError>,
+    ) {
+        let fleet = fleet.to_string();
+        let e = ControllerError::Provider {
+            fleet,
+            operation,
+            source,
+        };
+        self.note_error(e, errors);
+    }
+
+    async fn save_intents(&self, fleet: &str) -> Result<(), StoreError> {
+        let intents = self
+            .memory
+            .get(fleet)
+            .map(|m| m.ledger.intents().to_vec())
+            .unwrap_or_default();
+        self.store
+            .put_status(&StatusDoc {
+                name: intent_key(fleet),
+                updated_at: self.clock.now(),
+                body: serde_json::to_value(intents).unwrap_or_default(),
+            })
+            .await
+    }
+
+    fn remember(&mut self, fleet: &str, what: String, rec: ActionRecord) {
+        self.memory
+            .entry(fleet.to_string())
+            .or_default()
+            .last_action = Some((rec.at, what));
+        self.write_status().record_action(rec);
+    }
+}
+
+/// What a failed launch means for the ledger: after no capacity or a configuration error
+/// nothing was launched (cool off until `cool_until`); after anything else (throttling, a
+/// timeout) it may have been, and the launch is issued again with the same token.
+fn launch_failure(e: &ProviderError, cool_until: Millis) -> LaunchResult {
+    if e.is_capacity() || matches!(e, ProviderError::Config(_)) {
+        LaunchResult::Refused {
+            cool_off: CoolOff {
+                until: cool_until,
+                reason: e.to_string(),
+            },
+        }
+    } else {
+        LaunchResult::Unknown
+    }
+}

@@ -1,0 +1,199 @@
+//! Which instances of a fleet go, and why: broken or finished ones regardless of demand
+//! (boot timed out, worker exited, drained, lost and idle), and idle ones beyond the desired
+//! size once idle for `scaleDownDelay`, newest first. Never an instance with busy slots.
+
+use super::scale::{ago, booting_phrase, count, ids, live_workers, Class, Demand, Member};
+use super::{Action, FleetPolicy, FleetStatus, TerminateCause};
+use crate::clock::{format_duration_ms, Millis};
+
+/// Instances to terminate for one cause, with the reason.
+pub(super) struct Termination {
+    pub cause: TerminateCause,
+    pub ids: Vec<String>,
+    pub reason: String,
+}
+
+/// Idle members of a class (busy ones are never terminated).
+fn idle_of<'m, 'a>(
+    members: &'m [Member<'a>],
+    class: impl Fn(Class) -> bool,
+) -> Vec<&'m Member<'a>> {
+    members
+        .iter()
+        .filter(|m| class(m.class) && m.busy == 0)
+        .collect()
+}
+
+/// Broken or finished instances, which go regardless of demand; and the lost ones, reported
+/// (a `MarkLost` action) and terminated when idle.
+pub(super) fn broken(
+    policy: &FleetPolicy,
+    members: &[Member],
+    now: Millis,
+) -> (Vec<Termination>, Option<Action>) {
+    let mut out = Vec::new();
+    let timed_out = idle_of(members, |c| c == Class::BootTimedOut);
+    if !timed_out.is_empty() {
+        let list: Vec<String> = timed_out
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} (launched {} ago)",
+                    m.instance.id,
+                    ago(now, m.instance.launched_at)
+                )
+            })
+            .collect();
+        out.push(Termination {
+            cause: TerminateCause::BootTimeout,
+            ids: ids(&timed_out),
+            reason: format!(
+                "no worker registered within bootTimeout {}: {}",
+                format_duration_ms(policy.boot_timeout),
+                list.join(", ")
+            ),
+        });
+    }
+    let finished = idle_of(members, |c| c == Class::Finished);
+    if !finished.is_empty() {
+        out.push(Termination {
+            cause: TerminateCause::WorkerExited,
+            ids: ids(&finished),
+            reason: format!(
+                "the worker has exited (idle exit or shutdown) but the instance is still there: {}",
+                ids(&finished).join(", ")
+            ),
+        });
+    }
+    let drained = idle_of(members, |c| c == Class::Draining);
+    if !drained.is_empty() {
+        out.push(Termination {
+            cause: TerminateCause::Drained,
+            ids: ids(&drained),
+            reason: format!(
+                "the worker is draining and has no running tasks: {}",
+                ids(&drained).join(", ")
+            ),
+        });
+    }
+    let lost = mark_lost(policy, members, now);
+    let idle_lost = idle_of(members, |c| matches!(c, Class::Lost { .. }));
+    if !idle_lost.is_empty() {
+        out.push(Termination {
+            cause: TerminateCause::Lost,
+            ids: ids(&idle_lost),
+            reason: format!(
+                "the worker stopped heartbeating and had no running tasks: {}",
+                ids(&idle_lost).join(", ")
+            ),
+        });
+    }
+    (out, lost)
+}
+
+/// The report of the instances whose workers stopped heartbeating, if any.
+fn mark_lost(policy: &FleetPolicy, members: &[Member], now: Millis) -> Option<Action> {
+    let lost: Vec<&Member> = members
+        .iter()
+        .filter(|m| matches!(m.class, Class::Lost { .. }))
+        .collect();
+    if lost.is_empty() {
+        return None;
+    }
+    let details: Vec<String> = lost
+        .iter()
+        .map(|m| {
+            let last_seen = match m.class {
+                Class::Lost { last_seen } => last_seen,
+                _ => now,
+            };
+            let workers: Vec<&str> = live_workers(m).map(|w| w.worker_id.as_str()).collect();
+            let mut d = format!(
+                "worker {} on {} last heartbeat {} ago",
+                workers.join("+"),
+                m.instance.id,
+                ago(now, last_seen)
+            );
+            if m.busy > 0 {
+                d.push_str(&format!(
+                    " (kept: the store still shows {})",
+                    count(m.busy, "busy slot")
+                ));
+            }
+            d
+        })
+        .collect();
+    Some(Action::MarkLost {
+        fleet: policy.fleet.clone(),
+        ids: ids(&lost),
+        workers: lost
+            .iter()
+            .flat_map(|m| live_workers(m).map(|w| w.worker_id.clone()))
+            .collect(),
+        reason: format!(
+            "no heartbeat for more than {}: {}; their tasks return to pending when the leases expire",
+            format_duration_ms(policy.lost_after),
+            details.join(", ")
+        ),
+    })
+}
+
+/// Ready instances without busy slots with how long they have been idle, newest first.
+pub(super) fn idle_ready<'m, 'a>(
+    members: &'m [Member<'a>],
+    now: Millis,
+) -> Vec<(&'m Member<'a>, Millis)> {
+    let mut idle: Vec<(&Member, Millis)> = members
+        .iter()
+        .filter_map(|m| match m.class {
+            Class::Ready { last_busy_at } if m.busy == 0 => {
+                Some((m, now.saturating_sub(last_busy_at)))
+            }
+            _ => None,
+        })
+        .collect();
+    idle.sort_by(|(a, _), (b, _)| {
+        b.instance
+            .launched_at
+            .cmp(&a.instance.launched_at)
+            .then_with(|| a.instance.id.cmp(&b.instance.id))
+    });
+    idle
+}
+
+/// Scale down: up to `excess` of the idle ready instances idle for `scaleDownDelay`, newest
+/// first (never below desired).
+pub(super) fn scale_down(
+    policy: &FleetPolicy,
+    demand: &Demand,
+    status: &FleetStatus,
+    excess: u32,
+    idle_ready: &[(&Member, Millis)],
+) -> Option<Termination> {
+    let chosen: Vec<&(&Member, Millis)> = idle_ready
+        .iter()
+        .filter(|(_, idle)| *idle >= policy.scale_down_delay)
+        .take(excess as usize)
+        .collect();
+    if chosen.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = chosen
+        .iter()
+        .map(|(m, idle)| format!("{} (idle {})", m.instance.id, format_duration_ms(*idle)))
+        .collect();
+    Some(Termination {
+        cause: TerminateCause::ScaleDown,
+        ids: chosen.iter().map(|(m, _)| m.instance.id.clone()).collect(),
+        reason: format!(
+            "{}, {} ready{}: desired {}, terminating {} idle for at least {} (scaleDownDelay), newest first: {}",
+            demand.explain(),
+            count(u64::from(status.ready), "instance"),
+            booting_phrase(status.booting, status.launching),
+            demand.desired,
+            count(chosen.len() as u64, "instance"),
+            format_duration_ms(policy.scale_down_delay),
+            list.join(", ")
+        ),
+    })
+}

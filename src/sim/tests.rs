@@ -1,0 +1,86 @@
+//! The simulator's own checks: dependent steps, billing of idle time, refused inputs, plots.
+
+use super::*;
+
+fn trace(csv: &str) -> Trace {
+    Trace::parse_csv("t.csv", csv).unwrap()
+}
+
+fn one_fleet(scale_down: u64) -> FleetDefaults {
+    FleetDefaults {
+        max_instances: 4,
+        slots_per_instance: 1,
+        scale_down_delay: Duration::from_secs(scale_down),
+        ..FleetDefaults::default()
+    }
+}
+
+#[test]
+fn dependent_steps_run_in_order() {
+    let t = trace("step,submit_time_s,duration_s,id\na,0,100,S1\nb,0,50,S1\n");
+    let fleets = fleets_for(&t, None, &one_fleet(0), false).unwrap();
+    assert_eq!(fleets[1].depends_on, ["a"]);
+    let settings = SimSettings {
+        boot_delay: 0,
+        ..SimSettings::default()
+    };
+    let r = simulate(&t, &fleets, &settings, &[PolicyKind::Anamo])
+        .unwrap()
+        .report;
+    let a = &r.policies[0];
+    // 100 s, then b waits for the next pass (10 s) and a fresh instance.
+    assert!(a.makespan_s >= 150.0, "{a:?}");
+    assert!(a.makespan_s <= 150.0 + 3.0 * 10.0, "{a:?}");
+    assert_eq!(a.unfinished, 0);
+
+    let independent = fleets_for(&t, None, &one_fleet(0), true).unwrap();
+    let r = simulate(&t, &independent, &settings, &[PolicyKind::Anamo])
+        .unwrap()
+        .report;
+    assert!(r.policies[0].makespan_s <= 100.0 + 2.0 * 10.0, "{r:?}");
+}
+
+#[test]
+fn idle_instances_are_billed_for_the_scale_down_delay() {
+    let t = trace("step,submit_time_s,duration_s\na,0,600\n");
+    let fleets = fleets_for(&t, None, &one_fleet(300), false).unwrap();
+    let settings = SimSettings {
+        boot_delay: 60_000,
+        ..SimSettings::default()
+    };
+    let r = simulate(&t, &fleets, &settings, &[PolicyKind::Anamo])
+        .unwrap()
+        .report;
+    let a = &r.policies[0];
+    assert_eq!(a.launches, 1);
+    assert!((a.boot_hours - 60.0 / 3600.0).abs() < 1e-3, "{a:?}");
+    // Idle from the end of the task until a pass sees 300 s of idleness.
+    let idle_s = a.idle_hours * 3600.0;
+    assert!((299.0..=300.0 + 10.0 + 20.0).contains(&idle_s), "{a:?}");
+    assert_eq!(a.lower_bound_hours, round(600.0 / 3600.0, 4));
+}
+
+#[test]
+fn steps_without_a_fleet_are_refused() {
+    let t = trace("step,submit_time_s,duration_s\na,0,600\nb,0,10\n");
+    let fleets = vec![one_fleet(0).fleet("a", Vec::new())];
+    let e = simulate(&t, &fleets, &SimSettings::default(), &[PolicyKind::Anamo])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("step b"), "{e}");
+}
+
+#[test]
+fn plots_an_svg() {
+    let t = trace("step,submit_time_s,duration_s\na,0,600\na,0,900\na,300,600\n");
+    let fleets = fleets_for(&t, None, &one_fleet(60), false).unwrap();
+    let out = simulate(&t, &fleets, &SimSettings::default(), &PolicyKind::ALL).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.svg");
+    plot_svg(&path, &out.report, &out.timelines).unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("pending tasks"),
+        "{svg:.200}"
+    );
+}
