@@ -11,6 +11,7 @@ use clap::Args;
 use super::output::{out, outln, print_json, Table};
 use super::parse_duration;
 use crate::clock::ms;
+use crate::manifest;
 use crate::sim::{self, FleetDefaults, GeneratorSpec, PolicyKind, SimReport, SimSettings, Trace};
 
 const AFTER_HELP: &str = "\
@@ -74,13 +75,13 @@ pub struct SimulateArgs {
     #[arg(long, help_heading = "Fleet (without --manifests)")]
     pub tasks_per_instance: Option<u32>,
     /// Fleet: idle time before an extra instance is removed.
-    #[arg(long, value_parser = parse_duration, default_value = "90s", help_heading = "Fleet (without --manifests)")]
+    #[arg(long, value_parser = parse_duration, default_value = manifest::DEFAULT_SCALE_DOWN_DELAY_ARG, help_heading = "Fleet (without --manifests)")]
     pub scale_down_delay: Duration,
     /// Fleet: time a new instance has to register its worker.
-    #[arg(long, value_parser = parse_duration, default_value = "10m", help_heading = "Fleet (without --manifests)")]
+    #[arg(long, value_parser = parse_duration, default_value = manifest::DEFAULT_BOOT_TIMEOUT_ARG, help_heading = "Fleet (without --manifests)")]
     pub boot_timeout: Duration,
     /// Fleet: task lease (a killed worker's tasks come back after it).
-    #[arg(long, value_parser = parse_duration, default_value = "60s", help_heading = "Fleet (without --manifests)")]
+    #[arg(long, value_parser = parse_duration, default_value = manifest::DEFAULT_LEASE_TTL_ARG, help_heading = "Fleet (without --manifests)")]
     pub lease_ttl: Duration,
     /// Fleet: workers exit after being idle this long.
     #[arg(long, value_parser = parse_duration, help_heading = "Fleet (without --manifests)")]

@@ -585,3 +585,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn command_line_defaults_say_the_manifest_defaults() {
+    for (arg, value) in [
+        (DEFAULT_SCALE_DOWN_DELAY_ARG, DEFAULT_SCALE_DOWN_DELAY),
+        (DEFAULT_BOOT_TIMEOUT_ARG, DEFAULT_BOOT_TIMEOUT),
+        (DEFAULT_LEASE_TTL_ARG, DEFAULT_LEASE_TTL),
+    ] {
+        assert_eq!(humantime::parse_duration(arg).unwrap(), value, "{arg}");
+    }
+    assert_eq!(
+        default_heartbeat(DEFAULT_LEASE_TTL),
+        Duration::from_secs(20)
+    );
+}

@@ -335,6 +335,12 @@ pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Default `leaseTTL`.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
 
+/// The defaults above as command-line options write them (`anamo worker --lease-ttl`, `anamo
+/// simulate`'s fleet options); a test holds each equal to its constant.
+pub const DEFAULT_SCALE_DOWN_DELAY_ARG: &str = "90s";
+pub const DEFAULT_BOOT_TIMEOUT_ARG: &str = "10m";
+pub const DEFAULT_LEASE_TTL_ARG: &str = "60s";
+
 /// Default `heartbeat` (the worker's `--heartbeat`) for a lease of `lease_ttl`: a third of it,
 /// so that two lease extensions in a row can fail before the lease expires. The manifest, the
 /// worker and the simulator all take it from here (`deploy/worker-user-data.sh` mirrors it,

@@ -77,7 +77,7 @@ pub struct WorkerArgs {
     pub slots: u32,
 
     /// Lease length: a task whose lease is not extended for this long is taken away.
-    #[arg(long, env = "ANAMO_LEASE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ANAMO_LEASE_TTL", default_value = crate::manifest::DEFAULT_LEASE_TTL_ARG, value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
 
     /// Interval between lease extensions and registration refreshes [default: lease-ttl/3].
@@ -144,7 +144,7 @@ impl WorkerArgs {
         WorkerArgs {
             step: step.into(),
             slots: 1,
-            lease_ttl: Duration::from_secs(60),
+            lease_ttl: crate::manifest::DEFAULT_LEASE_TTL,
             heartbeat: None,
             idle_exit: None,
             on_idle_exit: None,
