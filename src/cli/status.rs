@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::output::{out, print_json};
 use super::parse_duration;
-use super::status_view::{render_frame, render_text, ControllerSeen, StatusView};
+use super::status_view::{fit, render_frame, render_text, ControllerSeen, StatusView};
 use crate::clock::{format_millis, Clock, SystemClock};
 use crate::controller::status::{step_report, ControllerDoc};
 use crate::store::SharedStore;
@@ -81,13 +81,14 @@ const HOME: &str = "\x1b[H";
 const CLEAR_LINE: &str = "\x1b[K";
 const CLEAR_BELOW: &str = "\x1b[J";
 
-/// Terminal columns (`COLUMNS`, else 100).
-fn columns() -> usize {
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .filter(|&c: &usize| c >= 40)
-        .unwrap_or(100)
+/// The terminal's columns and rows (100 × 40 when it does not say).
+fn terminal_size() -> (usize, usize) {
+    match terminal_size::terminal_size() {
+        Some((terminal_size::Width(w), terminal_size::Height(h))) => {
+            (usize::from(w).max(20), usize::from(h).max(5))
+        }
+        None => (100, 40),
+    }
 }
 
 async fn watch(args: &StatusArgs, store: &SharedStore) -> anyhow::Result<ExitCode> {
@@ -99,9 +100,13 @@ async fn watch(args: &StatusArgs, store: &SharedStore) -> anyhow::Result<ExitCod
     loop {
         let text = match snapshot(args, store).await {
             Ok(view) if terminal => {
-                let frame = render_frame(&view, columns(), &every);
-                let lines: Vec<String> =
-                    frame.lines().map(|l| format!("{l}{CLEAR_LINE}")).collect();
+                let (width, height) = terminal_size();
+                // One row is left for the cursor after the frame.
+                let frame = render_frame(&view, width, &every);
+                let lines: Vec<String> = fit(&frame, width, height - 1)
+                    .into_iter()
+                    .map(|l| format!("{l}{CLEAR_LINE}"))
+                    .collect();
                 format!("{HOME}{}\n{CLEAR_BELOW}", lines.join("\n"))
             }
             Ok(view) => format!(

@@ -348,6 +348,25 @@ pub fn render_frame(v: &StatusView, width: usize, every: &str) -> String {
     out
 }
 
+/// `frame` cut to a `width` × `height` terminal: longer lines are shortened and lines past
+/// the bottom are replaced by a count, so redrawing in place never scrolls.
+pub fn fit(frame: &str, width: usize, height: usize) -> Vec<String> {
+    let lines: Vec<&str> = frame.lines().collect();
+    let height = height.max(2);
+    let mut out: Vec<String> = Vec::with_capacity(lines.len().min(height));
+    if lines.len() <= height {
+        out.extend(lines.iter().map(|l| shorten(l, width)));
+    } else {
+        out.extend(lines[..height - 1].iter().map(|l| shorten(l, width)));
+        let more = format!(
+            "… {} more lines (a larger window shows them)",
+            lines.len() - (height - 1)
+        );
+        out.push(shorten(&more, width));
+    }
+    out
+}
+
 /// `s` cut to at most `max` characters, with an ellipsis when cut.
 pub fn shorten(s: &str, max: usize) -> String {
     if s.chars().count() <= max {

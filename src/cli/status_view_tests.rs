@@ -185,3 +185,22 @@ fn a_watch_frame_has_bars_fleets_and_last_actions() {
     assert!(align < call, "{actions}");
     assert!(actions.contains("6s ago  align"), "{actions}");
 }
+
+#[test]
+fn a_frame_fits_the_terminal() {
+    let frame = "12345678\nab\nc\nd\n";
+    assert_eq!(fit(frame, 5, 10), ["1234…", "ab", "c", "d"]);
+    assert_eq!(
+        fit(frame, 50, 3),
+        [
+            "12345678",
+            "ab",
+            "… 2 more lines (a larger window shows them)"
+        ]
+    );
+    let frame = render_frame(&view(NOW - 1_000), 60, "2s");
+    for line in fit(&frame, 60, 8) {
+        assert!(line.chars().count() <= 60, "{line}");
+    }
+    assert_eq!(fit(&frame, 60, 8).len(), 8);
+}

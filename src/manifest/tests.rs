@@ -31,7 +31,7 @@ fn local_example_pipeline_loads() {
     assert_eq!(call.spec.max_instances, 3);
     assert_eq!(call.spec.slots_per_instance, 2);
     assert_eq!(call.spec.tasks_per_instance(), 2);
-    assert_eq!(call.spec.scale_down_delay, Duration::from_secs(3));
+    assert_eq!(call.spec.scale_down_delay, Duration::from_secs(10));
     assert_eq!(call.spec.lease_ttl, Duration::from_secs(15));
     assert_eq!(call.spec.heartbeat_interval(), Duration::from_secs(5));
     assert_eq!(set.fleet("joint").unwrap().spec.max_instances, 1);

@@ -153,7 +153,7 @@ fn policy_from_manifest() {
     assert_eq!(p.step, "call");
     assert_eq!((p.min_instances, p.max_instances), (0, 3));
     assert_eq!(p.tasks_per_instance, 2);
-    assert_eq!(p.scale_down_delay, 3 * SEC);
+    assert_eq!(p.scale_down_delay, 10 * SEC);
     // leaseTTL 15s -> heartbeat 5s -> lost after 15s.
     assert_eq!(p.lost_after, 15 * SEC);
     assert_eq!(p.instance_cap(), 3);
