@@ -132,24 +132,10 @@ pub fn parse(
 /// The text of an input read as bytes (`source` names it in the error). Input that is not
 /// UTF-8 is refused with the line and byte where the first invalid sequence is.
 pub fn utf8_text(source: &str, bytes: Vec<u8>) -> Result<String, LineError> {
-    String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let bytes = e.as_bytes();
-        let before = &bytes[..at];
-        let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-        let line_start = before
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(0, |p| p + 1);
-        LineError {
-            source: source.to_string(),
-            line,
-            message: format!(
-                "not valid UTF-8 (byte {} of the line is 0x{:02x}); save the file as UTF-8",
-                at - line_start + 1,
-                bytes.get(at).copied().unwrap_or(0)
-            ),
-        }
+    crate::text::utf8(bytes).map_err(|e| LineError {
+        source: source.to_string(),
+        line: e.line,
+        message: e.message,
     })
 }
 

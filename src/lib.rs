@@ -19,4 +19,5 @@ pub mod server;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod text;
 pub mod worker;

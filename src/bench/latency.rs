@@ -1,6 +1,7 @@
 //! Reaction times: from a backlog appearing to the launch call (against the controller
 //! interval), and from a worker being killed to its task being requeued (against the lease
-//! TTL).
+//! TTL), and from a leader that stops renewing its lease to a follower's first pass as leader
+//! (against the leader lease TTL).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,7 @@ use super::{BenchConfig, Row};
 use crate::clock;
 use crate::controller::providers::{ProviderSet, RemoteFactory, WorkerLaunch};
 use crate::controller::reload::ManifestSource;
+use crate::controller::status::Role;
 use crate::controller::{Controller, ControllerConfig};
 use crate::manifest::FleetManifest;
 use crate::metrics::Metrics;
@@ -74,6 +76,8 @@ struct Latencies {
     lease_ttl_s: f64,
     sweep_every_s: f64,
     kill_to_requeue_s: Vec<f64>,
+    leader_ttl_s: f64,
+    leader_lost_to_takeover_s: Vec<f64>,
 }
 
 pub(super) async fn run(cfg: &BenchConfig) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
@@ -89,15 +93,22 @@ pub(super) async fn run(cfg: &BenchConfig) -> anyhow::Result<(Vec<Row>, serde_js
     for _ in 0..trials.min(3) {
         requeue.push(kill_to_requeue(cfg).await?);
     }
+    let mut takeover = Vec::new();
+    for _ in 0..trials.min(3) {
+        takeover.push(leader_takeover(cfg).await?);
+    }
     let l = Latencies {
         interval_s: interval.as_secs_f64(),
         backlog_to_launch_s: launch.clone(),
         lease_ttl_s: cfg.lease_ttl.as_secs_f64(),
         sweep_every_s: interval.as_secs_f64(),
         kill_to_requeue_s: requeue.clone(),
+        leader_ttl_s: cfg.lease_ttl.as_secs_f64(),
+        leader_lost_to_takeover_s: takeover.clone(),
     };
     let (lmean, lmax) = mean_max(&launch);
     let (rmean, rmax) = mean_max(&requeue);
+    let (tmean, tmax) = mean_max(&takeover);
     let iv = interval.as_secs_f64();
     let ttl = cfg.lease_ttl.as_secs_f64();
     let rows = vec![
@@ -117,6 +128,14 @@ pub(super) async fn run(cfg: &BenchConfig) -> anyhow::Result<(Vec<Row>, serde_js
         .ratio(rmax / ttl)
         .goal("≤ TTL + 1 sweep", rmax <= ttl + iv * 1.1)
         .note("lease expires ≤ TTL after the last heartbeat (every TTL/3); the controller's requeue_expired runs each pass"),
+        Row::new(
+            format!("leader stops renewing → follower leads ({} trials)", takeover.len()),
+            format!("mean {tmean:.2} s, max {tmax:.2} s"),
+        )
+        .reference(format!("leader lease TTL {ttl:.1} s, follower passes every {iv:.1} s"))
+        .ratio(tmax / ttl)
+        .goal("≤ TTL + 1 interval", tmax <= ttl + iv * 1.1)
+        .note("the leader is dropped without handing its lease over (a crash); SQLite store"),
     ];
     Ok((rows, json!(l)))
 }
@@ -133,37 +152,10 @@ async fn backlog_to_launch(cfg: &BenchConfig, offset: Duration) -> anyhow::Resul
     let (store, _) = sqlite_store(&dir)?;
     store.create_schema().await?;
     let clock = clock::system();
-    let set = crate::manifest::parse_str(
-        "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: lat\nspec:\n  step: lat\n  \
-         provider:\n    ec2:\n      launchTemplate:\n        name: bench\n  maxInstances: 5\n",
-        "bench.yaml",
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let recorder = Arc::new(Recorder::default());
-    let launch = WorkerLaunch {
-        store_url: format!("sqlite://{}", dir.0.join("bench.db").display()),
-        exe: cfg.exe.clone(),
-        log_dir: None,
-        env: BTreeMap::new(),
-        force_local: false,
-        binary_url: None,
-    };
-    let providers = ProviderSet::new(
-        launch,
-        clock.clone(),
-        "bench",
-        Some(Box::new(RecordingFactory(recorder.clone()))),
-    );
     let mut ccfg = ControllerConfig::new("bench");
     ccfg.interval = cfg.interval;
-    let mut controller = Controller::new(
-        ccfg,
-        store.clone(),
-        clock.clone(),
-        ManifestSource::fixed(set),
-        providers,
-        Arc::new(Metrics::new()),
-    );
+    let mut controller = bench_controller(cfg, &dir, ccfg, store.clone(), recorder.clone())?;
     let launched = || {
         *recorder
             .launched_at
@@ -188,6 +180,82 @@ async fn backlog_to_launch(cfg: &BenchConfig, offset: Duration) -> anyhow::Resul
     let appeared = appeared?;
     let at = launched().ok_or_else(|| anyhow::anyhow!("no launch within the time allowed"))?;
     Ok(at.saturating_duration_since(appeared).as_secs_f64())
+}
+
+/// A controller of one fleet (step `lat`, provider recording its launch calls) on `store`.
+fn bench_controller(
+    cfg: &BenchConfig,
+    dir: &TempDir,
+    ccfg: ControllerConfig,
+    store: crate::store::SharedStore,
+    recorder: Arc<Recorder>,
+) -> anyhow::Result<Controller> {
+    let clock = clock::system();
+    let set = crate::manifest::parse_str(
+        "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: lat\nspec:\n  step: lat\n  \
+         provider:\n    ec2:\n      launchTemplate:\n        name: bench\n  maxInstances: 5\n",
+        "bench.yaml",
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let launch = WorkerLaunch {
+        store_url: format!("sqlite://{}", dir.0.join("bench.db").display()),
+        exe: cfg.exe.clone(),
+        log_dir: None,
+        env: BTreeMap::new(),
+        force_local: false,
+        binary_url: None,
+    };
+    let providers = ProviderSet::new(
+        launch,
+        clock.clone(),
+        "bench",
+        Some(Box::new(RecordingFactory(recorder))),
+    );
+    Ok(Controller::new(
+        ccfg,
+        store,
+        clock,
+        ManifestSource::fixed(set),
+        providers,
+        Arc::new(Metrics::new()),
+    ))
+}
+
+/// Two controllers of one cluster share a store; the leader stops renewing its lease, as a
+/// crashed or SIGKILLed one does (it is dropped without `shutdown`, which would hand the lease
+/// over at once); the follower passes every interval. The time from the leader's last renewal
+/// to the follower's first pass as leader.
+pub(super) async fn leader_takeover(cfg: &BenchConfig) -> anyhow::Result<f64> {
+    let dir = TempDir::new("anamo-bench-takeover")?;
+    let (store, _) = sqlite_store(&dir)?;
+    store.create_schema().await?;
+    let controller = |identity: &str| {
+        let mut ccfg = ControllerConfig::new("bench");
+        ccfg.identity = identity.to_string();
+        ccfg.interval = cfg.interval;
+        ccfg.leader_election = true;
+        ccfg.leader_ttl = cfg.lease_ttl;
+        bench_controller(cfg, &dir, ccfg, store.clone(), Arc::default())
+    };
+    let mut leader = controller("bench-a")?;
+    let mut follower = controller("bench-b")?;
+    let renewed = Instant::now();
+    if leader.reconcile_once().await.role != Role::Leader {
+        anyhow::bail!("the first controller did not take the leadership");
+    }
+    drop(leader);
+    // Not in step with the lease: the follower's passes start half an interval later.
+    tokio::time::sleep(cfg.interval.mul_f64(0.5)).await;
+    let deadline = renewed + cfg.lease_ttl * 3 + cfg.interval * 3;
+    loop {
+        if follower.reconcile_once().await.role == Role::Leader {
+            return Ok(renewed.elapsed().as_secs_f64());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("no takeover within 3 leader lease TTLs");
+        }
+        tokio::time::sleep(cfg.interval).await;
+    }
 }
 
 /// A worker process runs a long task; it is killed with SIGKILL; `requeue_expired` runs every

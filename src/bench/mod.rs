@@ -285,6 +285,34 @@ mod tests {
         assert_eq!(run.details["claims"]["sqlite"]["tasks"], 40);
     }
 
+    /// The takeover figure: the follower leads only once the crashed leader's lease ran out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follower_takes_over_once_the_leaders_lease_ran_out() {
+        let cfg = BenchConfig {
+            dynamodb_endpoint: None,
+            parts: vec![Part::Latency],
+            workers: 1,
+            slots: 1,
+            dispatch_tasks: 0,
+            raw_secs: 0.0,
+            claimers: 1,
+            claim_tasks: 0,
+            up_tasks: 0,
+            up_slots: 1,
+            tasks: 0,
+            steps: 1,
+            trials: 1,
+            interval: Duration::from_millis(200),
+            lease_ttl: Duration::from_secs(1),
+            exe: PathBuf::from("anamo"),
+        };
+        let took = latency::leader_takeover(&cfg).await.unwrap();
+        assert!(
+            took >= 1.0,
+            "took over after {took} s, before the 1 s lease ran out"
+        );
+    }
+
     #[test]
     fn machine_and_rss_are_read_from_proc() {
         let m = Machine::detect();

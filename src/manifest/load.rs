@@ -66,17 +66,15 @@ pub fn load_files(paths: &[PathBuf]) -> Result<ManifestSet, ManifestError> {
             path: path.clone(),
             source,
         })?;
-        let text = crate::import::utf8_text(&path.display().to_string(), bytes).map_err(|e| {
-            ManifestError::Parse {
-                problems: vec![Problem {
-                    file: path.clone(),
-                    line: Some(e.line),
-                    column: None,
-                    subject: None,
-                    field: None,
-                    message: e.message,
-                }],
-            }
+        let text = crate::text::utf8(bytes).map_err(|e| ManifestError::Parse {
+            problems: vec![Problem {
+                file: path.clone(),
+                line: Some(e.line),
+                column: None,
+                subject: None,
+                field: None,
+                message: e.message,
+            }],
         })?;
         sources.push((path.clone(), text));
     }
