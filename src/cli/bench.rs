@@ -66,7 +66,7 @@ pub struct BenchArgs {
     /// Latency: controller interval (and expiry sweep).
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub interval: Duration,
-    /// Latency: lease TTL of the killed worker.
+    /// Latency: lease TTL of the killed worker, and of the leader that stops renewing.
     #[arg(long, value_parser = parse_duration, default_value = "6s")]
     pub lease_ttl: Duration,
     /// Print the results as JSON.
