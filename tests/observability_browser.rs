@@ -2,6 +2,9 @@
 //! `scripts/test-services`) loads `/` of a controller that works through a small workload, and
 //! the figures of the rendered DOM must be those of `/api/status` for the same reconcile pass.
 //! A screenshot is saved as `target/artifacts/status-page.png`.
+//! The page also says how a run ended, shows a rejected manifest, and warns with a stale
+//! banner while the controller's passes are stuck (another process holds the SQLite store's
+//! write lock) yet its HTTP server still serves the last figures.
 //!
 //! Without `ANAMO_TEST_CHROMIUM_BIN` the test fails (see `tests/common/services.rs`).
 
@@ -518,4 +521,56 @@ fn status_page_in_chromium_says_how_a_run_ended_and_shows_a_rejected_manifest() 
     );
     assert!(banner.contains("fleets.yaml"), "{banner}");
     assert!(banner.contains("maxInstances"), "{banner}");
+}
+
+/// The `<p id="{id}" ...>...</p>` banner of a serialized DOM, if shown.
+fn banner<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
+    let rest = &dom[dom.find(&format!("<p id=\"{id}\""))?..];
+    Some(&rest[..rest.find("</p>").map_or(rest.len(), |e| e + 4)])
+}
+
+#[test]
+fn status_page_in_chromium_warns_while_the_controller_passes_are_stuck() {
+    let Some(chromium_bin) = tool("ANAMO_TEST_CHROMIUM_BIN", "chromium", None) else {
+        return;
+    };
+    // Passes every second; every pass writes its status documents to the SQLite store.
+    let workload = Workload::start(4, 0.5);
+    let url = format!("http://{}/", workload.addr);
+    let profile = tempfile::tempdir().unwrap();
+    let page = || {
+        let dom = chromium(&chromium_bin, profile.path(), &["--dump-dom"], &url);
+        assert!(
+            dom.contains("id=\"controller\""),
+            "not the status page:\n{dom}"
+        );
+        dom
+    };
+    wait_for("a leader's page", Duration::from_secs(60), || {
+        let dom = page();
+        (dom.contains("data-role=\"leader\"") && banner(&dom, "stale").is_none()).then_some(())
+    });
+
+    // Another process holds the store's write lock: the controller's passes wait for it (its
+    // busy timeout is 30 s) while its HTTP server keeps serving the last figures.
+    let db = rusqlite::Connection::open(workload.dir.path().join("a.db")).expect("open a.db");
+    db.busy_timeout(Duration::from_secs(30)).unwrap();
+    db.execute_batch("BEGIN EXCLUSIVE").expect("lock the store");
+    let stale = wait_for("the stale banner", Duration::from_secs(90), || {
+        banner(&page(), "stale").map(str::to_string)
+    });
+    assert!(
+        stale.contains("Stale: the last reconcile pass was"),
+        "{stale}"
+    );
+    assert!(stale.contains("more than 3 intervals of 1s ago"), "{stale}");
+    assert!(stale.contains("Check its log."), "{stale}");
+
+    // The lock released, the next pass publishes and the banner goes away.
+    db.execute_batch("ROLLBACK").expect("unlock the store");
+    drop(db);
+    wait_for("the stale banner gone", Duration::from_secs(120), || {
+        let dom = page();
+        (dom.contains("data-role=\"leader\"") && banner(&dom, "stale").is_none()).then_some(())
+    });
 }
