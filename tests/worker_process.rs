@@ -60,14 +60,7 @@ async fn sigterm_drains_and_hands_back(h: Harness) {
     import(
         &h.store,
         &[
-            prio(
-                TaskSpec::new(
-                    step,
-                    "long",
-                    format!("echo $$ > {}; sleep 30", pid.display()),
-                ),
-                3,
-            ),
+            prio(long_pid_task(step, &pid), 3),
             prio(TaskSpec::new(step, "short", "sleep 1"), 2),
             prio(TaskSpec::new(step, "queued", "true"), 1),
         ],

@@ -427,15 +427,7 @@ async fn cancelled_task_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let step = "cancel";
     let pid = dir.path().join("pid");
-    import(
-        &h.store,
-        &[TaskSpec::new(
-            step,
-            "long",
-            format!("echo $$ > {}; sleep 30", pid.display()),
-        )],
-    )
-    .await;
+    import(&h.store, &[long_pid_task(step, &pid)]).await;
     let mut args = fast_args(step, dir.path());
     args.lease_ttl = Duration::from_secs(2);
     args.heartbeat = Some(Duration::from_millis(300));

@@ -43,6 +43,16 @@ pub async fn import(store: &SharedStore, specs: &[TaskSpec]) {
     assert_eq!(report.inserted as usize, specs.len(), "{report:?}");
 }
 
+/// A task `step/long` that writes its shell's pid to `pid_file`, then sleeps 30 s: long enough
+/// to be stopped, cancelled or cut off while the test watches that pid.
+pub fn long_pid_task(step: &str, pid_file: &std::path::Path) -> TaskSpec {
+    TaskSpec::new(
+        step,
+        "long",
+        format!("echo $$ > {}; sleep 30", pid_file.display()),
+    )
+}
+
 pub async fn get(store: &SharedStore, step: &str, id: &str) -> Task {
     store
         .get(step, id)
