@@ -256,39 +256,10 @@ pub async fn run_with(
         path: cfg.log_dir.clone(),
         source,
     })?;
-    // IMDS: the instance id (when not given) and spot notices. Off EC2 it does not answer;
-    // timeouts are short and the lookup only blocks the start when the id is needed.
-    let imds = match &cfg.imds_endpoint {
-        Some(endpoint) => Some(spot::Imds::new(endpoint).map_err(WorkerError::InvalidArgs)?),
-        None => None,
-    };
-    let imds = match imds {
-        Some(imds) if cfg.instance_id.is_none() => match imds.probe().await {
-            Ok(id) => {
-                cfg.instance_id = id;
-                Some((imds, true))
-            }
-            Err(e) => {
-                // The usual case off EC2: one short line at debug; the SDK's long error at trace.
-                tracing::debug!(endpoint = imds.endpoint(), "{}", spot::NOT_ON_EC2);
-                tracing::trace!(error = %e, "instance metadata lookup failed");
-                None
-            }
-        },
-        // The id was given: whether IMDS answers is found out by the spot poller.
-        other => other.map(|imds| (imds, false)),
-    };
+    let imds = connect_imds(&mut cfg).await?;
     // Bound before anything is claimed, so a busy port fails the start, not a running worker.
     let metrics_server = match args.metrics_addr {
-        Some(addr) => {
-            let metrics = crate::metrics::Metrics::new();
-            control.worker_stats().attach_metrics(metrics.clone());
-            let (local, task) = metrics_server::serve(addr, metrics)
-                .await
-                .map_err(|source| WorkerError::MetricsAddr { addr, source })?;
-            tracing::info!(addr = %local, "serving worker metrics");
-            Some(task)
-        }
+        Some(addr) => Some(serve_metrics(addr, &control).await?),
         None => None,
     };
     let clock = crate::clock::system();
@@ -325,6 +296,85 @@ pub async fn run_with(
         started_at,
         upkeep_stopped,
     ));
+    let mut background = spawn_background(cfg, imds, &control);
+    let failure = run_slots(&ctx).await;
+    background.shutdown().await;
+    let _ = stop_upkeep.send(true);
+    let _ = upkeep.await;
+    registration::mark_gone(&ctx, started_at).await;
+
+    let stats = control.stats();
+    let reason = control.stop_reason().unwrap_or(StopReason::Fatal);
+    WorkerExited {
+        worker_id: &cfg.worker_id,
+        reason: reason.as_str(),
+        stats: &stats,
+    }
+    .emit();
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if reason == StopReason::Idle {
+        if let Some(command) = &cfg.on_idle_exit {
+            run_on_idle_exit(command, &cfg.worker_id).await?;
+        }
+    }
+    Ok(WorkerExit {
+        worker_id: cfg.worker_id.clone(),
+        reason,
+        stats,
+    })
+}
+
+/// Sets up IMDS: the instance id (when not given) and spot notices. Off EC2 it does not
+/// answer; timeouts are short and the lookup only blocks the start when the id is needed.
+/// Returns the client with whether it answered, for the spot poller.
+async fn connect_imds(cfg: &mut Config) -> Result<Option<(spot::Imds, bool)>> {
+    let imds = match &cfg.imds_endpoint {
+        Some(endpoint) => Some(spot::Imds::new(endpoint).map_err(WorkerError::InvalidArgs)?),
+        None => None,
+    };
+    Ok(match imds {
+        Some(imds) if cfg.instance_id.is_none() => match imds.probe().await {
+            Ok(id) => {
+                cfg.instance_id = id;
+                Some((imds, true))
+            }
+            Err(e) => {
+                // The usual case off EC2: one short line at debug; the SDK's long error at trace.
+                tracing::debug!(endpoint = imds.endpoint(), "{}", spot::NOT_ON_EC2);
+                tracing::trace!(error = %e, "instance metadata lookup failed");
+                None
+            }
+        },
+        // The id was given: whether IMDS answers is found out by the spot poller.
+        other => other.map(|imds| (imds, false)),
+    })
+}
+
+/// Binds the `/metrics` endpoint on `addr` and feeds it this worker's stats.
+async fn serve_metrics(
+    addr: SocketAddr,
+    control: &WorkerControl,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let metrics = crate::metrics::Metrics::new();
+    control.worker_stats().attach_metrics(metrics.clone());
+    let (local, task) = metrics_server::serve(addr, metrics)
+        .await
+        .map_err(|source| WorkerError::MetricsAddr { addr, source })?;
+    tracing::info!(addr = %local, "serving worker metrics");
+    Ok(task)
+}
+
+/// Starts the spot notice poller and the `--wall-time` timer (when configured).
+fn spawn_background(
+    cfg: &Config,
+    imds: Option<(spot::Imds, bool)>,
+    control: &WorkerControl,
+) -> JoinSet<()> {
     let mut background = JoinSet::new();
     if let (Some((imds, reachable)), Some(every)) = (imds, cfg.spot_poll) {
         background.spawn(spot::watch_spot(imds, every, control.clone(), reachable));
@@ -337,7 +387,13 @@ pub async fn run_with(
             control.stop(StopReason::WallTime, Some(kill_at), StopCause::WallTime);
         });
     }
+    background
+}
 
+/// Runs the slot loops until all have ended, checking `--idle-exit` meanwhile; a slot that
+/// fails or crashes stops the worker, and the first such failure is returned.
+async fn run_slots(ctx: &Arc<Ctx>) -> Option<WorkerError> {
+    let (cfg, control) = (&ctx.cfg, &ctx.control);
     let mut slots = JoinSet::new();
     for _ in 0..cfg.slots {
         slots.spawn(slot::slot_loop(ctx.clone()));
@@ -379,35 +435,7 @@ pub async fn run_with(
             }
         }
     }
-    background.shutdown().await;
-    let _ = stop_upkeep.send(true);
-    let _ = upkeep.await;
-    registration::mark_gone(&ctx, started_at).await;
-
-    let stats = control.stats();
-    let reason = control.stop_reason().unwrap_or(StopReason::Fatal);
-    WorkerExited {
-        worker_id: &cfg.worker_id,
-        reason: reason.as_str(),
-        stats: &stats,
-    }
-    .emit();
-    if let Some(server) = metrics_server {
-        server.abort();
-    }
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    if reason == StopReason::Idle {
-        if let Some(command) = &cfg.on_idle_exit {
-            run_on_idle_exit(command, &cfg.worker_id).await?;
-        }
-    }
-    Ok(WorkerExit {
-        worker_id: cfg.worker_id.clone(),
-        reason,
-        stats,
-    })
+    failure
 }
 
 async fn run_on_idle_exit(command: &str, worker_id: &str) -> Result<()> {
