@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::keys::KeyIndex;
-use super::types::{ControllerDocument, FleetDocument, ProviderSpec};
+use super::types::{
+    BudgetSpec, ControllerDocument, Ec2Provider, FleetDocument, FleetSpec, LaunchTemplateRef,
+    ProviderSpec,
+};
 use super::{ControllerManifest, FleetManifest, ManifestError, ManifestSet, Problem};
 use crate::model::{validate_name, TAG_CONTROLLER, TAG_FLEET, TAG_LAUNCH_BATCH, TAG_STEP};
 
@@ -239,6 +242,36 @@ fn check_fleet(r: &mut Report<'_>, f: &FleetDocument, check_files: bool) {
     if let Err(e) = validate_name("step", &s.step) {
         r.push("spec.step", e);
     }
+    check_sizes(r, s);
+    check_timings(r, s);
+    check_depends_on(r, s);
+    if let Some(b) = &s.budget {
+        check_budget(r, b, s.min_instances);
+    }
+    for (i, arg) in s.worker_args.iter().enumerate() {
+        if arg.contains('\0') {
+            r.push(
+                "spec.workerArgs",
+                format!("argument {} contains a NUL byte", i + 1),
+            );
+        }
+    }
+    match &s.provider {
+        ProviderSpec::Local(_) => {}
+        ProviderSpec::Ec2(ec2) => check_ec2(r, ec2, check_files),
+        ProviderSpec::Autoscaling(asg) => {
+            if asg.group_name.trim().is_empty() {
+                r.push(
+                    "spec.provider.autoscaling.groupName",
+                    "is empty; give the Auto Scaling group's name",
+                );
+            }
+        }
+    }
+}
+
+/// Instance, slot, task and attempt counts.
+fn check_sizes(r: &mut Report<'_>, s: &FleetSpec) {
     if s.max_instances < 1 {
         r.push(
             "spec.maxInstances",
@@ -269,6 +302,10 @@ fn check_fleet(r: &mut Report<'_>, f: &FleetDocument, check_files: bool) {
     if s.max_attempts < 1 {
         r.push("spec.maxAttempts", "must be at least 1");
     }
+}
+
+/// Timeouts, lease and heartbeat.
+fn check_timings(r: &mut Report<'_>, s: &FleetSpec) {
     positive(r, "spec.bootTimeout", s.boot_timeout);
     positive(r, "spec.leaseTTL", s.lease_ttl);
     if let Some(hb) = s.heartbeat {
@@ -288,6 +325,10 @@ fn check_fleet(r: &mut Report<'_>, f: &FleetDocument, check_files: bool) {
     if let Some(idle) = s.idle_exit {
         positive(r, "spec.idleExit", idle);
     }
+}
+
+/// `dependsOn` on its own: names, self-dependency, duplicates.
+fn check_depends_on(r: &mut Report<'_>, s: &FleetSpec) {
     let mut seen = BTreeSet::new();
     for dep in &s.depends_on {
         if let Err(e) = validate_name("dependsOn", dep) {
@@ -304,131 +345,121 @@ fn check_fleet(r: &mut Report<'_>, f: &FleetDocument, check_files: bool) {
             );
         }
     }
-    if let Some(b) = &s.budget {
-        if b.max_instances.is_none() && b.max_hourly_cost.is_none() {
+}
+
+fn check_budget(r: &mut Report<'_>, b: &BudgetSpec, min_instances: u32) {
+    if b.max_instances.is_none() && b.max_hourly_cost.is_none() {
+        r.push(
+            "spec.budget",
+            "sets no limit; set budget.maxInstances and/or budget.maxHourlyCost, or remove budget",
+        );
+    }
+    if let Some(cost) = b.max_hourly_cost {
+        if !cost.is_finite() || cost < 0.0 {
+            r.push(
+                "spec.budget.maxHourlyCost",
+                format!("{cost} is not a cost; use a number of 0 or more"),
+            );
+        }
+        if b.price_per_instance_hour.is_none() {
+            r.push(
+                "spec.budget.maxHourlyCost",
+                "needs budget.pricePerInstanceHour to turn the cost into a number of \
+                 instances; add pricePerInstanceHour (what one instance costs per hour)",
+            );
+        }
+    }
+    if let Some(price) = b.price_per_instance_hour {
+        if !price.is_finite() || price <= 0.0 {
+            r.push(
+                "spec.budget.pricePerInstanceHour",
+                format!("{price} is not a price; use a number greater than 0"),
+            );
+        }
+    }
+    if let Some(limit) = b.instance_limit() {
+        if limit < min_instances {
             r.push(
                 "spec.budget",
-                "sets no limit; set budget.maxInstances and/or budget.maxHourlyCost, or remove budget",
+                format!(
+                    "allows only {limit} instance(s), fewer than minInstances {}; \
+                     lower minInstances or raise the budget",
+                    min_instances
+                ),
             );
         }
-        if let Some(cost) = b.max_hourly_cost {
-            if !cost.is_finite() || cost < 0.0 {
-                r.push(
-                    "spec.budget.maxHourlyCost",
-                    format!("{cost} is not a cost; use a number of 0 or more"),
-                );
-            }
-            if b.price_per_instance_hour.is_none() {
-                r.push(
-                    "spec.budget.maxHourlyCost",
-                    "needs budget.pricePerInstanceHour to turn the cost into a number of \
-                     instances; add pricePerInstanceHour (what one instance costs per hour)",
-                );
-            }
-        }
-        if let Some(price) = b.price_per_instance_hour {
-            if !price.is_finite() || price <= 0.0 {
-                r.push(
-                    "spec.budget.pricePerInstanceHour",
-                    format!("{price} is not a price; use a number greater than 0"),
-                );
-            }
-        }
-        if let Some(limit) = b.instance_limit() {
-            if limit < s.min_instances {
-                r.push(
-                    "spec.budget",
-                    format!(
-                        "allows only {limit} instance(s), fewer than minInstances {}; \
-                         lower minInstances or raise the budget",
-                        s.min_instances
-                    ),
-                );
-            }
-        }
     }
-    for (i, arg) in s.worker_args.iter().enumerate() {
-        if arg.contains('\0') {
+}
+
+fn check_ec2(r: &mut Report<'_>, ec2: &Ec2Provider, check_files: bool) {
+    check_launch_template(r, &ec2.launch_template);
+    non_empty_unique(r, "spec.provider.ec2.subnets", "subnet", &ec2.subnets);
+    non_empty_unique(
+        r,
+        "spec.provider.ec2.instanceTypes",
+        "instance type",
+        &ec2.instance_types,
+    );
+    for key in ec2.tags.keys() {
+        if [TAG_FLEET, TAG_STEP, TAG_CONTROLLER, TAG_LAUNCH_BATCH].contains(&key.as_str())
+            || key.starts_with("aws:")
+        {
             r.push(
-                "spec.workerArgs",
-                format!("argument {} contains a NUL byte", i + 1),
+                "spec.provider.ec2.tags",
+                format!("tag `{key}` is reserved (set by anamo or AWS); use another key"),
             );
         }
     }
-    match &s.provider {
-        ProviderSpec::Local(_) => {}
-        ProviderSpec::Ec2(ec2) => {
-            let lt = &ec2.launch_template;
-            match (&lt.name, &lt.id) {
-                (Some(_), Some(_)) => r.push(
-                    "spec.provider.ec2.launchTemplate",
-                    "sets both name and id; keep one of them",
-                ),
-                (None, None) => r.push(
-                    "spec.provider.ec2.launchTemplate",
-                    "needs the template's `name` or `id`",
-                ),
-                (Some(n), None) if n.trim().is_empty() => {
-                    r.push("spec.provider.ec2.launchTemplate.name", "is empty")
-                }
-                (None, Some(id)) if !id.starts_with("lt-") => r.push(
-                    "spec.provider.ec2.launchTemplate.id",
-                    format!("`{id}` is not a launch template id (they look like `lt-0abc...`); use `name` for a template name"),
-                ),
-                _ => {}
-            }
-            if lt.version.as_deref().is_some_and(|v| {
-                !(v == "$Latest" || v == "$Default" || v.parse::<u64>().is_ok_and(|n| n >= 1))
-            }) {
-                r.push(
-                    "spec.provider.ec2.launchTemplate.version",
-                    "must be a version number, `$Latest` or `$Default`",
-                );
-            }
-            non_empty_unique(r, "spec.provider.ec2.subnets", "subnet", &ec2.subnets);
-            non_empty_unique(
-                r,
-                "spec.provider.ec2.instanceTypes",
-                "instance type",
-                &ec2.instance_types,
-            );
-            for key in ec2.tags.keys() {
-                if [TAG_FLEET, TAG_STEP, TAG_CONTROLLER, TAG_LAUNCH_BATCH].contains(&key.as_str())
-                    || key.starts_with("aws:")
-                {
-                    r.push(
-                        "spec.provider.ec2.tags",
-                        format!("tag `{key}` is reserved (set by anamo or AWS); use another key"),
-                    );
-                }
-            }
-            if let Some(ud) = &ec2.user_data {
-                if ud.trim().is_empty() {
-                    r.push(
-                        "spec.provider.ec2.userData",
-                        "is empty; remove it or give a file path",
-                    );
-                } else if check_files {
-                    let path = resolve_relative(&r.doc.file, ud);
-                    if !path.is_file() {
-                        r.push(
-                            "spec.provider.ec2.userData",
-                            format!(
-                                "file {} not found (paths are relative to the manifest's directory)",
-                                path.display()
-                            ),
-                        );
-                    }
-                }
-            }
+    if let Some(ud) = &ec2.user_data {
+        check_user_data(r, ud, check_files);
+    }
+}
+
+fn check_launch_template(r: &mut Report<'_>, lt: &LaunchTemplateRef) {
+    match (&lt.name, &lt.id) {
+        (Some(_), Some(_)) => r.push(
+            "spec.provider.ec2.launchTemplate",
+            "sets both name and id; keep one of them",
+        ),
+        (None, None) => r.push(
+            "spec.provider.ec2.launchTemplate",
+            "needs the template's `name` or `id`",
+        ),
+        (Some(n), None) if n.trim().is_empty() => {
+            r.push("spec.provider.ec2.launchTemplate.name", "is empty")
         }
-        ProviderSpec::Autoscaling(asg) => {
-            if asg.group_name.trim().is_empty() {
-                r.push(
-                    "spec.provider.autoscaling.groupName",
-                    "is empty; give the Auto Scaling group's name",
-                );
-            }
+        (None, Some(id)) if !id.starts_with("lt-") => r.push(
+            "spec.provider.ec2.launchTemplate.id",
+            format!("`{id}` is not a launch template id (they look like `lt-0abc...`); use `name` for a template name"),
+        ),
+        _ => {}
+    }
+    if lt.version.as_deref().is_some_and(|v| {
+        !(v == "$Latest" || v == "$Default" || v.parse::<u64>().is_ok_and(|n| n >= 1))
+    }) {
+        r.push(
+            "spec.provider.ec2.launchTemplate.version",
+            "must be a version number, `$Latest` or `$Default`",
+        );
+    }
+}
+
+fn check_user_data(r: &mut Report<'_>, ud: &str, check_files: bool) {
+    if ud.trim().is_empty() {
+        r.push(
+            "spec.provider.ec2.userData",
+            "is empty; remove it or give a file path",
+        );
+    } else if check_files {
+        let path = resolve_relative(&r.doc.file, ud);
+        if !path.is_file() {
+            r.push(
+                "spec.provider.ec2.userData",
+                format!(
+                    "file {} not found (paths are relative to the manifest's directory)",
+                    path.display()
+                ),
+            );
         }
     }
 }
