@@ -249,7 +249,7 @@ pub fn apply_fleet_defaults(tasks: &mut [TaskSpec], manifests: &crate::manifest:
             continue;
         };
         if t.depends_on.is_empty() {
-            t.depends_on = fleet.spec.depends_on.clone();
+            t.depends_on = fleet.spec.upstream_steps().map(str::to_string).collect();
         }
         if t.max_attempts == crate::model::DEFAULT_MAX_ATTEMPTS {
             t.max_attempts = fleet.spec.max_attempts;

@@ -13,6 +13,7 @@ pub mod import;
 pub mod manifest;
 pub mod metrics;
 pub mod model;
+pub mod pipeline;
 pub mod planner;
 pub mod provider;
 pub mod server;

@@ -71,7 +71,10 @@ pub fn run(cmd: ManifestCommand) -> anyhow::Result<ExitCode> {
                             if f.spec.depends_on.is_empty() {
                                 String::new()
                             } else {
-                                format!(", after {}", f.spec.depends_on.join(", "))
+                                format!(
+                                    ", after {}",
+                                    f.spec.upstream_steps().collect::<Vec<_>>().join(", ")
+                                )
                             }
                         );
                     }

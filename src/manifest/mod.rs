@@ -21,6 +21,7 @@
 mod hints;
 mod keys;
 mod load;
+mod pipeline;
 mod types;
 mod validate;
 
@@ -211,7 +212,7 @@ impl ManifestSet {
         while !left.is_empty() {
             let ready = left
                 .iter()
-                .position(|f| f.spec.depends_on.iter().all(|d| done.contains(&d.as_str())))
+                .position(|f| f.spec.upstream_steps().all(|d| done.contains(&d)))
                 // A cycle or a missing step (not possible after validation): keep going.
                 .unwrap_or(0);
             let f = left.remove(ready);

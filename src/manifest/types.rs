@@ -9,6 +9,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::pipeline::{DependsOn, EdgeSpec, RetryDelaySpec, ScatterSpec};
 use crate::model::DEFAULT_MAX_ATTEMPTS;
 
 /// The only `apiVersion` this build understands.
@@ -144,9 +145,41 @@ pub struct FleetSpec {
     #[serde(default = "default_max_attempts")]
     #[schemars(range(min = 1))]
     pub max_attempts: u32,
-    /// Steps whose task with the same id must succeed before a task of this step may run.
+    /// The names of the parts of this step's task ids, joined by `/` in the ids (default
+    /// `[sample]`). Dependencies join tasks on the parts their steps share: `call` keyed
+    /// `[sample, region]` waits for `align/NA12878` (keyed `[sample]`) per task
+    /// `NA12878/chr1`; `joint` keyed `[region]` gathers every sample's `call/*/chr1`; an empty
+    /// key `[]` gathers the whole upstream step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Vec<String>>,
+    /// Expand each imported task over a list: a task given without the `part` becomes one
+    /// task per item (`NA12878` → `NA12878/chr1`, …), the item in `ANAMO_KEY_<PART>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scatter: Option<ScatterSpec>,
+    /// Steps whose tasks must succeed before a task of this step may run: a step name, or
+    /// `{step, onFailure, minSucceeded}` for a gather that may go on without failed tasks.
+    /// Applies to every task of the step however it was added.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub depends_on: Vec<String>,
+    pub depends_on: Vec<DependsOn>,
+    /// Default per-attempt time limit of this step's tasks, e.g. `2h` (a task's own
+    /// `timeout_secs` wins).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Duration>,
+    /// Default exit codes that mean "try again" for this step's tasks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retry_exit_codes: Vec<i32>,
+    /// Default exit codes that mean "fail now, do not retry" for this step's tasks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_exit_codes: Vec<i32>,
+    /// Wait before a failed attempt is retried: `{initial: 30s, max: 10m}`, doubled per
+    /// attempt and jittered. Unset: retried at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay: Option<RetryDelaySpec>,
     /// Workers exit after being idle this long (the instance is then terminated), e.g. `10m`.
     /// Unset: workers stay until the controller scales the fleet down.
     #[serde(

@@ -146,11 +146,11 @@ pub(crate) fn validate(
             subject: Some(format!("fleet {}", f.metadata.name)),
             problems: &mut problems,
         };
-        for dep in &f.spec.depends_on {
-            if dep != &f.spec.step
+        for dep in f.spec.upstream_steps() {
+            if dep != f.spec.step
                 && validate_name("dependsOn", dep).is_ok()
-                && !steps.contains_key(dep.as_str())
-                && !unparsed_steps.contains(dep)
+                && !steps.contains_key(dep)
+                && !unparsed_steps.iter().any(|s| s == dep)
             {
                 let known: Vec<&str> = steps.keys().copied().collect();
                 r.push(
@@ -171,9 +171,7 @@ pub(crate) fn validate(
             ParsedKind::Fleet(f) => Some((
                 f.spec.step.as_str(),
                 f.spec
-                    .depends_on
-                    .iter()
-                    .map(String::as_str)
+                    .upstream_steps()
                     .filter(|s| steps.contains_key(s) && *s != f.spec.step)
                     .collect(),
             )),
@@ -205,6 +203,8 @@ pub(crate) fn validate(
         );
     }
 
+    check_edges(&docs, &mut problems);
+
     if !problems.is_empty() {
         return Err(ManifestError::Invalid { problems });
     }
@@ -234,6 +234,32 @@ pub(crate) fn validate(
     Ok(set)
 }
 
+/// Checks that need both ends of a `dependsOn` edge (whether it is a gather).
+fn check_edges(docs: &[ParsedDoc], problems: &mut Vec<Problem>) {
+    let fleets: Vec<(&ParsedDoc, &FleetDocument)> = docs
+        .iter()
+        .filter_map(|d| match &d.kind {
+            ParsedKind::Fleet(f) => Some((d, f.as_ref())),
+            ParsedKind::Controller(_) => None,
+        })
+        .collect();
+    for (doc, f) in &fleets {
+        for dep in f.spec.upstream_steps() {
+            let Some((_, up)) = fleets.iter().find(|(_, u)| u.spec.step == dep) else {
+                continue;
+            };
+            if let Some((field, message)) = super::pipeline::check_edge(&f.spec, &up.spec) {
+                let mut r = Report {
+                    doc,
+                    subject: Some(format!("fleet {}", f.metadata.name)),
+                    problems,
+                };
+                r.push(&field, message);
+            }
+        }
+    }
+}
+
 fn check_fleet(r: &mut Report<'_>, f: &FleetDocument, check_files: bool) {
     let s = &f.spec;
     if let Err(e) = validate_name("name", &f.metadata.name) {
@@ -245,6 +271,10 @@ fn check_fleet(r: &mut Report<'_>, f: &FleetDocument, check_files: bool) {
     check_sizes(r, s);
     check_timings(r, s);
     check_depends_on(r, s);
+    let base = r.doc.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    for (field, message) in super::pipeline::check(s, &base) {
+        r.push(&field, message);
+    }
     if let Some(b) = &s.budget {
         check_budget(r, b, s.min_instances);
     }
@@ -330,10 +360,10 @@ fn check_timings(r: &mut Report<'_>, s: &FleetSpec) {
 /// `dependsOn` on its own: names, self-dependency, duplicates.
 fn check_depends_on(r: &mut Report<'_>, s: &FleetSpec) {
     let mut seen = BTreeSet::new();
-    for dep in &s.depends_on {
+    for dep in s.upstream_steps() {
         if let Err(e) = validate_name("dependsOn", dep) {
             r.push("spec.dependsOn", e);
-        } else if dep == &s.step {
+        } else if dep == s.step {
             r.push(
                 "spec.dependsOn",
                 format!("step `{dep}` depends on itself; remove it from dependsOn"),

@@ -59,7 +59,7 @@ impl SimFleet {
             lease_ttl: ms(f.spec.lease_ttl),
             heartbeat: ms(f.spec.heartbeat_interval()),
             idle_exit: f.spec.idle_exit.map(ms),
-            depends_on: f.spec.depends_on.clone(),
+            depends_on: f.spec.upstream_steps().map(str::to_string).collect(),
         }
     }
 }
