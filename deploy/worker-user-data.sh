@@ -26,6 +26,7 @@
 #   --heartbeat DUR      heartbeat [a third of --lease-ttl]
 #   --idle-exit DUR      idleExit: power the instance off after this idle time [unset]
 #   --anamo-url URL      s3:// or https:// URL of the anamo binary [empty: the AMI has it]
+#   --log-url URL        logUrl: store task logs under s3://BUCKET/PREFIX or file:///DIR [unset]
 #   --template PATH      template to render [manifests/user-data.sh.tmpl next to this script]
 # Durations are a whole number with a unit: 1500ms, 90s, 5m, 2h.
 # Arguments after `--` are appended to the `anamo worker` command line (fleet `workerArgs`).
@@ -79,11 +80,11 @@ shell_quote() {
 }
 
 step='' store='' fleet='' cluster=anamo region='' slots=1 lease_ttl=60s heartbeat=''
-idle_exit='' anamo_url='' template=$here/../manifests/user-data.sh.tmpl
+idle_exit='' anamo_url='' log_url='' template=$here/../manifests/user-data.sh.tmpl
 while [ $# -gt 0 ]; do
     case "$1" in
         --step | --store | --fleet | --cluster | --region | --slots | --lease-ttl | \
-            --heartbeat | --idle-exit | --anamo-url | --template)
+            --heartbeat | --idle-exit | --anamo-url | --log-url | --template)
             [ $# -ge 2 ] || die "$1 needs a value"
             var=${1#--}
             var=${var//-/_}
@@ -105,7 +106,7 @@ done
 [ -n "$store" ] || die "--store is required"
 [ -n "$fleet" ] || fleet=$step
 [[ $slots =~ ^[1-9][0-9]*$ ]] || die "--slots must be a whole number of at least 1"
-for v in "$step" "$store" "$fleet" "$cluster" "$region" "$anamo_url"; do
+for v in "$step" "$store" "$fleet" "$cluster" "$region" "$anamo_url" "$log_url"; do
     case "$v" in
         *"'"* | *$'\n'*) die "values may not contain quotes or newlines: $v" ;;
     esac
@@ -124,7 +125,7 @@ done
 declare -A values=(
     [cluster]=$cluster [fleet]=$fleet [step]=$step [store]=$store [region]=$region
     [slots]=$slots [lease_ttl]=$(fmt_ms "$lease_ms") [heartbeat]=$(fmt_ms "$heartbeat_ms")
-    [idle_exit]=$idle [worker_args]=$args [anamo_url]=$anamo_url
+    [idle_exit]=$idle [worker_args]=$args [anamo_url]=$anamo_url [log_url]=$log_url
 )
 
 [ -r "$template" ] || die "cannot read the template $template"

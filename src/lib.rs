@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod controller;
 pub mod import;
+pub mod logs;
 pub mod manifest;
 pub mod metrics;
 pub mod model;

@@ -261,6 +261,13 @@ pub struct TaskResult {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subtasks: Vec<SubtaskResult>,
+    /// Where the attempt's full log is (`s3://...` or `file://...`), when the worker has a
+    /// `--log-url` and the log (or an earlier copy of it) got there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_url: Option<String>,
+    /// Why the attempt's log is missing or incomplete at `log_url` (the upload failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_error: Option<String>,
 }
 
 /// A task as stored.

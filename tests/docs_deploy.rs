@@ -70,6 +70,7 @@ fn values(step: &str, store: &str) -> WorkerValues {
         idle_exit: None,
         worker_args: Vec::new(),
         anamo_url: None,
+        log_url: None,
         extra: BTreeMap::new(),
     }
 }
@@ -94,6 +95,7 @@ fn worker_user_data_script_renders_like_the_controller() {
     v.idle_exit = Some(Duration::from_secs(900));
     v.worker_args = vec!["--poll-interval".into(), "2s".into(), "it's a $test".into()];
     v.anamo_url = Some("s3://artifacts/anamo/anamo".into());
+    v.log_url = Some("s3://genomics-logs/anamo".into());
     let script = render_with_script(&[
         "--step",
         "call",
@@ -113,6 +115,8 @@ fn worker_user_data_script_renders_like_the_controller() {
         "15m",
         "--anamo-url",
         "s3://artifacts/anamo/anamo",
+        "--log-url",
+        "s3://genomics-logs/anamo",
         "--",
         "--poll-interval",
         "2s",

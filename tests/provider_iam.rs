@@ -5,7 +5,11 @@
 //!   action is allowed that the code does not call (besides `iam:PassRole` for the instances'
 //!   role);
 //! * `iam-worker-policy.json`: the DynamoDB actions behind the task-store methods the worker
-//!   (`src/worker/`) calls, and nothing else.
+//!   (`src/worker/`) calls, and the S3 actions that store task logs (`src/logs/`), and nothing
+//!   else;
+//! * the S3 actions of task logs are granted on the log prefix only
+//!   (`arn:aws:s3:::LOG_BUCKET/LOG_PREFIX/*`): writes to the worker, reads (`anamo task logs`)
+//!   to the CLI's policy.
 //!
 //! The source is scanned for SDK calls (`.run_instances()`): a call of the fluent builder of
 //! an operation missing from [`OPERATIONS`] on something named `*client` fails the test, so a
@@ -80,6 +84,13 @@ const OPERATIONS: &[(&str, &[&str])] = &[
         "describe_scaling_activities",
         &["autoscaling:DescribeScalingActivities"],
     ),
+    // S3 (task logs). The multipart calls are authorized by s3:PutObject, except the abort.
+    ("put_object", &["s3:PutObject"]),
+    ("get_object", &["s3:GetObject"]),
+    ("create_multipart_upload", &["s3:PutObject"]),
+    ("upload_part", &["s3:PutObject"]),
+    ("complete_multipart_upload", &["s3:PutObject"]),
+    ("abort_multipart_upload", &["s3:AbortMultipartUpload"]),
     // DynamoDB
     ("get_item", &["dynamodb:GetItem"]),
     ("put_item", &["dynamodb:PutItem"]),
@@ -102,6 +113,13 @@ const OPERATIONS: &[(&str, &[&str])] = &[
 
 /// Methods of an SDK client that are not operations.
 const CLIENT_METHODS: &[&str] = &["clone", "config", "from_conf", "new", "with_config"];
+
+/// Operations of `src/logs/` that read logs (`anamo task logs`, with the CLI's policy); the
+/// others store them (the worker's).
+const LOG_READ_OPS: &[&str] = &["get_object"];
+
+/// The only resource S3 actions are granted on.
+const LOG_RESOURCE: &str = "arn:aws:s3:::LOG_BUCKET/LOG_PREFIX/*";
 
 /// Actions granted for what the code does not call itself.
 const CONTROLLER_EXTRA: &[&str] = &["iam:PassRole"];
@@ -264,7 +282,8 @@ fn tokenizer_skips_comments_and_strings() {
 
 #[test]
 fn controller_policy_allows_exactly_what_the_code_calls() {
-    let calls = sdk_calls(&["src/provider", "src/store/dynamo"]);
+    let mut calls = sdk_calls(&["src/provider", "src/store/dynamo"]);
+    calls.extend(log_calls(true));
     // The scan does find the calls it is there for.
     for op in [
         "run_instances",
@@ -339,11 +358,24 @@ fn worker_policy_allows_exactly_what_the_worker_uses() {
         "the worker calls store methods missing from STORE_METHODS in tests/provider_iam.rs: \
          {unknown:?}"
     );
+    let ops: BTreeMap<&str, &[&str]> = OPERATIONS.iter().copied().collect();
+    let log_actions: BTreeSet<String> = log_calls(false)
+        .keys()
+        .flat_map(|op| ops[op.as_str()].iter().map(|a| a.to_string()))
+        .collect();
+    assert!(
+        log_actions.contains("s3:PutObject"),
+        "the log uploads are found: {log_actions:?}"
+    );
+    needed.extend(log_actions);
     let granted = policy_actions("manifests/iam-worker-policy.json");
     assert_eq!(granted, needed, "manifests/iam-worker-policy.json");
+    let granted: BTreeSet<String> = granted
+        .into_iter()
+        .filter(|a| a.starts_with("dynamodb:"))
+        .collect();
     // Everything the worker needs is something the store code does call.
     let store_calls = sdk_calls(&["src/store/dynamo"]);
-    let ops: BTreeMap<&str, &[&str]> = OPERATIONS.iter().copied().collect();
     let store_actions: BTreeSet<String> = store_calls
         .keys()
         .flat_map(|op| ops[op.as_str()].iter().map(|a| a.to_string()))
@@ -352,6 +384,45 @@ fn worker_policy_allows_exactly_what_the_worker_uses() {
         granted.is_subset(&store_actions),
         "{granted:?} ⊄ {store_actions:?}"
     );
+}
+
+/// The S3 calls of `src/logs/` that read (`reads`) or store logs.
+fn log_calls(reads: bool) -> BTreeMap<String, BTreeSet<String>> {
+    let mut calls = sdk_calls(&["src/logs"]);
+    calls.retain(|op, _| LOG_READ_OPS.contains(&op.as_str()) == reads);
+    assert!(!calls.is_empty(), "no S3 calls found under src/logs");
+    calls
+}
+
+#[test]
+fn log_actions_are_granted_on_the_log_prefix_only() {
+    for file in [
+        "manifests/iam-policy.json",
+        "manifests/iam-worker-policy.json",
+    ] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for st in doc["Statement"].as_array().unwrap() {
+            let actions = match &st["Action"] {
+                serde_json::Value::String(a) => vec![a.clone()],
+                other => other
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect(),
+            };
+            let s3 = actions.iter().filter(|a| a.starts_with("s3:")).count();
+            if s3 > 0 {
+                assert_eq!(
+                    s3,
+                    actions.len(),
+                    "{file}: S3 and other actions mixed: {st}"
+                );
+                assert_eq!(st["Resource"], LOG_RESOURCE, "{file}: {st}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -127,6 +127,7 @@ fn shipped_template_without_idle_exit_and_with_worker_args() {
         "it's a test".into(),
     ];
     v.anamo_url = Some("s3://bucket/bin/anamo".into());
+    v.log_url = Some("s3://genomics-logs/anamo/run-1".into());
     v.region = None;
     let rendered = v.render_default().unwrap();
     bash_syntax_ok(&rendered);
@@ -146,6 +147,8 @@ fn shipped_template_without_idle_exit_and_with_worker_args() {
             "40s",
             "--log-dir",
             "/var/log/anamo",
+            "--log-url",
+            "s3://genomics-logs/anamo/run-1",
             "--max-tasks",
             "10",
             "--worker-id",

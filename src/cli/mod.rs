@@ -15,6 +15,7 @@ mod status;
 mod status_view;
 mod table;
 mod task;
+mod task_logs;
 mod up;
 
 use std::process::ExitCode;

@@ -56,6 +56,12 @@ pub enum TaskCommand {
     Cancel(SelectArgs),
     /// Delete one task.
     Delete(KeyArgs),
+    /// Print an attempt's full output from where its worker stored it (`--log-url`: S3 or a
+    /// directory), or else the end of it kept in the result; `--follow` a running task.
+    #[command(after_help = "Examples:\n  anamo task logs align S1\n  \
+        anamo task logs align S1 --attempt 1 --tail 50\n  \
+        anamo task logs align S1 --follow --log-url s3://my-bucket/anamo-logs")]
+    Logs(super::task_logs::LogsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +210,7 @@ pub async fn run(cmd: TaskCommand, store: SharedStore) -> anyhow::Result<ExitCod
     let now = SystemClock.now();
     match cmd {
         TaskCommand::Import(args) => import_cmd(args, store).await,
+        TaskCommand::Logs(args) => super::task_logs::run(args, store).await,
         TaskCommand::Add(a) => {
             let mut spec = TaskSpec::new(&a.step, &a.id, a.script.join(" "));
             spec.depends_on = a.depends_on;
@@ -311,6 +318,16 @@ pub async fn run(cmd: TaskCommand, store: SharedStore) -> anyhow::Result<ExitCod
                             .map(|i| format!(" ({i})"))
                             .unwrap_or_default()
                     );
+                    if let Some(url) = &r.log_url {
+                        outln!(
+                            "log:       {url} (anamo task logs {} {})",
+                            task.step(),
+                            task.id()
+                        );
+                    }
+                    if let Some(why) = &r.log_error {
+                        outln!("log error: {why}");
+                    }
                     if !r.log_tail.is_empty() {
                         outln!("log tail:\n{}", r.log_tail);
                     }

@@ -41,6 +41,10 @@ pub fn worker_args(spec: &FleetSpec) -> Vec<String> {
         args.push("--idle-exit".into());
         args.push(format!("{}ms", idle.as_millis()));
     }
+    if let Some(url) = &spec.log_url {
+        args.push("--log-url".into());
+        args.push(url.clone());
+    }
     args.extend(spec.worker_args.iter().cloned());
     args
 }

@@ -192,6 +192,12 @@ pub struct FleetSpec {
     /// Spending limit; the stricter of `maxInstances` here and the cost limit applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetSpec>,
+    /// Where workers store each attempt's full output, as `PREFIX/STEP/ID/ATTEMPT.log`:
+    /// `s3://BUCKET/PREFIX` or `file:///DIR` (passed as `anamo worker --log-url`). Running
+    /// tasks' logs are uploaded as they grow; `anamo task logs` reads them. Unset: only the
+    /// instance's log directory and the last 4 KB in each result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_url: Option<String>,
     /// Extra arguments appended to the `anamo worker` command line.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub worker_args: Vec<String>,

@@ -278,6 +278,11 @@ fn check_fleet(r: &mut Report<'_>, f: &FleetDocument, check_files: bool) {
     if let Some(b) = &s.budget {
         check_budget(r, b, s.min_instances);
     }
+    if let Some(url) = &s.log_url {
+        if let Err(e) = crate::logs::LogUrl::parse(url) {
+            r.push("spec.logUrl", e.to_string());
+        }
+    }
     for (i, arg) in s.worker_args.iter().enumerate() {
         if arg.contains('\0') {
             r.push(

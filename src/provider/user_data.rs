@@ -21,6 +21,7 @@
 //! | `idle_exit`    | `idleExit`, e.g. `900s`, or empty when unset                          |
 //! | `worker_args`  | `workerArgs`, each argument shell-quoted, joined by spaces            |
 //! | `anamo_url`    | where to get `anamo` (`https://...`, `s3://...`); empty: the AMI's    |
+//! | `log_url`      | `logUrl` (where workers store task logs), or empty when unset         |
 //!
 //! plus any extra values the caller adds.
 
@@ -141,6 +142,8 @@ pub struct WorkerValues {
     pub idle_exit: Option<Duration>,
     pub worker_args: Vec<String>,
     pub anamo_url: Option<String>,
+    /// `logUrl`: where workers store task logs.
+    pub log_url: Option<String>,
     /// Extra placeholders (override the standard ones of the same name).
     pub extra: BTreeMap<String, String>,
 }
@@ -165,6 +168,7 @@ impl WorkerValues {
             idle_exit: fleet.spec.idle_exit,
             worker_args: fleet.spec.worker_args.clone(),
             anamo_url: None,
+            log_url: fleet.spec.log_url.clone(),
             extra: BTreeMap::new(),
         }
     }
@@ -196,6 +200,7 @@ impl WorkerValues {
                 .join(" "),
         );
         put("anamo_url", self.anamo_url.clone().unwrap_or_default());
+        put("log_url", self.log_url.clone().unwrap_or_default());
         for (k, val) in &self.extra {
             v.insert(k.clone(), val.clone());
         }

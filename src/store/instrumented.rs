@@ -294,6 +294,8 @@ mod tests {
                 finished_at: T0 + 5,
                 error: None,
                 subtasks: Vec::new(),
+                log_url: None,
+                log_error: None,
             },
         }
     }

@@ -22,6 +22,9 @@ pub(crate) struct Config {
     pub wall_time: Option<Duration>,
     pub drain_grace: Duration,
     pub log_dir: PathBuf,
+    pub log_url: Option<crate::logs::LogUrl>,
+    pub log_upload_interval: Duration,
+    pub log_upload_timeout: Duration,
     pub worker_id: String,
     /// Given or read from IMDS (filled in by `run`).
     pub instance_id: Option<String>,
@@ -58,6 +61,19 @@ impl Config {
         if args.max_tasks == Some(0) {
             return invalid("`--max-tasks` must be at least 1".into());
         }
+        if args.log_upload_interval < Duration::from_millis(100) {
+            return invalid("`--log-upload-interval` must be at least 100ms".into());
+        }
+        if args.log_upload_timeout < Duration::from_millis(100) {
+            return invalid("`--log-upload-timeout` must be at least 100ms".into());
+        }
+        let log_url = match args.log_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => Some(
+                crate::logs::LogUrl::parse(url)
+                    .map_err(|e| WorkerError::InvalidArgs(format!("`--log-url`: {e}")))?,
+            ),
+        };
         let worker_id = match &args.worker_id {
             Some(id) => {
                 crate::model::validate_name("worker id", id).map_err(WorkerError::InvalidArgs)?;
@@ -84,6 +100,9 @@ impl Config {
                 .log_dir
                 .clone()
                 .unwrap_or_else(|| std::env::temp_dir().join("anamo").join("logs")),
+            log_url,
+            log_upload_interval: args.log_upload_interval,
+            log_upload_timeout: args.log_upload_timeout,
             worker_id,
             instance_id: args.instance_id.clone().filter(|i| !i.is_empty()),
             imds_endpoint,
@@ -182,5 +201,14 @@ mod tests {
         let mut off = WorkerArgs::new("align");
         off.imds_endpoint = Some("off".into());
         assert_eq!(Config::from_args(&off).unwrap().imds_endpoint, None);
+        let mut logs = WorkerArgs::new("align");
+        logs.log_url = Some("s3://Bad_Bucket/x".into());
+        let err = Config::from_args(&logs).unwrap_err().to_string();
+        assert!(
+            err.contains("`--log-url`") && err.contains("Bad_Bucket"),
+            "{err}"
+        );
+        logs.log_url = Some("s3://logs-bucket/run1".into());
+        assert!(Config::from_args(&logs).unwrap().log_url.is_some());
     }
 }

@@ -36,6 +36,7 @@ mod control;
 mod events;
 mod guard;
 mod lease;
+mod log_upload;
 mod metrics_server;
 mod process;
 mod registration;
@@ -107,6 +108,22 @@ pub struct WorkerArgs {
     #[arg(long, env = "ANAMO_LOG_DIR")]
     pub log_dir: Option<PathBuf>,
 
+    /// Also store each attempt's full output as `PREFIX/STEP/ID/ATTEMPT.log` under
+    /// `s3://BUCKET/PREFIX` or in `file://DIR`, uploading a running task's growing log
+    /// periodically; the result records where it is [default: the log directory only].
+    #[arg(long, env = "ANAMO_LOG_URL")]
+    pub log_url: Option<String>,
+
+    /// With `--log-url`: how often a running task's log is uploaded when it has grown (and
+    /// at once after 8 MiB more output).
+    #[arg(long, env = "ANAMO_LOG_UPLOAD_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub log_upload_interval: Duration,
+
+    /// With `--log-url`: the most time the final upload of a finished task's log may take
+    /// (retries included) before the result is recorded without it, saying why.
+    #[arg(long, env = "ANAMO_LOG_UPLOAD_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub log_upload_timeout: Duration,
+
     /// This worker's id [default: <hostname>-<pid>-<random>].
     #[arg(long, env = "ANAMO_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -151,6 +168,9 @@ impl WorkerArgs {
             wall_time: None,
             drain_grace: Duration::from_secs(30),
             log_dir: None,
+            log_url: None,
+            log_upload_interval: Duration::from_secs(30),
+            log_upload_timeout: Duration::from_secs(60),
             worker_id: None,
             instance_id: None,
             imds_endpoint: None,
@@ -228,6 +248,8 @@ pub(crate) struct Ctx {
     /// (false: claimed as the worker stopped); they take them from here (under `claim_lock`)
     /// before claiming themselves.
     pub handed_over: std::sync::Mutex<std::collections::VecDeque<(crate::model::Claim, bool)>>,
+    /// Where attempts' logs are stored (`--log-url`).
+    pub log_sink: Option<crate::logs::LogSink>,
 }
 
 /// Runs a worker until it drains, idles out, hits `--wall-time`/`--max-tasks` or is
@@ -265,7 +287,12 @@ pub async fn run_with(
     let clock = crate::clock::system();
     let started_at = clock.now();
     control.configure(cfg.drain_grace, cfg.slots, cfg.max_tasks, started_at);
+    let log_sink = match &cfg.log_url {
+        Some(url) => Some(crate::logs::LogSink::connect(url.clone()).await),
+        None => None,
+    };
     let ctx = Arc::new(Ctx {
+        log_sink,
         store,
         clock,
         cfg,

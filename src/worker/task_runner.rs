@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::events::{ResultLost, TaskFinished, TaskHandedBack, TaskLeaseLost, TaskStarted};
 use super::lease::{write_fenced, Fenced, LeaseKeeper, LostCause, Write};
+use super::log_upload::{AttemptLog, LogStored};
 use super::process::{self, Exit, Group, OutputCapture, SharedLog, ShellCommand, StopCause};
 use super::Ctx;
 use crate::clock::Millis;
@@ -99,6 +100,7 @@ pub(crate) async fn run_task(ctx: Arc<Ctx>, claim: Claim) {
         log: &log_path,
     }
     .emit(stats);
+    let mut upload = AttemptLog::start(&ctx, &spec.step, &spec.id, attempt, &log_path);
 
     let (stop_tx, stop_rx) = watch::channel(None);
     let deadline = spec.timeout_secs.map(|s| t0 + Duration::from_secs(s));
@@ -147,6 +149,10 @@ pub(crate) async fn run_task(ctx: Arc<Ctx>, claim: Claim) {
     let duration = t0.elapsed();
     // From here on the slot only records the result: the next claim may count it as free.
     ctx.control.task_exited();
+    if let Some(u) = upload.as_mut() {
+        // A handed-back attempt is not counted: the next run of it replaces its log.
+        u.stop_periodic().await;
+    }
     let lost = keeper.status().lost;
     if exec.cause == Some(StopCause::LeaseLost) || lost == Some(LostCause::TakenOver) {
         emit_lease_lost(
@@ -178,6 +184,10 @@ pub(crate) async fn run_task(ctx: Arc<Ctx>, claim: Claim) {
     }
 
     let (outcome, exit_code, error) = classify(spec, &exec);
+    let stored = match upload {
+        Some(u) => u.finish().await,
+        None => LogStored::default(),
+    };
     let completion = Completion {
         outcome,
         result: TaskResult {
@@ -190,6 +200,8 @@ pub(crate) async fn run_task(ctx: Arc<Ctx>, claim: Claim) {
             finished_at: ctx.clock.now(),
             error,
             subtasks: exec.subtasks,
+            log_url: stored.url,
+            log_error: stored.error,
         },
     };
     let written = write_fenced(&ctx, &keeper, &lease, Write::Complete(&completion)).await;
