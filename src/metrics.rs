@@ -2,6 +2,7 @@
 //! globals). Label values are step and fleet names or small fixed sets — never task or
 //! instance ids, never error messages.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -50,8 +51,211 @@ pub const INSTANCE_STATUSES: [&str; 6] = ["actual", "ready", "busy", "idle", "bo
 /// has no increase).
 pub const RECONCILE_ERROR_KINDS: [&str; 4] = ["leadership", "store", "observe", "provider"];
 
-fn opts(name: &str, help: &str) -> Opts {
-    Opts::new(name, help)
+/// A metric's name, help text and label names: the table below defines every metric.
+struct Def {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+}
+
+impl Def {
+    fn opts(&self) -> Opts {
+        Opts::new(self.name, self.help)
+    }
+
+    fn histogram_opts(&self, buckets: Vec<f64>) -> HistogramOpts {
+        HistogramOpts::new(self.name, self.help).buckets(buckets)
+    }
+}
+
+const TASKS: Def = Def {
+    name: "anamo_tasks",
+    help: "Tasks by step and state.",
+    labels: &["step", "state"],
+};
+const TASKS_COMPLETED: Def = Def {
+    name: "anamo_tasks_completed_total",
+    help: "Tasks that succeeded, as seen by the controller.",
+    labels: &["step"],
+};
+const TASKS_FAILED: Def = Def {
+    name: "anamo_tasks_failed_total",
+    help: "Tasks that failed for good, as seen by the controller.",
+    labels: &["step"],
+};
+const TASKS_REQUEUED: Def = Def {
+    name: "anamo_tasks_requeued_total",
+    help: "Tasks put back to pending by the controller.",
+    labels: &["step", "reason"],
+};
+const OLDEST_PENDING_AGE: Def = Def {
+    name: "anamo_oldest_pending_task_age_seconds",
+    help: "Age of the oldest pending task of a step.",
+    labels: &["step"],
+};
+const THROUGHPUT: Def = Def {
+    name: "anamo_step_throughput_per_minute",
+    help: "Tasks of a step that succeeded or failed in the last 5 minutes, per minute \
+                     (the figure `anamo status` and the status page show).",
+    labels: &["step"],
+};
+const TASK_DURATION: Def = Def {
+    name: "anamo_task_duration_seconds",
+    help: "Run time of task attempts by how they ended (succeeded, failed, \
+                     failed_permanently, timeout, lease_lost, handed_back, result_lost); \
+                     exported by workers run with --metrics-addr.",
+    labels: &["step", "outcome"],
+};
+const CLAIM_CONFLICTS: Def = Def {
+    name: "anamo_claim_conflicts_total",
+    help: "Claims that lost a race for a task and tried another (DynamoDB store); \
+                     exported by workers run with --metrics-addr.",
+    labels: &["step"],
+};
+const FLEET_DESIRED: Def = Def {
+    name: "anamo_fleet_desired_instances",
+    help: "Instances the planner wants for a fleet.",
+    labels: &["fleet"],
+};
+const FLEET_INSTANCES: Def = Def {
+    name: "anamo_fleet_instances",
+    help: "Instances of a fleet by status (actual, ready, busy, idle, booting, lost).",
+    labels: &["fleet", "status"],
+};
+const LAUNCHES: Def = Def {
+    name: "anamo_fleet_launches_total",
+    help: "Instances launched.",
+    labels: &["fleet"],
+};
+const TERMINATIONS: Def = Def {
+    name: "anamo_fleet_terminations_total",
+    help: "Instances terminated, by cause.",
+    labels: &["fleet", "reason"],
+};
+const PROVIDER_CALLS: Def = Def {
+    name: "anamo_provider_api_calls_total",
+    help: "Calls to the fleet provider by operation.",
+    labels: &["provider", "operation"],
+};
+const PROVIDER_ERRORS: Def = Def {
+    name: "anamo_provider_api_errors_total",
+    help: "Failed provider calls by operation and error kind.",
+    labels: &["provider", "operation", "code"],
+};
+const PROVIDER_THROTTLES: Def = Def {
+    name: "anamo_provider_throttled_total",
+    help: "Provider calls refused by API throttling.",
+    labels: &["provider"],
+};
+const FLEET_CONDITION: Def = Def {
+    name: "anamo_fleet_condition",
+    help: "1 when the fleet condition is True, else 0.",
+    labels: &["fleet", "condition"],
+};
+const RECONCILE_DURATION: Def = Def {
+    name: "anamo_reconcile_duration_seconds",
+    help: "Duration of one reconcile pass.",
+    labels: &[],
+};
+const PROGRESS_COUNT_DURATION: Def = Def {
+    name: "anamo_progress_count_duration_seconds",
+    help: "Duration of one progress count (every step's tasks counted by state), \
+                     taken beside the passes every progressInterval.",
+    labels: &[],
+};
+const RECONCILE_ERRORS: Def = Def {
+    name: "anamo_reconcile_errors_total",
+    help: "Errors during reconcile passes by kind.",
+    labels: &["kind"],
+};
+const LAST_SUCCESS: Def = Def {
+    name: "anamo_last_successful_reconcile_timestamp_seconds",
+    help: "Unix time of the last reconcile pass without errors.",
+    labels: &[],
+};
+const LEADER: Def = Def {
+    name: "anamo_leader",
+    help: "1 while this controller holds the leadership (or runs alone), else 0.",
+    labels: &[],
+};
+const MANIFEST_RELOAD_ERRORS: Def = Def {
+    name: "anamo_manifest_reload_errors_total",
+    help: "Manifest changes rejected as invalid (the last good manifests stay in force).",
+    labels: &[],
+};
+const MANIFEST_LAST_RELOAD_OK: Def = Def {
+    name: "anamo_manifest_last_reload_successful",
+    help: "1 when the manifests on disk are the ones in force, 0 while a change to them is \
+                 rejected as invalid (the last good manifests stay in force).",
+    labels: &[],
+};
+const STORE_REQUESTS: Def = Def {
+    name: "anamo_store_requests_total",
+    help: "Task store operations by operation.",
+    labels: &["operation"],
+};
+const STORE_ERRORS: Def = Def {
+    name: "anamo_store_errors_total",
+    help: "Failed task store operations by operation and kind.",
+    labels: &["operation", "kind"],
+};
+const STORE_LATENCY: Def = Def {
+    name: "anamo_store_request_duration_seconds",
+    help: "Latency of task store operations.",
+    labels: &["operation"],
+};
+
+/// Registers metrics on one registry, noting each one's name and label names.
+struct Registrar {
+    registry: Registry,
+    names: Vec<(String, Vec<String>)>,
+}
+
+impl Registrar {
+    fn add<M: Collector + Clone + 'static>(&mut self, m: prometheus::Result<M>) -> M {
+        let m = m.expect("metric definition is valid");
+        self.names.extend(
+            m.desc()
+                .iter()
+                .map(|d| (d.fq_name.clone(), d.variable_labels.clone())),
+        );
+        self.registry
+            .register(Box::new(m.clone()))
+            .expect("metric names are unique");
+        m
+    }
+
+    fn int_gauge_vec(&mut self, d: &Def) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(d.opts(), d.labels))
+    }
+
+    fn int_counter_vec(&mut self, d: &Def) -> IntCounterVec {
+        self.add(IntCounterVec::new(d.opts(), d.labels))
+    }
+
+    fn gauge_vec(&mut self, d: &Def) -> GaugeVec {
+        self.add(GaugeVec::new(d.opts(), d.labels))
+    }
+
+    fn histogram_vec(&mut self, d: &Def, buckets: Vec<f64>) -> HistogramVec {
+        self.add(HistogramVec::new(d.histogram_opts(buckets), d.labels))
+    }
+
+    fn histogram(&mut self, d: &Def, buckets: Vec<f64>) -> Histogram {
+        self.add(Histogram::with_opts(d.histogram_opts(buckets)))
+    }
+
+    fn gauge(&mut self, d: &Def) -> Gauge {
+        self.add(Gauge::with_opts(d.opts()))
+    }
+
+    fn int_gauge(&mut self, d: &Def) -> IntGauge {
+        self.add(IntGauge::with_opts(d.opts()))
+    }
+
+    fn int_counter(&mut self, d: &Def) -> IntCounter {
+        self.add(IntCounter::with_opts(d.opts()))
+    }
 }
 
 impl Metrics {
@@ -65,22 +269,10 @@ impl Metrics {
     }
 
     fn define() -> Self {
-        let registry = Registry::new();
-        let mut names = Vec::new();
-        macro_rules! reg {
-            ($m:expr) => {{
-                let m = $m.expect("metric definition is valid");
-                names.extend(
-                    prometheus::core::Collector::desc(&m)
-                        .iter()
-                        .map(|d| (d.fq_name.clone(), d.variable_labels.clone())),
-                );
-                registry
-                    .register(Box::new(m.clone()))
-                    .expect("metric names are unique");
-                m
-            }};
-        }
+        let mut r = Registrar {
+            registry: Registry::new(),
+            names: Vec::new(),
+        };
         let secs = vec![
             0.1,
             0.5,
@@ -98,180 +290,34 @@ impl Metrics {
             0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ];
         Metrics {
-            tasks: reg!(IntGaugeVec::new(
-                opts("anamo_tasks", "Tasks by step and state."),
-                &["step", "state"]
-            )),
-            tasks_completed: reg!(IntCounterVec::new(
-                opts(
-                    "anamo_tasks_completed_total",
-                    "Tasks that succeeded, as seen by the controller."
-                ),
-                &["step"]
-            )),
-            tasks_failed: reg!(IntCounterVec::new(
-                opts(
-                    "anamo_tasks_failed_total",
-                    "Tasks that failed for good, as seen by the controller."
-                ),
-                &["step"]
-            )),
-            tasks_requeued: reg!(IntCounterVec::new(
-                opts(
-                    "anamo_tasks_requeued_total",
-                    "Tasks put back to pending by the controller."
-                ),
-                &["step", "reason"]
-            )),
-            oldest_pending_age: reg!(GaugeVec::new(
-                opts(
-                    "anamo_oldest_pending_task_age_seconds",
-                    "Age of the oldest pending task of a step."
-                ),
-                &["step"]
-            )),
-            throughput: reg!(GaugeVec::new(
-                opts(
-                    "anamo_step_throughput_per_minute",
-                    "Tasks of a step that succeeded or failed in the last 5 minutes, per minute \
-                     (the figure `anamo status` and the status page show)."
-                ),
-                &["step"]
-            )),
-            task_duration: reg!(HistogramVec::new(
-                HistogramOpts::new(
-                    "anamo_task_duration_seconds",
-                    "Run time of task attempts by how they ended (succeeded, failed, \
-                     failed_permanently, timeout, lease_lost, handed_back, result_lost); \
-                     exported by workers run with --metrics-addr."
-                )
-                .buckets(secs),
-                &["step", "outcome"]
-            )),
-            claim_conflicts: reg!(IntCounterVec::new(
-                opts(
-                    "anamo_claim_conflicts_total",
-                    "Claims that lost a race for a task and tried another (DynamoDB store); \
-                     exported by workers run with --metrics-addr."
-                ),
-                &["step"]
-            )),
-            fleet_desired: reg!(IntGaugeVec::new(
-                opts(
-                    "anamo_fleet_desired_instances",
-                    "Instances the planner wants for a fleet."
-                ),
-                &["fleet"]
-            )),
-            fleet_instances: reg!(IntGaugeVec::new(
-                opts(
-                    "anamo_fleet_instances",
-                    "Instances of a fleet by status (actual, ready, busy, idle, booting, lost)."
-                ),
-                &["fleet", "status"]
-            )),
-            launches: reg!(IntCounterVec::new(
-                opts("anamo_fleet_launches_total", "Instances launched."),
-                &["fleet"]
-            )),
-            terminations: reg!(IntCounterVec::new(
-                opts(
-                    "anamo_fleet_terminations_total",
-                    "Instances terminated, by cause."
-                ),
-                &["fleet", "reason"]
-            )),
-            provider_calls: reg!(IntCounterVec::new(
-                opts(
-                    "anamo_provider_api_calls_total",
-                    "Calls to the fleet provider by operation."
-                ),
-                &["provider", "operation"]
-            )),
-            provider_errors: reg!(IntCounterVec::new(
-                opts(
-                    "anamo_provider_api_errors_total",
-                    "Failed provider calls by operation and error kind."
-                ),
-                &["provider", "operation", "code"]
-            )),
-            provider_throttles: reg!(IntCounterVec::new(
-                opts(
-                    "anamo_provider_throttled_total",
-                    "Provider calls refused by API throttling."
-                ),
-                &["provider"]
-            )),
-            fleet_condition: reg!(IntGaugeVec::new(
-                opts(
-                    "anamo_fleet_condition",
-                    "1 when the fleet condition is True, else 0."
-                ),
-                &["fleet", "condition"]
-            )),
-            reconcile_duration: reg!(Histogram::with_opts(
-                HistogramOpts::new(
-                    "anamo_reconcile_duration_seconds",
-                    "Duration of one reconcile pass."
-                )
-                .buckets(fast.clone())
-            )),
-            progress_count_duration: reg!(Histogram::with_opts(
-                HistogramOpts::new(
-                    "anamo_progress_count_duration_seconds",
-                    "Duration of one progress count (every step's tasks counted by state), \
-                     taken beside the passes every progressInterval."
-                )
-                .buckets(fast.clone())
-            )),
-            reconcile_errors: reg!(IntCounterVec::new(
-                opts(
-                    "anamo_reconcile_errors_total",
-                    "Errors during reconcile passes by kind."
-                ),
-                &["kind"]
-            )),
-            last_success: reg!(Gauge::with_opts(opts(
-                "anamo_last_successful_reconcile_timestamp_seconds",
-                "Unix time of the last reconcile pass without errors."
-            ))),
-            leader: reg!(IntGauge::with_opts(opts(
-                "anamo_leader",
-                "1 while this controller holds the leadership (or runs alone), else 0."
-            ))),
-            manifest_reload_errors: reg!(IntCounter::with_opts(opts(
-                "anamo_manifest_reload_errors_total",
-                "Manifest changes rejected as invalid (the last good manifests stay in force)."
-            ))),
-            manifest_last_reload_ok: reg!(IntGauge::with_opts(opts(
-                "anamo_manifest_last_reload_successful",
-                "1 when the manifests on disk are the ones in force, 0 while a change to them is \
-                 rejected as invalid (the last good manifests stay in force)."
-            ))),
-            store_requests: reg!(IntCounterVec::new(
-                opts(
-                    "anamo_store_requests_total",
-                    "Task store operations by operation."
-                ),
-                &["operation"]
-            )),
-            store_errors: reg!(IntCounterVec::new(
-                opts(
-                    "anamo_store_errors_total",
-                    "Failed task store operations by operation and kind."
-                ),
-                &["operation", "kind"]
-            )),
-            store_latency: reg!(HistogramVec::new(
-                HistogramOpts::new(
-                    "anamo_store_request_duration_seconds",
-                    "Latency of task store operations."
-                )
-                .buckets(fast),
-                &["operation"]
-            )),
-            registry,
-            names,
+            tasks: r.int_gauge_vec(&TASKS),
+            tasks_completed: r.int_counter_vec(&TASKS_COMPLETED),
+            tasks_failed: r.int_counter_vec(&TASKS_FAILED),
+            tasks_requeued: r.int_counter_vec(&TASKS_REQUEUED),
+            oldest_pending_age: r.gauge_vec(&OLDEST_PENDING_AGE),
+            throughput: r.gauge_vec(&THROUGHPUT),
+            task_duration: r.histogram_vec(&TASK_DURATION, secs),
+            claim_conflicts: r.int_counter_vec(&CLAIM_CONFLICTS),
+            fleet_desired: r.int_gauge_vec(&FLEET_DESIRED),
+            fleet_instances: r.int_gauge_vec(&FLEET_INSTANCES),
+            launches: r.int_counter_vec(&LAUNCHES),
+            terminations: r.int_counter_vec(&TERMINATIONS),
+            provider_calls: r.int_counter_vec(&PROVIDER_CALLS),
+            provider_errors: r.int_counter_vec(&PROVIDER_ERRORS),
+            provider_throttles: r.int_counter_vec(&PROVIDER_THROTTLES),
+            fleet_condition: r.int_gauge_vec(&FLEET_CONDITION),
+            reconcile_duration: r.histogram(&RECONCILE_DURATION, fast.clone()),
+            progress_count_duration: r.histogram(&PROGRESS_COUNT_DURATION, fast.clone()),
+            reconcile_errors: r.int_counter_vec(&RECONCILE_ERRORS),
+            last_success: r.gauge(&LAST_SUCCESS),
+            leader: r.int_gauge(&LEADER),
+            manifest_reload_errors: r.int_counter(&MANIFEST_RELOAD_ERRORS),
+            manifest_last_reload_ok: r.int_gauge(&MANIFEST_LAST_RELOAD_OK),
+            store_requests: r.int_counter_vec(&STORE_REQUESTS),
+            store_errors: r.int_counter_vec(&STORE_ERRORS),
+            store_latency: r.histogram_vec(&STORE_LATENCY, fast),
+            registry: r.registry,
+            names: r.names,
         }
     }
 

@@ -17,7 +17,7 @@ use crate::model::{ClaimRequest, Completion, Outcome, TaskResult, TaskSpec};
 use crate::store::dynamo::DynamoStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{RequestRecorder, SharedStore, TaskStore};
-use crate::worker::bench_dispatch;
+use crate::worker::{bench_dispatch, BenchReport};
 
 /// A directory under the system temp dir, removed on drop.
 pub(crate) struct TempDir(pub std::path::PathBuf);
@@ -122,66 +122,91 @@ pub(super) async fn dispatch(cfg: &BenchConfig) -> anyhow::Result<(Vec<Row>, ser
             "no DynamoDB endpoint (--dynamodb-endpoint or ANAMO_TEST_DYNAMODB_ENDPOINT)",
         )),
         Some(endpoint) => {
-            // DynamoDB Local's JVM compiles its hot paths during the first few thousand
-            // requests, at 2-5 times the CPU per request. Whatever ran first would pay for it,
-            // so one dispatch and one raw loop run unmeasured first and both measured phases
-            // meet a warm JVM (DynamoDB itself has no such phase).
-            let table = DynamoTable::create(endpoint, "anamo-bench-warmup").await?;
-            let cold = bench_dispatch(table.store.clone(), &table.store.recorder(), w, s, n).await;
-            table.drop_table().await;
-            let cold = cold?;
-            let cold_raw = raw_update_rate(endpoint, w * s as usize, cfg.raw_secs).await?;
-            let table = DynamoTable::create(endpoint, "anamo-bench-dispatch").await?;
-            let dynamo =
-                bench_dispatch(table.store.clone(), &table.store.recorder(), w, s, n).await;
-            table.drop_table().await;
-            let dynamo = dynamo?;
-            let raw = raw_update_rate(endpoint, w * s as usize, cfg.raw_secs).await?;
-            let table = DynamoTable::create(endpoint, "anamo-bench-writes").await?;
-            let own = task_write_rate(table.store.clone(), w * s as usize, cfg.raw_secs).await;
-            table.drop_table().await;
-            let own = own?;
-            let ratio = dynamo.tasks_per_sec / raw.per_sec.max(1e-9);
-            let own_ratio = dynamo.tasks_per_sec / own.per_sec.max(1e-9);
-            rows.push(
-                Row::new(
-                    format!("dispatch `true`, DynamoDB Local ({shape})"),
-                    format!(
-                        "{:.0} tasks/s, {:.1} store requests/task",
-                        dynamo.tasks_per_sec, dynamo.requests_per_task
-                    ),
-                )
-                .reference(format!(
-                    "raw conditional UpdateItem: {:.0}/s at concurrency {} (a task's own \
-                     conditional write: {:.0}/s)",
-                    raw.per_sec, raw.concurrency, own.per_sec
-                ))
-                .ratio(ratio)
-                .goal("tasks/s ÷ raw ≥ 0.4", ratio >= 0.4)
-                .note(format!(
-                    "{} succeeded; at {:.1} requests per task the store alone allows ≤ {:.2}; \
-                     against the rate of a task's own conditional write (a lease renewal: \
-                     the task item, its index entry moved) the ratio is {:.2} (ceiling 0.5); \
-                     requests per task by kind: {}; measured after a warm-up of DynamoDB \
-                     Local (the same dispatch and raw loop, unmeasured: {:.0} tasks/s and \
-                     {:.0} writes/s on its cold JVM, ratio {:.2})",
-                    dynamo.succeeded,
-                    dynamo.requests_per_task,
-                    1.0 / dynamo.requests_per_task.max(1e-9),
-                    own_ratio,
-                    by_kind(&dynamo.requests_by_kind),
-                    cold.tasks_per_sec,
-                    cold_raw.per_sec,
-                    cold.tasks_per_sec / cold_raw.per_sec.max(1e-9),
-                )),
-            );
-            details["dynamodb"] = json!(dynamo);
-            details["warmup"] = json!({ "dispatch": cold, "raw_update_item": cold_raw });
-            details["raw_update_item"] = json!(raw);
-            details["task_write"] = json!(own);
+            let f = measure_dynamodb(cfg, endpoint).await?;
+            rows.push(dynamodb_row(&f, &shape));
+            details["dynamodb"] = json!(f.dynamo);
+            details["warmup"] = json!({ "dispatch": f.cold, "raw_update_item": f.cold_raw });
+            details["raw_update_item"] = json!(f.raw);
+            details["task_write"] = json!(f.own);
         }
     }
     Ok((rows, details))
+}
+
+/// Dispatch and the raw write rates on DynamoDB Local, and the same before its warm-up.
+struct DynamoFigures {
+    cold: BenchReport,
+    cold_raw: RawRate,
+    dynamo: BenchReport,
+    raw: RawRate,
+    own: RawRate,
+}
+
+/// Measures [`DynamoFigures`], each in a table of its own.
+async fn measure_dynamodb(cfg: &BenchConfig, endpoint: &str) -> anyhow::Result<DynamoFigures> {
+    let (w, s, n) = (cfg.workers, cfg.slots, cfg.dispatch_tasks);
+    // DynamoDB Local's JVM compiles its hot paths during the first few thousand
+    // requests, at 2-5 times the CPU per request. Whatever ran first would pay for it,
+    // so one dispatch and one raw loop run unmeasured first and both measured phases
+    // meet a warm JVM (DynamoDB itself has no such phase).
+    let table = DynamoTable::create(endpoint, "anamo-bench-warmup").await?;
+    let cold = bench_dispatch(table.store.clone(), &table.store.recorder(), w, s, n).await;
+    table.drop_table().await;
+    let cold = cold?;
+    let cold_raw = raw_update_rate(endpoint, w * s as usize, cfg.raw_secs).await?;
+    let table = DynamoTable::create(endpoint, "anamo-bench-dispatch").await?;
+    let dynamo = bench_dispatch(table.store.clone(), &table.store.recorder(), w, s, n).await;
+    table.drop_table().await;
+    let dynamo = dynamo?;
+    let raw = raw_update_rate(endpoint, w * s as usize, cfg.raw_secs).await?;
+    let table = DynamoTable::create(endpoint, "anamo-bench-writes").await?;
+    let own = task_write_rate(table.store.clone(), w * s as usize, cfg.raw_secs).await;
+    table.drop_table().await;
+    let own = own?;
+    Ok(DynamoFigures {
+        cold,
+        cold_raw,
+        dynamo,
+        raw,
+        own,
+    })
+}
+
+/// The DynamoDB Local dispatch row: its rate against the raw conditional write's.
+fn dynamodb_row(f: &DynamoFigures, shape: &str) -> Row {
+    let (cold, cold_raw, dynamo, raw, own) = (&f.cold, &f.cold_raw, &f.dynamo, &f.raw, &f.own);
+    let ratio = dynamo.tasks_per_sec / raw.per_sec.max(1e-9);
+    let own_ratio = dynamo.tasks_per_sec / own.per_sec.max(1e-9);
+    Row::new(
+        format!("dispatch `true`, DynamoDB Local ({shape})"),
+        format!(
+            "{:.0} tasks/s, {:.1} store requests/task",
+            dynamo.tasks_per_sec, dynamo.requests_per_task
+        ),
+    )
+    .reference(format!(
+        "raw conditional UpdateItem: {:.0}/s at concurrency {} (a task's own \
+         conditional write: {:.0}/s)",
+        raw.per_sec, raw.concurrency, own.per_sec
+    ))
+    .ratio(ratio)
+    .goal("tasks/s ÷ raw ≥ 0.4", ratio >= 0.4)
+    .note(format!(
+        "{} succeeded; at {:.1} requests per task the store alone allows ≤ {:.2}; \
+         against the rate of a task's own conditional write (a lease renewal: \
+         the task item, its index entry moved) the ratio is {:.2} (ceiling 0.5); \
+         requests per task by kind: {}; measured after a warm-up of DynamoDB \
+         Local (the same dispatch and raw loop, unmeasured: {:.0} tasks/s and \
+         {:.0} writes/s on its cold JVM, ratio {:.2})",
+        dynamo.succeeded,
+        dynamo.requests_per_task,
+        1.0 / dynamo.requests_per_task.max(1e-9),
+        own_ratio,
+        by_kind(&dynamo.requests_by_kind),
+        cold.tasks_per_sec,
+        cold_raw.per_sec,
+        cold.tasks_per_sec / cold_raw.per_sec.max(1e-9),
+    ))
 }
 
 /// `claim query 0.12, claim write 1.00, ...` (most first).

@@ -142,31 +142,7 @@ pub async fn run_controller(
         .create_schema()
         .await
         .with_context(|| format!("preparing {store_url}"))?;
-    let cspec = set.controller.as_ref().map(|c| c.spec.clone());
-    let mut cfg = ControllerConfig::new(&cluster_name(args.cluster.as_deref(), &set));
-    cfg.interval = args
-        .interval
-        .or(cspec.as_ref().map(|c| c.interval))
-        .unwrap_or(Duration::from_secs(10));
-    cfg.progress_interval = args
-        .progress_interval
-        .or(cspec.as_ref().map(|c| c.progress_interval))
-        .unwrap_or(crate::manifest::DEFAULT_PROGRESS_INTERVAL);
-    cfg.leader_election = args.leader_election;
-    cfg.leader_ttl = args.leader_ttl;
-    cfg.cool_off = args.cool_off;
-    if let Some(id) = args.identity {
-        cfg.identity = id;
-    }
-    let addr: SocketAddr = match args.metrics_addr {
-        Some(a) => a,
-        None => cspec
-            .as_ref()
-            .map(|c| c.metrics_addr.clone())
-            .unwrap_or_else(|| "127.0.0.1:9464".into())
-            .parse()
-            .context("Controller spec.metricsAddr is not an address like 127.0.0.1:9464")?,
-    };
+    let (cfg, addr) = controller_config(&args, &set)?;
     let clock: SharedClock = clock::system();
     let providers = ProviderSet::new(
         worker_launch(
@@ -177,11 +153,9 @@ pub async fn run_controller(
         )?,
         clock.clone(),
         &cfg.cluster,
-        Some(Box::new(AwsFactory::new(
-            cspec.as_ref().and_then(|c| c.region.clone()),
-        ))),
+        Some(Box::new(AwsFactory::new(region))),
     );
-    let mut controller = Controller::new(
+    let controller = Controller::new(
         cfg.clone(),
         store,
         clock,
@@ -212,25 +186,68 @@ pub async fn run_controller(
         "controller started"
     );
     if args.once {
-        let report = controller.reconcile_once().await;
-        if let Some(plan) = &report.plan {
-            for f in &plan.fleets {
-                outln!("{}", f.describe());
-            }
-        }
-        controller.shutdown().await;
-        let _ = stop_tx.send(true);
-        let _ = server.await;
-        return Ok(if report.errors.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
+        return Ok(run_once(controller, stop_tx, server).await);
     }
     controller.run(shutdown_signal()).await;
     let _ = stop_tx.send(true);
     let _ = server.await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The controller's configuration and the address of its HTTP server: the flags, else the
+/// Controller manifest's, else the defaults.
+fn controller_config(
+    args: &ControllerArgs,
+    set: &ManifestSet,
+) -> anyhow::Result<(ControllerConfig, SocketAddr)> {
+    let cspec = set.controller.as_ref().map(|c| c.spec.clone());
+    let mut cfg = ControllerConfig::new(&cluster_name(args.cluster.as_deref(), set));
+    cfg.interval = args
+        .interval
+        .or(cspec.as_ref().map(|c| c.interval))
+        .unwrap_or(Duration::from_secs(10));
+    cfg.progress_interval = args
+        .progress_interval
+        .or(cspec.as_ref().map(|c| c.progress_interval))
+        .unwrap_or(crate::manifest::DEFAULT_PROGRESS_INTERVAL);
+    cfg.leader_election = args.leader_election;
+    cfg.leader_ttl = args.leader_ttl;
+    cfg.cool_off = args.cool_off;
+    if let Some(id) = &args.identity {
+        cfg.identity = id.clone();
+    }
+    let addr: SocketAddr = match args.metrics_addr {
+        Some(a) => a,
+        None => cspec
+            .as_ref()
+            .map(|c| c.metrics_addr.clone())
+            .unwrap_or_else(|| "127.0.0.1:9464".into())
+            .parse()
+            .context("Controller spec.metricsAddr is not an address like 127.0.0.1:9464")?,
+    };
+    Ok((cfg, addr))
+}
+
+/// `--once`: one pass, printing each fleet's plan; failure when the pass had errors.
+async fn run_once(
+    mut controller: Controller,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+) -> ExitCode {
+    let report = controller.reconcile_once().await;
+    if let Some(plan) = &report.plan {
+        for f in &plan.fleets {
+            outln!("{}", f.describe());
+        }
+    }
+    controller.shutdown().await;
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 pub async fn run_plan(args: PlanArgs, store_flag: Option<&str>) -> anyhow::Result<ExitCode> {

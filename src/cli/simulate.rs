@@ -259,6 +259,21 @@ pub fn render(r: &SimReport) -> String {
         ));
     }
     out.push_str("\n\n");
+    out.push_str(&steps_table(r));
+    out.push('\n');
+    out.push_str(&policies_table(r));
+    out.push_str(
+        "\nRATIO = instance-hours / lower bound (sum of task time / slots per instance); \
+         BUSY KILLED = instances terminated with busy slots.\n",
+    );
+    for p in &r.policies {
+        out.push_str(&format!("  {}: {}\n", p.policy.as_str(), p.description));
+    }
+    out
+}
+
+/// The trace's steps with their lower bound.
+fn steps_table(r: &SimReport) -> String {
     let mut steps = Table::new([
         "STEP",
         "TASKS",
@@ -275,8 +290,11 @@ pub fn render(r: &SimReport) -> String {
             format!("{:.2}", s.lower_bound_hours),
         ]);
     }
-    out.push_str(&steps.render());
-    out.push('\n');
+    steps.render()
+}
+
+/// One row per policy.
+fn policies_table(r: &SimReport) -> String {
     let mut t = Table::new([
         "POLICY",
         "MAKESPAN",
@@ -307,15 +325,7 @@ pub fn render(r: &SimReport) -> String {
             p.unfinished.to_string(),
         ]);
     }
-    out.push_str(&t.render());
-    out.push_str(
-        "\nRATIO = instance-hours / lower bound (sum of task time / slots per instance); \
-         BUSY KILLED = instances terminated with busy slots.\n",
-    );
-    for p in &r.policies {
-        out.push_str(&format!("  {}: {}\n", p.policy.as_str(), p.description));
-    }
-    out
+    t.render()
 }
 
 /// `1h02m`, `4m10s`, `12s`.

@@ -10,9 +10,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::output::{out, outln, print_json, Table};
 use super::parse_duration;
-use crate::clock::{format_duration_ms, format_millis, Clock, SystemClock};
+use crate::clock::{format_duration_ms, format_millis, Clock, Millis, SystemClock};
 use crate::import::{self, Format, ImportDefaults};
-use crate::model::{TaskFilter, TaskSpec, TaskState};
+use crate::model::{ImportReport, Task, TaskFilter, TaskSpec, TaskState};
 use crate::store::{OpenMode, SharedStore};
 
 /// Tasks written per store call during import, so the progress bar moves.
@@ -211,130 +211,9 @@ pub async fn run(cmd: TaskCommand, store: SharedStore) -> anyhow::Result<ExitCod
     match cmd {
         TaskCommand::Import(args) => import_cmd(args, store).await,
         TaskCommand::Logs(args) => super::task_logs::run(args, store).await,
-        TaskCommand::Add(a) => {
-            let mut spec = TaskSpec::new(&a.step, &a.id, a.script.join(" "));
-            spec.depends_on = a.depends_on;
-            spec.max_attempts = a.max_attempts;
-            spec.priority = a.priority;
-            spec.timeout_secs = a.timeout.map(|d| d.as_secs().max(1));
-            spec.env = a.env.into_iter().collect();
-            spec.validate()
-                .and_then(|_| import::check_exec_limits(&spec))
-                .map_err(|e| anyhow::anyhow!("invalid task: {e}"))?;
-            let r = store.import(std::slice::from_ref(&spec), now).await?;
-            if r.inserted == 1 {
-                outln!("added {}/{} ({})", spec.step, spec.id, spec.initial_state());
-            } else if r.unchanged == 1 {
-                outln!(
-                    "{}/{} already exists with the same definition",
-                    spec.step,
-                    spec.id
-                );
-            } else {
-                anyhow::bail!(
-                    "{}/{} already exists with a different definition; delete it first",
-                    spec.step,
-                    spec.id
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        TaskCommand::List(a) => {
-            let tasks = store
-                .list(&TaskFilter {
-                    step: a.step,
-                    state: a.state,
-                    id: a.id,
-                    limit: a.limit,
-                })
-                .await?;
-            if a.json {
-                print_json(&tasks)?;
-            } else if a.ids {
-                for t in &tasks {
-                    outln!("{}", t.id());
-                }
-            } else {
-                let mut table = Table::new([
-                    "STEP", "ID", "STATE", "ATTEMPTS", "EXIT", "DURATION", "UPDATED",
-                ]);
-                for t in &tasks {
-                    let r = t.result.as_ref();
-                    table.row([
-                        t.step().to_string(),
-                        t.id().to_string(),
-                        t.state.to_string(),
-                        format!("{}/{}", t.attempts, t.spec.max_attempts),
-                        r.and_then(|r| r.exit_code)
-                            .map(|c| c.to_string())
-                            .unwrap_or("-".into()),
-                        r.map(|r| format_duration_ms(r.duration_ms))
-                            .unwrap_or("-".into()),
-                        format_millis(t.updated_at),
-                    ]);
-                }
-                out!("{}", table.render());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        TaskCommand::Show(k) => {
-            let task = store
-                .get(&k.step, &k.id)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("task {}/{} not found", k.step, k.id))?;
-            if k.json {
-                print_json(&task)?;
-            } else {
-                outln!("task:      {}/{}", task.step(), task.id());
-                outln!("state:     {}", task.state);
-                if let Some(reason) = &task.reason {
-                    outln!("reason:    {reason}");
-                }
-                outln!("attempts:  {}/{}", task.attempts, task.spec.max_attempts);
-                outln!("script:    {}", task.spec.script);
-                if !task.spec.args.is_empty() {
-                    outln!("args:      {}", task.spec.args.join(" "));
-                }
-                if !task.spec.depends_on.is_empty() {
-                    outln!("dependsOn: {}", task.spec.depends_on.join(", "));
-                }
-                outln!("created:   {}", format_millis(task.created_at));
-                outln!("updated:   {}", format_millis(task.updated_at));
-                if let Some(l) = &task.lease {
-                    outln!(
-                        "lease:     {} until {}",
-                        l.owner,
-                        format_millis(l.expires_at)
-                    );
-                }
-                if let Some(r) = &task.result {
-                    outln!(
-                        "result:    exit {} in {} on {}{}",
-                        r.exit_code.map(|c| c.to_string()).unwrap_or("-".into()),
-                        format_duration_ms(r.duration_ms),
-                        r.worker_id,
-                        r.instance_id
-                            .as_deref()
-                            .map(|i| format!(" ({i})"))
-                            .unwrap_or_default()
-                    );
-                    if let Some(url) = &r.log_url {
-                        outln!(
-                            "log:       {url} (anamo task logs {} {})",
-                            task.step(),
-                            task.id()
-                        );
-                    }
-                    if let Some(why) = &r.log_error {
-                        outln!("log error: {why}");
-                    }
-                    if !r.log_tail.is_empty() {
-                        outln!("log tail:\n{}", r.log_tail);
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        TaskCommand::Add(a) => add_cmd(a, store, now).await,
+        TaskCommand::List(a) => list_cmd(a, store).await,
+        TaskCommand::Show(k) => show_cmd(k, store).await,
         TaskCommand::Requeue(RequeueArgs { select: sel, force }) => {
             let ids = select(&store, &sel).await?;
             for id in &ids {
@@ -355,6 +234,138 @@ pub async fn run(cmd: TaskCommand, store: SharedStore) -> anyhow::Result<ExitCod
             store.delete(&k.step, &k.id).await?;
             outln!("deleted {}/{}", k.step, k.id);
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn add_cmd(a: AddArgs, store: SharedStore, now: Millis) -> anyhow::Result<ExitCode> {
+    let mut spec = TaskSpec::new(&a.step, &a.id, a.script.join(" "));
+    spec.depends_on = a.depends_on;
+    spec.max_attempts = a.max_attempts;
+    spec.priority = a.priority;
+    spec.timeout_secs = a.timeout.map(|d| d.as_secs().max(1));
+    spec.env = a.env.into_iter().collect();
+    spec.validate()
+        .and_then(|_| import::check_exec_limits(&spec))
+        .map_err(|e| anyhow::anyhow!("invalid task: {e}"))?;
+    let r = store.import(std::slice::from_ref(&spec), now).await?;
+    if r.inserted == 1 {
+        outln!("added {}/{} ({})", spec.step, spec.id, spec.initial_state());
+    } else if r.unchanged == 1 {
+        outln!(
+            "{}/{} already exists with the same definition",
+            spec.step,
+            spec.id
+        );
+    } else {
+        anyhow::bail!(
+            "{}/{} already exists with a different definition; delete it first",
+            spec.step,
+            spec.id
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list_cmd(a: ListArgs, store: SharedStore) -> anyhow::Result<ExitCode> {
+    let tasks = store
+        .list(&TaskFilter {
+            step: a.step,
+            state: a.state,
+            id: a.id,
+            limit: a.limit,
+        })
+        .await?;
+    if a.json {
+        print_json(&tasks)?;
+    } else if a.ids {
+        for t in &tasks {
+            outln!("{}", t.id());
+        }
+    } else {
+        let mut table = Table::new([
+            "STEP", "ID", "STATE", "ATTEMPTS", "EXIT", "DURATION", "UPDATED",
+        ]);
+        for t in &tasks {
+            let r = t.result.as_ref();
+            table.row([
+                t.step().to_string(),
+                t.id().to_string(),
+                t.state.to_string(),
+                format!("{}/{}", t.attempts, t.spec.max_attempts),
+                r.and_then(|r| r.exit_code)
+                    .map(|c| c.to_string())
+                    .unwrap_or("-".into()),
+                r.map(|r| format_duration_ms(r.duration_ms))
+                    .unwrap_or("-".into()),
+                format_millis(t.updated_at),
+            ]);
+        }
+        out!("{}", table.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show_cmd(k: KeyArgs, store: SharedStore) -> anyhow::Result<ExitCode> {
+    let task = store
+        .get(&k.step, &k.id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("task {}/{} not found", k.step, k.id))?;
+    if k.json {
+        print_json(&task)?;
+    } else {
+        print_task(&task);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `task show` as text: the definition, the lease and the last result with its log tail.
+fn print_task(task: &Task) {
+    outln!("task:      {}/{}", task.step(), task.id());
+    outln!("state:     {}", task.state);
+    if let Some(reason) = &task.reason {
+        outln!("reason:    {reason}");
+    }
+    outln!("attempts:  {}/{}", task.attempts, task.spec.max_attempts);
+    outln!("script:    {}", task.spec.script);
+    if !task.spec.args.is_empty() {
+        outln!("args:      {}", task.spec.args.join(" "));
+    }
+    if !task.spec.depends_on.is_empty() {
+        outln!("dependsOn: {}", task.spec.depends_on.join(", "));
+    }
+    outln!("created:   {}", format_millis(task.created_at));
+    outln!("updated:   {}", format_millis(task.updated_at));
+    if let Some(l) = &task.lease {
+        outln!(
+            "lease:     {} until {}",
+            l.owner,
+            format_millis(l.expires_at)
+        );
+    }
+    if let Some(r) = &task.result {
+        outln!(
+            "result:    exit {} in {} on {}{}",
+            r.exit_code.map(|c| c.to_string()).unwrap_or("-".into()),
+            format_duration_ms(r.duration_ms),
+            r.worker_id,
+            r.instance_id
+                .as_deref()
+                .map(|i| format!(" ({i})"))
+                .unwrap_or_default()
+        );
+        if let Some(url) = &r.log_url {
+            outln!(
+                "log:       {url} (anamo task logs {} {})",
+                task.step(),
+                task.id()
+            );
+        }
+        if let Some(why) = &r.log_error {
+            outln!("log error: {why}");
+        }
+        if !r.log_tail.is_empty() {
+            outln!("log tail:\n{}", r.log_tail);
         }
     }
 }
@@ -424,19 +435,8 @@ pub(crate) fn no_tasks_warning(source: &str) -> String {
 async fn import_cmd(args: ImportArgs, store: SharedStore) -> anyhow::Result<ExitCode> {
     let mut interrupt = Interrupt::catch()?;
     let (source, text) = read_input(&args.file)?;
-    let defaults = ImportDefaults {
-        step: args.step,
-        depends_on: args.depends_on,
-        max_attempts: args.max_attempts,
-        priority: args.priority,
-        timeout_secs: args.timeout.map(|d| d.as_secs().max(1)),
-    };
     // Validate everything before writing anything.
-    let mut tasks = import::parse(&source, &text, args.format, &defaults)?;
-    if let Some(dir) = &args.manifests {
-        let set = crate::manifest::load(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
-        import::apply_fleet_defaults(&mut tasks, &set);
-    }
+    let tasks = parse_import(&args, &source, &text)?;
     if tasks.is_empty() {
         eprintln!("{}", no_tasks_warning(&source));
     }
@@ -458,7 +458,45 @@ async fn import_cmd(args: ImportArgs, store: SharedStore) -> anyhow::Result<Exit
         ProgressStyle::with_template("{bar:40} {pos}/{len} tasks  {per_sec}  eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut total = crate::model::ImportReport::default();
+    let Some(total) = write_batches(&tasks, &store, &bar, &mut interrupt).await? else {
+        return Ok(ExitCode::from(130));
+    };
+    bar.finish_and_clear();
+    if args.json {
+        print_json(&total)?;
+    } else {
+        print_import_report(&total, &store);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The tasks of the input, with the defaults given on the command line and, with
+/// `--manifests`, the fleets' defaults.
+fn parse_import(args: &ImportArgs, source: &str, text: &str) -> anyhow::Result<Vec<TaskSpec>> {
+    let defaults = ImportDefaults {
+        step: args.step.clone(),
+        depends_on: args.depends_on.clone(),
+        max_attempts: args.max_attempts,
+        priority: args.priority,
+        timeout_secs: args.timeout.map(|d| d.as_secs().max(1)),
+    };
+    let mut tasks = import::parse(source, text, args.format, &defaults)?;
+    if let Some(dir) = &args.manifests {
+        let set = crate::manifest::load(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        import::apply_fleet_defaults(&mut tasks, &set);
+    }
+    Ok(tasks)
+}
+
+/// Writes the tasks [`IMPORT_CHUNK`] at a time, moving `bar`. `None` when interrupted between
+/// two batches (said, with how far it got).
+async fn write_batches(
+    tasks: &[TaskSpec],
+    store: &SharedStore,
+    bar: &ProgressBar,
+    interrupt: &mut Interrupt,
+) -> anyhow::Result<Option<ImportReport>> {
+    let mut total = ImportReport::default();
     let now = SystemClock.now();
     let mut done = 0;
     for chunk in tasks.chunks(IMPORT_CHUNK) {
@@ -472,7 +510,7 @@ async fn import_cmd(args: ImportArgs, store: SharedStore) -> anyhow::Result<Exit
                 total.inserted,
                 total.unchanged
             );
-            return Ok(ExitCode::from(130));
+            return Ok(None);
         }
         let r = store.import(chunk, now).await.with_context(|| {
             format!(
@@ -487,23 +525,21 @@ async fn import_cmd(args: ImportArgs, store: SharedStore) -> anyhow::Result<Exit
         done += chunk.len();
         bar.inc(chunk.len() as u64);
     }
-    bar.finish_and_clear();
-    if args.json {
-        print_json(&total)?;
-    } else {
-        outln!(
-            "imported {} new task(s) into {}; {} already present",
-            total.inserted,
-            store.describe(),
-            total.unchanged
+    Ok(Some(total))
+}
+
+fn print_import_report(total: &ImportReport, store: &SharedStore) {
+    outln!(
+        "imported {} new task(s) into {}; {} already present",
+        total.inserted,
+        store.describe(),
+        total.unchanged
+    );
+    if !total.conflicting.is_empty() {
+        eprintln!(
+            "warning: {} task(s) already exist with a different definition and were left as they are: {}",
+            total.conflicting.len(),
+            total.conflicting.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
         );
-        if !total.conflicting.is_empty() {
-            eprintln!(
-                "warning: {} task(s) already exist with a different definition and were left as they are: {}",
-                total.conflicting.len(),
-                total.conflicting.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
-            );
-        }
     }
-    Ok(ExitCode::SUCCESS)
 }

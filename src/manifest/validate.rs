@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::cycles::find_cycles;
 use super::keys::KeyIndex;
 use super::types::{
     BudgetSpec, ControllerDocument, Ec2Provider, FleetDocument, FleetSpec, LaunchTemplateRef,
@@ -72,19 +73,36 @@ pub(crate) fn validate(
     unparsed_steps: &[String],
 ) -> Result<ManifestSet, ManifestError> {
     let mut problems = Vec::new();
+    let steps = check_each(&docs, check_files, &mut problems);
+    check_depends_on_exist(&docs, &steps, unparsed_steps, &mut problems);
+    check_cycles(&docs, &steps, &mut problems);
+    check_edges(&docs, &mut problems);
+    if !problems.is_empty() {
+        return Err(ManifestError::Invalid { problems });
+    }
+    Ok(into_set(docs))
+}
 
-    // Every step a fleet runs, with the first fleet that runs it.
-    let mut steps: BTreeMap<&str, (&str, &Path)> = BTreeMap::new();
+/// Every step a fleet runs, with the first fleet that runs it and its file.
+type Steps<'a> = BTreeMap<&'a str, (&'a str, &'a Path)>;
+
+/// Checks each document alone, and that fleet names, steps and the Controller document are not
+/// repeated. Returns every step a fleet runs, with the first fleet that runs it.
+fn check_each<'a>(
+    docs: &'a [ParsedDoc],
+    check_files: bool,
+    problems: &mut Vec<Problem>,
+) -> Steps<'a> {
+    let mut steps: Steps<'a> = BTreeMap::new();
     let mut names: BTreeMap<&str, &Path> = BTreeMap::new();
     let mut controller: Option<&ParsedDoc> = None;
-
-    for doc in &docs {
+    for doc in docs {
         match &doc.kind {
             ParsedKind::Fleet(f) => {
                 let mut r = Report {
                     doc,
                     subject: Some(format!("fleet {}", f.metadata.name)),
-                    problems: &mut problems,
+                    problems: &mut *problems,
                 };
                 check_fleet(&mut r, f, check_files);
                 if let Some(first) = names.get(f.metadata.name.as_str()) {
@@ -117,7 +135,7 @@ pub(crate) fn validate(
                 let mut r = Report {
                     doc,
                     subject: Some(format!("controller {}", c.metadata.name)),
-                    problems: &mut problems,
+                    problems: &mut *problems,
                 };
                 check_controller(&mut r, c);
                 if let Some(first) = controller {
@@ -135,16 +153,24 @@ pub(crate) fn validate(
             }
         }
     }
+    steps
+}
 
-    // dependsOn targets exist.
-    for doc in &docs {
+/// dependsOn targets exist.
+fn check_depends_on_exist(
+    docs: &[ParsedDoc],
+    steps: &Steps<'_>,
+    unparsed_steps: &[String],
+    problems: &mut Vec<Problem>,
+) {
+    for doc in docs {
         let ParsedKind::Fleet(f) = &doc.kind else {
             continue;
         };
         let mut r = Report {
             doc,
             subject: Some(format!("fleet {}", f.metadata.name)),
-            problems: &mut problems,
+            problems: &mut *problems,
         };
         for dep in f.spec.upstream_steps() {
             if dep != f.spec.step
@@ -163,8 +189,10 @@ pub(crate) fn validate(
             }
         }
     }
+}
 
-    // No dependency cycles: report each cycle once, at the fleet of its smallest step.
+/// No dependency cycles: reports each cycle once, at the fleet of its smallest step.
+fn check_cycles(docs: &[ParsedDoc], steps: &Steps<'_>, problems: &mut Vec<Problem>) {
     let graph: BTreeMap<&str, Vec<&str>> = docs
         .iter()
         .filter_map(|d| match &d.kind {
@@ -192,7 +220,7 @@ pub(crate) fn validate(
         let mut r = Report {
             doc,
             subject: Some(format!("fleet {}", f.metadata.name)),
-            problems: &mut problems,
+            problems: &mut *problems,
         };
         r.push(
             "spec.dependsOn",
@@ -202,13 +230,10 @@ pub(crate) fn validate(
             ),
         );
     }
+}
 
-    check_edges(&docs, &mut problems);
-
-    if !problems.is_empty() {
-        return Err(ManifestError::Invalid { problems });
-    }
-
+/// The manifests of documents that passed every check.
+fn into_set(docs: Vec<ParsedDoc>) -> ManifestSet {
     let mut set = ManifestSet::default();
     for doc in docs {
         match doc.kind {
@@ -231,7 +256,7 @@ pub(crate) fn validate(
             }
         }
     }
-    Ok(set)
+    set
 }
 
 /// Checks that need both ends of a `dependsOn` edge (whether it is a gather).
@@ -564,66 +589,4 @@ pub(crate) fn resolve_relative(manifest: &Path, rel: &str) -> PathBuf {
         .parent()
         .map(|d| d.join(rel))
         .unwrap_or_else(|| rel.to_path_buf())
-}
-
-/// Elementary cycles of the dependency graph, each reported once: rotated to start at its
-/// smallest step, found by depth-first search from each step in order.
-fn find_cycles<'a>(graph: &BTreeMap<&'a str, Vec<&'a str>>) -> Vec<Vec<&'a str>> {
-    let mut found: BTreeSet<Vec<&str>> = BTreeSet::new();
-    // 0 = unvisited, 1 = on the current path, 2 = done.
-    let mut state: BTreeMap<&str, u8> = BTreeMap::new();
-    let mut path: Vec<&str> = Vec::new();
-    fn dfs<'a>(
-        node: &'a str,
-        graph: &BTreeMap<&'a str, Vec<&'a str>>,
-        state: &mut BTreeMap<&'a str, u8>,
-        path: &mut Vec<&'a str>,
-        found: &mut BTreeSet<Vec<&'a str>>,
-    ) {
-        state.insert(node, 1);
-        path.push(node);
-        for &next in graph.get(node).map(Vec::as_slice).unwrap_or(&[]) {
-            match state.get(next).copied().unwrap_or(0) {
-                0 => dfs(next, graph, state, path, found),
-                1 => {
-                    let start = path.iter().position(|s| *s == next).expect("on path");
-                    let mut cycle = path[start..].to_vec();
-                    let min = cycle
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, s)| **s)
-                        .map(|(i, _)| i)
-                        .unwrap_or(0);
-                    cycle.rotate_left(min);
-                    found.insert(cycle);
-                }
-                _ => {}
-            }
-        }
-        path.pop();
-        state.insert(node, 2);
-    }
-    for &node in graph.keys() {
-        if state.get(node).copied().unwrap_or(0) == 0 {
-            dfs(node, graph, &mut state, &mut path, &mut found);
-        }
-    }
-    found.into_iter().collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cycles_found_once() {
-        let mut g: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        g.insert("a", vec!["b"]);
-        g.insert("b", vec!["c"]);
-        g.insert("c", vec!["a"]);
-        g.insert("d", vec!["a"]);
-        assert_eq!(find_cycles(&g), vec![vec!["a", "b", "c"]]);
-        g.insert("c", vec![]);
-        assert!(find_cycles(&g).is_empty());
-    }
 }

@@ -161,26 +161,11 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
     count_members(&mut status, &members);
     status.launching = outstanding_launches(input, instances, now);
 
-    // Broken or finished instances go regardless of demand (never busy ones).
-    let (mut terminations, lost) = terminate::broken(policy, &members, now);
-    actions.extend(lost);
-    // Scale down: idle-long-enough ready instances, newest first, never below desired.
     let useful = status.ready + status.booting + status.launching;
-    let excess = useful.saturating_sub(demand.desired);
-    let idle_ready = terminate::idle_ready(&members, now);
-    let scaled_down = terminate::scale_down(policy, &demand, &status, excess, &idle_ready);
-    let scaled_down_count = scaled_down.as_ref().map_or(0, |t| t.ids.len() as u32);
-    terminations.extend(scaled_down);
-    let terminated: u32 = terminations.iter().map(|t| t.ids.len() as u32).sum();
-    actions.extend(terminations.into_iter().map(|t| Action::Terminate {
-        fleet: policy.fleet.clone(),
-        ids: t.ids,
-        cause: t.cause,
-        reason: t.reason,
-    }));
+    let scaled_in = scale_in(policy, &demand, &status, &members, now, &mut actions);
 
     // Launch what is missing, within the hard cap.
-    let occupied_after = status.instances - terminated + status.launching;
+    let occupied_after = status.instances - scaled_in.terminated + status.launching;
     let need = demand.desired.saturating_sub(useful);
     let room = demand.cap.saturating_sub(occupied_after);
     let cooling = input.cool_off.as_ref().filter(|c| c.until > now);
@@ -201,13 +186,9 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
         need,
         room,
         cooling,
-        excess,
-        scaled_down: scaled_down_count,
-        next_idle: idle_ready
-            .iter()
-            .filter(|(_, idle)| *idle < policy.scale_down_delay)
-            .map(|(_, idle)| policy.scale_down_delay - idle)
-            .min(),
+        excess: scaled_in.excess,
+        scaled_down: scaled_in.scaled_down,
+        next_idle: scaled_in.next_idle,
     };
     FleetPlan {
         fleet: policy.fleet.clone(),
@@ -216,6 +197,56 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
         conditions: conditions(&outcome, now),
         status,
         actions,
+    }
+}
+
+/// What scaling in decided, for the conditions.
+struct ScaledIn {
+    /// Instances terminated, for any cause.
+    terminated: u32,
+    /// Useful instances beyond the desired number.
+    excess: u32,
+    /// Of those, the ones terminated as idle.
+    scaled_down: u32,
+    /// When the next idle instance has been idle for `scaleDownDelay`.
+    next_idle: Option<Millis>,
+}
+
+/// Terminates broken or finished instances regardless of demand (never busy ones), and scales
+/// down: idle-long-enough ready instances, newest first, never below desired. Pushes the
+/// actions.
+fn scale_in(
+    policy: &FleetPolicy,
+    demand: &Demand,
+    status: &FleetStatus,
+    members: &[Member],
+    now: Millis,
+    actions: &mut Vec<Action>,
+) -> ScaledIn {
+    let (mut terminations, lost) = terminate::broken(policy, members, now);
+    actions.extend(lost);
+    let useful = status.ready + status.booting + status.launching;
+    let excess = useful.saturating_sub(demand.desired);
+    let idle_ready = terminate::idle_ready(members, now);
+    let scaled_down = terminate::scale_down(policy, demand, status, excess, &idle_ready);
+    let scaled_down_count = scaled_down.as_ref().map_or(0, |t| t.ids.len() as u32);
+    terminations.extend(scaled_down);
+    let terminated: u32 = terminations.iter().map(|t| t.ids.len() as u32).sum();
+    actions.extend(terminations.into_iter().map(|t| Action::Terminate {
+        fleet: policy.fleet.clone(),
+        ids: t.ids,
+        cause: t.cause,
+        reason: t.reason,
+    }));
+    ScaledIn {
+        terminated,
+        excess,
+        scaled_down: scaled_down_count,
+        next_idle: idle_ready
+            .iter()
+            .filter(|(_, idle)| *idle < policy.scale_down_delay)
+            .map(|(_, idle)| policy.scale_down_delay - idle)
+            .min(),
     }
 }
 

@@ -188,6 +188,21 @@ footer { padding: 0 24px 24px; color: var(--muted); font-size: 12px; }
 /// Renders the whole page for `st` as seen at `now`.
 pub fn render(st: &ControllerStatus, now: Millis) -> String {
     let mut h = String::with_capacity(16 * 1024);
+    render_header(&mut h, st, now);
+    render_banners(&mut h, st, now);
+    render_sections(&mut h, st, now);
+    let _ = write!(
+        h,
+        "<footer>Refreshes every {REFRESH_SECS} s · generated {} · \
+         <a href=\"/api/status\">/api/status</a> · <a href=\"/metrics\">/metrics</a></footer>\n\
+         </body></html>\n",
+        escape(&format_millis(now)),
+    );
+    h
+}
+
+/// The document's head and the header: cluster, role, last passes, identity and store.
+fn render_header(h: &mut String, st: &ControllerStatus, now: Millis) {
     let role = role_name(st.role);
     let _ = write!(
         h,
@@ -221,14 +236,16 @@ pub fn render(st: &ControllerStatus, now: Millis) -> String {
         lr_text = escape(&when(st.last_reconcile_at, now)),
         ls_text = escape(&when(st.last_success_at, now)),
     );
-    render_banners(&mut h, st, now);
+}
 
+/// The steps, the fleets and the last actions, closing `<main>`.
+fn render_sections(h: &mut String, st: &ControllerStatus, now: Millis) {
     h.push_str("<h2>Steps</h2>\n<section id=\"steps\" class=\"steps\">\n");
     if st.steps.is_empty() {
         h.push_str("<p class=\"empty\">No tasks yet.</p>\n");
     }
     for s in &st.steps {
-        render_step(&mut h, s, now);
+        render_step(h, s, now);
     }
     h.push_str("</section>\n");
 
@@ -244,7 +261,7 @@ pub fn render(st: &ControllerStatus, now: Millis) -> String {
              <th>error</th></tr></thead><tbody>\n",
         );
         for f in &st.fleets {
-            render_fleet(&mut h, f, now);
+            render_fleet(h, f, now);
         }
         h.push_str("</tbody></table>\n");
     }
@@ -259,19 +276,11 @@ pub fn render(st: &ControllerStatus, now: Millis) -> String {
              <th>result</th></tr></thead><tbody>\n",
         );
         for a in &st.recent_actions {
-            render_action(&mut h, a, now);
+            render_action(h, a, now);
         }
         h.push_str("</tbody></table>\n");
     }
     h.push_str("</section>\n</main>\n");
-    let _ = write!(
-        h,
-        "<footer>Refreshes every {REFRESH_SECS} s · generated {} · \
-         <a href=\"/api/status\">/api/status</a> · <a href=\"/metrics\">/metrics</a></footer>\n\
-         </body></html>\n",
-        escape(&format_millis(now)),
-    );
-    h
 }
 
 fn render_step(h: &mut String, s: &StepReport, now: Millis) {

@@ -2,13 +2,14 @@
 //! `tasks` trivial tasks (`true`); reports throughput and store requests per task.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{run_with, WorkerArgs, WorkerControl, WorkerError};
+use super::{run_with, WorkerArgs, WorkerControl, WorkerError, WorkerExit};
 use crate::model::TaskSpec;
 use crate::store::{RequestRecorder, SharedStore};
 
@@ -50,61 +51,14 @@ pub async fn bench_dispatch(
         ));
     }
     let step = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let specs: Vec<TaskSpec> = (0..tasks)
-        .map(|i| TaskSpec::new(&step, format!("t{i:07}"), "true"))
-        .collect();
-    let before_import = recorder.total();
-    store
-        .import(&specs, crate::clock::system().now())
-        .await
-        .map_err(|source| WorkerError::Store {
-            operation: "importing benchmark tasks",
-            source,
-        })?;
-    let import_requests = recorder.total() - before_import;
+    let import_requests = import_tasks(&store, recorder, &step, tasks).await?;
 
     let log_dir = std::env::temp_dir().join(format!("anamo-bench-{step}"));
     let started = Instant::now();
     let before = recorder.total();
     let mix_before = recorder.by_kind();
-    let mut controls = Vec::new();
-    let mut running = JoinSet::new();
-    for _ in 0..workers {
-        let control = WorkerControl::new();
-        controls.push(control.clone());
-        let mut args = WorkerArgs::new(&step);
-        args.slots = slots;
-        args.log_dir = Some(log_dir.clone());
-        args.imds_endpoint = Some("off".into());
-        args.poll_interval = Duration::from_millis(500);
-        args.drain_grace = Duration::ZERO;
-        running.spawn(run_with(args, store.clone(), control));
-    }
-    let recorded = |controls: &[WorkerControl]| -> (u64, u64) {
-        controls.iter().fold((0, 0), |(r, s), c| {
-            let st = c.stats();
-            (r + st.recorded(), s + st.succeeded)
-        })
-    };
-    // Done when every task has a recorded result (or every worker has stopped).
-    let mut finished_early = None;
-    loop {
-        if recorded(&controls).0 >= tasks {
-            break;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-            joined = running.join_next() => {
-                if let Some(Ok(Err(e))) = joined {
-                    finished_early = Some(e);
-                    break;
-                }
-                if joined.is_none() {
-                    break;
-                }
-            }
-        }
-    }
+    let (controls, mut running) = spawn_workers(&store, &step, workers, slots, &log_dir);
+    let mut finished_early = wait_for_results(&controls, &mut running, tasks).await;
     let elapsed = started.elapsed();
     let requests = recorder.total() - before;
     let mix = recorder.by_kind();
@@ -120,19 +74,6 @@ pub async fn bench_dispatch(
         return Err(e);
     }
     let secs = elapsed.as_secs_f64().max(1e-9);
-    let per_task = |n: u64| n as f64 / tasks as f64;
-    let mut requests_by_kind = BTreeMap::new();
-    let mut broken_down = 0;
-    for (kind, n) in mix {
-        let n = n.saturating_sub(mix_before.get(&kind).copied().unwrap_or(0));
-        if n > 0 {
-            broken_down += n;
-            requests_by_kind.insert(kind, per_task(n));
-        }
-    }
-    if !requests_by_kind.is_empty() && requests > broken_down {
-        requests_by_kind.insert("other".to_string(), per_task(requests - broken_down));
-    }
     Ok(BenchReport {
         store: store.describe(),
         step,
@@ -144,7 +85,111 @@ pub async fn bench_dispatch(
         tasks_per_sec: tasks as f64 / secs,
         requests,
         requests_per_task: requests as f64 / tasks as f64,
-        requests_by_kind,
+        requests_by_kind: requests_by_kind(mix, &mix_before, requests, tasks),
         import_requests,
     })
+}
+
+/// Imports `tasks` tasks running `true` into `step`; returns the store requests it took.
+async fn import_tasks(
+    store: &SharedStore,
+    recorder: &RequestRecorder,
+    step: &str,
+    tasks: u64,
+) -> Result<u64, WorkerError> {
+    let specs: Vec<TaskSpec> = (0..tasks)
+        .map(|i| TaskSpec::new(step, format!("t{i:07}"), "true"))
+        .collect();
+    let before_import = recorder.total();
+    store
+        .import(&specs, crate::clock::system().now())
+        .await
+        .map_err(|source| WorkerError::Store {
+            operation: "importing benchmark tasks",
+            source,
+        })?;
+    Ok(recorder.total() - before_import)
+}
+
+type Running = JoinSet<Result<WorkerExit, WorkerError>>;
+
+/// Starts `workers` in-process workers of `slots` slots on `step`.
+fn spawn_workers(
+    store: &SharedStore,
+    step: &str,
+    workers: usize,
+    slots: u32,
+    log_dir: &Path,
+) -> (Vec<WorkerControl>, Running) {
+    let mut controls = Vec::new();
+    let mut running = JoinSet::new();
+    for _ in 0..workers {
+        let control = WorkerControl::new();
+        controls.push(control.clone());
+        let mut args = WorkerArgs::new(step);
+        args.slots = slots;
+        args.log_dir = Some(log_dir.to_path_buf());
+        args.imds_endpoint = Some("off".into());
+        args.poll_interval = Duration::from_millis(500);
+        args.drain_grace = Duration::ZERO;
+        running.spawn(run_with(args, store.clone(), control));
+    }
+    (controls, running)
+}
+
+/// Results recorded and tasks succeeded, over every worker.
+fn recorded(controls: &[WorkerControl]) -> (u64, u64) {
+    controls.iter().fold((0, 0), |(r, s), c| {
+        let st = c.stats();
+        (r + st.recorded(), s + st.succeeded)
+    })
+}
+
+/// Waits until every task has a recorded result (or every worker has stopped); the error of a
+/// worker that stopped with one.
+async fn wait_for_results(
+    controls: &[WorkerControl],
+    running: &mut Running,
+    tasks: u64,
+) -> Option<WorkerError> {
+    loop {
+        if recorded(controls).0 >= tasks {
+            return None;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            joined = running.join_next() => {
+                if let Some(Ok(Err(e))) = joined {
+                    return Some(e);
+                }
+                if joined.is_none() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Requests per task by kind over the run (`mix` less `mix_before`), with `other` for the
+/// requests not broken down; empty when the store breaks none down.
+fn requests_by_kind(
+    mix: BTreeMap<String, u64>,
+    mix_before: &BTreeMap<String, u64>,
+    requests: u64,
+    tasks: u64,
+) -> BTreeMap<String, f64> {
+    let per_task = |n: u64| n as f64 / tasks as f64;
+    let mut by_kind = BTreeMap::new();
+    let mut broken_down = 0;
+    for (kind, n) in mix {
+        let n = n.saturating_sub(mix_before.get(&kind).copied().unwrap_or(0));
+        if n > 0 {
+            broken_down += n;
+            by_kind.insert(kind, per_task(n));
+        }
+    }
+    if !by_kind.is_empty() && requests > broken_down {
+        by_kind.insert("other".to_string(), per_task(requests - broken_down));
+    }
+    by_kind
 }

@@ -301,21 +301,7 @@ pub async fn run_with(
         handed_over: Default::default(),
     });
     let cfg = &ctx.cfg;
-    registration::register(&ctx, started_at)
-        .await
-        .map_err(|source| WorkerError::Store {
-            operation: "registering the worker",
-            source,
-        })?;
-    WorkerStarted {
-        worker_id: &cfg.worker_id,
-        step: &cfg.step,
-        slots: cfg.slots,
-        instance_id: cfg.instance_id.as_deref(),
-        store: &ctx.store.describe(),
-        log_dir: &cfg.log_dir,
-    }
-    .emit();
+    register_and_announce(&ctx, started_at).await?;
 
     let (stop_upkeep, upkeep_stopped) = tokio::sync::watch::channel(false);
     let upkeep = tokio::spawn(registration::upkeep(
@@ -354,6 +340,27 @@ pub async fn run_with(
         reason,
         stats,
     })
+}
+
+/// Registers the worker in the store and says it started.
+async fn register_and_announce(ctx: &Ctx, started_at: crate::clock::Millis) -> Result<()> {
+    let cfg = &ctx.cfg;
+    registration::register(ctx, started_at)
+        .await
+        .map_err(|source| WorkerError::Store {
+            operation: "registering the worker",
+            source,
+        })?;
+    WorkerStarted {
+        worker_id: &cfg.worker_id,
+        step: &cfg.step,
+        slots: cfg.slots,
+        instance_id: cfg.instance_id.as_deref(),
+        store: &ctx.store.describe(),
+        log_dir: &cfg.log_dir,
+    }
+    .emit();
+    Ok(())
 }
 
 /// Sets up IMDS: the instance id (when not given) and spot notices. Off EC2 it does not

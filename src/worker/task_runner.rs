@@ -88,7 +88,6 @@ pub(crate) async fn run_task(ctx: Arc<Ctx>, claim: Claim) {
         id: spec.id.clone(),
         token,
     };
-    let stats = ctx.control.worker_stats();
     let keeper = LeaseKeeper::spawn(ctx.clone(), lease.clone(), expires_at);
     let log_path = ctx.cfg.log_path(&spec.step, &spec.id, attempt);
     let started_at = ctx.clock.now();
@@ -99,18 +98,65 @@ pub(crate) async fn run_task(ctx: Arc<Ctx>, claim: Claim) {
         attempt,
         log: &log_path,
     }
-    .emit(stats);
+    .emit(ctx.control.worker_stats());
     let mut upload = AttemptLog::start(&ctx, &spec.step, &spec.id, attempt, &log_path);
 
     let (stop_tx, stop_rx) = watch::channel(None);
     let deadline = spec.timeout_secs.map(|s| t0 + Duration::from_secs(s));
     let exec = execute(&ctx, spec, attempt, &log_path, deadline, stop_rx);
+    let exec = supervise(&ctx, &keeper, exec, &stop_tx).await;
+    let duration = t0.elapsed();
+    // From here on the slot only records the result: the next claim may count it as free.
+    ctx.control.task_exited();
+    if let Some(u) = upload.as_mut() {
+        // A handed-back attempt is not counted: the next run of it replaces its log.
+        u.stop_periodic().await;
+    }
+    let lost = keeper.status().lost;
+    if exec.cause == Some(StopCause::LeaseLost) || lost == Some(LostCause::TakenOver) {
+        emit_lease_lost(
+            &ctx,
+            spec,
+            attempt,
+            lost.unwrap_or(LostCause::TakenOver),
+            duration,
+        );
+        return;
+    }
+    let ended = Ended {
+        ctx: &ctx,
+        keeper: &keeper,
+        lease: &lease,
+        spec,
+        attempt,
+        started_at,
+        duration,
+    };
+    if exec.cause == Some(StopCause::HandBack) {
+        ended.hand_back().await;
+    } else {
+        let stored = match upload {
+            Some(u) => u.finish().await,
+            None => LogStored::default(),
+        };
+        ended.complete(exec, stored).await;
+    }
+}
+
+/// Waits for the script to end, stopping it (through `stop_tx`) when the lease is lost or the
+/// worker's phase sets a deadline for running tasks that passes.
+async fn supervise(
+    ctx: &Ctx,
+    keeper: &LeaseKeeper,
+    exec: impl std::future::Future<Output = Exec>,
+    stop_tx: &watch::Sender<Option<StopCause>>,
+) -> Exec {
     tokio::pin!(exec);
     let mut phase_rx = ctx.control.subscribe();
     let mut phase_deadline = phase_rx.borrow_and_update().task_deadline();
     let mut phase_open = true;
     let mut lost_seen = false;
-    let exec = loop {
+    loop {
         let phase_timer = async {
             match phase_deadline {
                 Some((d, _)) => tokio::time::sleep_until(d).await,
@@ -145,106 +191,105 @@ pub(crate) async fn run_task(ctx: Arc<Ctx>, claim: Claim) {
                 }
             }
         }
-    };
-    let duration = t0.elapsed();
-    // From here on the slot only records the result: the next claim may count it as free.
-    ctx.control.task_exited();
-    if let Some(u) = upload.as_mut() {
-        // A handed-back attempt is not counted: the next run of it replaces its log.
-        u.stop_periodic().await;
     }
-    let lost = keeper.status().lost;
-    if exec.cause == Some(StopCause::LeaseLost) || lost == Some(LostCause::TakenOver) {
-        emit_lease_lost(
-            &ctx,
-            spec,
-            attempt,
-            lost.unwrap_or(LostCause::TakenOver),
-            duration,
-        );
-        return;
-    }
+}
 
-    if exec.cause == Some(StopCause::HandBack) {
-        let released = write_fenced(&ctx, &keeper, &lease, Write::Release).await;
+/// An attempt whose script ended while the lease still held: what recording its end needs.
+struct Ended<'a> {
+    ctx: &'a Arc<Ctx>,
+    keeper: &'a LeaseKeeper,
+    lease: &'a LeaseRef,
+    spec: &'a TaskSpec,
+    attempt: u32,
+    started_at: Millis,
+    duration: Duration,
+}
+
+impl Ended<'_> {
+    /// The worker stopped the task to hand it back: releases the lease.
+    async fn hand_back(&self) {
+        let (ctx, spec) = (self.ctx, self.spec);
+        let released = write_fenced(ctx, self.keeper, self.lease, Write::Release).await;
         TaskHandedBack {
             step: &spec.step,
             id: &spec.id,
-            attempt,
+            attempt: self.attempt,
             reason: ctx
                 .control
                 .stop_reason()
                 .map(|r| r.as_str())
                 .unwrap_or("stop"),
             released: matches!(released, Fenced::Done(_)),
-            duration,
+            duration: self.duration,
         }
-        .emit(stats);
-        return;
+        .emit(ctx.control.worker_stats());
     }
 
-    let (outcome, exit_code, error) = classify(spec, &exec);
-    let stored = match upload {
-        Some(u) => u.finish().await,
-        None => LogStored::default(),
-    };
-    let completion = Completion {
-        outcome,
-        result: TaskResult {
-            exit_code,
-            duration_ms: duration.as_millis() as i64,
-            log_tail: exec.log_tail,
-            instance_id: ctx.cfg.instance_id.clone(),
-            worker_id: ctx.cfg.worker_id.clone(),
-            started_at,
-            finished_at: ctx.clock.now(),
-            error,
-            subtasks: exec.subtasks,
-            log_url: stored.url,
-            log_error: stored.error,
-        },
-    };
-    let written = write_fenced(&ctx, &keeper, &lease, Write::Complete(&completion)).await;
-    let finished = |state| {
-        TaskFinished {
-            step: &spec.step,
-            id: &spec.id,
-            attempt,
+    /// Records the attempt's completion, fenced by the lease, and logs how it ended.
+    async fn complete(&self, exec: Exec, stored: LogStored) {
+        let (ctx, spec, attempt, duration) = (self.ctx, self.spec, self.attempt, self.duration);
+        let (outcome, exit_code, error) = classify(spec, &exec);
+        let completion = Completion {
             outcome,
-            exit_code,
-            error: completion.result.error.as_deref(),
-            duration,
-            state,
-        }
-        .emit(ctx.control.worker_stats())
-    };
-    match written {
-        Fenced::Done(state) => finished(state),
-        Fenced::LeaseLost { after_failure } => {
-            // An earlier attempt may have been applied with its response lost: then the
-            // rejection is our own write's doing. Look before reporting a loss.
-            let ours = if after_failure {
-                recorded_state(&ctx, &lease, started_at).await
-            } else {
-                None
-            };
-            match ours {
-                Some(state) => finished(state),
-                None => emit_lease_lost(&ctx, spec, attempt, LostCause::TakenOver, duration),
-            }
-        }
-        Fenced::Expired(last_error) => match recorded_state(&ctx, &lease, started_at).await {
-            // A write that timed out on our side may still have been applied.
-            Some(state) => finished(state),
-            None => ResultLost {
+            result: TaskResult {
+                exit_code,
+                duration_ms: duration.as_millis() as i64,
+                log_tail: exec.log_tail,
+                instance_id: ctx.cfg.instance_id.clone(),
+                worker_id: ctx.cfg.worker_id.clone(),
+                started_at: self.started_at,
+                finished_at: ctx.clock.now(),
+                error,
+                subtasks: exec.subtasks,
+                log_url: stored.url,
+                log_error: stored.error,
+            },
+        };
+        let written =
+            write_fenced(ctx, self.keeper, self.lease, Write::Complete(&completion)).await;
+        let finished = |state| {
+            TaskFinished {
                 step: &spec.step,
                 id: &spec.id,
                 attempt,
-                last_error: last_error.as_ref(),
+                outcome,
+                exit_code,
+                error: completion.result.error.as_deref(),
                 duration,
+                state,
             }
-            .emit(stats),
-        },
+            .emit(ctx.control.worker_stats())
+        };
+        match written {
+            Fenced::Done(state) => finished(state),
+            Fenced::LeaseLost { after_failure } => {
+                // An earlier attempt may have been applied with its response lost: then the
+                // rejection is our own write's doing. Look before reporting a loss.
+                let ours = if after_failure {
+                    recorded_state(ctx, self.lease, self.started_at).await
+                } else {
+                    None
+                };
+                match ours {
+                    Some(state) => finished(state),
+                    None => emit_lease_lost(ctx, spec, attempt, LostCause::TakenOver, duration),
+                }
+            }
+            Fenced::Expired(last_error) => {
+                match recorded_state(ctx, self.lease, self.started_at).await {
+                    // A write that timed out on our side may still have been applied.
+                    Some(state) => finished(state),
+                    None => ResultLost {
+                        step: &spec.step,
+                        id: &spec.id,
+                        attempt,
+                        last_error: last_error.as_ref(),
+                        duration,
+                    }
+                    .emit(ctx.control.worker_stats()),
+                }
+            }
+        }
     }
 }
 
@@ -444,6 +489,33 @@ async fn run_subtask(
             return end;
         }
     };
+    let pumps = pump_output(&mut group, index, &log);
+    let (exit, cause) = group.wait_or_stop(deadline, &mut stop).await;
+    drain(pumps).await;
+    let took = t0.elapsed();
+    let how = match exit {
+        Exit::Code(c) => format!("exit {c}"),
+        Exit::Signal(s) => format!("signal {s}"),
+    };
+    process::log_line(
+        &log,
+        &format!("[{index}] {how} after {:.3}s", took.as_secs_f64()),
+    )
+    .await;
+    end.result.exit_code = exit.code();
+    end.result.duration_ms = took.as_millis() as i64;
+    end.exit = Some(exit);
+    end.cause = cause;
+    end
+}
+
+/// Copies the sub-command's stdout and stderr into the task's log, each line prefixed with
+/// `[index] `.
+fn pump_output(
+    group: &mut Group,
+    index: usize,
+    log: &SharedLog,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let prefix = format!("[{index}] ");
     let mut pumps = Vec::new();
     if let Some(out) = group.child_mut().stdout.take() {
@@ -460,26 +532,15 @@ async fn run_subtask(
             log.clone(),
         )));
     }
-    let (exit, cause) = group.wait_or_stop(deadline, &mut stop).await;
+    pumps
+}
+
+/// Lets the pumps copy what is left of the output, for at most [`PUMP_DRAIN`]; then stops them.
+async fn drain(mut pumps: Vec<tokio::task::JoinHandle<()>>) {
     let drained = tokio::time::timeout(PUMP_DRAIN, futures::future::join_all(&mut pumps)).await;
     if drained.is_err() {
         pumps.iter().for_each(|p| p.abort());
     }
-    let took = t0.elapsed();
-    let how = match exit {
-        Exit::Code(c) => format!("exit {c}"),
-        Exit::Signal(s) => format!("signal {s}"),
-    };
-    process::log_line(
-        &log,
-        &format!("[{index}] {how} after {:.3}s", took.as_secs_f64()),
-    )
-    .await;
-    end.result.exit_code = exit.code();
-    end.result.duration_ms = took.as_millis() as i64;
-    end.exit = Some(exit);
-    end.cause = cause;
-    end
 }
 
 #[cfg(test)]

@@ -55,51 +55,63 @@ fn arb_worker_state() -> impl Strategy<Value = WorkerState> {
     ]
 }
 
-fn arb_input() -> impl Strategy<Value = FleetInput> {
-    let instances = proptest::collection::vec(
+/// Up to 10 instances of any state and age, some tagged with a launch batch.
+fn arb_instances() -> impl Strategy<Value = Vec<Instance>> {
+    proptest::collection::vec(
         (arb_instance_state(), 0i64..30, proptest::option::of(0u8..3)),
         0..10,
-    );
-    let workers = proptest::collection::vec(
+    )
+    .prop_map(|instances| {
+        instances
+            .into_iter()
+            .enumerate()
+            .map(|(i, (state, ago_min, batch))| Instance {
+                state,
+                launch_batch: batch.map(|b| format!("b{b}")),
+                ..inst(&format!("i-{i}"), ago_min * MIN)
+            })
+            .collect()
+    })
+}
+
+/// Up to 12 workers, some on instances that are not listed.
+fn arb_workers() -> impl Strategy<Value = Vec<WorkerInfo>> {
+    proptest::collection::vec(
         (0usize..12, 0u32..3, 0i64..5, 0i64..10, arb_worker_state()),
         0..12,
-    );
+    )
+    .prop_map(|workers| {
+        workers
+            .into_iter()
+            .enumerate()
+            .map(|(n, (on, busy, seen_min, idle_min, state))| WorkerInfo {
+                worker_id: format!("w-{n}"),
+                busy_slots: busy,
+                last_seen: NOW - seen_min * 20 * SEC,
+                last_busy_at: NOW - idle_min * 30 * SEC,
+                state,
+                // Some workers are on instances that are not listed.
+                ..worker(&format!("i-{on}"), 0, 0)
+            })
+            .collect()
+    })
+}
+
+fn arb_input() -> impl Strategy<Value = FleetInput> {
     let launches = proptest::collection::vec((0u8..3, 0u32..4, 0i64..15), 0..3);
     (
         arb_policy(),
         0u64..40,
         0u64..10,
         proptest::option::of(0i64..60),
-        instances,
-        workers,
+        arb_instances(),
+        arb_workers(),
         launches,
         proptest::option::of(-2i64..3),
         0u8..10,
     )
         .prop_map(
             |(policy, pending, running, oldest, instances, workers, launches, cool_off, fail)| {
-                let instances: Vec<Instance> = instances
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (state, ago_min, batch))| Instance {
-                        state,
-                        launch_batch: batch.map(|b| format!("b{b}")),
-                        ..inst(&format!("i-{i}"), ago_min * MIN)
-                    })
-                    .collect();
-                let workers: Vec<WorkerInfo> = workers
-                    .into_iter()
-                    .enumerate()
-                    .map(|(n, (on, busy, seen_min, idle_min, state))| WorkerInfo {
-                        worker_id: format!("w-{n}"),
-                        busy_slots: busy,
-                        last_seen: NOW - seen_min * 20 * SEC,
-                        last_busy_at: NOW - idle_min * 30 * SEC,
-                        state,
-                        // Some workers are on instances that are not listed.
-                        ..worker(&format!("i-{on}"), 0, 0)
-                    })
-                    .collect();
                 FleetInput {
                     policy,
                     step: if fail == 0 {
