@@ -11,10 +11,11 @@ use tracing::{info, warn};
 use super::observe::{intent_key, Observed};
 use super::status::ActionRecord;
 use super::{Controller, ControllerError};
-use crate::clock::{ms, Millis};
+use crate::clock::ms;
 use crate::model::WorkerState;
-use crate::planner::ledger::{LaunchIntent, LaunchResult};
-use crate::planner::{Action, CoolOff, FleetPlan, TerminateCause};
+use crate::planner::execute::{self, LaunchAnswer};
+use crate::planner::ledger::LaunchIntent;
+use crate::planner::{Action, FleetPlan, TerminateCause};
 use crate::provider::{
     FleetProvider, LaunchRequest, ProviderError, TAG_CONTROLLER, TAG_FLEET, TAG_LAUNCH_BATCH,
     TAG_STEP,
@@ -126,8 +127,7 @@ impl Controller {
                 _,
             ) => self.retire_workers(obs, workers, reason).await,
             // Provider actions are planned only for fleets whose instances were listed.
-            (Action::Launch { .. } | Action::Terminate { .. }, None)
-            | (Action::SetProtection { .. }, None) => {}
+            (_, None) => {}
         }
     }
 
@@ -199,13 +199,12 @@ impl Controller {
         errors: &mut Vec<ControllerError>,
     ) {
         let fleet = fp.fleet.clone();
-        let batch = format!(
-            "{fleet}-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..16]
-        );
+        let unique = uuid::Uuid::new_v4().simple().to_string();
         let now = self.clock.now();
         let mem = self.memory.entry(fleet.clone()).or_default();
-        let intent = mem.ledger.begin(batch, count, now, &obs.instances);
+        let listed = &obs.instances;
+        let intent =
+            execute::begin_launch(&mut mem.ledger, &fleet, &unique[..16], count, now, listed);
         // Written ahead: if this fails we do not launch (we could not recover).
         if let Err(source) = self.save_intents(&fleet).await {
             if let Some(m) = self.memory.get_mut(&fleet) {
@@ -242,7 +241,7 @@ impl Controller {
         };
         let res = provider.launch(&req).await;
         let now = self.clock.now();
-        let (result, error) = match res {
+        let (answer, error) = match res {
             Ok(out) => {
                 // No ids: the provider does not know them yet (an Auto Scaling group picks its
                 // instances), and the whole batch is on its way.
@@ -259,15 +258,16 @@ impl Controller {
                     requested = intent.count,
                     "{reason}"
                 );
-                (LaunchResult::Launched { ids }, None)
+                (LaunchAnswer::Launched { ids }, None)
             }
             Err(source) => {
-                let result = launch_failure(&source, now + ms(self.cfg.cool_off));
+                let answer = LaunchAnswer::failed(&source);
                 let text = source.to_string();
                 self.provider_failed(&name, "launch", source, errors);
-                (result, Some(text))
+                (answer, Some(text))
             }
         };
+        let result = answer.result(now + ms(self.cfg.cool_off));
         let at_once = provider.lists_launches_immediately();
         let mem = self.memory.entry(name.clone()).or_default();
         mem.ledger.finish(&intent.batch, result, at_once);
@@ -325,21 +325,5 @@ impl Controller {
             .or_default()
             .last_action = Some((rec.at, what));
         self.write_status().record_action(rec);
-    }
-}
-
-/// What a failed launch means for the ledger: after no capacity or a configuration error
-/// nothing was launched (cool off until `cool_until`); after anything else (throttling, a
-/// timeout) it may have been, and the launch is issued again with the same token.
-fn launch_failure(e: &ProviderError, cool_until: Millis) -> LaunchResult {
-    if e.is_capacity() || matches!(e, ProviderError::Config(_)) {
-        LaunchResult::Refused {
-            cool_off: CoolOff {
-                until: cool_until,
-                reason: e.to_string(),
-            },
-        }
-    } else {
-        LaunchResult::Unknown
     }
 }

@@ -21,6 +21,7 @@
 
 mod conditions;
 mod describe;
+pub mod execute;
 pub mod ledger;
 mod scale;
 mod terminate;

@@ -8,8 +8,10 @@ use rand::seq::IndexedRandom;
 use super::world::{WorkerExit, World};
 use crate::clock::Millis;
 use crate::model::Backlog;
-use crate::planner::ledger::{FleetLedger, LaunchResult};
-use crate::planner::{self, Action, CoolOff, FleetInput, PlanInput, StepView};
+use crate::planner::execute::{self, LaunchAnswer};
+use crate::planner::ledger::FleetLedger;
+use crate::planner::{self, Action, FleetInput, PlanInput, StepView};
+use crate::provider::Instance;
 
 /// A scaling policy, called once per tick after the world has advanced.
 pub(crate) trait Policy {
@@ -43,6 +45,33 @@ impl Anamo {
             ledgers: world.fleets.iter().map(|_| FleetLedger::fresh()).collect(),
             batches: 0,
         }
+    }
+}
+
+impl Anamo {
+    /// Launches `count` instances of fleet `fi` as the controller does (`controller/act.rs`):
+    /// an intent in the fleet's ledger under a new batch, then the world's answer to the call.
+    fn launch(
+        &mut self,
+        world: &mut World,
+        fi: usize,
+        fleet: &str,
+        count: u32,
+        listed: &[Instance],
+    ) {
+        let now = world.now;
+        self.batches += 1;
+        let unique = format!("{:06}", self.batches);
+        let ledger = &mut self.ledgers[fi];
+        let intent = execute::begin_launch(ledger, fleet, &unique, count, now, listed);
+        let answer = match world.launch(fi, count, &intent.batch) {
+            Ok(n) => LaunchAnswer::Launched { ids: n },
+            // The simulated provider refuses only for want of capacity: nothing was launched.
+            Err(reason) => LaunchAnswer::Refused(reason),
+        };
+        // Like EC2, the simulated provider is treated as listing new instances only on the
+        // next pass.
+        ledger.finish(&intent.batch, answer.result(now + self.cool_off), false);
     }
 }
 
@@ -89,23 +118,8 @@ impl Policy for Anamo {
             for action in &fp.actions {
                 match action {
                     Action::Launch { count, .. } => {
-                        self.batches += 1;
-                        let batch = format!("{}-{:06}", fp.fleet, self.batches);
-                        let ledger = &mut self.ledgers[fi];
                         let listed = input.fleets[fi].instances.as_deref().unwrap_or(&[]);
-                        ledger.begin(batch.clone(), *count, now, listed);
-                        let result = match world.launch(fi, *count, &batch) {
-                            Ok(n) => LaunchResult::Launched { ids: n },
-                            Err(reason) => LaunchResult::Refused {
-                                cool_off: CoolOff {
-                                    until: now + self.cool_off,
-                                    reason,
-                                },
-                            },
-                        };
-                        // Like EC2, the simulated provider is treated as listing new
-                        // instances only on the next pass.
-                        ledger.finish(&batch, result, false);
+                        self.launch(world, fi, &fp.fleet, *count, listed);
                     }
                     Action::Terminate { ids, .. } => world.terminate(ids),
                     Action::RequeueExpired { .. } => world.requeue_expired_in(Some(fi), now),
