@@ -18,6 +18,7 @@
 //! [`schema`] is the JSON schema of a document (committed as `manifests/schema.json`).
 //! Problems are reported all at once, each as `file:LINE: fleet NAME: spec.field: message`.
 
+mod capacity;
 mod hints;
 mod keys;
 mod load;
@@ -32,6 +33,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use capacity::{DEFAULT_FALLBACK_INTERRUPTIONS, DEFAULT_FALLBACK_WINDOW, MAX_OVERRIDES};
 pub use load::{load, load_dir, load_file, load_files, parse_sources, parse_str};
 pub use types::*;
 

@@ -22,6 +22,7 @@
 mod conditions;
 mod describe;
 pub mod ledger;
+pub mod offerings;
 mod scale;
 mod terminate;
 pub mod upkeep;
