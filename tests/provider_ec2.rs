@@ -53,6 +53,8 @@ impl Setup {
             },
             subnets: subnets.iter().map(|s| s.to_string()).collect(),
             instance_types: types.iter().map(|s| s.to_string()).collect(),
+            capacity_type: None,
+            spot_fallback: None,
             user_data: None,
             tags: BTreeMap::from([("CostCenter".to_string(), "sequencing".to_string())]),
         }

@@ -47,7 +47,12 @@ const OPERATIONS: &[(&str, &[&str])] = &[
         "describe_spot_price_history",
         &["ec2:DescribeSpotPriceHistory"],
     ),
-    ("create_fleet", &["ec2:CreateFleet"]),
+    // An `instant` fleet launches with the caller's permissions: RunInstances, and
+    // CreateTags (ec2:CreateAction = CreateFleet) for its TagSpecifications.
+    (
+        "create_fleet",
+        &["ec2:CreateFleet", "ec2:RunInstances", "ec2:CreateTags"],
+    ),
     // Auto Scaling
     (
         "describe_auto_scaling_groups",

@@ -393,6 +393,50 @@ async fn spot_notice_hands_back_at_once() {
     assert_eq!((t.state, t.attempts), (TaskState::Pending, 0));
 }
 
+/// A rebalance recommendation from IMDS stops claims; the running task finishes (it is not
+/// handed back) and the worker exits once it has, leaving the other task to other workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebalance_recommendation_stops_claiming_and_lets_tasks_finish() {
+    let h = Harness::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let imds = FakeImds::start().await;
+    let step = "rebalance";
+    let go = dir.path().join("go");
+    let mut first = TaskSpec::new(
+        step,
+        "first",
+        &format!("while [ ! -f '{}' ]; do sleep 0.05; done", go.display()),
+    );
+    first.priority = 1;
+    import(&h.store, &[first, TaskSpec::new(step, "later", "true")]).await;
+    let mut args = fast_args(step, dir.path());
+    args.imds_endpoint = Some(imds.url.clone());
+    args.spot_poll = Duration::from_millis(200);
+    args.slots = 1;
+    let (control, handle) = spawn_worker_task(args, h.store.clone());
+    wait_running(&h.store, step, "first", Duration::from_secs(10)).await;
+
+    imds.recommend_rebalance();
+    wait_until(
+        "the worker sees the recommendation",
+        Duration::from_secs(10),
+        || async { control.stop_reason() == Some(StopReason::Rebalance) },
+    )
+    .await;
+    // Still running: a recommendation is no interruption.
+    assert_eq!(get(&h.store, step, "first").await.state, TaskState::Running);
+    std::fs::write(&go, "").unwrap();
+    let exit = join(handle, Duration::from_secs(60)).await;
+    assert_eq!(exit.reason, StopReason::Rebalance);
+    assert_eq!(exit.stats.handed_back, 0);
+    assert_eq!(
+        get(&h.store, step, "first").await.state,
+        TaskState::Succeeded
+    );
+    let later = get(&h.store, step, "later").await;
+    assert_eq!((later.state, later.attempts), (TaskState::Pending, 0));
+}
+
 /// `--wall-time`: no claims after it; a task still running a drain grace later is killed and
 /// recorded as a timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

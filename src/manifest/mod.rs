@@ -19,6 +19,7 @@
 //! Problems are reported all at once, each as `file:LINE: fleet NAME: spec.field: message`.
 
 mod cycles;
+mod capacity;
 mod hints;
 mod keys;
 mod load;
@@ -34,6 +35,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use capacity::{DEFAULT_FALLBACK_INTERRUPTIONS, DEFAULT_FALLBACK_WINDOW, MAX_OVERRIDES};
 pub use load::{load, load_dir, load_file, load_files, parse_sources, parse_str};
 pub use types::*;
 

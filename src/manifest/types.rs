@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use super::pipeline::{DependsOn, EdgeSpec, RetryDelaySpec, ScatterSpec};
+pub use super::capacity::{CapacityType, SpotFallback};
 use crate::model::DEFAULT_MAX_ATTEMPTS;
 
 /// The only `apiVersion` this build understands.
@@ -258,12 +259,24 @@ pub struct Ec2Provider {
     /// The launch template (AMI, instance profile, security groups, ...): exactly one of
     /// `name` or `id`, and optionally `version`.
     pub launch_template: LaunchTemplateRef,
-    /// Subnet ids to launch into, tried in order (overrides the template's network settings).
+    /// Subnet ids to launch into (overrides the template's network settings): one per zone
+    /// spreads the fleet over zones. Without `capacityType`, tried in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subnets: Vec<String>,
-    /// Instance types to try in order when one has no capacity (overrides the template's).
+    /// Instance types (overrides the template's). With `capacityType`, EC2 Fleet picks among
+    /// every type in every subnet; without it, tried in order when one has no capacity.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instance_types: Vec<String>,
+    /// `spot`, `on-demand` or `spot-with-fallback`. Set: launches go through EC2 Fleet
+    /// (`CreateFleet`, type `instant`) over `instanceTypes` × `subnets`, and an offering (type,
+    /// zone, capacity type) without capacity is skipped for 3 minutes. Unset: the launch
+    /// template's purchase option, `RunInstances`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_type: Option<CapacityType>,
+    /// With `capacityType: spot-with-fallback`: how many spot interruptions within how long
+    /// switch launches to on-demand (default 3 within 30m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spot_fallback: Option<SpotFallback>,
     /// Path of a user-data template with `{{name}}` placeholders (such as
     /// `manifests/user-data.sh.tmpl`), relative to the manifest file's directory. Unset: the
     /// launch template's user data is used.

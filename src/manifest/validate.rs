@@ -460,6 +460,9 @@ fn check_ec2(r: &mut Report<'_>, ec2: &Ec2Provider, check_files: bool) {
         "instance type",
         &ec2.instance_types,
     );
+    for (field, message) in super::capacity::problems(ec2) {
+        r.push(field, message);
+    }
     for key in ec2.tags.keys() {
         if [TAG_FLEET, TAG_STEP, TAG_CONTROLLER, TAG_LAUNCH_BATCH].contains(&key.as_str())
             || key.starts_with("aws:")

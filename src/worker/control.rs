@@ -21,6 +21,9 @@ pub enum StopReason {
     Signal,
     /// A spot interruption notice (or [`WorkerControl::hand_back`]).
     SpotInterruption,
+    /// A rebalance recommendation: the instance is at elevated risk of interruption, so no
+    /// new claims; running tasks go on (or [`WorkerControl::rebalance`]).
+    Rebalance,
     /// `--wall-time` passed.
     WallTime,
     /// `--max-tasks` tasks were claimed.
@@ -36,6 +39,7 @@ impl StopReason {
         match self {
             StopReason::Signal => "signal",
             StopReason::SpotInterruption => "spot_interruption",
+            StopReason::Rebalance => "rebalance",
             StopReason::WallTime => "wall_time",
             StopReason::MaxTasks => "max_tasks",
             StopReason::Idle => "idle",
@@ -203,6 +207,13 @@ impl WorkerControl {
             Some(Instant::now()),
             StopCause::HandBack,
         );
+    }
+
+    /// Like a rebalance recommendation: stop claiming, let running tasks finish (no
+    /// deadline; an interruption notice later still hands them back at once).
+    pub fn rebalance(&self) {
+        let mut st = self.lock();
+        self.stop_locked(&mut st, StopReason::Rebalance, None, StopCause::HandBack);
     }
 
     /// Live counters.

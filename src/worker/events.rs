@@ -390,6 +390,19 @@ impl SpotInterruption<'_> {
     }
 }
 
+pub(crate) struct RebalanceRecommendation<'a> {
+    pub notice: &'a str,
+}
+
+impl RebalanceRecommendation<'_> {
+    pub fn emit(self) {
+        tracing::warn!(
+            notice = self.notice,
+            "rebalance recommendation: no new claims, running tasks go on"
+        );
+    }
+}
+
 pub(crate) struct WorkerStopping<'a> {
     pub reason: &'a str,
     pub busy_slots: u32,

@@ -1,5 +1,8 @@
-//! EC2 instance metadata (IMDSv2): the instance id at start, and the spot interruption notice
-//! (`GET /latest/meta-data/spot/instance-action`: 404 = none, 200 = interruption coming).
+//! EC2 instance metadata (IMDSv2): the instance id at start, the spot interruption notice
+//! (`GET /latest/meta-data/spot/instance-action`: 404 = none, 200 = interruption coming) and
+//! the rebalance recommendation (`GET /latest/meta-data/events/recommendations/rebalance`:
+//! 404 = none, 200 = the instance is at elevated risk of interruption). A recommendation stops
+//! claims and lets running tasks finish; a notice hands them back at once.
 //!
 //! Timeouts are short and there are no retries, so a worker off EC2 starts at once.
 
@@ -8,7 +11,7 @@ use std::time::Duration;
 use aws_config::imds::client::error::ImdsError;
 use aws_config::imds::client::Client;
 
-use super::events::SpotInterruption;
+use super::events::{RebalanceRecommendation, SpotInterruption};
 use super::WorkerControl;
 
 /// The log line (at debug) when instance metadata does not answer: no instance id to record
@@ -76,7 +79,18 @@ impl Imds {
 
     /// `Some(notice)` when a spot interruption is scheduled.
     pub(crate) async fn spot_notice(&self) -> Result<Option<String>, String> {
-        match self.get("/latest/meta-data/spot/instance-action").await {
+        self.notice("/latest/meta-data/spot/instance-action").await
+    }
+
+    /// `Some(notice)` when EC2 recommends rebalancing away from this instance.
+    pub(crate) async fn rebalance_notice(&self) -> Result<Option<String>, String> {
+        self.notice("/latest/meta-data/events/recommendations/rebalance")
+            .await
+    }
+
+    /// An item that is 404 until something is announced.
+    async fn notice(&self, path: &str) -> Result<Option<String>, String> {
+        match self.get(path).await {
             Lookup::Found(body) => Ok(Some(body)),
             Lookup::Status(404) => Ok(None),
             Lookup::Status(s) => Err(format!("IMDS answered HTTP {s}")),
@@ -86,7 +100,7 @@ impl Imds {
 }
 
 /// Polls for a spot interruption notice every `every`; on one, hands running tasks back and
-/// returns. Unless IMDS is `known_reachable` (it answered at start), returns at once when it
+/// returns. Until then, a rebalance recommendation stops claims (once). Unless IMDS is `known_reachable` (it answered at start), returns at once when it
 /// does not answer the first poll (not on EC2).
 pub(crate) async fn watch_spot(
     imds: Imds,
@@ -97,6 +111,7 @@ pub(crate) async fn watch_spot(
     let mut failures = 0u32;
     let mut answered = known_reachable;
     let mut first = true;
+    let mut rebalancing = false;
     loop {
         if !std::mem::take(&mut first) {
             tokio::time::sleep(super::backoff::spread(every, 0.1)).await;
@@ -116,7 +131,12 @@ pub(crate) async fn watch_spot(
                 control.hand_back();
                 return;
             }
-            Ok(None) => failures = 0,
+            Ok(None) => {
+                failures = 0;
+                if !rebalancing {
+                    rebalancing = check_rebalance(&imds, &control).await;
+                }
+            }
             Err(e) => {
                 failures += 1;
                 // One line when the trouble starts, then every 60th failure.
@@ -124,6 +144,22 @@ pub(crate) async fn watch_spot(
                     tracing::warn!(error = %e, failures, "spot interruption poll failed");
                 }
             }
+        }
+    }
+}
+
+/// Stops claims when a rebalance recommendation is out; whether one was.
+async fn check_rebalance(imds: &Imds, control: &WorkerControl) -> bool {
+    match imds.rebalance_notice().await {
+        Ok(Some(notice)) => {
+            RebalanceRecommendation { notice: &notice }.emit();
+            control.rebalance();
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::debug!(error = %e, "rebalance recommendation poll failed");
+            false
         }
     }
 }

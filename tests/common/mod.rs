@@ -83,6 +83,7 @@ macro_rules! on_both_stores {
 }
 
 pub mod controller_aws;
+pub mod fleet_capacity;
 pub mod http;
 pub mod moto;
 pub mod observability;

@@ -391,10 +391,12 @@ pub fn spawn_worker(url: &str, step: &str, dir: &Path, name: &str, args: &[&str]
 
 /// IMDSv2 on a free loopback port: `PUT /latest/api/token` hands out a token;
 /// `GET /latest/meta-data/spot/instance-action` is 404 until [`FakeImds::interrupt`], then 200
-/// with a JSON notice. Requests without the token get 401.
+/// with a JSON notice; `GET /latest/meta-data/events/recommendations/rebalance` likewise until
+/// [`FakeImds::recommend_rebalance`]. Requests without the token get 401.
 pub struct FakeImds {
     pub url: String,
     notice: Arc<AtomicBool>,
+    rebalance: Arc<AtomicBool>,
     pub spot_polls: Arc<AtomicU64>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -406,6 +408,8 @@ impl FakeImds {
 
         const TOKEN: &str = "test-token";
         let notice = Arc::new(AtomicBool::new(false));
+        let rebalance = Arc::new(AtomicBool::new(false));
+        let r = rebalance.clone();
         let polls = Arc::new(AtomicU64::new(0));
         let authorized = |h: &HeaderMap| {
             h.get("x-aws-ec2-metadata-token")
@@ -454,6 +458,21 @@ impl FakeImds {
                     }
                 }),
             );
+        let app = app.route(
+            "/latest/meta-data/events/recommendations/rebalance",
+            get(move |h: HeaderMap| async move {
+                if !authorized(&h) {
+                    (StatusCode::UNAUTHORIZED, String::new())
+                } else if r.load(Ordering::SeqCst) {
+                    (
+                        StatusCode::OK,
+                        r#"{"noticeTime": "2030-01-01T00:00:00Z"}"#.to_string(),
+                    )
+                } else {
+                    (StatusCode::NOT_FOUND, "Not Found".to_string())
+                }
+            }),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -464,9 +483,14 @@ impl FakeImds {
         FakeImds {
             url,
             notice,
+            rebalance,
             spot_polls: polls,
             server,
         }
+    }
+
+    pub fn recommend_rebalance(&self) {
+        self.rebalance.store(true, Ordering::SeqCst);
     }
 
     pub fn interrupt(&self) {

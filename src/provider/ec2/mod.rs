@@ -12,15 +12,20 @@
 //! * With several `instanceTypes` / `subnets`, a launch that fails for lack of capacity (or
 //!   an unsupported type, or a per-type limit) tries the next combination: types in order,
 //!   each in every subnet in order.
+//! * With `capacityType` set, launches go through [`fleet`]: `CreateFleet` (`instant`) over
+//!   every available (type, subnet) offering, or `RunInstances` with spot market options for
+//!   a single one; offerings out of capacity are skipped for a while and `spot-with-fallback`
+//!   fleets fall back to on-demand (`planner::offerings`). A listed spot instance that EC2
+//!   reclaimed (state reason `Server.SpotInstanceTermination`) counts as an interruption.
 //! * Throttled calls are retried with backoff; mutating calls take a token from a bucket.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
-    Filter, InstanceStateName, InstanceType, LaunchTemplateSpecification, ResourceType,
-    ShutdownBehavior, Tag, TagSpecification,
+    Filter, InstanceLifecycleType, InstanceMarketOptionsRequest, InstanceStateName, InstanceType,
+    LaunchTemplateSpecification, MarketType, ResourceType, ShutdownBehavior, Tag, TagSpecification,
 };
 use sha2::{Digest, Sha256};
 
@@ -34,6 +39,10 @@ use super::{
 };
 use crate::clock::{self, SharedClock};
 use crate::manifest::{Ec2Provider, FleetManifest, ProviderSpec};
+use crate::planner::offerings::{is_spot_interruption, CapacityState};
+
+mod fleet;
+pub use fleet::fleet_client_token;
 
 /// Launch template version used when the manifest gives none.
 pub const DEFAULT_TEMPLATE_VERSION: &str = "$Default";
@@ -122,6 +131,8 @@ pub struct Ec2Fleet {
     cfg: Ec2FleetConfig,
     bucket: Arc<TokenBucket>,
     user_data_b64: Option<String>,
+    /// Unavailable offerings and spot interruptions (fleets with a `capacityType`).
+    capacity: Mutex<CapacityState>,
 }
 
 /// One (instance type, subnet) combination of a launch.
@@ -156,7 +167,18 @@ impl Ec2Fleet {
             cfg,
             bucket,
             user_data_b64,
+            capacity: Mutex::new(CapacityState::default()),
         }
+    }
+
+    /// The fleet's offerings state (a panic elsewhere while it was held leaves it usable).
+    fn capacity(&self) -> MutexGuard<'_, CapacityState> {
+        self.capacity.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the fleet's offerings state, for tests and status.
+    pub fn capacity_state(&self) -> CapacityState {
+        self.capacity().clone()
     }
 
     /// The provider of a validated `ec2` fleet ([`Ec2FleetConfig::from_manifest`]).
@@ -285,6 +307,7 @@ impl Ec2Fleet {
             .launch_time()
             .and_then(|t| t.to_millis().ok())
             .unwrap_or_else(|| self.cfg.clock.now());
+        self.note_interruption(i, &id);
         let tag = |key: &str| {
             i.tags()
                 .iter()
@@ -303,14 +326,52 @@ impl Ec2Fleet {
         })
     }
 
-    /// One `RunInstances` of up to `count` instances with one override; the ids launched.
+    /// Counts a listed spot instance that EC2 reclaimed as an interruption (once per id).
+    fn note_interruption(&self, i: &aws_sdk_ec2::types::Instance, id: &str) {
+        let spot = i.instance_lifecycle() == Some(&InstanceLifecycleType::Spot);
+        let reclaimed = i
+            .state_reason()
+            .and_then(|r| r.code())
+            .is_some_and(is_spot_interruption);
+        if !(spot && reclaimed) {
+            return;
+        }
+        let window = self
+            .cfg
+            .spec
+            .spot_fallback
+            .clone()
+            .unwrap_or_default()
+            .window;
+        let now = self.cfg.clock.now();
+        if self
+            .capacity()
+            .record_interruption(id, now, fleet::interruption_memory(window))
+        {
+            tracing::warn!(
+                fleet = %self.cfg.fleet, instance = id,
+                instance_type = i.instance_type().map(|t| t.as_str()).unwrap_or("unknown"),
+                zone = i.placement().and_then(|p| p.availability_zone()).unwrap_or("unknown"),
+                "spot instance interrupted"
+            );
+        }
+    }
+
+    /// One `RunInstances` of up to `count` instances with one override (as spot instances
+    /// when `spot`); the ids launched.
     async fn run_instances(
         &self,
         count: u32,
         client_token: &str,
         with: Override<'_>,
         tags: &BTreeMap<String, String>,
+        spot: bool,
     ) -> ProviderResult<Vec<String>> {
+        let market = spot.then(|| {
+            InstanceMarketOptionsRequest::builder()
+                .market_type(MarketType::Spot)
+                .build()
+        });
         let max_count = i32::try_from(count).unwrap_or(i32::MAX);
         with_backoff(&self.cfg.throttle, "RunInstances", || async {
             self.bucket.acquire().await;
@@ -325,6 +386,7 @@ impl Ec2Fleet {
                 .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
                 .set_instance_type(with.instance_type.map(InstanceType::from))
                 .set_subnet_id(with.subnet.map(str::to_string))
+                .set_instance_market_options(market.clone())
                 .set_user_data(self.user_data_b64.clone())
                 .tag_specifications(tag_spec(ResourceType::Instance, tags))
                 .tag_specifications(tag_spec(ResourceType::Volume, tags))
@@ -417,12 +479,18 @@ impl FleetProvider for Ec2Fleet {
                 instances: existing,
             });
         }
+        if let Some(capacity) = self.cfg.spec.capacity_type {
+            return self.launch_with_capacity(req, capacity, existing).await;
+        }
         let remaining = req.count - found;
         let tags = self.launch_tags(req);
         let mut failures: Vec<(String, ProviderError)> = Vec::new();
         for (attempt, with) in self.overrides().into_iter().enumerate() {
             let token = client_token(&req.batch_token, attempt, found);
-            match self.run_instances(remaining, &token, with, &tags).await {
+            match self
+                .run_instances(remaining, &token, with, &tags, false)
+                .await
+            {
                 Ok(ids) => {
                     tracing::info!(
                         fleet = %self.cfg.fleet, batch = %req.batch_token, with = %with,

@@ -12,6 +12,8 @@ fn spec(types: &[&str], subnets: &[&str]) -> Ec2Provider {
         },
         subnets: subnets.iter().map(|s| s.to_string()).collect(),
         instance_types: types.iter().map(|s| s.to_string()).collect(),
+        capacity_type: None,
+        spot_fallback: None,
         user_data: None,
         tags: BTreeMap::from([("team".to_string(), "x".to_string())]),
     }
