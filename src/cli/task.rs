@@ -81,10 +81,19 @@ pub struct ImportArgs {
     /// Per-attempt time limit, e.g. 2h (TSV lines).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// Take `dependsOn` and `maxAttempts` of each task's step from these fleet manifests
-    /// (for tasks that do not set them).
+    /// Apply the pipeline graph of these fleet manifests (steps' keys, scatter, dependsOn,
+    /// task defaults) and publish it to the store; without it, the graph the controller
+    /// published applies.
     #[arg(long)]
     pub manifests: Option<std::path::PathBuf>,
+    /// Scatter the tasks of the step given with --step over this file's items (one per
+    /// line): task `ID` becomes `ID/ITEM` for every item, the item in `ANAMO_KEY_<PART>`.
+    #[arg(long, requires = "step")]
+    pub scatter_file: Option<std::path::PathBuf>,
+    /// The key part --scatter-file fills [default: the last part of the step's key, or
+    /// `item` for a step keyed by one part].
+    #[arg(long, requires = "scatter_file")]
+    pub scatter_part: Option<String>,
     /// Print the import report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -214,23 +223,7 @@ pub async fn run(cmd: TaskCommand, store: SharedStore) -> anyhow::Result<ExitCod
             spec.validate()
                 .and_then(|_| import::check_exec_limits(&spec))
                 .map_err(|e| anyhow::anyhow!("invalid task: {e}"))?;
-            let r = store.import(std::slice::from_ref(&spec), now).await?;
-            if r.inserted == 1 {
-                outln!("added {}/{} ({})", spec.step, spec.id, spec.initial_state());
-            } else if r.unchanged == 1 {
-                outln!(
-                    "{}/{} already exists with the same definition",
-                    spec.step,
-                    spec.id
-                );
-            } else {
-                anyhow::bail!(
-                    "{}/{} already exists with a different definition; delete it first",
-                    spec.step,
-                    spec.id
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            super::import_graph::add(&store, spec, now).await
         }
         TaskCommand::List(a) => {
             let tasks = store
@@ -415,11 +408,22 @@ async fn import_cmd(args: ImportArgs, store: SharedStore) -> anyhow::Result<Exit
         timeout_secs: args.timeout.map(|d| d.as_secs().max(1)),
     };
     // Validate everything before writing anything.
-    let mut tasks = import::parse(&source, &text, args.format, &defaults)?;
-    if let Some(dir) = &args.manifests {
-        let set = crate::manifest::load(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
-        import::apply_fleet_defaults(&mut tasks, &set);
-    }
+    let lines = import::parse_lines(&source, &text, args.format, &defaults)?;
+    let src = super::import_graph::GraphSource {
+        manifests: match &args.manifests {
+            Some(dir) => Some(crate::manifest::load(dir).map_err(|e| anyhow::anyhow!("{e}"))?),
+            None => None,
+        },
+        scatter: args.scatter_file.map(|f| {
+            (
+                defaults.step.clone().unwrap_or_default(),
+                args.scatter_part,
+                f,
+            )
+        }),
+    };
+    let now = SystemClock.now();
+    let (tasks, graph) = super::import_graph::prepare(&store, &src, &source, lines, now).await?;
     if tasks.is_empty() {
         eprintln!("{}", no_tasks_warning(&source));
     }
@@ -442,7 +446,6 @@ async fn import_cmd(args: ImportArgs, store: SharedStore) -> anyhow::Result<Exit
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut total = crate::model::ImportReport::default();
-    let now = SystemClock.now();
     let mut done = 0;
     for chunk in tasks.chunks(IMPORT_CHUNK) {
         if interrupt.happened() {
@@ -457,13 +460,16 @@ async fn import_cmd(args: ImportArgs, store: SharedStore) -> anyhow::Result<Exit
             );
             return Ok(ExitCode::from(130));
         }
-        let r = store.import(chunk, now).await.with_context(|| {
-            format!(
-                "imported {done} of {} task(s) before this error; run the same command again \
+        let r = store
+            .import_graph(chunk, &graph, now)
+            .await
+            .with_context(|| {
+                format!(
+                    "imported {done} of {} task(s) before this error; run the same command again \
                  to finish",
-                tasks.len()
-            )
-        })?;
+                    tasks.len()
+                )
+            })?;
         total.inserted += r.inserted;
         total.unchanged += r.unchanged;
         total.conflicting.extend(r.conflicting);

@@ -189,12 +189,17 @@ pub async fn run(args: UpArgs, store_flag: Option<&str>) -> anyhow::Result<ExitC
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let text = import::utf8_text(&source, bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut tasks = import::parse(&source, &text, Format::Auto, &ImportDefaults::default())?;
-        if tasks.is_empty() {
+        let lines = import::parse_lines(&source, &text, Format::Auto, &ImportDefaults::default())?;
+        if lines.is_empty() {
             eprintln!("{}", super::task::no_tasks_warning(&source));
         }
-        import::apply_fleet_defaults(&mut tasks, &set);
-        let r = store.import(&tasks, clock.now()).await?;
+        let src = super::import_graph::GraphSource {
+            manifests: Some(set.clone()),
+            scatter: None,
+        };
+        let (tasks, graph) =
+            super::import_graph::prepare(&store, &src, &source, lines, clock.now()).await?;
+        let r = store.import_graph(&tasks, &graph, clock.now()).await?;
         eprintln!(
             "imported {} task(s) from {} ({} already present)",
             r.inserted,

@@ -37,6 +37,7 @@ mod events;
 mod guard;
 mod lease;
 mod metrics_server;
+mod pipeline_env;
 mod process;
 mod registration;
 mod signals;
@@ -228,6 +229,8 @@ pub(crate) struct Ctx {
     /// (false: claimed as the worker stopped); they take them from here (under `claim_lock`)
     /// before claiming themselves.
     pub handed_over: std::sync::Mutex<std::collections::VecDeque<(crate::model::Claim, bool)>>,
+    /// The pipeline graph (key and upstream variables of tasks), read again every few seconds.
+    pub graph: crate::store::graph::GraphCache,
 }
 
 /// Runs a worker until it drains, idles out, hits `--wall-time`/`--max-tasks` or is
@@ -265,6 +268,7 @@ pub async fn run_with(
     let clock = crate::clock::system();
     let started_at = clock.now();
     control.configure(cfg.drain_grace, cfg.slots, cfg.max_tasks, started_at);
+    let graph = crate::store::graph::GraphCache::new(store.clone());
     let ctx = Arc::new(Ctx {
         store,
         clock,
@@ -272,6 +276,7 @@ pub async fn run_with(
         control: control.clone(),
         claim_lock: tokio::sync::Mutex::new(()),
         handed_over: Default::default(),
+        graph,
     });
     let cfg = &ctx.cfg;
     registration::register(&ctx, started_at)
