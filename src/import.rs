@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::model::TaskSpec;
+use crate::pipeline::Graph;
 
 /// Defaults applied to TSV lines (JSONL objects carry their own fields).
 #[derive(Debug, Clone, Default)]
@@ -74,6 +75,19 @@ pub fn parse(
     format: Format,
     defaults: &ImportDefaults,
 ) -> Result<Vec<TaskSpec>, ParseErrors> {
+    Ok(parse_lines(source, text, format, defaults)?
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect())
+}
+
+/// [`parse`], each task with the number of the line it came from.
+pub fn parse_lines(
+    source: &str,
+    text: &str,
+    format: Format,
+    defaults: &ImportDefaults,
+) -> Result<Vec<(usize, TaskSpec)>, ParseErrors> {
     let mut tasks = Vec::new();
     let mut errors = Vec::new();
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
@@ -120,7 +134,7 @@ pub fn parse(
             continue;
         }
         seen.insert(key, line_no);
-        tasks.push(spec);
+        tasks.push((line_no, spec));
     }
     if errors.is_empty() {
         Ok(tasks)
@@ -240,21 +254,84 @@ fn parse_delimited(line: &str, defaults: &ImportDefaults) -> Result<TaskSpec, St
     Ok(spec)
 }
 
-/// Fills what the fleet manifests say about a step into tasks that do not say it themselves:
-/// `dependsOn` (for tasks without dependencies) and `maxAttempts` (for tasks left at the
-/// default).
-pub fn apply_fleet_defaults(tasks: &mut [TaskSpec], manifests: &crate::manifest::ManifestSet) {
-    for t in tasks.iter_mut() {
-        let Some(fleet) = manifests.fleet_for_step(&t.step) else {
-            continue;
+/// Applies the pipeline graph to parsed tasks (see [`Graph::prepare`]): scattered steps
+/// expanded, ids checked against their step's key, step defaults filled in. Every problem is
+/// reported with its line, and nothing is returned when there is one.
+pub fn apply_graph(
+    source: &str,
+    tasks: Vec<(usize, TaskSpec)>,
+    graph: &Graph,
+) -> Result<Vec<TaskSpec>, ParseErrors> {
+    let mut out = Vec::with_capacity(tasks.len());
+    let mut errors = Vec::new();
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    for (line, spec) in tasks {
+        let err = |message: String| LineError {
+            source: source.to_string(),
+            line,
+            message,
         };
-        if t.depends_on.is_empty() {
-            t.depends_on = fleet.spec.upstream_steps().map(str::to_string).collect();
-        }
-        if t.max_attempts == crate::model::DEFAULT_MAX_ATTEMPTS {
-            t.max_attempts = fleet.spec.max_attempts;
+        let prepared = match graph.prepare(spec) {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push(err(e.message));
+                continue;
+            }
+        };
+        for t in prepared {
+            if let Err(m) = check_exec_limits(&t) {
+                errors.push(err(m));
+                continue;
+            }
+            let key = (t.step.clone(), t.id.clone());
+            if let Some(first) = seen.get(&key) {
+                errors.push(err(format!(
+                    "task {}/{} appears twice once scattered (first from line {first})",
+                    t.step, t.id
+                )));
+                continue;
+            }
+            seen.insert(key, line);
+            out.push(t);
         }
     }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ParseErrors { errors })
+    }
+}
+
+/// The items of a scatter list file: one per line, blank lines and `#` comments skipped.
+pub fn scatter_items(source: &str, text: &str) -> Result<Vec<String>, LineError> {
+    let items: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    if items.is_empty() {
+        return Err(LineError {
+            source: source.to_string(),
+            line: 1,
+            message: "the scatter list has no items (one per line expected)".into(),
+        });
+    }
+    if let Some((i, bad)) = text
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.trim().contains('/'))
+    {
+        return Err(LineError {
+            source: source.to_string(),
+            line: i + 1,
+            message: format!(
+                "scatter item `{}` contains `/`, which separates key parts",
+                bad.trim()
+            ),
+        });
+    }
+    Ok(items)
 }
 
 #[cfg(test)]

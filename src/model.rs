@@ -459,12 +459,16 @@ pub struct RequeueReport {
     pub failed: Vec<String>,
 }
 
-/// What `promote_waiting` did.
+/// What the graph's promotion of a step's waiting tasks did (`store::promote`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PromoteReport {
     pub promoted: u64,
-    /// Dependants failed because a dependency failed or was cancelled.
+    /// Dependants failed because a dependency failed.
     pub failed: u64,
+    /// Dependants cancelled because their dependency was cancelled (its sample dropped).
+    pub cancelled: u64,
+    /// Waiting tasks whose id does not fit their step's key (they stay waiting).
+    pub unfit: u64,
 }
 
 /// What an import did. Importing the same file twice changes nothing.

@@ -2,6 +2,8 @@
 //! against DynamoDB Local.
 
 mod common;
+#[path = "conformance/graph.rs"]
+mod graph_cases;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -54,6 +56,7 @@ fn assert_lease_lost<T: std::fmt::Debug>(r: Result<T, StoreError>) {
 
 mod cases {
     use super::*;
+    pub use crate::graph_cases::*;
 
     pub async fn claim_is_exclusive_under_concurrency(store: SharedStore) {
         claimers_share_the_tasks(store, 16, 2_000, 1).await;
@@ -684,7 +687,10 @@ mod cases {
                 .unwrap();
         }
         store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
-        let r = store.promote_waiting("call", T0 + 2).await.unwrap();
+        let plain = anamo::store::graph::empty_graph();
+        let promote =
+            |at| anamo::store::promote::promote_waiting(store.as_ref(), &plain, "call", at);
+        let r = promote(T0 + 2).await.unwrap();
         assert_eq!((r.promoted, r.failed), (1, 1));
         assert_eq!(
             store.get("call", "s00000").await.unwrap().unwrap().state,
@@ -701,7 +707,7 @@ mod cases {
             TaskState::Waiting
         );
         // Promotion is idempotent.
-        let r = store.promote_waiting("call", T0 + 3).await.unwrap();
+        let r = promote(T0 + 3).await.unwrap();
         assert_eq!((r.promoted, r.failed), (0, 0));
         let c = store
             .claim(&req("call", "w"), T0 + 4)
@@ -1044,4 +1050,13 @@ conformance!(
     finished_tasks_are_counted_by_time,
     oldest_pending_spans_priorities,
     leadership_is_exclusive_and_fenced,
+    graph_is_published_and_read_back,
+    one_edge_and_scattered_children_wait_for_their_sample,
+    gathers_per_key_part_and_over_a_whole_step,
+    dependents_imported_before_their_upstream_wait,
+    gather_failure_rules,
+    cancelled_upstream_cancels_dependents,
+    legacy_depends_on_without_a_graph,
+    gather_over_ten_thousand_upstream_tasks,
+    a_published_graph_holds_back_pending_tasks,
 );

@@ -8,6 +8,7 @@
 mod bench;
 mod completions;
 mod controller;
+mod import_graph;
 mod manifest;
 mod output;
 mod simulate;

@@ -87,10 +87,19 @@ pub struct ImportArgs {
     /// Per-attempt time limit, e.g. 2h (TSV lines).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// Take `dependsOn` and `maxAttempts` of each task's step from these fleet manifests
-    /// (for tasks that do not set them).
+    /// Apply the pipeline graph of these fleet manifests (steps' keys, scatter, dependsOn,
+    /// task defaults) and publish it to the store; without it, the graph the controller
+    /// published applies.
     #[arg(long)]
     pub manifests: Option<std::path::PathBuf>,
+    /// Scatter the tasks of the step given with --step over this file's items (one per
+    /// line): task `ID` becomes `ID/ITEM` for every item, the item in `ANAMO_KEY_<PART>`.
+    #[arg(long, requires = "step")]
+    pub scatter_file: Option<std::path::PathBuf>,
+    /// The key part --scatter-file fills [default: the last part of the step's key, or
+    /// `item` for a step keyed by one part].
+    #[arg(long, requires = "scatter_file")]
+    pub scatter_part: Option<String>,
     /// Print the import report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -248,23 +257,7 @@ async fn add_cmd(a: AddArgs, store: SharedStore, now: Millis) -> anyhow::Result<
     spec.validate()
         .and_then(|_| import::check_exec_limits(&spec))
         .map_err(|e| anyhow::anyhow!("invalid task: {e}"))?;
-    let r = store.import(std::slice::from_ref(&spec), now).await?;
-    if r.inserted == 1 {
-        outln!("added {}/{} ({})", spec.step, spec.id, spec.initial_state());
-    } else if r.unchanged == 1 {
-        outln!(
-            "{}/{} already exists with the same definition",
-            spec.step,
-            spec.id
-        );
-    } else {
-        anyhow::bail!(
-            "{}/{} already exists with a different definition; delete it first",
-            spec.step,
-            spec.id
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    super::import_graph::add(&store, spec, now).await
 }
 
 async fn list_cmd(a: ListArgs, store: SharedStore) -> anyhow::Result<ExitCode> {
@@ -436,7 +429,7 @@ async fn import_cmd(args: ImportArgs, store: SharedStore) -> anyhow::Result<Exit
     let mut interrupt = Interrupt::catch()?;
     let (source, text) = read_input(&args.file)?;
     // Validate everything before writing anything.
-    let tasks = parse_import(&args, &source, &text)?;
+    let (tasks, graph) = parse_import(&args, &source, &text, &store).await?;
     if tasks.is_empty() {
         eprintln!("{}", no_tasks_warning(&source));
     }
@@ -458,7 +451,7 @@ async fn import_cmd(args: ImportArgs, store: SharedStore) -> anyhow::Result<Exit
         ProgressStyle::with_template("{bar:40} {pos}/{len} tasks  {per_sec}  eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let Some(total) = write_batches(&tasks, &store, &bar, &mut interrupt).await? else {
+    let Some(total) = write_batches(&tasks, &graph, &store, &bar, &mut interrupt).await? else {
         return Ok(ExitCode::from(130));
     };
     bar.finish_and_clear();
@@ -470,9 +463,14 @@ async fn import_cmd(args: ImportArgs, store: SharedStore) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// The tasks of the input, with the defaults given on the command line and, with
-/// `--manifests`, the fleets' defaults.
-fn parse_import(args: &ImportArgs, source: &str, text: &str) -> anyhow::Result<Vec<TaskSpec>> {
+/// The tasks of the input, with the defaults given on the command line, under the pipeline
+/// graph (of `--manifests`, or the one in the store): scattered, key-checked, step defaults.
+async fn parse_import(
+    args: &ImportArgs,
+    source: &str,
+    text: &str,
+    store: &SharedStore,
+) -> anyhow::Result<(Vec<TaskSpec>, crate::pipeline::Graph)> {
     let defaults = ImportDefaults {
         step: args.step.clone(),
         depends_on: args.depends_on.clone(),
@@ -480,18 +478,29 @@ fn parse_import(args: &ImportArgs, source: &str, text: &str) -> anyhow::Result<V
         priority: args.priority,
         timeout_secs: args.timeout.map(|d| d.as_secs().max(1)),
     };
-    let mut tasks = import::parse(source, text, args.format, &defaults)?;
-    if let Some(dir) = &args.manifests {
-        let set = crate::manifest::load(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
-        import::apply_fleet_defaults(&mut tasks, &set);
-    }
-    Ok(tasks)
+    let lines = import::parse_lines(source, text, args.format, &defaults)?;
+    let src = super::import_graph::GraphSource {
+        manifests: match &args.manifests {
+            Some(dir) => Some(crate::manifest::load(dir).map_err(|e| anyhow::anyhow!("{e}"))?),
+            None => None,
+        },
+        scatter: args.scatter_file.clone().map(|f| {
+            (
+                defaults.step.clone().unwrap_or_default(),
+                args.scatter_part.clone(),
+                f,
+            )
+        }),
+    };
+    let now = SystemClock.now();
+    super::import_graph::prepare(store, &src, source, lines, now).await
 }
 
 /// Writes the tasks [`IMPORT_CHUNK`] at a time, moving `bar`. `None` when interrupted between
 /// two batches (said, with how far it got).
 async fn write_batches(
     tasks: &[TaskSpec],
+    graph: &crate::pipeline::Graph,
     store: &SharedStore,
     bar: &ProgressBar,
     interrupt: &mut Interrupt,
@@ -512,7 +521,7 @@ async fn write_batches(
             );
             return Ok(None);
         }
-        let r = store.import(chunk, now).await.with_context(|| {
+        let r = store.import_graph(chunk, graph, now).await.with_context(|| {
             format!(
                 "imported {done} of {} task(s) before this error; run the same command again \
                  to finish",

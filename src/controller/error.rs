@@ -13,6 +13,10 @@ pub enum ControllerError {
     /// The task store's steps could not be listed.
     #[error("listing steps: {0}")]
     ListSteps(#[source] StoreError),
+    /// The manifests' pipeline graph could not be published (or the pending tasks it gives
+    /// upstream edges held back); it is tried again next pass.
+    #[error("publishing the pipeline graph: {0}")]
+    Graph(#[source] StoreError),
     /// Promoting the step's waiting tasks or requeueing its expired leases failed.
     #[error("step {step}: {source}")]
     Housekeeping { step: String, source: StoreError },
@@ -68,6 +72,7 @@ impl ControllerError {
         match self {
             ControllerError::Leadership(_) => "leadership",
             ControllerError::ListSteps(_)
+            | ControllerError::Graph(_)
             | ControllerError::Housekeeping { .. }
             | ControllerError::RecordIntent { .. } => "store",
             ControllerError::Observe { .. } => "observe",

@@ -13,6 +13,7 @@
 mod act;
 pub mod aws;
 mod error;
+mod graph;
 mod leadership;
 mod observe;
 mod progress;
@@ -117,6 +118,8 @@ pub struct Controller {
     metrics: Arc<Metrics>,
     leadership: Option<Leadership>,
     census: Census,
+    /// The pipeline graph this controller last wrote to the store.
+    published_graph: Option<crate::pipeline::Graph>,
 }
 
 impl Controller {
@@ -148,6 +151,7 @@ impl Controller {
             metrics,
             leadership: None,
             census,
+            published_graph: None,
         }
     }
 
@@ -214,7 +218,10 @@ impl Controller {
             };
         }
         let fleets = self.fleets_in_order();
-        let (steps, steps_listed) = self.housekeep(&fleets, now, &mut errors).await;
+        let graph = self.sync_graph(now, &mut errors).await;
+        let graph_ok = graph.is_ok();
+        let graph = graph.unwrap_or_else(|g| g);
+        let (steps, steps_listed) = self.housekeep(&fleets, &graph, now, &mut errors).await;
         let names: Vec<&str> = fleets.iter().map(|f| f.name()).collect();
         self.providers.retain(&names).await;
         let (observed, input) = self.observe_and_note(&fleets, now, &mut errors).await;
@@ -223,7 +230,10 @@ impl Controller {
         // A deposed leader must not act: the lease is read again, at the time of acting.
         if self.still_leader().await {
             for (fp, obs) in plan.fleets.iter().zip(&observed) {
-                self.act(fp, obs, &mut errors).await;
+                // Without the graph published, a dependent step's early tasks may be pending.
+                if graph_ok || graph.node(obs.fleet.step()).depends_on.is_empty() {
+                    self.act(fp, obs, &mut errors).await;
+                }
             }
         } else {
             warn!("lost the leadership during the pass; not acting on its plan");

@@ -13,11 +13,12 @@ use super::{Controller, ControllerError, ObserveError, OBSERVE_CONCURRENCY};
 use crate::clock::{ms, Millis};
 use crate::manifest::FleetManifest;
 use crate::model::{Backlog, WorkerInfo};
+use crate::pipeline::Graph;
 use crate::planner::ledger::{FleetLedger, LaunchIntent};
 use crate::planner::{FleetInput, FleetPolicy, StepView};
 use crate::provider::instrumented::InstrumentedProvider;
 use crate::provider::{FleetProvider, Instance, ProviderError};
-use crate::store::{StatusDoc, StoreError};
+use crate::store::{promote, StatusDoc, StoreError};
 
 /// What one pass observed about a fleet, next to its plan input.
 pub(super) struct Observed {
@@ -51,6 +52,7 @@ impl Controller {
     pub(super) async fn housekeep(
         &self,
         fleets: &[FleetManifest],
+        graph: &Graph,
         now: Millis,
         errors: &mut Vec<ControllerError>,
     ) -> (Vec<String>, bool) {
@@ -70,7 +72,7 @@ impl Controller {
         let results: Vec<Result<(), StoreError>> = futures::stream::iter(
             steps
                 .iter()
-                .map(|step| self.housekeep_step(step, !planned(step), now)),
+                .map(|step| self.housekeep_step(step, graph, !planned(step), now)),
         )
         .buffered(OBSERVE_CONCURRENCY)
         .collect()
@@ -87,15 +89,17 @@ impl Controller {
     async fn housekeep_step(
         &self,
         step: &str,
+        graph: &Graph,
         requeue: bool,
         now: Millis,
     ) -> Result<(), StoreError> {
-        let promoted = self.store.promote_waiting(step, now).await?;
-        if promoted.promoted + promoted.failed > 0 {
+        let promoted = promote::promote_waiting(self.store.as_ref(), graph, step, now).await?;
+        if promoted.promoted + promoted.failed + promoted.cancelled > 0 {
             debug!(
                 step,
                 promoted = promoted.promoted,
                 failed = promoted.failed,
+                cancelled = promoted.cancelled,
                 "dependencies resolved"
             );
         }

@@ -18,6 +18,7 @@
 //! Everything here is pure: the store reads the upstream tasks an edge selects
 //! ([`Selector`]) and [`decide`] says what becomes of a waiting task.
 
+mod apply;
 mod decide;
 mod key;
 
@@ -28,6 +29,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::apply::SCATTER_PART;
 pub use self::decide::{decide, EdgeView, Readiness, UpstreamTask};
 pub use self::key::{KeyError, Selector};
 

@@ -5,6 +5,7 @@
 //! The wrapped store keeps its own behaviour exactly: every method delegates, and the result
 //! (value or error) is passed through untouched.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Instant;
 
@@ -15,12 +16,12 @@ use super::{Leadership, Result, SharedStore, StatusDoc, StoreError, TaskStore};
 use crate::clock::Millis;
 use crate::metrics::Metrics;
 use crate::model::{
-    Backlog, Claim, ClaimRequest, Completion, ImportReport, LeaseRef, PromoteReport, RequeueReport,
-    StepCounts, Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
+    Backlog, Claim, ClaimRequest, Completion, ImportReport, LeaseRef, RequeueReport, StepCounts,
+    Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
 };
 
 /// Every operation label this decorator emits (the trait's async methods).
-pub const OPERATIONS: [&str; 26] = [
+pub const OPERATIONS: [&str; 29] = [
     "create_schema",
     "delete_schema",
     "import",
@@ -29,7 +30,10 @@ pub const OPERATIONS: [&str; 26] = [
     "complete",
     "release",
     "requeue_expired",
-    "promote_waiting",
+    "task_states",
+    "step_ids",
+    "settle_waiting",
+    "hold_back",
     "get",
     "list",
     "counts",
@@ -111,8 +115,14 @@ impl TaskStore for InstrumentedStore {
             .await
     }
 
-    async fn import(&self, tasks: &[TaskSpec], now: Millis) -> Result<ImportReport> {
-        self.observe("import", self.inner.import(tasks, now)).await
+    async fn import_graph(
+        &self,
+        tasks: &[TaskSpec],
+        graph: &crate::pipeline::Graph,
+        now: Millis,
+    ) -> Result<ImportReport> {
+        self.observe("import", self.inner.import_graph(tasks, graph, now))
+            .await
     }
 
     async fn claim_batch(&self, req: &ClaimRequest, max: usize, now: Millis) -> Result<Vec<Claim>> {
@@ -145,8 +155,38 @@ impl TaskStore for InstrumentedStore {
             .await
     }
 
-    async fn promote_waiting(&self, step: &str, now: Millis) -> Result<PromoteReport> {
-        self.observe("promote_waiting", self.inner.promote_waiting(step, now))
+    async fn task_states(&self, step: &str, ids: &[String]) -> Result<HashMap<String, TaskState>> {
+        self.observe("task_states", self.inner.task_states(step, ids))
+            .await
+    }
+
+    async fn step_ids(
+        &self,
+        step: &str,
+        states: &[TaskState],
+        prefix: &str,
+    ) -> Result<Vec<(String, TaskState)>> {
+        self.observe("step_ids", self.inner.step_ids(step, states, prefix))
+            .await
+    }
+
+    async fn settle_waiting(
+        &self,
+        step: &str,
+        id: &str,
+        priority: i32,
+        to: TaskState,
+        reason: Option<&str>,
+        now: Millis,
+    ) -> Result<bool> {
+        let call = self
+            .inner
+            .settle_waiting(step, id, priority, to, reason, now);
+        self.observe("settle_waiting", call).await
+    }
+
+    async fn hold_back(&self, step: &str, id: &str, now: Millis) -> Result<bool> {
+        self.observe("hold_back", self.inner.hold_back(step, id, now))
             .await
     }
 
@@ -428,7 +468,16 @@ mod tests {
         .await
         .unwrap();
         s.requeue_expired("align", now).await.unwrap();
-        s.promote_waiting("align", now).await.unwrap();
+        s.task_states("align", std::slice::from_ref(&id))
+            .await
+            .unwrap();
+        s.step_ids("align", &[TaskState::Succeeded], "")
+            .await
+            .unwrap();
+        s.settle_waiting("align", &id, 0, TaskState::Pending, None, now)
+            .await
+            .unwrap();
+        s.hold_back("align", &id, now).await.unwrap();
         s.get("align", &id).await.unwrap();
         s.list(&TaskFilter::default()).await.unwrap();
         s.counts("align").await.unwrap();

@@ -31,10 +31,13 @@
 //! runs *at least* once; scripts should be idempotent.
 
 pub mod dynamo;
+pub mod graph;
 pub mod instrumented;
+pub mod promote;
 pub mod requests;
 pub mod sqlite;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -44,9 +47,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Millis;
 use crate::model::{
-    Backlog, Claim, ClaimRequest, Completion, ImportReport, LeaseRef, PromoteReport, RequeueReport,
-    StepCounts, Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
+    Backlog, Claim, ClaimRequest, Completion, ImportReport, LeaseRef, RequeueReport, StepCounts,
+    Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
 };
+use crate::pipeline::Graph;
 
 pub use self::requests::RequestRecorder;
 pub(crate) use self::requests::{RequestCounter, RequestMix};
@@ -163,8 +167,20 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     async fn delete_schema(&self) -> Result<()>;
 
     /// Inserts tasks that do not exist yet; existing ones are left untouched, so importing the
-    /// same file again changes nothing. Callers validate the whole input first.
-    async fn import(&self, tasks: &[TaskSpec], now: Millis) -> Result<ImportReport>;
+    /// same file again changes nothing. Callers validate the whole input first. New tasks
+    /// start `waiting` when they have their own `depends_on`, `pending` otherwise.
+    async fn import(&self, tasks: &[TaskSpec], now: Millis) -> Result<ImportReport> {
+        let plain = graph::empty_graph();
+        self.import_graph(tasks, &plain, now).await
+    }
+    /// [`TaskStore::import`] under a pipeline graph: new tasks start `waiting` when their
+    /// step has upstream edges in `graph` ([`Graph::must_wait`]), `pending` otherwise.
+    async fn import_graph(
+        &self,
+        tasks: &[TaskSpec],
+        graph: &Graph,
+        now: Millis,
+    ) -> Result<ImportReport>;
 
     /// Claims up to `max` pending tasks of `req.step` (at least one when `max` is 0), best
     /// first; empty when there is none. Each claim is its own conditional write with its own
@@ -189,9 +205,34 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     async fn release(&self, lease: &LeaseRef, now: Millis) -> Result<()>;
     /// Requeues (or fails, when attempts are used up) running tasks whose lease expired.
     async fn requeue_expired(&self, step: &str, now: Millis) -> Result<RequeueReport>;
-    /// Promotes waiting tasks of `step` whose dependencies all succeeded, and fails those with
-    /// a failed or cancelled dependency.
-    async fn promote_waiting(&self, step: &str, now: Millis) -> Result<PromoteReport>;
+
+    // Primitives of the pipeline graph's promotion (`store::promote`): small reads of ids and
+    // states only (never specs or log tails), and conditional moves of one task.
+
+    /// The states of these tasks of `step`; tasks that do not exist are absent.
+    async fn task_states(&self, step: &str, ids: &[String]) -> Result<HashMap<String, TaskState>>;
+    /// Ids and states of the tasks of `step` in one of `states` whose id starts with `prefix`
+    /// (`""`: all of them).
+    async fn step_ids(
+        &self,
+        step: &str,
+        states: &[TaskState],
+        prefix: &str,
+    ) -> Result<Vec<(String, TaskState)>>;
+    /// Moves a task that is still `waiting` to `to` (pending, failed or cancelled), with
+    /// `reason`; `priority` is the task's (DynamoDB sorts pending tasks by it). Returns whether it moved (`false`: it was no longer waiting, or is gone).
+    async fn settle_waiting(
+        &self,
+        step: &str,
+        id: &str,
+        priority: i32,
+        to: TaskState,
+        reason: Option<&str>,
+        now: Millis,
+    ) -> Result<bool>;
+    /// Moves a task that is still `pending` and was never claimed (`attempts == 0`) back to
+    /// `waiting` (a graph arrived that gives its step upstream edges). Returns whether it moved.
+    async fn hold_back(&self, step: &str, id: &str, now: Millis) -> Result<bool>;
 
     async fn get(&self, step: &str, id: &str) -> Result<Option<Task>>;
     async fn list(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
@@ -366,6 +407,15 @@ async fn open_recorded_with(
             let requests = store.recorder();
             Ok((Arc::new(store), requests))
         }
+    }
+}
+
+/// The state a task imported under `graph` starts in.
+pub(crate) fn initial_state(graph: &Graph, spec: &TaskSpec) -> TaskState {
+    if graph.must_wait(spec) {
+        TaskState::Waiting
+    } else {
+        TaskState::Pending
     }
 }
 

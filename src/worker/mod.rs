@@ -38,6 +38,7 @@ mod guard;
 mod lease;
 mod log_upload;
 mod metrics_server;
+mod pipeline_env;
 mod process;
 mod registration;
 mod signals;
@@ -250,6 +251,8 @@ pub(crate) struct Ctx {
     pub handed_over: std::sync::Mutex<std::collections::VecDeque<(crate::model::Claim, bool)>>,
     /// Where attempts' logs are stored (`--log-url`).
     pub log_sink: Option<crate::logs::LogSink>,
+    /// The pipeline graph (key and upstream variables of tasks), read again every few seconds.
+    pub graph: crate::store::graph::GraphCache,
 }
 
 /// Runs a worker until it drains, idles out, hits `--wall-time`/`--max-tasks` or is
@@ -291,6 +294,7 @@ pub async fn run_with(
         Some(url) => Some(crate::logs::LogSink::connect(url.clone()).await),
         None => None,
     };
+    let graph = crate::store::graph::GraphCache::new(store.clone());
     let ctx = Arc::new(Ctx {
         log_sink,
         store,
@@ -299,6 +303,7 @@ pub async fn run_with(
         control: control.clone(),
         claim_lock: tokio::sync::Mutex::new(()),
         handed_over: Default::default(),
+        graph,
     });
     let cfg = &ctx.cfg;
     register_and_announce(&ctx, started_at).await?;

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::events::{ResultLost, TaskFinished, TaskHandedBack, TaskLeaseLost, TaskStarted};
 use super::lease::{write_fenced, Fenced, LeaseKeeper, LostCause, Write};
 use super::log_upload::{AttemptLog, LogStored};
+use super::pipeline_env;
 use super::process::{self, Exit, Group, OutputCapture, SharedLog, ShellCommand, StopCause};
 use super::Ctx;
 use crate::clock::Millis;
@@ -339,7 +340,9 @@ async fn execute(
     deadline: Option<Instant>,
     mut stop: watch::Receiver<Option<StopCause>>,
 ) -> Exec {
-    let env = task_env(ctx, spec, attempt);
+    let mut env = task_env(ctx, spec, attempt);
+    let graph_env = pipeline_env::pipeline_env(ctx.store.as_ref(), &ctx.graph, spec, log_path);
+    env.extend(graph_env.await);
     let mut exec = Exec {
         exit: None,
         cause: None,

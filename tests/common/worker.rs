@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anamo::clock::Millis;
 use anamo::model::{
-    Backlog, Claim, ClaimRequest, Completion, ImportReport, LeaseRef, PromoteReport, RequeueReport,
-    StepCounts, Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
+    Backlog, Claim, ClaimRequest, Completion, ImportReport, LeaseRef, RequeueReport, StepCounts,
+    Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
 };
 use anamo::store::{Leadership, SharedStore, StatusDoc, StoreError, TaskStore};
 use anamo::worker::{run_with, WorkerArgs, WorkerControl, WorkerExit};
@@ -212,8 +212,14 @@ impl TaskStore for FaultyStore {
     async fn delete_schema(&self) -> Result<(), StoreError> {
         self.call("delete schema", self.inner.delete_schema()).await
     }
-    async fn import(&self, tasks: &[TaskSpec], now: Millis) -> Result<ImportReport, StoreError> {
-        self.call("import", self.inner.import(tasks, now)).await
+    async fn import_graph(
+        &self,
+        tasks: &[TaskSpec],
+        graph: &anamo::pipeline::Graph,
+        now: Millis,
+    ) -> Result<ImportReport, StoreError> {
+        self.call("import", self.inner.import_graph(tasks, graph, now))
+            .await
     }
     async fn claim_batch(
         &self,
@@ -249,8 +255,39 @@ impl TaskStore for FaultyStore {
         self.call("requeue expired", self.inner.requeue_expired(step, now))
             .await
     }
-    async fn promote_waiting(&self, step: &str, now: Millis) -> Result<PromoteReport, StoreError> {
-        self.call("promote waiting", self.inner.promote_waiting(step, now))
+    async fn task_states(
+        &self,
+        step: &str,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, TaskState>, StoreError> {
+        self.call("task states", self.inner.task_states(step, ids))
+            .await
+    }
+    async fn step_ids(
+        &self,
+        step: &str,
+        states: &[TaskState],
+        prefix: &str,
+    ) -> Result<Vec<(String, TaskState)>, StoreError> {
+        self.call("step ids", self.inner.step_ids(step, states, prefix))
+            .await
+    }
+    async fn settle_waiting(
+        &self,
+        step: &str,
+        id: &str,
+        priority: i32,
+        to: TaskState,
+        reason: Option<&str>,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let call = self
+            .inner
+            .settle_waiting(step, id, priority, to, reason, now);
+        self.call("settle waiting", call).await
+    }
+    async fn hold_back(&self, step: &str, id: &str, now: Millis) -> Result<bool, StoreError> {
+        self.call("hold back", self.inner.hold_back(step, id, now))
             .await
     }
     async fn get(&self, step: &str, id: &str) -> Result<Option<Task>, StoreError> {

@@ -125,7 +125,7 @@ async fn open_store(store_url: &str, args: &UpArgs) -> anyhow::Result<SharedStor
     Ok(store)
 }
 
-/// `--tasks FILE`: imports the tasks, with the fleets' defaults, saying how many.
+/// `--tasks FILE`: imports the tasks under the manifests' pipeline graph, saying how many.
 async fn import_tasks(
     path: &Path,
     set: &ManifestSet,
@@ -135,12 +135,17 @@ async fn import_tasks(
     let source = path.display().to_string();
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let text = import::utf8_text(&source, bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut tasks = import::parse(&source, &text, Format::Auto, &ImportDefaults::default())?;
-    if tasks.is_empty() {
+    let lines = import::parse_lines(&source, &text, Format::Auto, &ImportDefaults::default())?;
+    if lines.is_empty() {
         eprintln!("{}", super::task::no_tasks_warning(&source));
     }
-    import::apply_fleet_defaults(&mut tasks, set);
-    let r = store.import(&tasks, clock.now()).await?;
+    let src = super::import_graph::GraphSource {
+        manifests: Some(set.clone()),
+        scatter: None,
+    };
+    let (tasks, graph) =
+        super::import_graph::prepare(store, &src, &source, lines, clock.now()).await?;
+    let r = store.import_graph(&tasks, &graph, clock.now()).await?;
     eprintln!(
         "imported {} task(s) from {} ({} already present)",
         r.inserted,

@@ -128,8 +128,7 @@ fn list_n(v: &[i32]) -> AttributeValue {
 // ---- tasks -------------------------------------------------------------------------------
 
 /// The item of a freshly imported task.
-pub(crate) fn new_task_item(spec: &TaskSpec, now: Millis) -> Item {
-    let state = spec.initial_state();
+pub(crate) fn new_task_item(spec: &TaskSpec, state: TaskState, now: Millis) -> Item {
     let mut item = Item::new();
     let mut put = |k: &str, v: AttributeValue| {
         item.insert(k.to_string(), v);
@@ -526,7 +525,7 @@ mod tests {
         spec.fail_exit_codes = vec![2, -1];
         spec.subtasks = vec!["x".into()];
         spec.subtask_parallelism = Some(4);
-        let item = new_task_item(&spec, 42);
+        let item = new_task_item(&spec, spec.initial_state(), 42);
         let task = Reader::new("test", &item).task().unwrap();
         assert_eq!(task.spec, spec);
         assert_eq!(task.state, TaskState::Waiting);
@@ -538,7 +537,7 @@ mod tests {
 
     #[test]
     fn malformed_items_name_key_and_attribute() {
-        let mut item = new_task_item(&TaskSpec::new("s", "i", "true"), 1);
+        let mut item = new_task_item(&TaskSpec::new("s", "i", "true"), TaskState::Pending, 1);
         item.insert(ATTEMPTS.into(), s("three"));
         let err = Reader::new("get", &item).task().unwrap_err().to_string();
         assert!(err.contains("T#s#i") && err.contains("attempts"), "{err}");

@@ -23,6 +23,7 @@ mod batch;
 mod claims;
 mod error;
 mod expr;
+mod graph;
 mod items;
 mod leader;
 mod leases;
@@ -54,11 +55,11 @@ use super::{
 };
 use crate::clock::Millis;
 use crate::model::{
-    Backlog, Claim, ClaimRequest, Completion, ImportReport, LeaseRef, PromoteReport, RequeueReport,
-    StepCounts, Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
+    Backlog, Claim, ClaimRequest, Completion, ImportReport, LeaseRef, RequeueReport, StepCounts,
+    Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
 };
 
-/// Concurrent conditional writes in sweeps (requeue_expired, promote_waiting) and queries in
+/// Concurrent conditional writes in sweeps (requeue_expired, the graph's promotion) and queries in
 /// list.
 const SWEEP_CONCURRENCY: usize = 8;
 /// Re-reads of a task when a user action races with another change.
@@ -347,8 +348,13 @@ impl TaskStore for DynamoStore {
         table::delete_schema(self).await
     }
 
-    async fn import(&self, tasks: &[TaskSpec], now: Millis) -> Result<ImportReport> {
-        transitions::import(self, tasks, now).await
+    async fn import_graph(
+        &self,
+        tasks: &[TaskSpec],
+        graph: &crate::pipeline::Graph,
+        now: Millis,
+    ) -> Result<ImportReport> {
+        transitions::import(self, tasks, graph, now).await
     }
 
     async fn claim_batch(&self, req: &ClaimRequest, max: usize, now: Millis) -> Result<Vec<Claim>> {
@@ -376,8 +382,33 @@ impl TaskStore for DynamoStore {
         transitions::requeue_expired(self, step, now).await
     }
 
-    async fn promote_waiting(&self, step: &str, now: Millis) -> Result<PromoteReport> {
-        transitions::promote_waiting(self, step, now).await
+    async fn task_states(&self, step: &str, ids: &[String]) -> Result<HashMap<String, TaskState>> {
+        graph::task_states(self, step, ids).await
+    }
+
+    async fn step_ids(
+        &self,
+        step: &str,
+        states: &[TaskState],
+        prefix: &str,
+    ) -> Result<Vec<(String, TaskState)>> {
+        graph::step_ids(self, step, states, prefix).await
+    }
+
+    async fn settle_waiting(
+        &self,
+        step: &str,
+        id: &str,
+        priority: i32,
+        to: TaskState,
+        reason: Option<&str>,
+        now: Millis,
+    ) -> Result<bool> {
+        graph::settle_waiting(self, step, id, priority, to, reason, now).await
+    }
+
+    async fn hold_back(&self, step: &str, id: &str, now: Millis) -> Result<bool> {
+        graph::hold_back(self, step, id, now).await
     }
 
     async fn get(&self, step: &str, id: &str) -> Result<Option<Task>> {

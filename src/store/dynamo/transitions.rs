@@ -1,7 +1,7 @@
 //! State changes other than a worker's own: import, the controller's sweeps (requeue expired
 //! leases, promote waiting tasks) and user actions (requeue, cancel, delete).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::{StreamExt, TryStreamExt};
@@ -11,10 +11,8 @@ use super::expr::Expr;
 use super::items::*;
 use super::{DynamoStore, Sk, SWEEP_CONCURRENCY, USER_ACTION_TRIES};
 use crate::clock::Millis;
-use crate::model::{
-    ImportReport, PromoteReport, RequeueReport, Task, TaskSpec, TaskState, DEFAULT_MAX_ATTEMPTS,
-};
-use crate::store::{Result, StoreError};
+use crate::model::{ImportReport, RequeueReport, Task, TaskSpec, TaskState, DEFAULT_MAX_ATTEMPTS};
+use crate::store::{initial_state, Result, StoreError};
 
 impl DynamoStore {
     /// A user action (requeue, cancel): read the task, let `decide` pick the update (or finish
@@ -63,6 +61,7 @@ impl DynamoStore {
 pub(super) async fn import(
     store: &DynamoStore,
     tasks: &[TaskSpec],
+    graph: &crate::pipeline::Graph,
     now: Millis,
 ) -> Result<ImportReport> {
     const OP: &str = "import";
@@ -109,7 +108,7 @@ pub(super) async fn import(
                 .conflicting
                 .push(format!("{}/{}", spec.step, spec.id)),
             None => {
-                new_items.push(new_task_item(spec, now));
+                new_items.push(new_task_item(spec, initial_state(graph, spec), now));
                 report.inserted += 1;
             }
         }
@@ -198,74 +197,6 @@ pub(super) async fn requeue_expired(
     Ok(report)
 }
 
-pub(super) async fn promote_waiting(
-    store: &DynamoStore,
-    step: &str,
-    now: Millis,
-) -> Result<PromoteReport> {
-    const OP: &str = "promote waiting";
-    let waiting = store
-        .query_all(OP, &state_pk(step, TaskState::Waiting), Sk::Any, None)
-        .await?;
-    let tasks: Vec<Task> = waiting
-        .iter()
-        .map(|i| Reader::new(OP, i).task())
-        .collect::<Result<_>>()?;
-    let mut dep_keys = HashSet::new();
-    for t in &tasks {
-        for dep in &t.spec.depends_on {
-            dep_keys.insert(task_pk(dep, t.id()));
-        }
-    }
-    let dep_states: HashMap<String, String> = store
-        .batch_get(
-            OP,
-            dep_keys.into_iter().map(key).collect(),
-            Some(&[PK, STATE]),
-        )
-        .await?
-        .iter()
-        .filter_map(|item| {
-            let r = Reader::new(OP, item);
-            Some((r.opt_s(PK).ok()??, r.opt_s(STATE).ok()??))
-        })
-        .collect();
-
-    let mut updates = Vec::new();
-    for t in &tasks {
-        let Some((target, reason)) = promotion(t, &dep_states) else {
-            continue;
-        };
-        let e = Expr::new()
-            .transition(step, t.id(), target, t.spec.priority, 0, now)
-            .set_opt(REASON, reason)
-            .cond_eq(STATE, s(TaskState::Waiting.as_str()));
-        updates.push((t.id().to_string(), target, e));
-    }
-    let done: Vec<Option<TaskState>> = futures::stream::iter(updates)
-        .map(|(id, target, e)| async move {
-            Ok(store
-                .update(OP, task_pk(step, &id), e, false)
-                .await?
-                .map(|_| target))
-        })
-        .buffer_unordered(SWEEP_CONCURRENCY)
-        .try_collect()
-        .await?;
-    let mut report = PromoteReport::default();
-    for state in done.into_iter().flatten() {
-        if state == TaskState::Failed {
-            report.failed += 1;
-        } else {
-            report.promoted += 1;
-        }
-    }
-    if report.promoted > 0 {
-        store.forget_leftovers();
-    }
-    Ok(report)
-}
-
 pub(super) async fn requeue(
     store: &DynamoStore,
     step: &str,
@@ -336,28 +267,4 @@ pub(super) async fn delete(store: &DynamoStore, step: &str, id: &str) -> Result<
         Err(e) if is_condition_failed(&e) => Err(StoreError::not_found(step, id)),
         Err(e) => Err(store.err(OP, e)),
     }
-}
-
-/// Where a waiting task goes, given the states of the tasks it depends on (by key): failed
-/// (with the reason) when one of them failed or was cancelled, pending when all succeeded,
-/// nowhere yet otherwise.
-fn promotion(
-    t: &Task,
-    dep_states: &HashMap<String, String>,
-) -> Option<(TaskState, Option<AttributeValue>)> {
-    let mut all_succeeded = true;
-    for dep in &t.spec.depends_on {
-        let state = dep_states
-            .get(&task_pk(dep, t.id()))
-            .and_then(|s| s.parse::<TaskState>().ok());
-        match state {
-            Some(TaskState::Succeeded) => {}
-            Some(TaskState::Failed | TaskState::Cancelled) => {
-                let reason = s(format!("dependency failed: {dep}/{}", t.id()));
-                return Some((TaskState::Failed, Some(reason)));
-            }
-            _ => all_succeeded = false,
-        }
-    }
-    all_succeeded.then_some((TaskState::Pending, None))
 }

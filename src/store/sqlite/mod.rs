@@ -8,6 +8,7 @@
 //! [`reads`], [`workers`], [`status`] documents and the [`leader`] lease.
 
 mod claims;
+mod graph;
 mod leader;
 mod leases;
 mod open;
@@ -18,6 +19,7 @@ mod workers;
 
 pub use open::{created_by_up, mark_created_by_up};
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -29,8 +31,8 @@ use super::{
 };
 use crate::clock::Millis;
 use crate::model::{
-    Backlog, Claim, ClaimRequest, Completion, ImportReport, Lease, LeaseRef, PromoteReport,
-    RequeueReport, StepCounts, Task, TaskFilter, TaskResult, TaskSpec, TaskState, WorkerInfo,
+    Backlog, Claim, ClaimRequest, Completion, ImportReport, Lease, LeaseRef, RequeueReport,
+    StepCounts, Task, TaskFilter, TaskResult, TaskSpec, TaskState, WorkerInfo,
 };
 
 const SCHEMA: &str = r#"
@@ -235,8 +237,13 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn import(&self, tasks: &[TaskSpec], now: Millis) -> Result<ImportReport> {
-        transitions::import(self, tasks, now).await
+    async fn import_graph(
+        &self,
+        tasks: &[TaskSpec],
+        graph: &crate::pipeline::Graph,
+        now: Millis,
+    ) -> Result<ImportReport> {
+        transitions::import(self, tasks, graph, now).await
     }
 
     async fn claim_batch(&self, req: &ClaimRequest, max: usize, now: Millis) -> Result<Vec<Claim>> {
@@ -264,8 +271,33 @@ impl TaskStore for SqliteStore {
         transitions::requeue_expired(self, step, now).await
     }
 
-    async fn promote_waiting(&self, step: &str, now: Millis) -> Result<PromoteReport> {
-        transitions::promote_waiting(self, step, now).await
+    async fn task_states(&self, step: &str, ids: &[String]) -> Result<HashMap<String, TaskState>> {
+        graph::task_states(self, step, ids).await
+    }
+
+    async fn step_ids(
+        &self,
+        step: &str,
+        states: &[TaskState],
+        prefix: &str,
+    ) -> Result<Vec<(String, TaskState)>> {
+        graph::step_ids(self, step, states, prefix).await
+    }
+
+    async fn settle_waiting(
+        &self,
+        step: &str,
+        id: &str,
+        priority: i32,
+        to: TaskState,
+        reason: Option<&str>,
+        now: Millis,
+    ) -> Result<bool> {
+        graph::settle_waiting(self, step, id, priority, to, reason, now).await
+    }
+
+    async fn hold_back(&self, step: &str, id: &str, now: Millis) -> Result<bool> {
+        graph::hold_back(self, step, id, now).await
     }
 
     async fn get(&self, step: &str, id: &str) -> Result<Option<Task>> {

@@ -5,16 +5,20 @@ use rusqlite::{params, OptionalExtension};
 
 use super::{get_task, json_err, map_err, write_tx, SqliteStore};
 use crate::clock::Millis;
-use crate::model::{ImportReport, PromoteReport, RequeueReport, TaskSpec, TaskState};
-use crate::store::{Result, StoreError};
+use crate::model::{ImportReport, RequeueReport, TaskSpec, TaskState};
+use crate::store::{initial_state, Result, StoreError};
 
 pub(super) async fn import(
     store: &SqliteStore,
     tasks: &[TaskSpec],
+    graph: &crate::pipeline::Graph,
     now: Millis,
 ) -> Result<ImportReport> {
     const OP: &str = "import";
-    let tasks = tasks.to_vec();
+    let tasks: Vec<(TaskSpec, TaskState)> = tasks
+        .iter()
+        .map(|t| (t.clone(), initial_state(graph, t)))
+        .collect();
     store
         .run(OP, move |c| {
             let tx = write_tx(c, OP)?;
@@ -30,7 +34,7 @@ pub(super) async fn import(
                      VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?7)",
                     )
                     .map_err(|e| map_err(OP, e))?;
-                for spec in &tasks {
+                for (spec, state) in &tasks {
                     let old: Option<String> = existing
                         .query_row(params![spec.step, spec.id], |r| r.get(0))
                         .optional()
@@ -56,7 +60,7 @@ pub(super) async fn import(
                                     spec.step,
                                     spec.id,
                                     json,
-                                    spec.initial_state().as_str(),
+                                    state.as_str(),
                                     spec.priority,
                                     spec.max_attempts,
                                     now
@@ -117,78 +121,6 @@ pub(super) async fn requeue_expired(
         Ok(report)
     })
     .await
-}
-
-pub(super) async fn promote_waiting(
-    store: &SqliteStore,
-    step: &str,
-    now: Millis,
-) -> Result<PromoteReport> {
-    const OP: &str = "promote waiting";
-    let step = step.to_string();
-    store
-        .run(OP, move |c| {
-            let tx = write_tx(c, OP)?;
-            let mut report = PromoteReport::default();
-            {
-                let waiting: Vec<(String, String)> = {
-                    let mut stmt = tx
-                        .prepare_cached(
-                            "SELECT id, spec FROM tasks WHERE step = ?1 AND state = 'waiting'",
-                        )
-                        .map_err(|e| map_err(OP, e))?;
-                    let rows = stmt
-                        .query_map(params![step], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .map_err(|e| map_err(OP, e))?;
-                    rows.collect::<rusqlite::Result<_>>()
-                        .map_err(|e| map_err(OP, e))?
-                };
-                let mut dep_state = tx
-                    .prepare_cached("SELECT state FROM tasks WHERE step = ?1 AND id = ?2")
-                    .map_err(|e| map_err(OP, e))?;
-                let mut update = tx
-                    .prepare_cached(
-                        "UPDATE tasks SET state = ?3, reason = ?4, updated_at = ?5 \
-                     WHERE step = ?1 AND id = ?2 AND state = 'waiting'",
-                    )
-                    .map_err(|e| map_err(OP, e))?;
-                for (id, spec) in waiting {
-                    let spec: TaskSpec =
-                        serde_json::from_str(&spec).map_err(|e| json_err(OP, "task spec", e))?;
-                    let mut all_succeeded = true;
-                    let mut failed_dep = None;
-                    for dep in &spec.depends_on {
-                        let s: Option<String> = dep_state
-                            .query_row(params![dep, id], |r| r.get(0))
-                            .optional()
-                            .map_err(|e| map_err(OP, e))?;
-                        match s.as_deref() {
-                            Some("succeeded") => {}
-                            Some("failed") | Some("cancelled") => {
-                                failed_dep = Some(dep.clone());
-                                break;
-                            }
-                            _ => all_succeeded = false,
-                        }
-                    }
-                    if let Some(dep) = failed_dep {
-                        let reason = format!("dependency failed: {dep}/{id}");
-                        update
-                            .execute(params![step, id, "failed", reason, now])
-                            .map_err(|e| map_err(OP, e))?;
-                        report.failed += 1;
-                    } else if all_succeeded {
-                        update
-                            .execute(params![step, id, "pending", None::<String>, now])
-                            .map_err(|e| map_err(OP, e))?;
-                        report.promoted += 1;
-                    }
-                }
-            }
-            tx.commit().map_err(|e| map_err(OP, e))?;
-            Ok(report)
-        })
-        .await
 }
 
 pub(super) async fn requeue(

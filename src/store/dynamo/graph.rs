@@ -1,0 +1,142 @@
+//! The primitives the pipeline graph's promotion (`store::promote`) is built from, each a
+//! small read or one conditional write:
+//!
+//! * `task_states`: BatchGetItem of the tasks' keys with a projection of `id` and `state`
+//!   (100 keys a request, consistent reads).
+//! * `step_ids`: one Query per state of the step's `S#step#state` index partition, projected
+//!   to `id` and `state` (never specs or log tails), filtered by the id prefix.
+//! * `settle_waiting` / `hold_back`: one UpdateItem conditional on the task's state.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::Select;
+
+use super::expr::Expr;
+use super::items::*;
+use super::DynamoStore;
+use crate::clock::Millis;
+use crate::model::TaskState;
+use crate::store::Result;
+
+pub(super) async fn task_states(
+    store: &DynamoStore,
+    step: &str,
+    ids: &[String],
+) -> Result<HashMap<String, TaskState>> {
+    const OP: &str = "task states";
+    let keys = ids.iter().map(|id| key(task_pk(step, id))).collect();
+    let items = store.batch_get(OP, keys, Some(&[PK, ID, STATE])).await?;
+    let mut out = HashMap::with_capacity(items.len());
+    for item in &items {
+        let r = Reader::new(OP, item);
+        out.insert(r.s(ID)?, r.state()?);
+    }
+    Ok(out)
+}
+
+pub(super) async fn step_ids(
+    store: &DynamoStore,
+    step: &str,
+    states: &[TaskState],
+    prefix: &str,
+) -> Result<Vec<(String, TaskState)>> {
+    let mut out = Vec::new();
+    for &state in states {
+        for id in state_ids(store, step, state, prefix).await? {
+            out.push((id, state));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The ids in one state partition of the index (every page), filtered by `prefix`.
+async fn state_ids(
+    store: &DynamoStore,
+    step: &str,
+    state: TaskState,
+    prefix: &str,
+) -> Result<Vec<String>> {
+    const OP: &str = "step ids";
+    let mut names = HashMap::from([
+        ("#gpk".to_string(), GSI1PK.to_string()),
+        ("#id".to_string(), ID.to_string()),
+    ]);
+    let mut values = HashMap::from([(":gpk".to_string(), s(state_pk(step, state)))]);
+    let filter = (!prefix.is_empty()).then(|| {
+        values.insert(":prefix".to_string(), s(prefix));
+        "begins_with(#id, :prefix)".to_string()
+    });
+    names.insert("#st".to_string(), STATE.to_string());
+    let mut ids = Vec::new();
+    let mut start = None;
+    loop {
+        store.mix.add(&format!("{OP} query"));
+        let out = store
+            .client
+            .query()
+            .table_name(&store.table)
+            .index_name(GSI1)
+            .key_condition_expression("#gpk = :gpk")
+            .set_filter_expression(filter.clone())
+            .select(Select::SpecificAttributes)
+            .projection_expression("#id, #st")
+            .set_expression_attribute_names(Some(names.clone()))
+            .set_expression_attribute_values(Some(values.clone()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| store.err(OP, e))?;
+        for item in out.items.unwrap_or_default() {
+            ids.push(Reader::new(OP, &item).s(ID)?);
+        }
+        match out.last_evaluated_key.filter(|k| !k.is_empty()) {
+            Some(k) => start = Some(k),
+            None => return Ok(ids),
+        }
+    }
+}
+
+pub(super) async fn settle_waiting(
+    store: &DynamoStore,
+    step: &str,
+    id: &str,
+    priority: i32,
+    to: TaskState,
+    reason: Option<&str>,
+    now: Millis,
+) -> Result<bool> {
+    const OP: &str = "settle waiting";
+    let mut e = Expr::new()
+        .transition(step, id, to, priority, 0, now)
+        .cond_eq(STATE, s(TaskState::Waiting.as_str()));
+    e = match reason {
+        Some(r) => e.set(REASON, s(r)),
+        None => e.remove(REASON),
+    };
+    let moved = store
+        .update(OP, task_pk(step, id), e, false)
+        .await?
+        .is_some();
+    if moved && to == TaskState::Pending {
+        store.forget_leftovers();
+    }
+    Ok(moved)
+}
+
+pub(super) async fn hold_back(
+    store: &DynamoStore,
+    step: &str,
+    id: &str,
+    now: Millis,
+) -> Result<bool> {
+    const OP: &str = "hold back";
+    let e = Expr::new()
+        .transition(step, id, TaskState::Waiting, 0, 0, now)
+        .cond_eq(STATE, s(TaskState::Pending.as_str()))
+        .cond_eq(ATTEMPTS, n(0));
+    Ok(store
+        .update(OP, task_pk(step, id), e, false)
+        .await?
+        .is_some())
+}
