@@ -158,14 +158,11 @@ async fn wait_for_results(
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-            joined = running.join_next() => {
-                if let Some(Ok(Err(e))) = joined {
-                    return Some(e);
-                }
-                if joined.is_none() {
-                    return None;
-                }
-            }
+            joined = running.join_next() => match joined {
+                Some(Ok(Err(e))) => return Some(e),
+                None => return None,
+                Some(_) => {}
+            },
         }
     }
 }
