@@ -405,7 +405,7 @@ async fn rebalance_recommendation_stops_claiming_and_lets_tasks_finish() {
     let mut first = TaskSpec::new(
         step,
         "first",
-        &format!("while [ ! -f '{}' ]; do sleep 0.05; done", go.display()),
+        format!("while [ ! -f '{}' ]; do sleep 0.05; done", go.display()),
     );
     first.priority = 1;
     import(&h.store, &[first, TaskSpec::new(step, "later", "true")]).await;
