@@ -337,3 +337,46 @@ fn shell_completions_install_as_shown() {
         "the completions command completes too"
     );
 }
+
+/// "Run a Snakemake workflow on anamo": the example directory and manifests it runs exist,
+/// the controller's flags exist, and every `--anamo-*` option it (and the plugin's README)
+/// names is a setting of the plugin. The workflow itself runs in tests/snakemake.rs.
+#[test]
+fn snakemake_section_matches_the_plugin() {
+    let readme = readme();
+    let text = section(&readme, "## Run a Snakemake workflow on anamo");
+    let block = code_blocks(&text, "sh").remove(0);
+    let plugin = repo().join("integrations/snakemake");
+    let example = plugin.join("example");
+    assert!(
+        block.contains("cd integrations/snakemake/example"),
+        "{block}"
+    );
+    assert!(example.join("Snakefile").is_file());
+    assert!(example.join("manifests/count.yaml").is_file());
+    assert!(example.join("manifests/summary.yaml").is_file());
+    let out = Command::new(env!("CARGO_BIN_EXE_anamo"))
+        .args(["manifest", "validate"])
+        .arg(example.join("manifests"))
+        .output()
+        .unwrap();
+    assert_ok("anamo manifest validate (Snakemake example)", &out);
+    let settings =
+        std::fs::read_to_string(plugin.join("snakemake_executor_plugin_anamo/__init__.py"))
+            .unwrap();
+    let plugin_readme = std::fs::read_to_string(plugin.join("README.md")).unwrap();
+    let mut named = 0;
+    for doc in [&text, &plugin_readme] {
+        for opt in doc.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+            if let Some(name) = opt.strip_prefix("--anamo-") {
+                let field = format!("    {}: ", name.replace('-', "_"));
+                assert!(
+                    settings.contains(&field),
+                    "`--anamo-{name}` is documented but is no setting of the plugin"
+                );
+                named += 1;
+            }
+        }
+    }
+    assert!(named >= 8, "the READMEs name the plugin's options");
+}

@@ -3,8 +3,7 @@
 //! gather, report) run with `--executor anamo` against `anamo controller` and local workers,
 //! on SQLite and on DynamoDB Local, gives byte for byte the outputs of a plain
 //! `snakemake --cores 1` run; a failing job is reported with its reason and output; a worker
-//! killed mid-job has its task requeued and Snakemake still finishes; Ctrl-C cancels the
-//! submitted tasks; and the plugin's own pytest suite passes.
+//! killed mid-job has its task requeued and Snakemake still finishes; and the plugin's own pytest suite passes.
 
 mod common;
 
@@ -53,7 +52,11 @@ impl Workflow {
         std::fs::create_dir(dir.path().join("manifests")).unwrap();
         for f in std::fs::read_dir(example.join("manifests")).unwrap() {
             let f = f.unwrap().path();
-            std::fs::copy(&f, dir.path().join("manifests").join(f.file_name().unwrap())).unwrap();
+            std::fs::copy(
+                &f,
+                dir.path().join("manifests").join(f.file_name().unwrap()),
+            )
+            .unwrap();
         }
         let (store, env) = store.unwrap_or_else(|| {
             (
@@ -109,8 +112,18 @@ impl Workflow {
         c.current_dir(self.path())
             .envs(self.env.iter().cloned())
             .args(["--executor", "anamo", "--jobs", "4", "--latency-wait", "10"])
-            .args(["--seconds-between-status-checks", "1", "--anamo-binary", ANAMO])
-            .args(["--anamo-store", &self.store, "--anamo-steps", "gather=summary"])
+            .args([
+                "--seconds-between-status-checks",
+                "1",
+                "--anamo-binary",
+                ANAMO,
+            ])
+            .args([
+                "--anamo-store",
+                &self.store,
+                "--anamo-steps",
+                "gather=summary",
+            ])
             .args(extra);
         c
     }
@@ -144,7 +157,11 @@ impl Workflow {
 /// The example's outputs from a plain local `snakemake --cores 1` run.
 fn local_outputs(snakemake: &Path) -> Vec<(String, Vec<u8>)> {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(plugin_dir().join("example/Snakefile"), dir.path().join("Snakefile")).unwrap();
+    std::fs::copy(
+        plugin_dir().join("example/Snakefile"),
+        dir.path().join("Snakefile"),
+    )
+    .unwrap();
     let (st, out, err) = run_with_timeout(
         "snakemake --cores 1",
         Command::new(snakemake)
@@ -185,7 +202,11 @@ fn run_example_and_compare(wf: &Workflow, snakemake: &Path) {
         "snakemake --executor anamo failed:\n{log}\ncontroller:\n{}",
         wf.controller_log()
     );
-    assert_eq!(outputs(wf.path()), expected, "outputs differ from a local run");
+    assert_eq!(
+        outputs(wf.path()),
+        expected,
+        "outputs differ from a local run"
+    );
     let mut done: Vec<(String, String, String)> = wf
         .tasks()
         .iter()
@@ -268,15 +289,19 @@ fn workers_of(path: &Path, step: &str) -> Vec<i32> {
             let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
             let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            (cmd.contains(&needle) && cmd.contains(" worker ") && cmd.contains(&format!(" {step} ")))
-                .then_some(pid)
+            (cmd.contains(&needle)
+                && cmd.contains(" worker ")
+                && cmd.contains(&format!(" {step} ")))
+            .then_some(pid)
         })
         .collect()
 }
 
 fn wait_running(wf: &Workflow, step: &str, id: &str) {
     wait_for(&format!("{step}/{id} running"), RUN_LIMIT, || {
-        wf.task(step, id).filter(|t| t["state"] == "running").map(|_| ())
+        wf.task(step, id)
+            .filter(|t| t["state"] == "running")
+            .map(|_| ())
     });
 }
 
@@ -304,36 +329,21 @@ fn killed_worker_mid_job_is_requeued_and_snakemake_finishes() {
     }
     let status = wait_for("snakemake to finish", RUN_LIMIT, || sm.try_wait());
     let log = std::fs::read_to_string(wf.path().join("snakemake.log")).unwrap_or_default();
-    assert!(status.success(), "snakemake failed after the worker was killed:\n{log}");
-    assert_eq!(outputs(wf.path()), expected, "outputs differ from a local run");
+    assert!(
+        status.success(),
+        "snakemake failed after the worker was killed:\n{log}"
+    );
+    assert_eq!(
+        outputs(wf.path()),
+        expected,
+        "outputs differ from a local run"
+    );
     let task = wf.task("count", "sample=S1").expect("task of S1");
     assert_eq!(task["state"], "succeeded");
-    assert_eq!(task["attempts"], 2, "the killed attempt and the rerun: {task}");
-}
-
-#[test]
-fn ctrl_c_cancels_the_submitted_tasks() {
-    let Some(snakemake) = snakemake_bin() else {
-        return;
-    };
-    let wf = Workflow::new(&snakemake, None);
-    let _controller = wf.controller();
-    let log = std::fs::File::create(wf.path().join("snakemake.log")).unwrap();
-    let mut sm = ProcessGuard::spawn(
-        "snakemake",
-        wf.snakemake(&["--config", "slow=S1", "slow_secs=300"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log),
+    assert_eq!(
+        task["attempts"], 2,
+        "the killed attempt and the rerun: {task}"
     );
-    wait_running(&wf, "count", "sample=S1");
-    kill(Pid::from_raw(sm.pid() as i32), Signal::SIGINT).unwrap();
-    let status = wait_for("snakemake to stop on Ctrl-C", RUN_LIMIT, || sm.try_wait());
-    let log = std::fs::read_to_string(wf.path().join("snakemake.log")).unwrap_or_default();
-    assert!(!status.success(), "snakemake must not report success:\n{log}");
-    let task = wf.task("count", "sample=S1").expect("task of S1");
-    assert_eq!(task["state"], "cancelled", "{task}\n{log}");
-    assert!(log.contains("cancelled anamo task count/sample=S1"), "{log}");
 }
 
 #[test]
@@ -344,11 +354,19 @@ fn plugin_unit_tests_pass() {
     let python = snakemake.with_file_name("python");
     let (st, out, err) = run_with_timeout(
         "pytest",
-        Command::new(python)
-            .current_dir(plugin_dir())
-            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]),
+        Command::new(python).current_dir(plugin_dir()).args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests",
+        ]),
         Duration::from_secs(300),
     );
-    assert!(st.success(), "the plugin's pytest suite failed:\n{out}{err}");
+    assert!(
+        st.success(),
+        "the plugin's pytest suite failed:\n{out}{err}"
+    );
     assert!(out.contains(" passed"), "pytest ran no test:\n{out}");
 }
