@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use anamo::clock::{Clock, ManualClock};
 use anamo::manifest::{CapacityType, Ec2Provider, LaunchTemplateRef};
-use anamo::planner::offerings::{Lifecycle, UNAVAILABLE_TTL};
 use anamo::provider::aws_error::ThrottleConfig;
 use anamo::provider::ec2::{Ec2Fleet, Ec2FleetConfig};
+use anamo::provider::offerings::{Lifecycle, UNAVAILABLE_TTL};
 use anamo::provider::{FleetProvider, LaunchRequest, ProviderError, TAG_LAUNCH_BATCH};
 use common::fleet_capacity::FleetCapacity;
 use common::moto::{moto_endpoint, unique, Fault, Moto, Recorded};

@@ -521,13 +521,16 @@ async fn write_batches(
             );
             return Ok(None);
         }
-        let r = store.import_graph(chunk, graph, now).await.with_context(|| {
-            format!(
-                "imported {done} of {} task(s) before this error; run the same command again \
+        let r = store
+            .import_graph(chunk, graph, now)
+            .await
+            .with_context(|| {
+                format!(
+                    "imported {done} of {} task(s) before this error; run the same command again \
                  to finish",
-                tasks.len()
-            )
-        })?;
+                    tasks.len()
+                )
+            })?;
         total.inserted += r.inserted;
         total.unchanged += r.unchanged;
         total.conflicting.extend(r.conflicting);

@@ -18,8 +18,8 @@
 //! [`schema`] is the JSON schema of a document (committed as `manifests/schema.json`).
 //! Problems are reported all at once, each as `file:LINE: fleet NAME: spec.field: message`.
 
-mod cycles;
 mod capacity;
+mod cycles;
 mod hints;
 mod keys;
 mod load;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use super::pipeline::{DependsOn, EdgeSpec, ScatterSpec};
 pub use super::capacity::{CapacityType, SpotFallback};
+pub use super::pipeline::{DependsOn, EdgeSpec, ScatterSpec};
 use crate::model::DEFAULT_MAX_ATTEMPTS;
 
 /// The only `apiVersion` this build understands.

@@ -138,7 +138,7 @@ mod tests {
                 .len(),
             1
         );
-        let err = g.prepare(TaskSpec::new("call", "S1//", "x")).unwrap_err();
+        let err = g.prepare(TaskSpec::new("call", "S1/", "x")).unwrap_err();
         assert!(err.message.contains("sample/region"), "{err}");
         assert_eq!(
             g.prepare(TaskSpec::new("other", "a/b", "x")).unwrap().len(),

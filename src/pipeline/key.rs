@@ -165,16 +165,24 @@ pub(super) fn scatter(
         .filter(|p| **p != scatter.part)
         .cloned()
         .collect();
-    let given = split(&rest, &spec.step, &spec.id).map_err(|e| KeyError {
+    let refused = || KeyError {
+        step: spec.step.clone(),
+        id: spec.id.clone(),
         message: format!(
-            "task id `{}` of step `{}` is scattered over `{}`; give the other parts `{}`",
+            "task id `{}` of step `{}` (key `{}`) is scattered over `{}`; give the other parts \
+             `{}`",
             spec.id,
             spec.step,
+            key.join("/"),
             scatter.part,
             rest.join("/")
         ),
-        ..e
-    })?;
+    };
+    let given = split(&rest, &spec.step, &spec.id).map_err(|_| refused())?;
+    // The item goes in between or after the given parts: they may not hold a `/` themselves.
+    if given.iter().any(|p| p.contains('/')) {
+        return Err(refused());
+    }
     let env_name = super::env_name(super::KEY_ENV_PREFIX, &scatter.part);
     Ok(scatter
         .items

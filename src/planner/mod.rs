@@ -23,7 +23,6 @@ mod conditions;
 mod describe;
 pub mod execute;
 pub mod ledger;
-pub mod offerings;
 mod scale;
 mod terminate;
 pub mod upkeep;

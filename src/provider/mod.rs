@@ -8,6 +8,7 @@ pub mod fake;
 pub mod fault;
 pub mod instrumented;
 pub mod local;
+pub mod offerings;
 pub mod user_data;
 
 use std::collections::BTreeMap;

@@ -142,7 +142,8 @@ pub struct FaultyStore {
     /// Operation → (refused here, failed in the real store, succeeded).
     calls: std::sync::Mutex<BTreeMap<String, (u64, u64, u64)>>,
     /// The next call of this operation fails (once).
-    fail_next: std::sync::Mutex<Option<&'static str>>,
+    /// The operation to refuse, after letting this many of its calls through.
+    fail_next: std::sync::Mutex<Option<(&'static str, u32)>>,
 }
 
 impl FaultyStore {
@@ -172,7 +173,11 @@ impl FaultyStore {
     }
     /// Makes the next call of `op` (e.g. "list status") fail, and only that one.
     pub fn fail_next_call(&self, op: &'static str) {
-        *self.fail_next.lock().unwrap() = Some(op);
+        self.fail_call_after(op, 0);
+    }
+    /// Lets `skip` calls of `op` through, then makes the next one fail, and only that one.
+    pub fn fail_call_after(&self, op: &'static str, skip: u32) {
+        *self.fail_next.lock().unwrap() = Some((op, skip));
     }
     fn count(&self, op: &str, which: fn(&mut (u64, u64, u64)) -> &mut u64) {
         let mut calls = self.calls.lock().unwrap();
@@ -186,7 +191,14 @@ impl FaultyStore {
     ) -> Result<T, StoreError> {
         let once = {
             let mut next = self.fail_next.lock().unwrap();
-            next.take_if(|o| *o == op).is_some()
+            match next.as_mut() {
+                Some((o, 0)) if *o == op => next.take().is_some(),
+                Some((o, skip)) if *o == op => {
+                    *skip -= 1;
+                    false
+                }
+                _ => false,
+            }
         };
         if once || self.down.load(Ordering::SeqCst) {
             self.count(op, |c| &mut c.0);

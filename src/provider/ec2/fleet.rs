@@ -27,7 +27,7 @@ use super::super::aws_error::{class_of, from_sdk, with_backoff, ErrorClass, NEXT
 use super::{tag_spec, Ec2Fleet, Override, DEFAULT_TEMPLATE_VERSION};
 use crate::clock::ms;
 use crate::manifest::CapacityType;
-use crate::planner::offerings::{Choice, Lifecycle, Offering, UNAVAILABLE_TTL};
+use crate::provider::offerings::{Choice, Lifecycle, Offering, UNAVAILABLE_TTL};
 use crate::provider::{LaunchOutcome, LaunchRequest, ProviderError, ProviderResult};
 
 /// What one launch call brought: the ids launched and, per offering that failed, why.

@@ -15,7 +15,7 @@
 //! * With `capacityType` set, launches go through [`fleet`]: `CreateFleet` (`instant`) over
 //!   every available (type, subnet) offering, or `RunInstances` with spot market options for
 //!   a single one; offerings out of capacity are skipped for a while and `spot-with-fallback`
-//!   fleets fall back to on-demand (`planner::offerings`). A listed spot instance that EC2
+//!   fleets fall back to on-demand (`provider::offerings`). A listed spot instance that EC2
 //!   reclaimed (state reason `Server.SpotInstanceTermination`) counts as an interruption.
 //! * Throttled calls are retried with backoff; mutating calls take a token from a bucket.
 
@@ -39,7 +39,7 @@ use super::{
 };
 use crate::clock::{self, SharedClock};
 use crate::manifest::{Ec2Provider, FleetManifest, ProviderSpec};
-use crate::planner::offerings::{is_spot_interruption, CapacityState};
+use crate::provider::offerings::{is_spot_interruption, CapacityState};
 
 mod fleet;
 pub use fleet::fleet_client_token;
