@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
-use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::de::{self, MapAccess, Visitor};
