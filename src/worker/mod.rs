@@ -44,6 +44,7 @@ mod registration;
 mod signals;
 mod slot;
 mod spot;
+mod subtasks;
 mod task_runner;
 
 use std::net::SocketAddr;
