@@ -405,19 +405,7 @@ async fn no_capacity_for_the_first_type_tries_the_next() {
 #[tokio::test]
 async fn every_type_and_subnet_out_of_capacity_is_a_capacity_error() {
     let Some(s) = setup().await else { return };
-    let subnets: Vec<String> = s
-        .moto
-        .ec2
-        .describe_subnets()
-        .send()
-        .await
-        .unwrap()
-        .subnets()
-        .iter()
-        .filter_map(|n| n.subnet_id().map(str::to_string))
-        .take(2)
-        .collect();
-    assert_eq!(subnets.len(), 2, "moto has default subnets");
+    let subnets = s.moto.default_subnets(2).await;
     let fleet = unique("align");
     let subnet_refs: Vec<&str> = subnets.iter().map(String::as_str).collect();
     let spec = s.spec(&["c6i.large", "c5.large"], &subnet_refs);

@@ -35,18 +35,7 @@ async fn setup() -> Option<Setup> {
     let moto = Moto::clients(&endpoint, move |b| b.interceptor(c)).await;
     let template = unique("anamo-lt");
     moto.launch_template(&template).await;
-    let subnets: Vec<String> = moto
-        .ec2
-        .describe_subnets()
-        .send()
-        .await
-        .unwrap()
-        .subnets()
-        .iter()
-        .filter_map(|n| n.subnet_id().map(str::to_string))
-        .take(2)
-        .collect();
-    assert_eq!(subnets.len(), 2, "moto has default subnets");
+    let subnets = moto.default_subnets(2).await;
     Some(Setup {
         moto,
         capacity,

@@ -29,7 +29,7 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 
-use super::moto::parse_form;
+use super::moto::request_form;
 
 /// An (instance type, subnet, lifecycle) as the request names it (`spot` / `on-demand`).
 pub type Offering = (String, Option<String>, String);
@@ -153,12 +153,7 @@ impl Intercept for FleetCapacity {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let request = context.request_mut();
-        let body = request
-            .body()
-            .bytes()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .unwrap_or_default();
-        let mut params = parse_form(&body);
+        let mut params = request_form(request);
         if params.get("Action").map(String::as_str) != Some("CreateFleet") {
             return Ok(());
         }

@@ -86,6 +86,23 @@ impl Moto {
         Moto { ec2, asg, faults }
     }
 
+    /// The ids of `n` of moto's default subnets (it creates one per zone of the region).
+    pub async fn default_subnets(&self, n: usize) -> Vec<String> {
+        let subnets: Vec<String> = self
+            .ec2
+            .describe_subnets()
+            .send()
+            .await
+            .unwrap()
+            .subnets()
+            .iter()
+            .filter_map(|n| n.subnet_id().map(str::to_string))
+            .take(n)
+            .collect();
+        assert_eq!(subnets.len(), n, "moto has default subnets");
+        subnets
+    }
+
     /// Creates a launch template (moto AMI, t3.micro); returns its id.
     pub async fn launch_template(&self, name: &str) -> String {
         let out = self
@@ -286,12 +303,7 @@ impl Intercept for SdkFaults {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let request = context.request_mut();
-        let body = request
-            .body()
-            .bytes()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .unwrap_or_default();
-        let params = parse_form(&body);
+        let params = request_form(request);
         let action = params.get("Action").cloned().unwrap_or_default();
         let autoscaling = params.get("Version").map(String::as_str) == Some("2011-01-01");
         let mut state = self.state.lock().unwrap();
@@ -371,6 +383,16 @@ impl Intercept for SdkFaults {
 }
 
 /// `application/x-www-form-urlencoded` into a map.
+/// The form parameters of an EC2/Auto Scaling query request's body.
+pub fn request_form(request: &aws_smithy_runtime_api::http::Request) -> BTreeMap<String, String> {
+    let body = request
+        .body()
+        .bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    parse_form(&body)
+}
+
 pub fn parse_form(body: &str) -> BTreeMap<String, String> {
     body.split('&')
         .filter(|kv| !kv.is_empty())
