@@ -3,10 +3,12 @@
 //! gather, report) run with `--executor anamo` against `anamo controller` and local workers,
 //! on SQLite and on DynamoDB Local, gives byte for byte the outputs of a plain
 //! `snakemake --cores 1` run; a failing job is reported with its reason and output; a worker
-//! killed mid-job has its task requeued and Snakemake still finishes; and the plugin's own pytest suite passes.
+//! killed mid-job has its task requeued and Snakemake still finishes; Ctrl-C of Snakemake cancels
+//! its tasks; and the plugin's own pytest suite passes.
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -344,6 +346,57 @@ fn killed_worker_mid_job_is_requeued_and_snakemake_finishes() {
         task["attempts"], 2,
         "the killed attempt and the rerun: {task}"
     );
+}
+
+/// Ctrl-C of Snakemake (SIGINT to its process group, as a terminal sends it) cancels the tasks it submitted: the running one
+/// ends `cancelled` and its process is stopped, none stays pending or running.
+#[test]
+fn ctrl_c_of_snakemake_cancels_its_tasks() {
+    let Some(snakemake) = snakemake_bin() else {
+        return;
+    };
+    let wf = Workflow::new(&snakemake, None);
+    let _controller = wf.controller();
+    let log = std::fs::File::create(wf.path().join("snakemake.log")).unwrap();
+    let mut sm = ProcessGuard::spawn(
+        "snakemake",
+        wf.snakemake(&["--config", "slow=S1", "slow_secs=300"])
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log),
+    );
+    wait_running(&wf, "count", "sample=S1");
+    kill(Pid::from_raw(-(sm.pid() as i32)), Signal::SIGINT).expect("SIGINT to snakemake's group");
+    let status = wait_for("snakemake to stop", RUN_LIMIT, || sm.try_wait());
+    let log = std::fs::read_to_string(wf.path().join("snakemake.log")).unwrap_or_default();
+    assert!(
+        !status.success(),
+        "snakemake succeeded after Ctrl-C:\n{log}"
+    );
+    let task = wf.task("count", "sample=S1").expect("task of S1");
+    assert_eq!(task["state"], "cancelled", "after Ctrl-C: {task}\n{log}");
+    let live: Vec<Value> = wf
+        .tasks()
+        .into_iter()
+        .filter(|t| ["waiting", "pending", "running"].contains(&t["state"].as_str().unwrap_or("")))
+        .collect();
+    assert!(
+        live.is_empty(),
+        "tasks left to run after Ctrl-C: {live:?}\n{log}"
+    );
+    wait_for("the cancelled task's process to stop", RUN_LIMIT, || {
+        (!sleeping_script_running(wf.path())).then_some(())
+    });
+}
+
+/// Whether a `sleep 300` of the example's slow job still runs.
+fn sleeping_script_running(_dir: &Path) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim() == "sleep 300")
+            .unwrap_or(false)
+    })
 }
 
 #[test]
