@@ -399,6 +399,22 @@ fn sleeping_script_running(_dir: &Path) -> bool {
     })
 }
 
+/// The EC2 fleets the plugin README shows (`example/ec2`) are valid manifests.
+#[test]
+fn ec2_example_fleets_validate() {
+    let dir = plugin_dir().join("example/ec2");
+    let (st, out, err) = run_with_timeout(
+        "anamo manifest validate",
+        Command::new(ANAMO)
+            .arg("manifest")
+            .arg("validate")
+            .arg(&dir),
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "example/ec2 is not valid: {out}{err}");
+    assert!(out.contains("2 fleet(s) and a controller"), "{out}");
+}
+
 #[test]
 fn plugin_unit_tests_pass() {
     let Some(snakemake) = snakemake_bin() else {
