@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod controller;
+pub mod cost;
 pub mod import;
 pub mod logs;
 pub mod manifest;

@@ -4,8 +4,8 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 #[derive(Debug, Clone)]
@@ -29,6 +29,10 @@ pub struct Metrics {
     pub provider_errors: IntCounterVec,
     pub provider_throttles: IntCounterVec,
     pub fleet_condition: IntGaugeVec,
+    pub fleet_cost: CounterVec,
+    pub fleet_cost_rate: GaugeVec,
+    pub fleet_idle_cost_ratio: GaugeVec,
+    pub step_cost_per_task: GaugeVec,
     // Controller.
     pub reconcile_duration: Histogram,
     pub progress_count_duration: Histogram,
@@ -152,6 +156,29 @@ const FLEET_CONDITION: Def = Def {
     help: "1 when the fleet condition is True, else 0.",
     labels: &["fleet", "condition"],
 };
+const FLEET_COST: Def = Def {
+    name: "anamo_fleet_cost_dollars_total",
+    help: "What a fleet's instances cost so far: each instance's hourly price (spot, the \
+                     Controller manifest's onDemandPrices, budget.pricePerInstanceHour, or the \
+                     shipped table) from launch to the last pass that listed it, billed at least \
+                     60 s.",
+    labels: &["fleet"],
+};
+const FLEET_COST_RATE: Def = Def {
+    name: "anamo_fleet_cost_dollars_per_hour",
+    help: "What a fleet's listed instances cost per hour together.",
+    labels: &["fleet"],
+};
+const FLEET_IDLE_COST_RATIO: Def = Def {
+    name: "anamo_fleet_idle_cost_ratio",
+    help: "Share of a fleet's cost spent on idle slots (booted, no task running).",
+    labels: &["fleet"],
+};
+const STEP_COST_PER_TASK: Def = Def {
+    name: "anamo_step_cost_per_task_dollars",
+    help: "A step's fleet cost so far divided by its finished (succeeded or failed) tasks.",
+    labels: &["step"],
+};
 const RECONCILE_DURATION: Def = Def {
     name: "anamo_reconcile_duration_seconds",
     help: "Duration of one reconcile pass.",
@@ -233,6 +260,10 @@ impl Registrar {
         self.add(IntCounterVec::new(d.opts(), d.labels))
     }
 
+    fn counter_vec(&mut self, d: &Def) -> CounterVec {
+        self.add(CounterVec::new(d.opts(), d.labels))
+    }
+
     fn gauge_vec(&mut self, d: &Def) -> GaugeVec {
         self.add(GaugeVec::new(d.opts(), d.labels))
     }
@@ -306,6 +337,10 @@ impl Metrics {
             provider_errors: r.int_counter_vec(&PROVIDER_ERRORS),
             provider_throttles: r.int_counter_vec(&PROVIDER_THROTTLES),
             fleet_condition: r.int_gauge_vec(&FLEET_CONDITION),
+            fleet_cost: r.counter_vec(&FLEET_COST),
+            fleet_cost_rate: r.gauge_vec(&FLEET_COST_RATE),
+            fleet_idle_cost_ratio: r.gauge_vec(&FLEET_IDLE_COST_RATIO),
+            step_cost_per_task: r.gauge_vec(&STEP_COST_PER_TASK),
             reconcile_duration: r.histogram(&RECONCILE_DURATION, fast.clone()),
             progress_count_duration: r.histogram(&PROGRESS_COUNT_DURATION, fast.clone()),
             reconcile_errors: r.int_counter_vec(&RECONCILE_ERRORS),

@@ -192,6 +192,7 @@ fn planner_time(steps: u32, pending: u64, instances: usize) -> PlannerTime {
                 instance_type: None,
                 launch_batch: Some(format!("b-{k}")),
                 protected: false,
+                market: Default::default(),
             })
             .collect();
         let workers: Vec<WorkerInfo> = list

@@ -12,6 +12,7 @@
 
 mod act;
 pub mod aws;
+mod cost;
 mod error;
 mod graph;
 mod leadership;
@@ -97,6 +98,10 @@ pub fn default_identity() -> String {
 struct FleetMemory {
     ledger: FleetLedger,
     last_action: Option<(Millis, String)>,
+    /// What the fleet's instances cost; `None` until resumed from its published status.
+    cost: Option<crate::cost::ledger::CostLedger>,
+    /// The cost last added to `anamo_fleet_cost_dollars_total`.
+    cost_exported: f64,
 }
 
 /// Outcome of one pass, for tests and `anamo up`.
@@ -120,6 +125,7 @@ pub struct Controller {
     census: Census,
     /// The pipeline graph this controller last wrote to the store.
     published_graph: Option<crate::pipeline::Graph>,
+    cost: cost::CostState,
 }
 
 impl Controller {
@@ -152,6 +158,7 @@ impl Controller {
             leadership: None,
             census,
             published_graph: None,
+            cost: cost::CostState::default(),
         }
     }
 
@@ -225,6 +232,7 @@ impl Controller {
         let names: Vec<&str> = fleets.iter().map(|f| f.name()).collect();
         self.providers.retain(&names).await;
         let (observed, input) = self.observe_and_note(&fleets, now, &mut errors).await;
+        self.account(&observed, now).await;
         let plan = planner::plan(&input, now);
         let store_ok = steps_listed && input.fleets.iter().all(|f| f.step.is_ok());
         // A deposed leader must not act: the lease is read again, at the time of acting.

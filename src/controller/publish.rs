@@ -6,7 +6,7 @@ use futures::StreamExt;
 use tracing::warn;
 
 use super::observe::Observed;
-use super::status::{conditions_summary, FleetReport, Role};
+use super::status::{conditions_summary, FleetCost, FleetReport, Role};
 use super::{Controller, ControllerError, OBSERVE_CONCURRENCY};
 use crate::clock::Millis;
 use crate::planner::{ConditionStatus, FleetPlan, Plan};
@@ -58,8 +58,37 @@ impl Controller {
         st.fleets = fleets;
     }
 
+    /// A fleet's cost figures from its ledger, per task by the step's last progress count;
+    /// adds what accrued since the last pass to `anamo_fleet_cost_dollars_total`.
+    fn fleet_cost(&mut self, fleet: &str, step: &str) -> Option<FleetCost> {
+        let finished = {
+            let st = self.status.read().unwrap_or_else(|p| p.into_inner());
+            st.steps
+                .iter()
+                .find(|s| s.counts.step == step)
+                .map(|s| s.counts.succeeded + s.counts.failed)
+        };
+        let mem = self.memory.get_mut(fleet)?;
+        let ledger = mem.cost.as_ref()?;
+        let totals = ledger.totals();
+        let added = totals.dollars - mem.cost_exported;
+        if added > 0.0 {
+            self.metrics
+                .fleet_cost
+                .with_label_values(&[fleet])
+                .inc_by(added);
+            mem.cost_exported = totals.dollars;
+        }
+        Some(FleetCost::new(
+            totals,
+            ledger.closed().clone(),
+            ledger.usd_per_hour(),
+            finished,
+        ))
+    }
+
     /// One fleet's report, with its gauges set.
-    fn fleet_report(&self, fp: &FleetPlan, obs: &Observed, now: Millis) -> FleetReport {
+    fn fleet_report(&mut self, fp: &FleetPlan, obs: &Observed, now: Millis) -> FleetReport {
         let mem = self.memory.get(&fp.fleet);
         let s = &fp.status;
         let report = FleetReport {
@@ -81,6 +110,7 @@ impl Controller {
             last_action_at: mem.and_then(|m| m.last_action.as_ref().map(|a| a.0)),
             error: obs.error.as_ref().map(ToString::to_string),
             observed_at: now,
+            cost: self.fleet_cost(&fp.fleet, &fp.step),
         };
         let m = &self.metrics;
         m.fleet_desired
@@ -97,6 +127,19 @@ impl Controller {
             m.fleet_instances
                 .with_label_values(&[&fp.fleet, label])
                 .set(i64::from(v));
+        }
+        if let Some(c) = &report.cost {
+            m.fleet_cost_rate
+                .with_label_values(&[&fp.fleet])
+                .set(c.usd_per_hour);
+            m.fleet_idle_cost_ratio
+                .with_label_values(&[&fp.fleet])
+                .set(c.idle_share);
+            if let Some(per_task) = c.per_task {
+                m.step_cost_per_task
+                    .with_label_values(&[&fp.step])
+                    .set(per_task);
+            }
         }
         for c in &fp.conditions {
             m.fleet_condition

@@ -165,7 +165,7 @@ impl FleetManifest {
 }
 
 /// The validated controller document, with the file it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ControllerManifest {
     pub source: PathBuf,
     /// Line of `source` where the document starts.

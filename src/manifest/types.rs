@@ -72,7 +72,7 @@ pub struct FleetDocument {
 }
 
 /// A `kind: Controller` document: settings of the controller process (at most one).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schemars(title = "Controller")]
 pub struct ControllerDocument {
@@ -347,7 +347,7 @@ impl BudgetSpec {
 }
 
 /// Settings of the controller process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ControllerSpec {
     /// Task store URL: `sqlite://PATH` (relative to the working directory) or
@@ -372,6 +372,12 @@ pub struct ControllerSpec {
     /// chain (`AWS_REGION`, profile) decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// On-demand prices in dollars per instance-hour by instance type, e.g.
+    /// `{c6i.4xlarge: 0.768}`, for cost figures and budgets in your region. Types not listed
+    /// cost the fleet's `budget.pricePerInstanceHour`, else anamo's shipped us-east-1 list
+    /// prices. Spot instances cost EC2's current spot price.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub on_demand_prices: BTreeMap<String, f64>,
 }
 
 /// Default `slotsPerInstance`.

@@ -563,6 +563,14 @@ fn check_controller(r: &mut Report<'_>, c: &ControllerDocument) {
             "is empty; remove it or give a region such as `eu-west-1`",
         );
     }
+    for (t, price) in &c.spec.on_demand_prices {
+        if !price.is_finite() || *price < 0.0 {
+            r.push(
+                &format!("spec.onDemandPrices.{t}"),
+                format!("{price} is not a price; give dollars per hour, 0 or more, e.g. 0.17"),
+            );
+        }
+    }
 }
 
 fn positive(r: &mut Report<'_>, field: &str, d: Duration) {

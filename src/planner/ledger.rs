@@ -256,6 +256,7 @@ mod tests {
             instance_type: None,
             launch_batch: batch.map(str::to_string),
             protected: false,
+            market: Default::default(),
         }
     }
 

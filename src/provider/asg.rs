@@ -104,6 +104,7 @@ struct Member {
     state: InstanceState,
     protected: bool,
     instance_type: Option<String>,
+    zone: Option<String>,
 }
 
 fn non_negative(v: Option<i32>) -> u32 {
@@ -129,6 +130,7 @@ impl Group {
                         state,
                         protected: i.protected_from_scale_in().unwrap_or(false),
                         instance_type: i.instance_type().map(str::to_string),
+                        zone: i.availability_zone().map(str::to_string),
                     },
                 ))
             })
@@ -286,6 +288,12 @@ impl FleetProvider for AsgFleet {
                 instance_type: m.instance_type.clone(),
                 launch_batch: None,
                 protected: m.protected,
+                // The group's purchase options decide spot or on-demand; its instances do not
+                // say, so they are priced on-demand (never below what they cost).
+                market: crate::provider::Market {
+                    lifecycle: None,
+                    zone: m.zone.clone(),
+                },
             })
             .collect())
     }

@@ -81,6 +81,7 @@ impl FakeProvider {
             instance_type: None,
             launch_batch: batch.map(str::to_string),
             protected: false,
+            market: Default::default(),
         });
     }
 }
@@ -125,6 +126,7 @@ impl FleetProvider for FakeProvider {
                 instance_type: Some("fake.large".into()),
                 launch_batch: Some(req.batch_token.clone()),
                 protected: false,
+                market: Default::default(),
             });
             ids.push(id);
         }

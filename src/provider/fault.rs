@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::{FleetProvider, Instance, LaunchOutcome, LaunchRequest, ProviderError, ProviderResult};
+use super::{
+    FleetProvider, Instance, LaunchOutcome, LaunchRequest, ProviderError, ProviderResult, SpotPrice,
+};
 
 /// An operation of [`FleetProvider`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -278,6 +280,10 @@ impl<P: FleetProvider> FleetProvider for FaultInjecting<P> {
         }
         let res = self.inner.set_protection(ids, protected).await;
         self.record(call, res)
+    }
+
+    async fn spot_prices(&self, instance_types: &[String]) -> ProviderResult<Vec<SpotPrice>> {
+        self.inner.spot_prices(instance_types).await
     }
 
     fn lists_launches_immediately(&self) -> bool {

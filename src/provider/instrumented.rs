@@ -14,7 +14,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tracing::Instrument;
 
-use super::{FleetProvider, Instance, LaunchOutcome, LaunchRequest, ProviderError, ProviderResult};
+use super::{
+    FleetProvider, Instance, LaunchOutcome, LaunchRequest, ProviderError, ProviderResult, SpotPrice,
+};
 use crate::metrics::Metrics;
 
 /// Wraps a provider and records each call on the metrics registry.
@@ -78,6 +80,11 @@ impl FleetProvider for InstrumentedProvider {
 
     async fn set_protection(&self, ids: &[String], protected: bool) -> ProviderResult<()> {
         self.call("set_protection", self.inner.set_protection(ids, protected))
+            .await
+    }
+
+    async fn spot_prices(&self, instance_types: &[String]) -> ProviderResult<Vec<SpotPrice>> {
+        self.call("spot_prices", self.inner.spot_prices(instance_types))
             .await
     }
 

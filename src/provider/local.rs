@@ -112,6 +112,7 @@ impl FleetProvider for LocalFleet {
                 instance_type: Some("local".into()),
                 launch_batch: Some(p.batch.clone()),
                 protected: false,
+                market: Default::default(),
             })
             .collect())
     }

@@ -46,6 +46,27 @@ pub struct Instance {
     /// Whether scale-in protection is on (Auto Scaling groups).
     #[serde(default)]
     pub protected: bool,
+    /// How it was bought and where, when the provider knows (for its price).
+    #[serde(default)]
+    pub market: Market,
+}
+
+/// One spot price, as `DescribeSpotPriceHistory` gives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpotPrice {
+    pub instance_type: String,
+    pub zone: String,
+    pub usd_per_hour: f64,
+}
+
+/// How an instance was bought and where it runs, when the provider knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Market {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<offerings::Lifecycle>,
+    /// Availability zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 /// A planned launch of `count` instances, identified by a deterministic token so that a retried
@@ -157,6 +178,12 @@ pub trait FleetProvider: Send + Sync + fmt::Debug {
     /// [`FleetProvider::set_protection`].
     fn scale_in_protection(&self) -> bool {
         false
+    }
+    /// The current spot prices of these instance types in every zone, for cost figures.
+    /// Providers that price nothing (local processes, groups whose purchase options decide)
+    /// return none.
+    async fn spot_prices(&self, _instance_types: &[String]) -> ProviderResult<Vec<SpotPrice>> {
+        Ok(Vec::new())
     }
     /// Short name for logs and metrics labels: `local`, `ec2`, `autoscaling`.
     fn kind(&self) -> &'static str;

@@ -22,7 +22,10 @@ use crate::manifest::{CapacityType, SpotFallback};
 pub const UNAVAILABLE_TTL: Millis = 3 * 60 * 1000;
 
 /// How an instance is bought.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Lifecycle {
     Spot,
     OnDemand,

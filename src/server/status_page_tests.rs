@@ -71,6 +71,7 @@ fn sample() -> ControllerStatus {
         last_action_at: Some(NOW - 5_000),
         error: Some("listing instances: boom <b>".into()),
         observed_at: NOW - 2_000,
+        cost: None,
     }];
     st.record_action(ActionRecord {
         at: NOW - 5_000,

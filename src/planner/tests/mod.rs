@@ -41,6 +41,7 @@ pub(super) fn inst(id: &str, ago: Millis) -> Instance {
         instance_type: None,
         launch_batch: None,
         protected: false,
+        market: Default::default(),
     }
 }
 

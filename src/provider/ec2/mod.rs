@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
-    Filter, InstanceLifecycleType, InstanceMarketOptionsRequest, InstanceStateName, InstanceType,
-    LaunchTemplateSpecification, MarketType, ResourceType, ShutdownBehavior, Tag, TagSpecification,
+    Filter, InstanceMarketOptionsRequest, InstanceType, LaunchTemplateSpecification, MarketType,
+    ResourceType, ShutdownBehavior, Tag, TagSpecification,
 };
 use sha2::{Digest, Sha256};
 
@@ -34,14 +34,16 @@ use super::aws_error::{
 };
 use super::user_data::{self, WorkerValues};
 use super::{
-    FleetProvider, Instance, InstanceState, LaunchOutcome, LaunchRequest, ProviderError,
-    ProviderResult, TAG_CONTROLLER, TAG_FLEET, TAG_LAUNCH_BATCH, TAG_STEP,
+    FleetProvider, Instance, LaunchOutcome, LaunchRequest, ProviderError, ProviderResult,
+    SpotPrice, TAG_CONTROLLER, TAG_FLEET, TAG_LAUNCH_BATCH, TAG_STEP,
 };
 use crate::clock::{self, SharedClock};
 use crate::manifest::{Ec2Provider, FleetManifest, ProviderSpec};
-use crate::provider::offerings::{is_spot_interruption, CapacityState};
+use crate::provider::offerings::CapacityState;
 
 mod fleet;
+mod listing;
+mod prices;
 pub use fleet::fleet_client_token;
 
 /// Launch template version used when the manifest gives none.
@@ -293,70 +295,6 @@ impl Ec2Fleet {
         .await
     }
 
-    /// EC2's instance as ours; `None` for terminated (gone) ones.
-    fn convert(&self, i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
-        let id = i.instance_id()?.to_string();
-        let state = match i.state().and_then(|s| s.name())? {
-            InstanceStateName::Pending => InstanceState::Pending,
-            InstanceStateName::Running => InstanceState::Running,
-            InstanceStateName::Terminated => return None,
-            // shutting-down, stopping, stopped, and states a future API may add.
-            _ => InstanceState::Stopping,
-        };
-        let launched_at = i
-            .launch_time()
-            .and_then(|t| t.to_millis().ok())
-            .unwrap_or_else(|| self.cfg.clock.now());
-        self.note_interruption(i, &id);
-        let tag = |key: &str| {
-            i.tags()
-                .iter()
-                .find(|t| t.key() == Some(key))
-                .and_then(|t| t.value())
-                .map(str::to_string)
-        };
-        Some(Instance {
-            id,
-            fleet: self.cfg.fleet.clone(),
-            state,
-            launched_at,
-            instance_type: i.instance_type().map(|t| t.as_str().to_string()),
-            launch_batch: tag(TAG_LAUNCH_BATCH),
-            protected: false,
-        })
-    }
-
-    /// Counts a listed spot instance that EC2 reclaimed as an interruption (once per id).
-    fn note_interruption(&self, i: &aws_sdk_ec2::types::Instance, id: &str) {
-        let spot = i.instance_lifecycle() == Some(&InstanceLifecycleType::Spot);
-        let reclaimed = i
-            .state_reason()
-            .and_then(|r| r.code())
-            .is_some_and(is_spot_interruption);
-        if !(spot && reclaimed) {
-            return;
-        }
-        let window = self
-            .cfg
-            .spec
-            .spot_fallback
-            .clone()
-            .unwrap_or_default()
-            .window;
-        let now = self.cfg.clock.now();
-        if self
-            .capacity()
-            .record_interruption(id, now, fleet::interruption_memory(window))
-        {
-            tracing::warn!(
-                fleet = %self.cfg.fleet, instance = id,
-                instance_type = i.instance_type().map(|t| t.as_str()).unwrap_or("unknown"),
-                zone = i.placement().and_then(|p| p.availability_zone()).unwrap_or("unknown"),
-                "spot instance interrupted"
-            );
-        }
-    }
-
     /// One `RunInstances` of up to `count` instances with one override (as spot instances
     /// when `spot`); the ids launched.
     async fn run_instances(
@@ -527,6 +465,10 @@ impl FleetProvider for Ec2Fleet {
             tracing::info!(fleet = %self.cfg.fleet, ?ids, "terminated instances");
         }
         Ok(())
+    }
+
+    async fn spot_prices(&self, instance_types: &[String]) -> ProviderResult<Vec<SpotPrice>> {
+        self.describe_spot_prices(instance_types).await
     }
 
     fn kind(&self) -> &'static str {

@@ -27,6 +27,7 @@ impl World {
                 instance_type: None,
                 launch_batch: Some(inst.batch.clone()),
                 protected: false,
+                market: Default::default(),
             })
             .collect()
     }
