@@ -34,6 +34,7 @@ impl FleetProvider for Counting {
                 instance_type: None,
                 launch_batch: None,
                 protected: false,
+                market: Default::default(),
             })
             .collect())
     }

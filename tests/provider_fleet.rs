@@ -352,3 +352,52 @@ async fn a_single_offering_launches_spot_through_run_instances() {
     assert_eq!(run.param("InstanceType"), Some("c5.large"));
     assert_eq!(run.param("SubnetId"), Some(spec_subnets[0].as_str()));
 }
+
+/// A spot fleet's instances are listed as spot with their zone, and their types' spot prices
+/// are read with one `DescribeSpotPriceHistory` whose start and end time are both now (moto
+/// ignores the times and answers a fixed price, so the request's shape is what is checked).
+#[tokio::test]
+async fn spot_instances_are_listed_with_their_zone_and_priced_by_type_and_zone() {
+    let Some(s) = setup().await else { return };
+    let fleet = unique("align");
+    let p = s.provider(&fleet, CapacityType::Spot, &TYPES);
+    let out = p.launch(&request(&fleet, 2, &unique("batch"))).await.unwrap();
+    assert_eq!(out.instances.len(), 2, "{out:?}");
+    let listed = p.list().await.unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    for i in &listed {
+        assert_eq!(i.market.lifecycle, Some(Lifecycle::Spot), "{i:?}");
+        assert!(
+            i.market.zone.as_deref().is_some_and(|z| z.starts_with("us-east-1")),
+            "{i:?}"
+        );
+    }
+    let types: Vec<String> = TYPES.iter().map(|t| t.to_string()).collect();
+    let prices = p.spot_prices(&types).await.unwrap();
+    for t in TYPES {
+        let zones: Vec<&str> = prices
+            .iter()
+            .filter(|p| p.instance_type == t)
+            .map(|p| p.zone.as_str())
+            .collect();
+        assert!(!zones.is_empty(), "no price for {t}: {prices:?}");
+        let mut unique_zones = zones.clone();
+        unique_zones.dedup();
+        assert_eq!(zones, unique_zones, "one price per type and zone");
+    }
+    assert!(prices.iter().all(|p| p.usd_per_hour > 0.0), "{prices:?}");
+    let calls = s.moto.faults.requests_of("DescribeSpotPriceHistory");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let c = &calls[0];
+    let (start, end) = (c.param("StartTime"), c.param("EndTime"));
+    assert!(start.is_some() && start == end, "{c:?}");
+    assert_eq!(c.param("ProductDescription.1"), Some("Linux/UNIX"));
+    assert_eq!(c.param("InstanceType.1"), Some(TYPES[0]));
+    assert_eq!(c.param("InstanceType.2"), Some(TYPES[1]));
+    assert_eq!(p.spot_prices(&[]).await.unwrap(), Vec::new());
+    assert_eq!(
+        s.moto.faults.requests_of("DescribeSpotPriceHistory").len(),
+        1,
+        "no call for no types"
+    );
+}

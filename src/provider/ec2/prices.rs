@@ -1,6 +1,9 @@
-//! Current spot prices for cost figures: one `DescribeSpotPriceHistory` (Linux/UNIX) for the
-//! types asked, with start and end time now, which EC2 answers with each type's and zone's
-//! price in effect at that time (the last change before it); the newest per type and zone wins.
+//! Current spot prices for cost figures: one `DescribeSpotPriceHistory` (Linux/UNIX, in or out
+//! of a VPC) for the types asked, with start and end time now, which EC2 answers with each
+//! type's and zone's price in effect at that time ("It also returns the last price change before
+//! the start time, which is the effective price as of the start time", the API reference); the
+//! newest per type and zone wins. moto answers with a fixed price and ignores the times, so the
+//! tests check the request's shape besides the answer.
 
 use std::collections::BTreeMap;
 
@@ -10,8 +13,9 @@ use super::Ec2Fleet;
 use crate::provider::aws_error::{from_sdk, with_backoff};
 use crate::provider::{ProviderResult, SpotPrice};
 
-/// The product whose price anamo's instances pay.
-const PRODUCT: &str = "Linux/UNIX";
+/// The products whose price anamo's instances pay: Linux, written as EC2 writes it outside
+/// and inside a VPC.
+const PRODUCTS: [&str; 2] = ["Linux/UNIX", "Linux/UNIX (Amazon VPC)"];
 
 impl Ec2Fleet {
     pub(super) async fn describe_spot_prices(
@@ -32,7 +36,7 @@ impl Ec2Fleet {
                 .client
                 .describe_spot_price_history()
                 .set_instance_types(Some(types.clone()))
-                .product_descriptions(PRODUCT)
+                .set_product_descriptions(Some(PRODUCTS.map(str::to_string).to_vec()))
                 .start_time(now)
                 .end_time(now)
                 .into_paginator()
