@@ -23,7 +23,11 @@ async fn pass(c: &mut Controller) {
 
 fn cost(c: &Controller) -> serde_json::Value {
     let st = c.status().read().unwrap().clone();
-    let f = st.fleets.iter().find(|f| f.fleet == "align").expect("fleet align");
+    let f = st
+        .fleets
+        .iter()
+        .find(|f| f.fleet == "align")
+        .expect("fleet align");
     let cost: &Option<FleetCost> = &f.cost;
     serde_json::to_value(cost.as_ref().expect("cost figures")).unwrap()
 }
@@ -90,7 +94,10 @@ async fn instances_accrue_their_price_and_a_restarted_controller_goes_on_from_th
     assert!(near(dollars, 2.0 * 3660.0 * per_s, slack), "{open}");
     let busy = open["busy_dollars"].as_f64().unwrap();
     assert!(near(busy, 2.0 * 3630.0 * per_s, slack), "{open}");
-    assert!(near(open["boot_share"].as_f64().unwrap(), 30.0 / 3660.0, 0.01), "{open}");
+    assert!(
+        near(open["boot_share"].as_f64().unwrap(), 30.0 / 3660.0, 0.01),
+        "{open}"
+    );
     assert_eq!(open["idle_dollars"], 0.0, "{open}");
     assert_eq!(open["closed"]["instances"], 0, "{open}");
 

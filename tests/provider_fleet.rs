@@ -361,14 +361,20 @@ async fn spot_instances_are_listed_with_their_zone_and_priced_by_type_and_zone()
     let Some(s) = setup().await else { return };
     let fleet = unique("align");
     let p = s.provider(&fleet, CapacityType::Spot, &TYPES);
-    let out = p.launch(&request(&fleet, 2, &unique("batch"))).await.unwrap();
+    let out = p
+        .launch(&request(&fleet, 2, &unique("batch")))
+        .await
+        .unwrap();
     assert_eq!(out.instances.len(), 2, "{out:?}");
     let listed = p.list().await.unwrap();
     assert_eq!(listed.len(), 2, "{listed:?}");
     for i in &listed {
         assert_eq!(i.market.lifecycle, Some(Lifecycle::Spot), "{i:?}");
         assert!(
-            i.market.zone.as_deref().is_some_and(|z| z.starts_with("us-east-1")),
+            i.market
+                .zone
+                .as_deref()
+                .is_some_and(|z| z.starts_with("us-east-1")),
             "{i:?}"
         );
     }

@@ -168,10 +168,14 @@ fn fleets_table(v: &StatusView) -> Table {
         "DESIRED",
         "ACTUAL",
         "CONDITIONS",
+        "COST",
+        "PER TASK",
+        "IDLE",
         "UPDATED",
         "LAST ACTION",
     ]);
     for f in &v.fleets {
+        let [cost, per_task, idle] = cost_cells(f);
         let field = |k: &str| f.body.get(k).map(|v| v.to_string()).unwrap_or("-".into());
         let conditions = text_field(f, "conditions_summary").unwrap_or("-".into());
         let stale = v.fleet_stale(f);
@@ -184,6 +188,9 @@ fn fleets_table(v: &StatusView) -> Table {
             } else {
                 conditions
             },
+            cost,
+            per_task,
+            idle,
             ago(v.at.saturating_sub(f.updated_at).max(0)),
             text_field(f, "last_action")
                 .map(|a| shorten(&a, 100))
@@ -191,6 +198,23 @@ fn fleets_table(v: &StatusView) -> Table {
         ]);
     }
     ft
+}
+
+/// A fleet's cost so far with its rate now (`$1.23 ($0.72/h)`), its cost per finished task and
+/// the share of its cost spent idle; `-` where the controller published none.
+fn cost_cells(f: &StatusDoc) -> [String; 3] {
+    let cost = f.body.get("cost");
+    let num = |k: &str| cost.and_then(|c| c.get(k)).and_then(|v| v.as_f64());
+    let dollars = match (num("dollars"), num("usd_per_hour")) {
+        (Some(d), Some(h)) => format!("${d:.2} (${h:.2}/h)"),
+        _ => "-".into(),
+    };
+    let per_task = num("per_task").map_or("-".into(), |p| format!("${p:.4}"));
+    let idle = match (num("dollars"), num("idle_share")) {
+        (Some(d), Some(i)) if d > 0.0 => format!("{:.0}%", i * 100.0),
+        _ => "-".into(),
+    };
+    [dollars, per_task, idle]
 }
 
 /// The plain text of `anamo status`.

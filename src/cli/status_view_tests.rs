@@ -99,7 +99,8 @@ fn a_controller_gone_for_longer_than_three_intervals_is_stale() {
     );
     let fleet = text.lines().find(|l| l.contains("stale")).expect(&text);
     assert!(fleet.starts_with("align "), "{text}");
-    assert!(fleet.contains("stale (was: Ready)  4m ago"), "{text}");
+    assert!(fleet.contains("stale (was: Ready)  -"), "{text}");
+    assert!(fleet.contains("4m ago"), "{text}");
 }
 
 #[test]
@@ -203,4 +204,28 @@ fn a_frame_fits_the_terminal() {
         assert!(line.chars().count() <= 60, "{line}");
     }
     assert_eq!(fit(&frame, 60, 8).len(), 8);
+}
+
+#[test]
+fn fleets_show_their_cost_rate_cost_per_task_and_idle_share() {
+    let mut v = view(NOW - 1_000);
+    let mut priced = fleet("call", NOW - 1_000);
+    priced.body["cost"] = serde_json::json!({
+        "dollars": 12.3456, "usd_per_hour": 0.72, "per_task": 0.01234, "idle_share": 0.0625,
+    });
+    v.fleets.push(priced);
+    let text = render_text(&v);
+    let fleets = &text[text.find("FLEET").expect(&text)..];
+    let row = fleets
+        .lines()
+        .find(|l| l.starts_with("call "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("$12.35 ($0.72/h)"), "{row}");
+    assert!(row.contains("$0.0123"), "{row}");
+    assert!(row.contains(" 6% "), "{row}");
+    let unpriced = fleets
+        .lines()
+        .find(|l| l.starts_with("align "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(!unpriced.contains('$'), "{unpriced}");
 }

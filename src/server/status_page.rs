@@ -257,8 +257,8 @@ fn render_sections(h: &mut String, st: &ControllerStatus, now: Millis) {
             "<table><thead><tr><th>fleet</th><th>step</th><th>provider</th>\
              <th class=\"num\">desired</th><th class=\"num\">actual</th>\
              <th class=\"num\">idle</th><th class=\"num\">busy</th>\
-             <th class=\"num\">booting</th><th>conditions</th><th>last action</th>\
-             <th>error</th></tr></thead><tbody>\n",
+             <th class=\"num\">booting</th><th class=\"num\">cost</th><th>conditions</th>\
+             <th>last action</th><th>error</th></tr></thead><tbody>\n",
         );
         for f in &st.fleets {
             render_fleet(h, f, now);
@@ -371,7 +371,7 @@ fn render_fleet(h: &mut String, f: &FleetReport, now: Millis) {
          <td class=\"fleet-name\">{fleet}</td><td>{step}</td><td>{provider}</td>\
          <td class=\"num desired\">{}</td><td class=\"num actual\">{}</td>\
          <td class=\"num idle\">{}</td><td class=\"num busy\">{busy}</td>\
-         <td class=\"num booting\">{booting}</td><td><ul class=\"conditions\">",
+         <td class=\"num booting\">{booting}</td>{cost}<td><ul class=\"conditions\">",
         f.desired,
         f.actual,
         f.idle,
@@ -384,6 +384,7 @@ fn render_fleet(h: &mut String, f: &FleetReport, now: Millis) {
         fleet = escape(&f.fleet),
         step = escape(&f.step),
         provider = escape(&f.provider),
+        cost = cost_cell(f),
     );
     for c in &f.conditions {
         let (class, status) = match c.status {
@@ -424,6 +425,24 @@ fn render_fleet(h: &mut String, f: &FleetReport, now: Millis) {
         h.push_str(&escape(e));
     }
     h.push_str("</td></tr>\n");
+}
+
+/// A fleet's cost so far, its rate, idle share and cost per finished task (`-` without figures).
+fn cost_cell(f: &FleetReport) -> String {
+    let Some(c) = &f.cost else {
+        return "<td class=\"num cost\" data-cost=\"\"><span class=\"muted\">-</span></td>".into();
+    };
+    let per_task = c
+        .per_task
+        .map(|p| format!(" · ${p:.4}/task"))
+        .unwrap_or_default();
+    format!(
+        "<td class=\"num cost\" data-cost=\"{dollars}\" data-usd-per-hour=\"{rate}\">${dollars:.2}\
+         <br><span class=\"muted\">${rate:.2}/h · idle {idle:.0}%{per_task}</span></td>",
+        dollars = c.totals.dollars,
+        rate = c.usd_per_hour,
+        idle = c.idle_share * 100.0,
+    )
 }
 
 fn render_action(h: &mut String, a: &ActionRecord, now: Millis) {

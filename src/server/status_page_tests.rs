@@ -156,6 +156,35 @@ fn carries_the_figures_in_data_attributes() {
 }
 
 #[test]
+fn fleets_show_their_cost() {
+    let html = render(&sample(), NOW);
+    assert!(
+        html.contains("<td class=\"num cost\" data-cost=\"\">"),
+        "{html}"
+    );
+    let mut st = sample();
+    let totals = crate::cost::ledger::CostTotals {
+        dollars: 12.3456,
+        idle_dollars: 0.771_6,
+        ..Default::default()
+    };
+    st.fleets[0].cost = Some(crate::controller::status::FleetCost::new(
+        totals,
+        Default::default(),
+        0.72,
+        Some(1_000),
+    ));
+    let html = render(&st, NOW);
+    assert!(
+        html.contains(
+            "data-cost=\"12.3456\" data-usd-per-hour=\"0.72\">$12.35<br>\
+             <span class=\"muted\">$0.72/h · idle 6% · $0.0123/task</span>"
+        ),
+        "{html}"
+    );
+}
+
+#[test]
 fn bar_segments_add_up_to_the_whole() {
     let html = render(&sample(), NOW);
     let start = html.find("data-step=\"align\"").unwrap();
