@@ -377,6 +377,14 @@ fn promtool_finds_nothing_wrong_with_every_metric() {
     m.fleet_condition
         .with_label_values(&["align", "Ready"])
         .set(1);
+    m.fleet_cost.with_label_values(&["align"]).inc_by(1.25);
+    m.fleet_cost_rate.with_label_values(&["align"]).set(0.72);
+    m.fleet_idle_cost_ratio
+        .with_label_values(&["align"])
+        .set(0.05);
+    m.step_cost_per_task
+        .with_label_values(&["align"])
+        .set(0.012);
     m.reconcile_duration.observe(0.01);
     m.last_success.set(1.0);
     m.leader.set(1);
