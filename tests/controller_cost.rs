@@ -1,7 +1,7 @@
 //! Cost accounting of a controller on moto's EC2 and DynamoDB Local: an instance accrues its
 //! hourly price from launch, split into boot and busy time by its worker's registration; one
 //! that is gone is closed into the fleet's published totals; and a restarted controller goes on
-//! from those totals. Run through `scripts/test-services run -- cargo nextest run --test
+//! from those totals; `maxTotalCost` stops the fleet's growth once it is spent. Run through `scripts/test-services run -- cargo nextest run --test
 //! controller_cost`.
 
 mod common;
@@ -12,6 +12,7 @@ use anamo::clock::{self, Clock, ManualClock, Millis};
 use anamo::controller::status::FleetCost;
 use anamo::controller::Controller;
 use anamo::model::{WorkerInfo, WorkerState};
+use anamo::planner::{ConditionStatus, ConditionType};
 use common::controller_aws::{AwsWorld, FleetYaml};
 
 const PRICE: f64 = 0.36;
@@ -61,7 +62,7 @@ async fn instances_accrue_their_price_and_a_restarted_controller_goes_on_from_th
     let yaml = FleetYaml::ec2(&w.template)
         .set(
             "budget",
-            &format!("{{maxInstances: 3, pricePerInstanceHour: {PRICE}}}"),
+            &format!("{{maxInstances: 3, pricePerInstanceHour: {PRICE}, maxTotalCost: 0.5}}"),
         )
         .yaml();
     w.import("align", 4, "true").await;
@@ -100,6 +101,27 @@ async fn instances_accrue_their_price_and_a_restarted_controller_goes_on_from_th
     );
     assert_eq!(open["idle_dollars"], 0.0, "{open}");
     assert_eq!(open["closed"]["instances"], 0, "{open}");
+    // 0.73 spent of maxTotalCost 0.5: no instance more, the busy ones go on.
+    let st = c.status().read().unwrap().clone();
+    let f = &st.fleets[0];
+    assert_eq!(f.desired, 0, "{f:?}");
+    let budget = f
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ConditionType::BudgetLimited)
+        .unwrap();
+    assert_eq!(budget.status, ConditionStatus::True, "{budget:?}");
+    assert!(
+        budget
+            .message
+            .contains("maxTotalCost 0.5 reached: 0.73 spent"),
+        "{budget:?}"
+    );
+    assert_eq!(
+        w.live_instances("align").await.len(),
+        2,
+        "busy instances stay"
+    );
 
     w.moto
         .ec2
@@ -119,5 +141,12 @@ async fn instances_accrue_their_price_and_a_restarted_controller_goes_on_from_th
     let mut again = w.controller(&yaml, clock.clone(), &factory, |_| {});
     pass(&mut again).await;
     let resumed = cost(&again);
-    assert_eq!(resumed["closed"], closed["closed"], "{resumed}");
+    let fields = closed["closed"].as_object().unwrap();
+    for (k, v) in fields {
+        let (a, b) = (resumed["closed"][k].as_f64(), v.as_f64());
+        assert!(
+            a.zip(b).is_some_and(|(a, b)| near(a, b, 1e-12)),
+            "closed.{k}: {resumed} after {closed}"
+        );
+    }
 }

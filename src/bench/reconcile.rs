@@ -182,6 +182,7 @@ fn planner_time(steps: u32, pending: u64, instances: usize) -> PlannerTime {
             worker_dead_after: 90_000,
             stall_after: 1_200_000,
             budget: None,
+            spend: None,
         };
         let list: Vec<Instance> = (0..instances)
             .map(|i| Instance {

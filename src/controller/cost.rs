@@ -13,6 +13,7 @@ use super::Controller;
 use crate::clock::Millis;
 use crate::cost::ledger::{CostLedger, CostTotals, Listed};
 use crate::cost::{PriceBook, Priced, SPOT_PRICE_REFRESH_MS};
+use crate::planner::{PlanInput, Spend};
 use crate::provider::offerings::Lifecycle;
 use crate::store::StatusDoc;
 
@@ -89,6 +90,24 @@ impl Controller {
             if let Some(ledger) = mem.cost.as_mut() {
                 ledger.observe(now, listed);
             }
+        }
+    }
+
+    /// Hands each fleet's spend to its plan input, for `maxHourlyCost` and `maxTotalCost`.
+    pub(super) fn spend_into(&self, input: &mut PlanInput) {
+        for f in &mut input.fleets {
+            let Some(ledger) = self
+                .memory
+                .get(&f.policy.fleet)
+                .and_then(|m| m.cost.as_ref())
+            else {
+                continue;
+            };
+            f.policy.spend = Some(Spend {
+                dollars: ledger.totals().dollars,
+                usd_per_hour: ledger.usd_per_hour(),
+                priced_instances: ledger.priced_open(),
+            });
         }
     }
 

@@ -231,8 +231,9 @@ impl Controller {
         let (steps, steps_listed) = self.housekeep(&fleets, &graph, now, &mut errors).await;
         let names: Vec<&str> = fleets.iter().map(|f| f.name()).collect();
         self.providers.retain(&names).await;
-        let (observed, input) = self.observe_and_note(&fleets, now, &mut errors).await;
+        let (observed, mut input) = self.observe_and_note(&fleets, now, &mut errors).await;
         self.account(&observed, now).await;
+        self.spend_into(&mut input);
         let plan = planner::plan(&input, now);
         let store_ok = steps_listed && input.fleets.iter().all(|f| f.step.is_ok());
         // A deposed leader must not act: the lease is read again, at the time of acting.

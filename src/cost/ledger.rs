@@ -148,12 +148,18 @@ impl CostLedger {
         t
     }
 
+    /// How many listed instances have a known price.
+    pub fn priced_open(&self) -> u32 {
+        let n = self.open.values().filter(|o| o.rate.is_some()).count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
     /// What the listed instances cost per hour together.
     pub fn usd_per_hour(&self) -> f64 {
         self.open
             .values()
             .filter_map(|o| o.rate.map(|r| r.usd_per_hour))
-            .sum()
+            .fold(0.0, |a, b| a + b)
     }
 }
 

@@ -316,9 +316,16 @@ pub struct BudgetSpec {
     /// Hourly spending limit, in the currency of `pricePerInstanceHour`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_hourly_cost: Option<f64>,
-    /// What one instance costs per hour; required with `maxHourlyCost`.
+    /// What one instance costs per hour; required with `maxHourlyCost`. Once the fleet has
+    /// instances with known prices (spot prices, `onDemandPrices`), `maxHourlyCost` counts
+    /// those at their own price and only new ones at this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_per_instance_hour: Option<f64>,
+    /// Spending limit for the whole run, in dollars: once the fleet's instances have cost this
+    /// much (the cost `anamo status` shows), no more are launched and idle ones are stopped;
+    /// running tasks finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_total_cost: Option<f64>,
 }
 
 impl BudgetSpec {

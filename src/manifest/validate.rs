@@ -408,11 +408,20 @@ fn check_depends_on(r: &mut Report<'_>, s: &FleetSpec) {
 }
 
 fn check_budget(r: &mut Report<'_>, b: &BudgetSpec, min_instances: u32) {
-    if b.max_instances.is_none() && b.max_hourly_cost.is_none() {
+    if b.max_instances.is_none() && b.max_hourly_cost.is_none() && b.max_total_cost.is_none() {
         r.push(
             "spec.budget",
-            "sets no limit; set budget.maxInstances and/or budget.maxHourlyCost, or remove budget",
+            "sets no limit; set budget.maxInstances, budget.maxHourlyCost and/or \
+             budget.maxTotalCost, or remove budget",
         );
+    }
+    if let Some(total) = b.max_total_cost {
+        if !total.is_finite() || total < 0.0 {
+            r.push(
+                "spec.budget.maxTotalCost",
+                format!("{total} is not a cost; use a number of dollars, 0 or more"),
+            );
+        }
     }
     if let Some(cost) = b.max_hourly_cost {
         if !cost.is_finite() || cost < 0.0 {

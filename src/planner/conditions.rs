@@ -246,28 +246,23 @@ fn at_max_condition(d: &Demand) -> Condition {
 
 fn budget_condition(policy: &FleetPolicy, d: &Demand) -> Condition {
     let limited = d.budget_limited();
-    let message = match (d.budget, &policy.budget) {
-        (Some(b), Some(spec)) => {
-            let how = match (spec.max_hourly_cost, spec.price_per_instance_hour) {
-                (Some(cost), Some(price)) => format!(
-                    "maxHourlyCost {cost} at {price} per instance-hour{}",
-                    spec.max_instances
-                        .map(|m| format!(", maxInstances {m}"))
-                        .unwrap_or_default()
-                ),
-                _ => format!("budget.maxInstances {b}"),
-            };
-            if limited {
-                format!(
-                    "the budget allows {} ({how}); the backlog and maxInstances would allow {}",
-                    count(b, "instance"),
-                    d.want.max(d.min).min(d.max)
-                )
-            } else {
-                format!("within the budget of {} ({how})", count(b, "instance"))
-            }
-        }
-        _ => "no budget set".to_string(),
+    let bound = policy
+        .budget
+        .as_ref()
+        .and_then(|b| super::budget::bound(b, policy.spend.as_ref()));
+    let message = match bound {
+        Some(b) if limited => format!(
+            "the budget allows {} ({}); the backlog and maxInstances would allow {}",
+            count(b.instances, "instance"),
+            b.why,
+            d.want.max(d.min).min(d.max)
+        ),
+        Some(b) => format!(
+            "within the budget of {} ({})",
+            count(b.instances, "instance"),
+            b.why
+        ),
+        None => "no budget set".to_string(),
     };
     cond(ConditionType::BudgetLimited, limited, message)
 }

@@ -19,6 +19,7 @@
 //! What the controller remembers between passes (launches in flight, capacity cool-offs) is
 //! kept in a [`ledger::FleetLedger`], also pure.
 
+mod budget;
 mod conditions;
 mod describe;
 pub mod execute;
@@ -114,6 +115,19 @@ pub struct FleetPolicy {
     /// of the step runs (2 boot timeouts by default).
     pub stall_after: Millis,
     pub budget: Option<BudgetSpec>,
+    /// What the fleet has spent, when its cost is accounted (the controller's cost ledger).
+    pub spend: Option<Spend>,
+}
+
+/// A fleet's cost so far and now, for its budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spend {
+    /// Everything its instances cost so far.
+    pub dollars: f64,
+    /// What its listed instances with a known price cost per hour together.
+    pub usd_per_hour: f64,
+    /// How many listed instances have a known price.
+    pub priced_instances: u32,
 }
 
 impl FleetPolicy {
@@ -135,12 +149,13 @@ impl FleetPolicy {
                 .saturating_add(ms(s.lease_ttl)),
             stall_after: ms(s.boot_timeout).saturating_mul(2),
             budget: s.budget.clone(),
+            spend: None,
         }
     }
 
     /// The instance limit the budget sets, if any.
     pub fn budget_instances(&self) -> Option<u32> {
-        self.budget.as_ref().and_then(BudgetSpec::instance_limit)
+        budget::bound(self.budget.as_ref()?, self.spend.as_ref()).map(|b| b.instances)
     }
 
     /// The hard upper bound on instances: the stricter of `maxInstances` and the budget.

@@ -113,6 +113,7 @@ impl FleetDefaults {
                     .saturating_add(ms(self.lease_ttl)),
                 stall_after: ms(self.boot_timeout).saturating_mul(2),
                 budget: None,
+                spend: None,
             },
             lease_ttl: ms(self.lease_ttl),
             heartbeat: ms(heartbeat),

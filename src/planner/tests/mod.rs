@@ -28,6 +28,7 @@ pub(super) fn policy() -> FleetPolicy {
         worker_dead_after: 75 * SEC,
         stall_after: 20 * MIN,
         budget: None,
+        spend: None,
     }
 }
 

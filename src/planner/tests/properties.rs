@@ -33,6 +33,7 @@ fn arb_policy() -> impl Strategy<Value = FleetPolicy> {
                     max_instances,
                     max_hourly_cost: cost.map(|(c, _)| f64::from(c)),
                     price_per_instance_hour: cost.map(|(_, p)| f64::from(p) * 0.5),
+                    max_total_cost: None,
                 }),
                 ..policy()
             },

@@ -228,6 +228,7 @@ fn rules_limits() {
                         max_instances: None,
                         max_hourly_cost: Some(3.5),
                         price_per_instance_hour: Some(1.0),
+                        max_total_cost: None,
                     }),
                     ..policy()
                 },
@@ -245,6 +246,36 @@ fn rules_limits() {
             },
         },
         Case {
+            name: "the total cost cap, once reached, allows no instances and says so",
+            input: FleetInput {
+                policy: FleetPolicy {
+                    budget: Some(BudgetSpec {
+                        max_instances: Some(4),
+                        max_hourly_cost: None,
+                        price_per_instance_hour: None,
+                        max_total_cost: Some(10.0),
+                    }),
+                    spend: Some(crate::planner::Spend {
+                        dollars: 10.5,
+                        usd_per_hour: 0.0,
+                        priced_instances: 0,
+                    }),
+                    ..policy()
+                },
+                ..input(5, 0, vec![], vec![])
+            },
+            expect: Expect {
+                desired: 0,
+                launch: 0,
+                true_conditions: vec![Ready, BudgetLimited, Stalled],
+                says: vec![
+                    "the budget allows 0 instances (maxTotalCost 10 reached: 10.50 spent)",
+                    "runnable tasks wait but the budget allows no instances",
+                ],
+                ..Expect::default()
+            },
+        },
+        Case {
             name: "budget of zero stalls",
             input: FleetInput {
                 policy: FleetPolicy {
@@ -252,6 +283,7 @@ fn rules_limits() {
                         max_instances: Some(0),
                         max_hourly_cost: None,
                         price_per_instance_hour: None,
+                        max_total_cost: None,
                     }),
                     ..policy()
                 },
