@@ -186,7 +186,8 @@ pub struct FleetSpec {
     )]
     #[schemars(with = "Option<String>")]
     pub idle_exit: Option<Duration>,
-    /// Spending limit; the stricter of `maxInstances` here and the cost limit applies.
+    /// Spending limits; the strictest of `maxInstances` here and the cost limits applies, and
+    /// `BudgetLimited` says which one binds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetSpec>,
     /// Where workers store each attempt's full output, as `PREFIX/STEP/ID/ATTEMPT.log`:
@@ -313,7 +314,7 @@ pub struct BudgetSpec {
     /// Hard limit on instances, below `spec.maxInstances` (e.g. an account quota).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_instances: Option<u32>,
-    /// Hourly spending limit, in the currency of `pricePerInstanceHour`.
+    /// Hourly spending limit in dollars, for the fleet's instances together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_hourly_cost: Option<f64>,
     /// What one instance costs per hour; required with `maxHourlyCost`. Once the fleet has
