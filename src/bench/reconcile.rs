@@ -163,27 +163,32 @@ struct PlannerTime {
     mean_us: f64,
 }
 
+/// The policy of the `k`-th benchmark fleet.
+fn bench_policy(k: u32) -> FleetPolicy {
+    FleetPolicy {
+        fleet: format!("f{k:02}"),
+        step: format!("s{k:02}"),
+        min_instances: 0,
+        max_instances: 50,
+        slots_per_instance: 4,
+        tasks_per_instance: 4,
+        scale_down_delay: 300_000,
+        boot_timeout: 600_000,
+        lost_after: 60_000,
+        worker_dead_after: 90_000,
+        stall_after: 1_200_000,
+        budget: None,
+        spend: None,
+    }
+}
+
 /// The planner alone on `steps` fleets with `pending` tasks each and `instances` ready
 /// instances (with workers) per fleet.
 fn planner_time(steps: u32, pending: u64, instances: usize) -> PlannerTime {
     let now: Millis = 1_700_000_000_000;
     let mut input = PlanInput::default();
     for k in 0..steps {
-        let policy = FleetPolicy {
-            fleet: format!("f{k:02}"),
-            step: format!("s{k:02}"),
-            min_instances: 0,
-            max_instances: 50,
-            slots_per_instance: 4,
-            tasks_per_instance: 4,
-            scale_down_delay: 300_000,
-            boot_timeout: 600_000,
-            lost_after: 60_000,
-            worker_dead_after: 90_000,
-            stall_after: 1_200_000,
-            budget: None,
-            spend: None,
-        };
+        let policy = bench_policy(k);
         let list: Vec<Instance> = (0..instances)
             .map(|i| Instance {
                 id: format!("i-{k:02}-{i:04}"),

@@ -18,6 +18,7 @@
 //! [`schema`] is the JSON schema of a document (committed as `manifests/schema.json`).
 //! Problems are reported all at once, each as `file:LINE: fleet NAME: spec.field: message`.
 
+mod budget;
 mod capacity;
 mod cycles;
 mod hints;

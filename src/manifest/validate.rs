@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::budget::check_budget;
 use super::cycles::find_cycles;
 use super::keys::KeyIndex;
 use super::types::{
@@ -34,7 +35,7 @@ pub(crate) enum ParsedKind {
 }
 
 /// Collects problems about one document.
-struct Report<'a> {
+pub(super) struct Report<'a> {
     doc: &'a ParsedDoc,
     /// `fleet NAME` / `controller NAME`.
     subject: Option<String>,
@@ -42,7 +43,7 @@ struct Report<'a> {
 }
 
 impl Report<'_> {
-    fn push(&mut self, field: &str, message: impl Into<String>) {
+    pub(super) fn push(&mut self, field: &str, message: impl Into<String>) {
         let message: String = message.into();
         let blanked = self.doc.blanked.iter().any(|b| {
             let name = b.rsplit('.').next().unwrap_or(b);
@@ -402,59 +403,6 @@ fn check_depends_on(r: &mut Report<'_>, s: &FleetSpec) {
             r.push(
                 "spec.dependsOn",
                 format!("step `{dep}` is listed twice; remove the duplicate"),
-            );
-        }
-    }
-}
-
-fn check_budget(r: &mut Report<'_>, b: &BudgetSpec, min_instances: u32) {
-    if b.max_instances.is_none() && b.max_hourly_cost.is_none() && b.max_total_cost.is_none() {
-        r.push(
-            "spec.budget",
-            "sets no limit; set budget.maxInstances, budget.maxHourlyCost and/or \
-             budget.maxTotalCost, or remove budget",
-        );
-    }
-    if let Some(total) = b.max_total_cost {
-        if !total.is_finite() || total < 0.0 {
-            r.push(
-                "spec.budget.maxTotalCost",
-                format!("{total} is not a cost; use a number of dollars, 0 or more"),
-            );
-        }
-    }
-    if let Some(cost) = b.max_hourly_cost {
-        if !cost.is_finite() || cost < 0.0 {
-            r.push(
-                "spec.budget.maxHourlyCost",
-                format!("{cost} is not a cost; use a number of 0 or more"),
-            );
-        }
-        if b.price_per_instance_hour.is_none() {
-            r.push(
-                "spec.budget.maxHourlyCost",
-                "needs budget.pricePerInstanceHour to turn the cost into a number of \
-                 instances; add pricePerInstanceHour (what one instance costs per hour)",
-            );
-        }
-    }
-    if let Some(price) = b.price_per_instance_hour {
-        if !price.is_finite() || price <= 0.0 {
-            r.push(
-                "spec.budget.pricePerInstanceHour",
-                format!("{price} is not a price; use a number greater than 0"),
-            );
-        }
-    }
-    if let Some(limit) = b.instance_limit() {
-        if limit < min_instances {
-            r.push(
-                "spec.budget",
-                format!(
-                    "allows only {limit} instance(s), fewer than minInstances {}; \
-                     lower minInstances or raise the budget",
-                    min_instances
-                ),
             );
         }
     }

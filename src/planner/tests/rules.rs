@@ -217,6 +217,41 @@ fn rules_scaling_down_order() {
 }
 
 #[test]
+fn rules_total_cost() {
+    use ConditionType::*;
+    check(Case {
+        name: "the total cost cap, once reached, allows no instances and says so",
+        input: FleetInput {
+            policy: FleetPolicy {
+                budget: Some(BudgetSpec {
+                    max_instances: Some(4),
+                    max_hourly_cost: None,
+                    price_per_instance_hour: None,
+                    max_total_cost: Some(10.0),
+                }),
+                spend: Some(crate::planner::Spend {
+                    dollars: 10.5,
+                    usd_per_hour: 0.0,
+                    priced_instances: 0,
+                }),
+                ..policy()
+            },
+            ..input(5, 0, vec![], vec![])
+        },
+        expect: Expect {
+            desired: 0,
+            launch: 0,
+            true_conditions: vec![Ready, BudgetLimited, Stalled],
+            says: vec![
+                "the budget allows 0 instances (maxTotalCost 10 reached: 10.50 spent)",
+                "runnable tasks wait but the budget allows no instances",
+            ],
+            ..Expect::default()
+        },
+    });
+}
+
+#[test]
 fn rules_limits() {
     use ConditionType::*;
     let cases = vec![
@@ -241,36 +276,6 @@ fn rules_limits() {
                 says: vec![
                     "limited to 3 by the budget",
                     "the budget allows 3 instances (maxHourlyCost 3.5 at 1 per instance-hour)",
-                ],
-                ..Expect::default()
-            },
-        },
-        Case {
-            name: "the total cost cap, once reached, allows no instances and says so",
-            input: FleetInput {
-                policy: FleetPolicy {
-                    budget: Some(BudgetSpec {
-                        max_instances: Some(4),
-                        max_hourly_cost: None,
-                        price_per_instance_hour: None,
-                        max_total_cost: Some(10.0),
-                    }),
-                    spend: Some(crate::planner::Spend {
-                        dollars: 10.5,
-                        usd_per_hour: 0.0,
-                        priced_instances: 0,
-                    }),
-                    ..policy()
-                },
-                ..input(5, 0, vec![], vec![])
-            },
-            expect: Expect {
-                desired: 0,
-                launch: 0,
-                true_conditions: vec![Ready, BudgetLimited, Stalled],
-                says: vec![
-                    "the budget allows 0 instances (maxTotalCost 10 reached: 10.50 spent)",
-                    "runnable tasks wait but the budget allows no instances",
                 ],
                 ..Expect::default()
             },
