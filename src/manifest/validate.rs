@@ -10,8 +10,7 @@ use super::budget::check_budget;
 use super::cycles::find_cycles;
 use super::keys::KeyIndex;
 use super::types::{
-    BudgetSpec, ControllerDocument, Ec2Provider, FleetDocument, FleetSpec, LaunchTemplateRef,
-    ProviderSpec,
+    ControllerDocument, Ec2Provider, FleetDocument, FleetSpec, LaunchTemplateRef, ProviderSpec,
 };
 use super::{ControllerManifest, FleetManifest, ManifestError, ManifestSet, Problem};
 use crate::model::{validate_name, TAG_CONTROLLER, TAG_FLEET, TAG_LAUNCH_BATCH, TAG_STEP};
