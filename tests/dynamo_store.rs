@@ -13,7 +13,7 @@ use anamo::model::{
     ClaimRequest, Completion, LeaseRef, Outcome, TaskFilter, TaskResult, TaskSpec, TaskState,
 };
 use anamo::store::dynamo::DynamoStore;
-use anamo::store::{StoreError, TaskStore};
+use anamo::store::{Fence, LeaderToken, StatusDoc, StoreError, TaskStore};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 const T0: i64 = 1_700_000_000_000;
@@ -527,4 +527,37 @@ async fn the_recorder_counts_capacity_units_and_writes_per_partition_key() {
     );
     assert!(write >= table_writes as f64, "write units {write}");
     assert!(read >= 1.0, "read units {read}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fenced_writes_units_are_recorded() {
+    let Some((store, _client, _table)) = fresh().await else {
+        return;
+    };
+    let recorder = store.recorder();
+    let lease = store
+        .acquire_leadership("c", "me", TTL, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    let token = LeaderToken::new("c", &lease);
+    let doc = StatusDoc {
+        name: "fleet/a".into(),
+        updated_at: T0,
+        body: serde_json::json!({ "desired": 1 }),
+    };
+    let before = recorder.write_units();
+    store.put_status(&doc, Fence::Unfenced).await.unwrap();
+    let plain = recorder.write_units() - before;
+    let before = recorder.write_units();
+    store.put_status(&doc, Fence::Leader(&token)).await.unwrap();
+    let fenced = recorder.write_units() - before;
+    // The item and its index entry; the transaction at least as much (DynamoDB Local reports
+    // the same 2 units for both: it applies no transactional price, see
+    // docs/dynamodb-table.md).
+    assert!(plain >= 2.0, "a plain status write: {plain} write units");
+    assert!(
+        fenced >= plain,
+        "a fenced status write: {fenced} write units"
+    );
 }
