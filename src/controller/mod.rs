@@ -228,6 +228,9 @@ impl Controller {
         let graph = self.sync_graph(now, &mut errors).await;
         let graph_ok = graph.is_ok();
         let graph = graph.unwrap_or_else(|g| g);
+        if self.is_deposed() {
+            return self.stop_deposed(errors);
+        }
         let (steps, steps_listed) = self.housekeep(&fleets, &graph, now, &mut errors).await;
         if self.is_deposed() {
             return self.stop_deposed(errors);

@@ -1,6 +1,6 @@
 //! Requests a store sends to its backend, counted for benchmarks and tests: how many (every
 //! HTTP attempt or SQL call) and, on DynamoDB, what for, the read and write capacity units
-//! they consumed (DynamoDB's `ConsumedCapacity`, asked for on every request) and the item
+//! they consumed (DynamoDB's `ConsumedCapacity`, asked for on every item request) and the item
 //! writes each partition key received (table keys and index keys: a partition serves at most
 //! about 1,000 write units per second). Kept out of the [`TaskStore`] trait:
 //! a store hands out its [`RequestRecorder`] (`recorder()` on [`SqliteStore`] and

@@ -1,6 +1,8 @@
-//! What each request consumed: every request asks for `ReturnConsumedCapacity::Total`, and the
-//! answer goes to the store's [`Capacity`](crate::store::Capacity) with the partition keys each
-//! item write touched (its table key and its index keys), for `anamo bench` and its tests.
+//! What each request consumed: every item request (all but a user's `task delete`, the first
+//! write of a cluster's leader item and the table's own management) asks for
+//! `ReturnConsumedCapacity::Total`, and the answer goes to the store's
+//! [`Capacity`](crate::store::Capacity) with the partition keys each item write touched (its
+//! table key and its index keys), for `anamo bench` and its tests.
 
 use aws_sdk_dynamodb::types::ConsumedCapacity;
 
