@@ -39,6 +39,7 @@ pub struct Metrics {
     pub reconcile_errors: IntCounterVec,
     pub last_success: Gauge,
     pub leader: IntGauge,
+    pub fenced_writes: IntCounter,
     pub manifest_reload_errors: IntCounter,
     pub manifest_last_reload_ok: IntGauge,
     pub store_requests: IntCounterVec,
@@ -205,6 +206,12 @@ const LEADER: Def = Def {
     help: "1 while this controller holds the leadership (or runs alone), else 0.",
     labels: &[],
 };
+const FENCED_WRITES: Def = Def {
+    name: "anamo_controller_fenced_writes_total",
+    help: "Leader writes the store refused because another controller had taken the \
+                 leadership (this one then stops its pass and acts no more until it leads again).",
+    labels: &[],
+};
 const MANIFEST_RELOAD_ERRORS: Def = Def {
     name: "anamo_manifest_reload_errors_total",
     help: "Manifest changes rejected as invalid (the last good manifests stay in force).",
@@ -346,6 +353,7 @@ impl Metrics {
             reconcile_errors: r.int_counter_vec(&RECONCILE_ERRORS),
             last_success: r.gauge(&LAST_SUCCESS),
             leader: r.int_gauge(&LEADER),
+            fenced_writes: r.int_counter(&FENCED_WRITES),
             manifest_reload_errors: r.int_counter(&MANIFEST_RELOAD_ERRORS),
             manifest_last_reload_ok: r.int_gauge(&MANIFEST_LAST_RELOAD_OK),
             store_requests: r.int_counter_vec(&STORE_REQUESTS),

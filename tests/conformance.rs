@@ -2,6 +2,8 @@
 //! against DynamoDB Local.
 
 mod common;
+#[path = "conformance/fence.rs"]
+mod fence_cases;
 #[path = "conformance/graph.rs"]
 mod graph_cases;
 
@@ -56,6 +58,7 @@ fn assert_lease_lost<T: std::fmt::Debug>(r: Result<T, StoreError>) {
 
 mod cases {
     use super::*;
+    pub use crate::fence_cases::*;
     pub use crate::graph_cases::*;
 
     pub async fn claim_is_exclusive_under_concurrency(store: SharedStore) {
@@ -276,7 +279,10 @@ mod cases {
             .unwrap();
         assert_eq!(exp, T0 + 30_000 + TTL);
         // Not expired at the original expiry any more.
-        let r = store.requeue_expired("align", T0 + TTL + 1).await.unwrap();
+        let r = store
+            .requeue_expired("align", T0 + TTL + 1, anamo::store::Fence::Unfenced)
+            .await
+            .unwrap();
         assert!(r.requeued.is_empty());
         assert_lease_lost(
             store
@@ -297,7 +303,10 @@ mod cases {
             .await
             .unwrap()
             .unwrap();
-        let r = store.requeue_expired("align", T0 + TTL + 1).await.unwrap();
+        let r = store
+            .requeue_expired("align", T0 + TTL + 1, anamo::store::Fence::Unfenced)
+            .await
+            .unwrap();
         assert_eq!(r.requeued, vec!["s00000".to_string()]);
         let b = store
             .claim(&req("align", "fresh"), T0 + TTL + 2)
@@ -373,12 +382,15 @@ mod cases {
             .unwrap()
             .unwrap();
         assert!(store
-            .requeue_expired("align", T0 + TTL - 1)
+            .requeue_expired("align", T0 + TTL - 1, anamo::store::Fence::Unfenced)
             .await
             .unwrap()
             .requeued
             .is_empty());
-        let r = store.requeue_expired("align", T0 + TTL + 1).await.unwrap();
+        let r = store
+            .requeue_expired("align", T0 + TTL + 1, anamo::store::Fence::Unfenced)
+            .await
+            .unwrap();
         assert_eq!(r.requeued, vec![a.task.spec.id.clone()]);
         assert!(r.failed.is_empty());
         let t = store.get("align", a.task.id()).await.unwrap().unwrap();
@@ -390,7 +402,7 @@ mod cases {
         assert_eq!((c.pending, c.running), (2, 1));
         // Other steps are untouched.
         assert!(store
-            .requeue_expired("call", T0 + 10 * TTL)
+            .requeue_expired("call", T0 + 10 * TTL, anamo::store::Fence::Unfenced)
             .await
             .unwrap()
             .requeued
@@ -406,7 +418,10 @@ mod cases {
             let c = store.claim(&req("align", "w"), now).await.unwrap().unwrap();
             assert_eq!(c.task.attempts, attempt);
             now += TTL + 1;
-            let r = store.requeue_expired("align", now).await.unwrap();
+            let r = store
+                .requeue_expired("align", now, anamo::store::Fence::Unfenced)
+                .await
+                .unwrap();
             if attempt == 1 {
                 assert_eq!(r.requeued, vec!["S1".to_string()]);
             } else {
@@ -842,21 +857,36 @@ mod cases {
             last_busy_at: T0,
             state: WorkerState::Active,
         };
-        store.put_worker(&w).await.unwrap();
+        store
+            .put_worker(&w, anamo::store::Fence::Unfenced)
+            .await
+            .unwrap();
         w.busy_slots = 3;
         w.last_seen = T0 + 10;
-        store.put_worker(&w).await.unwrap();
+        store
+            .put_worker(&w, anamo::store::Fence::Unfenced)
+            .await
+            .unwrap();
         let mut other = w.clone();
         other.worker_id = "w-2".into();
         other.step = "call".into();
-        store.put_worker(&other).await.unwrap();
+        store
+            .put_worker(&other, anamo::store::Fence::Unfenced)
+            .await
+            .unwrap();
         assert_eq!(
             store.list_workers(Some("align")).await.unwrap(),
             vec![w.clone()]
         );
         assert_eq!(store.list_workers(None).await.unwrap().len(), 2);
-        store.remove_worker("w-1").await.unwrap();
-        store.remove_worker("w-1").await.unwrap();
+        store
+            .remove_worker("w-1", anamo::store::Fence::Unfenced)
+            .await
+            .unwrap();
+        store
+            .remove_worker("w-1", anamo::store::Fence::Unfenced)
+            .await
+            .unwrap();
         assert!(store.list_workers(Some("align")).await.unwrap().is_empty());
 
         let doc = StatusDoc {
@@ -864,13 +894,19 @@ mod cases {
             updated_at: T0,
             body: serde_json::json!({"desired": 3}),
         };
-        store.put_status(&doc).await.unwrap();
+        store
+            .put_status(&doc, anamo::store::Fence::Unfenced)
+            .await
+            .unwrap();
         let doc2 = StatusDoc {
             updated_at: T0 + 1,
             body: serde_json::json!({"desired": 4}),
             ..doc.clone()
         };
-        store.put_status(&doc2).await.unwrap();
+        store
+            .put_status(&doc2, anamo::store::Fence::Unfenced)
+            .await
+            .unwrap();
         assert_eq!(store.list_status().await.unwrap(), vec![doc2]);
     }
 
@@ -1059,4 +1095,6 @@ conformance!(
     legacy_depends_on_without_a_graph,
     gather_over_ten_thousand_upstream_tasks,
     a_published_graph_holds_back_pending_tasks,
+    a_deposed_leaders_writes_are_refused_and_change_nothing,
+    the_current_leaders_writes_succeed,
 );

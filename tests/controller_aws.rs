@@ -763,17 +763,20 @@ async fn pass(c: &mut anamo::controller::Controller) -> anamo::planner::Plan {
 async fn register(w: &AwsWorld, instance: &str, busy: u32) {
     let now = clock::system().now();
     w.store()
-        .put_worker(&WorkerInfo {
-            worker_id: format!("w-{instance}"),
-            step: "align".into(),
-            instance_id: Some(instance.to_string()),
-            slots: 2,
-            busy_slots: busy,
-            started_at: now - 60_000,
-            last_seen: now,
-            last_busy_at: now,
-            state: WorkerState::Active,
-        })
+        .put_worker(
+            &WorkerInfo {
+                worker_id: format!("w-{instance}"),
+                step: "align".into(),
+                instance_id: Some(instance.to_string()),
+                slots: 2,
+                busy_slots: busy,
+                started_at: now - 60_000,
+                last_seen: now,
+                last_busy_at: now,
+                state: WorkerState::Active,
+            },
+            anamo::store::Fence::Unfenced,
+        )
         .await
         .unwrap();
 }
@@ -938,7 +941,10 @@ async fn an_auto_scaling_group_scales_in_idle_instances_and_keeps_busy_ones() {
         last_busy_at: now - 5_000,
         state: WorkerState::Active,
     };
-    w.store().put_worker(&idle).await.unwrap();
+    w.store()
+        .put_worker(&idle, anamo::store::Fence::Unfenced)
+        .await
+        .unwrap();
 
     let plan = pass(&mut c).await;
     assert_eq!(
@@ -960,7 +966,10 @@ async fn an_auto_scaling_group_scales_in_idle_instances_and_keeps_busy_ones() {
     assert!(members[&ids[0]], "and is protected from scale-in");
     // The idle worker's registration goes once its instance is gone and it has exited.
     idle.state = WorkerState::Gone;
-    w.store().put_worker(&idle).await.unwrap();
+    w.store()
+        .put_worker(&idle, anamo::store::Fence::Unfenced)
+        .await
+        .unwrap();
     pass(&mut c).await;
     assert_eq!(describe_group(&w, &group).await.0, 1);
 }

@@ -68,6 +68,8 @@ impl RemoteFactory for Fakes {
 struct World {
     store: SharedStore,
     requests: RequestRecorder,
+    /// The metrics of every controller of this world.
+    metrics: Arc<Metrics>,
     clock: Arc<ManualClock>,
     fakes: Fakes,
     _dir: tempfile::TempDir,
@@ -87,6 +89,7 @@ impl World {
         World {
             store,
             requests,
+            metrics: Arc::new(Metrics::new()),
             clock,
             fakes,
             _dir: dir,
@@ -141,14 +144,7 @@ impl World {
             &cfg.cluster,
             Some(factory),
         );
-        Controller::new(
-            cfg,
-            store,
-            clock,
-            source,
-            providers,
-            Arc::new(Metrics::new()),
-        )
+        Controller::new(cfg, store, clock, source, providers, self.metrics.clone())
     }
 
     async fn import(&self, step: &str, n: usize) {
@@ -172,17 +168,20 @@ impl World {
 
     async fn register(&self, fleet: &str, instance: &str, busy: u32, last_busy_at: i64) {
         self.store
-            .put_worker(&WorkerInfo {
-                worker_id: format!("w-{instance}"),
-                step: fleet.to_string(),
-                instance_id: Some(instance.to_string()),
-                slots: 2,
-                busy_slots: busy,
-                started_at: T0,
-                last_seen: self.clock.now(),
-                last_busy_at,
-                state: WorkerState::Active,
-            })
+            .put_worker(
+                &WorkerInfo {
+                    worker_id: format!("w-{instance}"),
+                    step: fleet.to_string(),
+                    instance_id: Some(instance.to_string()),
+                    slots: 2,
+                    busy_slots: busy,
+                    started_at: T0,
+                    last_seen: self.clock.now(),
+                    last_busy_at,
+                    state: WorkerState::Active,
+                },
+                anamo::store::Fence::Unfenced,
+            )
             .await
             .unwrap();
     }
@@ -609,6 +608,49 @@ async fn a_leader_whose_lease_ran_out_while_acting_stops() {
     c.reconcile_once().await;
     let task = w.store.get("align", claim.task.id()).await.unwrap();
     assert_eq!(state(task), TaskState::Pending);
+}
+
+#[tokio::test]
+async fn a_deposed_leaders_write_is_refused_counted_and_stops_the_pass() {
+    let w = World::new();
+    w.import("align", 4).await;
+    let (mut c, provider) = leader_on_faulty(&w);
+    let cluster = "test-cluster";
+    // The launch is held; meanwhile the leadership changes hands in the store (released and
+    // taken by another controller), though this one's clock says its lease still holds.
+    let hold = provider.hold_next(Op::Launch);
+    let take_over = async {
+        hold.reached().await;
+        let me = w.store.current_leader(cluster).await.unwrap().unwrap();
+        w.store
+            .release_leadership(cluster, &me.owner)
+            .await
+            .unwrap();
+        let now = w.clock.now();
+        let other = w.store.acquire_leadership(cluster, "other", 30_000, now);
+        assert!(other.await.unwrap().is_some(), "the other takes over");
+        hold.release();
+    };
+    let pass = async { tokio::join!(c.reconcile_once(), take_over).0 };
+    let r = tokio::time::timeout(Duration::from_secs(60), pass)
+        .await
+        .expect("hang guard: the held launch was released");
+    assert_eq!(provider.launches().len(), 1, "the launch was in flight");
+    assert_eq!(r.role, Role::Follower, "the pass stops as a follower");
+    assert!(r.plan.is_none(), "{r:?}");
+    assert_eq!(w.metrics.fenced_writes.get(), 1, "the refused intent write");
+    // Nothing after the refused write: no fleet status was published by the deposed leader.
+    let docs = w.store.list_status().await.unwrap();
+    let names: Vec<&str> = docs.iter().map(|d| d.name.as_str()).collect();
+    assert!(!names.contains(&"fleet/align"), "{names:?}");
+    // The launch intent it wrote ahead (as the leader) stays unconfirmed for the new leader.
+    let intents = docs.iter().find(|d| d.name == "launch/align").unwrap();
+    assert_eq!(intents.body[0]["count"], 2, "{:?}", intents.body);
+    assert_eq!(intents.body[0]["confirmed"], false, "{:?}", intents.body);
+    // Next pass: the lease is another's; this controller follows and writes nothing.
+    let r = c.reconcile_once().await;
+    assert_eq!(r.role, Role::Follower);
+    assert_eq!(w.metrics.fenced_writes.get(), 1);
 }
 
 #[tokio::test]

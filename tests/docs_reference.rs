@@ -499,6 +499,7 @@ fn metrics_reference() -> String {
         &m.reconcile_errors,
         &m.last_success,
         &m.leader,
+        &m.fenced_writes,
         &m.manifest_reload_errors,
         &m.manifest_last_reload_ok,
         &m.store_requests,

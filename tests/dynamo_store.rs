@@ -1,5 +1,6 @@
 //! DynamoDB-specific tests of `DynamoStore` (the shared behaviour is in `tests/conformance.rs`):
-//! pagination past 1 MB, bounded claim cost, items written by other clients, and errors.
+//! pagination past 1 MB, bounded claim cost, items written by other clients, errors, and the
+//! capacity units and writes per partition key the request recorder counts.
 //!
 //! Run through `scripts/test-services run -- cargo nextest run --test dynamo_store`; without
 //! DynamoDB Local the tests fail.
@@ -12,7 +13,7 @@ use anamo::model::{
     ClaimRequest, Completion, LeaseRef, Outcome, TaskFilter, TaskResult, TaskSpec, TaskState,
 };
 use anamo::store::dynamo::DynamoStore;
-use anamo::store::{StoreError, TaskStore};
+use anamo::store::{Fence, LeaderToken, StatusDoc, StoreError, TaskStore};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 const T0: i64 = 1_700_000_000_000;
@@ -115,7 +116,7 @@ async fn pagination_past_one_megabyte_is_exact() {
     assert_eq!((r.inserted, r.unchanged), (0, N as u64));
     // All 150 running leases expire together.
     let r = store
-        .requeue_expired("align", T0 + TTL + 1_000)
+        .requeue_expired("align", T0 + TTL + 1_000, anamo::store::Fence::Unfenced)
         .await
         .unwrap();
     assert_eq!(r.requeued.len(), 150);
@@ -348,7 +349,10 @@ async fn cancelled_running_task_loses_its_lease_everywhere() {
         assert!(matches!(r, Err(StoreError::LeaseLost { .. })), "{r:?}");
     }
     // The cancelled task left the running index: nothing to requeue.
-    let r = store.requeue_expired("align", T0 + 10 * TTL).await.unwrap();
+    let r = store
+        .requeue_expired("align", T0 + 10 * TTL, anamo::store::Fence::Unfenced)
+        .await
+        .unwrap();
     assert!(r.requeued.is_empty() && r.failed.is_empty());
     store.delete_schema().await.unwrap();
 }
@@ -480,4 +484,80 @@ async fn unreachable_endpoint_is_retryable() {
         "{err:?}"
     );
     assert!(store.recorder().total() >= 1, "attempts are counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_recorder_counts_capacity_units_and_writes_per_partition_key() {
+    let Some((store, _client, _table)) = fresh().await else {
+        return;
+    };
+    let recorder = store.recorder();
+    let (read0, write0) = (recorder.read_units(), recorder.write_units());
+    store.import(&specs("cap", 3, 10), T0).await.unwrap();
+    let c = store.claim(&req("cap", "w"), T0).await.unwrap().unwrap();
+    let lease = LeaseRef::new("cap", c.task.id(), &c.token);
+    store.heartbeat(&lease, TTL, T0 + 1).await.unwrap();
+    store.complete(&lease, &success("w"), T0 + 2).await.unwrap();
+    store.get("cap", c.task.id()).await.unwrap().unwrap();
+
+    let writes = recorder.key_writes();
+    let at = |key: &str| writes.get(key).copied().unwrap_or(0);
+    let task = format!("T#cap#{}", c.task.id());
+    // The claimed task's item: imported, claimed, renewed, completed.
+    assert_eq!(at(&task), 4, "{writes:?}");
+    // Its index entry: into pending (3 tasks), out of it (claim); into running (claim),
+    // moved within it (heartbeat), out of it (completion); into succeeded.
+    assert_eq!(at("S#cap#pending"), 4, "{writes:?}");
+    assert_eq!(at("S#cap#running"), 3, "{writes:?}");
+    assert_eq!(at("S#cap#succeeded"), 1, "{writes:?}");
+    // The step registry: its item and its index partition.
+    assert_eq!((at("STEP#cap"), at("STEPS")), (1, 1), "{writes:?}");
+    let peak = recorder.peak_key().expect("keys were written");
+    assert!(
+        peak.writes_per_second >= 1 && peak.writes_per_second <= 4,
+        "{peak:?}"
+    );
+    // Every item write costs at least one write unit (all these items are under 1 KB), and
+    // the reads (the claim's query, the get) at least half a read unit each.
+    // Three tasks and the step item imported; the claim, the heartbeat, the completion.
+    let table_writes = 3 + 1 + 3;
+    let (read, write) = (
+        recorder.read_units() - read0,
+        recorder.write_units() - write0,
+    );
+    assert!(write >= table_writes as f64, "write units {write}");
+    assert!(read >= 1.0, "read units {read}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fenced_writes_units_are_recorded() {
+    let Some((store, _client, _table)) = fresh().await else {
+        return;
+    };
+    let recorder = store.recorder();
+    let lease = store
+        .acquire_leadership("c", "me", TTL, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    let token = LeaderToken::new("c", &lease);
+    let doc = StatusDoc {
+        name: "fleet/a".into(),
+        updated_at: T0,
+        body: serde_json::json!({ "desired": 1 }),
+    };
+    let before = recorder.write_units();
+    store.put_status(&doc, Fence::Unfenced).await.unwrap();
+    let plain = recorder.write_units() - before;
+    let before = recorder.write_units();
+    store.put_status(&doc, Fence::Leader(&token)).await.unwrap();
+    let fenced = recorder.write_units() - before;
+    // The item and its index entry; the transaction at least as much (DynamoDB Local reports
+    // the same 2 units for both: it applies no transactional price, see
+    // docs/dynamodb-table.md).
+    assert!(plain >= 2.0, "a plain status write: {plain} write units");
+    assert!(
+        fenced >= plain,
+        "a fenced status write: {fenced} write units"
+    );
 }

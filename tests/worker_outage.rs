@@ -195,7 +195,11 @@ async fn cut_off_worker_kills_its_task() {
     // Nothing was written: the task stays running until the controller requeues it.
     let t = get(&h.store, step, "long").await;
     assert_eq!(t.state, TaskState::Running);
-    let report = h.store.requeue_expired(step, now()).await.unwrap();
+    let report = h
+        .store
+        .requeue_expired(step, now(), anamo::store::Fence::Unfenced)
+        .await
+        .unwrap();
     assert_eq!(report.requeued, vec!["long".to_string()]);
 }
 

@@ -143,7 +143,11 @@ async fn killed_worker_task_is_requeued_and_done_once(h: Harness) {
         "lease expiry requeues the task",
         Duration::from_secs(10),
         || async {
-            let report = h.store.requeue_expired(step, now()).await.unwrap();
+            let report = h
+                .store
+                .requeue_expired(step, now(), anamo::store::Fence::Unfenced)
+                .await
+                .unwrap();
             report.requeued == vec!["victim".to_string()]
         },
     )
@@ -207,7 +211,10 @@ async fn paused_worker_loses_its_leases() {
     signal(a.pid(), Signal::SIGSTOP);
 
     wait_until("both leases expire", Duration::from_secs(10), || async {
-        h.store.requeue_expired(step, now()).await.unwrap();
+        h.store
+            .requeue_expired(step, now(), anamo::store::Fence::Unfenced)
+            .await
+            .unwrap();
         h.store.counts(step).await.unwrap().pending == 2
     })
     .await;

@@ -192,13 +192,14 @@ fn dynamodb_row(f: &DynamoFigures, shape: &str) -> Row {
     .ratio(ratio)
     .goal("tasks/s ÷ raw ≥ 0.4", ratio >= 0.4)
     .note(format!(
-        "{} succeeded; at {:.1} requests per task the store alone allows ≤ {:.2}; \
+        "{} succeeded; capacity per task: {}; at {:.1} requests per task the store alone allows ≤ {:.2}; \
          against the rate of a task's own conditional write (a lease renewal: \
          the task item, its index entry moved) the ratio is {:.2} (ceiling 0.5); \
          requests per task by kind: {}; measured after a warm-up of DynamoDB \
          Local (the same dispatch and raw loop, unmeasured: {:.0} tasks/s and \
          {:.0} writes/s on its cold JVM, ratio {:.2})",
         dynamo.succeeded,
+        capacity(dynamo),
         dynamo.requests_per_task,
         1.0 / dynamo.requests_per_task.max(1e-9),
         own_ratio,
@@ -207,6 +208,21 @@ fn dynamodb_row(f: &DynamoFigures, shape: &str) -> Row {
         cold_raw.per_sec,
         cold.tasks_per_sec / cold_raw.per_sec.max(1e-9),
     ))
+}
+
+/// `2.10 write units, 0.60 read units; busiest partition key S#bench-…#running: 40 writes/s`.
+fn capacity(r: &BenchReport) -> String {
+    let busiest = match &r.busiest_key {
+        Some(k) => format!(
+            "busiest partition key {}: {} writes/s",
+            k.key, k.writes_per_second
+        ),
+        None => "no partition key written".to_string(),
+    };
+    format!(
+        "{:.2} write units, {:.2} read units; {busiest}",
+        r.write_units_per_task, r.read_units_per_task
+    )
 }
 
 /// `claim query 0.12, claim write 1.00, ...` (most first).

@@ -316,7 +316,9 @@ async fn kill_to_requeue(cfg: &BenchConfig) -> anyhow::Result<f64> {
     let result = async {
         let deadline = killed + cfg.lease_ttl * 3 + cfg.interval * 3;
         loop {
-            let r = store.requeue_expired("kill", clock.now()).await?;
+            let r = store
+                .requeue_expired("kill", clock.now(), crate::store::Fence::Unfenced)
+                .await?;
             if r.requeued.iter().any(|id| id == "t1") {
                 return Ok(killed.elapsed().as_secs_f64());
             }

@@ -64,7 +64,9 @@ pub async fn prepare(
     let graph = import_graph(store, src).await?;
     let tasks = import::apply_graph(source, tasks, &graph)?;
     if let Some(set) = &src.manifests {
-        let held = promote::apply_graph(store.as_ref(), &set.graph(), now)
+        // A user's command, not a leader's write.
+        let unfenced = crate::store::Fence::Unfenced;
+        let held = promote::apply_graph(store.as_ref(), &set.graph(), now, unfenced)
             .await
             .context("cannot publish the manifests' pipeline graph to the store")?;
         if held > 0 {

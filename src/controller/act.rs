@@ -115,7 +115,10 @@ impl Controller {
             }
             (Action::ForgetWorkers { workers, .. }, _) => {
                 for w in workers {
-                    if let Err(e) = self.store.remove_worker(w).await {
+                    if let Err(e) = self.store.remove_worker(w, self.fence()).await {
+                        if self.note_fenced(&e) {
+                            return;
+                        }
                         warn!(worker = w, error = %e, "cannot remove worker registration");
                     }
                 }
@@ -142,7 +145,10 @@ impl Controller {
             let mut gone = w.clone();
             gone.state = WorkerState::Gone;
             gone.busy_slots = 0;
-            if let Err(e) = self.store.put_worker(&gone).await {
+            if let Err(e) = self.store.put_worker(&gone, self.fence()).await {
+                if self.note_fenced(&e) {
+                    return;
+                }
                 warn!(worker = w.worker_id, error = %e, "cannot update worker registration");
             }
         }
@@ -272,7 +278,9 @@ impl Controller {
         let mem = self.memory.entry(name.clone()).or_default();
         mem.ledger.finish(&intent.batch, result, at_once);
         if let Err(e) = self.save_intents(&name).await {
-            warn!(fleet = name, error = %e, "cannot record launch intents");
+            if !self.note_fenced(&e) {
+                warn!(fleet = name, error = %e, "cannot record launch intents");
+            }
         }
         self.remember(
             &name,
@@ -310,13 +318,12 @@ impl Controller {
             .get(fleet)
             .map(|m| m.ledger.intents().to_vec())
             .unwrap_or_default();
-        self.store
-            .put_status(&StatusDoc {
-                name: intent_key(fleet),
-                updated_at: self.clock.now(),
-                body: serde_json::to_value(intents).unwrap_or_default(),
-            })
-            .await
+        let doc = StatusDoc {
+            name: intent_key(fleet),
+            updated_at: self.clock.now(),
+            body: serde_json::to_value(intents).unwrap_or_default(),
+        };
+        self.store.put_status(&doc, self.fence()).await
     }
 
     fn remember(&mut self, fleet: &str, what: String, rec: ActionRecord) {

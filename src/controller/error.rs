@@ -67,6 +67,18 @@ impl ObserveError {
 }
 
 impl ControllerError {
+    /// The store's error behind this one, if any.
+    pub fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            ControllerError::Leadership(e)
+            | ControllerError::ListSteps(e)
+            | ControllerError::Graph(e)
+            | ControllerError::Housekeeping { source: e, .. }
+            | ControllerError::RecordIntent { source: e, .. } => Some(e),
+            ControllerError::Observe { .. } | ControllerError::Provider { .. } => None,
+        }
+    }
+
     /// A fixed label for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -30,7 +30,7 @@ impl Controller {
                     return Ok(0);
                 }
             }
-            promote::apply_graph(self.store.as_ref(), &graph, now).await
+            promote::apply_graph(self.store.as_ref(), &graph, now, self.fence()).await
         }
         .await;
         match result {

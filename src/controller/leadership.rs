@@ -3,15 +3,20 @@
 //! compares it with the clock *at that moment*, since observing may have taken longer than the
 //! lease; while acting, each action is preceded by a check of the lease's known expiry.
 //!
-//! A leader that was deposed without knowing it can still not be refused by the store: that
-//! needs writes fenced by the lease's epoch (the DynamoDB scale issue owns that).
+//! A leader that was deposed without knowing it is refused by the store: every write it makes
+//! for the cluster (launch intents, status and graph documents, requeues, worker clean-up)
+//! carries its [`Fence`], checked against the lease in the same request. A refused write
+//! ([`StoreError::Fenced`]) is counted in `anamo_controller_fenced_writes_total`, and the
+//! pass stops: nothing more is written until the next pass acquires the lease again.
+
+use std::sync::atomic::Ordering;
 
 use tracing::{info, warn};
 
 use super::status::Role;
 use super::Controller;
 use crate::clock::ms;
-use crate::store::StoreError;
+use crate::store::{Fence, LeaderToken, StoreError};
 
 impl Controller {
     /// Acquires or renews the lease (always the leader without leader election).
@@ -30,6 +35,11 @@ impl Controller {
             .await?;
         let was = self.leadership.as_ref().map(|l| l.fencing);
         self.leadership = held;
+        self.token = self
+            .leadership
+            .as_ref()
+            .map(|l| LeaderToken::new(&self.cfg.cluster, l));
+        self.deposed.store(false, Ordering::Relaxed);
         match (&self.leadership, was) {
             // A new fencing token: the lease changed hands since this controller last held it
             // (even if it never saw itself lose it), and another leader may have launched
@@ -69,13 +79,53 @@ impl Controller {
         }
     }
 
-    /// Whether the lease this controller acquired has not run out yet (no store read: checked
-    /// before each action).
+    /// Whether the lease this controller acquired has not run out yet and no write was refused
+    /// as a deposed leader's (no store read: checked before each action).
     pub(super) fn lease_holds(&self) -> bool {
+        if self.is_deposed() {
+            return false;
+        }
         !self.cfg.leader_election
             || self
                 .leadership
                 .as_ref()
                 .is_some_and(|l| l.expires_at > self.clock.now())
+    }
+
+    /// The fence of this controller's writes: its leadership token, or none without leader
+    /// election (it is the only controller). A follower does not write.
+    pub(super) fn fence(&self) -> Fence<'_> {
+        match &self.token {
+            Some(token) if self.cfg.leader_election => Fence::Leader(token),
+            _ => Fence::Unfenced,
+        }
+    }
+
+    /// Notes a write refused as a deposed leader's: counted, and the pass stops. Returns
+    /// whether `e` was one.
+    pub(super) fn note_fenced(&self, e: &StoreError) -> bool {
+        if !matches!(e, StoreError::Fenced { .. }) {
+            return false;
+        }
+        self.metrics.fenced_writes.inc();
+        if !self.deposed.swap(true, Ordering::Relaxed) {
+            warn!("{e}");
+        }
+        true
+    }
+
+    /// Whether a write of this pass was refused as a deposed leader's.
+    pub(super) fn is_deposed(&self) -> bool {
+        self.deposed.load(Ordering::Relaxed)
+    }
+
+    /// After a refused write: gives up the leadership it no longer has, so the next pass
+    /// acquires it (or follows) from the store's word.
+    pub(super) fn step_down(&mut self) {
+        self.leadership = None;
+        self.token = None;
+        self.metrics.leader.set(0);
+        let mut st = self.write_status();
+        st.role = Role::Follower;
     }
 }

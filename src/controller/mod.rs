@@ -24,6 +24,7 @@ pub mod reload;
 pub mod status;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,7 @@ use crate::manifest::{FleetManifest, ManifestSet};
 use crate::metrics::Metrics;
 use crate::planner::ledger::FleetLedger;
 use crate::planner::{self, Plan, PlanInput};
-use crate::store::{Leadership, SharedStore};
+use crate::store::{LeaderToken, Leadership, SharedStore};
 
 pub use error::{ControllerError, ObserveError};
 use observe::Observed;
@@ -122,6 +123,10 @@ pub struct Controller {
     status: SharedStatus,
     metrics: Arc<Metrics>,
     leadership: Option<Leadership>,
+    /// The fence of this controller's writes while it leads (with leader election).
+    token: Option<LeaderToken>,
+    /// A write of this pass was refused: another controller leads now.
+    deposed: AtomicBool,
     census: Census,
     /// The pipeline graph this controller last wrote to the store.
     published_graph: Option<crate::pipeline::Graph>,
@@ -156,6 +161,8 @@ impl Controller {
             status,
             metrics,
             leadership: None,
+            token: None,
+            deposed: AtomicBool::new(false),
             census,
             published_graph: None,
             cost: cost::CostState::default(),
@@ -228,7 +235,13 @@ impl Controller {
         let graph = self.sync_graph(now, &mut errors).await;
         let graph_ok = graph.is_ok();
         let graph = graph.unwrap_or_else(|g| g);
+        if self.is_deposed() {
+            return self.stop_deposed(errors);
+        }
         let (steps, steps_listed) = self.housekeep(&fleets, &graph, now, &mut errors).await;
+        if self.is_deposed() {
+            return self.stop_deposed(errors);
+        }
         let names: Vec<&str> = fleets.iter().map(|f| f.name()).collect();
         self.providers.retain(&names).await;
         let (observed, mut input) = self.observe_and_note(&fleets, now, &mut errors).await;
@@ -247,7 +260,13 @@ impl Controller {
         } else {
             warn!("lost the leadership during the pass; not acting on its plan");
         }
+        if self.is_deposed() {
+            return self.stop_deposed(errors);
+        }
         self.publish(&plan, &observed, store_ok, now, &errors).await;
+        if self.is_deposed() {
+            return self.stop_deposed(errors);
+        }
         self.census.start_if_due(steps, now);
         self.metrics
             .reconcile_duration
@@ -258,6 +277,18 @@ impl Controller {
         PassReport {
             role,
             plan: Some(plan),
+            errors,
+        }
+    }
+
+    /// Ends a pass in which a write was refused as a deposed leader's: nothing more is
+    /// written, and the next pass starts from the store's leadership.
+    fn stop_deposed(&mut self, errors: Vec<ControllerError>) -> PassReport {
+        warn!("another controller took the leadership; this pass stops");
+        self.step_down();
+        PassReport {
+            role: Role::Follower,
+            plan: None,
             errors,
         }
     }
@@ -322,6 +353,9 @@ impl Controller {
     }
 
     fn note_error(&self, e: ControllerError, errors: &mut Vec<ControllerError>) {
+        if let Some(source) = e.store_error() {
+            self.note_fenced(source);
+        }
         let kind = e.kind();
         self.metrics
             .reconcile_errors

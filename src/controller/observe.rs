@@ -111,7 +111,7 @@ impl Controller {
 
     /// Requeues the step's tasks whose lease has expired.
     pub(super) async fn requeue_expired(&self, step: &str, now: Millis) -> Result<(), StoreError> {
-        let r = self.store.requeue_expired(step, now).await?;
+        let r = self.store.requeue_expired(step, now, self.fence()).await?;
         if !r.requeued.is_empty() || !r.failed.is_empty() {
             warn!(step, requeued = ?r.requeued, failed = ?r.failed, "requeued tasks whose lease expired");
             self.metrics

@@ -33,16 +33,21 @@ impl Controller {
             fleets.push(report);
         }
         docs.push(self.controller_doc().to_doc(now));
-        let store = &self.store;
+        let (store, fence) = (&self.store, self.fence());
         let written: Vec<Result<(), StoreError>> =
-            futures::stream::iter(docs.iter().map(|doc| store.put_status(doc)))
+            futures::stream::iter(docs.iter().map(|doc| store.put_status(doc, fence)))
                 .buffered(OBSERVE_CONCURRENCY)
                 .collect()
                 .await;
         for (doc, result) in docs.iter().zip(written) {
             if let Err(e) = result {
-                warn!(status = doc.name, error = %e, "cannot write fleet status");
+                if !self.note_fenced(&e) {
+                    warn!(status = doc.name, error = %e, "cannot write fleet status");
+                }
             }
+        }
+        if self.is_deposed() {
+            return;
         }
         let mut st = self.write_status();
         st.role = Role::Leader;

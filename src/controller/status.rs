@@ -325,7 +325,8 @@ impl super::Controller {
             stopped: true,
             ..self.controller_doc()
         };
-        if let Err(e) = self.store.put_status(&doc.to_doc(self.clock.now())).await {
+        let doc = doc.to_doc(self.clock.now());
+        if let Err(e) = self.store.put_status(&doc, self.fence()).await {
             tracing::warn!(error = %e, "cannot report in the store that the controller stopped");
         }
     }

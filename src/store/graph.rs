@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use super::{Result, SharedStore, StatusDoc, StoreError, TaskStore};
+use super::{Fence, Result, SharedStore, StatusDoc, StoreError, TaskStore};
 use crate::clock::Millis;
 use crate::pipeline::Graph;
 
@@ -19,17 +19,21 @@ pub const GRAPH_DOC: &str = "pipeline/graph";
 /// How long a [`GraphCache`] keeps what it read.
 pub const GRAPH_CACHE_TTL: Duration = Duration::from_secs(5);
 
-/// Writes the graph document.
-pub async fn put_graph(store: &dyn TaskStore, graph: &Graph, now: Millis) -> Result<()> {
+/// Writes the graph document (fenced by `fence`: the controller writes it as the leader).
+pub async fn put_graph(
+    store: &dyn TaskStore,
+    graph: &Graph,
+    now: Millis,
+    fence: Fence<'_>,
+) -> Result<()> {
     let body = serde_json::to_value(graph)
         .map_err(|e| StoreError::backend("put graph", format!("cannot encode the graph: {e}")))?;
-    store
-        .put_status(&StatusDoc {
-            name: GRAPH_DOC.to_string(),
-            updated_at: now,
-            body,
-        })
-        .await
+    let doc = StatusDoc {
+        name: GRAPH_DOC.to_string(),
+        updated_at: now,
+        body,
+    };
+    store.put_status(&doc, fence).await
 }
 
 /// The graph the store holds, or `None` when no graph was ever written (every step is then

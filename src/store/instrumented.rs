@@ -12,7 +12,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use prometheus::{HistogramVec, IntCounterVec};
 
-use super::{Leadership, Result, SharedStore, StatusDoc, StoreError, TaskStore};
+use super::{Fence, Leadership, Result, SharedStore, StatusDoc, StoreError, TaskStore};
 use crate::clock::Millis;
 use crate::metrics::Metrics;
 use crate::model::{
@@ -150,9 +150,14 @@ impl TaskStore for InstrumentedStore {
             .await
     }
 
-    async fn requeue_expired(&self, step: &str, now: Millis) -> Result<RequeueReport> {
-        self.observe("requeue_expired", self.inner.requeue_expired(step, now))
-            .await
+    async fn requeue_expired(
+        &self,
+        step: &str,
+        now: Millis,
+        fence: Fence<'_>,
+    ) -> Result<RequeueReport> {
+        let call = self.inner.requeue_expired(step, now, fence);
+        self.observe("requeue_expired", call).await
     }
 
     async fn task_states(&self, step: &str, ids: &[String]) -> Result<HashMap<String, TaskState>> {
@@ -234,13 +239,13 @@ impl TaskStore for InstrumentedStore {
         self.observe("delete", self.inner.delete(step, id)).await
     }
 
-    async fn put_worker(&self, worker: &WorkerInfo) -> Result<()> {
-        self.observe("put_worker", self.inner.put_worker(worker))
+    async fn put_worker(&self, worker: &WorkerInfo, fence: Fence<'_>) -> Result<()> {
+        self.observe("put_worker", self.inner.put_worker(worker, fence))
             .await
     }
 
-    async fn remove_worker(&self, worker_id: &str) -> Result<()> {
-        self.observe("remove_worker", self.inner.remove_worker(worker_id))
+    async fn remove_worker(&self, worker_id: &str, fence: Fence<'_>) -> Result<()> {
+        self.observe("remove_worker", self.inner.remove_worker(worker_id, fence))
             .await
     }
 
@@ -249,8 +254,9 @@ impl TaskStore for InstrumentedStore {
             .await
     }
 
-    async fn put_status(&self, doc: &StatusDoc) -> Result<()> {
-        self.observe("put_status", self.inner.put_status(doc)).await
+    async fn put_status(&self, doc: &StatusDoc, fence: Fence<'_>) -> Result<()> {
+        self.observe("put_status", self.inner.put_status(doc, fence))
+            .await
     }
 
     async fn list_status(&self) -> Result<Vec<StatusDoc>> {
@@ -467,7 +473,9 @@ mod tests {
         )
         .await
         .unwrap();
-        s.requeue_expired("align", now).await.unwrap();
+        s.requeue_expired("align", now, Fence::Unfenced)
+            .await
+            .unwrap();
         s.task_states("align", std::slice::from_ref(&id))
             .await
             .unwrap();
@@ -498,16 +506,15 @@ mod tests {
             last_busy_at: now,
             state: crate::model::WorkerState::Active,
         };
-        s.put_worker(&w).await.unwrap();
+        s.put_worker(&w, Fence::Unfenced).await.unwrap();
         s.list_workers(None).await.unwrap();
-        s.remove_worker("w1").await.unwrap();
-        s.put_status(&StatusDoc {
+        s.remove_worker("w1", Fence::Unfenced).await.unwrap();
+        let doc = StatusDoc {
             name: "fleet/align".into(),
             updated_at: now,
             body: serde_json::json!({}),
-        })
-        .await
-        .unwrap();
+        };
+        s.put_status(&doc, Fence::Unfenced).await.unwrap();
         s.list_status().await.unwrap();
         s.acquire_leadership("c", "me", 30_000, now).await.unwrap();
         s.current_leader("c").await.unwrap();

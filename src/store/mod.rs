@@ -31,6 +31,7 @@
 //! runs *at least* once; scripts should be idempotent.
 
 pub mod dynamo;
+pub mod fence;
 pub mod graph;
 pub mod instrumented;
 pub mod promote;
@@ -52,8 +53,9 @@ use crate::model::{
 };
 use crate::pipeline::Graph;
 
-pub use self::requests::RequestRecorder;
-pub(crate) use self::requests::{RequestCounter, RequestMix};
+pub use self::fence::{Fence, LeaderToken};
+pub(crate) use self::requests::{Capacity, RequestCounter, RequestMix};
+pub use self::requests::{PeakKey, RequestRecorder};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -88,6 +90,18 @@ pub enum StoreError {
     /// Network trouble, throttling, a locked database: worth retrying with backoff.
     #[error("store unavailable ({operation}): {message}")]
     Unavailable { operation: String, message: String },
+    /// A leader's write ([`Fence::Leader`]) refused because the cluster's leadership moved
+    /// on: this controller was deposed. Nothing was written; it must stop acting.
+    #[error(
+        "{operation} refused: the leadership of cluster `{cluster}` is no longer this \
+         controller's (fencing number {fencing}); another controller took over, so this one \
+         stops acting until it leads again"
+    )]
+    Fenced {
+        operation: String,
+        cluster: String,
+        fencing: u64,
+    },
     /// Anything else the backend reported.
     #[error("store error ({operation}): {message}")]
     Backend { operation: String, message: String },
@@ -105,6 +119,7 @@ impl StoreError {
             StoreError::NoTable(_) => "no_table",
             StoreError::NoStore(_) => "no_store",
             StoreError::Unavailable { .. } => "unavailable",
+            StoreError::Fenced { .. } => "fenced",
             StoreError::Backend { .. } => "backend",
         }
     }
@@ -124,6 +139,14 @@ impl StoreError {
         StoreError::Backend {
             operation: operation.to_string(),
             message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn fenced(operation: &str, token: &LeaderToken) -> Self {
+        StoreError::Fenced {
+            operation: operation.to_string(),
+            cluster: token.cluster().to_string(),
+            fencing: token.fencing(),
         }
     }
 
@@ -203,8 +226,14 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     ) -> Result<TaskState>;
     /// Hands a running task back to pending without counting the attempt (drain).
     async fn release(&self, lease: &LeaseRef, now: Millis) -> Result<()>;
-    /// Requeues (or fails, when attempts are used up) running tasks whose lease expired.
-    async fn requeue_expired(&self, step: &str, now: Millis) -> Result<RequeueReport>;
+    /// Requeues (or fails, when attempts are used up) running tasks whose lease expired; each
+    /// move is fenced by `fence`.
+    async fn requeue_expired(
+        &self,
+        step: &str,
+        now: Millis,
+        fence: Fence<'_>,
+    ) -> Result<RequeueReport>;
 
     // Primitives of the pipeline graph's promotion (`store::promote`): small reads of ids and
     // states only (never specs or log tails), and conditional moves of one task.
@@ -267,13 +296,15 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     async fn cancel(&self, step: &str, id: &str, now: Millis) -> Result<()>;
     async fn delete(&self, step: &str, id: &str) -> Result<()>;
 
-    /// Creates or replaces a worker's registration.
-    async fn put_worker(&self, worker: &WorkerInfo) -> Result<()>;
-    async fn remove_worker(&self, worker_id: &str) -> Result<()>;
+    /// Creates or replaces a worker's registration (a worker's own: [`Fence::Unfenced`]; the
+    /// controller retiring one: its leader fence).
+    async fn put_worker(&self, worker: &WorkerInfo, fence: Fence<'_>) -> Result<()>;
+    async fn remove_worker(&self, worker_id: &str, fence: Fence<'_>) -> Result<()>;
     /// Workers of one step, or all when `step` is `None`.
     async fn list_workers(&self, step: Option<&str>) -> Result<Vec<WorkerInfo>>;
 
-    async fn put_status(&self, doc: &StatusDoc) -> Result<()>;
+    /// Creates or replaces a status document, fenced by `fence`.
+    async fn put_status(&self, doc: &StatusDoc, fence: Fence<'_>) -> Result<()>;
     async fn list_status(&self) -> Result<Vec<StatusDoc>>;
 
     /// Takes or renews the leadership of `cluster` for `owner`. Returns the lease when `owner`

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tracing::warn;
 
-use super::{Result, TaskStore};
+use super::{Fence, Result, TaskStore};
 use crate::clock::Millis;
 use crate::model::{PromoteReport, Task, TaskFilter, TaskState};
 use crate::pipeline::{self, Dependency, EdgeView, Graph, Readiness, UpstreamTask};
@@ -214,9 +214,14 @@ pub async fn hold_back_pending(store: &dyn TaskStore, graph: &Graph, now: Millis
     Ok(moved)
 }
 
-/// Publishes `graph` to the store and holds back the pending tasks it gives upstream edges
-/// ([`hold_back_pending`]). Returns how many tasks were held back.
-pub async fn apply_graph(store: &dyn TaskStore, graph: &Graph, now: Millis) -> Result<u64> {
-    super::graph::put_graph(store, graph, now).await?;
+/// Publishes `graph` to the store (fenced by `fence`) and holds back the pending tasks it
+/// gives upstream edges ([`hold_back_pending`]). Returns how many tasks were held back.
+pub async fn apply_graph(
+    store: &dyn TaskStore,
+    graph: &Graph,
+    now: Millis,
+    fence: Fence<'_>,
+) -> Result<u64> {
+    super::graph::put_graph(store, graph, now, fence).await?;
     hold_back_pending(store, graph, now).await
 }

@@ -1,5 +1,6 @@
 //! Dispatch benchmark: `workers` in-process workers with `slots` slots each work through
-//! `tasks` trivial tasks (`true`); reports throughput and store requests per task.
+//! `tasks` trivial tasks (`true`); reports throughput, store requests and capacity units per
+//! task, and the busiest partition key.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,7 +12,7 @@ use tokio::time::Instant;
 
 use super::{run_with, WorkerArgs, WorkerControl, WorkerError, WorkerExit};
 use crate::model::TaskSpec;
-use crate::store::{RequestRecorder, SharedStore};
+use crate::store::{PeakKey, RequestRecorder, SharedStore};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -32,6 +33,13 @@ pub struct BenchReport {
     /// write lost`, `complete write`, `put worker`, ...), when the store breaks them down;
     /// `other` is the rest (the SDK's own retries, anything not broken down).
     pub requests_by_kind: BTreeMap<String, f64>,
+    /// Read and write capacity units per task in that window (DynamoDB's `ConsumedCapacity`;
+    /// 0 on SQLite).
+    pub read_units_per_task: f64,
+    pub write_units_per_task: f64,
+    /// The partition key (table or index) that received the most item writes within one
+    /// second in that window (none on SQLite).
+    pub busiest_key: Option<PeakKey>,
     /// Store requests the import took (not included above).
     pub import_requests: u64,
 }
@@ -57,11 +65,18 @@ pub async fn bench_dispatch(
     let started = Instant::now();
     let before = recorder.total();
     let mix_before = recorder.by_kind();
+    let units_before = (recorder.read_units(), recorder.write_units());
+    recorder.restart_keys();
     let (controls, mut running) = spawn_workers(&store, &step, workers, slots, &log_dir);
     let mut finished_early = wait_for_results(&controls, &mut running, tasks).await;
     let elapsed = started.elapsed();
     let requests = recorder.total() - before;
     let mix = recorder.by_kind();
+    let units = (
+        recorder.read_units() - units_before.0,
+        recorder.write_units() - units_before.1,
+    );
+    let busiest_key = recorder.peak_key();
     let (_, succeeded) = recorded(&controls);
     controls.iter().for_each(|c| c.drain());
     while let Some(joined) = running.join_next().await {
@@ -86,6 +101,9 @@ pub async fn bench_dispatch(
         requests,
         requests_per_task: requests as f64 / tasks as f64,
         requests_by_kind: requests_by_kind(mix, &mix_before, requests, tasks),
+        read_units_per_task: units.0 / tasks as f64,
+        write_units_per_task: units.1 / tasks as f64,
+        busiest_key,
         import_requests,
     })
 }

@@ -104,7 +104,7 @@ mod tests {
         let mut g = crate::store::graph::empty_graph();
         g.steps.insert("joint".into(), joint);
         g.steps.insert("call".into(), call);
-        crate::store::graph::put_graph(store.as_ref(), &g, 1)
+        crate::store::graph::put_graph(store.as_ref(), &g, 1, crate::store::Fence::Unfenced)
             .await
             .unwrap();
         let ids = ["S1/chr1", "S2/chr1", "S1/chr2"];

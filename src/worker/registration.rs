@@ -13,7 +13,10 @@ use super::events::RegistrationFailed;
 use super::Ctx;
 use crate::clock::Millis;
 use crate::model::{WorkerInfo, WorkerState};
-use crate::store::StoreError;
+use crate::store::{Fence, StoreError};
+
+/// A worker's own registration is not a leader's write.
+const OWN: Fence<'static> = Fence::Unfenced;
 
 /// How long the final `Gone` write is retried.
 const GONE_RETRY_FOR: Duration = Duration::from_secs(10);
@@ -49,7 +52,7 @@ pub(crate) async fn register(ctx: &Ctx, started_at: Millis) -> Result<(), StoreE
     loop {
         match ctx
             .store
-            .put_worker(&info(ctx, started_at, current_state(ctx)))
+            .put_worker(&info(ctx, started_at, current_state(ctx)), OWN)
             .await
         {
             Ok(()) => return Ok(()),
@@ -82,7 +85,7 @@ pub(crate) async fn upkeep(ctx: Arc<Ctx>, started_at: Millis, mut stop: watch::R
         }
         if let Err(e) = ctx
             .store
-            .put_worker(&info(&ctx, started_at, current_state(&ctx)))
+            .put_worker(&info(&ctx, started_at, current_state(&ctx)), OWN)
             .await
         {
             RegistrationFailed {
@@ -100,7 +103,7 @@ pub(crate) async fn mark_gone(ctx: &Ctx, started_at: Millis) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         let info = info(ctx, started_at, WorkerState::Gone);
-        match tokio::time::timeout(GONE_RETRY_FOR, ctx.store.put_worker(&info)).await {
+        match tokio::time::timeout(GONE_RETRY_FOR, ctx.store.put_worker(&info, OWN)).await {
             Ok(Ok(())) => return,
             Ok(Err(e)) => {
                 RegistrationFailed {

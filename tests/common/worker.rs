@@ -16,7 +16,7 @@ use anamo::model::{
     Backlog, Claim, ClaimRequest, Completion, ImportReport, LeaseRef, RequeueReport, StepCounts,
     Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
 };
-use anamo::store::{Leadership, SharedStore, StatusDoc, StoreError, TaskStore};
+use anamo::store::{Fence, Leadership, SharedStore, StatusDoc, StoreError, TaskStore};
 use anamo::worker::{run_with, WorkerArgs, WorkerControl, WorkerExit};
 use async_trait::async_trait;
 
@@ -263,9 +263,17 @@ impl TaskStore for FaultyStore {
     async fn release(&self, lease: &LeaseRef, now: Millis) -> Result<(), StoreError> {
         self.call("release", self.inner.release(lease, now)).await
     }
-    async fn requeue_expired(&self, step: &str, now: Millis) -> Result<RequeueReport, StoreError> {
-        self.call("requeue expired", self.inner.requeue_expired(step, now))
-            .await
+    async fn requeue_expired(
+        &self,
+        step: &str,
+        now: Millis,
+        fence: Fence<'_>,
+    ) -> Result<RequeueReport, StoreError> {
+        self.call(
+            "requeue expired",
+            self.inner.requeue_expired(step, now, fence),
+        )
+        .await
     }
     async fn task_states(
         &self,
@@ -334,19 +342,21 @@ impl TaskStore for FaultyStore {
     async fn delete(&self, step: &str, id: &str) -> Result<(), StoreError> {
         self.call("delete", self.inner.delete(step, id)).await
     }
-    async fn put_worker(&self, worker: &WorkerInfo) -> Result<(), StoreError> {
-        self.call("put worker", self.inner.put_worker(worker)).await
+    async fn put_worker(&self, worker: &WorkerInfo, fence: Fence<'_>) -> Result<(), StoreError> {
+        self.call("put worker", self.inner.put_worker(worker, fence))
+            .await
     }
-    async fn remove_worker(&self, worker_id: &str) -> Result<(), StoreError> {
-        self.call("remove worker", self.inner.remove_worker(worker_id))
+    async fn remove_worker(&self, worker_id: &str, fence: Fence<'_>) -> Result<(), StoreError> {
+        self.call("remove worker", self.inner.remove_worker(worker_id, fence))
             .await
     }
     async fn list_workers(&self, step: Option<&str>) -> Result<Vec<WorkerInfo>, StoreError> {
         self.call("list workers", self.inner.list_workers(step))
             .await
     }
-    async fn put_status(&self, doc: &StatusDoc) -> Result<(), StoreError> {
-        self.call("put status", self.inner.put_status(doc)).await
+    async fn put_status(&self, doc: &StatusDoc, fence: Fence<'_>) -> Result<(), StoreError> {
+        self.call("put status", self.inner.put_status(doc, fence))
+            .await
     }
     async fn list_status(&self) -> Result<Vec<StatusDoc>, StoreError> {
         self.call("list status", self.inner.list_status()).await

@@ -106,7 +106,7 @@ async fn states(store: &SharedStore, step: &str) -> Vec<(String, TaskState)> {
 pub async fn graph_is_published_and_read_back(store: SharedStore) {
     assert_eq!(store_graph::get_graph(store.as_ref()).await.unwrap(), None);
     let g = genome();
-    store_graph::put_graph(store.as_ref(), &g, T0)
+    store_graph::put_graph(store.as_ref(), &g, T0, anamo::store::Fence::Unfenced)
         .await
         .unwrap();
     assert_eq!(
@@ -327,7 +327,7 @@ pub async fn a_published_graph_holds_back_pending_tasks(store: SharedStore) {
     }
     let claimed = store.claim(&req("call", "w"), T0).await.unwrap().unwrap();
     let g = genome();
-    let held = promote::apply_graph(store.as_ref(), &g, T0 + 1)
+    let held = promote::apply_graph(store.as_ref(), &g, T0 + 1, anamo::store::Fence::Unfenced)
         .await
         .unwrap();
     assert_eq!(held, 1, "the claimed task is not held back");

@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{KeysAndAttributes, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    KeysAndAttributes, PutRequest, ReturnConsumedCapacity, WriteRequest,
+};
 use futures::{StreamExt, TryStreamExt};
 use rand::Rng;
 
+use super::capacity::item_keys;
 use super::items::Item;
 use super::DynamoStore;
 use crate::store::{Result, StoreError};
@@ -67,9 +70,11 @@ impl DynamoStore {
                 .client
                 .batch_get_item()
                 .request_items(&self.table, request)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
                 .map_err(|e| self.err(op, e))?;
+            self.consumed(out.consumed_capacity(), false);
             if let Some(mut responses) = out.responses {
                 found.extend(responses.remove(&self.table).unwrap_or_default());
             }
@@ -116,6 +121,9 @@ impl DynamoStore {
             .buffer_unordered(CONCURRENCY)
             .try_collect::<Vec<()>>()
             .await?;
+        for item in &items {
+            self.wrote(item_keys(item));
+        }
         Ok(())
     }
 
@@ -126,9 +134,11 @@ impl DynamoStore {
                 .client
                 .batch_write_item()
                 .request_items(&self.table, std::mem::take(&mut requests))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
                 .map_err(|e| self.err(op, e))?;
+            self.consumed(out.consumed_capacity(), true);
             if let Some(mut unprocessed) = out.unprocessed_items {
                 requests = unprocessed.remove(&self.table).unwrap_or_default();
             }

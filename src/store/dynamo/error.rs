@@ -23,6 +23,8 @@ const THROTTLING: &[&str] = &[
     "InternalFailure",
     "ServiceUnavailable",
     "TransactionInProgressException",
+    // A plain write to an item a transaction (a fenced controller write) holds at that moment.
+    "TransactionConflictException",
 ];
 
 pub(crate) const NOT_FOUND: &str = "ResourceNotFoundException";

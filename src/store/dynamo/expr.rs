@@ -21,6 +21,11 @@ pub(crate) struct Expr {
     sets: Vec<String>,
     removes: Vec<String>,
     conds: Vec<String>,
+    /// The index partition the item is in after the write, and the step and state it was in
+    /// before (from `transition` and the `state` condition): the partition keys it writes.
+    index_to: Option<String>,
+    step: Option<String>,
+    state_from: Option<TaskState>,
 }
 
 impl Expr {
@@ -77,7 +82,10 @@ impl Expr {
         lease_expires_at: Millis,
         now: Millis,
     ) -> Self {
-        self.set(STATE, s(state.as_str()))
+        let mut e = self;
+        e.index_to = Some(state_pk(step, state));
+        e.step = Some(step.to_string());
+        e.set(STATE, s(state.as_str()))
             .set(GSI1PK, s(state_pk(step, state)))
             .set(
                 GSI1SK,
@@ -99,6 +107,9 @@ impl Expr {
     }
 
     pub(crate) fn cond_eq(mut self, attr: &str, v: AttributeValue) -> Self {
+        if let (STATE, AttributeValue::S(state)) = (attr, &v) {
+            self.state_from = state.parse().ok();
+        }
         let (name, value) = (self.name(attr), self.value(v));
         self.conds.push(format!("{name} = {value}"));
         self
@@ -108,6 +119,26 @@ impl Expr {
         let name = self.name(PK);
         self.conds.push(format!("attribute_exists({name})"));
         self
+    }
+
+    /// Says that the write changes the item's index entry in the `index` partition without
+    /// moving it (e.g. a heartbeat's new sort key).
+    pub(crate) fn in_index(mut self, index: String) -> Self {
+        self.index_to = Some(index);
+        self
+    }
+
+    /// The index partition keys this update writes: the one the item is in afterwards and,
+    /// when it moves, the one it leaves.
+    pub(crate) fn index_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.index_to.iter().cloned().collect();
+        if let (Some(step), Some(from)) = (&self.step, self.state_from) {
+            let left = state_pk(step, from);
+            if !keys.contains(&left) {
+                keys.push(left);
+            }
+        }
+        keys
     }
 
     pub(crate) fn update_expression(&self) -> Option<String> {

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::Select;
+use aws_sdk_dynamodb::types::{ReturnConsumedCapacity, Select};
 
 use super::expr::Expr;
 use super::items::*;
@@ -84,9 +84,11 @@ async fn state_ids(
             .set_expression_attribute_names(Some(names.clone()))
             .set_expression_attribute_values(Some(values.clone()))
             .set_exclusive_start_key(start)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(|e| store.err(OP, e))?;
+        store.consumed(out.consumed_capacity(), false);
         for item in out.items.unwrap_or_default() {
             ids.push(Reader::new(OP, &item).s(ID)?);
         }

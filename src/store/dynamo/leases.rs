@@ -39,6 +39,7 @@ pub(super) async fn heartbeat(
             GSI1SK,
             s(task_sk(TaskState::Running, 0, now, expires_at, id)),
         )
+        .in_index(state_pk(step, TaskState::Running))
         .cond_eq(STATE, s(TaskState::Running.as_str()))
         .cond_eq(LEASE_TOKEN, s(token));
     match store.update(OP, task_pk(step, id), e, false).await? {

@@ -20,9 +20,11 @@
 //! (create and delete the table), [`workers`], [`status`] documents and the [`leader`] lease.
 
 mod batch;
+mod capacity;
 mod claims;
 mod error;
 mod expr;
+mod fence;
 mod graph;
 mod items;
 mod leader;
@@ -42,7 +44,7 @@ use async_trait::async_trait;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{ReturnValue, Select};
+use aws_sdk_dynamodb::types::{ReturnConsumedCapacity, ReturnValue, Select};
 use aws_sdk_dynamodb::Client;
 
 use self::claims::{Claimer, Contention, Leftovers};
@@ -50,8 +52,8 @@ use self::error::{is_condition_failed, map_sdk_err, CountRequests, SdkErr};
 use self::expr::Expr;
 use self::items::*;
 use super::{
-    Leadership, RequestCounter, RequestMix, RequestRecorder, Result, StatusDoc, StoreError,
-    TaskStore,
+    Capacity, Fence, Leadership, RequestCounter, RequestMix, RequestRecorder, Result, StatusDoc,
+    StoreError, TaskStore,
 };
 use crate::clock::Millis;
 use crate::model::{
@@ -72,6 +74,9 @@ pub struct DynamoStore {
     table: String,
     requests: Arc<RequestCounter>,
     mix: Arc<RequestMix>,
+    capacity: Arc<Capacity>,
+    /// Fenced writes are sent one at a time (see [`fence`]).
+    fence_lock: Arc<tokio::sync::Mutex<()>>,
     contention: Arc<Contention>,
     leftovers: Arc<Mutex<HashMap<Claimer, Leftovers>>>,
     /// Bumped whenever the leftovers are forgotten, so that a claim whose query was read
@@ -115,6 +120,8 @@ impl DynamoStore {
             table: table.to_string(),
             requests,
             mix: Arc::default(),
+            capacity: Arc::default(),
+            fence_lock: Arc::default(),
             contention: Arc::new(Contention::new()),
             leftovers: Arc::default(),
             leftovers_epoch: Arc::default(),
@@ -147,7 +154,11 @@ impl DynamoStore {
     /// The counts of the requests this store sends (every HTTP attempt, and what each of its
     /// own calls was for), for benchmarks.
     pub fn recorder(&self) -> RequestRecorder {
-        RequestRecorder::new(self.requests.clone(), self.mix.clone())
+        RequestRecorder::new(
+            self.requests.clone(),
+            self.mix.clone(),
+            self.capacity.clone(),
+        )
     }
 
     pub fn table(&self) -> &str {
@@ -169,9 +180,11 @@ impl DynamoStore {
             .table_name(&self.table)
             .set_key(Some(key(pk)))
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(|e| self.err(op, e))?;
+        self.consumed(out.consumed_capacity(), false);
         Ok(out.item)
     }
 
@@ -200,10 +213,12 @@ impl DynamoStore {
         e: Expr,
         return_new: bool,
     ) -> Result<Option<Item>> {
+        let keys: Vec<String> = std::iter::once(pk.clone()).chain(e.index_keys()).collect();
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .set_key(Some(key(pk)))
             .set_update_expression(e.update_expression())
             .set_condition_expression(e.condition_expression())
@@ -219,6 +234,8 @@ impl DynamoStore {
         match result {
             Ok(out) => {
                 self.mix.add(&format!("{kind} write"));
+                self.consumed(out.consumed_capacity(), true);
+                self.wrote(keys.iter().map(String::as_str));
                 Ok(Some(out.attributes.unwrap_or_default()))
             }
             Err(e) if is_condition_failed(&e) => {
@@ -268,7 +285,8 @@ impl DynamoStore {
             .key_condition_expression(condition)
             .set_expression_attribute_values(Some(values))
             .set_limit(limit)
-            .set_exclusive_start_key(start);
+            .set_exclusive_start_key(start)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
         if count_only {
             request = request.select(Select::Count);
         } else if let Some(attrs) = projection_attrs {
@@ -284,6 +302,7 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| self.err(op, e))?;
+        self.consumed(out.consumed_capacity(), false);
         Ok((
             out.items.unwrap_or_default(),
             out.count.max(0) as u64,
@@ -378,8 +397,13 @@ impl TaskStore for DynamoStore {
         leases::release(self, lease, now).await
     }
 
-    async fn requeue_expired(&self, step: &str, now: Millis) -> Result<RequeueReport> {
-        transitions::requeue_expired(self, step, now).await
+    async fn requeue_expired(
+        &self,
+        step: &str,
+        now: Millis,
+        fence: Fence<'_>,
+    ) -> Result<RequeueReport> {
+        transitions::requeue_expired(self, step, now, fence).await
     }
 
     async fn task_states(&self, step: &str, ids: &[String]) -> Result<HashMap<String, TaskState>> {
@@ -447,20 +471,20 @@ impl TaskStore for DynamoStore {
         transitions::delete(self, step, id).await
     }
 
-    async fn put_worker(&self, worker: &WorkerInfo) -> Result<()> {
-        workers::put_worker(self, worker).await
+    async fn put_worker(&self, worker: &WorkerInfo, fence: Fence<'_>) -> Result<()> {
+        workers::put_worker(self, worker, fence).await
     }
 
-    async fn remove_worker(&self, worker_id: &str) -> Result<()> {
-        workers::remove_worker(self, worker_id).await
+    async fn remove_worker(&self, worker_id: &str, fence: Fence<'_>) -> Result<()> {
+        workers::remove_worker(self, worker_id, fence).await
     }
 
     async fn list_workers(&self, step: Option<&str>) -> Result<Vec<WorkerInfo>> {
         workers::list_workers(self, step).await
     }
 
-    async fn put_status(&self, doc: &StatusDoc) -> Result<()> {
-        status::put_status(self, doc).await
+    async fn put_status(&self, doc: &StatusDoc, fence: Fence<'_>) -> Result<()> {
+        status::put_status(self, doc, fence).await
     }
 
     async fn list_status(&self) -> Result<Vec<StatusDoc>> {

@@ -1,22 +1,21 @@
 //! Status documents the controller publishes: one item each, listed through the `STATUS`
 //! index partition.
 
+use super::fence::Write;
 use super::items::*;
 use super::{DynamoStore, Sk};
-use crate::store::{Result, StatusDoc, StoreError};
+use crate::store::{Fence, Result, StatusDoc, StoreError};
 
-pub(super) async fn put_status(store: &DynamoStore, doc: &StatusDoc) -> Result<()> {
+pub(super) async fn put_status(
+    store: &DynamoStore,
+    doc: &StatusDoc,
+    fence: Fence<'_>,
+) -> Result<()> {
     const OP: &str = "put status";
     let body = serde_json::to_string(&doc.body)
         .map_err(|e| StoreError::backend(OP, format!("cannot encode the status: {e}")))?;
-    store
-        .client
-        .put_item()
-        .table_name(&store.table)
-        .set_item(Some(status_item(doc, body)))
-        .send()
-        .await
-        .map_err(|e| store.err(OP, e))?;
+    let write = Write::Put(status_item(doc, body));
+    store.write_fenced(OP, OP, fence, write).await?;
     Ok(())
 }
 

@@ -8,11 +8,12 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::error::is_condition_failed;
 use super::expr::Expr;
+use super::fence::Write;
 use super::items::*;
 use super::{DynamoStore, Sk, SWEEP_CONCURRENCY, USER_ACTION_TRIES};
 use crate::clock::Millis;
 use crate::model::{ImportReport, RequeueReport, Task, TaskSpec, TaskState, DEFAULT_MAX_ATTEMPTS};
-use crate::store::{initial_state, Result, StoreError};
+use crate::store::{initial_state, Fence, Result, StoreError};
 
 impl DynamoStore {
     /// A user action (requeue, cancel): read the task, let `decide` pick the update (or finish
@@ -127,6 +128,7 @@ pub(super) async fn requeue_expired(
     store: &DynamoStore,
     step: &str,
     now: Millis,
+    fence: Fence<'_>,
 ) -> Result<RequeueReport> {
     const OP: &str = "requeue expired";
     let expired = store
@@ -173,10 +175,12 @@ pub(super) async fn requeue_expired(
                 "attribute_not_exists({expires}) OR {expires} < {now_v}"
             ));
             // A lost race (renewed, completed or taken over meanwhile) is skipped.
-            Ok(store
-                .update(OP, task_pk(step, &id), e, false)
-                .await?
-                .map(|_| (id, target)))
+            let write = Write::Update {
+                pk: task_pk(step, &id),
+                expr: e,
+            };
+            let moved = store.write_fenced(OP, OP, fence, write).await?;
+            Ok(moved.then_some((id, target)))
         })
         .buffer_unordered(SWEEP_CONCURRENCY)
         .try_collect()

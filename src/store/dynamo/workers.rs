@@ -1,34 +1,33 @@
 //! Worker registrations: one item per worker, listed through the `WORKERS` index partition.
 
+use super::fence::Write;
 use super::items::*;
 use super::{DynamoStore, Sk};
 use crate::model::WorkerInfo;
-use crate::store::Result;
+use crate::store::{Fence, Result};
 
-pub(super) async fn put_worker(store: &DynamoStore, worker: &WorkerInfo) -> Result<()> {
+pub(super) async fn put_worker(
+    store: &DynamoStore,
+    worker: &WorkerInfo,
+    fence: Fence<'_>,
+) -> Result<()> {
     const OP: &str = "put worker";
-    store.mix.add(OP);
-    store
-        .client
-        .put_item()
-        .table_name(&store.table)
-        .set_item(Some(worker_item(worker)))
-        .send()
-        .await
-        .map_err(|e| store.err(OP, e))?;
+    let write = Write::Put(worker_item(worker));
+    store.write_fenced(OP, OP, fence, write).await?;
     Ok(())
 }
 
-pub(super) async fn remove_worker(store: &DynamoStore, worker_id: &str) -> Result<()> {
+pub(super) async fn remove_worker(
+    store: &DynamoStore,
+    worker_id: &str,
+    fence: Fence<'_>,
+) -> Result<()> {
     const OP: &str = "remove worker";
-    store
-        .client
-        .delete_item()
-        .table_name(&store.table)
-        .set_key(Some(key(worker_pk(worker_id))))
-        .send()
-        .await
-        .map_err(|e| store.err(OP, e))?;
+    let write = Write::Delete {
+        pk: worker_pk(worker_id),
+        index: Some(WORKERS_GSI.to_string()),
+    };
+    store.write_fenced(OP, OP, fence, write).await?;
     Ok(())
 }
 

@@ -1,11 +1,35 @@
 //! The controller's leadership lease: one row per cluster whose fencing number grows every
 //! time leadership changes hands.
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{map_err, write_tx, SqliteStore};
 use crate::clock::Millis;
-use crate::store::{Leadership, Result};
+use crate::store::{LeaderToken, Leadership, Result, StoreError};
+
+/// Refuses a leader's write once its leadership moved on; run inside the write's transaction
+/// (so the check and the write are one atomic step). Unfenced writes (`None`) pass.
+pub(super) fn check_fence(c: &Connection, op: &str, token: Option<&LeaderToken>) -> Result<()> {
+    let Some(token) = token else {
+        return Ok(());
+    };
+    let current: Option<(String, i64)> = c
+        .query_row(
+            "SELECT owner, fencing FROM leaders WHERE cluster = ?1",
+            params![token.cluster()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(|e| map_err(op, e))?;
+    match current {
+        Some((owner, fencing))
+            if owner == token.owner() && u64::try_from(fencing) == Ok(token.fencing()) =>
+        {
+            Ok(())
+        }
+        _ => Err(StoreError::fenced(op, token)),
+    }
+}
 
 pub(super) async fn acquire_leadership(
     store: &SqliteStore,

@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
 use super::{
-    Leadership, RequestCounter, RequestRecorder, Result, StatusDoc, StoreError, TaskStore,
+    Fence, Leadership, RequestCounter, RequestRecorder, Result, StatusDoc, StoreError, TaskStore,
 };
 use crate::clock::Millis;
 use crate::model::{
@@ -86,7 +86,11 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// The counts of the requests (SQL calls) this store makes, for benchmarks.
     pub fn recorder(&self) -> RequestRecorder {
-        RequestRecorder::new(self.requests.clone(), Default::default())
+        RequestRecorder::new(
+            self.requests.clone(),
+            Default::default(),
+            Default::default(),
+        )
     }
 
     /// Runs `f` on the connection off the async runtime.
@@ -267,8 +271,13 @@ impl TaskStore for SqliteStore {
         leases::release(self, lease, now).await
     }
 
-    async fn requeue_expired(&self, step: &str, now: Millis) -> Result<RequeueReport> {
-        transitions::requeue_expired(self, step, now).await
+    async fn requeue_expired(
+        &self,
+        step: &str,
+        now: Millis,
+        fence: Fence<'_>,
+    ) -> Result<RequeueReport> {
+        transitions::requeue_expired(self, step, now, fence).await
     }
 
     async fn task_states(&self, step: &str, ids: &[String]) -> Result<HashMap<String, TaskState>> {
@@ -336,20 +345,20 @@ impl TaskStore for SqliteStore {
         transitions::delete(self, step, id).await
     }
 
-    async fn put_worker(&self, worker: &WorkerInfo) -> Result<()> {
-        workers::put_worker(self, worker).await
+    async fn put_worker(&self, worker: &WorkerInfo, fence: Fence<'_>) -> Result<()> {
+        workers::put_worker(self, worker, fence).await
     }
 
-    async fn remove_worker(&self, worker_id: &str) -> Result<()> {
-        workers::remove_worker(self, worker_id).await
+    async fn remove_worker(&self, worker_id: &str, fence: Fence<'_>) -> Result<()> {
+        workers::remove_worker(self, worker_id, fence).await
     }
 
     async fn list_workers(&self, step: Option<&str>) -> Result<Vec<WorkerInfo>> {
         workers::list_workers(self, step).await
     }
 
-    async fn put_status(&self, doc: &StatusDoc) -> Result<()> {
-        status::put_status(self, doc).await
+    async fn put_status(&self, doc: &StatusDoc, fence: Fence<'_>) -> Result<()> {
+        status::put_status(self, doc, fence).await
     }
 
     async fn list_status(&self) -> Result<Vec<StatusDoc>> {

@@ -2,23 +2,31 @@
 
 use rusqlite::params;
 
-use super::{json_err, map_err, SqliteStore};
-use crate::store::{Result, StatusDoc};
+use super::leader::check_fence;
+use super::{json_err, map_err, write_tx, SqliteStore};
+use crate::store::{Fence, Result, StatusDoc};
 
-pub(super) async fn put_status(store: &SqliteStore, doc: &StatusDoc) -> Result<()> {
+pub(super) async fn put_status(
+    store: &SqliteStore,
+    doc: &StatusDoc,
+    fence: Fence<'_>,
+) -> Result<()> {
     const OP: &str = "put status";
     let body = serde_json::to_string(&doc.body).map_err(|e| json_err(OP, "status", e))?;
     let (name, at) = (doc.name.clone(), doc.updated_at);
+    let token = fence.token();
     store
         .run(OP, move |c| {
-            c.execute(
+            let tx = write_tx(c, OP)?;
+            check_fence(&tx, OP, token.as_ref())?;
+            tx.execute(
                 "INSERT INTO status (name, updated_at, body) VALUES (?1, ?2, ?3) \
              ON CONFLICT (name) DO UPDATE SET updated_at = excluded.updated_at, \
              body = excluded.body",
                 params![name, at, body],
             )
-            .map(|_| ())
-            .map_err(|e| map_err(OP, e))
+            .map_err(|e| map_err(OP, e))?;
+            tx.commit().map_err(|e| map_err(OP, e))
         })
         .await
 }

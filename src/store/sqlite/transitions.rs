@@ -6,7 +6,7 @@ use rusqlite::{params, OptionalExtension};
 use super::{get_task, json_err, map_err, write_tx, SqliteStore};
 use crate::clock::Millis;
 use crate::model::{ImportReport, RequeueReport, TaskSpec, TaskState};
-use crate::store::{initial_state, Result, StoreError};
+use crate::store::{initial_state, Fence, Result, StoreError};
 
 pub(super) async fn import(
     store: &SqliteStore,
@@ -81,11 +81,14 @@ pub(super) async fn requeue_expired(
     store: &SqliteStore,
     step: &str,
     now: Millis,
+    fence: Fence<'_>,
 ) -> Result<RequeueReport> {
     const OP: &str = "requeue expired";
     let step = step.to_string();
+    let token = fence.token();
     store.run(OP, move |c| {
         let tx = write_tx(c, OP)?;
+        super::leader::check_fence(&tx, OP, token.as_ref())?;
         let mut report = RequeueReport::default();
         {
             let mut stmt = tx
