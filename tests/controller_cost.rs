@@ -35,17 +35,20 @@ fn cost(c: &Controller) -> serde_json::Value {
 
 async fn register(w: &AwsWorld, instance: &str, started_at: Millis, now: Millis) {
     w.store()
-        .put_worker(&WorkerInfo {
-            worker_id: format!("w-{instance}"),
-            step: "align".into(),
-            instance_id: Some(instance.to_string()),
-            slots: 2,
-            busy_slots: 2,
-            started_at,
-            last_seen: now,
-            last_busy_at: now,
-            state: WorkerState::Active,
-        })
+        .put_worker(
+            &WorkerInfo {
+                worker_id: format!("w-{instance}"),
+                step: "align".into(),
+                instance_id: Some(instance.to_string()),
+                slots: 2,
+                busy_slots: 2,
+                started_at,
+                last_seen: now,
+                last_busy_at: now,
+                state: WorkerState::Active,
+            },
+            anamo::store::Fence::Unfenced,
+        )
         .await
         .unwrap();
 }
