@@ -105,7 +105,18 @@ const OPERATIONS: &[(&str, &[&str])] = &[
     ("scan", &["dynamodb:Scan"]),
     ("batch_get_item", &["dynamodb:BatchGetItem"]),
     ("batch_write_item", &["dynamodb:BatchWriteItem"]),
-    ("transact_write_items", &["dynamodb:TransactWriteItems"]),
+    // A transaction is authorized per item action, its condition checks by
+    // dynamodb:ConditionCheckItem (there is no TransactWriteItems permission):
+    // https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html
+    (
+        "transact_write_items",
+        &[
+            "dynamodb:ConditionCheckItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+        ],
+    ),
     ("transact_get_items", &["dynamodb:TransactGetItems"]),
     ("describe_table", &["dynamodb:DescribeTable"]),
     ("create_table", &["dynamodb:CreateTable"]),
