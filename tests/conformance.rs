@@ -1059,4 +1059,5 @@ conformance!(
     legacy_depends_on_without_a_graph,
     gather_over_ten_thousand_upstream_tasks,
     a_published_graph_holds_back_pending_tasks,
+    tasks_imported_before_a_scatter_are_expanded,
 );
