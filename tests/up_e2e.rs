@@ -133,8 +133,20 @@ fn up_runs_the_example_pipeline_once_in_dependency_order() {
         assert_eq!(row["cancelled"], 0, "{row}");
     }
     // Each script checks its inputs (call: the sample's alignment; joint: every listed call;
-    // merge: every region's joint set), so every task succeeding means the order held.
+    // merge: every region's joint set), so every task succeeding at its first attempt means
+    // the order held and each got what it needed.
     check_example_outputs(&dir.path().join("anamo-out"), &samples, &regions);
+    let list = anamo(dir.path())
+        .args(["task", "list", "--json"])
+        .output()
+        .unwrap();
+    let tasks: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap();
+    let retried: Vec<String> = tasks
+        .iter()
+        .filter(|t| t["attempts"] != 1)
+        .map(|t| format!("{}/{}: {}", t["step"], t["id"], t["attempts"]))
+        .collect();
+    assert!(retried.is_empty(), "tasks that needed a retry: {retried:?}");
     let runs = lines(&dir.path().join("anamo-out/joint/runs.log"));
     let mut sorted_runs = runs.clone();
     sorted_runs.sort_unstable();
