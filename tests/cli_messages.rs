@@ -240,7 +240,8 @@ spec:
 /// Pipeline input that could never run is refused before anything is written, naming the
 /// file, line and field: a scatter file without items (in a manifest and given to `task
 /// import`), a task id missing a key part, and a gather over a key value no upstream task can
-/// have (a region that is not in the scatter list).
+/// have (a region that is not in the scatter list). A gather over a step without tasks yet is
+/// only warned about: dependents may be imported before their upstream tasks.
 #[test]
 fn pipeline_input_that_could_never_run_is_refused_naming_where() {
     let dir = tempfile::tempdir().unwrap();
@@ -307,5 +308,23 @@ fn pipeline_input_that_could_never_run_is_refused_naming_where() {
         !list.status.success() || listed.trim() == "[]",
         "{listed}{}",
         stderr(&list)
+    );
+
+    // A gather over a step with no tasks yet is imported (its upstream tasks may come later),
+    // with a warning that names the steps.
+    std::fs::write(d.join("joint.tsv"), "chr1\tjoint\ttrue\n").unwrap();
+    let early = anamo(d)
+        .args(["--store", "sqlite://t.db", "task", "import", "joint.tsv"])
+        .args(["--manifests", "manifests"])
+        .output()
+        .unwrap();
+    assert!(early.status.success(), "{}", stderr(&early));
+    assert!(
+        stderr(&early).contains(
+            "warning: joint.tsv: 1 task(s) of step `joint` gather over step `call`, which has \
+             no tasks yet"
+        ),
+        "{}",
+        stderr(&early)
     );
 }

@@ -301,8 +301,12 @@ fn the_walkthrough_runs_on_sqlite() {
     let summary = std::fs::read_to_string(d.join("anamo-out/summary.txt")).unwrap();
     assert!(summary.starts_with("regions\t"), "{summary}");
 
-    // 4. and 5.: the worker's flags, then the progress commands on the finished pipeline;
-    // the last one cancels a task that has not finished yet, so here it is refused.
+    progress_after_the_run(d, &s4, &s5);
+}
+
+/// §4 (the worker's flags) and §5 (progress commands) on the finished pipeline; §5's last
+/// command cancels a task that has not finished yet, so here it is refused, saying why.
+fn progress_after_the_run(d: &Path, s4: &str, s5: &str) {
     let (s5, cancel) = s5.trim().rsplit_once('\n').unwrap();
     assert!(cancel.starts_with("anamo task cancel"), "{cancel}");
     let script = format!(

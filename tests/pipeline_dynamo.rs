@@ -163,6 +163,84 @@ fn dependent_first(order: &[String]) -> bool {
     })
 }
 
+/// Puts the task items of `tasks` with boto3 in an order shuffled by a seed taken from the
+/// clock; returns the seed and the order (`step/id`).
+fn put_shuffled(
+    python: &Path,
+    endpoint: &str,
+    table: &str,
+    tasks: &[(String, String, String)],
+) -> (i64, Vec<String>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let items: Vec<Value> = tasks
+        .iter()
+        .map(|(step, id, script)| task_item(step, id, script, now))
+        .collect();
+    let seed = now % 1_000_000;
+    let mut boto = aws_env(&mut Command::new(python), endpoint)
+        .args(["-c", BOTO3, endpoint, table, &seed.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let request = json!({"tasks": items, "steps": ["align", "call", "joint", "merge"]});
+    boto.stdin
+        .take()
+        .unwrap()
+        .write_all(request.to_string().as_bytes())
+        .unwrap();
+    let order = serde_json::from_str(&ok("boto3", boto.wait_with_output().unwrap())).unwrap();
+    (seed, order)
+}
+
+/// Every task of `listed` succeeded at its first attempt and started after every upstream
+/// task it depends on had finished (the results' clock times, all from this machine).
+fn assert_ran_once_in_order(listed: &[Value]) {
+    let mut ran: HashMap<String, (i64, i64)> = HashMap::new();
+    for t in listed {
+        let name = format!(
+            "{}/{}",
+            t["step"].as_str().unwrap(),
+            t["id"].as_str().unwrap()
+        );
+        assert_eq!(t["state"], "succeeded", "{t}");
+        assert_eq!(
+            t["attempts"], 1,
+            "ran once, never failed for want of input: {t}"
+        );
+        let r = &t["result"];
+        let times = (
+            r["started_at"].as_i64().unwrap(),
+            r["finished_at"].as_i64().unwrap(),
+        );
+        ran.insert(name, times);
+    }
+    let finished_by = |prefix: &str, suffix: &str| -> i64 {
+        ran.iter()
+            .filter(|(k, _)| k.starts_with(prefix) && k.ends_with(suffix))
+            .map(|(_, (_, f))| *f)
+            .max()
+            .unwrap_or_else(|| panic!("no {prefix}*{suffix}"))
+    };
+    for (name, (started, _)) in &ran {
+        let parts: Vec<&str> = name.split('/').collect();
+        let after = match parts[0] {
+            "call" => finished_by(&format!("align/{}", parts[1]), ""),
+            "joint" => finished_by("call/", &format!("/{}", parts[1])),
+            "merge" => finished_by("joint/", ""),
+            _ => continue,
+        };
+        assert!(
+            *started >= after,
+            "{name} started before its upstream tasks finished"
+        );
+    }
+}
+
 #[test]
 fn boto3_adds_the_example_pipeline_in_random_order_and_anamo_runs_it_in_order() {
     let Some((endpoint, python)) = services() else {
@@ -180,35 +258,12 @@ fn boto3_adds_the_example_pipeline_in_random_order_and_anamo_runs_it_in_order() 
             .unwrap(),
     );
 
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
     let tasks = example_tasks();
-    let items: Vec<Value> = tasks
-        .iter()
-        .map(|(step, id, script)| task_item(step, id, script, now))
-        .collect();
-    let seed = now % 1_000_000;
-    let mut boto = aws_env(&mut Command::new(&python), &endpoint)
-        .args(["-c", BOTO3, &endpoint, &table, &seed.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let request = json!({"tasks": items, "steps": ["align", "call", "joint", "merge"]});
-    boto.stdin
-        .take()
-        .unwrap()
-        .write_all(request.to_string().as_bytes())
-        .unwrap();
-    let order: Vec<String> =
-        serde_json::from_str(&ok("boto3", boto.wait_with_output().unwrap())).unwrap();
+    let (seed, order) = put_shuffled(&python, &endpoint, &table, &tasks);
     assert_eq!(order.len(), tasks.len());
     assert!(
         dependent_first(&order),
-        "seed {seed}: the shuffle put some dependent before its upstream task: {order:?}"
+        "seed {seed}: the shuffle put no dependent before its upstream task: {order:?}"
     );
 
     // The controller publishes the manifests' graph and runs every step's local workers.
@@ -232,48 +287,7 @@ fn boto3_adds_the_example_pipeline_in_random_order_and_anamo_runs_it_in_order() 
     );
     let listed: Vec<Value> = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed.len(), tasks.len());
-    let mut ran: HashMap<String, (i64, i64)> = HashMap::new();
-    for t in &listed {
-        let name = format!(
-            "{}/{}",
-            t["step"].as_str().unwrap(),
-            t["id"].as_str().unwrap()
-        );
-        assert_eq!(t["state"], "succeeded", "{t}");
-        assert_eq!(
-            t["attempts"], 1,
-            "ran once, never failed for want of input: {t}"
-        );
-        let r = &t["result"];
-        ran.insert(
-            name,
-            (
-                r["started_at"].as_i64().unwrap(),
-                r["finished_at"].as_i64().unwrap(),
-            ),
-        );
-    }
-    // Each task started after every upstream task it depends on had finished.
-    let finished_by = |prefix: &str, suffix: &str| -> i64 {
-        ran.iter()
-            .filter(|(k, _)| k.starts_with(prefix) && k.ends_with(suffix))
-            .map(|(_, (_, f))| *f)
-            .max()
-            .unwrap_or_else(|| panic!("no {prefix}*{suffix}"))
-    };
-    for (name, (started, _)) in &ran {
-        let parts: Vec<&str> = name.split('/').collect();
-        let after = match parts[0] {
-            "call" => finished_by(&format!("align/{}", parts[1]), ""),
-            "joint" => finished_by("call/", &format!("/{}", parts[1])),
-            "merge" => finished_by("joint/", ""),
-            _ => continue,
-        };
-        assert!(
-            *started >= after,
-            "{name} started before its upstream tasks finished"
-        );
-    }
+    assert_ran_once_in_order(&listed);
     let summary_txt = std::fs::read_to_string(d.join("anamo-out/summary.txt")).unwrap();
     let samples = tasks.iter().filter(|(s, _, _)| s == "align").count();
     let regions = tasks.iter().filter(|(s, _, _)| s == "joint").count();
