@@ -49,7 +49,7 @@ fn local_example_pipeline_loads() {
     assert_eq!(controller.spec.interval, Duration::from_secs(1));
     assert_eq!(controller.spec.metrics_addr, DEFAULT_METRICS_ADDR);
     let order: Vec<&str> = set.in_dependency_order().iter().map(|f| f.step()).collect();
-    assert_eq!(order, ["align", "call", "joint"]);
+    assert_eq!(order, ["align", "call", "joint", "merge"]);
 }
 
 #[test]
