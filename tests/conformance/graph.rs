@@ -358,24 +358,44 @@ pub async fn a_published_graph_holds_back_pending_tasks(store: SharedStore) {
 /// runs in order from there.
 pub async fn tasks_imported_before_a_scatter_are_expanded(store: SharedStore) {
     let plain = store_graph::empty_graph();
-    for (step, id) in [
+    let imported = [
         ("merge", "all"),
         ("joint", "chr1"),
         ("call", "S1"),
         ("align", "S1"),
-    ] {
+        ("qc", "S1"),
+        ("qc", "S2/chr1"),
+    ];
+    for (step, id) in imported {
         store
             .import_graph(&[TaskSpec::new(step, id, "true")], &plain, T0)
             .await
             .unwrap();
     }
-    let g = genome();
+    // `qc`: scattered like `call`, without upstream steps.
+    let mut g = genome();
+    let mut qc = g.steps["call"].clone();
+    qc.depends_on.clear();
+    g.steps.insert("qc".into(), qc);
     let held = promote::apply_graph(store.as_ref(), &g, T0 + 1)
         .await
         .unwrap();
     assert_eq!(
-        held, 3,
-        "call, joint and merge wait for their upstream steps"
+        held, 4,
+        "call, joint and merge wait for their upstream steps; qc/S1 is to be expanded"
+    );
+    let r = promote::promote_waiting(store.as_ref(), &g, "qc", T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(r.expanded, 1);
+    let qc: Vec<(String, TaskState)> = ["S1/chr1", "S1/chr2", "S2/chr1"]
+        .iter()
+        .map(|id| (id.to_string(), TaskState::Pending))
+        .collect();
+    assert_eq!(
+        states(&store, "qc").await,
+        qc,
+        "expanded, and pending: no upstream"
     );
     let r = promote::promote_waiting(store.as_ref(), &g, "call", T0 + 2)
         .await
