@@ -469,6 +469,9 @@ pub struct PromoteReport {
     pub cancelled: u64,
     /// Waiting tasks whose id does not fit their step's key (they stay waiting).
     pub unfit: u64,
+    /// Waiting tasks of a scattered step, imported before it was scattered, replaced by the
+    /// tasks the scatter makes of them.
+    pub expanded: u64,
 }
 
 /// What an import did. Importing the same file twice changes nothing.

@@ -207,3 +207,124 @@ fn up_with_failed_tasks_says_how_many_where_and_how_to_see_them() {
     ids.sort();
     assert_eq!(ids, ["bad1", "bad2"]);
 }
+
+/// The example's graph with a small scatter list, for the pipeline's bad inputs below.
+const PIPELINE: &str = "\
+apiVersion: anamo.dev/v1
+kind: Fleet
+metadata: {name: align}
+spec: {step: align, provider: {local: {}}, maxInstances: 1}
+---
+apiVersion: anamo.dev/v1
+kind: Fleet
+metadata: {name: call}
+spec:
+  step: call
+  key: [sample, region]
+  scatter: {part: region, file: regions.txt}
+  dependsOn: [align]
+  provider: {local: {}}
+  maxInstances: 1
+---
+apiVersion: anamo.dev/v1
+kind: Fleet
+metadata: {name: joint}
+spec:
+  step: joint
+  key: [region]
+  dependsOn: [call]
+  provider: {local: {}}
+  maxInstances: 1
+";
+
+/// Pipeline input that could never run is refused before anything is written, naming the
+/// file, line and field: a scatter file without items (in a manifest and given to `task
+/// import`), a task id missing a key part, and a gather over a key value no upstream task can
+/// have (a region that is not in the scatter list). A gather over a step without tasks yet is
+/// only warned about: dependents may be imported before their upstream tasks.
+#[test]
+fn pipeline_input_that_could_never_run_is_refused_naming_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = d.join("manifests");
+    std::fs::create_dir(&m).unwrap();
+    std::fs::write(m.join("pipeline.yaml"), PIPELINE).unwrap();
+    std::fs::write(m.join("regions.txt"), "# no regions yet\n\n").unwrap();
+    let validate = anamo(d)
+        .args(["manifest", "validate", "manifests"])
+        .output()
+        .unwrap();
+    assert_eq!(validate.status.code(), Some(1));
+    let err = stderr(&validate);
+    assert!(
+        err.contains("manifests/pipeline.yaml:")
+            && err.contains("fleet call: spec.scatter: scatters over an empty list"),
+        "{err}"
+    );
+
+    std::fs::write(m.join("regions.txt"), "chr1\nchr2\n").unwrap();
+    std::fs::write(d.join("empty.txt"), "# nothing\n").unwrap();
+    std::fs::write(d.join("t.tsv"), "S1\talign\ttrue\n").unwrap();
+    let scatter = anamo(d)
+        .args(["--store", "sqlite://t.db", "task", "import", "t.tsv"])
+        .args(["--scatter-file", "empty.txt", "--step", "align"])
+        .output()
+        .unwrap();
+    assert!(!scatter.status.success());
+    let err = stderr(&scatter);
+    assert!(
+        err.contains("empty.txt:1: the scatter list has no items"),
+        "{err}"
+    );
+
+    std::fs::write(
+        d.join("t.tsv"),
+        "S1\talign\ttrue\nS1\tcall\ttrue\nchr1\tjoint\ttrue\nchr9\tjoint\ttrue\nS1/\tcall\ttrue\n",
+    )
+    .unwrap();
+    let import = anamo(d)
+        .args(["--store", "sqlite://t.db", "task", "import", "t.tsv"])
+        .args(["--manifests", "manifests"])
+        .output()
+        .unwrap();
+    assert!(!import.status.success());
+    let err = stderr(&import);
+    assert!(
+        err.contains("t.tsv:4: task joint/chr9 would wait forever")
+            && err.contains("scattered over [chr1, chr2]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("t.tsv:5: task id `S1/` of step `call`"),
+        "{err}"
+    );
+    // Nothing was written: no task, and no graph.
+    let list = anamo(d)
+        .args(["--store", "sqlite://t.db", "task", "list", "--json"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        !list.status.success() || listed.trim() == "[]",
+        "{listed}{}",
+        stderr(&list)
+    );
+
+    // A gather over a step with no tasks yet is imported (its upstream tasks may come later),
+    // with a warning that names the steps.
+    std::fs::write(d.join("joint.tsv"), "chr1\tjoint\ttrue\n").unwrap();
+    let early = anamo(d)
+        .args(["--store", "sqlite://t.db", "task", "import", "joint.tsv"])
+        .args(["--manifests", "manifests"])
+        .output()
+        .unwrap();
+    assert!(early.status.success(), "{}", stderr(&early));
+    assert!(
+        stderr(&early).contains(
+            "warning: joint.tsv: 1 task(s) of step `joint` gather over step `call`, which has \
+             no tasks yet"
+        ),
+        "{}",
+        stderr(&early)
+    );
+}

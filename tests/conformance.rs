@@ -1097,4 +1097,5 @@ conformance!(
     a_published_graph_holds_back_pending_tasks,
     a_deposed_leaders_writes_are_refused_and_change_nothing,
     the_current_leaders_writes_succeed,
+    tasks_imported_before_a_scatter_are_expanded,
 );

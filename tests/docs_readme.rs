@@ -5,9 +5,10 @@
 //!   `--quiet`), and the text says how long the first build takes. The second is exactly what
 //!   `.ci/run` runs.
 //! * The walkthrough's SQLite-safe blocks run in order through `sh`, with `anamo` being the
-//!   built binary: 1 (table, import) on `sqlite://tasks.db` — the alternative its comment
-//!   names — then 3 (`anamo plan`), 5 (progress commands). Long-running commands
-//!   (`anamo controller`, `anamo worker`) only have their flags checked (`... --help`).
+//!   built binary: 1 (table, import of the example's tasks, dependents first) on
+//!   `sqlite://tasks.db` — the alternative its comment names — then 3 (`anamo plan`, and
+//!   `anamo controller` run as a service over the example's local fleets until every task
+//!   succeeded), 4 (`anamo worker`'s flags only), 5 (progress commands).
 //! * Every flag and subcommand of the "Configuration reference" table exists.
 
 use std::path::{Path, PathBuf};
@@ -112,8 +113,13 @@ fn the_first_command_runs_the_example_pipeline() {
         .output()
         .unwrap();
     let stdout = assert_ok(&first, &out);
-    // The summary: one row per step, every task succeeded.
-    for step in ["align", "call", "joint"] {
+    // The summary: one row per step, every task succeeded (24 samples, 4 regions).
+    for (step, n) in [
+        ("align", "24"),
+        ("call", "96"),
+        ("joint", "4"),
+        ("merge", "1"),
+    ] {
         let row: Vec<&str> = stdout
             .lines()
             .find(|l| l.split_whitespace().next() == Some(step))
@@ -121,11 +127,11 @@ fn the_first_command_runs_the_example_pipeline() {
             .split_whitespace()
             .collect();
         // STEP SUCCEEDED FAILED CANCELLED UNFINISHED TOTAL
-        assert_eq!(row[1..], ["200", "0", "0", "0", "200"], "{stdout}");
+        assert_eq!(row[1..], [n, "0", "0", "0", n], "{stdout}");
     }
     assert!(stdout.contains("finished in"), "{stdout}");
     assert!(dir.path().join("anamo.db").exists(), "default store");
-    assert!(dir.path().join("anamo-out/joint/runs.log").exists());
+    assert!(dir.path().join("anamo-out/summary.txt").exists());
     assert!(dir.path().join("anamo-logs/tasks").is_dir());
 }
 
@@ -139,6 +145,99 @@ fn the_second_command_is_what_ci_runs() {
     );
 }
 
+/// `samples.tsv` for the walkthrough: the example's tasks with their lines reversed, so that
+/// dependents (merge, joint, call) come before their upstream tasks.
+fn samples_tsv(dir: &Path) -> usize {
+    let text = std::fs::read_to_string(repo().join("examples/tasks.tsv")).unwrap();
+    let mut tasks: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect();
+    tasks.reverse();
+    std::fs::write(dir.join("samples.tsv"), tasks.join("\n") + "\n").unwrap();
+    tasks.len()
+}
+
+/// How many tasks the example becomes: its lines, with each `call` line one per region.
+fn example_task_count(lines: usize) -> usize {
+    let text = std::fs::read_to_string(repo().join("examples/tasks.tsv")).unwrap();
+    let calls = text.lines().filter(|l| l.contains("\tcall\t")).count();
+    let regions = std::fs::read_to_string(repo().join("examples/regions.txt")).unwrap();
+    let regions = regions
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .count();
+    lines + calls * (regions - 1)
+}
+
+/// Every task in the store (`anamo task list --json`).
+fn all_tasks(dir: &Path) -> Vec<serde_json::Value> {
+    let out = sh(dir, "anamo --store sqlite://tasks.db task list --json");
+    serde_json::from_str::<Vec<serde_json::Value>>(&assert_ok("task list", &out)).unwrap()
+}
+
+/// The literal `anamo controller ...` line of §3, started as the service it is, run until
+/// every one of `total` tasks reached a final state, then stopped with SIGTERM (which stops
+/// its local workers too).
+fn run_controller_until_done(dir: &Path, line: &str, total: usize) -> Vec<serde_json::Value> {
+    let line = line.split('#').next().unwrap().trim();
+    let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+    let mut controller = clean_env(&mut Command::new(env!("CARGO_BIN_EXE_anamo")))
+        .args(&args)
+        .env("ANAMO_STORE", "sqlite://tasks.db")
+        // Not the default port, which another controller on this machine may hold.
+        .env("ANAMO_METRICS_ADDR", "127.0.0.1:0")
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A hang guard, far above the half minute the example takes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let tasks = loop {
+        let tasks = all_tasks(dir);
+        let finished = tasks
+            .iter()
+            .filter(|t| {
+                ["succeeded", "failed", "cancelled"].contains(&t["state"].as_str().unwrap())
+            })
+            .count();
+        if tasks.len() == total && finished == total {
+            break tasks;
+        }
+        if let Some(status) = controller.try_wait().unwrap() {
+            let out = controller.wait_with_output().unwrap();
+            panic!(
+                "`{line}` exited ({status}):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = controller.kill();
+            panic!("the walkthrough's pipeline did not finish: {finished} of {total} tasks");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(controller.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = controller.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "`{line}` after SIGTERM: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tasks
+}
+
+/// The walkthrough followed literally on the SQLite store §1 offers: tasks imported first
+/// (dependents before their upstream tasks, `call` lines naming only their sample), the
+/// manifests checked, the plan shown, then the controller of §3 run as the service it is
+/// (the example's fleets are local worker processes) until every task finished: every one
+/// succeeded, none failed or was held up for want of its upstream tasks. Then §4's worker
+/// flags and §5's progress commands.
 #[test]
 fn the_walkthrough_runs_on_sqlite() {
     let readme = readme();
@@ -148,7 +247,8 @@ fn the_walkthrough_runs_on_sqlite() {
     );
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::copy(repo().join("examples/tasks.tsv"), d.join("samples.tsv")).unwrap();
+    let lines = samples_tsv(d);
+    let total = example_task_count(lines);
     std::os::unix::fs::symlink(repo().join("examples"), d.join("examples")).unwrap();
     std::os::unix::fs::symlink(repo().join("examples/manifests"), d.join("manifests")).unwrap();
 
@@ -159,54 +259,77 @@ fn the_walkthrough_runs_on_sqlite() {
     let s2 = section(&walk, "### 2. Manifests");
     assert!(s2.contains("`anamo manifest validate DIR`"), "{s2}");
     let s3 = code_blocks(&section(&walk, "### 3. The controller"), "sh").remove(0);
-    let s3: Vec<String> = s3
+    let (controller, plan): (Vec<&str>, Vec<&str>) = s3
         .lines()
-        .map(|l| {
-            // The service itself: only check that its flags parse.
-            if l.trim_start().starts_with("anamo controller") {
-                format!(
-                    "{} --help >/dev/null",
-                    l.split('#').next().unwrap().trim_end()
-                )
-            } else {
-                l.to_string()
-            }
-        })
-        .collect();
+        .partition(|l| l.trim_start().starts_with("anamo controller"));
+    assert_eq!(controller.len(), 1, "{s3}");
     let s4 = code_blocks(&section(&walk, "### 4. Workers"), "sh").remove(0);
     assert!(s4.trim_start().starts_with("anamo worker"), "{s4}");
     let s5 = code_blocks(&section(&walk, "### 5. Progress"), "sh").remove(0);
 
     let script = format!(
-        "{s1}\nanamo manifest validate examples/manifests\n{}\n{} --help >/dev/null\n{s5}\n\
-         echo '--- json'\nanamo task show --step call --id S017 --json\n",
-        s3.join("\n"),
-        s4.trim()
+        "{s1}\nanamo manifest validate manifests\n{}\n",
+        plan.join("\n")
     );
-    let out = sh(d, &script);
-    let stdout = assert_ok(&script, &out);
+    let stdout = assert_ok(&script, &sh(d, &script));
     assert!(d.join("tasks.db").exists(), "the walkthrough's store");
     assert!(!d.join("anamo.db").exists(), "ANAMO_STORE was not honoured");
     assert!(stdout.contains("table ready: "), "{stdout}");
     assert!(
-        stdout.contains("imported 600 new task(s)"),
+        stdout.contains(&format!("imported {lines} new task(s)")),
         "import report:\n{stdout}"
     );
     assert!(
-        stdout.contains("ok: 3 fleet(s) and a controller"),
+        stdout.contains("ok: 4 fleet(s) and a controller"),
         "{stdout}"
     );
-    // `task cancel --step joint --id S017` ran last: the JSON shows it.
+
+    let tasks = run_controller_until_done(d, controller[0], total);
+    let not_succeeded: Vec<String> = tasks
+        .iter()
+        .filter(|t| t["state"] != "succeeded" || t["attempts"] != 1)
+        .map(|t| {
+            let (step, id, state) = (&t["step"], &t["id"], &t["state"]);
+            format!("{step}/{id} {state} after {} attempt(s)", t["attempts"])
+        })
+        .collect();
+    assert!(
+        not_succeeded.is_empty(),
+        "every task succeeds at its first attempt whatever the order of import and manifests: \
+         {not_succeeded:?}"
+    );
+    let summary = std::fs::read_to_string(d.join("anamo-out/summary.txt")).unwrap();
+    assert!(summary.starts_with("regions\t"), "{summary}");
+
+    progress_after_the_run(d, &s4, &s5);
+}
+
+/// §4 (the worker's flags) and §5 (progress commands) on the finished pipeline; §5's last
+/// command cancels a task that has not finished yet, so here it is refused, saying why.
+fn progress_after_the_run(d: &Path, s4: &str, s5: &str) {
+    let (s5, cancel) = s5.trim().rsplit_once('\n').unwrap();
+    assert!(cancel.starts_with("anamo task cancel"), "{cancel}");
+    let script = format!(
+        "export ANAMO_STORE=sqlite://tasks.db\n{} --help >/dev/null\n{s5}\n\
+         echo '--- json'\nanamo task show --step call --id NA12878/chr20 --json\n",
+        s4.trim()
+    );
+    let stdout = assert_ok(&script, &sh(d, &script));
     let json = stdout.split("--- json\n").nth(1).unwrap();
     let task: serde_json::Value = serde_json::from_str(json).unwrap();
-    assert_eq!(task["id"], "S017");
-    assert_eq!(task["step"], "call");
-    let joint = sh(
-        d,
-        "anamo --store sqlite://tasks.db task list --step joint --id S017 --json",
+    assert_eq!(task["id"], "NA12878/chr20");
+    assert_eq!(task["state"], "succeeded");
+    assert!(
+        stdout.contains("requeued 0 task(s) of step call"),
+        "{stdout}"
     );
-    let joint: serde_json::Value = serde_json::from_str(&assert_ok("list", &joint)).unwrap();
-    assert_eq!(joint[0]["state"], "cancelled", "{joint}");
+    let refused = sh(
+        d,
+        &format!("export ANAMO_STORE=sqlite://tasks.db\n{cancel}"),
+    );
+    assert!(!refused.status.success(), "{cancel} on a finished task");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("is succeeded"), "{err}");
 }
 
 /// `--json` on every read command, as the walkthrough promises.

@@ -1,5 +1,6 @@
 //! DynamoDB-specific tests of `DynamoStore` (the shared behaviour is in `tests/conformance.rs`):
-//! pagination past 1 MB, bounded claim cost, items written by other clients, errors, and the
+//! pagination past 1 MB, bounded claim cost, the requests of deciding whether a gather is ready
+//! (as `docs/dynamodb-table.md` counts them), items written by other clients, errors, and the
 //! capacity units and writes per partition key the request recorder counts.
 //!
 //! Run through `scripts/test-services run -- cargo nextest run --test dynamo_store`; without
@@ -560,4 +561,91 @@ async fn a_fenced_writes_units_are_recorded() {
         fenced >= plain,
         "a fenced status write: {fenced} write units"
     );
+}
+
+/// What `docs/dynamodb-table.md` says deciding a gather costs: while any upstream task is
+/// unfinished, one Query per unfinished state (and the waiting-task Query), whatever the size of
+/// the upstream step; once every one finished, one Query per final state plus one per MB of
+/// upstream items, and the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deciding_a_gather_costs_what_the_table_page_says() {
+    use anamo::pipeline::{Edge, Graph, StepNode};
+    use anamo::store::promote;
+    let Some((store, _, _)) = fresh().await else {
+        return;
+    };
+    const N: usize = 1_000;
+    let mut all = StepNode::plain();
+    all.key = Vec::new();
+    all.depends_on = vec![Edge::to("up")];
+    let g = Graph {
+        sample_part: "sample".into(),
+        steps: [
+            ("up".to_string(), StepNode::plain()),
+            ("all".to_string(), all),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    store
+        .import_graph(&specs("up", N, 100), &g, T0)
+        .await
+        .unwrap();
+    store
+        .import_graph(&[TaskSpec::new("all", "x", "true")], &g, T0)
+        .await
+        .unwrap();
+    let decide = |now: i64| {
+        let store = &store;
+        let g = &g;
+        async move {
+            let before = store.recorder().by_kind();
+            let r = promote::promote_waiting(store, g, "all", now)
+                .await
+                .unwrap();
+            let after = store.recorder().by_kind();
+            let spent: Vec<(String, u64)> = after
+                .into_iter()
+                .map(|(k, n)| (k.clone(), n - before.get(&k).copied().unwrap_or(0)))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            (r, spent)
+        }
+    };
+    let total = |spent: &[(String, u64)]| spent.iter().map(|(_, n)| n).sum::<u64>();
+    let (r, spent) = decide(T0 + 1).await;
+    eprintln!("gather over {N} unfinished upstream tasks: {spent:?}");
+    assert_eq!(r.promoted, 0);
+    // The waiting-task Query and one per unfinished state; no page per upstream task.
+    assert!(total(&spent) <= 5, "{spent:?}");
+
+    // Every upstream task succeeds with a 2 KB log tail: about 2.5 MB of items.
+    loop {
+        let claims = store
+            .claim_batch(&req("up", "w"), 100, T0 + 2)
+            .await
+            .unwrap();
+        if claims.is_empty() {
+            break;
+        }
+        for c in claims {
+            let done = Completion {
+                outcome: Outcome::Succeeded,
+                result: TaskResult {
+                    exit_code: Some(0),
+                    log_tail: "x".repeat(2_000),
+                    ..Default::default()
+                },
+            };
+            let lease = LeaseRef::new("up", c.task.id(), &c.token);
+            store.complete(&lease, &done, T0 + 3).await.unwrap();
+        }
+    }
+    let (r, spent) = decide(T0 + 4).await;
+    eprintln!("gather over {N} finished upstream tasks: {spent:?}");
+    assert_eq!(r.promoted, 1);
+    // 1 + 3 unfinished + 3 finished Queries, 2-3 more pages of the succeeded partition (1 MB
+    // each, counted before the projection), and the move.
+    assert!((9..=12).contains(&total(&spent)), "{spent:?}");
+    store.delete_schema().await.unwrap();
 }

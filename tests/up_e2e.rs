@@ -1,5 +1,6 @@
 //! End to end: `anamo up` runs the shipped example (controller + local worker processes on
-//! SQLite) to completion, and survives a worker killed with -9.
+//! SQLite) to completion — every output file of its align → call (scattered) → joint
+//! (gathered per region) → merge data flow checked — and survives a worker killed with -9.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -26,29 +27,136 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn up_runs_the_example_pipeline_once_in_dependency_order() {
+/// A temporary directory holding (a link to) the shipped `examples/`, as a user's checkout
+/// does: the example's tasks run `sh examples/scripts/...` from the working directory.
+fn example_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let out = anamo(dir.path())
-        .args(["up", "--json", "--manifests"])
-        .arg(repo().join("examples/manifests"))
-        .arg("--tasks")
-        .arg(repo().join("examples/tasks.tsv"))
+    std::os::unix::fs::symlink(repo().join("examples"), dir.path().join("examples")).unwrap();
+    dir
+}
+
+/// The example's samples (the `align` lines of tasks.tsv) and regions (regions.txt).
+fn samples_and_regions() -> (Vec<String>, Vec<String>) {
+    let examples = repo().join("examples");
+    let samples = lines(&examples.join("tasks.tsv"))
+        .into_iter()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let id = f.next()?.to_string();
+            (f.next() == Some("align")).then_some(id)
+        })
+        .collect();
+    let regions = lines(&examples.join("regions.txt"))
+        .into_iter()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    (samples, regions)
+}
+
+fn up_example(dir: &Path) -> (serde_json::Value, String) {
+    let out = anamo(dir)
+        .args(["up", "--json", "--manifests", "examples/manifests"])
+        .args(["--tasks", "examples/tasks.tsv"])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "anamo up failed: {stderr}");
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for step in summary["steps"].as_array().unwrap() {
-        assert_eq!(step["succeeded"], 200, "{step}");
-        assert_eq!(step["failed"], 0, "{step}");
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
+}
+
+/// Every file the example's scripts write, with the contents its data flow implies: each
+/// sample's alignment, each sample's call per region, each region's joint call set over
+/// every sample, and the merged set with its summary.
+fn check_example_outputs(out: &Path, samples: &[String], regions: &[String]) {
+    for s in samples {
+        let bam = std::fs::read_to_string(out.join(format!("align/{s}.bam"))).unwrap();
+        assert!(bam.starts_with(&format!("sample\t{s}\n")), "{s}: {bam}");
+        for r in regions {
+            let vcf = std::fs::read_to_string(out.join(format!("call/{s}/{r}.vcf"))).unwrap();
+            assert!(vcf.starts_with(&format!("{r}\t{s}\t")), "{s}/{r}: {vcf}");
+        }
     }
-    // Each joint script appends its sample once; each checks its input from `call`, which
-    // checks `align`: all 200 succeeding means the order held.
+    for r in regions {
+        let joint = lines(&out.join(format!("joint/{r}.vcf")));
+        let n = samples.len();
+        assert_eq!(joint[0], format!("#region\t{r}\tsamples\t{n}"), "{joint:?}");
+        let mut got: Vec<&str> = joint[1..]
+            .iter()
+            .map(|l| l.split('\t').nth(1).unwrap())
+            .collect();
+        got.sort_unstable();
+        let mut want: Vec<&str> = samples.iter().map(String::as_str).collect();
+        want.sort_unstable();
+        assert_eq!(got, want, "joint/{r} holds every sample once");
+    }
+    let merged = lines(&out.join("merged.vcf"));
+    let headers: Vec<&str> = merged
+        .iter()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| l.split('\t').nth(1).unwrap())
+        .collect();
+    assert_eq!(headers, regions, "merged.vcf holds the regions in order");
+    assert_eq!(merged.len(), regions.len() * (samples.len() + 1));
+    let summary = std::fs::read_to_string(out.join("summary.txt")).unwrap();
+    assert_eq!(
+        summary,
+        format!(
+            "regions\t{}\tsamples\t{}\tgenotypes\t{}\n",
+            regions.len(),
+            samples.len(),
+            regions.len() * samples.len()
+        )
+    );
+}
+
+#[test]
+fn up_runs_the_example_pipeline_once_in_dependency_order() {
+    let dir = example_dir();
+    let (samples, regions) = samples_and_regions();
+    assert!(
+        samples.len() >= 10 && regions.len() >= 2,
+        "{samples:?} {regions:?}"
+    );
+    let (summary, stderr) = up_example(dir.path());
+    let (n, r) = (samples.len() as u64, regions.len() as u64);
+    let expected = [("align", n), ("call", n * r), ("joint", r), ("merge", 1)];
+    let steps = summary["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), expected.len(), "{summary}");
+    for (step, total) in expected {
+        let row = steps
+            .iter()
+            .find(|s| s["step"] == step)
+            .unwrap_or_else(|| panic!("no step {step}: {summary}"));
+        assert_eq!(row["succeeded"], total, "{row}\n{stderr}");
+        assert_eq!(row["failed"], 0, "{row}");
+        assert_eq!(row["cancelled"], 0, "{row}");
+    }
+    // Each script checks its inputs (call: the sample's alignment; joint: every listed call;
+    // merge: every region's joint set), so every task succeeding at its first attempt means
+    // the order held and each got what it needed.
+    check_example_outputs(&dir.path().join("anamo-out"), &samples, &regions);
+    let list = anamo(dir.path())
+        .args(["task", "list", "--json"])
+        .output()
+        .unwrap();
+    let tasks: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap();
+    let retried: Vec<String> = tasks
+        .iter()
+        .filter(|t| t["attempts"] != 1)
+        .map(|t| format!("{}/{}: {}", t["step"], t["id"], t["attempts"]))
+        .collect();
+    assert!(retried.is_empty(), "tasks that needed a retry: {retried:?}");
     let runs = lines(&dir.path().join("anamo-out/joint/runs.log"));
-    assert_eq!(runs.len(), 200, "every joint task ran exactly once");
-    assert_eq!(runs.iter().collect::<HashSet<_>>().len(), 200);
-    for fleet in ["align", "call", "joint"] {
+    let mut sorted_runs = runs.clone();
+    sorted_runs.sort_unstable();
+    let mut sorted_regions = regions.clone();
+    sorted_regions.sort_unstable();
+    assert_eq!(
+        sorted_runs, sorted_regions,
+        "every joint task ran exactly once"
+    );
+    for fleet in ["align", "call", "joint", "merge"] {
         let f = &summary["fleets"][fleet];
         assert!(
             f["peak_instances"].as_u64().unwrap() >= 1,
@@ -59,24 +167,11 @@ fn up_runs_the_example_pipeline_once_in_dependency_order() {
             "{fleet} scaled back down: {f}"
         );
         assert!(f["terminations"].as_u64().unwrap() >= 1, "{fleet}: {f}");
-        assert_eq!(
-            f["launches"], f["peak_instances"],
-            "{fleet} launched only what it grew to (no scale-down and relaunch): {f}"
-        );
     }
     // Running it again changes nothing: every task is already done.
-    let again = anamo(dir.path())
-        .args(["up", "--json", "--manifests"])
-        .arg(repo().join("examples/manifests"))
-        .arg("--tasks")
-        .arg(repo().join("examples/tasks.tsv"))
-        .output()
-        .unwrap();
-    assert!(again.status.success());
-    assert_eq!(
-        lines(&dir.path().join("anamo-out/joint/runs.log")).len(),
-        200
-    );
+    let (again, _) = up_example(dir.path());
+    assert_eq!(again["steps"], summary["steps"]);
+    assert_eq!(lines(&dir.path().join("anamo-out/joint/runs.log")), runs);
 }
 
 /// The shipped example manifests with tasks of the first step that take seconds, as real
@@ -87,12 +182,17 @@ fn up_runs_the_example_pipeline_once_in_dependency_order() {
 fn the_example_fleets_do_not_flap_between_bursts_of_work() {
     let dir = tempfile::tempdir().unwrap();
     let mut tasks = String::new();
-    // 12 samples on 6 align slots: two waves of 6-second tasks.
+    // 12 samples on 6 align slots: two waves of 6-second tasks; `call` is scattered over
+    // the example's regions, `joint` gathers per region and `merge` once.
     for i in 0..12 {
         tasks.push_str(&format!("S{i:02}\talign\tsleep 6\n"));
         tasks.push_str(&format!("S{i:02}\tcall\tsleep 0.1\n"));
-        tasks.push_str(&format!("S{i:02}\tjoint\ttrue\n"));
     }
+    let (_, regions) = samples_and_regions();
+    for r in &regions {
+        tasks.push_str(&format!("{r}\tjoint\ttrue\n"));
+    }
+    tasks.push_str("all\tmerge\ttrue\n");
     std::fs::write(dir.path().join("tasks.tsv"), tasks).unwrap();
     let out = anamo(dir.path())
         .args(["up", "--json", "--manifests"])
@@ -103,8 +203,12 @@ fn the_example_fleets_do_not_flap_between_bursts_of_work() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "anamo up failed: {stderr}");
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for step in summary["steps"].as_array().unwrap() {
-        assert_eq!(step["succeeded"], 12, "{step}");
+    let r = regions.len() as u64;
+    let expected = [("align", 12), ("call", 12 * r), ("joint", r), ("merge", 1)];
+    let steps = summary["steps"].as_array().unwrap();
+    for (step, total) in expected {
+        let row = steps.iter().find(|s| s["step"] == step).unwrap();
+        assert_eq!(row["succeeded"], total, "{row}");
     }
     for fleet in ["align", "call", "joint"] {
         let f = &summary["fleets"][fleet];

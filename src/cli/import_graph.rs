@@ -4,6 +4,7 @@
 //! one step's tasks; the tasks are prepared under it ([`import::apply_graph`]) before
 //! anything is written.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -63,6 +64,7 @@ pub async fn prepare(
 ) -> anyhow::Result<(Vec<TaskSpec>, Graph)> {
     let graph = import_graph(store, src).await?;
     let tasks = import::apply_graph(source, tasks, &graph)?;
+    warn_empty_gathers(store, &graph, source, &tasks).await?;
     if let Some(set) = &src.manifests {
         // A user's command, not a leader's write.
         let unfenced = crate::store::Fence::Unfenced;
@@ -77,6 +79,44 @@ pub async fn prepare(
         }
     }
     Ok((tasks, graph))
+}
+
+/// Warns when tasks gather over an upstream step that has no task yet, neither in the store
+/// nor in this import: they wait until some are added (a misspelt step in the file, or an
+/// upstream file not imported yet). Not an error: dependents may come before their upstream
+/// tasks.
+async fn warn_empty_gathers(
+    store: &SharedStore,
+    graph: &Graph,
+    source: &str,
+    tasks: &[TaskSpec],
+) -> anyhow::Result<()> {
+    let mut gathers: BTreeMap<(&str, String), usize> = BTreeMap::new();
+    for t in tasks {
+        // Every task fits its step's key here (`import::apply_graph` checked it).
+        for dep in graph.dependencies(t).unwrap_or_default() {
+            if dep.selector.is_gather() && graph.steps.contains_key(&dep.edge.step) {
+                *gathers.entry((t.step.as_str(), dep.edge.step)).or_default() += 1;
+            }
+        }
+    }
+    if gathers.is_empty() {
+        return Ok(());
+    }
+    let stored = store
+        .steps()
+        .await
+        .context("cannot list the store's steps")?;
+    for ((step, upstream), n) in gathers {
+        let known = stored.contains(&upstream) || tasks.iter().any(|t| t.step == upstream);
+        if !known {
+            eprintln!(
+                "warning: {source}: {n} task(s) of step `{step}` gather over step `{upstream}`, \
+                 which has no tasks yet; they wait until its tasks are added"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `task add`: the task prepared under the store's graph (scattered into several when its

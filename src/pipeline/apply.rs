@@ -1,6 +1,7 @@
 //! The graph applied to imported tasks, before anything is written: scattered steps expanded,
-//! ids checked against their step's key, and the step's defaults filled into the fields a
-//! task does not set. Whether a task starts waiting is the store's call at import
+//! ids checked against their step's key (and against the items of a scattered upstream step,
+//! so that no task waits for upstream tasks that cannot exist), and the step's defaults filled
+//! into the fields a task does not set. Whether a task starts waiting is the store's call at import
 //! ([`Graph::must_wait`]).
 
 use super::{key, Graph, KeyError, Scatter, StepNode};
@@ -14,10 +15,52 @@ impl Graph {
         let node = self.node(&spec.step).into_owned();
         let mut out = self.scatter(spec)?;
         for t in &mut out {
-            key::split(&node.key, &t.step, &t.id)?;
+            self.check_matchable(&node, t)?;
             fill_defaults(&node, t);
         }
         Ok(out)
+    }
+
+    /// Fails when `t`'s id does not fit its step's key, or when an edge selects upstream tasks
+    /// by a part the upstream step is scattered over with a value that is none of the
+    /// scatter's items: no upstream task could ever match, and `t` would wait forever.
+    fn check_matchable(&self, node: &StepNode, t: &TaskSpec) -> Result<(), KeyError> {
+        let parts = key::split(&node.key, &t.step, &t.id)?;
+        for edge in &node.depends_on {
+            let upstream = self.node(&edge.step);
+            let Some(scatter) = &upstream.scatter else {
+                continue;
+            };
+            let Some(at) = node.key.iter().position(|p| p == &scatter.part) else {
+                continue;
+            };
+            let value = parts[at];
+            if scatter.items.iter().any(|i| i == value) {
+                continue;
+            }
+            let shown: Vec<&str> = scatter.items.iter().take(8).map(String::as_str).collect();
+            let more = if scatter.items.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            };
+            return Err(KeyError {
+                step: t.step.clone(),
+                id: t.id.clone(),
+                message: format!(
+                    "task {}/{} would wait forever: no task of step `{}` can have {} `{value}`, \
+                     as `{}` is scattered over [{}{more}]; use one of those items as its `{}`",
+                    t.step,
+                    t.id,
+                    edge.step,
+                    scatter.part,
+                    edge.step,
+                    shown.join(", "),
+                    scatter.part
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// This graph with `step` scattered over `items` (`task import --scatter-file`): over
@@ -143,6 +186,24 @@ mod tests {
         assert_eq!(
             g.prepare(TaskSpec::new("other", "a/b", "x")).unwrap().len(),
             1
+        );
+    }
+
+    #[test]
+    fn a_key_value_no_upstream_task_can_have_is_refused() {
+        let g = graph();
+        assert_eq!(
+            g.prepare(TaskSpec::new("joint", "chr2", "x"))
+                .unwrap()
+                .len(),
+            1
+        );
+        let err = g.prepare(TaskSpec::new("joint", "chr9", "x")).unwrap_err();
+        assert!(
+            err.message.contains("joint/chr9 would wait forever")
+                && err.message.contains("region `chr9`")
+                && err.message.contains("[chr1, chr2]"),
+            "{err}"
         );
     }
 

@@ -2,7 +2,9 @@
 //! what each depends on ([`Graph::dependencies`]: the step's edges and the task's own
 //! `depends_on`), the upstream tasks each dependency selects (read through the store's small
 //! primitives), [`pipeline::decide`], and a move conditional on the task still waiting:
-//! ready → pending, a failed dependency → failed, a cancelled one → cancelled.
+//! ready → pending, a failed dependency → failed, a cancelled one → cancelled. A waiting task
+//! of a scattered step imported before the scatter was declared (its id lacks the scattered
+//! part) is expanded into the tasks an import under the graph would have made.
 //!
 //! Reads per pass and step: the waiting tasks; per upstream step of "one" edges, the states of
 //! exactly the tasks they name (one batched read); per upstream step of gathers, the ids of
@@ -12,9 +14,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use tracing::warn;
+use tracing::{info, warn};
 
-use super::{Fence, Result, TaskStore};
+use super::{Fence, Result, StoreError, TaskStore};
 use crate::clock::Millis;
 use crate::model::{PromoteReport, Task, TaskFilter, TaskState};
 use crate::pipeline::{self, Dependency, EdgeView, Graph, Readiness, UpstreamTask};
@@ -114,7 +116,12 @@ pub async fn promote_waiting(
         .await?;
     let mut report = PromoteReport::default();
     let mut planned: Vec<(Task, Vec<Dependency>)> = Vec::with_capacity(waiting.len());
+    let scattered = graph.node(step).scatter.is_some();
     for task in waiting {
+        if scattered && expand_unscattered(store, graph, &task, now).await? {
+            report.expanded += 1;
+            continue;
+        }
         match graph.dependencies(&task.spec) {
             Ok(deps) => planned.push((task, deps)),
             Err(e) => {
@@ -162,6 +169,40 @@ pub async fn promote_waiting(
     Ok(report)
 }
 
+/// A waiting task of a scattered step whose id lacks the scattered part (imported before the
+/// graph that scatters its step was published) becomes the tasks the graph expands it into,
+/// as `task import` would have made them: they are imported under the graph (waiting, with the
+/// step's defaults; ones that exist already are left alone) and the unexpanded task is
+/// deleted. Returns `false`, changing nothing, when the graph does not expand the task into
+/// tasks that fit the step's key.
+async fn expand_unscattered(
+    store: &dyn TaskStore,
+    graph: &Graph,
+    task: &Task,
+    now: Millis,
+) -> Result<bool> {
+    if !expands(graph, &task.spec.step, task.id()) {
+        return Ok(false);
+    }
+    let Ok(expanded) = graph.prepare(task.spec.clone()) else {
+        return Ok(false);
+    };
+    store.import_graph(&expanded, graph, now).await?;
+    match store.delete(&task.spec.step, task.id()).await {
+        Ok(()) => {}
+        // Another controller expanded it first.
+        Err(StoreError::NotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    info!(
+        step = task.spec.step,
+        id = task.id(),
+        tasks = expanded.len(),
+        "expanded a task imported before its step was scattered"
+    );
+    Ok(true)
+}
+
 /// One read per upstream step: the states of the ids "one" edges name, and the unfinished
 /// tasks of the steps gathers read.
 async fn read_upstream(
@@ -198,20 +239,32 @@ async fn read_upstream(
 /// Moves never-claimed pending tasks of every step that has upstream edges in `graph` back
 /// to waiting (each a write conditional on `pending` and `attempts == 0`), so that tasks
 /// imported before the graph existed do not run before their dependencies; the next
-/// promotion moves the ready ones on at once. Returns how many moved.
+/// promotion moves the ready ones on at once. In a scattered step without upstream edges
+/// only the tasks the scatter would expand move (the promotion then expands them). Returns
+/// how many moved.
 pub async fn hold_back_pending(store: &dyn TaskStore, graph: &Graph, now: Millis) -> Result<u64> {
     let mut moved = 0;
     for (step, node) in &graph.steps {
-        if node.depends_on.is_empty() {
+        if node.depends_on.is_empty() && node.scatter.is_none() {
             continue;
         }
         for (id, _) in store.step_ids(step, &[TaskState::Pending], "").await? {
+            if node.depends_on.is_empty() && !expands(graph, step, &id) {
+                continue;
+            }
             if store.hold_back(step, &id, now).await? {
                 moved += 1;
             }
         }
     }
     Ok(moved)
+}
+
+/// Whether the graph's scatter turns the task `step/id` into other tasks.
+fn expands(graph: &Graph, step: &str, id: &str) -> bool {
+    graph
+        .prepare(crate::model::TaskSpec::new(step, id, "true"))
+        .is_ok_and(|tasks| tasks.iter().all(|t| t.id != id))
 }
 
 /// Publishes `graph` to the store (fenced by `fence`) and holds back the pending tasks it

@@ -68,6 +68,11 @@ async fn upstream_files(
         if !text.is_empty() {
             text.push('\n');
         }
+        // The log's directory is made with the log's first byte, after this.
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        }
         std::fs::write(&path, text)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         let name = pipeline::env_name(UPSTREAM_ENV_PREFIX, &sel.step);
@@ -130,7 +135,8 @@ mod tests {
             }
         }
         let cache = GraphCache::new(store.clone());
-        let log = dir.path().join("joint-chr1.log");
+        // In a directory that does not exist yet, as a step's first log is.
+        let log = dir.path().join("tasks/joint/chr1.1.log");
         let spec = TaskSpec::new("joint", "chr1", "true");
         let env = pipeline_env(store.as_ref(), &cache, &spec, &log).await;
         assert_eq!(env[0], ("ANAMO_KEY_REGION".to_string(), "chr1".to_string()));

@@ -351,3 +351,88 @@ pub async fn a_published_graph_holds_back_pending_tasks(store: SharedStore) {
     promote_all(&store, &g).await;
     assert_eq!(state(&store, "call", other).await, TaskState::Pending);
 }
+
+/// The README walkthrough's order: tasks imported before any graph (a `call` line names only
+/// its sample), then the manifests' graph published. The held-back `call` task is expanded
+/// over the scatter's items as an import under the graph would have done, and the pipeline
+/// runs in order from there.
+pub async fn tasks_imported_before_a_scatter_are_expanded(store: SharedStore) {
+    let plain = store_graph::empty_graph();
+    let imported = [
+        ("merge", "all"),
+        ("joint", "chr1"),
+        ("call", "S1"),
+        ("align", "S1"),
+        ("qc", "S1"),
+        ("qc", "S2/chr1"),
+    ];
+    for (step, id) in imported {
+        store
+            .import_graph(&[TaskSpec::new(step, id, "true")], &plain, T0)
+            .await
+            .unwrap();
+    }
+    // `qc`: scattered like `call`, without upstream steps.
+    let mut g = genome();
+    let mut qc = g.steps["call"].clone();
+    qc.depends_on.clear();
+    g.steps.insert("qc".into(), qc);
+    let held = promote::apply_graph(store.as_ref(), &g, T0 + 1, anamo::store::Fence::Unfenced)
+        .await
+        .unwrap();
+    assert_eq!(
+        held, 4,
+        "call, joint and merge wait for their upstream steps; qc/S1 is to be expanded"
+    );
+    let r = promote::promote_waiting(store.as_ref(), &g, "qc", T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(r.expanded, 1);
+    let qc: Vec<(String, TaskState)> = ["S1/chr1", "S1/chr2", "S2/chr1"]
+        .iter()
+        .map(|id| (id.to_string(), TaskState::Pending))
+        .collect();
+    assert_eq!(
+        states(&store, "qc").await,
+        qc,
+        "expanded, and pending: no upstream"
+    );
+    let r = promote::promote_waiting(store.as_ref(), &g, "call", T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!((r.expanded, r.unfit, r.promoted), (1, 0, 0));
+    use TaskState::*;
+    let want: Vec<(String, TaskState)> =
+        vec![("S1/chr1".into(), Waiting), ("S1/chr2".into(), Waiting)];
+    assert_eq!(
+        states(&store, "call").await,
+        want,
+        "S1 became one task per region"
+    );
+    let task = store.get("call", "S1/chr2").await.unwrap().unwrap();
+    assert_eq!(task.spec.env["ANAMO_KEY_REGION"], "chr2");
+    // Nothing runs before its upstream tasks.
+    promote_all(&store, &g).await;
+    for step in ["call", "joint", "merge"] {
+        assert!(
+            states(&store, step)
+                .await
+                .iter()
+                .all(|(_, s)| *s == Waiting),
+            "{step}: {:?}",
+            states(&store, step).await
+        );
+    }
+    for step in ["align", "call", "joint", "merge"] {
+        promote_all(&store, &g).await;
+        run(&store, step, &[]).await;
+        assert!(
+            states(&store, step)
+                .await
+                .iter()
+                .all(|(_, s)| *s == Succeeded),
+            "{step}: {:?}",
+            states(&store, step).await
+        );
+    }
+}

@@ -30,7 +30,7 @@ spec:
 fn local_example_pipeline_loads() {
     let set = load_dir(crate_path("examples/manifests")).unwrap();
     let steps: Vec<&str> = set.steps().collect();
-    assert_eq!(steps, ["align", "call", "joint"]);
+    assert_eq!(steps, ["align", "call", "joint", "merge"]);
     let call = set.fleet_for_step("call").unwrap();
     assert_eq!(call.spec.depends_on, ["align"]);
     assert_eq!(call.spec.max_instances, 3);
@@ -39,14 +39,17 @@ fn local_example_pipeline_loads() {
     assert_eq!(call.spec.scale_down_delay, Duration::from_secs(10));
     assert_eq!(call.spec.lease_ttl, Duration::from_secs(15));
     assert_eq!(call.spec.heartbeat_interval(), Duration::from_secs(5));
-    assert_eq!(set.fleet("joint").unwrap().spec.max_instances, 1);
+    assert_eq!(set.fleet("merge").unwrap().spec.max_instances, 1);
+    let graph = set.graph();
+    assert_eq!(graph.steps["call"].scatter.as_ref().unwrap().items.len(), 4);
+    assert!(graph.steps["merge"].key.is_empty());
     assert!(call.source.ends_with("examples/manifests/pipeline.yaml"));
     let controller = set.controller.as_ref().unwrap();
     assert_eq!(controller.spec.store, "sqlite://anamo.db");
     assert_eq!(controller.spec.interval, Duration::from_secs(1));
     assert_eq!(controller.spec.metrics_addr, DEFAULT_METRICS_ADDR);
     let order: Vec<&str> = set.in_dependency_order().iter().map(|f| f.step()).collect();
-    assert_eq!(order, ["align", "call", "joint"]);
+    assert_eq!(order, ["align", "call", "joint", "merge"]);
 }
 
 #[test]
