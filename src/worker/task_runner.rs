@@ -179,6 +179,7 @@ pub(crate) async fn run_task(ctx: Arc<Ctx>, claim: Claim) {
 
     let (outcome, exit_code, error) = classify(spec, &exec);
     let completion = Completion {
+        retry_delay: None,
         outcome,
         result: TaskResult {
             exit_code,
