@@ -48,6 +48,7 @@ fn specs(step: &str, n: usize, script_len: usize) -> Vec<TaskSpec> {
 
 fn success(worker: &str) -> Completion {
     Completion {
+        retry_delay: None,
         outcome: Outcome::Succeeded,
         result: TaskResult {
             exit_code: Some(0),

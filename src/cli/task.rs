@@ -138,7 +138,8 @@ pub struct ListArgs {
     /// Only tasks of this step [default: every step].
     #[arg(long)]
     pub step: Option<String>,
-    /// Only tasks in this state: waiting, pending, running, succeeded, failed or cancelled.
+    /// Only tasks in this state: waiting, pending, running, succeeded, failed, cancelled, held
+    /// or retrying.
     #[arg(long, value_parser = parse_state)]
     pub state: Option<TaskState>,
     /// Only tasks with this id (one per step it is in).
@@ -178,8 +179,8 @@ pub struct SelectArgs {
     /// One task, by id (or use --state).
     #[arg(long)]
     pub id: Option<String>,
-    /// Every task of the step in this state: waiting, pending, running, succeeded, failed or
-    /// cancelled (or use --id).
+    /// Every task of the step in this state: waiting, pending, running, succeeded, failed,
+    /// cancelled, held or retrying (or use --id).
     #[arg(long, value_parser = parse_state)]
     pub state: Option<TaskState>,
 }
@@ -202,6 +203,20 @@ impl TaskCommand {
             TaskCommand::Import(_) | TaskCommand::Add(_) => OpenMode::Create,
             _ => OpenMode::Existing,
         }
+    }
+}
+
+/// Why a task is in its state, for the REASON column: its reason, with when a `retrying`
+/// task is due; `-` when there is nothing to say.
+fn reason_cell(t: &crate::model::Task) -> String {
+    let reason = t.reason.as_deref().unwrap_or("");
+    match (t.state, t.retry_at) {
+        (TaskState::Retrying, Some(at)) if reason.is_empty() => {
+            format!("retry at {}", format_millis(at))
+        }
+        (TaskState::Retrying, Some(at)) => format!("{reason}; retry at {}", format_millis(at)),
+        _ if reason.is_empty() => "-".into(),
+        _ => reason.to_string(),
     }
 }
 
@@ -277,7 +292,7 @@ async fn list_cmd(a: ListArgs, store: SharedStore) -> anyhow::Result<ExitCode> {
         }
     } else {
         let mut table = Table::new([
-            "STEP", "ID", "STATE", "ATTEMPTS", "EXIT", "DURATION", "UPDATED",
+            "STEP", "ID", "STATE", "ATTEMPTS", "EXIT", "DURATION", "UPDATED", "REASON",
         ]);
         for t in &tasks {
             let r = t.result.as_ref();
@@ -292,6 +307,7 @@ async fn list_cmd(a: ListArgs, store: SharedStore) -> anyhow::Result<ExitCode> {
                 r.map(|r| format_duration_ms(r.duration_ms))
                     .unwrap_or("-".into()),
                 format_millis(t.updated_at),
+                reason_cell(t),
             ]);
         }
         out!("{}", table.render());
