@@ -88,7 +88,9 @@ pub(crate) async fn slot_loop(ctx: Arc<Ctx>) -> Result<(), StoreError> {
                 // failure here is not the claim's: the next claim reports store trouble.
                 let due = ctx.store.retry_due(&ctx.cfg.step, ctx.clock.now()).await;
                 drop(claim_turn);
-                if !matches!(due, Ok(n) if n > 0) {
+                if matches!(due, Ok(n) if n > 0) {
+                    ctx.control.claim_retry_due();
+                } else {
                     ctx.control.claim_empty(spread(ctx.cfg.poll_interval, 0.2));
                 }
             }
