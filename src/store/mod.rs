@@ -40,6 +40,7 @@ pub mod graph;
 pub mod instrumented;
 pub mod promote;
 pub mod requests;
+pub mod samples;
 pub mod sqlite;
 
 use std::collections::HashMap;
