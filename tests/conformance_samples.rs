@@ -1,14 +1,15 @@
 //! Conformance of a sample's actions across steps (`store::samples`) on every `TaskStore`
 //! (SQLite and DynamoDB Local): a sample's tasks are found in every step, keyed or scattered
 //! or undeclared; drop cancels its unfinished tasks only; hold and resume act on its pending
-//! and waiting tasks only; an unknown sample is an error that changes nothing.
+//! and waiting tasks only; retry requeues its own failures and, in dependency order, the
+//! tasks that failed because of them; an unknown sample is an error that changes nothing.
 
 mod common;
 
-use anamo::model::{ClaimRequest, TaskSpec, TaskState};
+use anamo::model::{ClaimRequest, Completion, Outcome, TaskResult, TaskSpec, TaskState};
 use anamo::pipeline::{Edge, Graph, Scatter, StepNode};
-use anamo::store::samples::{apply, sample_tasks, SampleAction};
-use anamo::store::{SharedStore, StoreError};
+use anamo::store::samples::{apply, retry, sample_tasks, SampleAction};
+use anamo::store::{promote, SharedStore, StoreError};
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -68,6 +69,34 @@ async fn state(store: &SharedStore, step: &str, id: &str) -> TaskState {
         .unwrap()
         .expect("task exists")
         .state
+}
+
+/// Claims every pending task of `step` and ends each attempt: permanently failed for the ids
+/// in `fail`, succeeded for the others.
+async fn run_step(store: &SharedStore, step: &str, fail: &[&str], at: i64) {
+    let req = ClaimRequest {
+        step: step.into(),
+        owner: "w".into(),
+        ttl_ms: 60_000,
+    };
+    for c in store.claim_batch(&req, 100, at).await.unwrap() {
+        let failed = fail.contains(&c.task.id());
+        let done = Completion {
+            outcome: if failed {
+                Outcome::FailedPermanently
+            } else {
+                Outcome::Succeeded
+            },
+            retry_delay: None,
+            result: TaskResult {
+                exit_code: Some(if failed { 3 } else { 0 }),
+                worker_id: "w".into(),
+                error: failed.then(|| "exit 3".to_string()),
+                ..Default::default()
+            },
+        };
+        store.complete(&c.lease(), &done, at + 1).await.unwrap();
+    }
 }
 
 mod cases {
@@ -156,14 +185,60 @@ mod cases {
         assert_eq!(state(&store, "call", "S10/chr1").await, TaskState::Waiting);
     }
 
+    pub async fn retry_requeues_the_sample_and_what_failed_because_of_it(store: SharedStore) {
+        let g = genome();
+        import(&store, &g).await;
+        run_step(&store, "align", &["S1"], T0 + 1).await;
+        promote::promote_waiting(store.as_ref(), &g, "call", T0 + 3)
+            .await
+            .unwrap();
+        assert_eq!(state(&store, "call", "S1/chr1").await, TaskState::Failed);
+        run_step(&store, "call", &[], T0 + 4).await;
+        promote::promote_waiting(store.as_ref(), &g, "joint", T0 + 6)
+            .await
+            .unwrap();
+        assert_eq!(state(&store, "joint", "chr1").await, TaskState::Failed);
+        let (roots, carried) = retry(store.as_ref(), &g, "S1", T0 + 7).await.unwrap();
+        assert_eq!(keys(&roots), ["align/S1"]);
+        let mut carried = keys(&carried);
+        // Dependency order: the calls come before the joints that gather them.
+        assert!(
+            carried[..2].iter().all(|k| k.starts_with("call/S1/")),
+            "{carried:?}"
+        );
+        carried.sort();
+        assert_eq!(
+            carried,
+            ["call/S1/chr1", "call/S1/chr2", "joint/chr1", "joint/chr2"]
+        );
+        assert_eq!(state(&store, "align", "S1").await, TaskState::Pending);
+        for (step, id) in [("call", "S1/chr2"), ("joint", "chr2")] {
+            let t = store.get(step, id).await.unwrap().unwrap();
+            assert_eq!(
+                (t.state, t.attempts),
+                (TaskState::Waiting, 0),
+                "{step}/{id}"
+            );
+        }
+        assert_eq!(
+            state(&store, "call", "S10/chr1").await,
+            TaskState::Succeeded
+        );
+        // Nothing failed on its own any more: a second retry requeues nothing.
+        let (roots, carried) = retry(store.as_ref(), &g, "S1", T0 + 8).await.unwrap();
+        assert!(roots.is_empty() && carried.is_empty());
+    }
+
     pub async fn an_unknown_sample_is_an_error_and_changes_nothing(store: SharedStore) {
         let g = genome();
         import(&store, &g).await;
         let before = store.counts("align").await.unwrap();
+        let r = retry(store.as_ref(), &g, "NA000", T0 + 1).await;
+        assert!(matches!(r, Err(StoreError::InvalidInput(_))), "{r:?}");
         for action in [SampleAction::Drop, SampleAction::Hold, SampleAction::Resume] {
             match apply(store.as_ref(), &g, "NA000", action, T0 + 1).await {
                 Err(StoreError::InvalidInput(m)) => {
-                    assert!(m.contains("`NA000`") && m.contains("sample list"), "{m}")
+                    assert!(m.contains("no task of sample `NA000`"), "{m}")
                 }
                 other => panic!("{action:?}: expected InvalidInput, got {other:?}"),
             }
@@ -200,5 +275,6 @@ conformance!(
     a_samples_tasks_are_found_in_every_step,
     drop_cancels_only_the_samples_unfinished_tasks,
     hold_and_resume_a_sample,
+    retry_requeues_the_sample_and_what_failed_because_of_it,
     an_unknown_sample_is_an_error_and_changes_nothing,
 );

@@ -1,4 +1,4 @@
-//! `anamo sample ...`: one sample across every step. Which tasks belong to a sample is the
+//! `anamo sample ...`: one sample across every step (show, drop, hold, resume, retry). Which tasks belong to a sample is the
 //! store's pipeline graph's call (`Graph::sample_of`; every step keyed by the sample when
 //! no graph was published); the work is `store::samples`.
 
@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use super::output::{outln, print_json, Table};
 use crate::clock::{format_millis, Clock, SystemClock};
 use crate::store::graph::{empty_graph, get_graph};
-use crate::store::samples::{apply, sample_tasks, SampleAction};
+use crate::store::samples::{apply, retry, sample_tasks, SampleAction};
 use crate::store::SharedStore;
 
 #[derive(Debug, Subcommand)]
@@ -29,6 +29,11 @@ pub enum SampleCommand {
     /// Resume a held sample: its held tasks return to the state they were held in.
     #[command(after_help = "Example:\n  anamo sample resume NA12878")]
     Resume(IdArg),
+    /// Retry the sample: requeue its tasks that failed on their own and then, in dependency
+    /// order, the tasks (of any sample or gather) that failed or were cancelled because of
+    /// them.
+    #[command(after_help = "Example:\n  anamo sample retry NA12878")]
+    Retry(IdArg),
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +56,19 @@ pub async fn run(cmd: SampleCommand, store: SharedStore) -> anyhow::Result<ExitC
     let now = SystemClock.now();
     let (id, action, verb) = match cmd {
         SampleCommand::Show(a) => return show(a, &store, &graph).await,
+        SampleCommand::Retry(a) => {
+            let (roots, carried) = retry(store.as_ref(), &graph, &a.id, now).await?;
+            outln!(
+                "sample {}: requeued {} failed task(s) and {} dependent(s)",
+                a.id,
+                roots.len(),
+                carried.len()
+            );
+            for (step, id) in roots.iter().chain(&carried) {
+                outln!("  {step}/{id}");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         SampleCommand::Drop(a) => (a.id, SampleAction::Drop, "cancelled"),
         SampleCommand::Hold(a) => (a.id, SampleAction::Hold, "held"),
         SampleCommand::Resume(a) => (a.id, SampleAction::Resume, "resumed"),
@@ -71,7 +89,8 @@ async fn show(
     let found = sample_tasks(store.as_ref(), graph, &a.id).await?;
     if found.is_empty() {
         anyhow::bail!(
-            "no task of sample `{}` in any step; `anamo task list` shows the task ids",
+            "no task of sample `{}` in any step; give the sample part of task ids \
+             (`NA12878` of `call/NA12878/chr1`), see `anamo task list`",
             a.id
         );
     }

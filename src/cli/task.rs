@@ -44,7 +44,8 @@ pub enum TaskCommand {
     /// Show one task with its lease and result.
     Show(KeyArgs),
     /// Put tasks back to pending with attempts reset: one task (`--id`) or every task of the
-    /// step in a state (`--state`).
+    /// step in a state (`--state`). By default the tasks that failed or were cancelled because
+    /// of them are requeued too (`--no-dependents`: only the selected ones).
     #[command(
         after_help = "Examples:\n  anamo task requeue --step align --state failed\n  \
         anamo task requeue --step align --id S1 --force"
@@ -193,6 +194,10 @@ pub struct RequeueArgs {
     /// it, requeueing a running task is refused).
     #[arg(long)]
     pub force: bool,
+    /// Requeue only the selected tasks. By default the tasks (of any step) that failed or were
+    /// cancelled because of them are requeued too, in dependency order.
+    #[arg(long)]
+    pub no_dependents: bool,
 }
 
 impl TaskCommand {
@@ -238,14 +243,7 @@ pub async fn run(cmd: TaskCommand, store: SharedStore) -> anyhow::Result<ExitCod
         TaskCommand::Add(a) => add_cmd(a, store, now).await,
         TaskCommand::List(a) => list_cmd(a, store).await,
         TaskCommand::Show(k) => show_cmd(k, store).await,
-        TaskCommand::Requeue(RequeueArgs { select: sel, force }) => {
-            let ids = select(&store, &sel).await?;
-            for id in &ids {
-                store.requeue(&sel.step, id, force, now).await?;
-            }
-            outln!("requeued {} task(s) of step {}", ids.len(), sel.step);
-            Ok(ExitCode::SUCCESS)
-        }
+        TaskCommand::Requeue(a) => requeue_cmd(a, store, now).await,
         TaskCommand::Cancel(sel) => {
             let ids = select(&store, &sel).await?;
             for id in &ids {
@@ -311,6 +309,35 @@ async fn list_cmd(a: ListArgs, store: SharedStore) -> anyhow::Result<ExitCode> {
             ]);
         }
         out!("{}", table.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn requeue_cmd(a: RequeueArgs, store: SharedStore, now: Millis) -> anyhow::Result<ExitCode> {
+    use crate::store::graph::{empty_graph, get_graph};
+    use crate::store::samples::{requeue_dependents, requeue_one};
+    let sel = &a.select;
+    let graph = get_graph(store.as_ref()).await?.unwrap_or_else(empty_graph);
+    let ids = select(&store, sel).await?;
+    for id in &ids {
+        requeue_one(store.as_ref(), &graph, &sel.step, id, a.force, now).await?;
+    }
+    outln!("requeued {} task(s) of step {}", ids.len(), sel.step);
+    if !a.no_dependents && !ids.is_empty() {
+        let roots: Vec<(String, String)> = ids
+            .iter()
+            .map(|id| (sel.step.clone(), id.clone()))
+            .collect();
+        let carried = requeue_dependents(store.as_ref(), &graph, &roots, now).await?;
+        if !carried.is_empty() {
+            outln!(
+                "requeued {} dependent(s) that ended because of them:",
+                carried.len()
+            );
+            for (step, id) in &carried {
+                outln!("  {step}/{id}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,6 @@
 //! A sample across steps, the same on every store: its tasks (found by key, never by reading
 //! the whole table), and the user actions on all of them at once — drop (cancel), hold and
-//! resume. Which tasks belong to a sample is the graph's call ([`Graph::sample_of`]).
+//! resume — and retry with the requeue cascade. Which tasks belong to a sample is the graph's call ([`Graph::sample_of`]).
 //!
 //! Reads per step: one batched read of the exact id `SAMPLE` ([`TaskStore::task_states`]);
 //! and only for steps whose key has more than one part (ids like `SAMPLE/chr1`), the ids
@@ -9,8 +9,8 @@
 
 use super::{Result, StoreError, TaskStore};
 use crate::clock::Millis;
-use crate::model::TaskState;
-use crate::pipeline::Graph;
+use crate::model::{TaskFilter, TaskState};
+use crate::pipeline::{self, Graph};
 
 /// One task of a sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,9 +92,7 @@ pub async fn apply(
 ) -> Result<SampleReport> {
     let tasks = sample_tasks(store, graph, sample).await?;
     if tasks.is_empty() {
-        return Err(StoreError::InvalidInput(format!(
-            "no task of sample `{sample}` in any step; `anamo sample list` shows the samples"
-        )));
+        return Err(no_sample(sample));
     }
     let mut report = SampleReport::default();
     for t in tasks {
@@ -116,4 +114,95 @@ pub async fn apply(
         }
     }
     Ok(report)
+}
+
+/// Requeues `step/id` (as `task requeue` does) and, when the graph gives its step upstream
+/// edges, moves it back to waiting at once so it does not run before its dependencies.
+pub async fn requeue_one(
+    store: &dyn TaskStore,
+    graph: &Graph,
+    step: &str,
+    id: &str,
+    force: bool,
+    now: Millis,
+) -> Result<()> {
+    store.requeue(step, id, force, now).await?;
+    if graph
+        .steps
+        .get(step)
+        .is_some_and(|n| !n.depends_on.is_empty())
+    {
+        store.hold_back(step, id, now).await?;
+    }
+    Ok(())
+}
+
+/// Requeues, in dependency order, the failed or cancelled tasks that ended because of the
+/// just requeued `roots` ([`pipeline::cascade`]); returns them. Reads the failed and
+/// cancelled tasks of every step once.
+pub async fn requeue_dependents(
+    store: &dyn TaskStore,
+    graph: &Graph,
+    roots: &[(String, String)],
+    now: Millis,
+) -> Result<Vec<(String, String)>> {
+    let mut candidates = Vec::new();
+    for step in store.steps().await? {
+        for state in [TaskState::Failed, TaskState::Cancelled] {
+            let filter = TaskFilter {
+                step: Some(step.clone()),
+                state: Some(state),
+                ..Default::default()
+            };
+            candidates.extend(store.list(&filter).await?);
+        }
+    }
+    let carried = pipeline::cascade(graph, roots, &candidates);
+    for (step, id) in &carried {
+        requeue_one(store, graph, step, id, false, now).await?;
+    }
+    Ok(carried)
+}
+
+/// `sample retry`: requeues the sample's tasks that failed on their own (not because of a
+/// dependency), then the dependents that ended because of them. Returns both lists. Fails
+/// with [`StoreError::InvalidInput`] for a sample without tasks.
+pub async fn retry(
+    store: &dyn TaskStore,
+    graph: &Graph,
+    sample: &str,
+    now: Millis,
+) -> Result<(Vec<(String, String)>, Vec<(String, String)>)> {
+    let tasks = sample_tasks(store, graph, sample).await?;
+    if tasks.is_empty() {
+        return Err(no_sample(sample));
+    }
+    let mut roots = Vec::new();
+    for t in tasks.iter().filter(|t| t.state == TaskState::Failed) {
+        let Some(task) = store.get(&t.step, &t.id).await? else {
+            continue;
+        };
+        if task.state == TaskState::Failed
+            && !task
+                .reason
+                .as_deref()
+                .is_some_and(pipeline::is_dependency_reason)
+        {
+            requeue_one(store, graph, &t.step, &t.id, false, now).await?;
+            roots.push((t.step.clone(), t.id.clone()));
+        }
+    }
+    let carried = if roots.is_empty() {
+        Vec::new()
+    } else {
+        requeue_dependents(store, graph, &roots, now).await?
+    };
+    Ok((roots, carried))
+}
+
+fn no_sample(sample: &str) -> StoreError {
+    StoreError::InvalidInput(format!(
+        "no task of sample `{sample}` in any step; `anamo sample show ID` takes the sample part \
+         of task ids (`NA12878` of `call/NA12878/chr1`)"
+    ))
 }
