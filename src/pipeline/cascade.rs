@@ -72,8 +72,10 @@ mod tests {
     }
 
     fn graph() -> Graph {
-        let mut g = crate::pipeline::Graph::default();
-        g.sample_part = "sample".into();
+        let mut g = Graph {
+            sample_part: "sample".into(),
+            ..Default::default()
+        };
         let mut call = StepNode::plain();
         call.depends_on = vec![Edge::to("align")];
         let mut qc = StepNode::plain();
