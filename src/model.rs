@@ -35,16 +35,23 @@ pub enum TaskState {
     Succeeded,
     Failed,
     Cancelled,
+    /// Held by the user (`sample hold`): never claimed or promoted until resumed, when it
+    /// returns to the state it had (`held_from`).
+    Held,
+    /// A failed attempt waiting out its step's `retryDelay`; pending again at `retry_at`.
+    Retrying,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 6] = [
+    pub const ALL: [TaskState; 8] = [
         TaskState::Waiting,
         TaskState::Pending,
         TaskState::Running,
         TaskState::Succeeded,
         TaskState::Failed,
         TaskState::Cancelled,
+        TaskState::Held,
+        TaskState::Retrying,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +62,8 @@ impl TaskState {
             TaskState::Succeeded => "succeeded",
             TaskState::Failed => "failed",
             TaskState::Cancelled => "cancelled",
+            TaskState::Held => "held",
+            TaskState::Retrying => "retrying",
         }
     }
 
@@ -84,8 +93,10 @@ impl FromStr for TaskState {
             "succeeded" | "done" => Ok(TaskState::Succeeded),
             "failed" => Ok(TaskState::Failed),
             "cancelled" | "canceled" => Ok(TaskState::Cancelled),
+            "held" => Ok(TaskState::Held),
+            "retrying" => Ok(TaskState::Retrying),
             other => Err(format!(
-                "unknown task state `{other}` (expected one of waiting, pending, running, succeeded, failed, cancelled)"
+                "unknown task state `{other}` (expected one of waiting, pending, running, succeeded, failed, cancelled, held, retrying)"
             )),
         }
     }
@@ -285,6 +296,12 @@ pub struct Task {
     /// `lease expired after 3 attempts`, `cancelled by user`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// When a `retrying` task becomes pending again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Millis>,
+    /// The state a `held` task returns to when resumed (`pending` or `waiting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_from: Option<TaskState>,
     pub created_at: Millis,
     pub updated_at: Millis,
 }
@@ -299,6 +316,8 @@ impl Task {
             lease: None,
             result: None,
             reason: None,
+            retry_at: None,
+            held_from: None,
             created_at: now,
             updated_at: now,
         }
@@ -360,6 +379,9 @@ pub struct ClaimRequest {
 pub struct Completion {
     pub outcome: Outcome,
     pub result: TaskResult,
+    /// The step's `retryDelay`: a retried failure waits `jittered_ms(attempts)` in
+    /// `retrying` instead of going straight back to pending. `None`: no delay.
+    pub retry_delay: Option<crate::pipeline::RetryDelay>,
 }
 
 /// What the controller reads of a step every pass: its backlog, counted only as far as the
@@ -403,6 +425,10 @@ pub struct StepCounts {
     pub succeeded: u64,
     pub failed: u64,
     pub cancelled: u64,
+    #[serde(default)]
+    pub held: u64,
+    #[serde(default)]
+    pub retrying: u64,
     /// Creation time of the oldest pending task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oldest_pending_at: Option<Millis>,
@@ -417,6 +443,8 @@ impl StepCounts {
             TaskState::Succeeded => self.succeeded,
             TaskState::Failed => self.failed,
             TaskState::Cancelled => self.cancelled,
+            TaskState::Held => self.held,
+            TaskState::Retrying => self.retrying,
         }
     }
 
@@ -428,6 +456,8 @@ impl StepCounts {
             TaskState::Succeeded => self.succeeded = n,
             TaskState::Failed => self.failed = n,
             TaskState::Cancelled => self.cancelled = n,
+            TaskState::Held => self.held = n,
+            TaskState::Retrying => self.retrying = n,
         }
     }
 
@@ -437,7 +467,7 @@ impl StepCounts {
 
     /// Tasks that are not yet in a final state.
     pub fn unfinished(&self) -> u64 {
-        self.waiting + self.pending + self.running
+        self.waiting + self.pending + self.running + self.held + self.retrying
     }
 }
 

@@ -35,6 +35,7 @@ fn specs(step: &str, n: usize) -> Vec<TaskSpec> {
 
 fn done(outcome: Outcome, worker: &str, code: i32) -> Completion {
     Completion {
+        retry_delay: None,
         outcome,
         result: TaskResult {
             exit_code: Some(code),

@@ -50,6 +50,7 @@ fn specs(step: &str, n: usize, script_len: usize) -> Vec<TaskSpec> {
 
 fn success(worker: &str) -> Completion {
     Completion {
+        retry_delay: None,
         outcome: Outcome::Succeeded,
         result: TaskResult {
             exit_code: Some(0),
@@ -636,6 +637,7 @@ async fn deciding_a_gather_costs_what_the_table_page_says() {
                     log_tail: "x".repeat(2_000),
                     ..Default::default()
                 },
+                retry_delay: None,
             };
             let lease = LeaseRef::new("up", c.task.id(), &c.token);
             store.complete(&lease, &done, T0 + 3).await.unwrap();

@@ -441,6 +441,7 @@ async fn claim_rate(
                 };
                 let now = clock.now();
                 let completion = Completion {
+                    retry_delay: None,
                     outcome: Outcome::Succeeded,
                     result: TaskResult {
                         exit_code: Some(0),

@@ -11,6 +11,7 @@ mod controller;
 mod import_graph;
 mod manifest;
 mod output;
+mod sample;
 mod simulate;
 mod status;
 mod status_view;
@@ -72,6 +73,9 @@ pub enum Command {
     /// Import, add, list, show, requeue, cancel or delete tasks.
     #[command(subcommand)]
     Task(task::TaskCommand),
+    /// One sample across every step: show, drop, hold or resume it.
+    #[command(subcommand)]
+    Sample(sample::SampleCommand),
     /// Progress per step: counts by state, oldest pending task, throughput, fleets.
     Status(status::StatusArgs),
     /// Run the manifests locally: SQLite store, local worker processes, live progress.
@@ -146,6 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_store_as(default_store(), cmd.opening()).await?;
             task::run(cmd, store).await
         }
+        Command::Sample(cmd) => sample::run(cmd, open_store(default_store()).await?).await,
         Command::Status(args) => status::run(args, open_store(default_store()).await?).await,
         Command::Up(args) => up::run(args, store).await,
         Command::Controller(args) => controller::run_controller(args, store).await,

@@ -44,7 +44,8 @@ pub enum TaskCommand {
     /// Show one task with its lease and result.
     Show(KeyArgs),
     /// Put tasks back to pending with attempts reset: one task (`--id`) or every task of the
-    /// step in a state (`--state`).
+    /// step in a state (`--state`). By default the tasks that failed or were cancelled because
+    /// of them are requeued too (`--no-dependents`: only the selected ones).
     #[command(
         after_help = "Examples:\n  anamo task requeue --step align --state failed\n  \
         anamo task requeue --step align --id S1 --force"
@@ -138,7 +139,8 @@ pub struct ListArgs {
     /// Only tasks of this step [default: every step].
     #[arg(long)]
     pub step: Option<String>,
-    /// Only tasks in this state: waiting, pending, running, succeeded, failed or cancelled.
+    /// Only tasks in this state: waiting, pending, running, succeeded, failed, cancelled, held
+    /// or retrying.
     #[arg(long, value_parser = parse_state)]
     pub state: Option<TaskState>,
     /// Only tasks with this id (one per step it is in).
@@ -178,8 +180,8 @@ pub struct SelectArgs {
     /// One task, by id (or use --state).
     #[arg(long)]
     pub id: Option<String>,
-    /// Every task of the step in this state: waiting, pending, running, succeeded, failed or
-    /// cancelled (or use --id).
+    /// Every task of the step in this state: waiting, pending, running, succeeded, failed,
+    /// cancelled, held or retrying (or use --id).
     #[arg(long, value_parser = parse_state)]
     pub state: Option<TaskState>,
 }
@@ -192,6 +194,10 @@ pub struct RequeueArgs {
     /// it, requeueing a running task is refused).
     #[arg(long)]
     pub force: bool,
+    /// Requeue only the selected tasks. By default the tasks (of any step) that failed or were
+    /// cancelled because of them are requeued too, in dependency order.
+    #[arg(long)]
+    pub no_dependents: bool,
 }
 
 impl TaskCommand {
@@ -202,6 +208,20 @@ impl TaskCommand {
             TaskCommand::Import(_) | TaskCommand::Add(_) => OpenMode::Create,
             _ => OpenMode::Existing,
         }
+    }
+}
+
+/// Why a task is in its state, for the REASON column: its reason, with when a `retrying`
+/// task is due; `-` when there is nothing to say.
+fn reason_cell(t: &crate::model::Task) -> String {
+    let reason = t.reason.as_deref().unwrap_or("");
+    match (t.state, t.retry_at) {
+        (TaskState::Retrying, Some(at)) if reason.is_empty() => {
+            format!("retry at {}", format_millis(at))
+        }
+        (TaskState::Retrying, Some(at)) => format!("{reason}; retry at {}", format_millis(at)),
+        _ if reason.is_empty() => "-".into(),
+        _ => reason.to_string(),
     }
 }
 
@@ -223,14 +243,7 @@ pub async fn run(cmd: TaskCommand, store: SharedStore) -> anyhow::Result<ExitCod
         TaskCommand::Add(a) => add_cmd(a, store, now).await,
         TaskCommand::List(a) => list_cmd(a, store).await,
         TaskCommand::Show(k) => show_cmd(k, store).await,
-        TaskCommand::Requeue(RequeueArgs { select: sel, force }) => {
-            let ids = select(&store, &sel).await?;
-            for id in &ids {
-                store.requeue(&sel.step, id, force, now).await?;
-            }
-            outln!("requeued {} task(s) of step {}", ids.len(), sel.step);
-            Ok(ExitCode::SUCCESS)
-        }
+        TaskCommand::Requeue(a) => requeue_cmd(a, store, now).await,
         TaskCommand::Cancel(sel) => {
             let ids = select(&store, &sel).await?;
             for id in &ids {
@@ -277,7 +290,7 @@ async fn list_cmd(a: ListArgs, store: SharedStore) -> anyhow::Result<ExitCode> {
         }
     } else {
         let mut table = Table::new([
-            "STEP", "ID", "STATE", "ATTEMPTS", "EXIT", "DURATION", "UPDATED",
+            "STEP", "ID", "STATE", "ATTEMPTS", "EXIT", "DURATION", "UPDATED", "REASON",
         ]);
         for t in &tasks {
             let r = t.result.as_ref();
@@ -292,9 +305,39 @@ async fn list_cmd(a: ListArgs, store: SharedStore) -> anyhow::Result<ExitCode> {
                 r.map(|r| format_duration_ms(r.duration_ms))
                     .unwrap_or("-".into()),
                 format_millis(t.updated_at),
+                reason_cell(t),
             ]);
         }
         out!("{}", table.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn requeue_cmd(a: RequeueArgs, store: SharedStore, now: Millis) -> anyhow::Result<ExitCode> {
+    use crate::store::graph::{empty_graph, get_graph};
+    use crate::store::samples::{requeue_dependents, requeue_one};
+    let sel = &a.select;
+    let graph = get_graph(store.as_ref()).await?.unwrap_or_else(empty_graph);
+    let ids = select(&store, sel).await?;
+    for id in &ids {
+        requeue_one(store.as_ref(), &graph, &sel.step, id, a.force, now).await?;
+    }
+    outln!("requeued {} task(s) of step {}", ids.len(), sel.step);
+    if !a.no_dependents && !ids.is_empty() {
+        let roots: Vec<(String, String)> = ids
+            .iter()
+            .map(|id| (sel.step.clone(), id.clone()))
+            .collect();
+        let carried = requeue_dependents(store.as_ref(), &graph, &roots, now).await?;
+        if !carried.is_empty() {
+            outln!(
+                "requeued {} dependent(s) that ended because of them:",
+                carried.len()
+            );
+            for (step, id) in &carried {
+                outln!("  {step}/{id}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

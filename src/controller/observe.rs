@@ -103,6 +103,10 @@ impl Controller {
                 "dependencies resolved"
             );
         }
+        let retried = self.store.retry_due(step, now).await?;
+        if retried > 0 {
+            debug!(step, retried, "retry delay over: tasks pending again");
+        }
         if requeue {
             self.requeue_expired(step, now).await?;
         }

@@ -382,6 +382,7 @@ mod tests {
                 };
                 let c = store.claim(&req, at - 1).await.unwrap().unwrap();
                 let done = Completion {
+                    retry_delay: None,
                     outcome: Outcome::Succeeded,
                     result: TaskResult::default(),
                 };

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::de::{self, MapAccess, Visitor};
@@ -12,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::types::FleetSpec;
 use super::ManifestSet;
 use crate::pipeline::{
-    Edge, Graph, OnFailure, Scatter, StepNode, TaskDefaults, DEFAULT_SAMPLE_PART,
+    Edge, Graph, OnFailure, RetryDelay, Scatter, StepNode, TaskDefaults, DEFAULT_SAMPLE_PART,
 };
 
 /// One entry of `dependsOn`: a step name, or a step with the rule for its failed tasks.
@@ -113,6 +114,20 @@ pub struct ScatterSpec {
     pub file: Option<String>,
 }
 
+/// `retryDelay`: how long a failed attempt waits before it is retried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetryDelaySpec {
+    /// Delay after the first failed attempt, e.g. `30s`; doubled after each further one.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub initial: Duration,
+    /// The delay never grows past this, e.g. `10m`.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub max: Duration,
+}
+
 /// The items of a scatter: `items`, then the lines of `file` (relative to `base`).
 pub(crate) fn scatter_items(s: &ScatterSpec, base: &Path) -> Result<Vec<String>, String> {
     let mut items = s.items.clone();
@@ -207,6 +222,14 @@ pub(crate) fn check(spec: &FleetSpec, base: &Path) -> Vec<(String, String)> {
             }
         }
     }
+    if let Some(d) = &spec.retry_delay {
+        if d.initial.is_zero() || d.max < d.initial {
+            push(
+                "spec.retryDelay",
+                "needs 0 < initial ≤ max, e.g. `{initial: 30s, max: 10m}`".into(),
+            );
+        }
+    }
     out
 }
 
@@ -271,7 +294,10 @@ impl ManifestSet {
                     timeout_secs: s.timeout.map(|t| t.as_secs().max(1)),
                     retry_exit_codes: s.retry_exit_codes.clone(),
                     fail_exit_codes: s.fail_exit_codes.clone(),
-                    retry_delay: None,
+                    retry_delay: s.retry_delay.as_ref().map(|d| RetryDelay {
+                        initial_ms: d.initial.as_millis() as u64,
+                        max_ms: d.max.as_millis() as u64,
+                    }),
                 },
             };
             graph.steps.insert(s.step.clone(), node);
@@ -298,7 +324,7 @@ mod tests {
             fleet(
                 "call",
                 "  key: [sample, region]\n  scatter:\n    part: region\n    items: [chr1, chr2]\n  \
-                 dependsOn: [align]\n  timeout: 2h\n",
+                 dependsOn: [align]\n  retryDelay: {initial: 30s, max: 10m}\n  timeout: 2h\n",
             ),
             fleet(
                 "joint",
@@ -319,6 +345,7 @@ mod tests {
         assert_eq!(call.key, ["sample", "region"]);
         assert_eq!(call.scatter.as_ref().unwrap().items, ["chr1", "chr2"]);
         assert_eq!(call.defaults.timeout_secs, Some(7200));
+        assert_eq!(call.defaults.retry_delay.unwrap().initial_ms, 30_000);
         let joint = &g.steps["joint"].depends_on[0];
         assert_eq!(joint.on_failure, OnFailure::Continue);
         assert_eq!(joint.min_succeeded, Some(0.9));
@@ -379,6 +406,9 @@ mod tests {
         let unknown = fleet("call", "  dependsOn: [{step: align, onFailur: fail}]\n");
         let e = problems(&unknown);
         assert!(e.contains("onFailur"), "{e}");
+
+        let delay = fleet("call", "  retryDelay: {initial: 10m, max: 1m}\n");
+        assert!(problems(&delay).contains("spec.retryDelay"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use super::capacity::{CapacityType, SpotFallback};
-pub use super::pipeline::{DependsOn, EdgeSpec, ScatterSpec};
+pub use super::pipeline::{DependsOn, EdgeSpec, RetryDelaySpec, ScatterSpec};
 use crate::model::DEFAULT_MAX_ATTEMPTS;
 
 /// The only `apiVersion` this build understands.
@@ -177,6 +177,10 @@ pub struct FleetSpec {
     /// Default exit codes that mean "fail now, do not retry" for this step's tasks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fail_exit_codes: Vec<i32>,
+    /// Wait before a failed attempt is retried: `{initial: 30s, max: 10m}`, doubled per
+    /// attempt and jittered. Unset: retried at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay: Option<RetryDelaySpec>,
     /// Workers exit after being idle this long (the instance is then terminated), e.g. `10m`.
     /// Unset: workers stay until the controller scales the fleet down.
     #[serde(

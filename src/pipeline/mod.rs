@@ -19,6 +19,7 @@
 //! ([`Selector`]) and [`decide`] says what becomes of a waiting task.
 
 mod apply;
+mod cascade;
 mod decide;
 mod key;
 
@@ -30,6 +31,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use self::apply::SCATTER_PART;
+pub use self::cascade::{cascade, is_dependency_reason};
 pub use self::decide::{decide, EdgeView, Readiness, UpstreamTask};
 pub use self::key::{KeyError, Selector};
 

@@ -18,6 +18,7 @@ fn step(name: &str, counts: [u64; 6], throughput: f64, eta: Option<Millis>) -> S
             failed,
             cancelled,
             oldest_pending_at: None,
+            ..Default::default()
         },
         oldest_pending_age_ms: Some(65_000),
         finished_in_window: (throughput * 5.0) as u64,

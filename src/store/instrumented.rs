@@ -239,6 +239,20 @@ impl TaskStore for InstrumentedStore {
         self.observe("delete", self.inner.delete(step, id)).await
     }
 
+    async fn hold(&self, step: &str, id: &str, now: Millis) -> Result<()> {
+        self.observe("hold", self.inner.hold(step, id, now)).await
+    }
+
+    async fn resume(&self, step: &str, id: &str, now: Millis) -> Result<()> {
+        self.observe("resume", self.inner.resume(step, id, now))
+            .await
+    }
+
+    async fn retry_due(&self, step: &str, now: Millis) -> Result<u64> {
+        self.observe("retry_due", self.inner.retry_due(step, now))
+            .await
+    }
+
     async fn put_worker(&self, worker: &WorkerInfo, fence: Fence<'_>) -> Result<()> {
         self.observe("put_worker", self.inner.put_worker(worker, fence))
             .await
@@ -329,6 +343,7 @@ mod tests {
 
     fn completion(worker: &str) -> Completion {
         Completion {
+            retry_delay: None,
             outcome: Outcome::Succeeded,
             result: TaskResult {
                 exit_code: Some(0),

@@ -26,6 +26,11 @@
 //!   [`StoreError::LeaseLost`]; its result is discarded, so a result is recorded exactly once.
 //! * **requeue_expired(now)** returns running tasks whose lease expired to pending, or marks
 //!   them failed when `attempts == max_attempts`.
+//! * **complete** of a retryable failure whose completion carries a `retry_delay` moves the
+//!   task to `retrying` with `retry_at = now + delay.jittered_ms(attempts, random)` instead
+//!   of pending; **retry_due(now)** (controller pass, idle worker) makes due ones pending.
+//! * **hold** / **resume** (user actions) move pending or waiting tasks to `held` and back to
+//!   the state they had. Claims and promotion never touch `held` or `retrying` tasks.
 //!
 //! A paused or partitioned worker may still finish a script whose lease it lost, so every task
 //! runs *at least* once; scripts should be idempotent.
@@ -36,6 +41,7 @@ pub mod graph;
 pub mod instrumented;
 pub mod promote;
 pub mod requests;
+pub mod samples;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -295,6 +301,14 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     /// User action: cancel a waiting, pending or running task (a running one loses its lease).
     async fn cancel(&self, step: &str, id: &str, now: Millis) -> Result<()>;
     async fn delete(&self, step: &str, id: &str) -> Result<()>;
+    /// User action: hold a pending or waiting task: it is neither claimed nor promoted until
+    /// resumed. Holding a held task changes nothing; other states are refused.
+    async fn hold(&self, step: &str, id: &str, now: Millis) -> Result<()>;
+    /// User action: return a held task to the state it was held in (pending or waiting).
+    async fn resume(&self, step: &str, id: &str, now: Millis) -> Result<()>;
+    /// Housekeeping (controller pass, idle worker): moves `retrying` tasks of `step` whose
+    /// `retry_at` has come to pending. Returns how many.
+    async fn retry_due(&self, step: &str, now: Millis) -> Result<u64>;
 
     /// Creates or replaces a worker's registration (a worker's own: [`Fence::Unfenced`]; the
     /// controller retiring one: its leader fence).

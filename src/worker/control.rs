@@ -370,6 +370,15 @@ impl WorkerControl {
         }
     }
 
+    /// Records a claim that found nothing but made due retries pending: the next claim may
+    /// go at once, and the worker is not idle.
+    pub(crate) fn claim_retry_due(&self) {
+        let mut st = self.lock();
+        st.claiming = st.claiming.saturating_sub(1);
+        st.claim_backoff.reset();
+        st.idle_since = None;
+    }
+
     /// Records a failed claim; returns the backoff before the next one.
     pub(crate) fn claim_failed(&self) -> Duration {
         let mut st = self.lock();

@@ -2,7 +2,8 @@
 //! task's key, and for a gather, the ids of the upstream tasks that succeeded, one per line,
 //! in a file next to the attempt's log, named in `ANAMO_UPSTREAM_<STEP>`. A graph or upstream
 //! read that fails leaves those variables out (with a warning in the worker's log) rather
-//! than failing the task.
+//! than failing the task. The graph also gives the step's `retryDelay`, which a failed
+//! attempt's completion carries to the store.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,21 @@ pub(super) async fn pipeline_env(
         ),
     }
     env
+}
+
+/// The step's retry delay from the graph (`None` when it has none, or the graph cannot be
+/// read: the failed attempt is then retried at once, as without a delay).
+pub(super) async fn retry_delay(graph: &GraphCache, step: &str) -> Option<pipeline::RetryDelay> {
+    match graph.get().await {
+        Ok(g) => g.node(step).defaults.retry_delay,
+        Err(e) => {
+            warn!(
+                step,
+                "cannot read the pipeline graph for the retry delay: {e}"
+            );
+            None
+        }
+    }
 }
 
 /// One file per gather dependency with the succeeded upstream ids it selects.
@@ -128,6 +144,7 @@ mod tests {
             let lease = crate::model::LeaseRef::new("call", c.task.id(), &c.token);
             if c.task.id().starts_with("S1/") {
                 let done = crate::model::Completion {
+                    retry_delay: None,
                     outcome: crate::model::Outcome::Succeeded,
                     result: Default::default(),
                 };

@@ -83,8 +83,16 @@ pub(crate) async fn slot_loop(ctx: Arc<Ctx>) -> Result<(), StoreError> {
                 }
             }
             Ok(_) => {
+                // Nothing pending: make tasks whose retry delay is over pending (so workers
+                // run without a controller still retry), and claim again at once if any. A
+                // failure here is not the claim's: the next claim reports store trouble.
+                let due = ctx.store.retry_due(&ctx.cfg.step, ctx.clock.now()).await;
                 drop(claim_turn);
-                ctx.control.claim_empty(spread(ctx.cfg.poll_interval, 0.2));
+                if matches!(due, Ok(n) if n > 0) {
+                    ctx.control.claim_retry_due();
+                } else {
+                    ctx.control.claim_empty(spread(ctx.cfg.poll_interval, 0.2));
+                }
             }
             Err(e) => {
                 drop(claim_turn);

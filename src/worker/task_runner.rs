@@ -229,6 +229,7 @@ impl Ended<'_> {
         let (ctx, spec, attempt, duration) = (self.ctx, self.spec, self.attempt, self.duration);
         let (outcome, exit_code, error) = classify(spec, &exec);
         let completion = Completion {
+            retry_delay: pipeline_env::retry_delay(&ctx.graph, &spec.step).await,
             outcome,
             result: TaskResult {
                 exit_code,

@@ -342,6 +342,16 @@ impl TaskStore for FaultyStore {
     async fn delete(&self, step: &str, id: &str) -> Result<(), StoreError> {
         self.call("delete", self.inner.delete(step, id)).await
     }
+    async fn hold(&self, step: &str, id: &str, now: Millis) -> Result<(), StoreError> {
+        self.call("hold", self.inner.hold(step, id, now)).await
+    }
+    async fn resume(&self, step: &str, id: &str, now: Millis) -> Result<(), StoreError> {
+        self.call("resume", self.inner.resume(step, id, now)).await
+    }
+    async fn retry_due(&self, step: &str, now: Millis) -> Result<u64, StoreError> {
+        self.call("retry due", self.inner.retry_due(step, now))
+            .await
+    }
     async fn put_worker(&self, worker: &WorkerInfo, fence: Fence<'_>) -> Result<(), StoreError> {
         self.call("put worker", self.inner.put_worker(worker, fence))
             .await

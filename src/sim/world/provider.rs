@@ -43,6 +43,8 @@ impl World {
             succeeded: s.succeeded,
             failed: 0,
             cancelled: 0,
+            held: 0,
+            retrying: 0,
             oldest_pending_at: s.queue.peek().map(|Reverse((submit, _))| *submit),
         }
     }

@@ -45,6 +45,8 @@ pub(crate) const LEASE_TOKEN: &str = "lease_token";
 pub(crate) const LEASE_EXPIRES_AT: &str = "lease_expires_at";
 pub(crate) const REASON: &str = "reason";
 pub(crate) const RESULT: &str = "result";
+pub(crate) const RETRY_AT: &str = "retry_at";
+pub(crate) const HELD_FROM: &str = "held_from";
 
 // ---- keys --------------------------------------------------------------------------------
 
@@ -87,18 +89,19 @@ pub(crate) fn priority_key(priority: i32) -> String {
 }
 
 /// `gsi1sk` of a task in `state`. Pending tasks sort by priority (highest first), then by the
-/// time they became pending, then by id; running tasks by lease expiry; all others by the time
-/// of their last transition.
+/// time they became pending, then by id; running tasks by lease expiry and retrying ones by
+/// the time they are due (both given as `at`); all others by the time of their last
+/// transition.
 pub(crate) fn task_sk(
     state: TaskState,
     priority: i32,
     updated_at: Millis,
-    lease_expires_at: Millis,
+    at: Millis,
     id: &str,
 ) -> String {
     match state {
         TaskState::Pending => format!("{}#{}#{id}", priority_key(priority), ts13(updated_at)),
-        TaskState::Running => format!("{}#{id}", ts13(lease_expires_at)),
+        TaskState::Running | TaskState::Retrying => format!("{}#{id}", ts13(at)),
         _ => format!("{}#{id}", ts13(updated_at)),
     }
 }
@@ -377,6 +380,11 @@ impl<'a> Reader<'a> {
             lease,
             result,
             reason: self.opt_s(REASON)?,
+            retry_at: self.opt_n(RETRY_AT)?,
+            held_from: match self.opt_s(HELD_FROM)? {
+                Some(raw) => Some(raw.parse().map_err(|e: String| self.error(HELD_FROM, e))?),
+                None => None,
+            },
             created_at,
             updated_at: self.opt_n(UPDATED_AT)?.unwrap_or(created_at),
         })

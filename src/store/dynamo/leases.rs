@@ -58,27 +58,34 @@ pub(super) async fn complete(
     let LeaseRef { step, id, token } = lease;
     let result = serde_json::to_string(&completion.result)
         .map_err(|e| StoreError::backend(OP, format!("cannot encode the result: {e}")))?;
-    let (target, priority, reason) = match completion.outcome {
+    let (target, priority, retry_at) = match completion.outcome {
         Outcome::Succeeded => (TaskState::Succeeded, 0, None),
-        Outcome::FailedPermanently => (TaskState::Failed, 0, completion.result.error.clone()),
+        Outcome::FailedPermanently => (TaskState::Failed, 0, None),
         Outcome::Failed => {
-            // Whether the task is retried depends on its attempts: read them (the token
-            // condition on the write below makes the read-then-write safe).
+            // Whether the task is retried (and after how long) depends on its attempts: read
+            // them (the token condition on the write below makes the read-then-write safe).
             let item = store.leased_item(OP, step, id, token).await?;
             let r = Reader::new(OP, &item);
             let attempts: u32 = r.opt_n(ATTEMPTS)?.unwrap_or(0);
             let max: u32 = r.opt_n(MAX_ATTEMPTS)?.unwrap_or(DEFAULT_MAX_ATTEMPTS);
             let priority: i32 = r.opt_n(PRIORITY)?.unwrap_or(0);
-            let target = if attempts >= max {
-                TaskState::Failed
-            } else {
-                TaskState::Pending
-            };
-            (target, priority, completion.result.error.clone())
+            match (attempts >= max, &completion.retry_delay) {
+                (true, _) => (TaskState::Failed, priority, None),
+                (false, None) => (TaskState::Pending, priority, None),
+                (false, Some(delay)) => {
+                    let wait = delay.jittered_ms(attempts, rand::random::<f64>());
+                    (TaskState::Retrying, priority, Some(now + wait as Millis))
+                }
+            }
         }
     };
+    let reason = match completion.outcome {
+        Outcome::Succeeded => None,
+        _ => completion.result.error.clone(),
+    };
     let e = Expr::new()
-        .transition(step, id, target, priority, 0, now)
+        .transition(step, id, target, priority, retry_at.unwrap_or(0), now)
+        .set_opt(RETRY_AT, retry_at.map(n))
         .remove_lease()
         .set(RESULT, s(result))
         .set_opt(REASON, reason.map(s))

@@ -26,6 +26,7 @@ mod error;
 mod expr;
 mod fence;
 mod graph;
+mod hold;
 mod items;
 mod leader;
 mod leases;
@@ -469,6 +470,18 @@ impl TaskStore for DynamoStore {
 
     async fn delete(&self, step: &str, id: &str) -> Result<()> {
         transitions::delete(self, step, id).await
+    }
+
+    async fn hold(&self, step: &str, id: &str, now: Millis) -> Result<()> {
+        hold::hold(self, step, id, now).await
+    }
+
+    async fn resume(&self, step: &str, id: &str, now: Millis) -> Result<()> {
+        hold::resume(self, step, id, now).await
+    }
+
+    async fn retry_due(&self, step: &str, now: Millis) -> Result<u64> {
+        hold::retry_due(self, step, now).await
     }
 
     async fn put_worker(&self, worker: &WorkerInfo, fence: Fence<'_>) -> Result<()> {

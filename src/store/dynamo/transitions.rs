@@ -19,7 +19,13 @@ impl DynamoStore {
     /// A user action (requeue, cancel): read the task, let `decide` pick the update (or finish
     /// early), write it conditionally on the task being unchanged since the read; retry a few
     /// times when something else changed it in between.
-    async fn user_action<F>(&self, op: &str, step: &str, id: &str, decide: F) -> Result<()>
+    pub(super) async fn user_action<F>(
+        &self,
+        op: &str,
+        step: &str,
+        id: &str,
+        decide: F,
+    ) -> Result<()>
     where
         F: Fn(&Task) -> Result<Option<Expr>>,
     {
@@ -224,7 +230,9 @@ pub(super) async fn requeue(
                         .transition(step, id, target, task.spec.priority, 0, now)
                         .set(ATTEMPTS, n(0))
                         .remove_lease()
-                        .remove(REASON),
+                        .remove(REASON)
+                        .remove(RETRY_AT)
+                        .remove(HELD_FROM),
                 ))
             }
         })
@@ -241,13 +249,16 @@ pub(super) async fn cancel(store: &DynamoStore, step: &str, id: &str, now: Milli
                     step: step.to_string(),
                     id: id.to_string(),
                     state: task.state,
-                    what: "only waiting, pending or running tasks can be cancelled".into(),
+                    what: "only waiting, pending, held, retrying or running tasks can be cancelled"
+                        .into(),
                 });
             }
             Ok(Some(
                 Expr::new()
                     .transition(step, id, TaskState::Cancelled, 0, 0, now)
                     .remove_lease()
+                    .remove(RETRY_AT)
+                    .remove(HELD_FROM)
                     .set(REASON, s("cancelled by user")),
             ))
         })

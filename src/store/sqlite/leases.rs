@@ -58,13 +58,33 @@ pub(super) async fn complete(
                 Outcome::Failed => (false, false),
                 Outcome::FailedPermanently => (false, true),
             };
+            // With a retry delay, the time a retried attempt waits depends on the attempts
+            // so far: read them first (the token check below makes read-then-write safe).
+            let retry_at: Option<Millis> = match (&completion.retry_delay, succeeded || permanent) {
+                (Some(delay), false) => c
+                    .query_row(
+                        "SELECT attempts FROM tasks WHERE step = ?1 AND id = ?2",
+                        params![step, id],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .optional()
+                    .map_err(|e| map_err(OP, e))?
+                    .map(|attempts| {
+                        let unit = rand::random::<f64>();
+                        now + delay.jittered_ms(attempts.max(0) as u32, unit) as Millis
+                    }),
+                _ => None,
+            };
             // Cached: one completion per task, the statement is compiled once per connection.
             let state: Option<String> = c
                 .prepare_cached(
                     "UPDATE tasks SET \
                    state = CASE WHEN ?4 THEN 'succeeded' \
                                 WHEN ?5 OR attempts >= max_attempts THEN 'failed' \
+                                WHEN ?9 IS NOT NULL THEN 'retrying' \
                                 ELSE 'pending' END, \
+                   retry_at = CASE WHEN ?4 OR ?5 OR attempts >= max_attempts THEN NULL \
+                                   ELSE ?9 END, \
                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, \
                    result = ?6, reason = CASE WHEN ?4 THEN NULL ELSE ?7 END, updated_at = ?8 \
                  WHERE step = ?1 AND id = ?2 AND state = 'running' AND lease_token = ?3 \
@@ -72,7 +92,9 @@ pub(super) async fn complete(
                 )
                 .and_then(|mut stmt| {
                     stmt.query_row(
-                        params![step, id, token, succeeded, permanent, result, reason, now],
+                        params![
+                            step, id, token, succeeded, permanent, result, reason, now, retry_at
+                        ],
                         |r| r.get(0),
                     )
                     .optional()

@@ -9,6 +9,7 @@
 
 mod claims;
 mod graph;
+mod hold;
 mod leader;
 mod leases;
 mod open;
@@ -49,6 +50,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     lease_expires_at INTEGER,
     result           TEXT,
     reason           TEXT,
+    retry_at         INTEGER,
+    held_from        TEXT,
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL,
     PRIMARY KEY (step, id)
@@ -74,7 +77,7 @@ CREATE TABLE IF NOT EXISTS leaders (
 "#;
 
 const TASK_COLUMNS: &str = "spec, state, attempts, lease_owner, lease_token, lease_expires_at, \
-                            result, reason, created_at, updated_at";
+                            result, reason, created_at, updated_at, retry_at, held_from";
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -153,6 +156,8 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<RawTask> {
         reason: row.get(7)?,
         created_at: row.get(8)?,
         updated_at: row.get(9)?,
+        retry_at: row.get(10)?,
+        held_from: row.get(11)?,
     })
 }
 
@@ -167,6 +172,8 @@ struct RawTask {
     reason: Option<String>,
     created_at: i64,
     updated_at: i64,
+    retry_at: Option<i64>,
+    held_from: Option<String>,
 }
 
 impl RawTask {
@@ -194,6 +201,8 @@ impl RawTask {
             lease,
             result,
             reason: self.reason,
+            retry_at: self.retry_at,
+            held_from: self.held_from.map(|s| parse_state(op, &s)).transpose()?,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -343,6 +352,18 @@ impl TaskStore for SqliteStore {
 
     async fn delete(&self, step: &str, id: &str) -> Result<()> {
         transitions::delete(self, step, id).await
+    }
+
+    async fn hold(&self, step: &str, id: &str, now: Millis) -> Result<()> {
+        hold::hold(self, step, id, now).await
+    }
+
+    async fn resume(&self, step: &str, id: &str, now: Millis) -> Result<()> {
+        hold::resume(self, step, id, now).await
+    }
+
+    async fn retry_due(&self, step: &str, now: Millis) -> Result<u64> {
+        hold::retry_due(self, step, now).await
     }
 
     async fn put_worker(&self, worker: &WorkerInfo, fence: Fence<'_>) -> Result<()> {

@@ -79,6 +79,7 @@ impl SqliteStore {
             conn.execute_batch(SCHEMA)
                 .map_err(|e| name_path(map_err("create schema", e), path))?;
         }
+        add_columns(&conn, read_only).map_err(fail)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Arc::new(Mutex::new(conn)),
@@ -108,6 +109,43 @@ fn file_exists(path: &Path, mode: OpenMode) -> Result<bool> {
             format!("{}: {e}", path.display()),
         )),
     }
+}
+
+/// Columns later versions added to `tasks`, with their types.
+const ADDED_COLUMNS: [(&str, &str); 2] = [("retry_at", "INTEGER"), ("held_from", "TEXT")];
+
+/// Upgrades a store made by an older version: adds the columns it lacks (their NULL means
+/// what the older version meant). A store that cannot be written is read through a
+/// temporary view that supplies them, so reading commands keep working.
+fn add_columns(conn: &Connection, read_only: bool) -> rusqlite::Result<()> {
+    if !has_table(conn, "tasks")? {
+        return Ok(());
+    }
+    let present: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('tasks')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let missing: Vec<_> = ADDED_COLUMNS
+        .iter()
+        .filter(|(name, _)| !present.iter().any(|p| p == name))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if read_only {
+        let extra: Vec<String> = missing
+            .iter()
+            .map(|(name, _)| format!("NULL AS {name}"))
+            .collect();
+        return conn.execute_batch(&format!(
+            "CREATE TEMP VIEW tasks AS SELECT *, {} FROM main.tasks",
+            extra.join(", ")
+        ));
+    }
+    for (name, ty) in missing {
+        conn.execute_batch(&format!("ALTER TABLE tasks ADD COLUMN {name} {ty}"))?;
+    }
+    Ok(())
 }
 
 fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {

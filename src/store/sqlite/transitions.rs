@@ -155,7 +155,8 @@ pub(super) async fn requeue(
             }
             tx.execute(
                 "UPDATE tasks SET state = ?3, attempts = 0, lease_owner = NULL, \
-             lease_token = NULL, lease_expires_at = NULL, reason = NULL, updated_at = ?4 \
+             lease_token = NULL, lease_expires_at = NULL, reason = NULL, retry_at = NULL, \
+             held_from = NULL, updated_at = ?4 \
              WHERE step = ?1 AND id = ?2",
                 params![step, id, requeue_target(&task.spec).as_str(), now],
             )
@@ -178,12 +179,14 @@ pub(super) async fn cancel(store: &SqliteStore, step: &str, id: &str, now: Milli
                     step,
                     id,
                     state: task.state,
-                    what: "only waiting, pending or running tasks can be cancelled".into(),
+                    what: "only waiting, pending, held, retrying or running tasks can be cancelled"
+                        .into(),
                 });
             }
             tx.execute(
                 "UPDATE tasks SET state = 'cancelled', lease_owner = NULL, lease_token = NULL, \
-             lease_expires_at = NULL, reason = 'cancelled by user', updated_at = ?3 \
+             lease_expires_at = NULL, reason = 'cancelled by user', retry_at = NULL, \
+             held_from = NULL, updated_at = ?3 \
              WHERE step = ?1 AND id = ?2",
                 params![step, id, now],
             )
