@@ -12,6 +12,7 @@ mod import_graph;
 mod manifest;
 mod output;
 mod simulate;
+mod simulate_sweep;
 mod status;
 mod status_view;
 mod table;

@@ -20,6 +20,7 @@ use super::{SimFleet, SimSettings};
 use crate::clock::Millis;
 use crate::model::{WorkerInfo, WorkerState};
 
+mod oracle;
 mod provider;
 mod store;
 
