@@ -105,6 +105,7 @@ impl Policy for Anamo {
                     // As a controller reads it: counted up to the fleet's backlog limit.
                     backlog: Backlog::from_counts(&world.counts(fi), fleet.policy.backlog_limit()),
                     workers: world.registrations(fi),
+                    recent: world.recent(fi),
                 }),
                 pending_launches: ledger.pending_launches(Some(&instances)),
                 cool_off: ledger.cool_off().cloned(),
