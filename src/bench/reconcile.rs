@@ -229,6 +229,7 @@ fn planner_time(steps: u32, pending: u64, instances: usize) -> PlannerTime {
                     policy.backlog_limit(),
                 ),
                 workers,
+                recent: Default::default(),
             }),
             policy,
             instances: Ok(list),

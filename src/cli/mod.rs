@@ -13,6 +13,7 @@ mod manifest;
 mod output;
 mod sample;
 mod simulate;
+mod simulate_sweep;
 mod status;
 mod status_view;
 mod table;

@@ -35,13 +35,22 @@ pub struct SimulateArgs {
     /// Task trace to replay (CSV or JSONL).
     #[arg(
         long,
-        conflicts_with = "generate",
-        required_unless_present = "generate"
+        conflicts_with_all = ["generate", "sweep"],
+        required_unless_present_any = ["generate", "sweep"]
     )]
     pub trace: Option<PathBuf>,
     /// Generate a trace instead, e.g. `tasks=10000,steps=3,duration=lognormal(7,0.6),seed=42`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sweep")]
     pub generate: Option<String>,
+    /// Run N generated traces across the workload regimes (seeded by --seed) and print the
+    /// distribution of anamo's figures against the lower bound, the clairvoyant reference and
+    /// the static baseline. Each case draws its own slots and maxInstances.
+    #[arg(long, value_name = "N", conflicts_with_all = ["manifests", "plot", "write_trace", "json"])]
+    pub sweep: Option<u32>,
+    /// With --sweep: write the worst cases' traces (by instance-hours ÷ lower bound) to this
+    /// directory, each with the command that replays it.
+    #[arg(long, value_name = "DIR", requires = "sweep")]
+    pub sweep_out: Option<PathBuf>,
     /// Write the (generated) trace as CSV to this file.
     #[arg(long)]
     pub write_trace: Option<PathBuf>,
@@ -122,7 +131,7 @@ pub struct SimulateArgs {
     pub max_time: Duration,
 
     /// Policies to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [PolicyArg::Anamo, PolicyArg::Static, PolicyArg::Keda], help_heading = "Baselines")]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [PolicyArg::Anamo, PolicyArg::Static, PolicyArg::Keda, PolicyArg::Clairvoyant], help_heading = "Baselines")]
     pub policies: Vec<PolicyArg>,
     /// Instances per fleet of the static baseline [default: each fleet's maxInstances].
     #[arg(long, help_heading = "Baselines")]
@@ -147,6 +156,7 @@ pub enum PolicyArg {
     Anamo,
     Static,
     Keda,
+    Clairvoyant,
 }
 
 impl From<PolicyArg> for PolicyKind {
@@ -155,11 +165,15 @@ impl From<PolicyArg> for PolicyKind {
             PolicyArg::Anamo => PolicyKind::Anamo,
             PolicyArg::Static => PolicyKind::Static,
             PolicyArg::Keda => PolicyKind::Keda,
+            PolicyArg::Clairvoyant => PolicyKind::Clairvoyant,
         }
     }
 }
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    if let Some(n) = args.sweep {
+        return super::simulate_sweep::run(&args, n);
+    }
     let trace = match (&args.trace, &args.generate) {
         (Some(path), _) => Trace::load(path)?,
         (None, Some(spec)) => GeneratorSpec::parse(spec)?.generate(args.seed),
@@ -173,16 +187,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         Some(p) => Some(crate::manifest::load(p).map_err(|e| anyhow::anyhow!("{e}"))?),
         None => None,
     };
-    let defaults = FleetDefaults {
-        min_instances: args.min_instances,
-        max_instances: args.max_instances,
-        slots_per_instance: args.slots,
-        tasks_per_instance: args.tasks_per_instance,
-        scale_down_delay: args.scale_down_delay,
-        boot_timeout: args.boot_timeout,
-        lease_ttl: args.lease_ttl,
-        idle_exit: args.idle_exit,
-    };
+    let defaults = fleet_defaults(&args);
     let fleets = sim::fleets_for(
         &trace,
         manifests.as_ref(),
@@ -197,21 +202,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
                 .and_then(|m| m.controller.as_ref().map(|c| c.spec.interval))
         })
         .unwrap_or(crate::manifest::DEFAULT_INTERVAL);
-    let settings = SimSettings {
-        tick: ms(args.tick),
-        interval: ms(interval),
-        boot_delay: ms(args.boot_delay),
-        boot_jitter: ms(args.boot_jitter),
-        spot_rate_per_hour: args.spot_rate,
-        spot_notice: ms(args.spot_notice),
-        capacity_error_prob: args.capacity_error_prob,
-        cool_off: ms(args.cool_off),
-        static_instances: args.static_instances,
-        keda_poll: ms(args.keda_poll),
-        keda_cooldown: ms(args.keda_cooldown),
-        seed: args.seed,
-        max_time: ms(args.max_time),
-    };
+    let settings = sim_settings(&args, interval);
     let mut policies: Vec<PolicyKind> = args.policies.iter().map(|p| (*p).into()).collect();
     policies.sort();
     policies.dedup();
@@ -233,6 +224,39 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The fleet settings of the command line (for steps no manifest describes).
+pub(super) fn fleet_defaults(args: &SimulateArgs) -> FleetDefaults {
+    FleetDefaults {
+        min_instances: args.min_instances,
+        max_instances: args.max_instances,
+        slots_per_instance: args.slots,
+        tasks_per_instance: args.tasks_per_instance,
+        scale_down_delay: args.scale_down_delay,
+        boot_timeout: args.boot_timeout,
+        lease_ttl: args.lease_ttl,
+        idle_exit: args.idle_exit,
+    }
+}
+
+/// The simulation settings of the command line, with the controller interval chosen.
+pub(super) fn sim_settings(args: &SimulateArgs, interval: Duration) -> SimSettings {
+    SimSettings {
+        tick: ms(args.tick),
+        interval: ms(interval),
+        boot_delay: ms(args.boot_delay),
+        boot_jitter: ms(args.boot_jitter),
+        spot_rate_per_hour: args.spot_rate,
+        spot_notice: ms(args.spot_notice),
+        capacity_error_prob: args.capacity_error_prob,
+        cool_off: ms(args.cool_off),
+        static_instances: args.static_instances,
+        keda_poll: ms(args.keda_poll),
+        keda_cooldown: ms(args.keda_cooldown),
+        seed: args.seed,
+        max_time: ms(args.max_time),
+    }
 }
 
 /// The report as text: the trace's steps, then one row per policy.

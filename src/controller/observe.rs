@@ -220,6 +220,9 @@ fn step_view(
                 .filter(|w| w.step == fleet.step())
                 .cloned()
                 .collect(),
+            // No store read gives recent run times or arrivals yet: the planner plans on
+            // counts alone (see `planner::estimate`).
+            recent: Default::default(),
         }),
         (Err(e), _, None) => Err(ObserveError::Store(e.to_string())),
         (_, Err(e), None) => Err(ObserveError::Store(e.to_string())),

@@ -10,7 +10,11 @@
 //!   difference when it is positive, never above maxInstances or the budget;
 //! - instances whose worker never registered within bootTimeout, whose worker exited, or whose
 //!   worker stopped heartbeating (and is idle) are terminated; lost workers are reported;
-//! - extra instances are removed newest first once idle for scaleDownDelay;
+//! - with estimates of task duration and boot time (`estimate.rs`), a launch is cut to what
+//!   the ready and booting instances would not start before a new instance could boot;
+//! - extra instances are removed newest first once idle for scaleDownDelay, or at once (past
+//!   the billing minimum) when fewer tasks are expected within a boot time than would fill
+//!   them (the ski-rental break-even);
 //! - an instance whose worker has busy slots is never terminated;
 //! - when the provider's instance list could not be read, nothing is launched or terminated;
 //! - busy instances are protected from a group's own scale-in, idle ones not; registrations
@@ -22,6 +26,7 @@
 mod budget;
 mod conditions;
 mod describe;
+pub mod estimate;
 pub mod execute;
 pub mod ledger;
 mod scale;
@@ -72,6 +77,9 @@ pub struct StepView {
     /// Workers registered for the step. A worker belongs to the instance its `instance_id`
     /// names; workers on no listed instance (e.g. started by hand) are not counted.
     pub workers: Vec<WorkerInfo>,
+    /// The step's recent run times and arrivals, for the planner's estimates (empty: it
+    /// plans on counts alone).
+    pub recent: estimate::RecentTasks,
 }
 
 /// The provider refused capacity recently; no launches before `until`.

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::conditions::{conditions, provider_unreadable, store_unreadable, Outcome};
+use super::estimate::Outlook;
 use super::terminate;
 use super::{Action, FleetInput, FleetPlan, FleetPolicy, FleetStatus, StepView};
 use crate::clock::{format_duration_ms, Millis};
@@ -53,6 +54,8 @@ pub(super) struct Demand {
     /// The stricter of max and budget.
     pub cap: u32,
     pub desired: u32,
+    /// Why the task and boot times lowered `desired`, if they did.
+    pub timed: Option<String>,
 }
 
 impl Demand {
@@ -80,7 +83,52 @@ impl Demand {
             budget,
             cap: policy.instance_cap(),
             desired,
+            timed: None,
         }
+    }
+
+    /// Plans on the time the backlog needs: instances beyond the ready and booting ones are
+    /// wanted only for the tasks those would not have started by the time a new instance has
+    /// booted (free slots now, booting instances' slots, and each busy slot's expected
+    /// completions within a boot). Never raises `desired`, nor lowers it below the instances
+    /// there are (so it never causes a scale-in), nor applies to a backlog counted only up to
+    /// the limit (it is beyond what the fleet can hold).
+    fn plan_on_time(&mut self, o: &Outlook, members: &[Member], s: &FleetStatus, slots: u32) {
+        let (Some(duration), Some(boot)) = (o.duration, o.boot) else {
+            return;
+        };
+        let useful = s.ready + s.booting + s.launching;
+        if self.more_pending || self.desired <= useful {
+            return;
+        }
+        let (mut free, mut busy) = (0u64, 0u64);
+        for m in members
+            .iter()
+            .filter(|m| matches!(m.class, Class::Ready { .. }))
+        {
+            let total: u32 = live_workers(m).map(|w| w.slots).sum();
+            free += u64::from(total.saturating_sub(m.busy));
+            busy += u64::from(m.busy);
+        }
+        let booting = u64::from(s.booting + s.launching) * u64::from(slots.max(1));
+        let per_slot = boot as f64 / duration.max(1) as f64;
+        let started = free + booting + (busy as f64 * per_slot).floor() as u64;
+        let left = self.pending.saturating_sub(started);
+        let extra =
+            u32::try_from(left.div_ceil(u64::from(self.tasks_per_instance))).unwrap_or(u32::MAX);
+        let timed = useful.saturating_add(extra).max(self.min);
+        if timed >= self.desired {
+            return;
+        }
+        self.desired = timed;
+        self.timed = Some(format!(
+            "; with {}, the {} ready or booting start {} of them before a new instance could boot, so {} {}",
+            o.describe(),
+            count(useful, "instance"),
+            if left == 0 { "all".to_string() } else { format!("all but {left}") },
+            count(timed, "instance"),
+            if timed == 1 { "is enough" } else { "are enough" },
+        ));
     }
 
     /// `37 runnable tasks`, or `more than 200 runnable tasks` when counting stopped there.
@@ -133,6 +181,9 @@ impl Demand {
         if let Some(b) = self.budget.filter(|_| self.budget_limited()) {
             s.push_str(&format!(", limited to {b} by the budget"));
         }
+        if let Some(t) = &self.timed {
+            s.push_str(t);
+        }
         s
     }
 }
@@ -143,7 +194,7 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
         Ok(view) => view,
         Err(e) => return store_unreadable(input, e),
     };
-    let demand = Demand::new(policy, view);
+    let mut demand = Demand::new(policy, view);
     let mut status = FleetStatus {
         observed: input.instances.is_ok(),
         pending_tasks: demand.pending,
@@ -160,9 +211,19 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
     let members = classify(policy, instances, &view.workers, now);
     count_members(&mut status, &members);
     status.launching = outstanding_launches(input, instances, now);
+    let outlook = Outlook::new(&view.recent, &boot_times(&members), now);
+    demand.plan_on_time(&outlook, &members, &status, policy.slots_per_instance);
 
     let useful = status.ready + status.booting + status.launching;
-    let scaled_in = scale_in(policy, &demand, &status, &members, now, &mut actions);
+    let scaled_in = scale_in(
+        policy,
+        &demand,
+        &status,
+        &members,
+        &outlook,
+        now,
+        &mut actions,
+    );
 
     // Launch what is missing, within the hard cap.
     let occupied_after = status.instances - scaled_in.terminated + status.launching;
@@ -220,6 +281,7 @@ fn scale_in(
     demand: &Demand,
     status: &FleetStatus,
     members: &[Member],
+    outlook: &Outlook,
     now: Millis,
     actions: &mut Vec<Action>,
 ) -> ScaledIn {
@@ -228,7 +290,8 @@ fn scale_in(
     let useful = status.ready + status.booting + status.launching;
     let excess = useful.saturating_sub(demand.desired);
     let idle_ready = terminate::idle_ready(members, now);
-    let scaled_down = terminate::scale_down(policy, demand, status, excess, &idle_ready);
+    let scaled_down =
+        terminate::scale_down(policy, demand, status, excess, &idle_ready, outlook, now);
     let scaled_down_count = scaled_down.as_ref().map_or(0, |t| t.ids.len() as u32);
     terminations.extend(scaled_down);
     let terminated: u32 = terminations.iter().map(|t| t.ids.len() as u32).sum();
@@ -248,6 +311,17 @@ fn scale_in(
             .map(|(_, idle)| policy.scale_down_delay - idle)
             .min(),
     }
+}
+
+/// Launch to registration of every listed instance whose worker registered.
+fn boot_times(members: &[Member]) -> Vec<Millis> {
+    members
+        .iter()
+        .filter_map(|m| {
+            let registered = m.workers.iter().map(|w| w.started_at).min()?;
+            (registered >= m.instance.launched_at).then(|| registered - m.instance.launched_at)
+        })
+        .collect()
 }
 
 /// Requeueing the step's expired leases, while any task runs.

@@ -1,7 +1,10 @@
 //! Which instances of a fleet go, and why: broken or finished ones regardless of demand
 //! (boot timed out, worker exited, drained, lost and idle), and idle ones beyond the desired
-//! size once idle for `scaleDownDelay`, newest first. Never an instance with busy slots.
+//! size, newest first: at once when too little work is expected within a boot time to fill
+//! them (the ski-rental break-even, see [`scale_down`]), else once idle for `scaleDownDelay`.
+//! Never an instance with busy slots.
 
+use super::estimate::{Outlook, BILLING_MINIMUM};
 use super::scale::{ago, booting_phrase, count, ids, live_workers, Class, Demand, Member};
 use super::{Action, FleetPolicy, FleetStatus, TerminateCause};
 use crate::clock::{format_duration_ms, Millis};
@@ -161,18 +164,40 @@ pub(super) fn idle_ready<'m, 'a>(
     idle
 }
 
-/// Scale down: up to `excess` of the idle ready instances idle for `scaleDownDelay`, newest
-/// first (never below desired).
+/// Scale down: up to `excess` of the idle ready instances, newest first (never below
+/// desired).
+///
+/// Keeping an idle instance costs its time; stopping it costs a boot (billed, and waited for)
+/// if work comes back. Without an arrival estimate the planner cannot tell, and keeps it for
+/// `scaleDownDelay` (the deterministic ski-rental rule: with a delay of one boot time it never
+/// pays more than twice the best choice in hindsight). With one, the tasks expected within a
+/// boot time say how many idle instances work would reach before a replacement could boot:
+/// those are kept for `scaleDownDelay`, the others go at once, once past the billing minimum
+/// (stopping earlier saves nothing).
 pub(super) fn scale_down(
     policy: &FleetPolicy,
     demand: &Demand,
     status: &FleetStatus,
     excess: u32,
     idle_ready: &[(&Member, Millis)],
+    outlook: &Outlook,
+    now: Millis,
 ) -> Option<Termination> {
+    let expected = outlook.boot.and_then(|b| outlook.arrivals_within(b));
+    // Idle instances that the work expected within a boot time would reach.
+    let keep = expected.map(|x| (x / f64::from(demand.tasks_per_instance)).floor() as usize);
+    let mut unneeded = 0usize;
     let chosen: Vec<&(&Member, Millis)> = idle_ready
         .iter()
-        .filter(|(_, idle)| *idle >= policy.scale_down_delay)
+        .filter(|(m, idle)| {
+            let past_minimum = now.saturating_sub(m.instance.launched_at) >= BILLING_MINIMUM;
+            let go_now = keep.is_some_and(|k| unneeded < idle_ready.len().saturating_sub(k));
+            if go_now && past_minimum && *idle < policy.scale_down_delay {
+                unneeded += 1;
+                return true;
+            }
+            *idle >= policy.scale_down_delay
+        })
         .take(excess as usize)
         .collect();
     if chosen.is_empty() {
@@ -182,17 +207,28 @@ pub(super) fn scale_down(
         .iter()
         .map(|(m, idle)| format!("{} (idle {})", m.instance.id, format_duration_ms(*idle)))
         .collect();
+    let why = match (expected, unneeded) {
+        (Some(x), n) if n > 0 => format!(
+            "idle and past the billing minimum: {x:.1} tasks expected within a boot time ({}) would not reach {} of them before a replacement could boot (the ski-rental break-even), the rest idle for at least {} (scaleDownDelay)",
+            outlook.describe(),
+            count(n as u64, "instance"),
+            format_duration_ms(policy.scale_down_delay),
+        ),
+        _ => format!(
+            "idle for at least {} (scaleDownDelay)",
+            format_duration_ms(policy.scale_down_delay)
+        ),
+    };
     Some(Termination {
         cause: TerminateCause::ScaleDown,
         ids: chosen.iter().map(|(m, _)| m.instance.id.clone()).collect(),
         reason: format!(
-            "{}, {} ready{}: desired {}, terminating {} idle for at least {} (scaleDownDelay), newest first: {}",
+            "{}, {} ready{}: desired {}, terminating {} {why}, newest first: {}",
             demand.explain(),
             count(u64::from(status.ready), "instance"),
             booting_phrase(status.booting, status.launching),
             demand.desired,
             count(chosen.len() as u64, "instance"),
-            format_duration_ms(policy.scale_down_delay),
             list.join(", ")
         ),
     })

@@ -6,7 +6,8 @@
 //! The same trace is replayed under two baselines: a static fleet of N instances per step
 //! whose workers exit when their queue is empty (PyAnamo's way), and a KEDA-like scaler
 //! (poll every 30 s, scale to backlog, 300 s scale-down stabilization, busy-unaware
-//! scale-in). Each run reports makespan, instance-hours (booting and idle parts), the lower
+//! scale-in), and beside them a clairvoyant reference that knows every arrival and duration
+//! (launches one boot ahead, stops each instance when its last task ends). Each run reports makespan, instance-hours (booting and idle parts), the lower
 //! bound `sum(task time) / slotsPerInstance`, their ratio, busy instances terminated and
 //! tasks requeued.
 //!
@@ -21,6 +22,7 @@
 
 mod plot;
 mod policy;
+pub mod sweep;
 pub mod trace;
 mod world;
 
@@ -36,7 +38,7 @@ pub use plot::plot_svg;
 pub use trace::{GeneratorSpec, Trace, TraceError, TraceTask};
 pub use world::Sample;
 
-use policy::{Anamo, Keda, Policy, Static};
+use policy::{Anamo, Clairvoyant, Keda, Policy, Static};
 use world::{WorkerExit, World};
 
 /// A fleet as the simulator runs it: the planner's policy plus the worker settings the
@@ -183,16 +185,25 @@ pub enum PolicyKind {
     Static,
     /// Poll every 30 s, scale to backlog, 300 s cooldown, busy-unaware scale-in.
     Keda,
+    /// Knows the future arrivals and durations: launches one boot ahead, terminates each
+    /// instance when its last task has ended (the achievable reference with boot costs).
+    Clairvoyant,
 }
 
 impl PolicyKind {
-    pub const ALL: [PolicyKind; 3] = [PolicyKind::Anamo, PolicyKind::Static, PolicyKind::Keda];
+    pub const ALL: [PolicyKind; 4] = [
+        PolicyKind::Anamo,
+        PolicyKind::Static,
+        PolicyKind::Keda,
+        PolicyKind::Clairvoyant,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             PolicyKind::Anamo => "anamo",
             PolicyKind::Static => "static",
             PolicyKind::Keda => "keda",
+            PolicyKind::Clairvoyant => "clairvoyant",
         }
     }
 
@@ -209,6 +220,9 @@ impl PolicyKind {
                 s.keda_poll / 1000,
                 s.keda_cooldown / 1000
             ),
+            PolicyKind::Clairvoyant => {
+                "knows arrivals and durations: launches one boot ahead, stops instances when their last task ends".into()
+            }
         }
     }
 }
@@ -454,13 +468,14 @@ fn run_one(
     let exit = match kind {
         PolicyKind::Anamo => WorkerExit::IdleExit,
         PolicyKind::Static => WorkerExit::QueueEmpty,
-        PolicyKind::Keda => WorkerExit::Never,
+        PolicyKind::Keda | PolicyKind::Clairvoyant => WorkerExit::Never,
     };
     let mut world = World::new(fleets.to_vec(), settings.clone(), tasks, exit, stream);
     let mut policy: Box<dyn Policy> = match kind {
         PolicyKind::Anamo => Box::new(Anamo::new(&world)),
         PolicyKind::Static => Box::new(Static::new(&world, settings.static_instances)),
         PolicyKind::Keda => Box::new(Keda::new(&world)),
+        PolicyKind::Clairvoyant => Box::new(Clairvoyant::new(&world)),
     };
     debug_assert_eq!(policy.worker_exit(), exit);
     world.housekeep_every_tick = policy.housekeeps_every_tick();

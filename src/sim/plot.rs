@@ -10,6 +10,7 @@ const ANAMO: RGBColor = RGBColor(31, 119, 180);
 const ANAMO_BUSY: RGBColor = RGBColor(158, 202, 225);
 const STATIC: RGBColor = RGBColor(127, 127, 127);
 const KEDA: RGBColor = RGBColor(255, 127, 14);
+const CLAIRVOYANT: RGBColor = RGBColor(44, 160, 44);
 const BACKLOG: RGBColor = RGBColor(214, 39, 40);
 
 /// Writes an SVG of instances over time (every policy; anamo's busy instances too) with the
@@ -87,6 +88,7 @@ fn draw(
             PolicyKind::Anamo => (ANAMO, "anamo: instances"),
             PolicyKind::Static => (STATIC, "static: instances"),
             PolicyKind::Keda => (KEDA, "KEDA-like: instances"),
+            PolicyKind::Clairvoyant => (CLAIRVOYANT, "clairvoyant: instances"),
         };
         let style = color.stroke_width(2);
         chart

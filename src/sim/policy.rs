@@ -105,6 +105,7 @@ impl Policy for Anamo {
                     // As a controller reads it: counted up to the fleet's backlog limit.
                     backlog: Backlog::from_counts(&world.counts(fi), fleet.policy.backlog_limit()),
                     workers: world.registrations(fi),
+                    recent: world.recent(fi),
                 }),
                 pending_launches: ledger.pending_launches(Some(&instances)),
                 cool_off: ledger.cool_off().cloned(),
@@ -253,6 +254,75 @@ impl Policy for Keda {
                 let n = (current - desired) as usize;
                 let victims: Vec<String> = alive.choose_multiple(world.rng(), n).cloned().collect();
                 world.terminate(&victims);
+            }
+        }
+    }
+
+    fn floor(&self, world: &World) -> u32 {
+        world.fleets.iter().map(|f| f.policy.min_instances).sum()
+    }
+}
+
+/// The clairvoyant reference: it knows every task's submission time and duration. Every
+/// `interval` (the controller's, so that it is held to the same granularity) it sizes each
+/// fleet for the tasks that will be running or runnable one boot from now (launching exactly
+/// one boot ahead, never above maxInstances), and terminates idle instances once nothing is
+/// pending and fewer instances are needed one boot ahead: an instance goes when its last task
+/// has ended and no task will want it before a replacement could boot. Workers never exit on
+/// their own.
+pub(crate) struct Clairvoyant {
+    interval: Millis,
+    next_pass: Option<Millis>,
+    batches: u64,
+}
+
+impl Clairvoyant {
+    pub fn new(world: &World) -> Self {
+        Clairvoyant {
+            interval: world.settings().interval,
+            next_pass: None,
+            batches: 0,
+        }
+    }
+}
+
+impl Policy for Clairvoyant {
+    fn worker_exit(&self) -> WorkerExit {
+        WorkerExit::Never
+    }
+
+    fn housekeeps_every_tick(&self) -> bool {
+        true
+    }
+
+    fn act(&mut self, world: &mut World) {
+        let now = world.now;
+        if self.next_pass.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_pass = Some(now + self.interval);
+        let ahead = now + world.settings().boot_delay;
+        for fi in 0..world.fleets.len() {
+            let p = &world.fleets[fi].policy;
+            let slots = u64::from(p.slots_per_instance.max(1));
+            let (min, max) = (p.min_instances.min(p.max_instances), p.max_instances);
+            let wanted = u32::try_from(world.foresee(fi, ahead).div_ceil(slots))
+                .unwrap_or(u32::MAX)
+                .clamp(min, max);
+            let alive = world.alive_in(fi).count() as u32;
+            if wanted > alive {
+                self.batches += 1;
+                let batch = format!("clairvoyant-{fi}-{}", self.batches);
+                // A refused launch is tried again at the next pass.
+                let _ = world.launch(fi, wanted - alive, &batch);
+            } else if alive > wanted && world.counts(fi).pending == 0 {
+                let idle: Vec<String> = world
+                    .alive_in(fi)
+                    .filter(|i| !i.booting() && i.busy() == 0)
+                    .map(|i| i.id.clone())
+                    .take((alive - wanted) as usize)
+                    .collect();
+                world.terminate(&idle);
             }
         }
     }

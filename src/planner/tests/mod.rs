@@ -77,6 +77,7 @@ pub(super) fn input(
                 ..Backlog::default()
             },
             workers,
+            recent: Default::default(),
         }),
         instances: Ok(instances),
         cool_off: None,

@@ -127,6 +127,7 @@ fn arb_input() -> impl Strategy<Value = FleetInput> {
                                 ..Backlog::default()
                             },
                             workers,
+                            recent: Default::default(),
                         })
                     },
                     instances: if fail == 1 {

@@ -502,6 +502,7 @@ fn rules_conditions() {
                         ..Backlog::default()
                     },
                     workers: vec![worker("i-1", 0, 0)],
+                    ..StepView::default()
                 }),
                 ..input(0, 0, vec![inst("i-1", 50 * MIN)], vec![])
             },

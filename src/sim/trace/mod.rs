@@ -277,6 +277,12 @@ pub enum DurationDist {
     Exp {
         mean: f64,
     },
+    /// Pareto (heavy-tailed): at least `min` seconds, tail index `alpha` (> 1: a finite mean
+    /// of `min * alpha / (alpha - 1)`).
+    Pareto {
+        min: f64,
+        alpha: f64,
+    },
 }
 
 impl DurationDist {
@@ -286,6 +292,10 @@ impl DurationDist {
             DurationDist::Const { secs } => secs,
             DurationDist::Uniform { min, max } => min + (max - min) * rng.random::<f64>(),
             DurationDist::Exp { mean } => exponential(rng, 1.0 / mean),
+            DurationDist::Pareto { min, alpha } => {
+                let u = 1.0 - rng.random::<f64>(); // (0, 1]
+                min * u.powf(-1.0 / alpha)
+            }
         };
         secs.max(0.001)
     }
@@ -303,6 +313,9 @@ pub enum Arrival {
     Uniform { span: f64 },
     /// `count` equal bursts, `gap` seconds apart.
     Waves { count: u32, gap: f64 },
+    /// A Poisson process whose rate follows a day-like wave: `rate * (1 + sin(2πt/period))`
+    /// tasks per second (mean `rate`, zero at the trough).
+    Diurnal { rate: f64, period: f64 },
 }
 
 /// What `--generate` describes: `tasks=N,steps=K|a:b:c,duration=DIST,arrival=ARR,seed=S`.
@@ -422,6 +435,12 @@ impl GeneratorSpec {
                     let per = n.div_ceil(count.max(1) as usize);
                     (i / per) as f64 * gap
                 }
+                Arrival::Diurnal { rate, period } => {
+                    if i > 0 {
+                        t = next_diurnal(&mut rng, t, rate, period);
+                    }
+                    t
+                }
             };
             submits.push(at);
         }
@@ -495,9 +514,13 @@ fn parse_duration(value: &str) -> Result<DurationDist, String> {
         ("const", [s]) if *s > 0.0 => DurationDist::Const { secs: *s },
         ("uniform", [lo, hi]) if *lo > 0.0 && hi >= lo => DurationDist::Uniform { min: *lo, max: *hi },
         ("exp", [mean]) if *mean > 0.0 => DurationDist::Exp { mean: *mean },
+        ("pareto", [min, alpha]) if *min > 0.0 && *alpha > 1.0 => DurationDist::Pareto {
+            min: *min,
+            alpha: *alpha,
+        },
         _ => {
             return Err(format!(
-                "duration `{value}` is not one of lognormal(MU,SIGMA) (of ln seconds), const(SECS), uniform(MIN,MAX), exp(MEAN)"
+                "duration `{value}` is not one of lognormal(MU,SIGMA) (of ln seconds), const(SECS), uniform(MIN,MAX), exp(MEAN), pareto(MIN,ALPHA) (ALPHA > 1)"
             ))
         }
     };
@@ -514,13 +537,29 @@ fn parse_arrival(value: &str) -> Result<Arrival, String> {
             count: *count as u32,
             gap: *gap,
         },
+        ("diurnal", [rate, period]) if *rate > 0.0 && *period > 0.0 => Arrival::Diurnal {
+            rate: *rate,
+            period: *period,
+        },
         _ => {
             return Err(format!(
-                "arrival `{value}` is not one of burst, poisson(TASKS_PER_SEC), uniform(SPAN_SECS), waves(COUNT,GAP_SECS)"
+                "arrival `{value}` is not one of burst, poisson(TASKS_PER_SEC), uniform(SPAN_SECS), waves(COUNT,GAP_SECS), diurnal(MEAN_TASKS_PER_SEC,PERIOD_SECS)"
             ))
         }
     };
     Ok(arr)
+}
+
+/// The next arrival after `t` of a Poisson process with rate `rate * (1 + sin(2πt/period))`,
+/// by thinning a process of the peak rate `2 * rate`.
+fn next_diurnal(rng: &mut ChaCha8Rng, mut t: f64, rate: f64, period: f64) -> f64 {
+    loop {
+        t += exponential(rng, 2.0 * rate);
+        let at = rate * (1.0 + (std::f64::consts::TAU * t / period).sin());
+        if rng.random::<f64>() * 2.0 * rate <= at {
+            return t;
+        }
+    }
 }
 
 /// A standard normal variate (Box-Muller), computed here so that recorded figures do not

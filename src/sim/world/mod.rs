@@ -11,7 +11,7 @@
 //! heartbeat; the policy acts; the tick is billed.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -20,6 +20,7 @@ use super::{SimFleet, SimSettings};
 use crate::clock::Millis;
 use crate::model::{WorkerInfo, WorkerState};
 
+mod oracle;
 mod provider;
 mod store;
 
@@ -95,6 +96,9 @@ impl SimInstance {
 
 #[derive(Debug, Default)]
 struct StepState {
+    /// The last run times and runnable times, newest last (at most `estimate::WINDOW`).
+    recent_durations: VecDeque<Millis>,
+    recent_runnable: VecDeque<Millis>,
     /// Pending tasks, oldest (by submission) first.
     queue: BinaryHeap<Reverse<(Millis, usize)>>,
     unsubmitted: u64,
@@ -160,6 +164,14 @@ pub(crate) struct World {
     pub tally: Tally,
     pub timeline: Vec<Sample>,
     next_sample: Millis,
+}
+
+/// Keeps the last `estimate::WINDOW` values.
+fn remember(window: &mut VecDeque<Millis>, value: Millis) {
+    if window.len() == crate::planner::estimate::WINDOW {
+        window.pop_front();
+    }
+    window.push_back(value);
 }
 
 /// Time between timeline samples.
@@ -368,6 +380,7 @@ impl World {
         let s = &mut self.steps[task.fleet];
         s.running -= 1;
         s.succeeded += 1;
+        remember(&mut s.recent_durations, task.duration);
         self.tally.last_success = self.tally.last_success.max(now);
         let dependents = task.dependents.clone();
         self.to_check.extend(dependents);
@@ -379,6 +392,7 @@ impl World {
         task.runnable_at.get_or_insert(now);
         let s = &mut self.steps[task.fleet];
         s.pending += 1;
+        remember(&mut s.recent_runnable, now);
         s.queue.push(Reverse((task.submit, t)));
     }
 

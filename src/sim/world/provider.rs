@@ -9,6 +9,7 @@ use super::super::trace::exponential;
 use super::{SimInstance, World};
 use crate::clock::Millis;
 use crate::model::{StepCounts, WorkerInfo};
+use crate::planner::estimate::RecentTasks;
 use crate::provider::{Instance, InstanceState};
 
 impl World {
@@ -46,6 +47,15 @@ impl World {
             held: 0,
             retrying: 0,
             oldest_pending_at: s.queue.peek().map(|Reverse((submit, _))| *submit),
+        }
+    }
+
+    /// The step's recent run times and arrivals, as the planner's estimates take them.
+    pub fn recent(&self, fleet: usize) -> RecentTasks {
+        let s = &self.steps[fleet];
+        RecentTasks {
+            durations: s.recent_durations.iter().copied().collect(),
+            runnable_at: s.recent_runnable.iter().copied().collect(),
         }
     }
 

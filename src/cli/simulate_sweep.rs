@@ -1,0 +1,144 @@
+//! `anamo simulate --sweep N`: runs N generated cases across the workload regimes
+//! ([`crate::sim::sweep`]) on the machine's cores and prints the distribution of anamo's
+//! figures; `--sweep-out DIR` writes the worst cases' traces with their replay commands.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::output::{out, Table};
+use super::simulate::{fleet_defaults, sim_settings, SimulateArgs};
+use crate::sim::sweep::{run_case, CaseResult, Spread, SweepCase, SweepSummary};
+
+/// Worst cases written by `--sweep-out`.
+const WORST: usize = 5;
+
+pub fn run(args: &SimulateArgs, n: u32) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(n > 0, "--sweep needs at least 1 case");
+    let defaults = fleet_defaults(args);
+    let base = sim_settings(
+        args,
+        args.interval.unwrap_or(crate::manifest::DEFAULT_INTERVAL),
+    );
+    let cases: Vec<SweepCase> = (0..n)
+        .map(|k| SweepCase::draw(args.seed, k, &defaults, &base))
+        .collect();
+    let mut results = run_all(&cases)?;
+    results.sort_by_key(|r| r.index);
+    let summary = SweepSummary::of(&results);
+    out!("{}", render(args.seed, &summary, &results));
+    if let Some(dir) = &args.sweep_out {
+        write_worst(dir, &cases, &results)?;
+    }
+    Ok(if summary.unfinished > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Runs the cases on as many threads as there are cores.
+fn run_all(cases: &[SweepCase]) -> anyhow::Result<Vec<CaseResult>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = cases.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = cases
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(run_case).collect::<Result<Vec<_>, _>>()))
+            .collect();
+        let mut all = Vec::with_capacity(cases.len());
+        for h in handles {
+            let part = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("a sweep thread panicked"))??;
+            all.extend(part);
+        }
+        Ok(all)
+    })
+}
+
+fn render(seed: u64, s: &SweepSummary, results: &[CaseResult]) -> String {
+    let mut t = Table::new(["ANAMO (per case)", "MEDIAN", "P90", "MAX"]);
+    let mut row = |what: &str, sp: Spread| {
+        t.row([
+            what.to_string(),
+            format!("{:.3}", sp.median),
+            format!("{:.3}", sp.p90),
+            format!("{:.3}", sp.max),
+        ]);
+    };
+    row("instance-hours ÷ lower bound", s.vs_bound);
+    row("instance-hours ÷ clairvoyant", s.vs_clairvoyant);
+    row("makespan ÷ static", s.makespan_vs_static);
+    row("(clairvoyant ÷ lower bound)", s.clairvoyant_vs_bound);
+    let mut out = format!("sweep of {} cases, seed {seed}\n\n{}", s.cases, t.render());
+    let busy_cases = results.iter().filter(|r| r.busy_terminated > 0).count();
+    out.push_str(&format!(
+        "busy instances terminated: {} (in {busy_cases} cases); unfinished tasks: {}\n\n",
+        s.busy_terminated, s.unfinished
+    ));
+    let mut g = Table::new([
+        "REGIME",
+        "CASES",
+        "÷ BOUND med/p90/max",
+        "÷ CLAIRV. med/p90/max",
+    ]);
+    for (regime, n, b, c) in &s.by_regime {
+        g.row([
+            regime.as_str().to_string(),
+            n.to_string(),
+            format!("{:.3}/{:.3}/{:.3}", b.median, b.p90, b.max),
+            format!("{:.3}/{:.3}/{:.3}", c.median, c.p90, c.max),
+        ]);
+    }
+    out.push_str(&g.render());
+    out.push_str("\nworst cases (instance-hours ÷ lower bound):\n");
+    for r in worst(results) {
+        out.push_str(&format!(
+            "  case {} {}: {:.3} (÷ clairvoyant {:.3}), {} slots, max {}: {}\n",
+            r.index,
+            r.regime.as_str(),
+            r.vs_bound,
+            r.vs_clairvoyant,
+            r.slots,
+            r.max_instances,
+            r.spec
+        ));
+    }
+    out
+}
+
+/// The worst cases by instance-hours ÷ lower bound, worst first.
+fn worst(results: &[CaseResult]) -> Vec<&CaseResult> {
+    let mut v: Vec<&CaseResult> = results.iter().collect();
+    v.sort_by(|a, b| b.vs_bound.total_cmp(&a.vs_bound));
+    v.truncate(WORST);
+    v
+}
+
+/// Writes the worst cases' traces as CSV, each starting with the comment that replays it.
+fn write_worst(
+    dir: &std::path::Path,
+    cases: &[SweepCase],
+    results: &[CaseResult],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for r in worst(results) {
+        let Some(case) = cases.iter().find(|c| c.index == r.index) else {
+            continue;
+        };
+        let path = dir.join(format!("case-{:04}-{}.csv", r.index, r.regime.as_str()));
+        let file = path.display().to_string();
+        let text = format!(
+            "# {}: anamo {:.3}× the lower bound, {:.3}× clairvoyant\n# replay: {}\n{}",
+            case.spec,
+            r.vs_bound,
+            r.vs_clairvoyant,
+            case.replay_command(&file),
+            case.trace()?.to_csv()
+        );
+        std::fs::write(&path, text).with_context(|| format!("cannot write {file}"))?;
+        out!("wrote {file}\n");
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! What the planner expects of the near future, from what it has seen recently: how long the
+//! step's tasks run, how long an instance takes to boot, and how fast tasks become runnable.
+//! Pure; every estimate is `None` until there is something to estimate it from, and the
+//! planner then plans on counts alone (its rules before these estimates existed).
+//!
+//! - **Duration**: the 75th percentile of the last [`WINDOW`] run times. A quantile is not
+//!   moved by a few outliers; the upper quartile rather than the median because it is used to
+//!   judge how fast running tasks free their slots, and erring long errs towards launching.
+//! - **Boot**: the median, over the listed instances whose worker registered, of launch to
+//!   registration.
+//! - **Arrivals**: the last [`WINDOW`] times at which a task became runnable, as a rate from
+//!   the oldest of them to now (it decays on its own when tasks stop arriving).
+
+use crate::clock::{format_duration_ms, Millis};
+
+/// Recent tasks kept for the estimates.
+pub const WINDOW: usize = 32;
+
+/// What an instance is billed at the least once launched (EC2's per-second billing has a
+/// one-minute minimum): stopping an instance younger than this saves nothing.
+pub const BILLING_MINIMUM: Millis = 60_000;
+
+/// What the observer knows about a step's recent tasks (both at most [`WINDOW`] long; empty
+/// when it knows nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecentTasks {
+    /// Run times of the step's most recently finished tasks.
+    pub durations: Vec<Millis>,
+    /// When the step's most recent tasks became runnable.
+    pub runnable_at: Vec<Millis>,
+}
+
+/// The planner's expectations for one fleet.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Outlook {
+    /// A task's run time (upper quartile of the recent ones).
+    pub duration: Option<Millis>,
+    /// Launch to a registered worker.
+    pub boot: Option<Millis>,
+    /// Tasks becoming runnable per millisecond.
+    pub arrival_rate: Option<f64>,
+}
+
+/// Samples needed before a duration or a rate is trusted.
+const MIN_SAMPLES: usize = 4;
+
+impl Outlook {
+    /// The outlook from a step's recent tasks and the boot times seen (launch to registration
+    /// of the listed instances' workers).
+    pub fn new(recent: &RecentTasks, boots: &[Millis], now: Millis) -> Outlook {
+        Outlook {
+            duration: quantile(&recent.durations, 0.75, MIN_SAMPLES),
+            boot: quantile(boots, 0.5, 1),
+            arrival_rate: arrival_rate(&recent.runnable_at, now),
+        }
+    }
+
+    /// Tasks expected to become runnable within `within`.
+    pub fn arrivals_within(&self, within: Millis) -> Option<f64> {
+        self.arrival_rate.map(|r| r * within as f64)
+    }
+
+    /// `tasks of about 4m10s, boots of about 1m30s`, for reasons.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(d) = self.duration {
+            parts.push(format!("tasks of about {}", format_duration_ms(d)));
+        }
+        if let Some(b) = self.boot {
+            parts.push(format!("boots of about {}", format_duration_ms(b)));
+        }
+        if let Some(r) = self.arrival_rate {
+            parts.push(format!("{:.1} tasks arriving per hour", r * 3_600_000.0));
+        }
+        parts.join(", ")
+    }
+}
+
+/// The `q` quantile (nearest rank) of `values`, if there are at least `min` of them.
+fn quantile(values: &[Millis], q: f64, min: usize) -> Option<Millis> {
+    if values.len() < min.max(1) {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    let rank = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len());
+    Some(v[rank - 1])
+}
+
+/// Arrivals per millisecond: the runnable times seen over the time since the oldest of them.
+fn arrival_rate(runnable_at: &[Millis], now: Millis) -> Option<f64> {
+    if runnable_at.len() < MIN_SAMPLES {
+        return None;
+    }
+    let oldest = runnable_at.iter().copied().min()?;
+    let span = now.saturating_sub(oldest).max(1);
+    Some(runnable_at.len() as f64 / span as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_samples_and_ignore_outliers() {
+        let few = RecentTasks {
+            durations: vec![1_000, 2_000],
+            runnable_at: vec![],
+        };
+        assert_eq!(Outlook::new(&few, &[], 0).duration, None);
+        let mut durations = vec![60_000; 30];
+        durations.extend([36_000_000, 72_000_000]);
+        let many = RecentTasks {
+            durations,
+            runnable_at: vec![],
+        };
+        assert_eq!(Outlook::new(&many, &[], 0).duration, Some(60_000));
+    }
+
+    #[test]
+    fn the_arrival_rate_decays_when_tasks_stop_coming() {
+        let recent = RecentTasks {
+            durations: vec![],
+            runnable_at: (0..10).map(|i| i * 1_000).collect(),
+        };
+        let soon = Outlook::new(&recent, &[], 10_000).arrival_rate.unwrap();
+        let later = Outlook::new(&recent, &[], 1_000_000).arrival_rate.unwrap();
+        assert!((soon - 0.001).abs() < 1e-12, "{soon}");
+        assert!(later < soon / 50.0, "{later}");
+    }
+
+    #[test]
+    fn boots_are_the_median_seen() {
+        let o = Outlook::new(&RecentTasks::default(), &[80_000, 90_000, 400_000], 0);
+        assert_eq!(o.boot, Some(90_000));
+        assert_eq!(Outlook::new(&RecentTasks::default(), &[], 0).boot, None);
+    }
+}
