@@ -155,6 +155,8 @@ const STORE_METHODS: &[(&str, &[&str])] = &[
     ("counts", &["dynamodb:Query"]),
     // A gather's upstream ids (the pipeline graph itself is read through `store::graph`).
     ("step_ids", &["dynamodb:Query"]),
+    // An idle worker moves its step's due `retrying` tasks back to pending.
+    ("retry_due", &["dynamodb:Query", "dynamodb:UpdateItem"]),
     ("clone", &[]),
     ("as_ref", &[]),
     ("describe", &[]),

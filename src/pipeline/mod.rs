@@ -35,6 +35,8 @@ pub use self::cascade::{cascade, is_dependency_reason};
 pub use self::decide::{decide, EdgeView, Readiness, UpstreamTask};
 pub use self::key::{KeyError, Selector};
 
+/// Kept with the task types (a completion carries one); the graph's defaults name it.
+pub use crate::model::RetryDelay;
 use crate::model::TaskSpec;
 
 /// The key part that names a sample unless the Controller manifest says otherwise.
@@ -143,34 +145,6 @@ pub struct TaskDefaults {
     /// Wait before a failed attempt is retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_delay: Option<RetryDelay>,
-}
-
-/// Exponential, capped, jittered delay before a retried attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RetryDelay {
-    /// Delay after the first failed attempt, in milliseconds.
-    pub initial_ms: u64,
-    /// The delay never grows past this, in milliseconds.
-    pub max_ms: u64,
-}
-
-impl RetryDelay {
-    /// The delay after `attempts` failed attempts (1 = the first), before jitter: `initial`
-    /// doubled per further attempt, capped at `max`.
-    pub fn base_ms(&self, attempts: u32) -> u64 {
-        let doublings = attempts.saturating_sub(1).min(32);
-        self.initial_ms
-            .saturating_mul(1u64 << doublings)
-            .min(self.max_ms)
-    }
-
-    /// The delay with "equal jitter": half the base plus `unit` (0–1, random) times the other
-    /// half, so retries of tasks that failed together spread out but never come early.
-    pub fn jittered_ms(&self, attempts: u32, unit: f64) -> u64 {
-        let base = self.base_ms(attempts);
-        let half = base / 2;
-        half + ((base - half) as f64 * unit.clamp(0.0, 1.0)) as u64
-    }
 }
 
 /// What a task depends on: the step's edges, plus the task's own `depends_on` (same id).

@@ -381,7 +381,7 @@ pub struct Completion {
     pub result: TaskResult,
     /// The step's `retryDelay`: a retried failure waits `jittered_ms(attempts)` in
     /// `retrying` instead of going straight back to pending. `None`: no delay.
-    pub retry_delay: Option<crate::pipeline::RetryDelay>,
+    pub retry_delay: Option<RetryDelay>,
 }
 
 /// What the controller reads of a step every pass: its backlog, counted only as far as the
@@ -514,55 +514,6 @@ pub struct ImportReport {
     pub conflicting: Vec<String>,
 }
 
-/// A worker process registered in the store, so the controller can tell busy instances from
-/// idle ones.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerInfo {
-    pub worker_id: String,
-    pub step: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance_id: Option<String>,
-    pub slots: u32,
-    pub busy_slots: u32,
-    pub started_at: Millis,
-    pub last_seen: Millis,
-    /// When the worker last had a busy slot (or started), for idle-time decisions.
-    pub last_busy_at: Millis,
-    pub state: WorkerState,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WorkerState {
-    Active,
-    /// Stopped claiming (SIGTERM, spot notice, idle exit in progress).
-    Draining,
-    /// Exited cleanly.
-    Gone,
-}
-
-impl WorkerState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkerState::Active => "active",
-            WorkerState::Draining => "draining",
-            WorkerState::Gone => "gone",
-        }
-    }
-}
-
-impl FromStr for WorkerState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "active" => Ok(WorkerState::Active),
-            "draining" => Ok(WorkerState::Draining),
-            "gone" => Ok(WorkerState::Gone),
-            other => Err(format!("unknown worker state `{other}`")),
-        }
-    }
-}
-
 /// Keep the last `max` bytes of `s`, cut at a character boundary.
 pub fn tail_utf8(s: &str, max: usize) -> String {
     if s.len() <= max {
@@ -574,6 +525,37 @@ pub fn tail_utf8(s: &str, max: usize) -> String {
     }
     s[start..].to_string()
 }
+
+/// Exponential, capped, jittered delay before a retried attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryDelay {
+    /// Delay after the first failed attempt, in milliseconds.
+    pub initial_ms: u64,
+    /// The delay never grows past this, in milliseconds.
+    pub max_ms: u64,
+}
+
+impl RetryDelay {
+    /// The delay after `attempts` failed attempts (1 = the first), before jitter: `initial`
+    /// doubled per further attempt, capped at `max`.
+    pub fn base_ms(&self, attempts: u32) -> u64 {
+        let doublings = attempts.saturating_sub(1).min(32);
+        self.initial_ms
+            .saturating_mul(1u64 << doublings)
+            .min(self.max_ms)
+    }
+
+    /// The delay with "equal jitter": half the base plus `unit` (0–1, random) times the other
+    /// half, so retries of tasks that failed together spread out but never come early.
+    pub fn jittered_ms(&self, attempts: u32, unit: f64) -> u64 {
+        let base = self.base_ms(attempts);
+        let half = base / 2;
+        half + ((base - half) as f64 * unit.clamp(0.0, 1.0)) as u64
+    }
+}
+
+mod worker;
+pub use worker::{WorkerInfo, WorkerState};
 
 #[cfg(test)]
 mod tests {
