@@ -90,7 +90,7 @@ async fn logs_stored_in_s3_are_read_after_the_instance_is_gone() {
             TaskSpec::new(
                 "align",
                 *id,
-                &format!("echo aligned {id}; echo to stderr >&2"),
+                format!("echo aligned {id}; echo to stderr >&2"),
             )
         })
         .collect();

@@ -145,6 +145,33 @@ pub(crate) fn scatter_items(s: &ScatterSpec, base: &Path) -> Result<Vec<String>,
     Ok(items)
 }
 
+/// Problems with a scatter's items: none, or items that could not be part of an id.
+fn check_scatter_items(s: &ScatterSpec, base: &Path, push: &mut impl FnMut(&str, String)) {
+    match scatter_items(s, base) {
+        Err(e) => push("spec.scatter.file", e),
+        Ok(items) if items.is_empty() => push(
+            "spec.scatter",
+            "scatters over an empty list; give `items` or a `file` with at least one line".into(),
+        ),
+        Ok(items) => {
+            let mut seen = BTreeSet::new();
+            for item in &items {
+                if item.contains('/') || item.contains(char::is_whitespace) || item.contains('#') {
+                    push(
+                        "spec.scatter.items",
+                        format!("item `{item}` may not contain `/`, `#` or whitespace"),
+                    );
+                } else if !seen.insert(item) {
+                    push(
+                        "spec.scatter.items",
+                        format!("item `{item}` is listed twice"),
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Problems with a fleet's pipeline fields on their own, as `(field, message)`.
 pub(crate) fn check(spec: &FleetSpec, base: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -176,33 +203,7 @@ pub(crate) fn check(spec: &FleetSpec, base: &Path) -> Vec<(String, String)> {
                 ),
             );
         }
-        match scatter_items(s, base) {
-            Err(e) => push("spec.scatter.file", e),
-            Ok(items) if items.is_empty() => push(
-                "spec.scatter",
-                "scatters over an empty list; give `items` or a `file` with at least one line"
-                    .into(),
-            ),
-            Ok(items) => {
-                let mut seen = BTreeSet::new();
-                for item in &items {
-                    if item.contains('/')
-                        || item.contains(char::is_whitespace)
-                        || item.contains('#')
-                    {
-                        push(
-                            "spec.scatter.items",
-                            format!("item `{item}` may not contain `/`, `#` or whitespace"),
-                        );
-                    } else if !seen.insert(item) {
-                        push(
-                            "spec.scatter.items",
-                            format!("item `{item}` is listed twice"),
-                        );
-                    }
-                }
-            }
-        }
+        check_scatter_items(s, base, &mut push);
     }
     for dep in &spec.depends_on {
         if let DependsOn::Edge(e) = dep {

@@ -47,6 +47,16 @@ fn ranges(timelines: &[(PolicyKind, Vec<Sample>)]) -> (f64, f64, f64) {
     (x_max, y_max, backlog_max)
 }
 
+/// A policy's line colour and legend.
+fn line_of(kind: PolicyKind) -> (RGBColor, &'static str) {
+    match kind {
+        PolicyKind::Anamo => (ANAMO, "anamo: instances"),
+        PolicyKind::Static => (STATIC, "static: instances"),
+        PolicyKind::Keda => (KEDA, "KEDA-like: instances"),
+        PolicyKind::Clairvoyant => (CLAIRVOYANT, "clairvoyant: instances"),
+    }
+}
+
 fn draw(
     path: &Path,
     report: &SimReport,
@@ -84,12 +94,7 @@ fn draw(
         .draw()?;
 
     for (kind, samples) in timelines {
-        let (color, label) = match kind {
-            PolicyKind::Anamo => (ANAMO, "anamo: instances"),
-            PolicyKind::Static => (STATIC, "static: instances"),
-            PolicyKind::Keda => (KEDA, "KEDA-like: instances"),
-            PolicyKind::Clairvoyant => (CLAIRVOYANT, "clairvoyant: instances"),
-        };
+        let (color, label) = line_of(*kind);
         let style = color.stroke_width(2);
         chart
             .draw_series(LineSeries::new(

@@ -82,18 +82,7 @@ pub(crate) async fn slot_loop(ctx: Arc<Ctx>) -> Result<(), StoreError> {
                     start(&ctx, claim, run).await;
                 }
             }
-            Ok(_) => {
-                // Nothing pending: make tasks whose retry delay is over pending (so workers
-                // run without a controller still retry), and claim again at once if any. A
-                // failure here is not the claim's: the next claim reports store trouble.
-                let due = ctx.store.retry_due(&ctx.cfg.step, ctx.clock.now()).await;
-                drop(claim_turn);
-                if matches!(due, Ok(n) if n > 0) {
-                    ctx.control.claim_retry_due();
-                } else {
-                    ctx.control.claim_empty(spread(ctx.cfg.poll_interval, 0.2));
-                }
-            }
+            Ok(_) => nothing_claimed(&ctx, claim_turn).await,
             Err(e) => {
                 drop(claim_turn);
                 let retry_in = ctx.control.claim_failed();
@@ -108,6 +97,19 @@ pub(crate) async fn slot_loop(ctx: Arc<Ctx>) -> Result<(), StoreError> {
                 }
             }
         }
+    }
+}
+
+/// Nothing pending: makes tasks whose retry delay is over pending (so workers run without a
+/// controller still retry), and claims again at once if any. A failure here is not the
+/// claim's: the next claim reports store trouble.
+async fn nothing_claimed(ctx: &Ctx, claim_turn: tokio::sync::MutexGuard<'_, ()>) {
+    let due = ctx.store.retry_due(&ctx.cfg.step, ctx.clock.now()).await;
+    drop(claim_turn);
+    if matches!(due, Ok(n) if n > 0) {
+        ctx.control.claim_retry_due();
+    } else {
+        ctx.control.claim_empty(spread(ctx.cfg.poll_interval, 0.2));
     }
 }
 
