@@ -12,6 +12,7 @@ mod import_graph;
 mod manifest;
 mod output;
 mod sample;
+mod sample_list;
 mod simulate;
 mod simulate_sweep;
 mod status;
@@ -74,7 +75,7 @@ pub enum Command {
     /// Import, add, list, show, requeue, cancel or delete tasks.
     #[command(subcommand)]
     Task(task::TaskCommand),
-    /// One sample across every step: show, drop, hold or resume it.
+    /// Samples across steps: list them all, or show, drop, hold, resume or retry one.
     #[command(subcommand)]
     Sample(sample::SampleCommand),
     /// Progress per step: counts by state, oldest pending task, throughput, fleets.

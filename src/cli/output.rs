@@ -89,6 +89,19 @@ impl Table {
     }
 }
 
+/// Whether to print plain ASCII instead of Unicode symbols (`✓`, `✗`): when standard output
+/// is not a terminal, or `NO_COLOR` or `ANAMO_ASCII` is set (not empty). The same rule as for
+/// colours ([`crate::telemetry::use_colour`]), plus `ANAMO_ASCII` for terminals without the
+/// symbols' font.
+pub fn ascii_output() -> bool {
+    use std::io::IsTerminal;
+    let ascii = std::env::var_os("ANAMO_ASCII");
+    !crate::telemetry::use_colour(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    ) || ascii.is_some_and(|v| !v.is_empty())
+}
+
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())

@@ -1,4 +1,5 @@
-//! `anamo sample ...`: one sample across every step (show, drop, hold, resume, retry). Which tasks belong to a sample is the
+//! `anamo sample ...`: every sample at a glance (list, in [`super::sample_list`]), and one
+//! sample across every step (show, drop, hold, resume, retry). Which tasks belong to a sample is the
 //! store's pipeline graph's call (`Graph::sample_of`; every step keyed by the sample when
 //! no graph was published); the work is `store::samples`.
 
@@ -14,6 +15,14 @@ use crate::store::SharedStore;
 
 #[derive(Debug, Subcommand)]
 pub enum SampleCommand {
+    /// Every sample × every step keyed by it: one glyph per cell (done, `3/24` partly done,
+    /// failed, held, not yet, cancelled), the samples done and failed per step, and the
+    /// legend. Plain ASCII when the output is not a terminal or with `NO_COLOR`/`ANAMO_ASCII`.
+    #[command(
+        after_help = "Examples:\n  anamo sample list\n  anamo sample list --step call \
+                            --state failed\n  anamo sample list --json"
+    )]
+    List(super::sample_list::ListArgs),
     /// Every task of the sample in every step: state, attempts, reason and the end of its
     /// last attempt's output.
     #[command(after_help = "Example:\n  anamo sample show NA12878")]
@@ -56,6 +65,7 @@ pub async fn run(cmd: SampleCommand, store: SharedStore) -> anyhow::Result<ExitC
     let now = SystemClock.now();
     let (id, action, verb) = match cmd {
         SampleCommand::Show(a) => return show(a, &store, &graph).await,
+        SampleCommand::List(a) => return super::sample_list::run(a, &store, &graph).await,
         SampleCommand::Retry(a) => {
             let (roots, carried) = retry(store.as_ref(), &graph, &a.id, now).await?;
             outln!(

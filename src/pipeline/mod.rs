@@ -22,6 +22,7 @@ mod apply;
 mod cascade;
 mod decide;
 mod key;
+pub mod matrix;
 
 #[cfg(test)]
 mod tests;

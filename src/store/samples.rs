@@ -6,10 +6,15 @@
 //! and only for steps whose key has more than one part (ids like `SAMPLE/chr1`), the ids
 //! starting with `SAMPLE/` ([`TaskStore::step_ids`] with that prefix: on DynamoDB one Query per
 //! state partition of the step, filtered by the prefix).
+//!
+//! [`sample_matrix`] (`anamo sample list`, the status page) reads the ids and states of every
+//! task of the steps it shows ([`TaskStore::step_ids`] without a prefix: on DynamoDB one Query
+//! per state partition, projected to `id` and `state`).
 
 use super::{Result, StoreError, TaskStore};
 use crate::clock::Millis;
 use crate::model::{TaskFilter, TaskState};
+use crate::pipeline::matrix::SampleMatrix;
 use crate::pipeline::{self, Graph};
 
 /// One task of a sample.
@@ -55,6 +60,24 @@ pub async fn sample_tasks(
         }
     }
     Ok(out)
+}
+
+/// Every sample × step ([`pipeline::matrix`]); only `step`'s tasks are read when it is given.
+pub async fn sample_matrix(
+    store: &dyn TaskStore,
+    graph: &Graph,
+    step: Option<&str>,
+) -> Result<SampleMatrix> {
+    let steps = match step {
+        Some(s) => vec![s.to_string()],
+        None => store.steps().await?,
+    };
+    let mut read = Vec::with_capacity(steps.len());
+    for step in steps {
+        let ids = store.step_ids(&step, &TaskState::ALL, "").await?;
+        read.push((step, ids));
+    }
+    Ok(pipeline::matrix::build(graph, read))
 }
 
 /// The user actions on every task of a sample.
