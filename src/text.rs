@@ -1,6 +1,7 @@
 //! Text read from users' files: bytes become a `String` only if they are UTF-8, and a file
 //! that is not says on which line and at which byte, so that task files (`import`) and
-//! manifests (`manifest`) report it the same way. It sits below both.
+//! manifests (`manifest`) report it the same way. It sits below both. Also text cut for
+//! display ([`shorten`]), shared by the CLI and the status page.
 
 /// Where a file stops being UTF-8.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,17 @@ pub fn utf8(bytes: Vec<u8>) -> Result<String, NotUtf8> {
             ),
         }
     })
+}
+
+/// `s` cut to at most `max` characters, with an ellipsis when cut.
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
 }
 
 #[cfg(test)]

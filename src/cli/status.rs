@@ -1,5 +1,5 @@
-//! `anamo status`: progress per step, the fleets as the controller last saw them, and when
-//! that was. `--watch` redraws it every `--interval` (in place on a terminal, as repeated
+//! `anamo status`: progress per step, the newest failed tasks, the fleets as the controller
+//! last saw them, and when that was. `--watch` redraws it every `--interval` (in place on a terminal, as repeated
 //! plain frames otherwise) until Ctrl-C. The text itself is built in [`super::status_view`].
 
 use std::io::{IsTerminal, Write};
@@ -12,7 +12,9 @@ use super::output::{out, print_json};
 use super::parse_duration;
 use super::status_view::{fit, render_frame, render_text, ControllerSeen, StatusView};
 use crate::clock::{format_millis, Clock, SystemClock};
+use crate::controller::failures::read_failed;
 use crate::controller::status::{step_report, ControllerDoc};
+use crate::store::graph::{empty_graph, get_graph};
 use crate::store::SharedStore;
 
 #[derive(Debug, Args)]
@@ -43,6 +45,8 @@ async fn snapshot(args: &StatusArgs, store: &SharedStore) -> anyhow::Result<Stat
     for step in &names {
         steps.push(step_report(store, step, now).await?);
     }
+    let graph = get_graph(store.as_ref()).await?.unwrap_or_else(empty_graph);
+    let failed_tasks = read_failed(store.as_ref(), &graph, &names).await?;
     let docs = store.list_status().await?;
     let controllers = ControllerDoc::from_docs(&docs)
         .into_iter()
@@ -57,6 +61,7 @@ async fn snapshot(args: &StatusArgs, store: &SharedStore) -> anyhow::Result<Stat
         steps,
         fleets,
         controllers,
+        failed_tasks,
         at: now,
         store: store.describe(),
     })

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::output::Table;
 use crate::clock::{format_duration_ms, format_millis, Millis};
+use crate::controller::failures::{FailedTasks, MORE_FAILED_HINT};
 use crate::controller::status::{
     eta_text, staleness, ControllerDoc, StepReport, STALE_AFTER_INTERVALS, THROUGHPUT_WINDOW_TEXT,
 };
@@ -23,6 +24,8 @@ pub struct StatusView {
     /// The fleets' status documents, as the controller last wrote them.
     pub fleets: Vec<StatusDoc>,
     pub controllers: Vec<ControllerSeen>,
+    /// The newest tasks that failed on their own, and how many more failed.
+    pub failed_tasks: FailedTasks,
     /// When this snapshot was taken.
     pub at: Millis,
     #[serde(skip)]
@@ -229,9 +232,53 @@ pub fn render_text(v: &StatusView) -> String {
     } else {
         out.push_str(&table.render());
     }
+    out.push_str(&failed_text(&v.failed_tasks));
     if !v.fleets.is_empty() {
         out.push('\n');
         out.push_str(&fleets_table(v).render());
+    }
+    out
+}
+
+/// The failed-tasks table (sample, step, id, reason, exit code, attempts, last log line),
+/// with how many more failed; nothing when no task failed.
+pub fn failed_text(f: &FailedTasks) -> String {
+    let mut out = String::new();
+    if f.total == 0 {
+        return out;
+    }
+    if !f.newest.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nfailed tasks (newest {} of {} that failed on their own):",
+            f.newest.len(),
+            f.total - f.dependency_failed
+        );
+        let mut t = Table::new(["SAMPLE", "STEP", "ID", "REASON", "EXIT", "ATTEMPTS", "LOG"]);
+        for x in &f.newest {
+            let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+            t.row([
+                dash(&x.sample),
+                x.step.clone(),
+                x.id.clone(),
+                dash(&x.reason),
+                x.exit_code.map_or("-".into(), |c| c.to_string()),
+                format!("{}/{}", x.attempts, x.max_attempts),
+                shorten(&dash(&x.log_line), 60),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    if f.more() > 0 {
+        let _ = writeln!(out, "{} more: {MORE_FAILED_HINT}", f.more());
+    }
+    if f.dependency_failed > 0 {
+        let _ = writeln!(
+            out,
+            "{} more failed because a task they depend on failed (`anamo sample retry ID` or \
+             `anamo task requeue` reruns them after it)",
+            f.dependency_failed
+        );
     }
     out
 }
@@ -391,16 +438,7 @@ pub fn fit(frame: &str, width: usize, height: usize) -> Vec<String> {
     out
 }
 
-/// `s` cut to at most `max` characters, with an ellipsis when cut.
-pub fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-        out.push('…');
-        out
-    }
-}
+pub use crate::text::shorten;
 
 #[cfg(test)]
 #[path = "status_view_tests.rs"]

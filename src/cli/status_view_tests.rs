@@ -55,6 +55,7 @@ fn view(controller_seen: Millis) -> StatusView {
         ],
         fleets: vec![fleet("align", controller_seen)],
         controllers: vec![controller(controller_seen, None)],
+        failed_tasks: Default::default(),
         at: NOW,
         store: "sqlite://a.db".into(),
     }

@@ -14,6 +14,7 @@ mod act;
 pub mod aws;
 mod cost;
 mod error;
+pub mod failures;
 mod graph;
 mod leadership;
 mod observe;

@@ -7,7 +7,9 @@
 //! each fleet's limits). Counting every task is a read per task — DynamoDB reads, and charges
 //! for, each counted item — so with a hundred thousand tasks it would take most of a pass and
 //! grow with every task ever finished. The count runs beside the passes, one at a time; a
-//! pass never waits for it.
+//! pass never waits for it. It also reads the failed tasks ([`super::failures`]) and every
+//! sample × step ([`crate::pipeline::matrix`]) for the page's failed-tasks table and
+//! per-sample view.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,12 +18,16 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
+use super::failures::{read_failed, FailedTasks};
 use super::status::{step_report, StepReport};
 use super::{SharedStatus, OBSERVE_CONCURRENCY};
 use crate::clock::Millis;
 use crate::metrics::Metrics;
 use crate::model::{StepCounts, TaskState};
-use crate::store::SharedStore;
+use crate::pipeline::matrix::SampleMatrix;
+use crate::store::graph::{empty_graph, get_graph};
+use crate::store::samples::sample_matrix;
+use crate::store::{SharedStore, StoreError};
 
 /// Counts progress every `interval`, one count at a time.
 pub(super) struct Census {
@@ -88,7 +94,9 @@ impl Census {
                 .metrics
                 .progress_count_duration
                 .observe(started.elapsed().as_secs_f64());
+            let samples = read_samples(&store, &steps).await;
             published.apply(&steps, reports);
+            published.apply_samples(samples);
         }));
     }
 
@@ -141,6 +149,31 @@ impl Published {
             }
         }
         st.steps = reports;
+    }
+}
+
+/// The failed tasks and every sample × step, counted with the steps' progress.
+async fn read_samples(
+    store: &SharedStore,
+    steps: &[String],
+) -> Result<(FailedTasks, SampleMatrix), StoreError> {
+    let graph = get_graph(store.as_ref()).await?.unwrap_or_else(empty_graph);
+    let failed = read_failed(store.as_ref(), &graph, steps).await?;
+    let matrix = sample_matrix(store.as_ref(), &graph, None).await?;
+    Ok((failed, matrix))
+}
+
+impl Published {
+    /// Publishes the failed tasks and the samples; a failed read keeps the previous ones.
+    fn apply_samples(&self, read: Result<(FailedTasks, SampleMatrix), StoreError>) {
+        match read {
+            Ok((failed, matrix)) => {
+                let mut st = self.status.write().unwrap_or_else(|p| p.into_inner());
+                st.failed_tasks = failed;
+                st.samples = Arc::new(matrix);
+            }
+            Err(e) => warn!(error = %e, "cannot read the failed tasks and samples"),
+        }
     }
 }
 

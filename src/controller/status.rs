@@ -7,12 +7,15 @@
 //! figures are stale ([`staleness`]).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::failures::FailedTasks;
 use crate::clock::Millis;
 use crate::cost::ledger::CostTotals;
 use crate::model::StepCounts;
+use crate::pipeline::matrix::SampleMatrix;
 use crate::planner::{Condition, ConditionStatus, FleetStatus};
 use crate::store::{SharedStore, StatusDoc, StoreError};
 
@@ -27,6 +30,8 @@ pub const STALE_AFTER_INTERVALS: i64 = 3;
 pub const DEFAULT_CLUSTER: &str = "anamo";
 /// Name prefix of the controller's own status document in the store.
 pub const CONTROLLER_DOC_PREFIX: &str = "controller/";
+/// How many samples the status page and `/api/status` show (the first matching a search).
+pub const SAMPLES_SHOWN: usize = 200;
 /// How many recent actions are kept for display.
 pub const RECENT_ACTIONS: usize = 50;
 
@@ -156,6 +161,12 @@ pub struct ControllerStatus {
     pub fleets: Vec<FleetReport>,
     pub steps: Vec<StepReport>,
     pub recent_actions: VecDeque<ActionRecord>,
+    /// The newest tasks that failed on their own (counted with `steps`).
+    pub failed_tasks: FailedTasks,
+    /// Every sample × step (counted with `steps`). Not serialized whole: `/api/status` and
+    /// the page show a searched, bounded part of it ([`SampleMatrix::view`]).
+    #[serde(skip)]
+    pub samples: Arc<SampleMatrix>,
 }
 
 impl ControllerStatus {
@@ -175,6 +186,8 @@ impl ControllerStatus {
             fleets: Vec::new(),
             steps: Vec::new(),
             recent_actions: VecDeque::new(),
+            failed_tasks: FailedTasks::default(),
+            samples: Arc::default(),
         }
     }
 

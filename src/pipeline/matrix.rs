@@ -256,6 +256,38 @@ impl SampleMatrix {
     }
 }
 
+/// A bounded part of the matrix: the samples matching a search, at most a limit of them
+/// (the status page and `/api/status`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SamplesView<'a> {
+    /// What the sample names were searched for (case-insensitive; empty: every sample).
+    pub query: String,
+    pub steps: &'a [String],
+    /// Samples in all, and how many of them match the query.
+    pub total: usize,
+    pub matched: usize,
+    /// The first matching samples by name (`matched` may be more).
+    pub samples: Vec<&'a SampleRow>,
+    pub totals: &'a [StepTotals],
+    pub other_steps: &'a [OtherStep],
+}
+
+impl SampleMatrix {
+    /// At most `limit` samples containing `query` ([`SampleMatrix::search`]).
+    pub fn view(&self, query: &str, limit: usize) -> SamplesView<'_> {
+        let (samples, matched) = self.search(query, limit);
+        SamplesView {
+            query: query.trim().to_string(),
+            steps: &self.steps,
+            total: self.samples.len(),
+            matched,
+            samples,
+            totals: &self.totals,
+            other_steps: &self.other_steps,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,17 +2,18 @@
 //! `/api/status`.
 
 pub mod status_page;
+mod status_samples;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
-use crate::controller::status::Role;
+use crate::controller::status::{ControllerStatus, Role, SAMPLES_SHOWN};
 use crate::controller::SharedStatus;
 use crate::metrics::Metrics;
 
@@ -96,18 +97,36 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
+/// The search of the page's per-sample view and of `/api/status`'s `samples`: `?sample=NA12`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct SampleSearch {
+    #[serde(default)]
+    pub sample: String,
+}
+
 /// The status page, rendered from the same status as `/api/status`.
-async fn index(State(s): State<AppState>) -> Response {
+async fn index(State(s): State<AppState>, Query(q): Query<SampleSearch>) -> Response {
     let st = s.status.read().unwrap_or_else(|p| p.into_inner()).clone();
     let now = crate::clock::Clock::now(&crate::clock::SystemClock);
     (
         [(header::CACHE_CONTROL, "no-store")],
-        Html(status_page::render(&st, now)),
+        Html(status_page::render_search(&st, now, &q.sample)),
     )
         .into_response()
 }
 
-async fn api_status(State(s): State<AppState>) -> Response {
+/// `/api/status`: the status, with `samples` the first [`SAMPLES_SHOWN`] samples containing
+/// `query` (the page's per-sample view).
+pub fn api_document(st: &ControllerStatus, query: &str) -> serde_json::Value {
+    let mut doc = serde_json::to_value(st).unwrap_or_default();
+    if let Some(map) = doc.as_object_mut() {
+        let samples = serde_json::to_value(st.samples.view(query, SAMPLES_SHOWN));
+        map.insert("samples".into(), samples.unwrap_or_default());
+    }
+    doc
+}
+
+async fn api_status(State(s): State<AppState>, Query(q): Query<SampleSearch>) -> Response {
     let st = s.status.read().unwrap_or_else(|p| p.into_inner()).clone();
-    Json(st).into_response()
+    Json(api_document(&st, &q.sample)).into_response()
 }

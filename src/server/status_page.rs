@@ -1,5 +1,6 @@
 //! The status page served at `/`: one server-rendered HTML document (no scripts) built from the
-//! same [`ControllerStatus`] as `/api/status`, refreshed by the browser every 5 seconds.
+//! same [`ControllerStatus`] as `/api/status`, refreshed by the browser every 5 seconds. The
+//! failed-tasks table and the per-sample view are in [`super::status_samples`].
 //!
 //! Every figure is also carried in `data-*` attributes (`data-step="align"
 //! data-succeeded="12"`, `data-fleet="align" data-desired="3"`, ...) so tests and scrapers can
@@ -187,10 +188,15 @@ footer { padding: 0 24px 24px; color: var(--muted); font-size: 12px; }
 
 /// Renders the whole page for `st` as seen at `now`.
 pub fn render(st: &ControllerStatus, now: Millis) -> String {
+    render_search(st, now, "")
+}
+
+/// Renders the whole page, its per-sample view showing the samples that contain `query`.
+pub fn render_search(st: &ControllerStatus, now: Millis, query: &str) -> String {
     let mut h = String::with_capacity(16 * 1024);
     render_header(&mut h, st, now);
     render_banners(&mut h, st, now);
-    render_sections(&mut h, st, now);
+    render_sections(&mut h, st, now, query);
     let _ = write!(
         h,
         "<footer>Refreshes every {REFRESH_SECS} s · generated {} · \
@@ -209,7 +215,8 @@ fn render_header(h: &mut String, st: &ControllerStatus, now: Millis) {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta http-equiv=\"refresh\" content=\"{REFRESH_SECS}\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title><style>{STYLE}</style></head>\n<body>\n",
+         <title>{title}</title><style>{STYLE}{samples_style}</style></head>\n<body>\n",
+        samples_style = super::status_samples::STYLE,
         title = if st.cluster == DEFAULT_CLUSTER {
             "anamo".to_string()
         } else {
@@ -239,7 +246,7 @@ fn render_header(h: &mut String, st: &ControllerStatus, now: Millis) {
 }
 
 /// The steps, the fleets and the last actions, closing `<main>`.
-fn render_sections(h: &mut String, st: &ControllerStatus, now: Millis) {
+fn render_sections(h: &mut String, st: &ControllerStatus, now: Millis, query: &str) {
     h.push_str("<h2>Steps</h2>\n<section id=\"steps\" class=\"steps\">\n");
     if st.steps.is_empty() {
         h.push_str("<p class=\"empty\">No tasks yet.</p>\n");
@@ -248,6 +255,8 @@ fn render_sections(h: &mut String, st: &ControllerStatus, now: Millis) {
         render_step(h, s, now);
     }
     h.push_str("</section>\n");
+    super::status_samples::render_failed(h, st);
+    super::status_samples::render_samples(h, st, query);
 
     h.push_str("<h2>Fleets</h2>\n<section id=\"fleets\">\n");
     if st.fleets.is_empty() {

@@ -1,0 +1,202 @@
+//! Why tasks failed, at a glance (`anamo status`, the status page, `/api/status`): the newest
+//! tasks that failed on their own — sample, step, id, reason, exit code, the last line of
+//! their log tail, attempts and a link to their log — bounded to [`FAILED_SHOWN`], with how
+//! many more there are and how many failed only because a dependency failed. The shaping is
+//! pure ([`failed_tasks`]); [`read_failed`] reads the failed tasks of the steps.
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Millis;
+use crate::model::{Task, TaskFilter, TaskState};
+use crate::pipeline::{is_dependency_reason, Graph};
+use crate::store::{StoreError, TaskStore};
+use crate::text::shorten;
+
+/// How many failed tasks are listed (the newest); the rest are counted.
+pub const FAILED_SHOWN: usize = 20;
+/// The longest log line and reason shown (characters), so the status stays small.
+pub const LINE_CHARS: usize = 160;
+/// Where the rest of the failed tasks are listed.
+pub const MORE_FAILED_HINT: &str = "anamo task list --state failed";
+
+/// The failed tasks of every step, as published.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FailedTasks {
+    /// Failed tasks in all (of every step read).
+    pub total: u64,
+    /// Of them, failed only because a task they depend on failed (not listed).
+    pub dependency_failed: u64,
+    /// The newest tasks that failed on their own, newest first, at most [`FAILED_SHOWN`].
+    pub newest: Vec<FailedTask>,
+}
+
+impl FailedTasks {
+    /// Failed on their own but not listed.
+    pub fn more(&self) -> u64 {
+        (self.total - self.dependency_failed).saturating_sub(self.newest.len() as u64)
+    }
+}
+
+/// One failed task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedTask {
+    /// The sample the task belongs to (`None` for gathers over samples).
+    pub sample: Option<String>,
+    pub step: String,
+    pub id: String,
+    /// Why it failed (`exit 3`, `timeout`, `lease expired after 3 attempts`), shortened.
+    pub reason: Option<String>,
+    pub exit_code: Option<i32>,
+    /// The last non-empty line of its last attempt's output, shortened.
+    pub log_line: Option<String>,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub failed_at: Millis,
+    /// The controller's link to the log of its last attempt (`None` when it never ran).
+    pub log_href: Option<String>,
+}
+
+/// Characters left as they are in a link's path segment and query value; everything else is
+/// percent-encoded (ids contain `/`).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `/api/tasks/{step}/{id}/log?attempt=N`, each part percent-encoded.
+pub fn log_href(step: &str, id: &str, attempt: u32) -> String {
+    format!(
+        "/api/tasks/{}/{}/log?attempt={attempt}",
+        utf8_percent_encode(step, SEGMENT),
+        utf8_percent_encode(id, SEGMENT)
+    )
+}
+
+/// The last non-empty line of `tail`, shortened to [`LINE_CHARS`].
+pub fn last_line(tail: &str) -> Option<String> {
+    tail.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| shorten(l, LINE_CHARS))
+}
+
+/// The published view of `failed` tasks (every one in state failed).
+pub fn failed_tasks(graph: &Graph, failed: &[Task], shown: usize) -> FailedTasks {
+    let dependency = |t: &Task| t.reason.as_deref().is_some_and(is_dependency_reason);
+    let mut own: Vec<&Task> = failed.iter().filter(|t| !dependency(t)).collect();
+    own.sort_by(|a, b| (b.updated_at, a.step(), a.id()).cmp(&(a.updated_at, b.step(), b.id())));
+    let newest = own
+        .into_iter()
+        .take(shown)
+        .map(|t| {
+            let result = t.result.as_ref();
+            FailedTask {
+                sample: graph.sample_of(t.step(), t.id()).map(str::to_string),
+                step: t.step().to_string(),
+                id: t.id().to_string(),
+                reason: t
+                    .reason
+                    .clone()
+                    .or_else(|| result.and_then(|r| r.error.clone()))
+                    .map(|r| shorten(&r, LINE_CHARS)),
+                exit_code: result.and_then(|r| r.exit_code),
+                log_line: result.and_then(|r| last_line(&r.log_tail)),
+                attempts: t.attempts,
+                max_attempts: t.spec.max_attempts,
+                failed_at: t.updated_at,
+                log_href: (t.attempts > 0).then(|| log_href(t.step(), t.id(), t.attempts)),
+            }
+        })
+        .collect();
+    FailedTasks {
+        total: failed.len() as u64,
+        dependency_failed: failed.iter().filter(|t| dependency(t)).count() as u64,
+        newest,
+    }
+}
+
+/// Reads the failed tasks of `steps` (one list of each step's failed tasks: on DynamoDB one
+/// Query of `S#{step}#failed`, whole items) and keeps the newest [`FAILED_SHOWN`].
+pub async fn read_failed(
+    store: &dyn TaskStore,
+    graph: &Graph,
+    steps: &[String],
+) -> Result<FailedTasks, StoreError> {
+    let mut failed = Vec::new();
+    for step in steps {
+        let filter = TaskFilter {
+            step: Some(step.clone()),
+            state: Some(TaskState::Failed),
+            ..Default::default()
+        };
+        failed.extend(store.list(&filter).await?);
+    }
+    Ok(failed_tasks(graph, &failed, FAILED_SHOWN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{TaskResult, TaskSpec};
+
+    fn failed(step: &str, id: &str, at: Millis, reason: &str, tail: &str) -> Task {
+        let mut t = Task::new(TaskSpec::new(step, id, "true"), 0);
+        t.state = TaskState::Failed;
+        t.attempts = 2;
+        t.updated_at = at;
+        t.reason = Some(reason.to_string());
+        t.result = Some(TaskResult {
+            exit_code: Some(3),
+            log_tail: tail.to_string(),
+            ..Default::default()
+        });
+        t
+    }
+
+    #[test]
+    fn the_newest_own_failures_are_listed_with_a_link_to_their_log() {
+        let g = Graph::default();
+        let mut tasks: Vec<Task> = (0..25)
+            .map(|i| {
+                failed(
+                    "call",
+                    &format!("S{i}/chr 1"),
+                    i,
+                    "exit 3",
+                    "a\nno space left\n\n",
+                )
+            })
+            .collect();
+        tasks.push(failed(
+            "joint",
+            "chr1",
+            100,
+            "dependency failed: call/S1/chr1",
+            "",
+        ));
+        let f = failed_tasks(&g, &tasks, 20);
+        assert_eq!((f.total, f.dependency_failed, f.newest.len()), (26, 1, 20));
+        assert_eq!(f.more(), 5);
+        let first = &f.newest[0];
+        assert_eq!(first.id, "S24/chr 1", "newest first");
+        assert_eq!(first.log_line.as_deref(), Some("no space left"));
+        assert_eq!(first.exit_code, Some(3));
+        assert_eq!(
+            first.log_href.as_deref(),
+            Some("/api/tasks/call/S24%2Fchr%201/log?attempt=2")
+        );
+        let long = failed("a", "x", 1, &"r".repeat(500), &"y".repeat(5000));
+        let f = failed_tasks(&g, &[long], 20);
+        assert_eq!(
+            f.newest[0].reason.as_ref().map(|r| r.chars().count()),
+            Some(LINE_CHARS)
+        );
+        assert_eq!(
+            f.newest[0].log_line.as_ref().map(|r| r.chars().count()),
+            Some(LINE_CHARS)
+        );
+    }
+}
