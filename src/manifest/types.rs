@@ -370,10 +370,12 @@ pub struct ControllerSpec {
     #[schemars(with = "String", extend("default" = "10s"))]
     pub interval: Duration,
     /// How often the exact progress of every step (its tasks counted by state, its
-    /// throughput) is refreshed for the status page, `/api/status` and the `anamo_tasks*`
-    /// metrics. The count runs beside the passes, which only count each backlog as far as its
-    /// fleet can use it. Each count reads every task of the table (DynamoDB charges a read
-    /// per counted item), so a shorter interval costs more on large tables.
+    /// throughput), the failed-tasks table and the per-sample view are refreshed for the
+    /// status page, `/api/status` and the `anamo_tasks*` metrics. The count runs beside the
+    /// passes, which only count each backlog as far as its fleet can use it. Each count reads
+    /// every task of the table twice (counted by state, then each task's id and state for the
+    /// per-sample view; DynamoDB charges a read per item read), so a shorter interval costs
+    /// more on large tables.
     #[serde(default = "default_progress_interval", with = "humantime_serde")]
     #[schemars(with = "String", extend("default" = "30s"))]
     pub progress_interval: Duration,
