@@ -12,8 +12,8 @@ use super::output::{out, print_json};
 use super::parse_duration;
 use super::status_view::{fit, render_frame, render_text, ControllerSeen, StatusView};
 use crate::clock::{format_millis, Clock, SystemClock};
-use crate::controller::failures::read_failed;
-use crate::controller::status::{step_report, ControllerDoc};
+use crate::controller::failures::{read_failed, starved};
+use crate::controller::status::{step_report, ControllerDoc, StepReport};
 use crate::store::graph::{empty_graph, get_graph};
 use crate::store::SharedStore;
 
@@ -47,6 +47,12 @@ async fn snapshot(args: &StatusArgs, store: &SharedStore) -> anyhow::Result<Stat
     }
     let graph = get_graph(store.as_ref()).await?.unwrap_or_else(empty_graph);
     let failed_tasks = read_failed(store.as_ref(), &graph, &names).await?;
+    let with_tasks = match &args.step {
+        Some(_) => store.steps().await?,
+        None => names.clone(),
+    };
+    let counts: Vec<_> = steps.iter().map(|s: &StepReport| &s.counts).collect();
+    let starved = starved(&graph, &with_tasks, &counts);
     let docs = store.list_status().await?;
     let controllers = ControllerDoc::from_docs(&docs)
         .into_iter()
@@ -62,6 +68,7 @@ async fn snapshot(args: &StatusArgs, store: &SharedStore) -> anyhow::Result<Stat
         fleets,
         controllers,
         failed_tasks,
+        starved,
         at: now,
         store: store.describe(),
     })

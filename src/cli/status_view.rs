@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::output::Table;
 use crate::clock::{format_duration_ms, format_millis, Millis};
-use crate::controller::failures::{FailedTasks, MORE_FAILED_HINT};
+use crate::controller::failures::{FailedTasks, StarvedGather, MORE_FAILED_HINT};
 use crate::controller::status::{
     eta_text, staleness, ControllerDoc, StepReport, STALE_AFTER_INTERVALS, THROUGHPUT_WINDOW_TEXT,
 };
@@ -26,6 +26,8 @@ pub struct StatusView {
     pub controllers: Vec<ControllerSeen>,
     /// The newest tasks that failed on their own, and how many more failed.
     pub failed_tasks: FailedTasks,
+    /// Waiting tasks that gather over a step without any task.
+    pub starved: Vec<StarvedGather>,
     /// When this snapshot was taken.
     pub at: Millis,
     #[serde(skip)]
@@ -223,6 +225,9 @@ fn cost_cells(f: &StatusDoc) -> [String; 3] {
 /// The plain text of `anamo status`.
 pub fn render_text(v: &StatusView) -> String {
     let mut out = controller_lines(v);
+    for s in &v.starved {
+        let _ = writeln!(out, "warning: {}", s.message());
+    }
     if !out.is_empty() {
         out.push('\n');
     }

@@ -56,6 +56,7 @@ fn view(controller_seen: Millis) -> StatusView {
         fleets: vec![fleet("align", controller_seen)],
         controllers: vec![controller(controller_seen, None)],
         failed_tasks: Default::default(),
+        starved: Vec::new(),
         at: NOW,
         store: "sqlite://a.db".into(),
     }

@@ -3,6 +3,9 @@
 //! their log tail, attempts and a link to their log — bounded to [`FAILED_SHOWN`], with how
 //! many more there are and how many failed only because a dependency failed. The shaping is
 //! pure ([`failed_tasks`]); [`read_failed`] reads the failed tasks of the steps.
+//!
+//! Also the tasks that cannot run yet for want of any upstream task ([`starved`]): a gather
+//! over a step that has no task waits until its tasks are added, said as a warning.
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
@@ -137,6 +140,49 @@ pub async fn read_failed(
     Ok(failed_tasks(graph, &failed, FAILED_SHOWN))
 }
 
+/// Waiting tasks of a step that gathers over a step without any task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StarvedGather {
+    pub step: String,
+    /// The upstream step, which has no task.
+    pub upstream: String,
+    /// The step's waiting tasks.
+    pub waiting: u64,
+}
+
+impl StarvedGather {
+    /// The warning shown for it.
+    pub fn message(&self) -> String {
+        format!(
+            "{} task(s) of step `{}` wait for step `{}`, which has no tasks: they run once its \
+             tasks are added (`anamo task import`), or cancel them (`anamo task cancel --step {} \
+             --state waiting`)",
+            self.waiting, self.step, self.upstream, self.step
+        )
+    }
+}
+
+/// The steps with waiting tasks (by `counts`) that gather over a step without tasks (not
+/// among `with_tasks`; [`Graph::starved_gathers`]).
+pub fn starved(
+    graph: &Graph,
+    with_tasks: &[String],
+    counts: &[&crate::model::StepCounts],
+) -> Vec<StarvedGather> {
+    graph
+        .starved_gathers(with_tasks)
+        .into_iter()
+        .filter_map(|(step, upstream)| {
+            let waiting = counts.iter().find(|c| c.step == step)?.waiting;
+            (waiting > 0).then_some(StarvedGather {
+                step,
+                upstream,
+                waiting,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +200,41 @@ mod tests {
             ..Default::default()
         });
         t
+    }
+
+    #[test]
+    fn a_gather_over_a_step_without_tasks_is_starved_until_it_has_some() {
+        use crate::model::StepCounts;
+        use crate::pipeline::{Edge, StepNode};
+        let mut g = Graph::default();
+        let mut joint = StepNode::plain();
+        joint.key = vec!["region".into()];
+        joint.depends_on = vec![Edge::to("call")];
+        g.steps.insert("joint".into(), joint);
+        let mut call = StepNode::plain();
+        call.key = vec!["sample".into(), "region".into()];
+        g.steps.insert("call".into(), call);
+        let counts = |step: &str, waiting: u64, succeeded: u64| StepCounts {
+            step: step.into(),
+            waiting,
+            succeeded,
+            ..Default::default()
+        };
+        let joint = counts("joint", 4, 0);
+        let s = starved(&g, &["joint".into()], &[&joint]);
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].upstream.as_str(), s[0].waiting), ("call", 4));
+        assert!(s[0].message().contains("which has no tasks"));
+        let both = ["joint".to_string(), "call".to_string()];
+        let call = counts("call", 0, 3);
+        assert!(
+            starved(&g, &both, &[&joint, &call]).is_empty(),
+            "call has tasks"
+        );
+        assert!(
+            starved(&g, &both[..1], &[&counts("joint", 0, 4)]).is_empty(),
+            "nothing waits"
+        );
     }
 
     #[test]

@@ -18,13 +18,14 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use super::failures::{read_failed, FailedTasks};
+use super::failures::{read_failed, starved, FailedTasks};
 use super::status::{step_report, StepReport};
 use super::{SharedStatus, OBSERVE_CONCURRENCY};
 use crate::clock::Millis;
 use crate::metrics::Metrics;
 use crate::model::{StepCounts, TaskState};
 use crate::pipeline::matrix::SampleMatrix;
+use crate::pipeline::Graph;
 use crate::store::graph::{empty_graph, get_graph};
 use crate::store::samples::sample_matrix;
 use crate::store::{SharedStore, StoreError};
@@ -152,25 +153,43 @@ impl Published {
     }
 }
 
+/// What a count reads beside the steps' progress.
+struct SamplesRead {
+    failed: FailedTasks,
+    matrix: SampleMatrix,
+    graph: Graph,
+    /// Every step that has tasks.
+    with_tasks: Vec<String>,
+}
+
 /// The failed tasks and every sample × step, counted with the steps' progress.
-async fn read_samples(
-    store: &SharedStore,
-    steps: &[String],
-) -> Result<(FailedTasks, SampleMatrix), StoreError> {
+async fn read_samples(store: &SharedStore, steps: &[String]) -> Result<SamplesRead, StoreError> {
     let graph = get_graph(store.as_ref()).await?.unwrap_or_else(empty_graph);
     let failed = read_failed(store.as_ref(), &graph, steps).await?;
     let matrix = sample_matrix(store.as_ref(), &graph, None).await?;
-    Ok((failed, matrix))
+    let with_tasks = store.steps().await?;
+    Ok(SamplesRead {
+        failed,
+        matrix,
+        graph,
+        with_tasks,
+    })
 }
 
 impl Published {
-    /// Publishes the failed tasks and the samples; a failed read keeps the previous ones.
-    fn apply_samples(&self, read: Result<(FailedTasks, SampleMatrix), StoreError>) {
+    /// Publishes the failed tasks, the samples and the starved gathers (by the steps' counts
+    /// just published); a failed read keeps the previous ones.
+    fn apply_samples(&self, read: Result<SamplesRead, StoreError>) {
         match read {
-            Ok((failed, matrix)) => {
+            Ok(r) => {
                 let mut st = self.status.write().unwrap_or_else(|p| p.into_inner());
-                st.failed_tasks = failed;
-                st.samples = Arc::new(matrix);
+                let now_starved = {
+                    let counts: Vec<&StepCounts> = st.steps.iter().map(|s| &s.counts).collect();
+                    starved(&r.graph, &r.with_tasks, &counts)
+                };
+                st.starved = now_starved;
+                st.failed_tasks = r.failed;
+                st.samples = Arc::new(r.matrix);
             }
             Err(e) => warn!(error = %e, "cannot read the failed tasks and samples"),
         }

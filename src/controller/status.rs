@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::failures::FailedTasks;
+use super::failures::{FailedTasks, StarvedGather};
 use crate::clock::Millis;
 use crate::cost::ledger::CostTotals;
 use crate::model::StepCounts;
@@ -163,6 +163,8 @@ pub struct ControllerStatus {
     pub recent_actions: VecDeque<ActionRecord>,
     /// The newest tasks that failed on their own (counted with `steps`).
     pub failed_tasks: FailedTasks,
+    /// Waiting tasks that gather over a step without any task (counted with `steps`).
+    pub starved: Vec<StarvedGather>,
     /// Every sample × step (counted with `steps`). Not serialized whole: `/api/status` and
     /// the page show a searched, bounded part of it ([`SampleMatrix::view`]).
     #[serde(skip)]
@@ -187,6 +189,7 @@ impl ControllerStatus {
             steps: Vec::new(),
             recent_actions: VecDeque::new(),
             failed_tasks: FailedTasks::default(),
+            starved: Vec::new(),
             samples: Arc::default(),
         }
     }

@@ -257,6 +257,31 @@ impl Graph {
         done
     }
 
+    /// Whether `step`'s edge to `upstream` is a gather: the upstream key is empty or has a
+    /// part `step`'s key lacks, so a task waits for many upstream tasks.
+    pub fn is_gather_edge(&self, step: &str, upstream: &str) -> bool {
+        let (own, up) = (self.node(step), self.node(upstream));
+        up.key.is_empty() || up.key.iter().any(|p| !own.key.contains(p))
+    }
+
+    /// The gathers that can only wait: `(step, upstream)` for every declared step's gather
+    /// edge to a declared upstream step that has no task at all (`with_tasks` are the steps
+    /// that have some). Their tasks run once upstream tasks are added, and not before.
+    pub fn starved_gathers(&self, with_tasks: &[String]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (step, node) in &self.steps {
+            for e in &node.depends_on {
+                if self.steps.contains_key(&e.step)
+                    && !with_tasks.contains(&e.step)
+                    && self.is_gather_edge(step, &e.step)
+                {
+                    out.push((step.clone(), e.step.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// Steps that depend on `step` directly.
     pub fn dependents(&self, step: &str) -> Vec<&str> {
         self.steps

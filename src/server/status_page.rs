@@ -131,6 +131,17 @@ fn render_banners(h: &mut String, st: &ControllerStatus, now: Millis) {
             escape(e)
         );
     }
+    for s in &st.starved {
+        let _ = writeln!(
+            h,
+            "<p class=\"banner starved\" data-starved-step=\"{}\" data-upstream=\"{}\" \
+             data-waiting=\"{}\">{}</p>",
+            escape(&s.step),
+            escape(&s.upstream),
+            s.waiting,
+            escape(&s.message())
+        );
+    }
     if st.role == Role::Follower {
         h.push_str(
             "<p class=\"banner muted\" id=\"follower-note\">This controller is a follower: \

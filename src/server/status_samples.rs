@@ -245,6 +245,20 @@ mod tests {
     }
 
     #[test]
+    fn a_starved_gather_is_a_banner_and_in_the_api() {
+        let mut st = status();
+        st.starved = vec![crate::controller::failures::StarvedGather {
+            step: "joint".into(),
+            upstream: "call".into(),
+            waiting: 4,
+        }];
+        let html = render_search(&st, 0, "");
+        assert!(html.contains("class=\"banner starved\" data-starved-step=\"joint\""));
+        assert!(html.contains("wait for step `call`, which has no tasks"));
+        assert_eq!(api_document(&st, "")["starved"][0]["waiting"], 4);
+    }
+
+    #[test]
     fn the_sample_view_is_bounded_and_searched_like_the_api() {
         let st = status();
         let html = render_search(&st, 0, "");

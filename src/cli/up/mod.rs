@@ -229,7 +229,8 @@ struct Passes<'a> {
 }
 
 impl Passes<'_> {
-    /// Runs controller passes, showing each, until every task reached a final state and the
+    /// Runs controller passes, showing each, until every task reached a final state (or only
+    /// gathers over a step without tasks are left, which nothing would ever run) and the
     /// fleets are back at their minimum (or `linger` passed since). Returns `true` when
     /// interrupted.
     async fn run(
@@ -253,6 +254,14 @@ impl Passes<'_> {
             summary::record_plan(summaries, report.plan.as_ref(), self.set);
             let unfinished: u64 = steps.iter().map(|c| c.unfinished()).sum();
             let now = self.clock.now();
+            // Nothing will add the tasks a starved gather waits for: the run is over.
+            let starved: u64 = status.starved.iter().map(|s| s.waiting).sum();
+            if finished_at.is_none() && unfinished > 0 && unfinished == starved {
+                for s in &status.starved {
+                    progress.say(format!("warning: {}", s.message()));
+                }
+                finished_at = Some(now);
+            }
             if unfinished == 0 && finished_at.is_none() {
                 finished_at = Some(now);
                 if steps.iter().map(|c| c.total()).sum::<u64>() == 0 {
