@@ -129,3 +129,57 @@ fn up_stops_when_only_gathers_over_a_step_without_tasks_are_left() {
     assert!(all.contains(WARNING), "{all}");
     assert!(all.contains("stopped with unfinished tasks"), "{all}");
 }
+
+/// Key patterns that match nothing are refused before anything is written, saying where: a
+/// `--scatter-part` that is not a part of the step's key (naming the file and the flag), and
+/// a `task add` id without every part of its step's key.
+#[test]
+fn key_parts_that_match_nothing_are_refused_naming_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    std::fs::write(d.join("regions.txt"), "chr1\nchr2\n").unwrap();
+    std::fs::write(d.join("call.tsv"), "S1\tcall\ttrue\n").unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_anamo"))
+            .current_dir(d)
+            .env_remove("ANAMO_STORE")
+            .env("RUST_LOG", "warn")
+            .args(["--store", "sqlite://k.db"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "task",
+        "import",
+        "call.tsv",
+        "--manifests",
+        "manifests",
+        "--scatter-file",
+        "regions.txt",
+        "--step",
+        "call",
+        "--scatter-part",
+        "chunk",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("regions.txt: --scatter-part `chunk` is not a part of step `call`'s key"),
+        "{err}"
+    );
+    // Publish the graph, then add a task whose id lacks the region.
+    std::fs::write(d.join("ok.tsv"), "S1/chr1\tcall\ttrue\n").unwrap();
+    let out = run(&["task", "import", "ok.tsv", "--manifests", "manifests"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = run(&["task", "add", "--step", "call", "--id", "S2", "--", "true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("task id `S2` of step `call` must have 2 parts `sample/region`"),
+        "{err}"
+    );
+    let list = run(&["task", "list", "--ids"]);
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "S1/chr1", "nothing added");
+}
