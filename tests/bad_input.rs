@@ -181,5 +181,9 @@ fn key_parts_that_match_nothing_are_refused_naming_where() {
         "{err}"
     );
     let list = run(&["task", "list", "--ids"]);
-    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "S1/chr1", "nothing added");
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout).trim(),
+        "S1/chr1",
+        "nothing added"
+    );
 }

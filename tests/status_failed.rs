@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use anamo::model::TaskState;
-use anamo::pipeline::matrix::{glyph, StateCounts};
+use anamo::pipeline::matrix::{glyph, states_text, StateCounts};
 use common::http::get_json;
 use common::observability::Workload;
 use common::process::run_with_timeout;
@@ -92,20 +92,11 @@ fn page_matches_api(dom: &str, st: &Value) {
             let step = step.as_str().unwrap();
             let counts = cell(&r["steps"][step]);
             let g = glyph(counts.as_ref());
-            let title: Vec<String> = counts
-                .iter()
-                .flatten()
-                .map(|(s, n)| format!("{n} {s}"))
-                .collect();
             want.push_str(&format!(
                 "<td class=\"cell glyph-{n}\" data-cell-step=\"{step}\" data-glyph=\"{n}\" \
                  title=\"{title}\">{text}</td>",
                 n = g.name(),
-                title = if title.is_empty() {
-                    "no task".to_string()
-                } else {
-                    title.join(", ")
-                },
+                title = states_text(counts.as_ref()),
                 text = g.text(false),
             ));
         }

@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::output::{ascii_output, out, print_json, Table};
 use crate::model::TaskState;
-use crate::pipeline::matrix::{glyph, Glyph, SampleMatrix, StateCounts};
+use crate::pipeline::matrix::{glyph, states_text, Glyph, SampleMatrix};
 use crate::pipeline::Graph;
 use crate::store::samples::sample_matrix;
 use crate::store::SharedStore;
@@ -52,16 +52,6 @@ pub async fn run(a: ListArgs, store: &SharedStore, graph: &Graph) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
-/// `12 succeeded, 3 running` (states in their order), or `no tasks`.
-fn states_text(c: &StateCounts) -> String {
-    let parts: Vec<String> = c.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    if parts.is_empty() {
-        "no tasks".into()
-    } else {
-        parts.join(", ")
-    }
-}
-
 /// The matrix as text: the table, a `done` row (samples done / samples with tasks) and a
 /// `failed` row per step, the steps that are not per sample, and the legend.
 pub fn render(m: &SampleMatrix, ascii: bool) -> String {
@@ -85,7 +75,7 @@ pub fn render(m: &SampleMatrix, ascii: bool) -> String {
             out.push_str("no sample matches\n");
         }
         for t in &m.totals {
-            let _ = writeln!(out, "{}: {}", t.step, states_text(&t.tasks));
+            let _ = writeln!(out, "{}: {}", t.step, states_text(Some(&t.tasks)));
         }
     }
     for o in &m.other_steps {
@@ -93,7 +83,7 @@ pub fn render(m: &SampleMatrix, ascii: bool) -> String {
             out,
             "{} (not per sample): {}",
             o.step,
-            states_text(&o.tasks)
+            states_text(Some(&o.tasks))
         );
     }
     if !m.steps.is_empty() {

@@ -74,6 +74,20 @@ pub enum Glyph {
     Running,
 }
 
+/// `12 succeeded, 3 running` (states in their order), or `no task`.
+pub fn states_text(c: Option<&StateCounts>) -> String {
+    let parts: Vec<String> = c
+        .into_iter()
+        .flatten()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    if parts.is_empty() {
+        "no task".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 /// The glyph of a cell.
 pub fn glyph(cell: Option<&StateCounts>) -> Glyph {
     let Some(c) = cell else {

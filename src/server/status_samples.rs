@@ -9,7 +9,7 @@ use super::status_page::escape;
 use crate::clock::format_millis;
 use crate::controller::failures::{FailedTask, MORE_FAILED_HINT};
 use crate::controller::status::{ControllerStatus, SAMPLES_SHOWN};
-use crate::pipeline::matrix::{glyph, Glyph, StateCounts};
+use crate::pipeline::matrix::{glyph, states_text, Glyph, SamplesView};
 
 pub(super) const STYLE: &str = r#"
 .samples-search { margin: 0 0 8px; }
@@ -21,20 +21,6 @@ td.cell { text-align: center; font-variant-numeric: tabular-nums; }
 tr.totals td { background: #f1f3f5; font-weight: 600; }
 .log-line { font-family: ui-monospace, monospace; font-size: 12px; }
 "#;
-
-/// `12 succeeded, 3 running` for a cell's tooltip.
-fn states_title(c: Option<&StateCounts>) -> String {
-    let parts: Vec<String> = c
-        .into_iter()
-        .flatten()
-        .map(|(s, n)| format!("{n} {s}"))
-        .collect();
-    if parts.is_empty() {
-        "no task".into()
-    } else {
-        parts.join(", ")
-    }
-}
 
 /// The failed-tasks table: the newest failures, how many more, how many failed with a
 /// dependency.
@@ -130,65 +116,7 @@ pub(super) fn render_samples(h: &mut String, st: &ControllerStatus, query: &str)
     if v.steps.is_empty() {
         h.push_str("<p class=\"empty\">No task belongs to a sample yet.</p>\n");
     } else {
-        h.push_str("<table><thead><tr><th>sample</th>");
-        for s in v.steps {
-            let _ = write!(h, "<th>{}</th>", escape(s));
-        }
-        h.push_str("</tr></thead><tbody>\n");
-        for row in &v.samples {
-            let _ = write!(
-                h,
-                "<tr class=\"sample-row\" data-sample=\"{s}\"><td>{s}</td>",
-                s = escape(&row.sample)
-            );
-            for step in v.steps {
-                let cell = row.steps.get(step);
-                let g = glyph(cell);
-                let _ = write!(
-                    h,
-                    "<td class=\"cell glyph-{name}\" data-cell-step=\"{step}\" \
-                     data-glyph=\"{name}\" title=\"{title}\">{text}</td>",
-                    name = g.name(),
-                    step = escape(step),
-                    title = escape(&states_title(cell)),
-                    text = escape(&g.text(false)),
-                );
-            }
-            h.push_str("</tr>\n");
-        }
-        h.push_str("<tr class=\"totals\"><td>done</td>");
-        for t in v.totals {
-            let _ = write!(
-                h,
-                "<td class=\"cell\" data-cell-step=\"{}\" data-done=\"{}\" data-samples=\"{}\">\
-                 {}/{}</td>",
-                escape(&t.step),
-                t.done,
-                t.samples,
-                t.done,
-                t.samples
-            );
-        }
-        h.push_str("</tr>\n</tbody></table>\n");
-        if v.matched > v.samples.len() || v.matched < v.total {
-            let _ = writeln!(
-                h,
-                "<p class=\"muted shown\">{} of {} sample(s) shown ({} match{}).</p>",
-                v.samples.len(),
-                v.total,
-                v.matched,
-                if v.query.is_empty() {
-                    ""
-                } else {
-                    " the search"
-                },
-            );
-        }
-        let _ = writeln!(
-            h,
-            "<p class=\"muted legend-glyphs\">{}</p>",
-            escape(&Glyph::legend(false))
-        );
+        render_sample_table(h, &v);
     }
     for o in v.other_steps {
         let _ = writeln!(
@@ -196,10 +124,73 @@ pub(super) fn render_samples(h: &mut String, st: &ControllerStatus, query: &str)
             "<p class=\"other-step\" data-other-step=\"{}\">{} (not per sample): {}</p>",
             escape(&o.step),
             escape(&o.step),
-            escape(&states_title(Some(&o.tasks)))
+            escape(&states_text(Some(&o.tasks)))
         );
     }
     h.push_str("</section>\n");
+}
+
+/// The samples × steps table of `v`, its `done` row, how many are shown, and the legend.
+fn render_sample_table(h: &mut String, v: &SamplesView<'_>) {
+    h.push_str("<table><thead><tr><th>sample</th>");
+    for s in v.steps {
+        let _ = write!(h, "<th>{}</th>", escape(s));
+    }
+    h.push_str("</tr></thead><tbody>\n");
+    for row in &v.samples {
+        let _ = write!(
+            h,
+            "<tr class=\"sample-row\" data-sample=\"{s}\"><td>{s}</td>",
+            s = escape(&row.sample)
+        );
+        for step in v.steps {
+            let cell = row.steps.get(step);
+            let g = glyph(cell);
+            let _ = write!(
+                h,
+                "<td class=\"cell glyph-{name}\" data-cell-step=\"{step}\" \
+                 data-glyph=\"{name}\" title=\"{title}\">{text}</td>",
+                name = g.name(),
+                step = escape(step),
+                title = escape(&states_text(cell)),
+                text = escape(&g.text(false)),
+            );
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("<tr class=\"totals\"><td>done</td>");
+    for t in v.totals {
+        let _ = write!(
+            h,
+            "<td class=\"cell\" data-cell-step=\"{}\" data-done=\"{}\" data-samples=\"{}\">\
+             {}/{}</td>",
+            escape(&t.step),
+            t.done,
+            t.samples,
+            t.done,
+            t.samples
+        );
+    }
+    h.push_str("</tr>\n</tbody></table>\n");
+    if v.matched > v.samples.len() || v.matched < v.total {
+        let _ = writeln!(
+            h,
+            "<p class=\"muted shown\">{} of {} sample(s) shown ({} match{}).</p>",
+            v.samples.len(),
+            v.total,
+            v.matched,
+            if v.query.is_empty() {
+                ""
+            } else {
+                " the search"
+            },
+        );
+    }
+    let _ = writeln!(
+        h,
+        "<p class=\"muted legend-glyphs\">{}</p>",
+        escape(&Glyph::legend(false))
+    );
 }
 
 #[cfg(test)]
