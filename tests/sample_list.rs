@@ -164,6 +164,24 @@ async fn the_example_as_a_matrix(h: Harness) {
         json["totals"]
     );
 
+    // What `sample list` reads: the steps, then one Query per state partition of each step
+    // (a page each here), as docs/dynamodb-table.md says.
+    if h.url.starts_with("dynamodb://") {
+        let graph = anamo::store::graph::get_graph(h.store.as_ref())
+            .await
+            .unwrap()
+            .expect("the manifests' graph was published");
+        let (before, units) = (h.requests.total(), h.requests.read_units());
+        let m = anamo::store::samples::sample_matrix(h.store.as_ref(), &graph, None)
+            .await
+            .unwrap();
+        assert_eq!(m.samples.len(), 24);
+        let requests = h.requests.total() - before;
+        let read_units = h.requests.read_units() - units;
+        eprintln!("sample list of the example: {requests} requests, {read_units} read units");
+        assert_eq!(requests, 1 + 4 * 8, "{:?}", h.requests.by_kind());
+    }
+
     let bad = anamo(&h, &["sample", "list", "--step", "cal"]);
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
