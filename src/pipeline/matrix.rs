@@ -145,9 +145,9 @@ impl Glyph {
         ];
         let parts: Vec<String> = entries
             .iter()
-            .map(|(g, what)| format!("{} {what}", g.text(ascii)))
+            .map(|(g, what)| format!("{} = {what}", g.text(ascii)))
             .collect();
-        parts.join(if ascii { ", " } else { " · " })
+        parts.join(", ")
     }
 
     /// A short class-like name (`done`, `partial`, …) for the status page.
