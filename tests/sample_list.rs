@@ -130,7 +130,10 @@ async fn the_example_as_a_matrix(h: Harness) {
     assert_eq!(row(&text, "HG00096"), ["HG00096", "-", "-"], "{text}");
     assert_eq!(row(&text, "(done)"), ["(done)", "1/24", "0/24"], "{text}");
     assert_eq!(row(&text, "(failed)"), ["(failed)", "1", "0"], "{text}");
-    assert!(text.contains("legend: ok = all done, 3/24 = 3 of 24 tasks done"), "{text}");
+    assert!(
+        text.contains("legend: ok = all done, 3/24 = 3 of 24 tasks done"),
+        "{text}"
+    );
 
     let failed = ok(anamo(&h, &["sample", "list", "--state", "failed"]));
     let samples: Vec<&str> = failed
