@@ -98,6 +98,13 @@ pub struct SimulateArgs {
     /// Steps do not depend on each other.
     #[arg(long, help_heading = "Fleet (without --manifests)")]
     pub independent_steps: bool,
+    /// Fleet: the instances' type, priced by the shipped on-demand table (us-east-1).
+    #[arg(long, help_heading = "Fleet (without --manifests)")]
+    pub instance_type: Option<String>,
+    /// Fleet: what one instance costs per hour, in dollars [default: the --instance-type's
+    /// shipped price; without either, instance time is reported unpriced].
+    #[arg(long, help_heading = "Fleet (without --manifests)")]
+    pub price_per_instance_hour: Option<f64>,
 
     /// Time between controller passes [default: the Controller manifest's, else 10s].
     #[arg(long, value_parser = parse_duration, help_heading = "Simulation")]
@@ -187,6 +194,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         Some(p) => Some(crate::manifest::load(p).map_err(|e| anyhow::anyhow!("{e}"))?),
         None => None,
     };
+    if let Some(p) = args.price_per_instance_hour {
+        anyhow::ensure!(
+            p.is_finite() && p >= 0.0,
+            "--price-per-instance-hour {p}: give dollars per instance-hour, 0 or more (e.g. 0.096)"
+        );
+    }
     let defaults = fleet_defaults(&args);
     let fleets = sim::fleets_for(
         &trace,
@@ -237,6 +250,8 @@ pub(super) fn fleet_defaults(args: &SimulateArgs) -> FleetDefaults {
         boot_timeout: args.boot_timeout,
         lease_ttl: args.lease_ttl,
         idle_exit: args.idle_exit,
+        instance_type: args.instance_type.clone(),
+        price_per_instance_hour: args.price_per_instance_hour,
     }
 }
 
@@ -286,9 +301,13 @@ pub fn render(r: &SimReport) -> String {
     out.push_str(&steps_table(r));
     out.push('\n');
     out.push_str(&policies_table(r));
+    out.push('\n');
+    out.push_str(&costs_table(r));
     out.push_str(
         "\nRATIO = instance-hours / lower bound (sum of task time / slots per instance); \
-         BUSY KILLED = instances terminated with busy slots.\n",
+         BUSY KILLED = instances terminated with busy slots. Cost as `anamo status` counts it: \
+         per-second billing with a 60 s minimum, IDLE/BOOT = share of the cost with idle \
+         slots/booting, $/TASK per succeeded task.\n",
     );
     for p in &r.policies {
         out.push_str(&format!("  {}: {}\n", p.policy.as_str(), p.description));
@@ -348,6 +367,35 @@ fn policies_table(r: &SimReport) -> String {
             format!("{}/{}", hms(p.mean_wait_s), hms(p.p95_wait_s)),
             p.unfinished.to_string(),
         ]);
+    }
+    t.render()
+}
+
+/// Each policy's cost, in all and per step (the fields of `anamo status`).
+fn costs_table(r: &SimReport) -> String {
+    let mut t = Table::new([
+        "POLICY",
+        "STEP",
+        "COST",
+        "$/TASK",
+        "IDLE",
+        "BOOT",
+        "UNPRICED-H",
+    ]);
+    for p in &r.policies {
+        let all = std::iter::once(("all", &p.cost));
+        let steps = p.step_costs.iter().map(|s| (s.step.as_str(), &s.cost));
+        for (step, c) in all.chain(steps) {
+            t.row([
+                p.policy.as_str().to_string(),
+                step.to_string(),
+                format!("${:.2}", c.totals.dollars),
+                c.per_task.map_or("-".into(), |d| format!("${d:.4}")),
+                format!("{:.0}%", c.idle_share * 100.0),
+                format!("{:.0}%", c.boot_share * 100.0),
+                format!("{:.2}", c.totals.unpriced_ms as f64 / 3_600_000.0),
+            ]);
+        }
     }
     t.render()
 }

@@ -95,12 +95,18 @@ impl Policy for Anamo {
         world.promote(now);
 
         let mut input = PlanInput::default();
-        for (fi, fleet) in world.fleets.iter().enumerate() {
+        for fi in 0..world.fleets.len() {
+            let mut policy = world.fleets[fi].policy.clone();
+            if policy.budget.is_some() {
+                // As the controller hands its cost ledger's figures to the plan.
+                policy.spend = Some(world.spend(fi));
+            }
             let instances = world.list(fi);
             let ledger = &mut self.ledgers[fi];
-            ledger.observe(Some(&instances), fleet.policy.boot_timeout, now);
+            ledger.observe(Some(&instances), policy.boot_timeout, now);
+            let fleet = &world.fleets[fi];
             input.fleets.push(FleetInput {
-                policy: fleet.policy.clone(),
+                policy,
                 step: Ok(StepView {
                     // As a controller reads it: counted up to the fleet's backlog limit.
                     backlog: Backlog::from_counts(&world.counts(fi), fleet.policy.backlog_limit()),

@@ -10,26 +10,15 @@ use super::{SimInstance, World};
 use crate::clock::Millis;
 use crate::model::{StepCounts, WorkerInfo};
 use crate::planner::estimate::RecentTasks;
-use crate::provider::{Instance, InstanceState};
+use crate::provider::Instance;
 
 impl World {
     /// `FleetProvider::list`: the fleet's instances (booting ones as `pending`).
     pub fn list(&self, fleet: usize) -> Vec<Instance> {
-        self.alive_in(fleet)
-            .map(|inst| Instance {
-                id: inst.id.clone(),
-                fleet: self.fleets[fleet].policy.fleet.clone(),
-                state: if inst.booting() {
-                    InstanceState::Pending
-                } else {
-                    InstanceState::Running
-                },
-                launched_at: inst.launched_at,
-                instance_type: None,
-                launch_batch: Some(inst.batch.clone()),
-                protected: false,
-                market: Default::default(),
-            })
+        self.alive
+            .iter()
+            .filter(|&&i| self.instances[i].fleet == fleet)
+            .map(|&i| self.listing(i))
             .collect()
     }
 
