@@ -10,7 +10,7 @@ use crate::clock::Millis;
 use crate::model::Backlog;
 use crate::planner::execute::{self, LaunchAnswer, Step};
 use crate::planner::ledger::{FleetLedger, LaunchIntent};
-use crate::planner::{self, Action, FleetInput, FleetPlan, PlanInput, StepView};
+use crate::planner::{self, Action, FleetPlan, PlanInput, StepView};
 use crate::provider::Instance;
 
 /// A scaling policy, called once per tick after the world has advanced.
@@ -121,23 +121,16 @@ impl Policy for Anamo {
                 // As the controller hands its cost ledger's figures to the plan.
                 policy.spend = Some(world.spend(fi));
             }
+            let step = StepView {
+                // As a controller reads it: counted up to the fleet's backlog limit.
+                backlog: Backlog::from_counts(&world.counts(fi), policy.backlog_limit()),
+                workers: world.registrations(fi),
+                recent: world.recent(fi),
+            };
             let instances = world.list(fi);
-            let ledger = &mut self.ledgers[fi];
-            ledger.observe(Some(&instances), policy.boot_timeout, now);
-            let fleet = &world.fleets[fi];
-            input.fleets.push(FleetInput {
-                policy,
-                step: Ok(StepView {
-                    // As a controller reads it: counted up to the fleet's backlog limit.
-                    backlog: Backlog::from_counts(&world.counts(fi), fleet.policy.backlog_limit()),
-                    workers: world.registrations(fi),
-                    recent: world.recent(fi),
-                }),
-                pending_launches: ledger.pending_launches(Some(&instances)),
-                cool_off: ledger.cool_off().cloned(),
-                instances: Ok(instances),
-                scale_in_protection: false,
-            });
+            // The simulated provider has no scale-in protection.
+            let fleet = self.ledgers[fi].reconcile(policy, Ok(step), Ok(instances), false, now);
+            input.fleets.push(fleet);
         }
         let plan = planner::plan(&input, now);
 
