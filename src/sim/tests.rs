@@ -122,6 +122,56 @@ fn cost_figures_match_the_hand_computation() {
     assert_eq!((c.totals.dollars, c.totals.unpriced_ms), (0.0, 1_920_000));
 }
 
+/// A fleet's `maxTotalCost` binds in the simulation as in the controller: the policy hands
+/// the planner what the cost ledger has accrued, and once that reaches the limit no instance
+/// is launched any more. Two waves of 20 tasks of 600 s, 3,000 s apart, on up to 20 one-slot
+/// instances at 3.6 $/h ($0.60 per task's run): the first wave costs about $14, so a $10
+/// limit leaves the second wave without instances.
+#[test]
+fn a_total_cost_limit_stops_launches() {
+    let wave = |at: u32| -> String { (0..20).map(|_| format!("a,{at},600\n")).collect() };
+    let t = trace(&format!(
+        "step,submit_time_s,duration_s\n{}{}",
+        wave(0),
+        wave(3000)
+    ));
+    let defaults = FleetDefaults {
+        max_instances: 20,
+        slots_per_instance: 1,
+        price_per_instance_hour: Some(3.6),
+        ..FleetDefaults::default()
+    };
+    let settings = SimSettings {
+        max_time: 3_600_000,
+        ..SimSettings::default()
+    };
+    let free = fleets_for(&t, None, &defaults, false).unwrap();
+    let run = |fleets: &[SimFleet]| {
+        simulate(&t, fleets, &settings, &[PolicyKind::Anamo])
+            .unwrap()
+            .report
+            .policies[0]
+            .clone()
+    };
+    let unlimited = run(&free);
+    assert_eq!(unlimited.unfinished, 0, "{unlimited:?}");
+    assert!(unlimited.cost.totals.dollars > 24.0, "{unlimited:?}");
+    let mut capped = free.clone();
+    capped[0].policy.budget = Some(crate::manifest::BudgetSpec {
+        max_instances: None,
+        max_hourly_cost: None,
+        price_per_instance_hour: Some(3.6),
+        max_total_cost: Some(10.0),
+    });
+    let limited = run(&capped);
+    assert_eq!(limited.unfinished, 20, "{limited:?}");
+    assert!(
+        (10.0..20.0).contains(&limited.cost.totals.dollars),
+        "{limited:?}"
+    );
+    assert_eq!(limited.busy_terminated, 0);
+}
+
 #[test]
 fn steps_without_a_fleet_are_refused() {
     let t = trace("step,submit_time_s,duration_s\na,0,600\nb,0,10\n");
