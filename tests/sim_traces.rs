@@ -148,11 +148,14 @@ fn waves_overhead_is_boot_scale_down_and_fragmentation() {
     };
     let default = waves_with(None, None);
     assert!(default.ratio <= 1.10, "{}", default.ratio);
-    // Once a wave is done, no task has arrived for far longer than a boot: the planner expects
-    // no work within a boot time and stops the 20 idle instances of each wave at once (the
-    // ski-rental break-even) instead of after scaleDownDelay (which cost about 1.6
-    // instance-hours here).
-    assert!(default.idle_hours < 0.5, "{}", default.idle_hours);
+    // Idle time counts idle slots (the cost ledger's idle share, in instance time): about 6.5
+    // instance-hours of it are the fragmentation at the end of each wave (an instance with one
+    // of its two slots still busy). Once a wave is done, no task has arrived for far longer
+    // than a boot: the planner expects no work within a boot time and stops the 20 idle
+    // instances of each wave at once (the ski-rental break-even) instead of after
+    // scaleDownDelay (which cost about 1.6 instance-hours here), so less than half an hour of
+    // whole instances idling comes on top.
+    assert!(default.idle_hours < 6.5 + 0.5, "{}", default.idle_hours);
     // ... and booting 90 s each: 1.5 instance-hours.
     assert!(
         (1.4..=1.6).contains(&default.boot_hours),
@@ -167,7 +170,12 @@ fn waves_overhead_is_boot_scale_down_and_fragmentation() {
     // reach: a longer one no longer keeps the waves' idle instances.
     let five_minutes = waves_with(Some(Duration::from_secs(300)), None);
     assert!(five_minutes.ratio <= 1.10, "{}", five_minutes.ratio);
-    assert!(five_minutes.idle_hours < 0.5, "{}", five_minutes.idle_hours);
+    assert!(
+        five_minutes.idle_hours < default.idle_hours + 0.5,
+        "{} vs {}",
+        five_minutes.idle_hours,
+        default.idle_hours
+    );
 }
 
 #[test]

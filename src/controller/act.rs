@@ -1,7 +1,7 @@
 //! Acting: executes a fleet's planned actions through its (instrumented) provider and the
 //! store, and records each in the fleet's ledger, the status and the metrics. Nothing is
-//! decided here: every change is an [`Action`] of the plan, except that launches the ledger
-//! holds unconfirmed are issued again (same token: only what is missing is launched).
+//! decided here: the steps, their order and what each answer means for the ledger are
+//! [`crate::planner::execute`]'s (shared with `anamo simulate`); this is the I/O around them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,9 +12,8 @@ use super::observe::{intent_key, Observed};
 use super::status::ActionRecord;
 use super::{Controller, ControllerError};
 use crate::clock::ms;
-use crate::model::WorkerState;
-use crate::planner::execute::{self, LaunchAnswer};
-use crate::planner::ledger::LaunchIntent;
+use crate::planner::execute::{self, LaunchAnswer, Step};
+use crate::planner::ledger::{FleetLedger, LaunchIntent};
 use crate::planner::{Action, FleetPlan, TerminateCause};
 use crate::provider::{
     FleetProvider, LaunchRequest, ProviderError, TAG_CONTROLLER, TAG_FLEET, TAG_LAUNCH_BATCH,
@@ -23,7 +22,8 @@ use crate::provider::{
 use crate::store::{StatusDoc, StoreError};
 
 impl Controller {
-    /// Executes one fleet's plan, stopping early if the leadership lease runs out.
+    /// Executes one fleet's plan in the steps [`execute::steps`] orders, stopping early if
+    /// the leadership lease runs out.
     pub(super) async fn act(
         &mut self,
         fp: &FleetPlan,
@@ -31,26 +31,23 @@ impl Controller {
         errors: &mut Vec<ControllerError>,
     ) {
         let fleet = fp.fleet.as_str();
-        if let Some(provider) = &obs.provider {
-            let unconfirmed = self
-                .memory
-                .get(fleet)
-                .map(|m| m.ledger.unconfirmed())
-                .unwrap_or_default();
-            for intent in unconfirmed {
-                if !self.lease_holds() {
-                    return;
-                }
-                self.launch(fp, provider, intent, "re-issued unconfirmed launch", errors)
-                    .await;
-            }
-        }
-        for action in &fp.actions {
+        let fresh = FleetLedger::fresh();
+        let ledger = self.memory.get(fleet).map_or(&fresh, |m| &m.ledger);
+        let steps = execute::steps(fp, ledger, obs.provider.is_some());
+        for step in steps {
             if !self.lease_holds() {
                 warn!(fleet, "the leadership lease ran out while acting; stopping");
                 return;
             }
-            self.act_one(fp, obs, action, errors).await;
+            match (step, &obs.provider) {
+                (Step::Reissue(intent), Some(provider)) => {
+                    let why = "re-issued unconfirmed launch";
+                    self.launch(fp, provider, intent, why, errors).await
+                }
+                (Step::Act(action), _) => self.act_one(fp, obs, action, errors).await,
+                // Re-issues are steps only where there is a provider.
+                (Step::Reissue(_), None) => {}
+            }
         }
     }
 
@@ -142,10 +139,11 @@ impl Controller {
             .filter(|w| workers.contains(&w.worker_id))
         {
             warn!(worker = w.worker_id, "{reason}");
-            let mut gone = w.clone();
-            gone.state = WorkerState::Gone;
-            gone.busy_slots = 0;
-            if let Err(e) = self.store.put_worker(&gone, self.fence()).await {
+            if let Err(e) = self
+                .store
+                .put_worker(&execute::retired(w), self.fence())
+                .await
+            {
                 if self.note_fenced(&e) {
                     return;
                 }
@@ -248,24 +246,12 @@ impl Controller {
         let res = provider.launch(&req).await;
         let now = self.clock.now();
         let (answer, error) = match res {
-            Ok(out) => {
-                // No ids: the provider does not know them yet (an Auto Scaling group picks its
-                // instances), and the whole batch is on its way.
-                let ids = out.instances.len() as u32;
-                let got = if ids == 0 { intent.count } else { ids };
-                self.metrics
-                    .launches
-                    .with_label_values(&[&name])
-                    .inc_by(u64::from(got));
-                info!(
-                    fleet = name,
-                    batch = intent.batch,
-                    launched = got,
-                    requested = intent.count,
-                    "{reason}"
-                );
-                (LaunchAnswer::Launched { ids }, None)
-            }
+            Ok(out) => (
+                LaunchAnswer::Launched {
+                    ids: out.instances.len() as u32,
+                },
+                None,
+            ),
             Err(source) => {
                 let answer = LaunchAnswer::failed(&source);
                 let text = source.to_string();
@@ -273,10 +259,23 @@ impl Controller {
                 (answer, Some(text))
             }
         };
-        let result = answer.result(now + ms(self.cfg.cool_off));
         let at_once = provider.lists_launches_immediately();
+        let cool_off = ms(self.cfg.cool_off);
         let mem = self.memory.entry(name.clone()).or_default();
-        mem.ledger.finish(&intent.batch, result, at_once);
+        let got = execute::finish_launch(&mut mem.ledger, &intent, answer, now, cool_off, at_once);
+        if error.is_none() {
+            self.metrics
+                .launches
+                .with_label_values(&[&name])
+                .inc_by(u64::from(got));
+            info!(
+                fleet = name,
+                batch = intent.batch,
+                launched = got,
+                requested = intent.count,
+                "{reason}"
+            );
+        }
         if let Err(e) = self.save_intents(&name).await {
             if !self.note_fenced(&e) {
                 warn!(fleet = name, error = %e, "cannot record launch intents");

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use tracing::{debug, warn};
 
 use super::{Controller, ControllerError, ObserveError, OBSERVE_CONCURRENCY};
-use crate::clock::{ms, Millis};
+use crate::clock::Millis;
 use crate::manifest::FleetManifest;
 use crate::model::{Backlog, WorkerInfo};
 use crate::pipeline::Graph;
@@ -255,20 +255,17 @@ fn snapshot(
         }
         None => Err(error.as_ref().map(ToString::to_string).unwrap_or_default()),
     };
-    let listed = instances.as_deref().ok();
-    ledger.observe(listed, ms(fleet.spec.boot_timeout), now);
-    let input = FleetInput {
-        policy: FleetPolicy::from_manifest(fleet),
-        step: step.clone().map_err(|e| e.store_text()),
-        instances: instances.clone(),
-        cool_off: ledger.cool_off().cloned(),
-        pending_launches: ledger.pending_launches(listed),
-        scale_in_protection: provider.as_ref().is_some_and(|p| p.scale_in_protection()),
-    };
+    let input = ledger.reconcile(
+        FleetPolicy::from_manifest(fleet),
+        step.clone().map_err(|e| e.store_text()),
+        instances,
+        provider.as_ref().is_some_and(|p| p.scale_in_protection()),
+        now,
+    );
     let obs = Observed {
         fleet: fleet.clone(),
         provider,
-        instances: instances.unwrap_or_default(),
+        instances: input.instances.clone().unwrap_or_default(),
         workers: step.map(|s| s.workers).unwrap_or_default(),
         error,
     };

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::failures::{FailedTasks, StarvedGather};
 use crate::clock::Millis;
-use crate::cost::ledger::CostTotals;
+pub use crate::cost::ledger::FleetCost;
 use crate::model::StepCounts;
 use crate::pipeline::matrix::SampleMatrix;
 use crate::planner::{Condition, ConditionStatus, FleetStatus};
@@ -70,46 +70,6 @@ pub struct FleetReport {
     /// What the fleet's instances cost so far (see [`crate::cost`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<FleetCost>,
-}
-
-/// A fleet's cost figures, as published.
-#[derive(Debug, Clone, Serialize)]
-pub struct FleetCost {
-    /// Closed and listed instances together.
-    #[serde(flatten)]
-    pub totals: CostTotals,
-    /// Instances no longer listed (what a restarted controller resumes from).
-    pub closed: CostTotals,
-    /// What the listed instances cost per hour together.
-    pub usd_per_hour: f64,
-    pub idle_share: f64,
-    pub boot_share: f64,
-    /// `dollars` per finished (succeeded or failed) task of the step, once one finished.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_task: Option<f64>,
-    /// Busy slot time's cost per finished task (boot and idle left out).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub busy_per_task: Option<f64>,
-}
-
-impl FleetCost {
-    /// The published figures of `totals`, with `finished` tasks of the step (if counted).
-    pub fn new(
-        totals: CostTotals,
-        closed: CostTotals,
-        usd_per_hour: f64,
-        finished: Option<u64>,
-    ) -> FleetCost {
-        FleetCost {
-            usd_per_hour,
-            idle_share: totals.idle_share(),
-            boot_share: totals.boot_share(),
-            per_task: finished.and_then(|n| totals.per_task(n)),
-            busy_per_task: finished.and_then(|n| totals.busy_per_task(n)),
-            closed,
-            totals,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

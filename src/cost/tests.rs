@@ -140,11 +140,55 @@ fn a_fleet_account_matches_the_hand_computation() {
     );
     assert!(close_to(t.dollars, 0.17625), "{t:?}");
     assert_eq!(t.instance_ms, 3_720_000 + 60_000);
+    // The same split in time: a boots 90 s, b 20 s + its 40 s top-up (it never got a worker).
+    assert_eq!(t.boot_ms, 150_000);
+    assert_eq!(t.busy_ms, 15_000 + 3_600_000);
+    assert_eq!(t.idle_ms, 15_000);
     assert_eq!(t.instances, 2);
     assert_eq!(ledger.usd_per_hour(), 0.0);
     assert!(close_to(t.per_task(10).unwrap(), 0.017625));
     assert!(close_to(t.busy_per_task(10).unwrap(), busy / 10.0));
     assert_eq!(t.per_task(0), None);
+}
+
+/// One instance at 3.6 $/h (a tenth of a cent a second), accrued one change at a time as the
+/// simulator does: launched at 0 s, still booting at 20 s, its worker started at 30 s and runs
+/// one task in one of its two slots from then until 40 s, when it goes: 40 s billed as 60 s.
+#[test]
+fn instances_accrued_one_at_a_time_match_the_hand_computation() {
+    let a = inst("i-a", 0, "c6i.xlarge");
+    let mut ledger = CostLedger::default();
+    ledger.observe_one(
+        20_000,
+        Listed {
+            instance: &a,
+            worker: None,
+            rate: rate(3.6),
+        },
+    );
+    let w = worker("i-a", 30, 2, 1);
+    ledger.observe_one(
+        40_000,
+        Listed {
+            instance: &a,
+            worker: Some(&w),
+            rate: rate(3.6),
+        },
+    );
+    assert!(close_to(ledger.usd_per_hour(), 3.6));
+    ledger.close_one("i-a");
+    ledger.close_one("i-never-seen");
+    let t = ledger.totals();
+    assert_eq!(ledger.closed(), &t);
+    assert_eq!(
+        (t.instance_ms, t.boot_ms, t.busy_ms, t.idle_ms),
+        (60_000, 30_000, 5_000, 25_000)
+    );
+    assert!(close_to(t.dollars, 0.060), "{t:?}");
+    assert!(close_to(t.boot_dollars, 0.030), "{t:?}");
+    assert!(close_to(t.busy_dollars, 0.005), "{t:?}");
+    assert!(close_to(t.idle_dollars, 0.025), "{t:?}");
+    assert_eq!(t.instances, 1);
 }
 
 #[test]

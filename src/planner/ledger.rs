@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CoolOff, PendingLaunch};
+use super::{CoolOff, FleetInput, FleetPolicy, PendingLaunch, StepView};
 use crate::clock::Millis;
 use crate::provider::Instance;
 
@@ -214,6 +214,29 @@ impl FleetLedger {
         self.intents.retain(|i| i.batch != batch);
     }
 
+    /// Reconciles the ledger with this pass's listing (`Err`: it failed) and gives the
+    /// planner's input for the fleet: what was observed, with the launches still on their way
+    /// and the cool-off. The controller and the simulator call it once per fleet and pass.
+    pub fn reconcile(
+        &mut self,
+        policy: FleetPolicy,
+        step: Result<StepView, String>,
+        instances: Result<Vec<Instance>, String>,
+        scale_in_protection: bool,
+        now: Millis,
+    ) -> FleetInput {
+        let listed = instances.as_deref().ok();
+        self.observe(listed, policy.boot_timeout, now);
+        FleetInput {
+            cool_off: self.cool_off().cloned(),
+            pending_launches: self.pending_launches(listed),
+            policy,
+            step,
+            instances,
+            scale_in_protection,
+        }
+    }
+
     /// Records how the launch call of `batch` ended. `lists_at_once`: the provider lists a
     /// launched instance as soon as the call returns, so nothing of the batch is pending.
     pub fn finish(&mut self, batch: &str, result: LaunchResult, lists_at_once: bool) {
@@ -384,5 +407,37 @@ mod tests {
         assert!(l.cool_off().is_some());
         l.observe(None, BOOT, 100);
         assert!(l.cool_off().is_none());
+    }
+
+    /// The planner's input carries what the listing left of the ledger: a batch half listed
+    /// is still launching the rest; with a failed listing nothing is matched.
+    #[test]
+    fn reconcile_gives_the_planner_the_launches_on_their_way() {
+        let mut l = FleetLedger::fresh();
+        l.begin("b1".into(), 2, 0, &[]);
+        l.finish("b1", LaunchResult::Launched { ids: 0 }, false);
+        let policy = crate::planner::tests::policy();
+        let listing = vec![inst("i-1", Some("b1"), 0)];
+        let input = l.reconcile(
+            policy.clone(),
+            Err("no store".into()),
+            Ok(listing),
+            false,
+            10,
+        );
+        assert_eq!(input.pending_launches.len(), 1);
+        // One unseen, plus the listed one (which the planner subtracts by its batch tag).
+        assert_eq!(input.pending_launches[0].count, 2, "{input:?}");
+        assert_eq!(l.intents()[0].unseen(), 1);
+        assert_eq!((input.policy, input.cool_off), (policy.clone(), None));
+        let failed = l.reconcile(
+            policy,
+            Err("x".into()),
+            Err("listing failed".into()),
+            false,
+            20,
+        );
+        assert_eq!(failed.instances, Err("listing failed".to_string()));
+        assert_eq!(l.intents()[0].seen.len(), 1);
     }
 }

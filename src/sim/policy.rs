@@ -8,9 +8,9 @@ use rand::seq::IndexedRandom;
 use super::world::{WorkerExit, World};
 use crate::clock::Millis;
 use crate::model::Backlog;
-use crate::planner::execute::{self, LaunchAnswer};
-use crate::planner::ledger::FleetLedger;
-use crate::planner::{self, Action, FleetInput, PlanInput, StepView};
+use crate::planner::execute::{self, LaunchAnswer, Step};
+use crate::planner::ledger::{FleetLedger, LaunchIntent};
+use crate::planner::{self, Action, FleetPlan, PlanInput, StepView};
 use crate::provider::Instance;
 
 /// A scaling policy, called once per tick after the world has advanced.
@@ -26,8 +26,10 @@ pub(crate) trait Policy {
 }
 
 /// anamo's controller: every `interval`, promote waiting tasks (housekeeping), observe each
-/// fleet, call [`planner::plan`], and execute its launches, terminations and requeues,
-/// keeping launch intents and capacity cool-offs in the controller's own [`FleetLedger`].
+/// fleet, call [`planner::plan`], and carry the plan out in the controller's own steps
+/// ([`execute::steps`]: unconfirmed launches again, launches begun in the fleet's
+/// [`FleetLedger`], each answer recorded by [`execute::finish_launch`], terminations and
+/// requeues), with the world as the provider and the store.
 pub(crate) struct Anamo {
     interval: Millis,
     cool_off: Millis,
@@ -49,29 +51,47 @@ impl Anamo {
 }
 
 impl Anamo {
-    /// Launches `count` instances of fleet `fi` as the controller does (`controller/act.rs`):
-    /// an intent in the fleet's ledger under a new batch, then the world's answer to the call.
-    fn launch(
-        &mut self,
-        world: &mut World,
-        fi: usize,
-        fleet: &str,
-        count: u32,
-        listed: &[Instance],
-    ) {
+    /// Issues the launch of `intent` for fleet `fi` to the world (the simulated provider) and
+    /// records its answer as the controller does ([`execute::finish_launch`]).
+    fn issue(&mut self, world: &mut World, fi: usize, intent: &LaunchIntent) {
         let now = world.now;
-        self.batches += 1;
-        let unique = format!("{:06}", self.batches);
-        let ledger = &mut self.ledgers[fi];
-        let intent = execute::begin_launch(ledger, fleet, &unique, count, now, listed);
-        let answer = match world.launch(fi, count, &intent.batch) {
-            Ok(n) => LaunchAnswer::Launched { ids: n },
-            // The simulated provider refuses only for want of capacity: nothing was launched.
-            Err(reason) => LaunchAnswer::Refused(reason),
+        let answer = match world.launch(fi, intent.count, &intent.batch) {
+            Ok(ids) => LaunchAnswer::Launched { ids },
+            Err(e) => LaunchAnswer::failed(&e),
         };
         // Like EC2, the simulated provider is treated as listing new instances only on the
         // next pass.
-        ledger.finish(&intent.batch, answer.result(now + self.cool_off), false);
+        let ledger = &mut self.ledgers[fi];
+        execute::finish_launch(ledger, intent, answer, now, self.cool_off, false);
+    }
+
+    /// Carries out fleet `fi`'s plan in the controller's steps ([`execute::steps`]).
+    fn execute(&mut self, world: &mut World, fi: usize, fp: &FleetPlan, listed: &[Instance]) {
+        let now = world.now;
+        for step in execute::steps(fp, &self.ledgers[fi], true) {
+            match step {
+                Step::Reissue(intent) => self.issue(world, fi, &intent),
+                Step::Act(Action::Launch { count, .. }) => {
+                    self.batches += 1;
+                    let unique = format!("{:06}", self.batches);
+                    let ledger = &mut self.ledgers[fi];
+                    let intent =
+                        execute::begin_launch(ledger, &fp.fleet, &unique, *count, now, listed);
+                    self.issue(world, fi, &intent);
+                }
+                Step::Act(Action::Terminate { ids, .. }) => world.terminate(ids),
+                Step::Act(Action::RequeueExpired { .. }) => world.requeue_expired_in(Some(fi), now),
+                // The simulated instances have no scale-in protection, and their workers never
+                // stop heartbeating while their instance is up: nothing is marked lost, retired
+                // or forgotten.
+                Step::Act(
+                    Action::MarkLost { .. }
+                    | Action::SetProtection { .. }
+                    | Action::ForgetWorkers { .. }
+                    | Action::RetireWorkers { .. },
+                ) => {}
+            }
+        }
     }
 }
 
@@ -95,42 +115,28 @@ impl Policy for Anamo {
         world.promote(now);
 
         let mut input = PlanInput::default();
-        for (fi, fleet) in world.fleets.iter().enumerate() {
+        for fi in 0..world.fleets.len() {
+            let mut policy = world.fleets[fi].policy.clone();
+            if policy.budget.is_some() {
+                // As the controller hands its cost ledger's figures to the plan.
+                policy.spend = Some(world.spend(fi));
+            }
+            let step = StepView {
+                // As a controller reads it: counted up to the fleet's backlog limit.
+                backlog: Backlog::from_counts(&world.counts(fi), policy.backlog_limit()),
+                workers: world.registrations(fi),
+                recent: world.recent(fi),
+            };
             let instances = world.list(fi);
-            let ledger = &mut self.ledgers[fi];
-            ledger.observe(Some(&instances), fleet.policy.boot_timeout, now);
-            input.fleets.push(FleetInput {
-                policy: fleet.policy.clone(),
-                step: Ok(StepView {
-                    // As a controller reads it: counted up to the fleet's backlog limit.
-                    backlog: Backlog::from_counts(&world.counts(fi), fleet.policy.backlog_limit()),
-                    workers: world.registrations(fi),
-                    recent: world.recent(fi),
-                }),
-                pending_launches: ledger.pending_launches(Some(&instances)),
-                cool_off: ledger.cool_off().cloned(),
-                instances: Ok(instances),
-                scale_in_protection: false,
-            });
+            // The simulated provider has no scale-in protection.
+            let fleet = self.ledgers[fi].reconcile(policy, Ok(step), Ok(instances), false, now);
+            input.fleets.push(fleet);
         }
         let plan = planner::plan(&input, now);
 
         for (fi, fp) in plan.fleets.iter().enumerate() {
-            for action in &fp.actions {
-                match action {
-                    Action::Launch { count, .. } => {
-                        let listed = input.fleets[fi].instances.as_deref().unwrap_or(&[]);
-                        self.launch(world, fi, &fp.fleet, *count, listed);
-                    }
-                    Action::Terminate { ids, .. } => world.terminate(ids),
-                    Action::RequeueExpired { .. } => world.requeue_expired_in(Some(fi), now),
-                    // The simulated workers and instances need no upkeep.
-                    Action::MarkLost { .. }
-                    | Action::SetProtection { .. }
-                    | Action::ForgetWorkers { .. }
-                    | Action::RetireWorkers { .. } => {}
-                }
-            }
+            let listed = input.fleets[fi].instances.as_deref().unwrap_or(&[]);
+            self.execute(world, fi, fp, listed);
         }
     }
 

@@ -18,8 +18,10 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{SimFleet, SimSettings};
 use crate::clock::Millis;
+use crate::cost::ledger::CostLedger;
 use crate::model::{WorkerInfo, WorkerState};
 
+mod cost;
 mod oracle;
 mod provider;
 mod store;
@@ -111,11 +113,6 @@ struct StepState {
 /// What happened, summed over the run.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Tally {
-    pub instance_ms: i64,
-    pub instance_ms_by_fleet: Vec<i64>,
-    pub boot_ms: i64,
-    pub idle_ms: i64,
-    pub slot_busy_ms: i64,
     pub launches: u64,
     pub launch_calls: u64,
     pub capacity_errors: u64,
@@ -162,6 +159,8 @@ pub(crate) struct World {
     pub housekeep_every_tick: bool,
     rng: ChaCha8Rng,
     pub tally: Tally,
+    /// What each fleet's instances cost (see `cost.rs`).
+    pub cost: Vec<CostLedger>,
     pub timeline: Vec<Sample>,
     next_sample: Millis,
 }
@@ -247,10 +246,8 @@ impl World {
             orphans: Vec::new(),
             exit,
             housekeep_every_tick: false,
-            tally: Tally {
-                instance_ms_by_fleet: vec![0; n_fleets],
-                ..Tally::default()
-            },
+            tally: Tally::default(),
+            cost: vec![CostLedger::default(); n_fleets],
             timeline: Vec::new(),
             next_sample: start,
         }
@@ -280,6 +277,11 @@ impl World {
             .iter()
             .map(|s| s.unsubmitted + s.waiting + s.pending + s.running)
             .sum()
+    }
+
+    /// Whether the trace has tasks of the fleet's step.
+    pub fn has_tasks(&self, fleet: usize) -> bool {
+        self.tasks.iter().any(|t| t.fleet == fleet)
     }
 
     /// Work of a fleet's step that is not running yet (pending, waiting, not yet submitted).
@@ -313,33 +315,17 @@ impl World {
         self.refresh_registrations(now);
     }
 
-    /// Last part of a tick: bill it and sample the timeline; then move the clock on.
+    /// Last part of a tick: sample the timeline; then move the clock on.
     pub fn finish_tick(&mut self) {
         let tick = self.settings.tick;
-        let mut alive = 0u32;
-        let mut busy_instances = 0u32;
-        for &i in &self.alive {
-            let inst = &self.instances[i];
-            alive += 1;
-            let busy = inst.busy();
-            self.tally.instance_ms += tick;
-            self.tally.instance_ms_by_fleet[inst.fleet] += tick;
-            self.tally.slot_busy_ms += tick * i64::from(busy);
-            if inst.booting() {
-                self.tally.boot_ms += tick;
-            } else if busy == 0 {
-                self.tally.idle_ms += tick;
-            } else {
-                busy_instances += 1;
-            }
-        }
+        let alive = self.alive.len() as u32;
         self.tally.peak_instances = self.tally.peak_instances.max(alive);
         if self.now >= self.next_sample {
             self.next_sample = self.now + SAMPLE_EVERY;
             self.timeline.push(Sample {
                 t_ms: self.now - self.start(),
                 instances: alive,
-                busy: busy_instances,
+                busy: self.alive().filter(|i| i.busy() > 0).count() as u32,
                 pending: self.steps.iter().map(|s| s.pending).sum(),
                 running: self.steps.iter().map(|s| s.running).sum(),
             });
@@ -350,6 +336,11 @@ impl World {
     fn finish_tasks(&mut self, now: Millis) {
         for k in 0..self.alive.len() {
             let i = self.alive[k];
+            let ends = |s: &Option<(usize, Millis)>| matches!(s, Some((_, at)) if *at <= now);
+            if !self.instances[i].slots.iter().any(ends) {
+                continue;
+            }
+            self.accrue(i);
             let mut finished = Vec::new();
             let inst = &mut self.instances[i];
             for slot in inst.slots.iter_mut() {
@@ -403,6 +394,7 @@ impl World {
             let inst = &self.instances[i];
             if inst.vanish_at.is_none() && inst.interrupt_at.is_some_and(|at| at <= now) {
                 self.tally.spot_interruptions += 1;
+                self.accrue(i);
                 let handed_back: Vec<usize> = self.instances[i]
                     .slots
                     .iter_mut()
@@ -545,6 +537,7 @@ impl World {
     /// Takes an instance out of the fleet (terminated by the policy, by itself, or by the
     /// cloud). Tasks still running on it return to pending when their lease expires.
     fn remove(&mut self, i: usize, now: Millis) {
+        self.close(i);
         let lease = self.fleets[self.instances[i].fleet].lease_ttl;
         let inst = &mut self.instances[i];
         inst.terminated_at = Some(now);

@@ -10,26 +10,15 @@ use super::{SimInstance, World};
 use crate::clock::Millis;
 use crate::model::{StepCounts, WorkerInfo};
 use crate::planner::estimate::RecentTasks;
-use crate::provider::{Instance, InstanceState};
+use crate::provider::{Instance, ProviderError};
 
 impl World {
     /// `FleetProvider::list`: the fleet's instances (booting ones as `pending`).
     pub fn list(&self, fleet: usize) -> Vec<Instance> {
-        self.alive_in(fleet)
-            .map(|inst| Instance {
-                id: inst.id.clone(),
-                fleet: self.fleets[fleet].policy.fleet.clone(),
-                state: if inst.booting() {
-                    InstanceState::Pending
-                } else {
-                    InstanceState::Running
-                },
-                launched_at: inst.launched_at,
-                instance_type: None,
-                launch_batch: Some(inst.batch.clone()),
-                protected: false,
-                market: Default::default(),
-            })
+        self.alive
+            .iter()
+            .filter(|&&i| self.instances[i].fleet == fleet)
+            .map(|&i| self.listing(i))
             .collect()
     }
 
@@ -67,15 +56,20 @@ impl World {
     }
 
     /// `FleetProvider::launch`: `count` instances, or a capacity error (with the configured
-    /// probability, per call).
-    pub fn launch(&mut self, fleet: usize, count: u32, batch: &str) -> Result<u32, String> {
+    /// probability, per call). `batch` is the idempotency token, as EC2's `ClientToken`: a
+    /// batch issued again launches only what it lacks.
+    pub fn launch(&mut self, fleet: usize, count: u32, batch: &str) -> Result<u32, ProviderError> {
         let now = self.now;
         self.tally.launch_calls += 1;
         let p = self.settings.capacity_error_prob;
         if p > 0.0 && self.rng.random::<f64>() < p {
             self.tally.capacity_errors += 1;
-            return Err("InsufficientInstanceCapacity (simulated)".into());
+            return Err(ProviderError::InsufficientCapacity(
+                "InsufficientInstanceCapacity (simulated)".into(),
+            ));
         }
+        let had = self.instances.iter().filter(|i| i.batch == batch).count() as u32;
+        let count = count.saturating_sub(had);
         let slots = self.fleets[fleet].policy.slots_per_instance.max(1) as usize;
         for _ in 0..count {
             let jitter = if self.settings.boot_jitter > 0 {
@@ -105,7 +99,7 @@ impl World {
             self.alive.push(idx);
         }
         self.tally.launches += u64::from(count);
-        Ok(count)
+        Ok(had + count)
     }
 
     /// `FleetProvider::terminate`, by a policy. Terminating an instance with busy slots is

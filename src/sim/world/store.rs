@@ -77,6 +77,7 @@ impl World {
             if self.steps[f].pending == 0 {
                 continue;
             }
+            self.accrue(i);
             let was_idle = self.instances[i].busy() == 0;
             let mut claimed = false;
             for s in 0..self.instances[i].slots.len() {
