@@ -12,6 +12,7 @@ mod import_graph;
 mod manifest;
 mod output;
 mod sample;
+mod sample_logs;
 mod simulate;
 mod simulate_sweep;
 mod status;
