@@ -11,12 +11,12 @@
 //!   succeeded), 4 (`anamo worker`'s flags only), 5 (progress commands).
 //! * Every flag and subcommand of the "Configuration reference" table exists.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::cli::{repo, stdout_ok as assert_ok};
 
 fn readme() -> String {
     std::fs::read_to_string(repo().join("README.md")).unwrap()
@@ -69,17 +69,6 @@ fn sh(dir: &Path, script: &str) -> Output {
         .env("ANAMO_BIN", env!("CARGO_BIN_EXE_anamo"))
         .output()
         .unwrap()
-}
-
-fn assert_ok(what: &str, out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 fn two_commands() -> (String, String) {

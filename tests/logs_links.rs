@@ -1,8 +1,8 @@
 //! Task logs reachable from where tasks are shown: the status server's
 //! `/api/tasks/{step}/{id}/log?attempt=N&tail=N` (the same reader as `anamo task logs`) on a
-//! real SQLite store with logs in a directory (`file://`), and `anamo sample show` naming each
-//! task's log and the command that prints it. Attempts are recorded through the store as a
-//! worker records them, their logs stored through the worker's own sink.
+//! real SQLite store with logs in a directory (`file://`) and in moto's S3, and `anamo sample
+//! show` naming each task's log and the command that prints it. Attempts are recorded through
+//! the store as a worker records them, their logs stored through the worker's own sink.
 
 #[macro_use]
 mod common;
@@ -10,7 +10,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::{Arc, RwLock};
 
 use anamo::controller::status::ControllerStatus;
@@ -20,7 +19,9 @@ use anamo::model::{ClaimRequest, Completion, Outcome, TaskResult, TaskSpec};
 use anamo::server::task_log::LOG_MAX_BYTES;
 use anamo::server::{log_href, serve, AppState, TaskLogs};
 use anamo::store::SharedStore;
+use common::cli::{anamo, ok};
 use common::http::{free_port, http_get, HttpResponse};
+use common::moto::{moto_endpoint, s3_bucket};
 use common::worker::{import, now, FaultyStore};
 use common::Harness;
 
@@ -308,22 +309,6 @@ async fn an_unreachable_log_storage_is_a_503_that_says_so() {
     );
 }
 
-fn anamo(dir: &Path, store: &str, args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_anamo"));
-    c.current_dir(dir).arg("--store").arg(store).args(args);
-    c.output().expect("run anamo")
-}
-
-fn stdout_of(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "anamo failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test]
 async fn sample_show_names_each_log_and_the_command_that_prints_it() {
     let h = Harness::sqlite().await;
@@ -355,7 +340,7 @@ async fn sample_show_names_each_log_and_the_command_that_prints_it() {
     attempt(&h.store, "call", None, b"", None).await;
     let align_url = sink.url().attempt_url("align", "NA12878", 2);
 
-    let show = stdout_of(&anamo(d, &h.url, &["sample", "show", "NA12878"]));
+    let show = ok(&anamo(d, &h.url, &["sample", "show", "NA12878"]));
     for want in [
         format!("align/NA12878 attempt 2: {align_url}"),
         "anamo task logs align NA12878 --attempt 2".to_string(),
@@ -367,7 +352,7 @@ async fn sample_show_names_each_log_and_the_command_that_prints_it() {
         assert!(show.contains(&want), "missing `{want}` in:\n{show}");
     }
 
-    let json = stdout_of(&anamo(d, &h.url, &["sample", "show", "NA12878", "--json"]));
+    let json = ok(&anamo(d, &h.url, &["sample", "show", "NA12878", "--json"]));
     let tasks: serde_json::Value = serde_json::from_str(&json).expect("JSON");
     let by_step: BTreeMap<String, &serde_json::Value> = tasks
         .as_array()
@@ -390,10 +375,47 @@ async fn sample_show_names_each_log_and_the_command_that_prints_it() {
     );
 
     // The command shown prints that attempt's log.
-    let printed = stdout_of(&anamo(
+    let printed = ok(&anamo(
         d,
         &h.url,
         &["task", "logs", "align", "NA12878", "--attempt", "2"],
     ));
     assert_eq!(printed, "a2\n");
+}
+
+#[tokio::test]
+async fn the_endpoint_reads_a_log_stored_in_s3() {
+    let Some(endpoint) = moto_endpoint() else {
+        return;
+    };
+    // The server reads S3 as the controller does, from the environment (nextest runs each
+    // test in its own process, so the variables reach no other test).
+    for (k, v) in [
+        ("AWS_ENDPOINT_URL_S3", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ] {
+        std::env::set_var(k, v);
+    }
+    let (s3, bucket) = s3_bucket(&endpoint).await;
+    let url = LogUrl::parse(&format!("s3://{bucket}/runs/1")).unwrap();
+    let sink = LogSink::with_s3_client(url, s3).unwrap();
+    let h = Harness::sqlite().await;
+    import(&h.store, &[TaskSpec::new("call", "NA12878/chr1", "true")]).await;
+    let log = b"aligned\ncalled\n";
+    attempt(&h.store, "call", Some(&sink), log, Some(Outcome::Succeeded)).await;
+    let addr = server(h.store.clone(), &[]).await;
+
+    let r = get(addr, &log_href("call", "NA12878/chr1", 1)).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "aligned\ncalled\n"),
+        "{}",
+        r.body
+    );
+    let key = format!("s3://{bucket}/runs/1/call/NA12878%2Fchr1/1.log");
+    assert_eq!(header(&r, "x-anamo-log-url"), Some(key));
+    let tail = get(addr, "/api/tasks/call/NA12878%2Fchr1/log?attempt=1&tail=1").await;
+    assert_eq!((tail.status, tail.body.as_str()), (200, "called\n"));
 }
