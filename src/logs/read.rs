@@ -92,7 +92,7 @@ pub enum LogReadError {
         step: String,
         id: String,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     #[error(transparent)]
     Storage(#[from] LogError),
@@ -180,14 +180,17 @@ pub fn locate(
     }
 }
 
-/// The attempt the task's result is of: the one before a running attempt, else the last.
+/// The attempt the task's result is of: the one before a running attempt, else the last;
+/// `None` without a result, or when the attempts were reset (a requeued task keeps its last
+/// result with no attempt to show it under).
 pub fn result_attempt(task: &Task) -> Option<u32> {
     task.result.as_ref()?;
-    if task.state == TaskState::Running {
-        task.attempts.checked_sub(1).filter(|n| *n > 0)
+    let n = if task.state == TaskState::Running {
+        task.attempts.checked_sub(1)
     } else {
         Some(task.attempts)
-    }
+    };
+    n.filter(|n| *n > 0)
 }
 
 /// Whether attempt `attempt` of `task` is the one running now.
@@ -275,7 +278,7 @@ pub async fn read_task_log(
         .map_err(|source| LogReadError::Store {
             step: req.step.to_string(),
             id: req.id.to_string(),
-            source,
+            source: Box::new(source),
         })?
         .ok_or_else(|| LogReadError::TaskNotFound {
             step: req.step.to_string(),
