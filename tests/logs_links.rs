@@ -31,13 +31,13 @@ async fn server(store: SharedStore, log_urls: &[(&str, &LogUrl)]) -> SocketAddr 
     let state = AppState {
         status: Arc::new(RwLock::new(ControllerStatus::new("test", "me", "sqlite"))),
         metrics: Arc::new(Metrics::new()),
-        logs: TaskLogs {
+        logs: TaskLogs::with_urls(
             store,
-            log_urls: log_urls
+            log_urls
                 .iter()
                 .map(|(step, url)| (step.to_string(), (*url).clone()))
                 .collect::<BTreeMap<_, _>>(),
-        },
+        ),
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let (bound, _task) = serve(addr, state, std::future::pending())

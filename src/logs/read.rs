@@ -26,6 +26,8 @@ pub struct LogRequest<'a> {
     /// Read at most the last this many bytes of a stored log (from the first line that
     /// starts in them) [default: all of it].
     pub max_bytes: Option<u64>,
+    /// The S3 client to read with [default: one from the environment, made for this read].
+    pub s3: Option<&'a aws_sdk_s3::Client>,
 }
 
 /// An attempt's log as read.
@@ -295,7 +297,10 @@ pub async fn read_task_log(
     match located {
         Located::TailOnly => Ok(result_tail(task, attempt, req.tail, notes)),
         Located::Stored(url) => {
-            let sink = LogSink::connect(url).await;
+            let sink = match (req.s3, &url) {
+                (Some(client), LogUrl::S3 { .. }) => LogSink::with_s3_client(url, client.clone())?,
+                _ => LogSink::connect(url).await,
+            };
             read_stored(task, attempt, sink, req, notes).await
         }
     }

@@ -9,12 +9,14 @@
 //! storage refuses.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
+use tokio::sync::OnceCell;
 
 use super::AppState;
 use crate::logs::read::{read_task_log, LogReadError, LogRequest};
@@ -42,12 +44,14 @@ pub fn log_href(step: &str, id: &str, attempt: u32) -> String {
     )
 }
 
-/// What the log endpoint reads with: the task store, and each step's `logUrl` from the
-/// manifests the controller started with (for a first attempt that has no result yet).
+/// What the log endpoint reads with: the task store, each step's `logUrl` from the
+/// manifests the controller started with (for a first attempt that has no result yet), and
+/// one S3 client, made from the environment at the first read from S3.
 #[derive(Clone)]
 pub struct TaskLogs {
     pub store: SharedStore,
     pub log_urls: BTreeMap<String, LogUrl>,
+    pub s3: Arc<OnceCell<aws_sdk_s3::Client>>,
 }
 
 impl TaskLogs {
@@ -61,7 +65,16 @@ impl TaskLogs {
                 Some((f.step().to_string(), url))
             })
             .collect();
-        TaskLogs { store, log_urls }
+        TaskLogs::with_urls(store, log_urls)
+    }
+
+    /// `store` and the given steps' `logUrl`s.
+    pub fn with_urls(store: SharedStore, log_urls: BTreeMap<String, LogUrl>) -> TaskLogs {
+        TaskLogs {
+            store,
+            log_urls,
+            s3: Arc::default(),
+        }
     }
 }
 
@@ -76,6 +89,7 @@ pub(super) async fn task_log(
     Path((step, id)): Path<(String, String)>,
     Query(q): Query<LogQuery>,
 ) -> Response {
+    let s3 = s.logs.s3.get_or_init(crate::aws_client::s3_client).await;
     let req = LogRequest {
         step: &step,
         id: &id,
@@ -83,6 +97,7 @@ pub(super) async fn task_log(
         fallback: s.logs.log_urls.get(&step),
         tail: q.tail,
         max_bytes: Some(LOG_MAX_BYTES),
+        s3: Some(s3),
         ..LogRequest::default()
     };
     let log = match read_task_log(s.logs.store.as_ref(), &req).await {
