@@ -1,28 +1,12 @@
 //! `task list` says why: the REASON column (with when a retrying task is due), and the
 //! `held` and `retrying` states accepted by `--state`.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
 use anamo::model::{ClaimRequest, Completion, Outcome, TaskResult, TaskState};
 use anamo::pipeline::RetryDelay;
 use anamo::store::StoreUrl;
-
-fn anamo(dir: &Path, store: &str, args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_anamo"));
-    c.current_dir(dir).arg("--store").arg(store).args(args);
-    c.output().expect("run anamo")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "anamo failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
+use common::cli::{anamo, ok};
 
 #[tokio::test]
 async fn task_list_shows_why_and_when_a_retry_is_due() {

@@ -3,27 +3,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn anamo(dir: &Path, store: &str, args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_anamo"));
-    c.current_dir(dir).arg("--store").arg(store).args(args);
-    if let Ok(endpoint) = std::env::var("ANAMO_TEST_DYNAMODB_ENDPOINT") {
-        c.env("AWS_ENDPOINT_URL", endpoint);
-    }
-    c.output().expect("run anamo")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "anamo failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
+use common::cli::{anamo, ok};
 
 fn tsv(n: usize, bad_line: Option<usize>) -> String {
     let mut s = String::from("id\tstep\tscript\n");

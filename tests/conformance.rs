@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use anamo::model::{
-    ClaimRequest, Completion, LeaseRef, Outcome, TaskFilter, TaskResult, TaskSpec, TaskState,
-    WorkerInfo, WorkerState,
+    Claim, ClaimRequest, Completion, LeaseRef, Outcome, RequeueReport, TaskFilter, TaskResult,
+    TaskSpec, TaskState, WorkerInfo, WorkerState,
 };
 use anamo::store::{SharedStore, StatusDoc, StoreError};
 
@@ -48,6 +48,37 @@ fn done(outcome: Outcome, worker: &str, code: i32) -> Completion {
             ..Default::default()
         },
     }
+}
+
+/// Claims one task of `step` for `owner` at `now`; there must be one.
+async fn claim(store: &SharedStore, step: &str, owner: &str, now: i64) -> Claim {
+    store
+        .claim(&req(step, owner), now)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("a pending task of {step} for {owner}"))
+}
+
+/// Requeues the expired leases of `step` at `now`, unfenced.
+async fn requeue(store: &SharedStore, step: &str, now: i64) -> RequeueReport {
+    store
+        .requeue_expired(step, now, anamo::store::Fence::Unfenced)
+        .await
+        .unwrap()
+}
+
+/// Ends the attempt of `lease` as [`done`] says, at `now`.
+async fn finish(
+    store: &SharedStore,
+    lease: &LeaseRef,
+    outcome: Outcome,
+    worker: &str,
+    code: i32,
+    now: i64,
+) -> Result<TaskState, StoreError> {
+    store
+        .complete(lease, &done(outcome, worker, code), now)
+        .await
 }
 
 fn assert_lease_lost<T: std::fmt::Debug>(r: Result<T, StoreError>) {
@@ -96,12 +127,7 @@ mod cases {
                         assert_eq!(c.task.state, TaskState::Running);
                         assert_eq!(c.task.attempts, 1);
                         assert_eq!(c.task.lease.as_ref().map(|l| &l.token), Some(&c.token));
-                        let st = store
-                            .complete(
-                                &LeaseRef::new("align", c.task.id(), &c.token),
-                                &done(Outcome::Succeeded, &owner, 0),
-                                T0 + 2,
-                            )
+                        let st = finish(&store, &c.lease(), Outcome::Succeeded, &owner, 0, T0 + 2)
                             .await
                             .unwrap();
                         assert_eq!(st, TaskState::Succeeded);
@@ -145,20 +171,17 @@ mod cases {
         // Each task of a batch is leased on its own: one fenced write does not touch another.
         let (a, b) = (&rest[0], &rest[1]);
         assert_lease_lost(
-            store
-                .complete(
-                    &LeaseRef::new("align", a.task.id(), &b.token),
-                    &done(Outcome::Succeeded, "w", 0),
-                    T0,
-                )
-                .await,
-        );
-        store
-            .complete(
-                &LeaseRef::new("align", a.task.id(), &a.token),
-                &done(Outcome::Succeeded, "w", 0),
+            finish(
+                &store,
+                &LeaseRef::new("align", a.task.id(), &b.token),
+                Outcome::Succeeded,
+                "w",
+                0,
                 T0,
             )
+            .await,
+        );
+        finish(&store, &a.lease(), Outcome::Succeeded, "w", 0, T0)
             .await
             .unwrap();
     }
@@ -174,7 +197,7 @@ mod cases {
         let mut tasks = specs("align", 10);
         tasks[7].priority = 5;
         store.import(&tasks, T0).await.unwrap();
-        let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+        let c = claim(&store, "align", "w", T0).await;
         assert_eq!(c.task.id(), "s00007");
     }
 
@@ -183,16 +206,12 @@ mod cases {
     /// another claimer took meanwhile is never taken again.
     pub async fn new_pending_tasks_come_before_earlier_candidates(store: SharedStore) {
         store.import(&specs("align", 10), T0).await.unwrap();
-        let first = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+        let first = claim(&store, "align", "w", T0).await;
         assert_eq!(first.task.id(), "s00000");
         let mut urgent = TaskSpec::new("align", "urgent", "echo urgent");
         urgent.priority = 9;
         store.import(&[urgent], T0 + 1).await.unwrap();
-        let next = store
-            .claim(&req("align", "w"), T0 + 2)
-            .await
-            .unwrap()
-            .unwrap();
+        let next = claim(&store, "align", "w", T0 + 2).await;
         assert_eq!(
             next.task.id(),
             "urgent",
@@ -202,21 +221,13 @@ mod cases {
             .release(&LeaseRef::new("align", "urgent", &next.token), T0 + 3)
             .await
             .unwrap();
-        let again = store
-            .claim(&req("align", "w"), T0 + 4)
-            .await
-            .unwrap()
-            .unwrap();
+        let again = claim(&store, "align", "w", T0 + 4).await;
         assert_eq!(
             again.task.id(),
             "urgent",
             "a handed back task of higher priority first"
         );
-        let then = store
-            .claim(&req("align", "w"), T0 + 5)
-            .await
-            .unwrap()
-            .unwrap();
+        let then = claim(&store, "align", "w", T0 + 5).await;
         assert_eq!(then.task.id(), "s00001", "then the queue in order again");
     }
 
@@ -256,7 +267,7 @@ mod cases {
 
     pub async fn claim_sets_lease(store: SharedStore) {
         store.import(&specs("align", 1), T0).await.unwrap();
-        let c = store.claim(&req("align", "w1"), T0).await.unwrap().unwrap();
+        let c = claim(&store, "align", "w1", T0).await;
         assert_eq!(c.expires_at, T0 + TTL);
         let t = store.get("align", "s00000").await.unwrap().unwrap();
         assert_eq!(t.state, TaskState::Running);
@@ -269,7 +280,7 @@ mod cases {
 
     pub async fn heartbeat_extends_only_with_the_token(store: SharedStore) {
         store.import(&specs("align", 1), T0).await.unwrap();
-        let c = store.claim(&req("align", "w1"), T0).await.unwrap().unwrap();
+        let c = claim(&store, "align", "w1", T0).await;
         let exp = store
             .heartbeat(
                 &LeaseRef::new("align", "s00000", &c.token),
@@ -280,10 +291,7 @@ mod cases {
             .unwrap();
         assert_eq!(exp, T0 + 30_000 + TTL);
         // Not expired at the original expiry any more.
-        let r = store
-            .requeue_expired("align", T0 + TTL + 1, anamo::store::Fence::Unfenced)
-            .await
-            .unwrap();
+        let r = requeue(&store, "align", T0 + TTL + 1).await;
         assert!(r.requeued.is_empty());
         assert_lease_lost(
             store
@@ -299,72 +307,57 @@ mod cases {
 
     pub async fn zombie_cannot_overwrite_a_reclaimed_task(store: SharedStore) {
         store.import(&specs("align", 1), T0).await.unwrap();
-        let a = store
-            .claim(&req("align", "zombie"), T0)
-            .await
-            .unwrap()
-            .unwrap();
-        let r = store
-            .requeue_expired("align", T0 + TTL + 1, anamo::store::Fence::Unfenced)
-            .await
-            .unwrap();
+        let a = claim(&store, "align", "zombie", T0).await;
+        let r = requeue(&store, "align", T0 + TTL + 1).await;
         assert_eq!(r.requeued, vec!["s00000".to_string()]);
-        let b = store
-            .claim(&req("align", "fresh"), T0 + TTL + 2)
-            .await
-            .unwrap()
-            .unwrap();
+        let b = claim(&store, "align", "fresh", T0 + TTL + 2).await;
         assert_ne!(a.token, b.token);
         assert_eq!(b.task.attempts, 2);
+        assert_lease_lost(store.heartbeat(&a.lease(), TTL, T0 + TTL + 3).await);
         assert_lease_lost(
-            store
-                .heartbeat(
-                    &LeaseRef::new("align", "s00000", &a.token),
-                    TTL,
-                    T0 + TTL + 3,
-                )
-                .await,
-        );
-        assert_lease_lost(
-            store
-                .complete(
-                    &LeaseRef::new("align", "s00000", &a.token),
-                    &done(Outcome::Succeeded, "zombie", 0),
-                    T0 + TTL + 3,
-                )
-                .await,
-        );
-        assert_lease_lost(
-            store
-                .release(&LeaseRef::new("align", "s00000", &a.token), T0 + TTL + 3)
-                .await,
-        );
-        store
-            .complete(
-                &LeaseRef::new("align", "s00000", &b.token),
-                &done(Outcome::Succeeded, "fresh", 0),
-                T0 + TTL + 4,
+            finish(
+                &store,
+                &a.lease(),
+                Outcome::Succeeded,
+                "zombie",
+                0,
+                T0 + TTL + 3,
             )
-            .await
-            .unwrap();
+            .await,
+        );
+        assert_lease_lost(store.release(&a.lease(), T0 + TTL + 3).await);
+        finish(
+            &store,
+            &b.lease(),
+            Outcome::Succeeded,
+            "fresh",
+            0,
+            T0 + TTL + 4,
+        )
+        .await
+        .unwrap();
         // The zombie's late completion after the fresh one is rejected too: exactly one result.
         assert_lease_lost(
-            store
-                .complete(
-                    &LeaseRef::new("align", "s00000", &a.token),
-                    &done(Outcome::Failed, "zombie", 1),
-                    T0 + TTL + 5,
-                )
-                .await,
+            finish(
+                &store,
+                &a.lease(),
+                Outcome::Failed,
+                "zombie",
+                1,
+                T0 + TTL + 5,
+            )
+            .await,
         );
         assert_lease_lost(
-            store
-                .complete(
-                    &LeaseRef::new("align", "s00000", &b.token),
-                    &done(Outcome::Failed, "fresh", 1),
-                    T0 + TTL + 5,
-                )
-                .await,
+            finish(
+                &store,
+                &b.lease(),
+                Outcome::Failed,
+                "fresh",
+                1,
+                T0 + TTL + 5,
+            )
+            .await,
         );
         let t = store.get("align", "s00000").await.unwrap().unwrap();
         assert_eq!(t.state, TaskState::Succeeded);
@@ -376,22 +369,13 @@ mod cases {
 
     pub async fn expired_leases_are_requeued(store: SharedStore) {
         store.import(&specs("align", 3), T0).await.unwrap();
-        let a = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
-        let _b = store
-            .claim(&req("align", "w"), T0 + 10_000)
+        let a = claim(&store, "align", "w", T0).await;
+        let _b = claim(&store, "align", "w", T0 + 10_000).await;
+        assert!(requeue(&store, "align", T0 + TTL - 1)
             .await
-            .unwrap()
-            .unwrap();
-        assert!(store
-            .requeue_expired("align", T0 + TTL - 1, anamo::store::Fence::Unfenced)
-            .await
-            .unwrap()
             .requeued
             .is_empty());
-        let r = store
-            .requeue_expired("align", T0 + TTL + 1, anamo::store::Fence::Unfenced)
-            .await
-            .unwrap();
+        let r = requeue(&store, "align", T0 + TTL + 1).await;
         assert_eq!(r.requeued, vec![a.task.spec.id.clone()]);
         assert!(r.failed.is_empty());
         let t = store.get("align", a.task.id()).await.unwrap().unwrap();
@@ -402,10 +386,8 @@ mod cases {
         let c = store.counts("align").await.unwrap();
         assert_eq!((c.pending, c.running), (2, 1));
         // Other steps are untouched.
-        assert!(store
-            .requeue_expired("call", T0 + 10 * TTL, anamo::store::Fence::Unfenced)
+        assert!(requeue(&store, "call", T0 + 10 * TTL)
             .await
-            .unwrap()
             .requeued
             .is_empty());
     }
@@ -416,13 +398,10 @@ mod cases {
         store.import(&[t], T0).await.unwrap();
         let mut now = T0;
         for attempt in 1..=2 {
-            let c = store.claim(&req("align", "w"), now).await.unwrap().unwrap();
+            let c = claim(&store, "align", "w", now).await;
             assert_eq!(c.task.attempts, attempt);
             now += TTL + 1;
-            let r = store
-                .requeue_expired("align", now, anamo::store::Fence::Unfenced)
-                .await
-                .unwrap();
+            let r = requeue(&store, "align", now).await;
             if attempt == 1 {
                 assert_eq!(r.requeued, vec!["S1".to_string()]);
             } else {
@@ -444,51 +423,49 @@ mod cases {
         a.max_attempts = 2;
         let b = TaskSpec::new("align", "B", "false");
         store.import(&[a, b], T0).await.unwrap();
-        let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+        let c = claim(&store, "align", "w", T0).await;
         assert_eq!(c.task.id(), "A");
-        let st = store
-            .complete(
-                &LeaseRef::new("align", "A", &c.token),
-                &done(Outcome::Failed, "w", 3),
-                T0 + 1,
-            )
-            .await
-            .unwrap();
+        let st = finish(
+            &store,
+            &LeaseRef::new("align", "A", &c.token),
+            Outcome::Failed,
+            "w",
+            3,
+            T0 + 1,
+        )
+        .await
+        .unwrap();
         assert_eq!(st, TaskState::Pending, "attempt 1 of 2 failed: retried");
         let t = store.get("align", "A").await.unwrap().unwrap();
         assert_eq!(t.result.as_ref().and_then(|r| r.exit_code), Some(3));
         assert!(t.lease.is_none());
         // B is older in the pending queue now (A became pending again at T0+1).
-        let c = store
-            .claim(&req("align", "w"), T0 + 2)
-            .await
-            .unwrap()
-            .unwrap();
+        let c = claim(&store, "align", "w", T0 + 2).await;
         assert_eq!(c.task.id(), "B");
-        let st = store
-            .complete(
-                &LeaseRef::new("align", "B", &c.token),
-                &done(Outcome::FailedPermanently, "w", 2),
-                T0 + 3,
-            )
-            .await
-            .unwrap();
+        let st = finish(
+            &store,
+            &LeaseRef::new("align", "B", &c.token),
+            Outcome::FailedPermanently,
+            "w",
+            2,
+            T0 + 3,
+        )
+        .await
+        .unwrap();
         assert_eq!(st, TaskState::Failed, "a fail-now exit code is not retried");
-        let c = store
-            .claim(&req("align", "w"), T0 + 4)
-            .await
-            .unwrap()
-            .unwrap();
+        let c = claim(&store, "align", "w", T0 + 4).await;
         assert_eq!(c.task.id(), "A");
         assert_eq!(c.task.attempts, 2);
-        let st = store
-            .complete(
-                &LeaseRef::new("align", "A", &c.token),
-                &done(Outcome::Failed, "w", 3),
-                T0 + 5,
-            )
-            .await
-            .unwrap();
+        let st = finish(
+            &store,
+            &LeaseRef::new("align", "A", &c.token),
+            Outcome::Failed,
+            "w",
+            3,
+            T0 + 5,
+        )
+        .await
+        .unwrap();
         assert_eq!(st, TaskState::Failed);
         let t = store.get("align", "A").await.unwrap().unwrap();
         assert_eq!(t.reason.as_deref(), Some("exit 3"));
@@ -498,7 +475,7 @@ mod cases {
 
     pub async fn release_hands_back_without_counting(store: SharedStore) {
         store.import(&specs("align", 1), T0).await.unwrap();
-        let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+        let c = claim(&store, "align", "w", T0).await;
         store
             .release(&LeaseRef::new("align", "s00000", &c.token), T0 + 1)
             .await
@@ -511,11 +488,7 @@ mod cases {
                 .release(&LeaseRef::new("align", "s00000", &c.token), T0 + 2)
                 .await,
         );
-        let c2 = store
-            .claim(&req("align", "w2"), T0 + 3)
-            .await
-            .unwrap()
-            .unwrap();
+        let c2 = claim(&store, "align", "w2", T0 + 3).await;
         assert_eq!(c2.task.attempts, 1);
     }
 
@@ -525,24 +498,11 @@ mod cases {
         let mut dep = TaskSpec::new("joint", "s00000", "true");
         dep.depends_on = vec!["call".into()];
         store.import(&[dep], T0).await.unwrap();
-        let c = store
-            .claim(&req("align", "w"), T0 + 200)
-            .await
-            .unwrap()
-            .unwrap();
-        store
-            .complete(
-                &LeaseRef::new("align", c.task.id(), &c.token),
-                &done(Outcome::Succeeded, "w", 0),
-                T0 + 300,
-            )
+        let c = claim(&store, "align", "w", T0 + 200).await;
+        finish(&store, &c.lease(), Outcome::Succeeded, "w", 0, T0 + 300)
             .await
             .unwrap();
-        store
-            .claim(&req("align", "w"), T0 + 400)
-            .await
-            .unwrap()
-            .unwrap();
+        claim(&store, "align", "w", T0 + 400).await;
         store.cancel("align", "s00004", T0 + 500).await.unwrap();
         let a = store.counts("align").await.unwrap();
         assert_eq!(a.step, "align");
@@ -619,13 +579,8 @@ mod cases {
         let tasks = specs("align", 50);
         let r = store.import(&tasks, T0).await.unwrap();
         assert_eq!((r.inserted, r.unchanged), (50, 0));
-        let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
-        store
-            .complete(
-                &LeaseRef::new("align", c.task.id(), &c.token),
-                &done(Outcome::Succeeded, "w", 0),
-                T0 + 1,
-            )
+        let c = claim(&store, "align", "w", T0).await;
+        finish(&store, &c.lease(), Outcome::Succeeded, "w", 0, T0 + 1)
             .await
             .unwrap();
         let r = store.import(&tasks, T0 + 2).await.unwrap();
@@ -671,7 +626,7 @@ mod cases {
         assert_eq!(got.spec, t);
         assert_eq!(got.created_at, T0);
         assert_eq!(got.state, TaskState::Pending);
-        let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+        let c = claim(&store, "align", "w", T0).await;
         assert_eq!(c.task.spec, t);
     }
 
@@ -692,17 +647,12 @@ mod cases {
         );
         // s00000 succeeds, s00001 fails permanently, s00002 still running.
         for (outcome, code) in [(Outcome::Succeeded, 0), (Outcome::FailedPermanently, 2)] {
-            let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
-            store
-                .complete(
-                    &LeaseRef::new("align", c.task.id(), &c.token),
-                    &done(outcome, "w", code),
-                    T0 + 1,
-                )
+            let c = claim(&store, "align", "w", T0).await;
+            finish(&store, &c.lease(), outcome, "w", code, T0 + 1)
                 .await
                 .unwrap();
         }
-        store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+        claim(&store, "align", "w", T0).await;
         let plain = anamo::store::graph::empty_graph();
         let promote =
             |at| anamo::store::promote::promote_waiting(store.as_ref(), &plain, "call", at);
@@ -725,17 +675,13 @@ mod cases {
         // Promotion is idempotent.
         let r = promote(T0 + 3).await.unwrap();
         assert_eq!((r.promoted, r.failed), (0, 0));
-        let c = store
-            .claim(&req("call", "w"), T0 + 4)
-            .await
-            .unwrap()
-            .unwrap();
+        let c = claim(&store, "call", "w", T0 + 4).await;
         assert_eq!(c.task.id(), "s00000");
     }
 
     pub async fn admin_requeue_cancel_delete(store: SharedStore) {
         store.import(&specs("align", 3), T0).await.unwrap();
-        let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
+        let c = claim(&store, "align", "w", T0).await;
         let id = c.task.spec.id.clone();
         // Running: requeue refused without force.
         match store.requeue("align", &id, false, T0 + 1).await {
@@ -764,20 +710,12 @@ mod cases {
         let t = store.get("align", &id).await.unwrap().unwrap();
         assert_eq!((t.state, t.attempts), (TaskState::Pending, 0));
         // Force-requeue of a running task revokes its lease.
-        let c = store
-            .claim(&req("align", "w"), T0 + 6)
-            .await
-            .unwrap()
-            .unwrap();
+        let c = claim(&store, "align", "w", T0 + 6).await;
         store
             .requeue("align", c.task.id(), true, T0 + 7)
             .await
             .unwrap();
-        assert_lease_lost(
-            store
-                .heartbeat(&LeaseRef::new("align", c.task.id(), &c.token), TTL, T0 + 8)
-                .await,
-        );
+        assert_lease_lost(store.heartbeat(&c.lease(), TTL, T0 + 8).await);
         // Not found errors.
         assert!(matches!(
             store.cancel("align", "nope", T0).await,
@@ -799,13 +737,8 @@ mod cases {
     pub async fn list_filters(store: SharedStore) {
         store.import(&specs("align", 4), T0).await.unwrap();
         store.import(&specs("call", 2), T0).await.unwrap();
-        let c = store.claim(&req("align", "w"), T0).await.unwrap().unwrap();
-        store
-            .complete(
-                &LeaseRef::new("align", c.task.id(), &c.token),
-                &done(Outcome::Succeeded, "w", 0),
-                T0 + 1,
-            )
+        let c = claim(&store, "align", "w", T0).await;
+        finish(&store, &c.lease(), Outcome::Succeeded, "w", 0, T0 + 1)
             .await
             .unwrap();
         let all = store.list(&TaskFilter::default()).await.unwrap();
@@ -927,11 +860,7 @@ mod cases {
             "the low-priority task waits longest"
         );
         // Claiming takes the high-priority task; the oldest is still the low one.
-        let claim = store
-            .claim(&req("align", "w"), T0 + 1_000)
-            .await
-            .unwrap()
-            .unwrap();
+        let claim = claim(&store, "align", "w", T0 + 1_000).await;
         assert_eq!(claim.task.id(), "high");
         assert_eq!(
             store.counts("align").await.unwrap().oldest_pending_at,
@@ -950,13 +879,8 @@ mod cases {
         .enumerate()
         {
             let at = T0 + 1_000 * (i as i64 + 1);
-            let c = store.claim(&req("align", "w"), at).await.unwrap().unwrap();
-            store
-                .complete(
-                    &LeaseRef::new("align", c.task.id(), &c.token),
-                    &done(outcome, "w", i as i32),
-                    at,
-                )
+            let c = claim(&store, "align", "w", at).await;
+            finish(&store, &c.lease(), outcome, "w", i as i32, at)
                 .await
                 .unwrap();
         }

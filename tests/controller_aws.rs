@@ -18,7 +18,7 @@ use anamo::model::{TaskSpec, TaskState, WorkerInfo, WorkerState};
 use anamo::planner::{ConditionStatus, ConditionType};
 use anamo::provider::fault::Op;
 use anamo::provider::{TAG_CONTROLLER, TAG_FLEET, TAG_LAUNCH_BATCH, TAG_STEP};
-use common::controller_aws::{tail, AwsWorld, FleetYaml};
+use common::controller_aws::{pass, tail, AwsWorld, FleetYaml};
 use common::moto::{unique, Fault};
 use common::worker::{spawn_worker, WorkerProcess};
 
@@ -71,9 +71,7 @@ async fn launch_template_fleet_scales_with_the_backlog_and_back_down() {
 
     let factory = w.factory();
     let mut c = w.controller(&yaml, system_clock(), &factory, |_| {});
-    let r = c.reconcile_once().await;
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    let plan = r.plan.unwrap();
+    let plan = pass(&mut c).await;
     assert_eq!(
         plan.fleet("align").unwrap().launch_count(),
         3,
@@ -131,9 +129,7 @@ async fn launch_template_fleet_scales_with_the_backlog_and_back_down() {
     let mut terminated: Vec<(Duration, String)> = Vec::new();
     let mut terminated_while_another_was_busy = false;
     loop {
-        let r = c.reconcile_once().await;
-        assert!(r.errors.is_empty(), "{:?}", r.errors);
-        let plan = r.plan.unwrap();
+        let plan = pass(&mut c).await;
         let fp = plan.fleet("align").unwrap();
         assert_eq!(fp.launch_count(), 0, "no launch beyond the first: {fp:?}");
         let store_workers = w.store().list_workers(Some("align")).await.unwrap();
@@ -276,9 +272,8 @@ async fn a_controller_killed_right_after_run_instances_launches_nothing_more_on_
     let f2 = w.factory();
     let mut second = w.controller(&yaml, system_clock(), &f2, |_| {});
     for _ in 0..3 {
-        let r = second.reconcile_once().await;
-        assert!(r.errors.is_empty(), "{:?}", r.errors);
-        assert_eq!(r.plan.unwrap().fleet("align").unwrap().launch_count(), 0);
+        let plan = pass(&mut second).await;
+        assert_eq!(plan.fleet("align").unwrap().launch_count(), 0);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let p2 = f2.provider_for(&yaml, "align");
@@ -286,12 +281,7 @@ async fn a_controller_killed_right_after_run_instances_launches_nothing_more_on_
         p2.launches().is_empty(),
         "the batch's instances are listed: nothing to re-issue"
     );
-    assert_eq!(w.run_instances_calls(), 1, "no second RunInstances");
-    assert_eq!(
-        w.instances("align").await.len(),
-        3,
-        "no duplicate instances"
-    );
+    w.assert_launched_once("align", 3).await;
 }
 
 #[tokio::test]
@@ -339,17 +329,11 @@ async fn a_launch_whose_response_was_lost_is_not_repeated_after_a_restart() {
     );
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let r = second.reconcile_once().await;
-        assert!(r.errors.is_empty(), "{:?}", r.errors);
-        assert_eq!(r.plan.unwrap().fleet("align").unwrap().launch_count(), 0);
+        let plan = pass(&mut second).await;
+        assert_eq!(plan.fleet("align").unwrap().launch_count(), 0);
     }
     assert_eq!(p2.launches().len(), 1);
-    assert_eq!(w.run_instances_calls(), 1);
-    assert_eq!(
-        w.instances("align").await.len(),
-        3,
-        "no duplicate instances"
-    );
+    w.assert_launched_once("align", 3).await;
 }
 
 // ---- 3. two controllers for one cluster -----------------------------------------------------
@@ -648,9 +632,7 @@ async fn a_capacity_error_stalls_the_fleet_for_the_cool_off() {
 
     for _ in 0..2 {
         clock.advance(Duration::from_secs(10));
-        let r = c.reconcile_once().await;
-        assert!(r.errors.is_empty(), "{:?}", r.errors);
-        let plan = r.plan.unwrap();
+        let plan = pass(&mut c).await;
         let fp = plan.fleet("align").unwrap();
         assert_eq!(fp.launch_count(), 0, "no launch during the cool-off");
         let stalled = fp.condition(ConditionType::Stalled).unwrap();
@@ -682,9 +664,7 @@ async fn a_capacity_error_stalls_the_fleet_for_the_cool_off() {
     assert_eq!(w.run_instances_calls(), 1);
 
     clock.advance(Duration::from_secs(11));
-    let r = c.reconcile_once().await;
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    let plan = r.plan.unwrap();
+    let plan = pass(&mut c).await;
     let fp = plan.fleet("align").unwrap();
     assert_eq!(fp.launch_count(), 3, "launched after the cool-off");
     assert_ne!(
@@ -729,56 +709,9 @@ async fn create_group(w: &AwsWorld) -> String {
     name
 }
 
-/// (desired capacity, member id → protected from scale-in).
-async fn describe_group(w: &AwsWorld, name: &str) -> (i32, BTreeMap<String, bool>) {
-    let out = w
-        .moto
-        .asg
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(name)
-        .send()
-        .await
-        .unwrap();
-    let g = &out.auto_scaling_groups()[0];
-    let members = g
-        .instances()
-        .iter()
-        .map(|i| {
-            (
-                i.instance_id().unwrap().to_string(),
-                i.protected_from_scale_in().unwrap_or(false),
-            )
-        })
-        .collect();
-    (g.desired_capacity().unwrap(), members)
-}
-
-/// One pass that must succeed; its plan.
-async fn pass(c: &mut anamo::controller::Controller) -> anamo::planner::Plan {
-    let r = c.reconcile_once().await;
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    r.plan.unwrap()
-}
-
 async fn register(w: &AwsWorld, instance: &str, busy: u32) {
     let now = clock::system().now();
-    w.store()
-        .put_worker(
-            &WorkerInfo {
-                worker_id: format!("w-{instance}"),
-                step: "align".into(),
-                instance_id: Some(instance.to_string()),
-                slots: 2,
-                busy_slots: busy,
-                started_at: now - 60_000,
-                last_seen: now,
-                last_busy_at: now,
-                state: WorkerState::Active,
-            },
-            anamo::store::Fence::Unfenced,
-        )
-        .await
-        .unwrap();
+    w.register_worker(instance, busy, now - 60_000, now).await;
 }
 
 #[tokio::test]
@@ -795,14 +728,14 @@ async fn an_auto_scaling_group_follows_the_backlog_and_protects_busy_instances()
     w.import("align", 6, "true").await;
     let plan = pass(&mut c).await;
     assert_eq!(plan.fleet("align").unwrap().launch_count(), 3);
-    let (desired, members) = describe_group(&w, &group).await;
+    let (desired, members) = w.moto.describe_group(&group).await;
     assert_eq!(desired, 3, "SetDesiredCapacity follows the backlog");
     assert_eq!(members.len(), 3);
     for _ in 0..2 {
         let plan = pass(&mut c).await;
         assert_eq!(plan.fleet("align").unwrap().launch_count(), 0);
     }
-    assert_eq!(describe_group(&w, &group).await.0, 3, "raised once");
+    assert_eq!(w.moto.describe_group(&group).await.0, 3, "raised once");
 
     // More work: the group grows to maxInstances.
     let more: Vec<TaskSpec> = (0..4)
@@ -819,7 +752,7 @@ async fn an_auto_scaling_group_follows_the_backlog_and_protects_busy_instances()
         "10 tasks want 5 instances; 3 are there: {:?}",
         plan.fleet("align").unwrap()
     );
-    let (desired, members) = describe_group(&w, &group).await;
+    let (desired, members) = w.moto.describe_group(&group).await;
     assert_eq!(desired, 5);
     assert_eq!(members.len(), 5);
     assert_eq!(p.launches().len(), 2, "{:?}", p.launches());
@@ -830,7 +763,7 @@ async fn an_auto_scaling_group_follows_the_backlog_and_protects_busy_instances()
         register(&w, id, u32::from(n < 2)).await;
     }
     pass(&mut c).await;
-    let (_, members) = describe_group(&w, &group).await;
+    let (_, members) = w.moto.describe_group(&group).await;
     let protected: BTreeSet<&String> = members
         .iter()
         .filter(|(_, p)| **p)
@@ -845,7 +778,7 @@ async fn an_auto_scaling_group_follows_the_backlog_and_protects_busy_instances()
     // The first one goes idle: it loses its protection.
     register(&w, &ids[0], 0).await;
     pass(&mut c).await;
-    let (desired, members) = describe_group(&w, &group).await;
+    let (desired, members) = w.moto.describe_group(&group).await;
     let protected: BTreeSet<&String> = members
         .iter()
         .filter(|(_, p)| **p)
@@ -870,7 +803,7 @@ async fn an_auto_scaling_group_whose_new_members_show_late_is_not_raised_twice()
     p.inner().lag_next_lists(3);
     let plan = pass(&mut c).await;
     assert_eq!(plan.fleet("align").unwrap().launch_count(), 3);
-    assert_eq!(describe_group(&w, &group).await.0, 3);
+    assert_eq!(w.moto.describe_group(&group).await.0, 3);
     for _ in 0..2 {
         let plan = pass(&mut c).await;
         let fp = plan.fleet("align").unwrap();
@@ -881,7 +814,7 @@ async fn an_auto_scaling_group_whose_new_members_show_late_is_not_raised_twice()
         );
         assert_eq!(fp.status.launching, 3, "{fp:?}");
     }
-    assert_eq!(describe_group(&w, &group).await.0, 3, "raised once");
+    assert_eq!(w.moto.describe_group(&group).await.0, 3, "raised once");
     // The members show up: they are the launch, not more capacity on top of it.
     let plan = pass(&mut c).await;
     let fp = plan.fleet("align").unwrap();
@@ -897,7 +830,7 @@ async fn an_auto_scaling_group_whose_new_members_show_late_is_not_raised_twice()
         .unwrap();
     let plan = pass(&mut c).await;
     assert_eq!(plan.fleet("align").unwrap().launch_count(), 2);
-    assert_eq!(describe_group(&w, &group).await.0, 5);
+    assert_eq!(w.moto.describe_group(&group).await.0, 5);
 }
 
 #[tokio::test]
@@ -914,7 +847,7 @@ async fn an_auto_scaling_group_scales_in_idle_instances_and_keeps_busy_ones() {
     let mut c = w.controller(&yaml, system_clock(), &factory, |_| {});
     w.import("align", 4, "true").await;
     pass(&mut c).await;
-    let (desired, members) = describe_group(&w, &group).await;
+    let (desired, members) = w.moto.describe_group(&group).await;
     assert_eq!(desired, 2);
     let ids: Vec<String> = members.keys().cloned().collect();
     // Their workers took every task (nothing pending any more): one is still busy, the other
@@ -953,7 +886,7 @@ async fn an_auto_scaling_group_scales_in_idle_instances_and_keeps_busy_ones() {
         "{:?}",
         plan.fleet("align").unwrap()
     );
-    let (desired, members) = describe_group(&w, &group).await;
+    let (desired, members) = w.moto.describe_group(&group).await;
     assert_eq!(
         desired, 1,
         "terminated with a decrement of the desired capacity"
@@ -971,7 +904,7 @@ async fn an_auto_scaling_group_scales_in_idle_instances_and_keeps_busy_ones() {
         .await
         .unwrap();
     pass(&mut c).await;
-    assert_eq!(describe_group(&w, &group).await.0, 1);
+    assert_eq!(w.moto.describe_group(&group).await.0, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1083,18 +1016,9 @@ async fn a_leader_that_lost_and_regained_the_lease_reloads_the_other_leaders_lau
         assert_eq!(r.role, Role::Leader);
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         let plan = r.plan.unwrap();
-        assert_eq!(
-            plan.fleet("align").unwrap().launch_count(),
-            0,
-            "{:?}",
-            plan.fleet("align").unwrap()
-        );
+        let fp = plan.fleet("align").unwrap();
+        assert_eq!(fp.launch_count(), 0, "{fp:?}");
         clock.advance(Duration::from_secs(1));
     }
-    assert_eq!(w.run_instances_calls(), 1, "no second RunInstances");
-    assert_eq!(
-        w.instances("align").await.len(),
-        3,
-        "no duplicate instances"
-    );
+    w.assert_launched_once("align", 3).await;
 }

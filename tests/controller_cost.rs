@@ -8,19 +8,13 @@ mod common;
 
 use std::time::Duration;
 
-use anamo::clock::{self, Clock, ManualClock, Millis};
+use anamo::clock::{self, Clock, ManualClock};
 use anamo::controller::status::FleetCost;
 use anamo::controller::Controller;
-use anamo::model::{WorkerInfo, WorkerState};
 use anamo::planner::{ConditionStatus, ConditionType};
-use common::controller_aws::{AwsWorld, FleetYaml};
+use common::controller_aws::{pass, AwsWorld, FleetYaml};
 
 const PRICE: f64 = 0.36;
-
-async fn pass(c: &mut Controller) {
-    let r = c.reconcile_once().await;
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-}
 
 fn cost(c: &Controller) -> serde_json::Value {
     let st = c.status().read().unwrap().clone();
@@ -31,26 +25,6 @@ fn cost(c: &Controller) -> serde_json::Value {
         .expect("fleet align");
     let cost: &Option<FleetCost> = &f.cost;
     serde_json::to_value(cost.as_ref().expect("cost figures")).unwrap()
-}
-
-async fn register(w: &AwsWorld, instance: &str, started_at: Millis, now: Millis) {
-    w.store()
-        .put_worker(
-            &WorkerInfo {
-                worker_id: format!("w-{instance}"),
-                step: "align".into(),
-                instance_id: Some(instance.to_string()),
-                slots: 2,
-                busy_slots: 2,
-                started_at,
-                last_seen: now,
-                last_busy_at: now,
-                state: WorkerState::Active,
-            },
-            anamo::store::Fence::Unfenced,
-        )
-        .await
-        .unwrap();
 }
 
 fn near(a: f64, b: f64, tolerance: f64) -> bool {
@@ -80,12 +54,12 @@ async fn instances_accrue_their_price_and_a_restarted_controller_goes_on_from_th
     // Workers registered 30 s after launch, both slots busy, seen at 60 s and at 3,660 s.
     clock.advance(Duration::from_secs(60));
     for id in &ids {
-        register(&w, id, t0 + 30_000, clock.now()).await;
+        w.register_worker(id, 2, t0 + 30_000, clock.now()).await;
     }
     pass(&mut c).await;
     clock.advance(Duration::from_secs(3600));
     for id in &ids {
-        register(&w, id, t0 + 30_000, clock.now()).await;
+        w.register_worker(id, 2, t0 + 30_000, clock.now()).await;
     }
     pass(&mut c).await;
     let open = cost(&c);

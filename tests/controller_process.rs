@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::cli;
 use common::http::{free_port, get};
 use common::process::{terminate, Kill};
 use std::process::{Command, Stdio};
@@ -50,12 +51,11 @@ fn controller_serves_runs_and_shuts_down_gracefully() {
         tasks.push_str(&format!("t{i}\twork\tsleep 0.2\n"));
     }
     std::fs::write(dir.path().join("tasks.tsv"), tasks).unwrap();
-    let st = Command::new(anamo)
-        .current_dir(dir.path())
-        .args(["--store", &store, "task", "import", "tasks.tsv"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    cli::ok(&cli::anamo(
+        dir.path(),
+        &store,
+        &["task", "import", "tasks.tsv"],
+    ));
     let port = free_port();
     let child = Command::new(anamo)
         .current_dir(dir.path())

@@ -10,59 +10,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cli::{aws_env, dynamo_and_python, repo, stdout_ok};
 use serde_json::{json, Value};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn services() -> Option<(String, PathBuf)> {
-    let endpoint = common::dynamo_endpoint()?;
-    let dir = std::env::var_os("ANAMO_SERVICES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".services"));
-    let python = dir.join("venv/bin/python");
-    if !python.exists() {
-        return common::services::missing(&format!(
-            "the moto venv's python ({}) does not exist; `scripts/test-services install` \
-             creates it",
-            python.display()
-        ));
-    }
-    Some((endpoint, python))
-}
-
-/// Dummy credentials and the endpoint, for `anamo` and boto3 alike.
-fn aws_env<'a>(cmd: &'a mut Command, endpoint: &str) -> &'a mut Command {
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("ANAMO_") || k.starts_with("AWS_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("RUST_LOG", "warn")
-}
-
-fn ok(what: &str, out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 /// The text of `## heading` in the page, up to the next `## `.
 fn section<'a>(doc: &'a str, heading: &str) -> &'a str {
@@ -165,7 +118,7 @@ fn boto3(python: &Path, endpoint: &str, table: &str, request: Value) -> Value {
         .args(["-c", BOTO3, endpoint, table, &request.to_string()])
         .output()
         .unwrap();
-    serde_json::from_str(&ok("boto3", out)).unwrap()
+    serde_json::from_str(&stdout_ok("boto3", out)).unwrap()
 }
 
 fn anamo(endpoint: &str, table: &str) -> Command {
@@ -176,14 +129,14 @@ fn anamo(endpoint: &str, table: &str) -> Command {
 
 #[test]
 fn boto3_adds_a_task_that_anamo_runs() {
-    let Some((endpoint, python)) = services() else {
+    let Some((endpoint, python)) = dynamo_and_python() else {
         return;
     };
     let doc = std::fs::read_to_string(repo().join("docs/dynamodb-table.md")).unwrap();
     let table = format!("anamo-docs-{}", uuid::Uuid::new_v4().simple());
     let dir = tempfile::tempdir().unwrap();
 
-    ok(
+    stdout_ok(
         "anamo table create",
         anamo(&endpoint, &table)
             .args(["table", "create"])
@@ -277,10 +230,10 @@ fn boto3_adds_a_task_that_anamo_runs() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    ok("anamo worker", worker.wait_with_output().unwrap());
+    stdout_ok("anamo worker", worker.wait_with_output().unwrap());
     assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), id);
 
-    let shown: Value = serde_json::from_str(&ok(
+    let shown: Value = serde_json::from_str(&stdout_ok(
         "anamo task show",
         anamo(&endpoint, &table)
             .args(["task", "show", "--step", step_name, "--id", id, "--json"])
@@ -321,7 +274,7 @@ fn boto3_adds_a_task_that_anamo_runs() {
     let result: Value = serde_json::from_str(item["result"]["S"].as_str().unwrap()).unwrap();
     assert_eq!(result["exit_code"], 0, "{result}");
 
-    ok(
+    stdout_ok(
         "anamo table delete",
         anamo(&endpoint, &table)
             .args(["table", "delete", "--yes"])

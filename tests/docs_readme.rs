@@ -11,12 +11,12 @@
 //!   succeeded), 4 (`anamo worker`'s flags only), 5 (progress commands).
 //! * Every flag and subcommand of the "Configuration reference" table exists.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::cli::{repo, stdout_ok as assert_ok};
 
 fn readme() -> String {
     std::fs::read_to_string(repo().join("README.md")).unwrap()
@@ -69,17 +69,6 @@ fn sh(dir: &Path, script: &str) -> Output {
         .env("ANAMO_BIN", env!("CARGO_BIN_EXE_anamo"))
         .output()
         .unwrap()
-}
-
-fn assert_ok(what: &str, out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 fn two_commands() -> (String, String) {
@@ -271,7 +260,7 @@ fn the_walkthrough_runs_on_sqlite() {
         "{s1}\nanamo manifest validate manifests\n{}\n",
         plan.join("\n")
     );
-    let stdout = assert_ok(&script, &sh(d, &script));
+    let stdout = assert_ok(&script, sh(d, &script));
     assert!(d.join("tasks.db").exists(), "the walkthrough's store");
     assert!(!d.join("anamo.db").exists(), "ANAMO_STORE was not honoured");
     assert!(stdout.contains("table ready: "), "{stdout}");
@@ -314,7 +303,7 @@ fn progress_after_the_run(d: &Path, s4: &str, s5: &str) {
          echo '--- json'\nanamo task show --step call --id NA12878/chr20 --json\n",
         s4.trim()
     );
-    let stdout = assert_ok(&script, &sh(d, &script));
+    let stdout = assert_ok(&script, sh(d, &script));
     let json = stdout.split("--- json\n").nth(1).unwrap();
     let task: serde_json::Value = serde_json::from_str(json).unwrap();
     assert_eq!(task["id"], "NA12878/chr20");
@@ -361,7 +350,7 @@ fn every_flag_of_the_configuration_table_exists() {
         let command = cells[1].trim_matches('`');
         let help = assert_ok(
             command,
-            &sh(dir.path(), &format!("export COLUMNS=200\n{command} --help")),
+            sh(dir.path(), &format!("export COLUMNS=200\n{command} --help")),
         );
         // Backticked items: `--flag ...` are flags, other words subcommands.
         for item in cells[2].split('`').skip(1).step_by(2) {
@@ -387,7 +376,7 @@ fn every_flag_of_the_configuration_table_exists() {
     }
     assert!(checked > 30, "only {checked} items checked");
     // The global flags named above the table.
-    let global = assert_ok("anamo --help", &sh(dir.path(), "anamo --help"));
+    let global = assert_ok("anamo --help", sh(dir.path(), "anamo --help"));
     for flag in ["--store", "--log-format", "-v"] {
         assert!(conf.contains(&format!("`{flag}")), "{flag}");
         assert!(global.contains(flag), "{flag}");

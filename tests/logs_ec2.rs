@@ -14,22 +14,12 @@ use std::time::{Duration, Instant};
 use anamo::clock::{self, SharedClock};
 use anamo::model::{TaskSpec, TaskState};
 use common::controller_aws::{AwsWorld, FleetYaml};
-use common::moto::sdk_config;
+use common::moto::s3_bucket;
 use common::process::run_with_timeout;
 use common::worker::WorkerProcess;
 
 /// A hang guard for the whole run (it takes about 10 s), not a timing.
 const LIMIT: Duration = Duration::from_secs(180);
-
-async fn bucket(endpoint: &str) -> (aws_sdk_s3::Client, String) {
-    let s3 = anamo::aws_client::s3_client_from(&sdk_config(endpoint).await, true);
-    let name = format!(
-        "anamo-logs-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    s3.create_bucket().bucket(&name).send().await.unwrap();
-    (s3, name)
-}
 
 fn env(w: &AwsWorld) -> Vec<(String, String)> {
     let mut env = w.process_env();
@@ -78,7 +68,7 @@ async fn logs_stored_in_s3_are_read_after_the_instance_is_gone() {
     let Some(w) = AwsWorld::new().await else {
         return;
     };
-    let (s3, bucket) = bucket(&w.moto_endpoint).await;
+    let (s3, bucket) = s3_bucket(&w.moto_endpoint).await;
     let url = format!("s3://{bucket}/run-7");
     let yaml = FleetYaml::ec2_with_user_data(&w.template)
         .set("logUrl", &url)

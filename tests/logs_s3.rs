@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anamo::model::{TaskSpec, TaskState};
-use common::moto::{moto_endpoint, sdk_config};
+use common::moto::{moto_endpoint, s3_bucket};
 use common::process::run_with_timeout;
 use common::worker::{get, import, store_env, wait_running, wait_until, WorkerProcess};
 use common::Harness;
@@ -22,21 +22,6 @@ use common::Harness;
 const WORKER_EXIT: Duration = Duration::from_secs(90);
 
 on_both_stores!(logs_land_under_the_documented_keys_and_task_logs_prints_them);
-
-/// A fresh bucket on moto, and a client for it.
-async fn bucket(endpoint: &str) -> (aws_sdk_s3::Client, String) {
-    let s3 = anamo::aws_client::s3_client_from(&sdk_config(endpoint).await, true);
-    let name = format!(
-        "anamo-logs-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    s3.create_bucket()
-        .bucket(&name)
-        .send()
-        .await
-        .expect("create a bucket on moto");
-    (s3, name)
-}
 
 /// What `anamo` needs to reach the store of `h` and S3 at `s3_endpoint`.
 fn env(h: &Harness, s3_endpoint: &str) -> Vec<(String, String)> {
@@ -123,7 +108,7 @@ async fn logs_land_under_the_documented_keys_and_task_logs_prints_them(h: Harnes
     let Some(endpoint) = moto_endpoint() else {
         return;
     };
-    let (s3, bucket) = bucket(&endpoint).await;
+    let (s3, bucket) = s3_bucket(&endpoint).await;
     let dir = tempfile::tempdir().unwrap();
     // Over the 8 MiB multipart threshold: sent in two parts.
     let big_len = 9 * 1024 * 1024;
@@ -197,7 +182,7 @@ async fn follow_shows_a_running_tasks_output_before_it_ends() {
         return;
     };
     let h = Harness::sqlite().await;
-    let (_s3, bucket) = bucket(&endpoint).await;
+    let (_s3, bucket) = s3_bucket(&endpoint).await;
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("go-on");
     let script = format!(

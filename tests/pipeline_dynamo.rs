@@ -14,58 +14,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
+use common::cli::{aws_env, dynamo_and_python, repo, stdout_ok};
 use serde_json::{json, Value};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn services() -> Option<(String, PathBuf)> {
-    let endpoint = common::dynamo_endpoint()?;
-    let dir = std::env::var_os("ANAMO_SERVICES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".services"));
-    let python = dir.join("venv/bin/python");
-    if !python.exists() {
-        return common::services::missing(&format!(
-            "the moto venv's python ({}) does not exist; `scripts/test-services install` \
-             creates it",
-            python.display()
-        ));
-    }
-    Some((endpoint, python))
-}
-
-/// Dummy credentials and the endpoint, for `anamo`, its workers and boto3 alike.
-fn aws_env<'a>(cmd: &'a mut Command, endpoint: &str) -> &'a mut Command {
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("ANAMO_") || k.starts_with("AWS_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("RUST_LOG", "warn")
-}
-
-fn ok(what: &str, out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
@@ -193,7 +146,8 @@ fn put_shuffled(
         .unwrap()
         .write_all(request.to_string().as_bytes())
         .unwrap();
-    let order = serde_json::from_str(&ok("boto3", boto.wait_with_output().unwrap())).unwrap();
+    let order =
+        serde_json::from_str(&stdout_ok("boto3", boto.wait_with_output().unwrap())).unwrap();
     (seed, order)
 }
 
@@ -243,14 +197,14 @@ fn assert_ran_once_in_order(listed: &[Value]) {
 
 #[test]
 fn boto3_adds_the_example_pipeline_in_random_order_and_anamo_runs_it_in_order() {
-    let Some((endpoint, python)) = services() else {
+    let Some((endpoint, python)) = dynamo_and_python() else {
         return;
     };
     let table = format!("anamo-pipeline-{}", uuid::Uuid::new_v4().simple());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::os::unix::fs::symlink(repo().join("examples"), d.join("examples")).unwrap();
-    ok(
+    stdout_ok(
         "anamo table create",
         anamo(&endpoint, &table, d)
             .args(["table", "create"])
@@ -272,13 +226,13 @@ fn boto3_adds_the_example_pipeline_in_random_order_and_anamo_runs_it_in_order() 
         .output()
         .unwrap();
     let summary: Value =
-        serde_json::from_str(&ok(&format!("anamo up (seed {seed})"), out)).unwrap();
+        serde_json::from_str(&stdout_ok(&format!("anamo up (seed {seed})"), out)).unwrap();
     for row in summary["steps"].as_array().unwrap() {
         let total = tasks.iter().filter(|(s, _, _)| row["step"] == *s).count();
         assert_eq!(row["succeeded"], total, "seed {seed}: {row}");
     }
 
-    let listed = ok(
+    let listed = stdout_ok(
         "anamo task list",
         anamo(&endpoint, &table, d)
             .args(["task", "list", "--json"])
@@ -299,7 +253,7 @@ fn boto3_adds_the_example_pipeline_in_random_order_and_anamo_runs_it_in_order() 
         )
     );
 
-    ok(
+    stdout_ok(
         "anamo table delete",
         anamo(&endpoint, &table, d)
             .args(["table", "delete", "--yes"])

@@ -71,26 +71,7 @@ impl Group {
 
     /// (desired capacity, instance id → protected from scale-in) as the API reports them.
     async fn describe(&self) -> (i32, BTreeMap<String, bool>) {
-        let out = self
-            .moto
-            .asg
-            .describe_auto_scaling_groups()
-            .auto_scaling_group_names(&self.name)
-            .send()
-            .await
-            .unwrap();
-        let g = &out.auto_scaling_groups()[0];
-        let members = g
-            .instances()
-            .iter()
-            .map(|i| {
-                (
-                    i.instance_id().unwrap().to_string(),
-                    i.protected_from_scale_in().unwrap_or(false),
-                )
-            })
-            .collect();
-        (g.desired_capacity().unwrap(), members)
+        self.moto.describe_group(&self.name).await
     }
 }
 

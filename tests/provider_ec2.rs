@@ -245,12 +245,13 @@ async fn relaunching_a_batch_launches_only_what_is_missing() {
     // A whole batch: launching it again (a controller that crashed after RunInstances and
     // re-planned it) finds it by its tag and launches nothing.
     let batch = unique("batch");
-    let first = provider.launch(&request(&fleet, 1, &batch)).await.unwrap();
-    s.moto.faults.clear();
-    let again = provider.launch(&request(&fleet, 1, &batch)).await.unwrap();
+    let req = request(&fleet, 1, &batch);
+    let first = provider.launch(&req).await.unwrap();
+    let faults = &s.moto.faults;
+    let again = faults
+        .relaunch_finds_the_batch(&provider, &req, "RunInstances", 1)
+        .await;
     assert_eq!(again.instances, first.instances);
-    assert!(s.moto.faults.requests_of("RunInstances").is_empty());
-    assert_eq!(provider.list().await.unwrap().len(), 1);
 
     // A partly launched batch (moto launches MinCount = 1 of 3): the next try launches the
     // remainder, under another ClientToken than the first (EC2 would otherwise answer the
@@ -359,11 +360,11 @@ async fn a_lost_run_instances_answer_does_not_launch_twice() {
     assert_eq!(provider.list().await.unwrap().len(), 1, "moto did launch");
 
     // The next pass re-plans the same batch: found by its tag, nothing more is launched.
-    s.moto.faults.clear();
-    let out = provider.launch(&request(&fleet, 1, &batch)).await.unwrap();
-    assert_eq!(out.instances.len(), 1);
-    assert!(s.moto.faults.requests_of("RunInstances").is_empty());
-    assert_eq!(provider.list().await.unwrap().len(), 1);
+    let req = request(&fleet, 1, &batch);
+    let faults = &s.moto.faults;
+    faults
+        .relaunch_finds_the_batch(&provider, &req, "RunInstances", 1)
+        .await;
 }
 
 #[tokio::test]

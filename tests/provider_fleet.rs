@@ -318,11 +318,11 @@ async fn a_lost_create_fleet_answer_does_not_launch_twice() {
     assert_eq!(s.fleets_of(&batch).len(), 1);
 
     // The batch is found by its tag: nothing more is launched.
-    s.moto.faults.clear();
-    let out = p.launch(&request(&fleet, 2, &batch)).await.unwrap();
-    assert_eq!(out.instances.len(), 2);
-    assert!(s.moto.faults.requests_of("CreateFleet").is_empty());
-    assert_eq!(p.list().await.unwrap().len(), 2);
+    let req = request(&fleet, 2, &batch);
+    let faults = &s.moto.faults;
+    faults
+        .relaunch_finds_the_batch(&p, &req, "CreateFleet", 2)
+        .await;
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::cli;
 use common::http::{free_port, get};
 use common::process::{terminate, Kill};
 use std::process::{Command, Stdio};
@@ -39,12 +40,11 @@ fn worker_serves_task_durations_and_claim_conflicts() {
     ));
     tasks.push('\n');
     std::fs::write(dir.path().join("tasks.jsonl"), tasks).unwrap();
-    let st = Command::new(anamo)
-        .current_dir(dir.path())
-        .args(["--store", &store, "task", "import", "tasks.jsonl"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    cli::ok(&cli::anamo(
+        dir.path(),
+        &store,
+        &["task", "import", "tasks.jsonl"],
+    ));
 
     let port = free_port();
     let child = Command::new(anamo)

@@ -155,6 +155,7 @@ pub async fn run_controller(
         &cfg.cluster,
         Some(Box::new(AwsFactory::new(region))),
     );
+    let logs = server::TaskLogs::new(store.clone(), &set);
     let controller = Controller::new(
         cfg.clone(),
         store,
@@ -170,6 +171,7 @@ pub async fn run_controller(
         AppState {
             status: controller.status(),
             metrics,
+            logs,
         },
         async move {
             let _ = server_stop.wait_for(|s| *s).await;

@@ -13,6 +13,7 @@ mod manifest;
 mod output;
 mod sample;
 mod sample_list;
+mod sample_logs;
 mod simulate;
 mod simulate_sweep;
 mod status;

@@ -23,8 +23,8 @@ pub enum SampleCommand {
                             --state failed\n  anamo sample list --json"
     )]
     List(super::sample_list::ListArgs),
-    /// Every task of the sample in every step: state, attempts, reason and the end of its
-    /// last attempt's output.
+    /// Every task of the sample in every step: state, attempts, reason, where its log is with
+    /// the command that prints it, and the end of its last attempt's output.
     #[command(after_help = "Example:\n  anamo sample show NA12878")]
     Show(ShowArgs),
     /// Drop the sample: cancel every unfinished task of it in every step (a running task's
@@ -55,7 +55,7 @@ pub struct IdArg {
 pub struct ShowArgs {
     /// The sample, as the sample part of task ids (`NA12878` of `call/NA12878/chr1`).
     pub id: String,
-    /// Print the tasks as JSON.
+    /// Print the tasks as JSON (each with `log`: its attempt, URL and command).
     #[arg(long)]
     pub json: bool,
 }
@@ -110,8 +110,9 @@ async fn show(
             tasks.push(task);
         }
     }
+    let shown = super::sample_logs::shown(&tasks);
     if a.json {
-        print_json(&tasks)?;
+        print_json(&shown)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = Table::new(["STEP", "ID", "STATE", "ATTEMPTS", "UPDATED", "REASON"]);
@@ -126,11 +127,9 @@ async fn show(
         ]);
     }
     super::output::out!("{}", table.render());
+    super::sample_logs::print_logs(&shown);
     for t in &tasks {
         let Some(r) = &t.result else { continue };
-        if let Some(url) = &r.log_url {
-            outln!("{}/{} log: {url}", t.step(), t.id());
-        }
         if !r.log_tail.is_empty() {
             outln!(
                 "{}/{} log tail:\n{}",

@@ -7,10 +7,10 @@
 //! Also the tasks that cannot run yet for want of any upstream task ([`starved`]): a gather
 //! over a step that has no task waits until its tasks are added, said as a warning.
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Millis;
+use crate::logs::log_href;
 use crate::model::{Task, TaskFilter, TaskState};
 use crate::pipeline::{is_dependency_reason, Graph};
 use crate::store::{StoreError, TaskStore};
@@ -58,23 +58,6 @@ pub struct FailedTask {
     pub failed_at: Millis,
     /// The controller's link to the log of its last attempt (`None` when it never ran).
     pub log_href: Option<String>,
-}
-
-/// Characters left as they are in a link's path segment and query value; everything else is
-/// percent-encoded (ids contain `/`).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// `/api/tasks/{step}/{id}/log?attempt=N`, each part percent-encoded.
-pub fn log_href(step: &str, id: &str, attempt: u32) -> String {
-    format!(
-        "/api/tasks/{}/{}/log?attempt={attempt}",
-        utf8_percent_encode(step, SEGMENT),
-        utf8_percent_encode(id, SEGMENT)
-    )
 }
 
 /// The last non-empty line of `tail`, shortened to [`LINE_CHARS`].

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::LogError;
+use super::{LogEnd, LogError};
 
 #[derive(Debug, Clone)]
 pub(crate) struct FileLogs {
@@ -54,6 +54,21 @@ impl FileLogs {
         key: &str,
         offset: u64,
     ) -> Result<Option<Vec<u8>>, LogError> {
+        let end = self.read_at(key, |_| offset).await?;
+        Ok(end.map(|e| e.bytes))
+    }
+
+    /// The last `max` bytes of `key` and its whole length.
+    pub(crate) async fn read_last(&self, key: &str, max: u64) -> Result<Option<LogEnd>, LogError> {
+        self.read_at(key, |len| len.saturating_sub(max)).await
+    }
+
+    /// `key` from the offset `start` gives for its length, to its end; `None` when missing.
+    async fn read_at(
+        &self,
+        key: &str,
+        start: impl FnOnce(u64) -> u64,
+    ) -> Result<Option<LogEnd>, LogError> {
         let path = self.dir.join(key);
         let err = |source| LogError::Io {
             operation: "read the log",
@@ -65,10 +80,12 @@ impl FileLogs {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(err(e)),
         };
-        file.seek(SeekFrom::Start(offset)).await.map_err(err)?;
-        let mut buf = Vec::new();
-        file.read_to_end(&mut buf).await.map_err(err)?;
-        Ok(Some(buf))
+        let start = start(file.metadata().await.map_err(err)?.len());
+        file.seek(SeekFrom::Start(start)).await.map_err(err)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).await.map_err(err)?;
+        let len = start + bytes.len() as u64;
+        Ok(Some(LogEnd { bytes, len }))
     }
 }
 
@@ -99,5 +116,10 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("1.log")]);
+        let end = logs.read_last("s/i/1.log", 3).await.unwrap().unwrap();
+        assert_eq!((end.bytes.as_slice(), end.len), (&b"wo\n"[..], 8));
+        let all = logs.read_last("s/i/1.log", 100).await.unwrap().unwrap();
+        assert_eq!((all.bytes.as_slice(), all.len), (&b"one\ntwo\n"[..], 8));
+        assert_eq!(logs.read_last("s/i/2.log", 3).await.unwrap(), None);
     }
 }

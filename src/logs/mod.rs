@@ -6,9 +6,12 @@
 //! other than `A-Z a-z 0-9 - _ .` is percent-encoded (so is a leading `.`), which keeps keys
 //! and paths printable and a file sink inside its directory. [`LogUrl`] (pure: parsing and
 //! the key layout) decides; [`LogSink`] does the I/O, on S3 ([`s3`]) or a directory
-//! ([`file`]), and has the one error type of this boundary, [`LogError`].
+//! ([`file`]), and has the one error type of this boundary, [`LogError`]. [`read`] is the one
+//! reader of a task's log that `anamo task logs` and the status server's
+//! `/api/tasks/{step}/{id}/log` share.
 
 pub mod file;
+pub mod read;
 pub mod s3;
 
 use std::fmt;
@@ -317,6 +320,29 @@ impl LogSink {
             Backend::File(f) => f.read_from(&key, offset).await,
         }
     }
+
+    /// The last `max` bytes of an attempt's log and its whole length (one request however
+    /// long the log is); `None` when there is no such log.
+    pub async fn read_last(
+        &self,
+        step: &str,
+        id: &str,
+        attempt: u32,
+        max: u64,
+    ) -> Result<Option<LogEnd>, LogError> {
+        let key = self.url.key(step, id, attempt);
+        match &self.backend {
+            Backend::S3(s) => s.read_last(&key, max).await,
+            Backend::File(f) => f.read_last(&key, max).await,
+        }
+    }
+}
+
+/// The end of a stored log: its last bytes and the length of the whole log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEnd {
+    pub bytes: Vec<u8>,
+    pub len: u64,
 }
 
 /// The first `len` bytes of `path` (its length now when `None`); a missing file reads as
@@ -335,6 +361,23 @@ pub(crate) async fn read_prefix(path: &Path, len: Option<u64>) -> std::io::Resul
     let mut buf = Vec::with_capacity(len.min(s3::PART_SIZE) as usize);
     file.take(len).read_to_end(&mut buf).await?;
     Ok(buf)
+}
+
+/// Bytes of a step or id kept as they are in a link (RFC 3986's unreserved characters).
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The status server's link to attempt `attempt` of task `step`/`id`'s log:
+/// `/api/tasks/{step}/{id}/log?attempt=N`, step and id percent-encoded (`/` too).
+pub fn log_href(step: &str, id: &str, attempt: u32) -> String {
+    format!(
+        "/api/tasks/{}/{}/log?attempt={attempt}",
+        utf8_percent_encode(step, PATH_SEGMENT),
+        utf8_percent_encode(id, PATH_SEGMENT)
+    )
 }
 
 #[cfg(test)]

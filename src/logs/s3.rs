@@ -11,7 +11,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use tokio::io::AsyncReadExt;
 
-use super::LogError;
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
+
+use super::{LogEnd, LogError};
 
 /// Logs larger than this are sent as a multipart upload of parts this size (S3's smallest
 /// part is 5 MiB).
@@ -173,6 +175,40 @@ impl S3Logs {
             Err(e) if offset > 0 && is_invalid_range(&e) => return Ok(Some(Vec::new())),
             Err(e) => return Err(self.err("GetObject", key, e)),
         };
+        self.body(key, out).await.map(Some)
+    }
+
+    /// The last `max` bytes (at least 1) of `key` and its whole length, with one suffix-range
+    /// `GetObject`.
+    pub(crate) async fn read_last(&self, key: &str, max: u64) -> Result<Option<LogEnd>, LogError> {
+        let get = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes=-{}", max.max(1)));
+        let out = match get.send().await {
+            Ok(out) => out,
+            Err(e) if e.code() == Some("NoSuchKey") => return Ok(None),
+            // An empty object has no last bytes to give.
+            Err(e) if is_invalid_range(&e) => {
+                return Ok(Some(LogEnd {
+                    bytes: Vec::new(),
+                    len: 0,
+                }))
+            }
+            Err(e) => return Err(self.err("GetObject", key, e)),
+        };
+        // `bytes FIRST-LAST/LENGTH` when the answer is a range (absent: the whole object).
+        let len = out
+            .content_range()
+            .and_then(|r| r.rsplit('/').next()?.parse::<u64>().ok());
+        let bytes = self.body(key, out).await?;
+        let len = len.unwrap_or(bytes.len() as u64);
+        Ok(Some(LogEnd { bytes, len }))
+    }
+
+    async fn body(&self, key: &str, out: GetObjectOutput) -> Result<Vec<u8>, LogError> {
         let body = out
             .body
             .collect()
@@ -182,7 +218,7 @@ impl S3Logs {
                 location: self.location(key),
                 message: e.to_string(),
             })?;
-        Ok(Some(body.into_bytes().to_vec()))
+        Ok(body.into_bytes().to_vec())
     }
 }
 

@@ -1,8 +1,12 @@
 //! The controller's HTTP endpoints: `/` (the status page), `/metrics`, `/healthz`, `/readyz`,
-//! `/api/status`.
+//! `/api/status`, `/api/tasks/{step}/{id}/log` (a task's log, [`task_log`]; link to it with
+//! [`log_href`]).
 
 pub mod status_page;
 mod status_samples;
+pub mod task_log;
+
+pub use task_log::{log_href, TaskLogs};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +25,8 @@ use crate::metrics::Metrics;
 pub struct AppState {
     pub status: SharedStatus,
     pub metrics: Arc<Metrics>,
+    /// What `/api/tasks/{step}/{id}/log` reads.
+    pub logs: TaskLogs,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -30,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/status", get(api_status))
+        .route("/api/tasks/{step}/{id}/log", get(task_log::task_log))
         .with_state(state)
 }
 

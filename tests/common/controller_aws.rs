@@ -11,12 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anamo::clock::SharedClock;
+use anamo::clock::{Millis, SharedClock};
 use anamo::controller::providers::{ProviderSet, RemoteFactory, WorkerLaunch};
 use anamo::controller::reload::ManifestSource;
 use anamo::controller::{Controller, ControllerConfig};
 use anamo::manifest::{self, FleetManifest, ProviderSpec};
 use anamo::metrics::Metrics;
+use anamo::model::{WorkerInfo, WorkerState};
+use anamo::planner::Plan;
 use anamo::provider::asg::{AsgFleet, AsgFleetConfig};
 use anamo::provider::aws_error::ThrottleConfig;
 use anamo::provider::ec2::{Ec2Fleet, Ec2FleetConfig};
@@ -154,6 +156,43 @@ impl AwsWorld {
     /// `RunInstances` requests sent through this world's clients.
     pub fn run_instances_calls(&self) -> usize {
         self.moto.faults.requests_of("RunInstances").len()
+    }
+
+    /// Fails unless one `RunInstances` was sent and `fleet` has `n` instances: nothing was
+    /// launched twice.
+    pub async fn assert_launched_once(&self, fleet: &str, n: usize) {
+        assert_eq!(self.run_instances_calls(), 1, "no second RunInstances");
+        assert_eq!(
+            self.instances(fleet).await.len(),
+            n,
+            "no duplicate instances"
+        );
+    }
+
+    /// Registers an active 2-slot worker of step `align` on `instance` with `busy` slots in
+    /// use, started at `started_at` and last seen (busy) at `now`.
+    pub async fn register_worker(
+        &self,
+        instance: &str,
+        busy: u32,
+        started_at: Millis,
+        now: Millis,
+    ) {
+        let worker = WorkerInfo {
+            worker_id: format!("w-{instance}"),
+            step: "align".into(),
+            instance_id: Some(instance.to_string()),
+            slots: 2,
+            busy_slots: busy,
+            started_at,
+            last_seen: now,
+            last_busy_at: now,
+            state: WorkerState::Active,
+        };
+        self.store()
+            .put_worker(&worker, anamo::store::Fence::Unfenced)
+            .await
+            .unwrap();
     }
 
     /// Environment for an `anamo` process: the store on DynamoDB Local, EC2 and Auto Scaling
@@ -545,4 +584,11 @@ impl FleetYaml {
         }
         out
     }
+}
+
+/// One pass of `c` that must succeed; its plan.
+pub async fn pass(c: &mut Controller) -> Plan {
+    let r = c.reconcile_once().await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    r.plan.expect("a pass with no error has a plan")
 }

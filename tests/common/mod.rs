@@ -1,6 +1,6 @@
 //! The tests' one harness: stores on fresh SQLite files and fresh DynamoDB Local tables here;
 //! the services a test needs ([`services`]: a missing one fails the test), HTTP ([`http`]),
-//! waiting ([`wait`]), child processes ([`process`]), workers ([`worker`]), moto
+//! waiting ([`wait`]), child processes ([`process`]), the `anamo` binary and boto3 ([`cli`]), workers ([`worker`]), moto
 //! ([`moto`]), the controller on AWS stand-ins ([`controller_aws`]) and the observability
 //! workload ([`observability`]) in the modules below.
 #![allow(dead_code, unused_imports)]
@@ -82,6 +82,7 @@ macro_rules! on_both_stores {
     )*};
 }
 
+pub mod cli;
 pub mod controller_aws;
 pub mod fleet_capacity;
 pub mod http;

@@ -53,6 +53,21 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
         .await
 }
 
+/// A fresh bucket on moto's S3 at `endpoint`, and a client for it (addressed by path).
+pub async fn s3_bucket(endpoint: &str) -> (aws_sdk_s3::Client, String) {
+    let s3 = anamo::aws_client::s3_client_from(&sdk_config(endpoint).await, true);
+    let name = format!(
+        "anamo-logs-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    s3.create_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .expect("create a bucket on moto");
+    (s3, name)
+}
+
 /// Clients for moto sharing one recording interceptor.
 pub struct Moto {
     pub ec2: aws_sdk_ec2::Client,
@@ -124,8 +139,8 @@ impl Moto {
             .to_string()
     }
 
-    /// Tags of an instance, as EC2 reports them.
-    pub async fn instance_tags(&self, id: &str) -> BTreeMap<String, String> {
+    /// An instance as EC2 describes it (none when EC2 does not know it).
+    async fn describe_instance(&self, id: &str) -> Vec<aws_sdk_ec2::types::Instance> {
         let out = self
             .ec2
             .describe_instances()
@@ -136,6 +151,15 @@ impl Moto {
         out.reservations()
             .iter()
             .flat_map(|r| r.instances())
+            .cloned()
+            .collect()
+    }
+
+    /// Tags of an instance, as EC2 reports them.
+    pub async fn instance_tags(&self, id: &str) -> BTreeMap<String, String> {
+        self.describe_instance(id)
+            .await
+            .iter()
             .flat_map(|i| i.tags())
             .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
             .collect()
@@ -143,16 +167,9 @@ impl Moto {
 
     /// EC2's state name of an instance (`running`, `terminated`, ...).
     pub async fn instance_state(&self, id: &str) -> String {
-        let out = self
-            .ec2
-            .describe_instances()
-            .instance_ids(id)
-            .send()
+        self.describe_instance(id)
             .await
-            .expect("describe instance");
-        out.reservations()
             .iter()
-            .flat_map(|r| r.instances())
             .find_map(|i| i.state()?.name().map(|n| n.as_str().to_string()))
             .unwrap_or_default()
     }
@@ -170,6 +187,30 @@ impl Moto {
         let b64 = out.user_data()?.value()?.to_string();
         let bytes = aws_smithy_types::base64::decode(&b64).expect("user data is base64");
         Some(String::from_utf8(bytes).expect("user data is UTF-8"))
+    }
+
+    /// Auto Scaling group `name`: (desired capacity, instance id → protected from scale-in)
+    /// as the API reports them.
+    pub async fn describe_group(&self, name: &str) -> (i32, BTreeMap<String, bool>) {
+        let out = self
+            .asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await
+            .unwrap();
+        let g = &out.auto_scaling_groups()[0];
+        let members = g
+            .instances()
+            .iter()
+            .map(|i| {
+                (
+                    i.instance_id().unwrap().to_string(),
+                    i.protected_from_scale_in().unwrap_or(false),
+                )
+            })
+            .collect();
+        (g.desired_capacity().unwrap(), members)
     }
 }
 
@@ -282,6 +323,24 @@ impl SdkFaults {
             .into_iter()
             .filter(|r| r.action == action)
             .collect()
+    }
+
+    /// Launches `req` again with no fault left: its batch is found by its tag, so `provider`
+    /// answers its `n` instances without sending `action` (`RunInstances`, `CreateFleet`)
+    /// and lists `n`. The answer.
+    pub async fn relaunch_finds_the_batch(
+        &self,
+        provider: &dyn anamo::provider::FleetProvider,
+        req: &anamo::provider::LaunchRequest,
+        action: &str,
+        n: usize,
+    ) -> anamo::provider::LaunchOutcome {
+        self.clear();
+        let out = provider.launch(req).await.unwrap();
+        assert_eq!(out.instances.len(), n, "{out:?}");
+        assert!(self.requests_of(action).is_empty(), "no {action} sent");
+        assert_eq!(provider.list().await.unwrap().len(), n);
+        out
     }
 
     pub fn clear(&self) {

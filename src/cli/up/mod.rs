@@ -75,7 +75,8 @@ pub async fn run(args: UpArgs, store_flag: Option<&str>) -> anyhow::Result<ExitC
     let (mut controller, metrics, interval) =
         build_controller(&args, &store_url, source, &set, &store, &clock)?;
     let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
-    let server = serve_http(args.http, &controller, &metrics, http_stopped).await?;
+    let logs = crate::server::TaskLogs::new(store.clone(), &set);
+    let server = serve_http(args.http, &controller, &metrics, logs, http_stopped).await?;
 
     let mut progress = Progress::new();
     let mut summaries = Summaries::new();
@@ -192,11 +193,12 @@ fn build_controller(
     Ok((controller, metrics, interval))
 }
 
-/// `--http`: serves the status page, /api/status and /metrics until `stopped` turns true.
+/// `--http`: serves the status page, /api/status, task logs and /metrics until `stopped` turns true.
 async fn serve_http(
     addr: Option<std::net::SocketAddr>,
     controller: &Controller,
     metrics: &Arc<Metrics>,
+    logs: crate::server::TaskLogs,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let Some(addr) = addr else {
@@ -208,6 +210,7 @@ async fn serve_http(
         crate::server::AppState {
             status: controller.status(),
             metrics: metrics.clone(),
+            logs,
         },
         async move {
             let _ = stopped.wait_for(|s| *s).await;

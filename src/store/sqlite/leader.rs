@@ -5,10 +5,31 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{map_err, write_tx, SqliteStore};
 use crate::clock::Millis;
-use crate::store::{LeaderToken, Leadership, Result, StoreError};
+use crate::store::{Fence, LeaderToken, Leadership, Result, StoreError};
 
 /// Refuses a leader's write once its leadership moved on; run inside the write's transaction
 /// (so the check and the write are one atomic step). Unfenced writes (`None`) pass.
+/// Runs `sql` with `values` in one write transaction, refused (as [`check_fence`] says) once
+/// `fence` no longer leads.
+pub(super) async fn fenced_execute(
+    store: &SqliteStore,
+    op: &'static str,
+    fence: Fence<'_>,
+    sql: &'static str,
+    values: Vec<rusqlite::types::Value>,
+) -> Result<()> {
+    let token = fence.token();
+    store
+        .run(op, move |c| {
+            let tx = super::write_tx(c, op)?;
+            check_fence(&tx, op, token.as_ref())?;
+            tx.execute(sql, rusqlite::params_from_iter(values))
+                .map_err(|e| super::map_err(op, e))?;
+            tx.commit().map_err(|e| super::map_err(op, e))
+        })
+        .await
+}
+
 pub(super) fn check_fence(c: &Connection, op: &str, token: Option<&LeaderToken>) -> Result<()> {
     let Some(token) = token else {
         return Ok(());

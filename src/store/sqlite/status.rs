@@ -1,9 +1,7 @@
 //! Status documents the controller publishes: one row each.
 
-use rusqlite::params;
-
-use super::leader::check_fence;
-use super::{json_err, map_err, write_tx, SqliteStore};
+use super::leader::fenced_execute;
+use super::{json_err, map_err, SqliteStore};
 use crate::store::{Fence, Result, StatusDoc};
 
 pub(super) async fn put_status(
@@ -13,22 +11,11 @@ pub(super) async fn put_status(
 ) -> Result<()> {
     const OP: &str = "put status";
     let body = serde_json::to_string(&doc.body).map_err(|e| json_err(OP, "status", e))?;
-    let (name, at) = (doc.name.clone(), doc.updated_at);
-    let token = fence.token();
-    store
-        .run(OP, move |c| {
-            let tx = write_tx(c, OP)?;
-            check_fence(&tx, OP, token.as_ref())?;
-            tx.execute(
-                "INSERT INTO status (name, updated_at, body) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (name) DO UPDATE SET updated_at = excluded.updated_at, \
-             body = excluded.body",
-                params![name, at, body],
-            )
-            .map_err(|e| map_err(OP, e))?;
-            tx.commit().map_err(|e| map_err(OP, e))
-        })
-        .await
+    let sql = "INSERT INTO status (name, updated_at, body) VALUES (?1, ?2, ?3) \
+               ON CONFLICT (name) DO UPDATE SET updated_at = excluded.updated_at, \
+               body = excluded.body";
+    let values = vec![doc.name.clone().into(), doc.updated_at.into(), body.into()];
+    fenced_execute(store, OP, fence, sql, values).await
 }
 
 pub(super) async fn list_status(store: &SqliteStore) -> Result<Vec<StatusDoc>> {

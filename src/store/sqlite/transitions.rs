@@ -5,7 +5,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::{get_task, json_err, map_err, write_tx, SqliteStore};
 use crate::clock::Millis;
-use crate::model::{ImportReport, RequeueReport, TaskSpec, TaskState};
+use crate::model::{ImportReport, RequeueReport, Task, TaskSpec, TaskState};
 use crate::store::{initial_state, Fence, Result, StoreError};
 
 pub(super) async fn import(
@@ -126,6 +126,52 @@ pub(super) async fn requeue_expired(
     .await
 }
 
+/// What a user's action does to one task, decided from the task as it is.
+pub(super) enum Change {
+    /// Nothing to do (the task is already where the action would put it).
+    Nothing,
+    /// Run `sql` with `?1` the step, `?2` the id, `?3` `value` and `?4` the time.
+    Update {
+        sql: &'static str,
+        value: &'static str,
+    },
+}
+
+/// Changes task `step/id` in one write transaction as `decide` says from the task read in it;
+/// `decide`'s error is why the task's state does not allow the action.
+pub(super) async fn change_task(
+    store: &SqliteStore,
+    op: &'static str,
+    step: &str,
+    id: &str,
+    now: Millis,
+    decide: impl FnOnce(&Task) -> std::result::Result<Change, String> + Send + 'static,
+) -> Result<()> {
+    let (step, id) = (step.to_string(), id.to_string());
+    store
+        .run(op, move |c| {
+            let tx = write_tx(c, op)?;
+            let task =
+                get_task(&tx, op, &step, &id)?.ok_or_else(|| StoreError::not_found(&step, &id))?;
+            let (sql, value) = match decide(&task) {
+                Ok(Change::Nothing) => return Ok(()),
+                Ok(Change::Update { sql, value }) => (sql, value),
+                Err(what) => {
+                    return Err(StoreError::InvalidState {
+                        step,
+                        id,
+                        state: task.state,
+                        what,
+                    })
+                }
+            };
+            tx.execute(sql, params![step, id, value, now])
+                .map_err(|e| map_err(op, e))?;
+            tx.commit().map_err(|e| map_err(op, e))
+        })
+        .await
+}
+
 pub(super) async fn requeue(
     store: &SqliteStore,
     step: &str,
@@ -133,67 +179,38 @@ pub(super) async fn requeue(
     force: bool,
     now: Millis,
 ) -> Result<()> {
-    const OP: &str = "requeue";
-    let (step, id) = (step.to_string(), id.to_string());
-    store
-        .run(OP, move |c| {
-            let tx = write_tx(c, OP)?;
-            let task =
-                get_task(&tx, OP, &step, &id)?.ok_or_else(|| StoreError::not_found(&step, &id))?;
-            match task.state {
-                TaskState::Pending | TaskState::Waiting => return Ok(()),
-                TaskState::Running if !force => {
-                    return Err(StoreError::InvalidState {
-                        step,
-                        id,
-                        state: task.state,
-                        what: "it is running; use --force to revoke its lease and requeue it"
-                            .into(),
-                    })
-                }
-                _ => {}
+    change_task(store, "requeue", step, id, now, move |task| {
+        match task.state {
+            TaskState::Pending | TaskState::Waiting => Ok(Change::Nothing),
+            TaskState::Running if !force => {
+                Err("it is running; use --force to revoke its lease and requeue it".into())
             }
-            tx.execute(
-                "UPDATE tasks SET state = ?3, attempts = 0, lease_owner = NULL, \
-             lease_token = NULL, lease_expires_at = NULL, reason = NULL, retry_at = NULL, \
-             held_from = NULL, updated_at = ?4 \
-             WHERE step = ?1 AND id = ?2",
-                params![step, id, requeue_target(&task.spec).as_str(), now],
-            )
-            .map_err(|e| map_err(OP, e))?;
-            tx.commit().map_err(|e| map_err(OP, e))
-        })
-        .await
+            _ => Ok(Change::Update {
+                sql: "UPDATE tasks SET state = ?3, attempts = 0, lease_owner = NULL, \
+                  lease_token = NULL, lease_expires_at = NULL, reason = NULL, retry_at = NULL, \
+                  held_from = NULL, updated_at = ?4 WHERE step = ?1 AND id = ?2",
+                value: requeue_target(&task.spec).as_str(),
+            }),
+        }
+    })
+    .await
 }
 
 pub(super) async fn cancel(store: &SqliteStore, step: &str, id: &str, now: Millis) -> Result<()> {
-    const OP: &str = "cancel";
-    let (step, id) = (step.to_string(), id.to_string());
-    store
-        .run(OP, move |c| {
-            let tx = write_tx(c, OP)?;
-            let task =
-                get_task(&tx, OP, &step, &id)?.ok_or_else(|| StoreError::not_found(&step, &id))?;
-            if task.state.is_final() {
-                return Err(StoreError::InvalidState {
-                    step,
-                    id,
-                    state: task.state,
-                    what: "only waiting, pending, held, retrying or running tasks can be cancelled"
-                        .into(),
-                });
-            }
-            tx.execute(
-                "UPDATE tasks SET state = 'cancelled', lease_owner = NULL, lease_token = NULL, \
-             lease_expires_at = NULL, reason = 'cancelled by user', retry_at = NULL, \
-             held_from = NULL, updated_at = ?3 \
-             WHERE step = ?1 AND id = ?2",
-                params![step, id, now],
-            )
-            .map_err(|e| map_err(OP, e))?;
-            tx.commit().map_err(|e| map_err(OP, e))
+    change_task(store, "cancel", step, id, now, |task| {
+        if task.state.is_final() {
+            return Err(
+                "only waiting, pending, held, retrying or running tasks can be cancelled".into(),
+            );
+        }
+        Ok(Change::Update {
+            sql: "UPDATE tasks SET state = ?3, lease_owner = NULL, lease_token = NULL, \
+                  lease_expires_at = NULL, reason = 'cancelled by user', retry_at = NULL, \
+                  held_from = NULL, updated_at = ?4 WHERE step = ?1 AND id = ?2",
+            value: TaskState::Cancelled.as_str(),
         })
-        .await
+    })
+    .await
 }
 
 pub(super) async fn delete(store: &SqliteStore, step: &str, id: &str) -> Result<()> {

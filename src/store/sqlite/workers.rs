@@ -2,8 +2,8 @@
 
 use rusqlite::params;
 
-use super::leader::check_fence;
-use super::{json_err, map_err, write_tx, SqliteStore};
+use super::leader::fenced_execute;
+use super::{json_err, map_err, SqliteStore};
 use crate::model::WorkerInfo;
 use crate::store::{Fence, Result};
 
@@ -14,21 +14,14 @@ pub(super) async fn put_worker(
 ) -> Result<()> {
     const OP: &str = "put worker";
     let body = serde_json::to_string(worker).map_err(|e| json_err(OP, "worker", e))?;
-    let (wid, step) = (worker.worker_id.clone(), worker.step.clone());
-    let token = fence.token();
-    store
-        .run(OP, move |c| {
-            let tx = write_tx(c, OP)?;
-            check_fence(&tx, OP, token.as_ref())?;
-            tx.execute(
-                "INSERT INTO workers (worker_id, step, body) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (worker_id) DO UPDATE SET step = excluded.step, body = excluded.body",
-                params![wid, step, body],
-            )
-            .map_err(|e| map_err(OP, e))?;
-            tx.commit().map_err(|e| map_err(OP, e))
-        })
-        .await
+    let sql = "INSERT INTO workers (worker_id, step, body) VALUES (?1, ?2, ?3) \
+               ON CONFLICT (worker_id) DO UPDATE SET step = excluded.step, body = excluded.body";
+    let values = vec![
+        worker.worker_id.clone().into(),
+        worker.step.clone().into(),
+        body.into(),
+    ];
+    fenced_execute(store, OP, fence, sql, values).await
 }
 
 pub(super) async fn remove_worker(
@@ -37,17 +30,9 @@ pub(super) async fn remove_worker(
     fence: Fence<'_>,
 ) -> Result<()> {
     const OP: &str = "remove worker";
-    let wid = worker_id.to_string();
-    let token = fence.token();
-    store
-        .run(OP, move |c| {
-            let tx = write_tx(c, OP)?;
-            check_fence(&tx, OP, token.as_ref())?;
-            tx.execute("DELETE FROM workers WHERE worker_id = ?1", params![wid])
-                .map_err(|e| map_err(OP, e))?;
-            tx.commit().map_err(|e| map_err(OP, e))
-        })
-        .await
+    let sql = "DELETE FROM workers WHERE worker_id = ?1";
+    let values = vec![worker_id.to_string().into()];
+    fenced_execute(store, OP, fence, sql, values).await
 }
 
 pub(super) async fn list_workers(
