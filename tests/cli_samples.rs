@@ -3,26 +3,12 @@
 //! own `--depends-on`): the actions reach every step, retry and requeue carry the dependents
 //! that failed because of a task, and an unknown sample is a clear error that changes nothing.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use anamo::store::{promote, StoreUrl};
-
-fn anamo(dir: &Path, store: &str, args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_anamo"));
-    c.current_dir(dir).arg("--store").arg(store).args(args);
-    c.output().expect("run anamo")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "anamo failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
+use common::cli::{anamo, ok};
 
 /// `STEP/ID STATE` of every task, sorted.
 fn states(d: &Path, url: &str) -> Vec<String> {

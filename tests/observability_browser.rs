@@ -11,17 +11,15 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 
+use common::browser::chromium;
 use common::http::get_json;
 use common::observability::{artifacts_dir, Workload};
-use common::process::run_with_timeout;
 use common::services::tool;
 use common::wait::wait_for;
 
@@ -96,36 +94,6 @@ fn with_class<'a>(els: &'a [(String, Attrs)], class: &str) -> Vec<&'a Attrs> {
         })
         .map(|(_, a)| a)
         .collect()
-}
-
-fn chromium(bin: &Path, profile: &Path, extra: &[&str], url: &str) -> String {
-    let (status, out, err) = run_with_timeout(
-        "chromium",
-        Command::new(bin)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--no-default-browser-check",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-default-apps",
-                "--disable-extensions",
-                "--disable-sync",
-                "--hide-scrollbars",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .args(extra)
-            .arg(url),
-        Duration::from_secs(90),
-    );
-    assert!(
-        status.success(),
-        "chromium {extra:?} {url}: {status}\n{err}"
-    );
-    out
 }
 
 fn num(a: &Attrs, k: &str) -> String {

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use anamo::model::{ClaimRequest, Completion, Outcome, TaskResult};
+use common::cli::ok;
 use common::Harness;
 use serde_json::Value;
 
@@ -49,16 +50,6 @@ fn anamo(h: &Harness, args: &[&str]) -> Output {
         .arg(&h.url)
         .args(args);
     c.output().expect("run anamo")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "anamo failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 /// Ends the pending `align` tasks of these samples: succeeded, or failed for good.
@@ -101,7 +92,7 @@ fn row(text: &str, first: &str) -> Vec<String> {
 }
 
 async fn the_example_as_a_matrix(h: Harness) {
-    ok(anamo(
+    ok(&anamo(
         &h,
         &[
             "task",
@@ -111,7 +102,7 @@ async fn the_example_as_a_matrix(h: Harness) {
             "examples/tasks.tsv",
         ],
     ));
-    let text = ok(anamo(&h, &["sample", "list"]));
+    let text = ok(&anamo(&h, &["sample", "list"]));
     assert_eq!(row(&text, "SAMPLE"), ["SAMPLE", "align", "call"], "{text}");
     assert_eq!(row(&text, "NA12878"), ["NA12878", ".", "."], "{text}");
     assert_eq!(row(&text, "(done)"), ["(done)", "0/24", "0/24"], "{text}");
@@ -121,9 +112,9 @@ async fn the_example_as_a_matrix(h: Harness) {
     assert!(text.is_ascii(), "not a terminal: ASCII\n{text}");
 
     run_align(&h, &[("NA12878", true), ("NA12891", false)]).await;
-    ok(anamo(&h, &["sample", "hold", "NA12892"]));
-    ok(anamo(&h, &["sample", "drop", "HG00096"]));
-    let text = ok(anamo(&h, &["sample", "list"]));
+    ok(&anamo(&h, &["sample", "hold", "NA12892"]));
+    ok(&anamo(&h, &["sample", "drop", "HG00096"]));
+    let text = ok(&anamo(&h, &["sample", "list"]));
     assert_eq!(row(&text, "NA12878"), ["NA12878", "ok", "."], "{text}");
     assert_eq!(row(&text, "NA12891")[1], "X", "{text}");
     assert_eq!(row(&text, "NA12892"), ["NA12892", "H", "H"], "{text}");
@@ -135,7 +126,7 @@ async fn the_example_as_a_matrix(h: Harness) {
         "{text}"
     );
 
-    let failed = ok(anamo(&h, &["sample", "list", "--state", "failed"]));
+    let failed = ok(&anamo(&h, &["sample", "list", "--state", "failed"]));
     let samples: Vec<&str> = failed
         .lines()
         .skip(1)
@@ -144,11 +135,11 @@ async fn the_example_as_a_matrix(h: Harness) {
     assert_eq!(samples.len(), 1, "{failed}");
     assert!(samples[0].starts_with("NA12891"), "{failed}");
 
-    let call = ok(anamo(&h, &["sample", "list", "--step", "call"]));
+    let call = ok(&anamo(&h, &["sample", "list", "--step", "call"]));
     assert_eq!(row(&call, "SAMPLE"), ["SAMPLE", "call"], "{call}");
     assert!(!call.contains("joint"), "{call}");
 
-    let json: Value = serde_json::from_str(&ok(anamo(&h, &["sample", "list", "--json"])))
+    let json: Value = serde_json::from_str(&ok(&anamo(&h, &["sample", "list", "--json"])))
         .expect("--json prints JSON");
     let s = json["samples"]
         .as_array()

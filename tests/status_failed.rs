@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -19,32 +18,11 @@ use serde_json::Value;
 
 use anamo::model::TaskState;
 use anamo::pipeline::matrix::{glyph, states_text, StateCounts};
+use common::browser::chromium;
 use common::http::get_json;
 use common::observability::Workload;
-use common::process::run_with_timeout;
 use common::services::tool;
 use common::wait::wait_for;
-
-fn dump_dom(bin: &Path, profile: &Path, url: &str) -> String {
-    let (status, out, err) = run_with_timeout(
-        "chromium",
-        Command::new(bin)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--disable-extensions",
-                "--dump-dom",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(url),
-        Duration::from_secs(90),
-    );
-    assert!(status.success(), "chromium {url}: {status}\n{err}");
-    out
-}
 
 /// The API's tasks-by-state of one cell, as the matrix counts them.
 fn cell(v: &Value) -> Option<StateCounts> {
@@ -140,10 +118,18 @@ fn failed_tasks_and_samples_on_the_page_the_api_and_the_cli() {
 
     let profile = tempfile::tempdir().unwrap();
     let base = format!("http://{}/", workload.addr);
-    page_matches_api(&dump_dom(&chromium_bin, profile.path(), &base), &st);
+    page_matches_api(
+        &chromium(&chromium_bin, profile.path(), &["--dump-dom"], &base),
+        &st,
+    );
     let st = get_json(workload.addr, "/api/status?sample=S01");
     assert_eq!(st["samples"]["matched"], 1, "{}", st["samples"]);
-    let dom = dump_dom(&chromium_bin, profile.path(), &format!("{base}?sample=S01"));
+    let dom = chromium(
+        &chromium_bin,
+        profile.path(),
+        &["--dump-dom"],
+        &format!("{base}?sample=S01"),
+    );
     assert!(
         dom.contains("value=\"S01\""),
         "the search box keeps the search"

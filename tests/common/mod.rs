@@ -82,6 +82,7 @@ macro_rules! on_both_stores {
     )*};
 }
 
+pub mod browser;
 pub mod cli;
 pub mod controller_aws;
 pub mod fleet_capacity;
