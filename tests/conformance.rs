@@ -1,6 +1,7 @@
 //! One conformance suite for every `TaskStore`: the same test functions run against SQLite and
 //! against DynamoDB Local.
 
+#[macro_use]
 mod common;
 #[path = "conformance/fence.rs"]
 mod fence_cases;
@@ -959,30 +960,6 @@ mod cases {
             .expect("free after release");
         assert!(a2.fencing > b.fencing);
     }
-}
-
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let h = crate::common::Harness::sqlite().await;
-                    crate::cases::$case(h.store.clone()).await;
-                }
-            )*
-        }
-        mod dynamodb {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let Some(h) = crate::common::Harness::dynamo().await else { return };
-                    crate::cases::$case(h.store.clone()).await;
-                    h.store.delete_schema().await.expect("delete test table");
-                }
-            )*
-        }
-    };
 }
 
 conformance!(

@@ -3,6 +3,7 @@
 //! with a retry delay waits in `retrying` (its `retry_at` visible) until the housekeeping call
 //! makes it pending again.
 
+#[macro_use]
 mod common;
 
 use anamo::model::{
@@ -272,30 +273,6 @@ mod cases {
         );
         assert_eq!(state(&store, "align", "S1").await, TaskState::Cancelled);
     }
-}
-
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let h = crate::common::Harness::sqlite().await;
-                    crate::cases::$case(h.store.clone()).await;
-                }
-            )*
-        }
-        mod dynamodb {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let Some(h) = crate::common::Harness::dynamo().await else { return };
-                    crate::cases::$case(h.store.clone()).await;
-                    h.store.delete_schema().await.expect("delete test table");
-                }
-            )*
-        }
-    };
 }
 
 conformance!(

@@ -4,6 +4,7 @@
 //! and waiting tasks only; retry requeues its own failures and, in dependency order, the
 //! tasks that failed because of them; an unknown sample is an error that changes nothing.
 
+#[macro_use]
 mod common;
 
 use anamo::model::{ClaimRequest, Completion, Outcome, TaskResult, TaskSpec, TaskState};
@@ -245,30 +246,6 @@ mod cases {
         }
         assert_eq!(store.counts("align").await.unwrap(), before);
     }
-}
-
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let h = crate::common::Harness::sqlite().await;
-                    crate::cases::$case(h.store.clone()).await;
-                }
-            )*
-        }
-        mod dynamodb {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let Some(h) = crate::common::Harness::dynamo().await else { return };
-                    crate::cases::$case(h.store.clone()).await;
-                    h.store.delete_schema().await.expect("delete test table");
-                }
-            )*
-        }
-    };
 }
 
 conformance!(

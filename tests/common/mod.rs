@@ -93,3 +93,31 @@ pub mod process;
 pub mod services;
 pub mod wait;
 pub mod worker;
+
+/// The store conformance suite's runner: each case `crate::cases::NAME(store)` becomes the tests
+/// `sqlite::NAME` and `dynamodb::NAME` (on a fresh store each; the DynamoDB table is deleted
+/// afterwards). Needs `#[macro_use] mod common;`.
+#[allow(unused_macros)]
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let h = crate::common::Harness::sqlite().await;
+                    crate::cases::$case(h.store.clone()).await;
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some(h) = crate::common::Harness::dynamo().await else { return };
+                    crate::cases::$case(h.store.clone()).await;
+                    h.store.delete_schema().await.expect("delete test table");
+                }
+            )*
+        }
+    };
+}
