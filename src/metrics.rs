@@ -20,6 +20,7 @@ pub struct Metrics {
     pub throughput: GaugeVec,
     pub task_duration: HistogramVec,
     pub claim_conflicts: IntCounterVec,
+    pub worker_spot_notices: IntCounterVec,
     // Per fleet.
     pub fleet_desired: IntGaugeVec,
     pub fleet_instances: IntGaugeVec,
@@ -116,6 +117,14 @@ const CLAIM_CONFLICTS: Def = Def {
     help: "Claims that lost a race for a task and tried another (DynamoDB store); \
                      exported by workers run with --metrics-addr.",
     labels: &["step"],
+};
+const WORKER_SPOT_NOTICES: Def = Def {
+    name: "anamo_worker_spot_notices_total",
+    help: "Spot notices a worker read from the instance metadata, by kind: rebalance (a \
+                     rebalance recommendation: claims stop, running tasks finish) or \
+                     interruption (an interruption notice: running tasks are handed back); \
+                     exported by workers run with --metrics-addr.",
+    labels: &["step", "kind"],
 };
 const FLEET_DESIRED: Def = Def {
     name: "anamo_fleet_desired_instances",
@@ -336,6 +345,7 @@ impl Metrics {
             throughput: r.gauge_vec(&THROUGHPUT),
             task_duration: r.histogram_vec(&TASK_DURATION, secs),
             claim_conflicts: r.int_counter_vec(&CLAIM_CONFLICTS),
+            worker_spot_notices: r.int_counter_vec(&WORKER_SPOT_NOTICES),
             fleet_desired: r.int_gauge_vec(&FLEET_DESIRED),
             fleet_instances: r.int_gauge_vec(&FLEET_INSTANCES),
             launches: r.int_counter_vec(&LAUNCHES),

@@ -482,6 +482,7 @@ fn metrics_reference() -> String {
         &m.throughput,
         &m.task_duration,
         &m.claim_conflicts,
+        &m.worker_spot_notices,
         &m.fleet_desired,
         &m.fleet_instances,
         &m.launches,
@@ -543,7 +544,7 @@ fn metrics_reference() -> String {
     out.push_str(&generated_note("the metrics registry (`src/metrics.rs`)"));
     out.push_str(&format!(
         "\nThe controller serves these at `http://<metricsAddr>/metrics` in the Prometheus text \
-         format (`metricsAddr` defaults to `127.0.0.1:9464`), except the two that say they are \
+         format (`metricsAddr` defaults to `127.0.0.1:9464`), except the three that say they are \
          exported by workers run with `--metrics-addr`. The `anamo_tasks*` figures, \
          `anamo_oldest_pending_task_age_seconds` and `anamo_step_throughput_per_minute` come \
          from the progress count, refreshed every `progressInterval`; the throughput is the \

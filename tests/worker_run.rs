@@ -1,6 +1,7 @@
 //! The worker run in-process (`anamo::worker::run_with`) against real stores: exactly-once
-//! results under contention, exit-code handling, timeouts, nested tasks, drain, spot notices,
-//! wall time and idle exit. Store outages are in `tests/worker_outage.rs`.
+//! results under contention, exit-code handling, timeouts, nested tasks, drain, wall time and
+//! idle exit. Store outages are in `tests/worker_outage.rs`, spot notices in
+//! `tests/worker_spot.rs`.
 //!
 //! DynamoDB variants need `scripts/test-services run -- cargo nextest run --test worker_run`;
 //! without DynamoDB Local they fail.
@@ -354,87 +355,6 @@ async fn drain_hands_back_unfinished_tasks() {
     assert_eq!((never.state, never.attempts), (TaskState::Pending, 0));
     let w = &h.store.list_workers(Some(step)).await.unwrap()[0];
     assert_eq!(w.state, WorkerState::Gone);
-}
-
-/// A spot interruption notice from IMDS hands running tasks back at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn spot_notice_hands_back_at_once() {
-    let h = Harness::sqlite().await;
-    let dir = tempfile::tempdir().unwrap();
-    let imds = FakeImds::start().await;
-    let step = "spot";
-    // The task and the drain grace outlast `join`'s deadline by far: the worker only exits
-    // in time if the notice skips the grace.
-    import(&h.store, &[TaskSpec::new(step, "long", "sleep 600")]).await;
-    let mut args = fast_args(step, dir.path());
-    args.imds_endpoint = Some(imds.url.clone());
-    args.spot_poll = Duration::from_millis(200);
-    args.drain_grace = Duration::from_secs(600);
-    args.worker_id = Some("spotty".into());
-    let (_, handle) = spawn_worker_task(args, h.store.clone());
-    wait_running(&h.store, step, "long", Duration::from_secs(10)).await;
-    let polls = imds.polls();
-    wait_until(
-        "the worker polls for notices",
-        Duration::from_secs(10),
-        || async { imds.polls() > polls },
-    )
-    .await;
-    // The instance id came from IMDS.
-    let w = &h.store.list_workers(Some(step)).await.unwrap()[0];
-    assert_eq!(w.instance_id.as_deref(), Some("i-0123456789abcdef0"));
-    assert_eq!(w.state, WorkerState::Active);
-
-    imds.interrupt();
-    let exit = join(handle, Duration::from_secs(60)).await;
-    assert_eq!(exit.reason, StopReason::SpotInterruption);
-    assert_eq!(exit.stats.handed_back, 1);
-    let t = get(&h.store, step, "long").await;
-    assert_eq!((t.state, t.attempts), (TaskState::Pending, 0));
-}
-
-/// A rebalance recommendation from IMDS stops claims; the running task finishes (it is not
-/// handed back) and the worker exits once it has, leaving the other task to other workers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rebalance_recommendation_stops_claiming_and_lets_tasks_finish() {
-    let h = Harness::sqlite().await;
-    let dir = tempfile::tempdir().unwrap();
-    let imds = FakeImds::start().await;
-    let step = "rebalance";
-    let go = dir.path().join("go");
-    let mut first = TaskSpec::new(
-        step,
-        "first",
-        format!("while [ ! -f '{}' ]; do sleep 0.05; done", go.display()),
-    );
-    first.priority = 1;
-    import(&h.store, &[first, TaskSpec::new(step, "later", "true")]).await;
-    let mut args = fast_args(step, dir.path());
-    args.imds_endpoint = Some(imds.url.clone());
-    args.spot_poll = Duration::from_millis(200);
-    args.slots = 1;
-    let (control, handle) = spawn_worker_task(args, h.store.clone());
-    wait_running(&h.store, step, "first", Duration::from_secs(10)).await;
-
-    imds.recommend_rebalance();
-    wait_until(
-        "the worker sees the recommendation",
-        Duration::from_secs(10),
-        || async { control.stop_reason() == Some(StopReason::Rebalance) },
-    )
-    .await;
-    // Still running: a recommendation is no interruption.
-    assert_eq!(get(&h.store, step, "first").await.state, TaskState::Running);
-    std::fs::write(&go, "").unwrap();
-    let exit = join(handle, Duration::from_secs(60)).await;
-    assert_eq!(exit.reason, StopReason::Rebalance);
-    assert_eq!(exit.stats.handed_back, 0);
-    assert_eq!(
-        get(&h.store, step, "first").await.state,
-        TaskState::Succeeded
-    );
-    let later = get(&h.store, step, "later").await;
-    assert_eq!((later.state, later.attempts), (TaskState::Pending, 0));
 }
 
 /// `--wall-time`: no claims after it; a task still running a drain grace later is killed and

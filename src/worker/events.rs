@@ -377,12 +377,39 @@ impl RegistrationFailed<'_> {
     }
 }
 
+/// The `kind` label values of `anamo_worker_spot_notices_total`.
+pub const SPOT_NOTICE_KINDS: [&str; 2] = ["interruption", "rebalance"];
+
+impl WorkerStats {
+    /// Starts `anamo_worker_spot_notices_total{step,kind}` at 0 for every kind, so that the
+    /// first notice shows in `increase()` (called once the instance metadata answered).
+    pub(crate) fn spot_notices_watched(&self, step: &str) {
+        if let Some(m) = self.metrics.get() {
+            for kind in SPOT_NOTICE_KINDS {
+                m.worker_spot_notices
+                    .with_label_values(&[step, kind])
+                    .inc_by(0);
+            }
+        }
+    }
+
+    fn spot_notice(&self, step: &str, kind: &'static str) {
+        debug_assert!(SPOT_NOTICE_KINDS.contains(&kind));
+        if let Some(m) = self.metrics.get() {
+            m.worker_spot_notices.with_label_values(&[step, kind]).inc();
+        }
+    }
+}
+
+/// A spot interruption notice (`spot/instance-action`): running tasks are handed back.
 pub(crate) struct SpotInterruption<'a> {
+    pub step: &'a str,
     pub notice: &'a str,
 }
 
 impl SpotInterruption<'_> {
-    pub fn emit(self) {
+    pub fn emit(self, stats: &WorkerStats) {
+        stats.spot_notice(self.step, "interruption");
         tracing::warn!(
             notice = self.notice,
             "spot interruption notice: handing back running tasks"
@@ -390,12 +417,16 @@ impl SpotInterruption<'_> {
     }
 }
 
+/// A rebalance recommendation (`events/recommendations/rebalance`): claims stop, running
+/// tasks finish. Emitted once per worker.
 pub(crate) struct RebalanceRecommendation<'a> {
+    pub step: &'a str,
     pub notice: &'a str,
 }
 
 impl RebalanceRecommendation<'_> {
-    pub fn emit(self) {
+    pub fn emit(self, stats: &WorkerStats) {
+        stats.spot_notice(self.step, "rebalance");
         tracing::warn!(
             notice = self.notice,
             "rebalance recommendation: no new claims, running tasks go on"

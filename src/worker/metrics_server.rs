@@ -14,8 +14,11 @@ use axum::Router;
 use crate::metrics::Metrics;
 
 /// The metric families a worker exports.
-pub const WORKER_METRICS: [&str; 2] =
-    ["anamo_task_duration_seconds", "anamo_claim_conflicts_total"];
+pub const WORKER_METRICS: [&str; 3] = [
+    "anamo_task_duration_seconds",
+    "anamo_claim_conflicts_total",
+    "anamo_worker_spot_notices_total",
+];
 
 /// Binds `addr` and serves until the returned task is aborted. Returns the bound address.
 pub(crate) async fn serve(

@@ -5,7 +5,8 @@
 //! ```text
 //!   run ─┬─ slot loop × N ── claim ─▶ task_runner (spawn, heartbeat, timeout) ─▶ complete
 //!        ├─ registration upkeep (put_worker every heartbeat and on state changes)
-//!        ├─ signals (SIGTERM/SIGINT → drain)      ├─ spot notice poller (IMDSv2 → hand back)
+//!        ├─ signals (SIGTERM/SIGINT → drain)      ├─ spot poller (IMDSv2: rebalance → stop
+//!        │                                        │  claiming, interruption → hand back)
 //!        └─ wall-time timer, idle-exit check
 //! ```
 //!
@@ -20,14 +21,16 @@
 //!   written within its lease is never lost.
 //! * **Stopping.** SIGTERM/SIGINT: stop claiming (state `draining`), let running tasks finish
 //!   within `--drain-grace`, then kill and hand back the rest (attempt not counted); a second
-//!   signal hands them back at once. A spot interruption notice hands them back at once.
+//!   signal hands them back at once. A spot interruption notice hands them back at once. A
+//!   rebalance recommendation stops claims and lets running tasks finish (no deadline); the
+//!   worker then exits like an idle one, unless an interruption notice comes first.
 //!   `--wall-time`: stop claiming; tasks still running `--drain-grace` later are killed and
 //!   recorded as failed with error `timeout`. `--idle-exit`: exit when nothing was claimable
 //!   for that long and no slot is busy, then run `--on-idle-exit`. On every exit the
 //!   registration is marked `gone`.
 //! * **Metrics.** With `--metrics-addr`, `/metrics` serves the per-step
-//!   `anamo_task_duration_seconds{step,outcome}` and `anamo_claim_conflicts_total{step}` of
-//!   this worker (and `/healthz` answers), until it exits.
+//!   `anamo_task_duration_seconds{step,outcome}`, `anamo_claim_conflicts_total{step}` and
+//!   `anamo_worker_spot_notices_total{step,kind}` of this worker (and `/healthz` answers), until it exits.
 
 mod backoff;
 mod bench;
@@ -139,7 +142,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "ANAMO_IMDS_ENDPOINT")]
     pub imds_endpoint: Option<String>,
 
-    /// Interval between spot interruption notice checks; 0 disables them.
+    /// Interval between spot interruption notice and rebalance recommendation checks; 0
+    /// disables them.
     #[arg(long, env = "ANAMO_SPOT_POLL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub spot_poll: Duration,
 
@@ -151,8 +155,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "ANAMO_MAX_TASKS")]
     pub max_tasks: Option<u64>,
 
-    /// Serve `/metrics` (task durations and claim conflicts of this worker) and `/healthz`
-    /// on this address, e.g. `0.0.0.0:9465` [default: no metrics endpoint].
+    /// Serve `/metrics` (task durations, claim conflicts and spot notices of this worker) and
+    /// `/healthz` on this address, e.g. `0.0.0.0:9465` [default: no metrics endpoint].
     #[arg(long, env = "ANAMO_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -417,7 +421,13 @@ fn spawn_background(
 ) -> JoinSet<()> {
     let mut background = JoinSet::new();
     if let (Some((imds, reachable)), Some(every)) = (imds, cfg.spot_poll) {
-        background.spawn(spot::watch_spot(imds, every, control.clone(), reachable));
+        let watch = spot::SpotWatch {
+            step: cfg.step.clone(),
+            every,
+            control: control.clone(),
+            known_reachable: reachable,
+        };
+        background.spawn(spot::watch_spot(imds, watch));
     }
     if let Some(wall) = cfg.wall_time {
         let (control, grace) = (control.clone(), cfg.drain_grace);

@@ -1,8 +1,10 @@
 //! EC2 instance metadata (IMDSv2): the instance id at start, the spot interruption notice
 //! (`GET /latest/meta-data/spot/instance-action`: 404 = none, 200 = interruption coming) and
 //! the rebalance recommendation (`GET /latest/meta-data/events/recommendations/rebalance`:
-//! 404 = none, 200 = the instance is at elevated risk of interruption). A recommendation stops
-//! claims and lets running tasks finish; a notice hands them back at once.
+//! 404 = none, 200 with `{"noticeTime": "..."}` = the instance is at elevated risk of
+//! interruption; see <https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/rebalance-recommendations.html>).
+//! A recommendation stops claims and lets running tasks finish; a notice hands them back at
+//! once, also after a recommendation.
 //!
 //! Timeouts are short and there are no retries, so a worker off EC2 starts at once.
 
@@ -99,17 +101,30 @@ impl Imds {
     }
 }
 
+/// What the spot watcher needs besides the IMDS client.
+#[derive(Debug, Clone)]
+pub(crate) struct SpotWatch {
+    pub step: String,
+    pub every: Duration,
+    pub control: WorkerControl,
+    /// IMDS answered at start (else the first failed poll means: not on EC2).
+    pub known_reachable: bool,
+}
+
 /// Polls for a spot interruption notice every `every`; on one, hands running tasks back and
-/// returns. Until then, a rebalance recommendation stops claims (once). Unless IMDS is `known_reachable` (it answered at start), returns at once when it
-/// does not answer the first poll (not on EC2).
-pub(crate) async fn watch_spot(
-    imds: Imds,
-    every: Duration,
-    control: WorkerControl,
-    known_reachable: bool,
-) {
+/// returns. Until then, a rebalance recommendation stops claims (once). Unless IMDS is
+/// `known_reachable` (it answered at start), returns at once when it does not answer the
+/// first poll (not on EC2).
+pub(crate) async fn watch_spot(imds: Imds, watch: SpotWatch) {
+    let SpotWatch {
+        step,
+        every,
+        control,
+        known_reachable,
+    } = watch;
     let mut failures = 0u32;
     let mut answered = known_reachable;
+    let mut counting = false;
     let mut first = true;
     let mut rebalancing = false;
     loop {
@@ -125,16 +140,24 @@ pub(crate) async fn watch_spot(
             }
             _ => answered = true,
         }
+        if !std::mem::replace(&mut counting, true) {
+            // Watching from now on: the notice counters start at 0.
+            control.worker_stats().spot_notices_watched(&step);
+        }
         match poll {
             Ok(Some(notice)) => {
-                SpotInterruption { notice: &notice }.emit();
+                SpotInterruption {
+                    step: &step,
+                    notice: &notice,
+                }
+                .emit(control.worker_stats());
                 control.hand_back();
                 return;
             }
             Ok(None) => {
                 failures = 0;
                 if !rebalancing {
-                    rebalancing = check_rebalance(&imds, &control).await;
+                    rebalancing = check_rebalance(&imds, &step, &control).await;
                 }
             }
             Err(e) => {
@@ -149,10 +172,14 @@ pub(crate) async fn watch_spot(
 }
 
 /// Stops claims when a rebalance recommendation is out; whether one was.
-async fn check_rebalance(imds: &Imds, control: &WorkerControl) -> bool {
+async fn check_rebalance(imds: &Imds, step: &str, control: &WorkerControl) -> bool {
     match imds.rebalance_notice().await {
         Ok(Some(notice)) => {
-            RebalanceRecommendation { notice: &notice }.emit();
+            RebalanceRecommendation {
+                step,
+                notice: notice_time(&notice).unwrap_or(&notice),
+            }
+            .emit(control.worker_stats());
             control.rebalance();
             true
         }
@@ -161,5 +188,31 @@ async fn check_rebalance(imds: &Imds, control: &WorkerControl) -> bool {
             tracing::debug!(error = %e, "rebalance recommendation poll failed");
             false
         }
+    }
+}
+
+/// The `noticeTime` of a rebalance recommendation (`{"noticeTime": "2020-11-05T08:22:00Z"}`),
+/// when the body is that JSON.
+fn notice_time(body: &str) -> Option<&str> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Notice<'a> {
+        notice_time: &'a str,
+    }
+    serde_json::from_str::<Notice<'_>>(body)
+        .ok()
+        .map(|n| n.notice_time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::notice_time;
+
+    #[test]
+    fn reads_the_notice_time_of_a_recommendation() {
+        let body = r#"{"noticeTime": "2020-11-05T08:22:00Z"}"#;
+        assert_eq!(notice_time(body), Some("2020-11-05T08:22:00Z"));
+        assert_eq!(notice_time("not json"), None);
+        assert_eq!(notice_time(r#"{"other": 1}"#), None);
     }
 }
