@@ -791,6 +791,7 @@ mod cases {
             last_seen: T0,
             last_busy_at: T0,
             state: WorkerState::Active,
+            stop_reason: None,
         };
         store
             .put_worker(&w, anamo::store::Fence::Unfenced)
@@ -798,6 +799,9 @@ mod cases {
             .unwrap();
         w.busy_slots = 3;
         w.last_seen = T0 + 10;
+        // A draining worker records why.
+        w.state = WorkerState::Draining;
+        w.stop_reason = Some(anamo::model::StopReason::Rebalance);
         store
             .put_worker(&w, anamo::store::Fence::Unfenced)
             .await

@@ -873,6 +873,7 @@ async fn an_auto_scaling_group_scales_in_idle_instances_and_keeps_busy_ones() {
         last_seen: now,
         last_busy_at: now - 5_000,
         state: WorkerState::Active,
+        stop_reason: None,
     };
     w.store()
         .put_worker(&idle, anamo::store::Fence::Unfenced)

@@ -179,6 +179,7 @@ impl World {
                     last_seen: self.clock.now(),
                     last_busy_at,
                     state: WorkerState::Active,
+                    stop_reason: None,
                 },
                 anamo::store::Fence::Unfenced,
             )

@@ -143,7 +143,10 @@ async fn rebalance_recommendation_stops_claiming_and_lets_tasks_finish() {
     let later = get(&h.store, step, "later").await;
     assert_eq!((later.state, later.attempts), (TaskState::Pending, 0));
     let w = &h.store.list_workers(Some(step)).await.unwrap()[0];
-    assert_eq!(w.state, WorkerState::Gone);
+    assert_eq!(
+        (w.state, w.stop_reason),
+        (WorkerState::Gone, Some(StopReason::Rebalance))
+    );
 }
 
 /// An interruption notice after a recommendation still hands the running task back at once.
@@ -173,4 +176,10 @@ async fn interruption_after_a_recommendation_hands_back() {
     assert_eq!(exit.stats.handed_back, 1);
     let first = get(&h.store, step, "first").await;
     assert_eq!((first.state, first.attempts), (TaskState::Pending, 0));
+    // The registration tells the controller it was an interruption.
+    let w = &h.store.list_workers(Some(step)).await.unwrap()[0];
+    assert_eq!(
+        (w.state, w.stop_reason),
+        (WorkerState::Gone, Some(StopReason::SpotInterruption))
+    );
 }

@@ -214,6 +214,7 @@ fn planner_time(steps: u32, pending: u64, instances: usize) -> PlannerTime {
                 last_seen: now - 5_000,
                 last_busy_at: now - (i as i64 % 7) * 60_000,
                 state: WorkerState::Active,
+                stop_reason: None,
             })
             .collect();
         input.fleets.push(FleetInput {

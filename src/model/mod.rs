@@ -555,7 +555,7 @@ impl RetryDelay {
 }
 
 mod worker;
-pub use worker::{WorkerInfo, WorkerState};
+pub use worker::{StopReason, WorkerInfo, WorkerState};
 
 #[cfg(test)]
 mod tests {

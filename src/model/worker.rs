@@ -21,6 +21,64 @@ pub struct WorkerInfo {
     /// When the worker last had a busy slot (or started), for idle-time decisions.
     pub last_busy_at: Millis,
     pub state: WorkerState,
+    /// Why the worker stopped claiming, once it has (absent in registrations written before
+    /// this field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<StopReason>,
+}
+
+/// Why a worker stopped claiming; its registration records it, so that the controller can
+/// tell interruptions and rebalances from other exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// SIGTERM/SIGINT (or `WorkerControl::drain`).
+    Signal,
+    /// A spot interruption notice (or `WorkerControl::hand_back`).
+    SpotInterruption,
+    /// A rebalance recommendation: the instance is at elevated risk of interruption, so no
+    /// new claims; running tasks go on (or `WorkerControl::rebalance`).
+    Rebalance,
+    /// `--wall-time` passed.
+    WallTime,
+    /// `--max-tasks` tasks were claimed.
+    MaxTasks,
+    /// Nothing was claimable for `--idle-exit`.
+    Idle,
+    /// A store error that retrying cannot fix (e.g. the table is gone).
+    Fatal,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Signal => "signal",
+            StopReason::SpotInterruption => "spot_interruption",
+            StopReason::Rebalance => "rebalance",
+            StopReason::WallTime => "wall_time",
+            StopReason::MaxTasks => "max_tasks",
+            StopReason::Idle => "idle",
+            StopReason::Fatal => "fatal",
+        }
+    }
+}
+
+impl FromStr for StopReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const ALL: [StopReason; 7] = [
+            StopReason::Signal,
+            StopReason::SpotInterruption,
+            StopReason::Rebalance,
+            StopReason::WallTime,
+            StopReason::MaxTasks,
+            StopReason::Idle,
+            StopReason::Fatal,
+        ];
+        ALL.into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown worker stop reason `{s}`"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -229,6 +229,7 @@ mod tests {
             last_seen: 0,
             last_busy_at: 0,
             state: WorkerState::Active,
+            stop_reason: None,
         };
         let r = retired(&w);
         assert_eq!((r.state, r.busy_slots), (WorkerState::Gone, 0));

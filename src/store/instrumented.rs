@@ -520,6 +520,7 @@ mod tests {
             last_seen: now,
             last_busy_at: now,
             state: crate::model::WorkerState::Active,
+            stop_reason: None,
         };
         s.put_worker(&w, Fence::Unfenced).await.unwrap();
         s.list_workers(None).await.unwrap();

@@ -4,7 +4,6 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
@@ -12,41 +11,7 @@ use super::backoff::Backoff;
 use super::events::{StatsSnapshot, WorkerStats, WorkerStopping};
 use super::process::StopCause;
 use crate::clock::Millis;
-
-/// Why a worker stopped claiming.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// SIGTERM/SIGINT (or [`WorkerControl::drain`]).
-    Signal,
-    /// A spot interruption notice (or [`WorkerControl::hand_back`]).
-    SpotInterruption,
-    /// A rebalance recommendation: the instance is at elevated risk of interruption, so no
-    /// new claims; running tasks go on (or [`WorkerControl::rebalance`]).
-    Rebalance,
-    /// `--wall-time` passed.
-    WallTime,
-    /// `--max-tasks` tasks were claimed.
-    MaxTasks,
-    /// Nothing was claimable for `--idle-exit`.
-    Idle,
-    /// A store error that retrying cannot fix (e.g. the table is gone).
-    Fatal,
-}
-
-impl StopReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StopReason::Signal => "signal",
-            StopReason::SpotInterruption => "spot_interruption",
-            StopReason::Rebalance => "rebalance",
-            StopReason::WallTime => "wall_time",
-            StopReason::MaxTasks => "max_tasks",
-            StopReason::Idle => "idle",
-            StopReason::Fatal => "fatal",
-        }
-    }
-}
+pub use crate::model::StopReason;
 
 /// What the slots are doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

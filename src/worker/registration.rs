@@ -34,6 +34,7 @@ pub(crate) fn info(ctx: &Ctx, started_at: Millis, state: WorkerState) -> WorkerI
         last_seen: now,
         last_busy_at,
         state,
+        stop_reason: ctx.control.phase().reason(),
     }
 }
 

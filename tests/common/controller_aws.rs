@@ -188,6 +188,7 @@ impl AwsWorld {
             last_seen: now,
             last_busy_at: now,
             state: WorkerState::Active,
+            stop_reason: None,
         };
         self.store()
             .put_worker(&worker, anamo::store::Fence::Unfenced)

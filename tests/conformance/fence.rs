@@ -32,6 +32,7 @@ fn worker(id: &str, state: WorkerState) -> WorkerInfo {
         last_seen: T0,
         last_busy_at: T0,
         state,
+        stop_reason: None,
     }
 }
 

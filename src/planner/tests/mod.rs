@@ -58,6 +58,7 @@ pub(super) fn worker(instance: &str, busy: u32, idle: Millis) -> WorkerInfo {
         last_seen: NOW - 5 * SEC,
         last_busy_at: if busy > 0 { NOW } else { NOW - idle },
         state: WorkerState::Active,
+        stop_reason: None,
     }
 }
 

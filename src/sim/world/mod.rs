@@ -442,6 +442,7 @@ impl World {
                     last_seen: now,
                     last_busy_at: now,
                     state: WorkerState::Active,
+                    stop_reason: None,
                 };
                 let next_refresh = now + heartbeat(f);
                 self.instances[i].worker = Some(SimWorker {

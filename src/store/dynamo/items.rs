@@ -10,7 +10,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::clock::Millis;
 use crate::model::{
-    Lease, Task, TaskResult, TaskSpec, TaskState, WorkerInfo, WorkerState, DEFAULT_MAX_ATTEMPTS,
+    Lease, StopReason, Task, TaskResult, TaskSpec, TaskState, WorkerInfo, WorkerState,
+    DEFAULT_MAX_ATTEMPTS,
 };
 use crate::store::{Leadership, Result, StatusDoc, StoreError};
 
@@ -414,6 +415,9 @@ where
 
 // ---- workers, status documents, leadership -----------------------------------------------
 
+/// A worker registration's stop reason attribute.
+const STOP_REASON: &str = "stop_reason";
+
 pub(crate) fn worker_item(w: &WorkerInfo) -> Item {
     let mut item = Item::from([
         (PK.to_string(), s(worker_pk(&w.worker_id))),
@@ -430,6 +434,9 @@ pub(crate) fn worker_item(w: &WorkerInfo) -> Item {
     ]);
     if let Some(i) = &w.instance_id {
         item.insert("instance_id".to_string(), s(i.as_str()));
+    }
+    if let Some(r) = w.stop_reason {
+        item.insert(STOP_REASON.to_string(), s(r.as_str()));
     }
     item
 }
@@ -449,6 +456,13 @@ impl Reader<'_> {
             state: state
                 .parse::<WorkerState>()
                 .map_err(|e| self.error(STATE, e))?,
+            stop_reason: self
+                .opt_s(STOP_REASON)?
+                .map(|r| {
+                    r.parse::<StopReason>()
+                        .map_err(|e| self.error(STOP_REASON, e))
+                })
+                .transpose()?,
         })
     }
 
