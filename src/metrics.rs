@@ -26,6 +26,7 @@ pub struct Metrics {
     pub fleet_instances: IntGaugeVec,
     pub launches: IntCounterVec,
     pub terminations: IntCounterVec,
+    pub fleet_interruptions: IntCounterVec,
     pub provider_calls: IntCounterVec,
     pub provider_errors: IntCounterVec,
     pub provider_throttles: IntCounterVec,
@@ -145,6 +146,13 @@ const TERMINATIONS: Def = Def {
     name: "anamo_fleet_terminations_total",
     help: "Instances terminated, by cause.",
     labels: &["fleet", "reason"],
+};
+const FLEET_INTERRUPTIONS: Def = Def {
+    name: "anamo_fleet_interruptions_total",
+    help: "Instances whose worker stopped for a spot interruption notice (kind interruption) \
+                     or a rebalance recommendation (kind rebalance), by instance type and zone \
+                     (unknown when the listing does not say); each instance counted once.",
+    labels: &["fleet", "instance_type", "zone", "kind"],
 };
 const PROVIDER_CALLS: Def = Def {
     name: "anamo_provider_api_calls_total",
@@ -350,6 +358,7 @@ impl Metrics {
             fleet_instances: r.int_gauge_vec(&FLEET_INSTANCES),
             launches: r.int_counter_vec(&LAUNCHES),
             terminations: r.int_counter_vec(&TERMINATIONS),
+            fleet_interruptions: r.int_counter_vec(&FLEET_INTERRUPTIONS),
             provider_calls: r.int_counter_vec(&PROVIDER_CALLS),
             provider_errors: r.int_counter_vec(&PROVIDER_ERRORS),
             provider_throttles: r.int_counter_vec(&PROVIDER_THROTTLES),

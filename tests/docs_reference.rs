@@ -487,6 +487,7 @@ fn metrics_reference() -> String {
         &m.fleet_instances,
         &m.launches,
         &m.terminations,
+        &m.fleet_interruptions,
         &m.provider_calls,
         &m.provider_errors,
         &m.provider_throttles,

@@ -16,6 +16,7 @@ mod cost;
 mod error;
 pub mod failures;
 mod graph;
+mod interruptions;
 mod leadership;
 mod observe;
 mod progress;
@@ -104,6 +105,8 @@ struct FleetMemory {
     cost: Option<crate::cost::ledger::CostLedger>,
     /// The cost last added to `anamo_fleet_cost_dollars_total`.
     cost_exported: f64,
+    /// The instances counted in `anamo_fleet_interruptions_total`.
+    interruptions: interruptions::InterruptionTally,
 }
 
 /// Outcome of one pass, for tests and `anamo up`.
@@ -331,11 +334,26 @@ impl Controller {
                 let fleet = obs.fleet.name().to_string();
                 let source = source.clone();
                 self.note_error(ControllerError::Observe { fleet, source }, errors);
+            } else {
+                self.count_interruptions(&obs);
             }
             observed.push(obs);
             input.fleets.push(fin);
         }
         (observed, input)
+    }
+
+    /// Adds the fleet's newly interrupted or rebalanced instances (read without error) to
+    /// `anamo_fleet_interruptions_total`.
+    fn count_interruptions(&mut self, obs: &Observed) {
+        let fleet = obs.fleet.name();
+        let mem = self.memory.entry(fleet.to_string()).or_default();
+        for i in mem.interruptions.observe(&obs.workers, &obs.instances) {
+            self.metrics
+                .fleet_interruptions
+                .with_label_values(&[fleet, &i.instance_type, &i.zone, i.kind])
+                .inc();
+        }
     }
 
     /// The current manifests' fleets, dependencies first.
