@@ -85,21 +85,21 @@ async fn notices(port: u16, step: &str, kind: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// A rebalance recommendation mid-run stops claims; the running task finishes and is
-/// recorded once (it is not handed back), the worker exits once it has, and the other task
-/// is left to other workers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rebalance_recommendation_stops_claiming_and_lets_tasks_finish() {
+/// A worker on a fresh store and fake IMDS, running task `first` of `tasks`, that has just
+/// seen a rebalance recommendation (its notice counters were at 0 before).
+struct Rebalanced {
+    h: Harness,
+    imds: FakeImds,
+    port: u16,
+    handle: tokio::task::JoinHandle<anamo::worker::Result<anamo::worker::WorkerExit>>,
+}
+
+async fn rebalanced(step: &str, dir: &Path, tasks: &[TaskSpec]) -> Rebalanced {
     let h = Harness::sqlite().await;
-    let dir = tempfile::tempdir().unwrap();
     let imds = FakeImds::start().await;
-    let step = "rebalance";
-    let go = dir.path().join("go");
-    let later = TaskSpec::new(step, "later", "true");
-    import(&h.store, &[gated(step, "first", &go), later]).await;
+    import(&h.store, tasks).await;
     let port = free_port();
-    let (control, handle) =
-        spawn_worker_task(spot_args(step, dir.path(), &imds, port), h.store.clone());
+    let (control, handle) = spawn_worker_task(spot_args(step, dir, &imds, port), h.store.clone());
     wait_running(&h.store, step, "first", Duration::from_secs(10)).await;
     wait_until("the notice counters", Duration::from_secs(10), || async {
         notices(port, step, "rebalance").await.is_some()
@@ -116,11 +116,35 @@ async fn rebalance_recommendation_stops_claiming_and_lets_tasks_finish() {
     .await;
     // Still running: a recommendation is no interruption.
     assert_eq!(get(&h.store, step, "first").await.state, TaskState::Running);
+    Rebalanced {
+        h,
+        imds,
+        port,
+        handle,
+    }
+}
+
+/// A rebalance recommendation mid-run stops claims; the running task finishes and is
+/// recorded once (it is not handed back), the worker exits once it has, and the other task
+/// is left to other workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebalance_recommendation_stops_claiming_and_lets_tasks_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let step = "rebalance";
+    let go = dir.path().join("go");
+    let later = TaskSpec::new(step, "later", "true");
+    let Rebalanced {
+        h,
+        imds,
+        port,
+        handle,
+    } = rebalanced(step, dir.path(), &[gated(step, "first", &go), later]).await;
     wait_until(
-        "the registration says draining",
+        "the registration says draining for a rebalance",
         Duration::from_secs(10),
         || async {
-            h.store.list_workers(Some(step)).await.unwrap()[0].state == WorkerState::Draining
+            let w = &h.store.list_workers(Some(step)).await.unwrap()[0];
+            (w.state, w.stop_reason) == (WorkerState::Draining, Some(StopReason::Rebalance))
         },
     )
     .await;
@@ -152,23 +176,13 @@ async fn rebalance_recommendation_stops_claiming_and_lets_tasks_finish() {
 /// An interruption notice after a recommendation still hands the running task back at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn interruption_after_a_recommendation_hands_back() {
-    let h = Harness::sqlite().await;
     let dir = tempfile::tempdir().unwrap();
-    let imds = FakeImds::start().await;
     let step = "rebalanced";
     // Never released: the worker only exits if the notice hands the task back.
-    import(&h.store, &[gated(step, "first", &dir.path().join("never"))]).await;
-    let port = free_port();
-    let (control, handle) =
-        spawn_worker_task(spot_args(step, dir.path(), &imds, port), h.store.clone());
-    wait_running(&h.store, step, "first", Duration::from_secs(10)).await;
-    imds.recommend_rebalance();
-    wait_until(
-        "the worker sees the recommendation",
-        Duration::from_secs(10),
-        || async { control.stop_reason() == Some(StopReason::Rebalance) },
-    )
-    .await;
+    let first = gated(step, "first", &dir.path().join("never"));
+    let Rebalanced {
+        h, imds, handle, ..
+    } = rebalanced(step, dir.path(), &[first]).await;
 
     imds.interrupt();
     let exit = join(handle, Duration::from_secs(60)).await;
