@@ -361,6 +361,9 @@ fn promtool_finds_nothing_wrong_with_every_metric() {
         .with_label_values(&["align", "succeeded"])
         .observe(2.0);
     m.claim_conflicts.with_label_values(&["align"]).inc();
+    m.worker_spot_notices
+        .with_label_values(&["align", "rebalance"])
+        .inc();
     m.fleet_desired.with_label_values(&["align"]).set(2);
     m.fleet_instances
         .with_label_values(&["align", "busy"])
@@ -368,6 +371,9 @@ fn promtool_finds_nothing_wrong_with_every_metric() {
     m.launches.with_label_values(&["align"]).inc();
     m.terminations
         .with_label_values(&["align", "scale_down"])
+        .inc();
+    m.fleet_interruptions
+        .with_label_values(&["align", "c6i.4xlarge", "eu-west-1a", "rebalance"])
         .inc();
     m.provider_calls.with_label_values(&["ec2", "launch"]).inc();
     m.provider_errors
