@@ -176,6 +176,7 @@ fn fleets_table(v: &StatusView) -> Table {
         "COST",
         "PER TASK",
         "IDLE",
+        "INTERRUPTED",
         "UPDATED",
         "LAST ACTION",
     ]);
@@ -196,6 +197,7 @@ fn fleets_table(v: &StatusView) -> Table {
             cost,
             per_task,
             idle,
+            interrupted_cell(f),
             ago(v.at.saturating_sub(f.updated_at).max(0)),
             text_field(f, "last_action")
                 .map(|a| shorten(&a, 100))
@@ -203,6 +205,18 @@ fn fleets_table(v: &StatusView) -> Table {
         ]);
     }
     ft
+}
+
+/// A fleet's interrupted instances so far, with the rebalanced ones (`3 +1 rebalanced`); `-`
+/// where the controller published none.
+fn interrupted_cell(f: &StatusDoc) -> String {
+    let totals = f.body.get("interruptions");
+    let num = |k: &str| totals.and_then(|t| t.get(k)).and_then(|v| v.as_u64());
+    match (num("interruption"), num("rebalance")) {
+        (Some(i), Some(0)) => i.to_string(),
+        (Some(i), Some(r)) => format!("{i} +{r} rebalanced"),
+        _ => "-".into(),
+    }
 }
 
 /// A fleet's cost so far with its rate now (`$1.23 ($0.72/h)`), its cost per finished task and

@@ -231,3 +231,20 @@ fn fleets_show_their_cost_rate_cost_per_task_and_idle_share() {
         .unwrap_or_else(|| panic!("{text}"));
     assert!(!unpriced.contains('$'), "{unpriced}");
 }
+
+#[test]
+fn fleets_show_their_interrupted_instances() {
+    let mut f = fleet("align", NOW);
+    assert_eq!(interrupted_cell(&f), "-");
+    f.body["interruptions"] = serde_json::json!({"interruption": 3, "rebalance": 0});
+    assert_eq!(interrupted_cell(&f), "3");
+    f.body["interruptions"] = serde_json::json!({"interruption": 3, "rebalance": 2});
+    assert_eq!(interrupted_cell(&f), "3 +2 rebalanced");
+    let table = fleets_table(&StatusView {
+        fleets: vec![f],
+        ..view(NOW)
+    })
+    .render();
+    assert!(table.contains("INTERRUPTED"), "{table}");
+    assert!(table.contains("3 +2 rebalanced"), "{table}");
+}

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::warn;
 
+use super::interruptions::InterruptionTotals;
 use super::observe::Observed;
 use super::Controller;
 use crate::clock::Millis;
@@ -28,6 +29,16 @@ fn published_closed(fleet: &str, docs: &[StatusDoc]) -> CostTotals {
     docs.iter()
         .find(|d| d.name == name)
         .and_then(|d| d.body.get("cost")?.get("closed").cloned())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
+}
+
+/// The interruption totals last published for `fleet` (none before they were published).
+fn published_interruptions(fleet: &str, docs: &[StatusDoc]) -> InterruptionTotals {
+    let name = fleet_doc(fleet);
+    docs.iter()
+        .find(|d| d.name == name)
+        .and_then(|d| d.body.get("interruptions").cloned())
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default()
 }
@@ -133,6 +144,9 @@ impl Controller {
             let closed = published_closed(fleet, &docs);
             let mem = self.memory.entry(fleet.to_string()).or_default();
             mem.cost = Some(CostLedger::resume(closed));
+            // Resumed with the cost, from the same document and as often.
+            mem.interruptions
+                .resume(published_interruptions(fleet, &docs));
         }
     }
 

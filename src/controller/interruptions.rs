@@ -6,9 +6,12 @@
 //! their workers stay registered. The first pass after a (re)start only notes the stops
 //! already registered: a previous controller counted them, and a restarted counter that
 //! counted them again would show in `increase()` as new interruptions. Stops that happened
-//! while no controller ran are therefore not counted.
+//! while no controller ran are therefore not counted. The totals a fleet's status shows are
+//! resumed from its published status, like its cost.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
 
 use crate::model::{StopReason, WorkerInfo};
 use crate::provider::Instance;
@@ -23,6 +26,24 @@ pub struct Interrupted {
     pub zone: String,
     /// `interruption` or `rebalance`.
     pub kind: &'static str,
+}
+
+/// A fleet's interrupted and rebalanced instances so far, as its status shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterruptionTotals {
+    /// Instances whose worker got a spot interruption notice.
+    pub interruption: u64,
+    /// Instances whose worker got a rebalance recommendation (and no notice).
+    pub rebalance: u64,
+}
+
+impl InterruptionTotals {
+    fn add(&mut self, kind: &str) {
+        match kind {
+            "rebalance" => self.rebalance += 1,
+            _ => self.interruption += 1,
+        }
+    }
 }
 
 /// The `kind` of a stop reason, when it is one counted here.
@@ -40,9 +61,21 @@ pub struct InterruptionTally {
     /// Instances (or, off EC2, workers) counted and still registered; `None` before the first
     /// pass.
     counted: Option<BTreeSet<String>>,
+    totals: InterruptionTotals,
 }
 
 impl InterruptionTally {
+    /// What was counted so far (with what was resumed).
+    pub fn totals(&self) -> InterruptionTotals {
+        self.totals
+    }
+
+    /// Adds the totals a previous controller published.
+    pub fn resume(&mut self, published: InterruptionTotals) {
+        self.totals.interruption += published.interruption;
+        self.totals.rebalance += published.rebalance;
+    }
+
     /// The instances newly interrupted or rebalanced in this pass's `workers` (a fleet's
     /// registrations, read without error) and `instances` (its listing).
     pub fn observe(&mut self, workers: &[WorkerInfo], instances: &[Instance]) -> Vec<Interrupted> {
@@ -62,6 +95,7 @@ impl InterruptionTally {
                 continue;
             }
             let inst = w.instance_id.as_deref().and_then(|i| listed.get(i));
+            self.totals.add(kind);
             new.push(Interrupted {
                 instance_type: inst
                     .and_then(|i| i.instance_type.clone())
@@ -156,5 +190,16 @@ mod tests {
             [hit(UNKNOWN, UNKNOWN, "interruption")]
         );
         assert!(t.observe(&ws, &listed).is_empty());
+        t.resume(InterruptionTotals {
+            interruption: 5,
+            rebalance: 1,
+        });
+        assert_eq!(
+            t.totals(),
+            InterruptionTotals {
+                interruption: 6,
+                rebalance: 2
+            }
+        );
     }
 }

@@ -16,7 +16,7 @@ mod cost;
 mod error;
 pub mod failures;
 mod graph;
-mod interruptions;
+pub mod interruptions;
 mod leadership;
 mod observe;
 mod progress;

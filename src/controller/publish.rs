@@ -95,6 +95,7 @@ impl Controller {
     /// One fleet's report, with its gauges set.
     fn fleet_report(&mut self, fp: &FleetPlan, obs: &Observed, now: Millis) -> FleetReport {
         let mem = self.memory.get(&fp.fleet);
+        let interruptions = mem.map(|m| m.interruptions.totals()).unwrap_or_default();
         let s = &fp.status;
         let report = FleetReport {
             fleet: fp.fleet.clone(),
@@ -116,6 +117,7 @@ impl Controller {
             error: obs.error.as_ref().map(ToString::to_string),
             observed_at: now,
             cost: self.fleet_cost(&fp.fleet, &fp.step),
+            interruptions,
         };
         let m = &self.metrics;
         m.fleet_desired

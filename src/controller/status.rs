@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::failures::{FailedTasks, StarvedGather};
+use super::interruptions::InterruptionTotals;
 use crate::clock::Millis;
 pub use crate::cost::ledger::FleetCost;
 use crate::model::StepCounts;
@@ -70,6 +71,8 @@ pub struct FleetReport {
     /// What the fleet's instances cost so far (see [`crate::cost`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<FleetCost>,
+    /// Instances interrupted or rebalanced so far (see [`crate::controller::interruptions`]).
+    pub interruptions: InterruptionTotals,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

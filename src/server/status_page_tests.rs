@@ -73,6 +73,7 @@ fn sample() -> ControllerStatus {
         error: Some("listing instances: boom <b>".into()),
         observed_at: NOW - 2_000,
         cost: None,
+        interruptions: Default::default(),
     }];
     st.record_action(ActionRecord {
         at: NOW - 5_000,
