@@ -9,13 +9,14 @@ use std::time::Duration;
 mod common;
 
 use anamo::clock::{ManualClock, SharedClock};
+use anamo::controller::interruptions::InterruptionTotals;
 use anamo::controller::providers::{ProviderSet, RemoteFactory, WorkerLaunch};
 use anamo::controller::reload::ManifestSource;
 use anamo::controller::status::Role;
 use anamo::controller::{Controller, ControllerConfig, PassReport};
 use anamo::manifest::{self, FleetManifest};
 use anamo::metrics::Metrics;
-use anamo::model::{ClaimRequest, TaskSpec, TaskState, WorkerInfo, WorkerState};
+use anamo::model::{ClaimRequest, StopReason, TaskSpec, TaskState, WorkerInfo, WorkerState};
 use anamo::planner::{ConditionStatus, ConditionType};
 use anamo::provider::fake::{Call, FakeProvider};
 use anamo::provider::fault::{FaultInjecting, Hold, Op};
@@ -742,4 +743,93 @@ async fn a_pass_counts_the_backlog_to_the_limit_and_progress_every_interval() {
     c.reconcile_once().await;
     c.settle_progress().await;
     assert_eq!(progress(&c), [("a".to_string(), 40, T0 + 35_000)]);
+}
+
+/// Instances counted in `anamo_fleet_interruptions_total` by kind (all types and zones).
+fn interruptions(m: &Metrics, kind: &str) -> f64 {
+    use prometheus::core::Collector;
+    m.fleet_interruptions.collect()[0]
+        .get_metric()
+        .iter()
+        .filter(|s| {
+            s.get_label()
+                .iter()
+                .any(|l| l.get_name() == "kind" && l.get_value() == kind)
+        })
+        .map(|s| s.get_counter().get_value())
+        .sum()
+}
+
+/// Each interrupted or rebalanced instance is counted once, across passes and a controller
+/// restart, in the metric and in the fleet status.
+#[tokio::test]
+async fn interruptions_are_counted_once_per_instance() {
+    let w = World::new();
+    w.import("align", 10).await;
+    let yaml = fleet_yaml("align", 3, "");
+    let mut c = w.controller(&yaml, |_| {});
+    c.reconcile_once().await;
+    let ids: Vec<String> = w
+        .fakes
+        .get("align")
+        .instances()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let stop = |id: &str, reason| {
+        let store = w.store.clone();
+        let worker = WorkerInfo {
+            worker_id: format!("w-{id}"),
+            step: "align".into(),
+            instance_id: Some(id.to_string()),
+            slots: 2,
+            busy_slots: 1,
+            started_at: T0,
+            last_seen: w.clock.now(),
+            last_busy_at: w.clock.now(),
+            state: WorkerState::Draining,
+            stop_reason: Some(reason),
+        };
+        async move {
+            store
+                .put_worker(&worker, anamo::store::Fence::Unfenced)
+                .await
+                .unwrap();
+        }
+    };
+    stop(&ids[0], StopReason::Rebalance).await;
+    stop(&ids[1], StopReason::SpotInterruption).await;
+    for _ in 0..2 {
+        w.clock.advance(Duration::from_secs(5));
+        c.reconcile_once().await;
+    }
+    let totals = |c: &Controller| c.status().read().unwrap().fleets[0].interruptions;
+    let both = InterruptionTotals {
+        interruption: 1,
+        rebalance: 1,
+    };
+    assert_eq!(totals(&c), both);
+    assert_eq!(
+        (
+            interruptions(&w.metrics, "interruption"),
+            interruptions(&w.metrics, "rebalance")
+        ),
+        (1.0, 1.0)
+    );
+
+    // A new controller (same metrics registry) counts nothing again and resumes the totals.
+    drop(c);
+    let mut c = w.controller(&yaml, |_| {});
+    for _ in 0..2 {
+        w.clock.advance(Duration::from_secs(5));
+        c.reconcile_once().await;
+    }
+    assert_eq!(totals(&c), both);
+    assert_eq!(interruptions(&w.metrics, "interruption"), 1.0);
+    stop(&ids[2], StopReason::SpotInterruption).await;
+    w.clock.advance(Duration::from_secs(5));
+    c.reconcile_once().await;
+    assert_eq!(totals(&c).interruption, 2);
+    assert_eq!(interruptions(&w.metrics, "interruption"), 2.0);
 }
