@@ -754,7 +754,7 @@ fn interruptions(m: &Metrics, kind: &str) -> f64 {
         .filter(|s| {
             s.get_label()
                 .iter()
-                .any(|l| l.get_name() == "kind" && l.get_value() == kind)
+                .any(|l| l.name() == "kind" && l.value() == kind)
         })
         .map(|s| s.get_counter().get_value())
         .sum()
