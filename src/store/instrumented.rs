@@ -458,6 +458,35 @@ mod tests {
         assert!(!text.contains("anamo_store_errors_total{kind=\"not_found\",operation=\"get\"}"));
     }
 
+    /// The worker, status-document and leadership calls of [`every_operation_has_its_own_label`].
+    async fn workers_status_and_leadership(s: &SharedStore, now: Millis) {
+        let w = WorkerInfo {
+            worker_id: "w1".into(),
+            step: "align".into(),
+            instance_id: None,
+            slots: 1,
+            busy_slots: 0,
+            started_at: now,
+            last_seen: now,
+            last_busy_at: now,
+            state: crate::model::WorkerState::Active,
+            stop_reason: None,
+        };
+        s.put_worker(&w, Fence::Unfenced).await.unwrap();
+        s.list_workers(None).await.unwrap();
+        s.remove_worker("w1", Fence::Unfenced).await.unwrap();
+        let doc = StatusDoc {
+            name: "fleet/align".into(),
+            updated_at: now,
+            body: serde_json::json!({}),
+        };
+        s.put_status(&doc, Fence::Unfenced).await.unwrap();
+        s.list_status().await.unwrap();
+        s.acquire_leadership("c", "me", 30_000, now).await.unwrap();
+        s.current_leader("c").await.unwrap();
+        s.release_leadership("c", "me").await.unwrap();
+    }
+
     #[tokio::test]
     async fn every_operation_has_its_own_label() {
         let m = Metrics::new();
@@ -510,31 +539,7 @@ mod tests {
         s.requeue("align", &id, false, now).await.unwrap();
         s.cancel("align", &id, now).await.unwrap();
         s.delete("align", &id).await.unwrap();
-        let w = WorkerInfo {
-            worker_id: "w1".into(),
-            step: "align".into(),
-            instance_id: None,
-            slots: 1,
-            busy_slots: 0,
-            started_at: now,
-            last_seen: now,
-            last_busy_at: now,
-            state: crate::model::WorkerState::Active,
-            stop_reason: None,
-        };
-        s.put_worker(&w, Fence::Unfenced).await.unwrap();
-        s.list_workers(None).await.unwrap();
-        s.remove_worker("w1", Fence::Unfenced).await.unwrap();
-        let doc = StatusDoc {
-            name: "fleet/align".into(),
-            updated_at: now,
-            body: serde_json::json!({}),
-        };
-        s.put_status(&doc, Fence::Unfenced).await.unwrap();
-        s.list_status().await.unwrap();
-        s.acquire_leadership("c", "me", 30_000, now).await.unwrap();
-        s.current_leader("c").await.unwrap();
-        s.release_leadership("c", "me").await.unwrap();
+        workers_status_and_leadership(&s, now).await;
         s.delete_schema().await.unwrap();
         for op in OPERATIONS {
             assert!(requests(&m, op) >= 1, "operation {op} was not counted");
