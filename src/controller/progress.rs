@@ -27,7 +27,7 @@ use crate::model::{StepCounts, TaskState};
 use crate::pipeline::matrix::SampleMatrix;
 use crate::pipeline::Graph;
 use crate::store::graph::{empty_graph, get_graph};
-use crate::store::samples::sample_matrix;
+use crate::store::samples::steps_matrix;
 use crate::store::{SharedStore, StoreError};
 
 /// Counts progress every `interval`, one count at a time.
@@ -166,8 +166,8 @@ struct SamplesRead {
 async fn read_samples(store: &SharedStore, steps: &[String]) -> Result<SamplesRead, StoreError> {
     let graph = get_graph(store.as_ref()).await?.unwrap_or_else(empty_graph);
     let failed = read_failed(store.as_ref(), &graph, steps).await?;
-    let matrix = sample_matrix(store.as_ref(), &graph, None).await?;
     let with_tasks = store.steps().await?;
+    let matrix = steps_matrix(store.as_ref(), &graph, with_tasks.clone()).await?;
     Ok(SamplesRead {
         failed,
         matrix,

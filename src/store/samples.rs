@@ -72,6 +72,15 @@ pub async fn sample_matrix(
         Some(s) => vec![s.to_string()],
         None => store.steps().await?,
     };
+    steps_matrix(store, graph, steps).await
+}
+
+/// [`sample_matrix`] of these `steps` (already listed by the caller).
+pub async fn steps_matrix(
+    store: &dyn TaskStore,
+    graph: &Graph,
+    steps: Vec<String>,
+) -> Result<SampleMatrix> {
     let mut read = Vec::with_capacity(steps.len());
     for step in steps {
         let ids = store.step_ids(&step, &TaskState::ALL, "").await?;
