@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use super::interruptions::InterruptionTotals;
@@ -23,23 +24,14 @@ pub(super) fn fleet_doc(fleet: &str) -> String {
     format!("fleet/{fleet}")
 }
 
-/// Closed-instance totals in a fleet's published report, if it has them.
-fn published_closed(fleet: &str, docs: &[StatusDoc]) -> CostTotals {
+/// The value at `path` in `fleet`'s published report (its cost's closed-instance totals, its
+/// interruption totals); the default when the report or the value is missing or unreadable.
+fn published<T: DeserializeOwned + Default>(fleet: &str, docs: &[StatusDoc], path: &[&str]) -> T {
     let name = fleet_doc(fleet);
     docs.iter()
         .find(|d| d.name == name)
-        .and_then(|d| d.body.get("cost")?.get("closed").cloned())
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default()
-}
-
-/// The interruption totals last published for `fleet` (none before they were published).
-fn published_interruptions(fleet: &str, docs: &[StatusDoc]) -> InterruptionTotals {
-    let name = fleet_doc(fleet);
-    docs.iter()
-        .find(|d| d.name == name)
-        .and_then(|d| d.body.get("interruptions").cloned())
-        .and_then(|v| serde_json::from_value(v).ok())
+        .and_then(|d| path.iter().try_fold(&d.body, |v, key| v.get(key)))
+        .and_then(|v| T::deserialize(v).ok())
         .unwrap_or_default()
 }
 
@@ -141,12 +133,12 @@ impl Controller {
             }
         };
         for fleet in new {
-            let closed = published_closed(fleet, &docs);
+            let closed: CostTotals = published(fleet, &docs, &["cost", "closed"]);
             let mem = self.memory.entry(fleet.to_string()).or_default();
             mem.cost = Some(CostLedger::resume(closed));
             // Resumed with the cost, from the same document and as often.
-            mem.interruptions
-                .resume(published_interruptions(fleet, &docs));
+            let interruptions: InterruptionTotals = published(fleet, &docs, &["interruptions"]);
+            mem.interruptions.resume(interruptions);
         }
     }
 
