@@ -106,11 +106,7 @@ impl Controller {
             else {
                 continue;
             };
-            f.policy.spend = Some(Spend {
-                dollars: ledger.totals().dollars,
-                usd_per_hour: ledger.usd_per_hour(),
-                priced_instances: ledger.priced_open(),
-            });
+            f.policy.spend = Some(Spend::of(ledger));
         }
     }
 

@@ -4,6 +4,7 @@
 //! `pricePerInstanceHour`; and `maxTotalCost`, which allows none once the fleet has cost that
 //! much (running tasks finish; idle instances are stopped).
 
+use crate::cost::ledger::CostLedger;
 use crate::manifest::BudgetSpec;
 
 use super::Spend;
@@ -79,6 +80,18 @@ pub fn bound(b: &BudgetSpec, spend: Option<&Spend>) -> Option<Bound> {
         .into_iter()
         .min_by_key(|(n, _)| *n)
         .map(|(instances, why)| Bound { instances, why })
+}
+
+impl Spend {
+    /// What `ledger`'s fleet has spent so far and spends per hour now (the controller's ledger
+    /// and the simulator's alike).
+    pub fn of(ledger: &CostLedger) -> Spend {
+        Spend {
+            dollars: ledger.totals().dollars,
+            usd_per_hour: ledger.usd_per_hour(),
+            priced_instances: ledger.priced_open(),
+        }
+    }
 }
 
 #[cfg(test)]

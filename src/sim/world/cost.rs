@@ -58,12 +58,7 @@ impl World {
         for i in alive {
             self.accrue(i);
         }
-        let ledger = &self.cost[fleet];
-        Spend {
-            dollars: ledger.totals().dollars,
-            usd_per_hour: ledger.usd_per_hour(),
-            priced_instances: ledger.priced_open(),
-        }
+        Spend::of(&self.cost[fleet])
     }
 
     /// Instance `i` as the provider lists it.
