@@ -28,6 +28,7 @@ mod fence;
 mod graph;
 mod hold;
 mod items;
+pub(crate) mod layout;
 mod leader;
 mod leases;
 mod reads;
