@@ -3,6 +3,8 @@
 
 #[macro_use]
 mod common;
+#[path = "conformance/expiry.rs"]
+mod expiry_cases;
 #[path = "conformance/fence.rs"]
 mod fence_cases;
 #[path = "conformance/graph.rs"]
@@ -91,6 +93,7 @@ fn assert_lease_lost<T: std::fmt::Debug>(r: Result<T, StoreError>) {
 
 mod cases {
     use super::*;
+    pub use crate::expiry_cases::*;
     pub use crate::fence_cases::*;
     pub use crate::graph_cases::*;
 
@@ -978,6 +981,7 @@ conformance!(
     heartbeat_extends_only_with_the_token,
     zombie_cannot_overwrite_a_reclaimed_task,
     expired_leases_are_requeued,
+    a_gone_workers_tasks_are_requeued_after_the_ttl,
     expiry_after_max_attempts_fails_the_task,
     failed_attempts_retry_until_max,
     release_hands_back_without_counting,

@@ -89,6 +89,10 @@ pub enum StoreError {
     BadUrl { url: String, why: String },
     #[error("table `{0}` does not exist; create it with `anamo table create`")]
     NoTable(String),
+    /// The table's layout version is not the one this build reads and writes (the message
+    /// says which it is and what to do: upgrade anamo, or `anamo table migrate`).
+    #[error("{0}")]
+    Layout(String),
     /// A SQLite store that must exist (every command but `table create`, imports and `up`)
     /// does not: the path (and why) is in the message.
     #[error("no store at {0}; create it with `anamo table create`")]
@@ -123,6 +127,7 @@ impl StoreError {
             StoreError::InvalidInput(_) => "invalid_input",
             StoreError::BadUrl { .. } => "bad_url",
             StoreError::NoTable(_) => "no_table",
+            StoreError::Layout(_) => "layout",
             StoreError::NoStore(_) => "no_store",
             StoreError::Unavailable { .. } => "unavailable",
             StoreError::Fenced { .. } => "fenced",
@@ -449,6 +454,11 @@ async fn open_recorded_with(
         }
         StoreUrl::Dynamo { table } => {
             let store = dynamo::DynamoStore::from_env_in(table, region).await;
+            // One GetItem: a table of another layout version is refused at once (a store
+            // opened to create its table is checked at its first use instead).
+            if mode == OpenMode::Existing {
+                store.check_layout().await?;
+            }
             let requests = store.recorder();
             Ok((Arc::new(store), requests))
         }

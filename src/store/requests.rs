@@ -97,8 +97,14 @@ impl Capacity {
     /// One item write to each of these partition keys (a table key, the index keys the write
     /// adds the item to or removes it from).
     pub(crate) fn wrote<'k>(&self, keys: impl IntoIterator<Item = &'k str>) {
+        let second = self.state().started.elapsed().as_secs();
+        self.wrote_at(second, keys);
+    }
+
+    /// [`Capacity::wrote`] in `second` of a simulated clock (seconds must not go back for a
+    /// key: a key's count restarts whenever its second changes).
+    pub(crate) fn wrote_at<'k>(&self, second: u64, keys: impl IntoIterator<Item = &'k str>) {
         let mut st = self.state();
-        let second = st.started.elapsed().as_secs();
         for key in keys {
             let k = match st.keys.get_mut(key) {
                 Some(k) => k,
@@ -112,6 +118,14 @@ impl Capacity {
             k.in_second += 1;
             k.peak = k.peak.max(k.in_second);
         }
+    }
+}
+
+impl Capacity {
+    /// Each partition key's most item writes within one second.
+    pub(crate) fn peaks(&self) -> Vec<(String, u64)> {
+        let st = self.state();
+        st.keys.iter().map(|(k, w)| (k.clone(), w.peak)).collect()
     }
 }
 

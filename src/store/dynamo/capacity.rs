@@ -6,7 +6,7 @@
 
 use aws_sdk_dynamodb::types::ConsumedCapacity;
 
-use super::items::{Item, GSI1PK, PK};
+use super::items::{Item, INDEX_PK, PK};
 use super::DynamoStore;
 use aws_sdk_dynamodb::types::AttributeValue;
 
@@ -29,7 +29,7 @@ fn units(cc: &ConsumedCapacity, write: bool) -> (f64, f64) {
 
 /// The partition keys a put (or delete) of `item` writes: its table key and its index key.
 pub(super) fn item_keys(item: &Item) -> Vec<&str> {
-    [PK, GSI1PK]
+    [PK, INDEX_PK]
         .iter()
         .filter_map(|attr| match item.get(*attr) {
             Some(AttributeValue::S(k)) => Some(k.as_str()),

@@ -11,6 +11,7 @@ use rand::Rng;
 
 use super::expr::Expr;
 use super::items::*;
+use super::layout::TaskKeys;
 use super::{batch, DynamoStore, Sk};
 use crate::clock::Millis;
 use crate::model::{Claim, ClaimRequest, TaskState};
@@ -85,6 +86,38 @@ impl Contention {
     }
 }
 
+/// A claim's write: `id` running for `owner` with `token` until `expires_at`, attempts + 1,
+/// on condition that it is pending.
+pub(crate) fn claim_update(
+    step: &str,
+    owner: &str,
+    id: &str,
+    token: &str,
+    expires_at: Millis,
+    now: Millis,
+    shards: u32,
+) -> Expr {
+    let mut e = Expr::new()
+        .transition(&TaskKeys {
+            step,
+            id,
+            state: TaskState::Running,
+            priority: 0,
+            updated_at: now,
+            retry_at: 0,
+            lease_owner: Some(owner),
+            shards,
+        })
+        .set(LEASE_OWNER, s(owner))
+        .set(LEASE_TOKEN, s(token))
+        .set(LEASE_EXPIRES_AT, n(expires_at));
+    let (attempts, zero, one) = (e.name(ATTEMPTS), e.value(n(0)), e.value(n(1)));
+    e.set_raw(format!(
+        "{attempts} = if_not_exists({attempts}, {zero}) + {one}"
+    ))
+    .cond_eq(STATE, s(TaskState::Pending.as_str()))
+}
+
 impl DynamoStore {
     /// One conditional claim write; `kept`: the candidate was kept from an earlier query.
     async fn try_claim(
@@ -97,17 +130,8 @@ impl DynamoStore {
         const OP: &str = "claim";
         let expires_at = now + req.ttl_ms;
         let token = new_token();
-        let mut e = Expr::new()
-            .transition(&req.step, id, TaskState::Running, 0, expires_at, now)
-            .set(LEASE_OWNER, s(req.owner.as_str()))
-            .set(LEASE_TOKEN, s(token.as_str()))
-            .set(LEASE_EXPIRES_AT, n(expires_at));
-        let (attempts, zero, one) = (e.name(ATTEMPTS), e.value(n(0)), e.value(n(1)));
-        e = e
-            .set_raw(format!(
-                "{attempts} = if_not_exists({attempts}, {zero}) + {one}"
-            ))
-            .cond_eq(STATE, s(TaskState::Pending.as_str()));
+        let shards = self.step_shards(&req.step).await?;
+        let e = claim_update(&req.step, &req.owner, id, &token, expires_at, now, shards);
         let kind = if kept { "claim kept" } else { OP };
         match self
             .update_as(OP, kind, task_pk(&req.step, id), e, true)
@@ -225,9 +249,9 @@ pub(super) async fn claim_batch(
     claim_from_index(store, req, claimer, want, now, claims).await
 }
 
-/// The rest of a claim after the claimer's leftovers: pages of the pending index, from the
-/// head, each tried in waves of conditional writes until the batch is full; the rest of a
-/// page read from the head (without lost races) is kept as the claimer's leftovers.
+/// The rest of a claim after the claimer's leftovers: the step's pending shards from a random
+/// one, moving on to the next while the batch is not full (priority order holds within a
+/// shard).
 async fn claim_from_index(
     store: &DynamoStore,
     req: &ClaimRequest,
@@ -236,15 +260,38 @@ async fn claim_from_index(
     now: Millis,
     mut claims: Vec<Claim>,
 ) -> Result<Vec<Claim>> {
+    let shards = store.state_pks(&req.step, TaskState::Pending).await?;
+    let first = rand::rng().random_range(0..shards.len().max(1));
+    for i in 0..shards.len() {
+        if claims.len() >= want {
+            break;
+        }
+        let pending = &shards[(first + i) % shards.len()];
+        claims = claim_from_shard(store, req, &claimer, pending, want, now, claims).await?;
+    }
+    Ok(claims)
+}
+
+/// Claims from one pending shard: pages of it from the head, each tried in waves of
+/// conditional writes until the batch is full; the rest of a page read from the head
+/// (without lost races) is kept as the claimer's leftovers.
+async fn claim_from_shard(
+    store: &DynamoStore,
+    req: &ClaimRequest,
+    claimer: &Claimer,
+    pending: &str,
+    want: usize,
+    now: Millis,
+    mut claims: Vec<Claim>,
+) -> Result<Vec<Claim>> {
     const OP: &str = "claim";
-    let pending = state_pk(&req.step, TaskState::Pending);
     let mut start: Option<Item> = None;
     for round in 0..CLAIM_ROUNDS {
         let from_head = start.is_none();
         let contended = store.contention.recent();
         let read_at = Instant::now();
         let epoch = store.leftovers_epoch.load(Ordering::SeqCst);
-        let (page, next) = pending_page(store, &pending, want, contended, start.take()).await?;
+        let (page, next) = pending_page(store, pending, want, contended, start.take()).await?;
         if page.is_empty() {
             if from_head {
                 return Ok(claims);
@@ -274,7 +321,7 @@ async fn claim_from_index(
             // The rest of a page read from the head is the claimer's next candidates
             // (not after lost races: others are taking from it too).
             if from_head && lost_here == 0 {
-                store.keep_leftovers(claimer, read_at, epoch, candidates.rest());
+                store.keep_leftovers(claimer.clone(), read_at, epoch, candidates.rest());
             }
             return Ok(claims);
         }
@@ -314,7 +361,7 @@ async fn pending_page(
             "claim",
             pending,
             &Sk::Any,
-            Some(&[PK, ID, GSI1SK]),
+            Some(&[PK, ID, INDEX_SK]),
             false,
             Some(limit),
             start,
@@ -335,7 +382,7 @@ async fn pending_page(
 fn order_candidates(page: &[Item], contended: bool) -> Vec<VecDeque<String>> {
     let mut groups: Vec<(&str, Vec<String>)> = Vec::new();
     for item in page {
-        let Some(AttributeValue::S(sk)) = item.get(GSI1SK) else {
+        let Some(AttributeValue::S(sk)) = item.get(INDEX_SK) else {
             continue; // not a well-formed index entry
         };
         // `id` is also the last part of a pending task's sort key (ids contain no `#`).
@@ -426,10 +473,17 @@ mod tests {
     use super::*;
 
     fn entry(priority: i32, at: Millis, id: &str, with_id: bool) -> Item {
-        let mut item = Item::from([(
-            GSI1SK.to_string(),
-            s(task_sk(TaskState::Pending, priority, at, 0, id)),
-        )]);
+        let (_, sk) = super::super::layout::task_index_keys(&TaskKeys {
+            step: "s",
+            id,
+            state: TaskState::Pending,
+            priority,
+            updated_at: at,
+            retry_at: 0,
+            lease_owner: None,
+            shards: 1,
+        });
+        let mut item = Item::from([(INDEX_SK.to_string(), s(sk))]);
         if with_id {
             item.insert(ID.to_string(), s(id));
         }

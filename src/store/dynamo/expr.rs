@@ -6,10 +6,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::items::{
-    n, s, state_pk, task_sk, GSI1PK, GSI1SK, LEASE_EXPIRES_AT, LEASE_OWNER, LEASE_TOKEN, PK, STATE,
-    UPDATED_AT,
+    n, s, INDEX_PK, INDEX_SK, LEASE_EXPIRES_AT, LEASE_OWNER, LEASE_TOKEN, PK, STATE, UPDATED_AT,
 };
-use crate::clock::Millis;
+use super::layout::{counter_pk, shard_of, state_shard_pk, task_index_keys, TaskKeys};
 use crate::model::TaskState;
 
 /// Builds update and condition expressions with a placeholder for every attribute name (many
@@ -21,11 +20,21 @@ pub(crate) struct Expr {
     sets: Vec<String>,
     removes: Vec<String>,
     conds: Vec<String>,
-    /// The index partition the item is in after the write, and the step and state it was in
-    /// before (from `transition` and the `state` condition): the partition keys it writes.
+    /// The index partition the item is in after the write, and the step, shard and states it
+    /// was in before and is in after (from `transition` and the `state` condition): the
+    /// partition keys it writes and the counters it moves.
     index_to: Option<String>,
-    step: Option<String>,
+    step: Option<(String, u32)>,
     state_from: Option<TaskState>,
+    state_to: Option<TaskState>,
+}
+
+/// A task's move between two states, for its shard's counter item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CountChange {
+    pub counter: String,
+    pub from: TaskState,
+    pub to: TaskState,
 }
 
 impl Expr {
@@ -72,26 +81,18 @@ impl Expr {
         self
     }
 
-    /// Sets `state`, `gsi1pk`, `gsi1sk` and `updated_at` together, as every transition must.
-    pub(crate) fn transition(
-        self,
-        step: &str,
-        id: &str,
-        state: TaskState,
-        priority: i32,
-        lease_expires_at: Millis,
-        now: Millis,
-    ) -> Self {
+    /// Sets `state`, `g2pk`, `g2sk` and `updated_at` together, as every transition must
+    /// (`k.updated_at` is the time of the change).
+    pub(crate) fn transition(self, k: &TaskKeys) -> Self {
         let mut e = self;
-        e.index_to = Some(state_pk(step, state));
-        e.step = Some(step.to_string());
-        e.set(STATE, s(state.as_str()))
-            .set(GSI1PK, s(state_pk(step, state)))
-            .set(
-                GSI1SK,
-                s(task_sk(state, priority, now, lease_expires_at, id)),
-            )
-            .set(UPDATED_AT, n(now))
+        let (pk, sk) = task_index_keys(k);
+        e.index_to = Some(pk.clone());
+        e.step = Some((k.step.to_string(), shard_of(k.id, k.shards)));
+        e.state_to = Some(k.state);
+        e.set(STATE, s(k.state.as_str()))
+            .set(INDEX_PK, s(pk))
+            .set(INDEX_SK, s(sk))
+            .set(UPDATED_AT, n(k.updated_at))
     }
 
     pub(crate) fn remove_lease(self) -> Self {
@@ -121,23 +122,37 @@ impl Expr {
         self
     }
 
-    /// Says that the write changes the item's index entry in the `index` partition without
-    /// moving it (e.g. a heartbeat's new sort key).
-    pub(crate) fn in_index(mut self, index: String) -> Self {
-        self.index_to = Some(index);
-        self
-    }
-
     /// The index partition keys this update writes: the one the item is in afterwards and,
     /// when it moves, the one it leaves.
     pub(crate) fn index_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.index_to.iter().cloned().collect();
-        if let (Some(step), Some(from)) = (&self.step, self.state_from) {
-            let left = state_pk(step, from);
+        if let (Some((step, shard)), Some(from)) = (&self.step, self.state_from) {
+            let left = state_shard_pk(step, from, *shard);
             if !keys.contains(&left) {
                 keys.push(left);
             }
         }
+        keys
+    }
+
+    /// The counter change this update makes when it succeeds: a transition from the state
+    /// its condition names to another one.
+    pub(crate) fn count_change(&self) -> Option<CountChange> {
+        let (step, shard) = self.step.as_ref()?;
+        let (from, to) = (self.state_from?, self.state_to?);
+        (from != to).then(|| CountChange {
+            counter: counter_pk(step, *shard),
+            from,
+            to,
+        })
+    }
+
+    /// The partition keys this update writes when it succeeds: the item's, its index entry's
+    /// (old and new) and its counter item's.
+    pub(crate) fn written_keys(&self, pk: &str) -> Vec<String> {
+        let mut keys = vec![pk.to_string()];
+        keys.extend(self.index_keys());
+        keys.extend(self.count_change().map(|c| c.counter));
         keys
     }
 

@@ -33,11 +33,7 @@ impl Write {
     /// The partition keys this write touches.
     fn keys(&self) -> Vec<String> {
         match self {
-            Write::Update { pk, expr } => {
-                let mut keys = vec![pk.clone()];
-                keys.extend(expr.index_keys());
-                keys
-            }
+            Write::Update { pk, expr } => expr.written_keys(pk),
             Write::Put(item) => item_keys(item).into_iter().map(str::to_string).collect(),
             Write::Delete { pk, index } => std::iter::once(pk.clone())
                 .chain(index.iter().cloned())
@@ -61,6 +57,10 @@ impl DynamoStore {
             Fence::Leader(token) => token,
         };
         let keys = write.keys();
+        let change = match &write {
+            Write::Update { expr, .. } => expr.count_change(),
+            _ => None,
+        };
         let items = vec![
             self.leader_check(op, token)?,
             self.transact_item(op, write)?,
@@ -78,6 +78,9 @@ impl DynamoStore {
                 self.mix.add(&format!("{kind} fenced write"));
                 self.consumed(out.consumed_capacity(), true);
                 self.wrote(keys.iter().map(String::as_str));
+                if let Some(change) = change {
+                    self.bump(op, &change).await?;
+                }
                 Ok(true)
             }
             Err(e) => {

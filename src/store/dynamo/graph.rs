@@ -3,7 +3,8 @@
 //!
 //! * `task_states`: BatchGetItem of the tasks' keys with a projection of `id` and `state`
 //!   (100 keys a request, consistent reads).
-//! * `step_ids`: one Query per state of the step's `S#step#state` index partition, projected
+//! * `step_ids`: one Query per state and shard of the step's `S#step#state#shard` index
+//!   partitions, projected
 //!   to `id` and `state` (never specs or log tails), filtered by the id prefix.
 //! * `settle_waiting` / `hold_back`: one UpdateItem conditional on the task's state.
 
@@ -13,6 +14,7 @@ use aws_sdk_dynamodb::types::{ReturnConsumedCapacity, Select};
 
 use super::expr::Expr;
 use super::items::*;
+use super::layout::TaskKeys;
 use super::DynamoStore;
 use crate::clock::Millis;
 use crate::model::TaskState;
@@ -42,27 +44,24 @@ pub(super) async fn step_ids(
 ) -> Result<Vec<(String, TaskState)>> {
     let mut out = Vec::new();
     for &state in states {
-        for id in state_ids(store, step, state, prefix).await? {
-            out.push((id, state));
+        for pk in store.state_pks(step, state).await? {
+            for id in state_ids(store, &pk, prefix).await? {
+                out.push((id, state));
+            }
         }
     }
     out.sort();
     Ok(out)
 }
 
-/// The ids in one state partition of the index (every page), filtered by `prefix`.
-async fn state_ids(
-    store: &DynamoStore,
-    step: &str,
-    state: TaskState,
-    prefix: &str,
-) -> Result<Vec<String>> {
+/// The ids in one index partition (every page), filtered by `prefix`.
+async fn state_ids(store: &DynamoStore, partition: &str, prefix: &str) -> Result<Vec<String>> {
     const OP: &str = "step ids";
     let mut names = HashMap::from([
-        ("#gpk".to_string(), GSI1PK.to_string()),
+        ("#gpk".to_string(), INDEX_PK.to_string()),
         ("#id".to_string(), ID.to_string()),
     ]);
-    let mut values = HashMap::from([(":gpk".to_string(), s(state_pk(step, state)))]);
+    let mut values = HashMap::from([(":gpk".to_string(), s(partition))]);
     let filter = (!prefix.is_empty()).then(|| {
         values.insert(":prefix".to_string(), s(prefix));
         "begins_with(#id, :prefix)".to_string()
@@ -76,7 +75,7 @@ async fn state_ids(
             .client
             .query()
             .table_name(&store.table)
-            .index_name(GSI1)
+            .index_name(INDEX)
             .key_condition_expression("#gpk = :gpk")
             .set_filter_expression(filter.clone())
             .select(Select::SpecificAttributes)
@@ -109,8 +108,9 @@ pub(super) async fn settle_waiting(
     now: Millis,
 ) -> Result<bool> {
     const OP: &str = "settle waiting";
+    let shards = store.step_shards(step).await?;
     let mut e = Expr::new()
-        .transition(step, id, to, priority, 0, now)
+        .transition(&TaskKeys::moved(step, id, to, priority, now, shards))
         .cond_eq(STATE, s(TaskState::Waiting.as_str()));
     e = match reason {
         Some(r) => e.set(REASON, s(r)),
@@ -133,8 +133,16 @@ pub(super) async fn hold_back(
     now: Millis,
 ) -> Result<bool> {
     const OP: &str = "hold back";
+    let shards = store.step_shards(step).await?;
     let e = Expr::new()
-        .transition(step, id, TaskState::Waiting, 0, 0, now)
+        .transition(&TaskKeys::moved(
+            step,
+            id,
+            TaskState::Waiting,
+            0,
+            now,
+            shards,
+        ))
         .cond_eq(STATE, s(TaskState::Pending.as_str()))
         .cond_eq(ATTEMPTS, n(0));
     Ok(store

@@ -1,27 +1,36 @@
 //! Holding and resuming tasks (`sample hold` / `sample resume`) and the housekeeping that
 //! makes `retrying` tasks pending again once their retry delay has passed.
 //!
-//! Held and retrying tasks live in their own index partitions (`S#{step}#held`,
-//! `S#{step}#retrying`), so claims, which read only the pending partition, never see them.
-//! Retrying tasks sort by the time they are due, so finding the due ones is one Query that
-//! reads only them.
+//! Held and retrying tasks live in their own index partitions (`S#{step}#held#{shard}`,
+//! `S#{step}#retrying#{shard}`), so claims, which read only the pending partition, never see them.
+//! Retrying tasks sort by the time they are due, so finding the due ones is one Query per
+//! shard that reads only them.
 
 use futures::{StreamExt, TryStreamExt};
 
 use super::expr::Expr;
 use super::items::*;
+use super::layout::TaskKeys;
 use super::{DynamoStore, Sk, SWEEP_CONCURRENCY};
 use crate::clock::Millis;
 use crate::model::TaskState;
 use crate::store::{Result, StoreError};
 
 pub(super) async fn hold(store: &DynamoStore, step: &str, id: &str, now: Millis) -> Result<()> {
+    let shards = store.step_shards(step).await?;
     store
         .user_action("hold", step, id, |task| match task.state {
             TaskState::Held => Ok(None),
             TaskState::Pending | TaskState::Waiting => Ok(Some(
                 Expr::new()
-                    .transition(step, id, TaskState::Held, task.spec.priority, 0, now)
+                    .transition(&TaskKeys::moved(
+                        step,
+                        id,
+                        TaskState::Held,
+                        task.spec.priority,
+                        now,
+                        shards,
+                    ))
                     .set(HELD_FROM, s(task.state.as_str()))
                     .set(REASON, s("held by user")),
             )),
@@ -36,6 +45,7 @@ pub(super) async fn hold(store: &DynamoStore, step: &str, id: &str, now: Millis)
 }
 
 pub(super) async fn resume(store: &DynamoStore, step: &str, id: &str, now: Millis) -> Result<()> {
+    let shards = store.step_shards(step).await?;
     store
         .user_action("resume", step, id, |task| {
             if task.state != TaskState::Held {
@@ -49,7 +59,14 @@ pub(super) async fn resume(store: &DynamoStore, step: &str, id: &str, now: Milli
             let back = task.held_from.unwrap_or(TaskState::Pending);
             Ok(Some(
                 Expr::new()
-                    .transition(step, id, back, task.spec.priority, 0, now)
+                    .transition(&TaskKeys::moved(
+                        step,
+                        id,
+                        back,
+                        task.spec.priority,
+                        now,
+                        shards,
+                    ))
                     .remove(HELD_FROM)
                     .remove(REASON),
             ))
@@ -61,21 +78,26 @@ pub(super) async fn resume(store: &DynamoStore, step: &str, id: &str, now: Milli
 
 pub(super) async fn retry_due(store: &DynamoStore, step: &str, now: Millis) -> Result<u64> {
     const OP: &str = "retry due";
-    let due = store
-        .query_all(
-            OP,
-            &state_pk(step, TaskState::Retrying),
-            Sk::LessThan(ts13(now + 1)),
-            None,
-        )
-        .await?;
+    let shards = store.step_shards(step).await?;
+    let mut due = Vec::new();
+    for pk in store.state_pks(step, TaskState::Retrying).await? {
+        let sk = Sk::LessThan(ts13(now + 1));
+        due.extend(store.query_all(OP, &pk, sk, None).await?);
+    }
     let moved: Vec<bool> = futures::stream::iter(due)
         .map(|item| async move {
             let r = Reader::new(OP, &item);
             let id = r.s(ID)?;
             let priority: i32 = r.opt_n(PRIORITY)?.unwrap_or(0);
             let e = Expr::new()
-                .transition(step, &id, TaskState::Pending, priority, 0, now)
+                .transition(&TaskKeys::moved(
+                    step,
+                    &id,
+                    TaskState::Pending,
+                    priority,
+                    now,
+                    shards,
+                ))
                 .remove(RETRY_AT)
                 .cond_eq(STATE, s(TaskState::Retrying.as_str()));
             // A task cancelled or requeued meanwhile is skipped.

@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use super::layout::{task_index_keys, TaskKeys};
 use crate::clock::Millis;
 use crate::model::{
     Lease, StopReason, Task, TaskResult, TaskSpec, TaskState, WorkerInfo, WorkerState,
@@ -20,9 +21,7 @@ pub(crate) type Item = HashMap<String, AttributeValue>;
 // ---- attribute names ---------------------------------------------------------------------
 
 pub(crate) const PK: &str = "pk";
-pub(crate) const GSI1: &str = "gsi1";
-pub(crate) const GSI1PK: &str = "gsi1pk";
-pub(crate) const GSI1SK: &str = "gsi1sk";
+pub(crate) use super::layout::{INDEX, INDEX_PK, INDEX_SK};
 
 pub(crate) const STEP: &str = "step";
 pub(crate) const ID: &str = "id";
@@ -48,15 +47,13 @@ pub(crate) const REASON: &str = "reason";
 pub(crate) const RESULT: &str = "result";
 pub(crate) const RETRY_AT: &str = "retry_at";
 pub(crate) const HELD_FROM: &str = "held_from";
+/// A step registry item's index shard count.
+pub(crate) const SHARDS: &str = "shards";
 
 // ---- keys --------------------------------------------------------------------------------
 
 pub(crate) fn task_pk(step: &str, id: &str) -> String {
     format!("T#{step}#{id}")
-}
-
-pub(crate) fn state_pk(step: &str, state: TaskState) -> String {
-    format!("S#{step}#{}", state.as_str())
 }
 
 pub(crate) fn step_pk(step: &str) -> String {
@@ -89,24 +86,6 @@ pub(crate) fn priority_key(priority: i32) -> String {
     format!("{:010}", (i32::MAX as i64 - priority as i64) as u64)
 }
 
-/// `gsi1sk` of a task in `state`. Pending tasks sort by priority (highest first), then by the
-/// time they became pending, then by id; running tasks by lease expiry and retrying ones by
-/// the time they are due (both given as `at`); all others by the time of their last
-/// transition.
-pub(crate) fn task_sk(
-    state: TaskState,
-    priority: i32,
-    updated_at: Millis,
-    at: Millis,
-    id: &str,
-) -> String {
-    match state {
-        TaskState::Pending => format!("{}#{}#{id}", priority_key(priority), ts13(updated_at)),
-        TaskState::Running | TaskState::Retrying => format!("{}#{id}", ts13(at)),
-        _ => format!("{}#{id}", ts13(updated_at)),
-    }
-}
-
 pub(crate) fn key(pk: String) -> Item {
     HashMap::from([(PK.to_string(), AttributeValue::S(pk))])
 }
@@ -131,15 +110,25 @@ fn list_n(v: &[i32]) -> AttributeValue {
 
 // ---- tasks -------------------------------------------------------------------------------
 
-/// The item of a freshly imported task.
-pub(crate) fn new_task_item(spec: &TaskSpec, state: TaskState, now: Millis) -> Item {
+/// The item of a freshly imported task, in a step of `shards` index shards.
+pub(crate) fn new_task_item(spec: &TaskSpec, state: TaskState, now: Millis, shards: u32) -> Item {
+    let (g2pk, g2sk) = task_index_keys(&TaskKeys {
+        step: &spec.step,
+        id: &spec.id,
+        state,
+        priority: spec.priority,
+        updated_at: now,
+        retry_at: 0,
+        lease_owner: None,
+        shards,
+    });
     let mut item = Item::new();
     let mut put = |k: &str, v: AttributeValue| {
         item.insert(k.to_string(), v);
     };
     put(PK, s(task_pk(&spec.step, &spec.id)));
-    put(GSI1PK, s(state_pk(&spec.step, state)));
-    put(GSI1SK, s(task_sk(state, spec.priority, now, 0, &spec.id)));
+    put(INDEX_PK, s(g2pk));
+    put(INDEX_SK, s(g2sk));
     put(STEP, s(spec.step.as_str()));
     put(ID, s(spec.id.as_str()));
     put(STATE, s(state.as_str()));
@@ -421,8 +410,11 @@ const STOP_REASON: &str = "stop_reason";
 pub(crate) fn worker_item(w: &WorkerInfo) -> Item {
     let mut item = Item::from([
         (PK.to_string(), s(worker_pk(&w.worker_id))),
-        (GSI1PK.to_string(), s(WORKERS_GSI)),
-        (GSI1SK.to_string(), s(format!("{}#{}", w.step, w.worker_id))),
+        (INDEX_PK.to_string(), s(WORKERS_GSI)),
+        (
+            INDEX_SK.to_string(),
+            s(format!("{}#{}", w.step, w.worker_id)),
+        ),
         ("worker_id".to_string(), s(w.worker_id.as_str())),
         (STEP.to_string(), s(w.step.as_str())),
         ("slots".to_string(), n(w.slots)),
@@ -488,52 +480,28 @@ impl Reader<'_> {
 pub(crate) fn status_item(doc: &StatusDoc, body: String) -> Item {
     Item::from([
         (PK.to_string(), s(status_pk(&doc.name))),
-        (GSI1PK.to_string(), s(STATUS_GSI)),
-        (GSI1SK.to_string(), s(doc.name.as_str())),
+        (INDEX_PK.to_string(), s(STATUS_GSI)),
+        (INDEX_SK.to_string(), s(doc.name.as_str())),
         ("name".to_string(), s(doc.name.as_str())),
         (UPDATED_AT.to_string(), n(doc.updated_at)),
         ("body".to_string(), s(body)),
     ])
 }
 
-pub(crate) fn step_item(step: &str) -> Item {
+/// The step registry item, with the step's index shard count.
+pub(crate) fn step_item(step: &str, shards: u32) -> Item {
     Item::from([
         (PK.to_string(), s(step_pk(step))),
-        (GSI1PK.to_string(), s(STEPS_GSI)),
-        (GSI1SK.to_string(), s(step)),
+        (INDEX_PK.to_string(), s(STEPS_GSI)),
+        (INDEX_SK.to_string(), s(step)),
         (STEP.to_string(), s(step)),
+        (SHARDS.to_string(), n(shards)),
     ])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pending_keys_sort_by_priority_then_age() {
-        let hi_old = task_sk(TaskState::Pending, 10, 1_000, 0, "b");
-        let hi_new = task_sk(TaskState::Pending, 10, 2_000, 0, "a");
-        let lo = task_sk(TaskState::Pending, -5, 0, 0, "a");
-        let max = task_sk(TaskState::Pending, i32::MAX, 5, 0, "z");
-        let min = task_sk(TaskState::Pending, i32::MIN, 0, 0, "a");
-        let mut keys = vec![
-            lo.clone(),
-            min.clone(),
-            hi_new.clone(),
-            max.clone(),
-            hi_old.clone(),
-        ];
-        keys.sort();
-        assert_eq!(keys, vec![max, hi_old, hi_new, lo, min]);
-        assert_eq!(priority_key(i32::MIN).len(), 10);
-    }
-
-    #[test]
-    fn running_keys_compare_with_now() {
-        let k = task_sk(TaskState::Running, 0, 0, 1_000, "x");
-        assert!(k.as_str() < ts13(1_001).as_str());
-        assert!(k.as_str() > ts13(1_000).as_str());
-    }
 
     #[test]
     fn task_items_round_trip() {
@@ -547,7 +515,7 @@ mod tests {
         spec.fail_exit_codes = vec![2, -1];
         spec.subtasks = vec!["x".into()];
         spec.subtask_parallelism = Some(4);
-        let item = new_task_item(&spec, spec.initial_state(), 42);
+        let item = new_task_item(&spec, spec.initial_state(), 42, 4);
         let task = Reader::new("test", &item).task().unwrap();
         assert_eq!(task.spec, spec);
         assert_eq!(task.state, TaskState::Waiting);
@@ -559,7 +527,7 @@ mod tests {
 
     #[test]
     fn malformed_items_name_key_and_attribute() {
-        let mut item = new_task_item(&TaskSpec::new("s", "i", "true"), TaskState::Pending, 1);
+        let mut item = new_task_item(&TaskSpec::new("s", "i", "true"), TaskState::Pending, 1, 4);
         item.insert(ATTEMPTS.into(), s("three"));
         let err = Reader::new("get", &item).task().unwrap_err().to_string();
         assert!(err.contains("T#s#i") && err.contains("attempts"), "{err}");

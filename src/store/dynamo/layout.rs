@@ -2,9 +2,6 @@
 //! partitions and a small INCLUDE projection, the shard function, the task index keys, the
 //! per-shard counter items and the schema version item. Pure: no SDK or I/O here.
 
-// Until every item is used by the store (the following commits).
-#![allow(dead_code)]
-
 use crate::clock::Millis;
 use crate::model::TaskState;
 
@@ -107,6 +104,29 @@ pub(crate) struct TaskKeys<'a> {
     pub retry_at: Millis,
     pub lease_owner: Option<&'a str>,
     pub shards: u32,
+}
+
+impl<'a> TaskKeys<'a> {
+    /// The keys of a task moved to `state` (not running, not retrying) at `now`.
+    pub(crate) fn moved(
+        step: &'a str,
+        id: &'a str,
+        state: TaskState,
+        priority: i32,
+        now: Millis,
+        shards: u32,
+    ) -> Self {
+        TaskKeys {
+            step,
+            id,
+            state,
+            priority,
+            updated_at: now,
+            retry_at: 0,
+            lease_owner: None,
+            shards,
+        }
+    }
 }
 
 /// The index partition key of `step`'s tasks in `state` in `shard`: `S#{step}#{state}#{shard}`.

@@ -3,6 +3,7 @@
 
 use super::expr::Expr;
 use super::items::*;
+use super::layout::TaskKeys;
 use super::DynamoStore;
 use crate::clock::Millis;
 use crate::model::{Completion, LeaseRef, Outcome, TaskState, DEFAULT_MAX_ATTEMPTS};
@@ -23,6 +24,16 @@ impl DynamoStore {
     }
 }
 
+/// A heartbeat's write: only `lease_expires_at`, which the index does not project, so the
+/// write touches no index partition (and `updated_at`, the time of the last state change,
+/// stays).
+pub(crate) fn heartbeat_update(token: &str, expires_at: Millis) -> Expr {
+    Expr::new()
+        .set(LEASE_EXPIRES_AT, n(expires_at))
+        .cond_eq(STATE, s(TaskState::Running.as_str()))
+        .cond_eq(LEASE_TOKEN, s(token))
+}
+
 pub(super) async fn heartbeat(
     store: &DynamoStore,
     lease: &LeaseRef,
@@ -32,20 +43,50 @@ pub(super) async fn heartbeat(
     const OP: &str = "heartbeat";
     let LeaseRef { step, id, token } = lease;
     let expires_at = now + ttl_ms;
-    let e = Expr::new()
-        .set(LEASE_EXPIRES_AT, n(expires_at))
-        .set(UPDATED_AT, n(now))
-        .set(
-            GSI1SK,
-            s(task_sk(TaskState::Running, 0, now, expires_at, id)),
-        )
-        .in_index(state_pk(step, TaskState::Running))
-        .cond_eq(STATE, s(TaskState::Running.as_str()))
-        .cond_eq(LEASE_TOKEN, s(token));
+    let e = heartbeat_update(token, expires_at);
     match store.update(OP, task_pk(step, id), e, false).await? {
         Some(_) => Ok(expires_at),
         None => Err(StoreError::lease_lost(step, id)),
     }
+}
+
+/// Where a completed attempt leaves its task.
+pub(crate) struct Done {
+    pub target: TaskState,
+    pub priority: i32,
+    pub retry_at: Option<Millis>,
+    /// The result as JSON.
+    pub result: String,
+    pub reason: Option<String>,
+}
+
+/// A completion's write: the task moves to `done.target` with its result, on condition that
+/// it is still running with `token`.
+pub(crate) fn completion_update(
+    step: &str,
+    id: &str,
+    token: &str,
+    done: Done,
+    now: Millis,
+    shards: u32,
+) -> Expr {
+    Expr::new()
+        .transition(&TaskKeys {
+            step,
+            id,
+            state: done.target,
+            priority: done.priority,
+            updated_at: now,
+            retry_at: done.retry_at.unwrap_or(0),
+            lease_owner: None,
+            shards,
+        })
+        .set_opt(RETRY_AT, done.retry_at.map(n))
+        .remove_lease()
+        .set(RESULT, s(done.result))
+        .set_opt(REASON, done.reason.map(s))
+        .cond_eq(STATE, s(TaskState::Running.as_str()))
+        .cond_eq(LEASE_TOKEN, s(token))
 }
 
 pub(super) async fn complete(
@@ -83,14 +124,15 @@ pub(super) async fn complete(
         Outcome::Succeeded => None,
         _ => completion.result.error.clone(),
     };
-    let e = Expr::new()
-        .transition(step, id, target, priority, retry_at.unwrap_or(0), now)
-        .set_opt(RETRY_AT, retry_at.map(n))
-        .remove_lease()
-        .set(RESULT, s(result))
-        .set_opt(REASON, reason.map(s))
-        .cond_eq(STATE, s(TaskState::Running.as_str()))
-        .cond_eq(LEASE_TOKEN, s(token));
+    let shards = store.step_shards(step).await?;
+    let done = Done {
+        target,
+        priority,
+        retry_at,
+        result,
+        reason,
+    };
+    let e = completion_update(step, id, token, done, now, shards);
     match store.update(OP, task_pk(step, id), e, false).await? {
         Some(_) => {
             if target == TaskState::Pending {
@@ -109,8 +151,16 @@ pub(super) async fn release(store: &DynamoStore, lease: &LeaseRef, now: Millis) 
     let r = Reader::new(OP, &item);
     let attempts: u32 = r.opt_n(ATTEMPTS)?.unwrap_or(0);
     let priority: i32 = r.opt_n(PRIORITY)?.unwrap_or(0);
+    let shards = store.step_shards(step).await?;
     let e = Expr::new()
-        .transition(step, id, TaskState::Pending, priority, 0, now)
+        .transition(&TaskKeys::moved(
+            step,
+            id,
+            TaskState::Pending,
+            priority,
+            now,
+            shards,
+        ))
         .remove_lease()
         .set(ATTEMPTS, n(attempts.saturating_sub(1)))
         .set(REASON, s("handed back by a draining worker"))

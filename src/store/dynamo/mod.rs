@@ -22,6 +22,7 @@
 mod batch;
 mod capacity;
 mod claims;
+mod counters;
 mod error;
 mod expr;
 mod fence;
@@ -30,8 +31,12 @@ mod hold;
 mod items;
 pub(crate) mod layout;
 mod leader;
+mod lease_expiry;
 mod leases;
+#[cfg(test)]
+mod partition_load;
 mod reads;
+mod schema;
 mod status;
 mod table;
 mod transitions;
@@ -84,9 +89,16 @@ pub struct DynamoStore {
     /// Bumped whenever the leftovers are forgotten, so that a claim whose query was read
     /// before does not keep what it found.
     leftovers_epoch: Arc<AtomicU64>,
+    /// The index layout: the table's default shard count and each step's (see [`schema`]).
+    shards: Arc<schema::Shards>,
+    /// Lease expiry's memory between passes (see [`lease_expiry`]).
+    expiry: Arc<lease_expiry::Memory>,
+    /// When each step's counters were last recounted (see [`counters`]).
+    recounted: Arc<counters::Recounted>,
 }
 
-/// How a key condition constrains `gsi1sk`.
+/// How a key condition constrains `g2sk`.
+#[derive(Debug, Clone)]
 enum Sk {
     Any,
     LessThan(String),
@@ -127,7 +139,17 @@ impl DynamoStore {
             contention: Arc::new(Contention::new()),
             leftovers: Arc::default(),
             leftovers_epoch: Arc::default(),
+            shards: Arc::default(),
+            expiry: Arc::default(),
+            recounted: Arc::default(),
         }
+    }
+
+    /// The shard count `create_schema` records as the table's default (when it creates the
+    /// version item); [`layout::DEFAULT_SHARDS`] unless set.
+    pub fn with_shards(self, shards: u32) -> Self {
+        self.shards.set_create_default(shards);
+        self
     }
 
     /// A store on `table` with the default AWS configuration (credential chain, `AWS_REGION`,
@@ -190,6 +212,14 @@ impl DynamoStore {
         Ok(out.item)
     }
 
+    /// The index partition keys of `step`'s tasks in `state`, one per shard.
+    async fn state_pks(&self, step: &str, state: TaskState) -> Result<Vec<String>> {
+        let shards = self.step_shards(step).await?;
+        Ok((0..shards)
+            .map(|shard| layout::state_shard_pk(step, state, shard))
+            .collect())
+    }
+
     async fn get_task_item(&self, op: &str, step: &str, id: &str) -> Result<Option<Item>> {
         self.get_item(op, task_pk(step, id)).await
     }
@@ -215,7 +245,8 @@ impl DynamoStore {
         e: Expr,
         return_new: bool,
     ) -> Result<Option<Item>> {
-        let keys: Vec<String> = std::iter::once(pk.clone()).chain(e.index_keys()).collect();
+        let keys = e.written_keys(&pk);
+        let change = e.count_change();
         let result = self
             .client
             .update_item()
@@ -238,6 +269,9 @@ impl DynamoStore {
                 self.mix.add(&format!("{kind} write"));
                 self.consumed(out.consumed_capacity(), true);
                 self.wrote(keys.iter().map(String::as_str));
+                if let Some(change) = change {
+                    self.bump(op, &change).await?;
+                }
                 Ok(Some(out.attributes.unwrap_or_default()))
             }
             Err(e) if is_condition_failed(&e) => {
@@ -251,7 +285,7 @@ impl DynamoStore {
         }
     }
 
-    /// One page of a gsi1 query.
+    /// One page of a query of the index.
     #[allow(clippy::too_many_arguments)]
     async fn query_page(
         &self,
@@ -263,13 +297,13 @@ impl DynamoStore {
         limit: Option<i32>,
         start: Option<Item>,
     ) -> Result<(Vec<Item>, u64, Option<Item>)> {
-        let mut names = HashMap::from([("#gpk".to_string(), GSI1PK.to_string())]);
+        let mut names = HashMap::from([("#gpk".to_string(), INDEX_PK.to_string())]);
         let mut values = HashMap::from([(":gpk".to_string(), s(gsi_pk))]);
         let mut condition = "#gpk = :gpk".to_string();
         match sk {
             Sk::Any => {}
             Sk::LessThan(v) | Sk::GreaterThan(v) | Sk::AtLeast(v) | Sk::BeginsWith(v) => {
-                names.insert("#gsk".to_string(), GSI1SK.to_string());
+                names.insert("#gsk".to_string(), INDEX_SK.to_string());
                 values.insert(":gsk".to_string(), s(v.as_str()));
                 condition.push_str(match sk {
                     Sk::LessThan(_) => " AND #gsk < :gsk",
@@ -283,7 +317,7 @@ impl DynamoStore {
             .client
             .query()
             .table_name(&self.table)
-            .index_name(GSI1)
+            .index_name(INDEX)
             .key_condition_expression(condition)
             .set_expression_attribute_values(Some(values))
             .set_limit(limit)
@@ -312,7 +346,7 @@ impl DynamoStore {
         ))
     }
 
-    /// Every item of a gsi1 query (all pages).
+    /// Every item of a query of the index (all pages).
     async fn query_all(
         &self,
         op: &str,
@@ -334,7 +368,7 @@ impl DynamoStore {
         }
     }
 
-    /// The items of a gsi1 partition within `sk`: all of them, or up to `limit`. A Query's
+    /// The items of an index partition within `sk`: all of them, or up to `limit`. A Query's
     /// `Limit` bounds the items it reads, so a limited count costs at most `limit` items
     /// however long the partition is.
     async fn count(&self, op: &str, gsi_pk: &str, sk: Sk, limit: Option<u64>) -> Result<u64> {
@@ -405,7 +439,7 @@ impl TaskStore for DynamoStore {
         now: Millis,
         fence: Fence<'_>,
     ) -> Result<RequeueReport> {
-        transitions::requeue_expired(self, step, now, fence).await
+        lease_expiry::requeue_expired(self, step, now, fence).await
     }
 
     async fn task_states(&self, step: &str, ids: &[String]) -> Result<HashMap<String, TaskState>> {
@@ -446,7 +480,7 @@ impl TaskStore for DynamoStore {
     }
 
     async fn counts(&self, step: &str) -> Result<StepCounts> {
-        reads::counts(self, step).await
+        counters::counts(self, step).await
     }
 
     async fn backlog(&self, step: &str, pending_limit: u64) -> Result<Backlog> {

@@ -1,4 +1,4 @@
-//! Reads of tasks: one task, lists, exact counts, the bounded backlog a reconcile pass needs,
+//! Reads of tasks: one task, lists, counts of index partitions, the bounded backlog a reconcile pass needs,
 //! finished counts and the step registry.
 
 use futures::{StreamExt, TryStreamExt};
@@ -6,17 +6,24 @@ use futures::{StreamExt, TryStreamExt};
 use super::items::*;
 use super::{DynamoStore, Sk, SWEEP_CONCURRENCY};
 use crate::clock::Millis;
-use crate::model::{Backlog, StepCounts, Task, TaskFilter, TaskState};
+use crate::model::{Backlog, Task, TaskFilter, TaskState};
 use crate::store::{Result, StoreError, TaskStore};
 
 impl DynamoStore {
-    /// When the longest-waiting pending task became pending. The pending index is ordered by
-    /// priority, then by that time, so each priority group's first entry is its oldest: one
+    /// When the longest-waiting pending task became pending (the oldest of every shard's).
+    pub(super) async fn oldest_pending(&self, step: &str) -> Result<Option<Millis>> {
+        let shards = self.state_pks(step, TaskState::Pending).await?;
+        let per_shard =
+            futures::future::try_join_all(shards.iter().map(|pk| self.oldest_in(pk))).await?;
+        Ok(per_shard.into_iter().flatten().min())
+    }
+
+    /// The oldest of one pending index partition. It is ordered by priority, then by the time
+    /// the task became pending, so each priority group's first entry is its oldest: one
     /// one-item Query per distinct priority instead of reading the whole backlog.
-    async fn oldest_pending(&self, step: &str) -> Result<Option<Millis>> {
+    async fn oldest_in(&self, gsi_pk: &str) -> Result<Option<Millis>> {
         const OP: &str = "oldest pending";
         const MAX_PRIORITY_GROUPS: usize = 64;
-        let gsi_pk = state_pk(step, TaskState::Pending);
         let mut oldest = None::<Millis>;
         let mut after: Option<String> = None;
         for _ in 0..MAX_PRIORITY_GROUPS {
@@ -27,9 +34,9 @@ impl DynamoStore {
             let (page, _, _) = self
                 .query_page(
                     OP,
-                    &gsi_pk,
+                    gsi_pk,
                     &sk,
-                    Some(&[PK, GSI1SK, UPDATED_AT]),
+                    Some(&[PK, INDEX_SK, UPDATED_AT]),
                     false,
                     Some(1),
                     None,
@@ -41,19 +48,50 @@ impl DynamoStore {
                 oldest = Some(oldest.map_or(t, |o| o.min(t)));
             }
             // Skip the rest of this priority group: `$` sorts right after the `#` separator.
-            let group_key = r.s(GSI1SK)?;
+            let group_key = r.s(INDEX_SK)?;
             let group = group_key.split('#').next().unwrap_or_default();
             after = Some(format!("{group}$"));
         }
         Ok(oldest)
     }
 
-    /// The tasks of one step in one state.
+    /// The tasks of one step in one state: their keys from the index (every shard), then the
+    /// whole items by key (the index does not project specs and results).
     async fn tasks_in(&self, op: &str, step: &str, state: TaskState) -> Result<Vec<Task>> {
-        let items = self
-            .query_all(op, &state_pk(step, state), Sk::Any, None)
-            .await?;
-        items.iter().map(|i| Reader::new(op, i).task()).collect()
+        let mut keys = Vec::new();
+        for pk in self.state_pks(step, state).await? {
+            for item in self.query_all(op, &pk, Sk::Any, Some(&[PK])).await? {
+                keys.push(key(Reader::new(op, &item).s(PK)?));
+            }
+        }
+        let items = self.batch_get(op, keys, None).await?;
+        let tasks = items
+            .iter()
+            .map(|i| Reader::new(op, i).task())
+            .collect::<Result<Vec<_>>>()?;
+        // A task that changed state between the two reads is listed in its new state only.
+        Ok(tasks.into_iter().filter(|t| t.state == state).collect())
+    }
+
+    /// `step`'s tasks in `state`, counted over every shard (up to `limit` in all).
+    async fn count_state(
+        &self,
+        op: &str,
+        step: &str,
+        state: TaskState,
+        sk: Sk,
+        limit: Option<u64>,
+    ) -> Result<u64> {
+        let mut total = 0;
+        for pk in self.state_pks(step, state).await? {
+            let left = match limit {
+                Some(l) if total >= l => break,
+                Some(l) => Some(l - total),
+                None => None,
+            };
+            total += self.count(op, &pk, sk.clone(), left).await?;
+        }
+        Ok(total)
     }
 }
 
@@ -106,44 +144,20 @@ pub(super) async fn list(store: &DynamoStore, filter: &TaskFilter) -> Result<Vec
     Ok(tasks)
 }
 
-pub(super) async fn counts(store: &DynamoStore, step: &str) -> Result<StepCounts> {
-    const OP: &str = "counts";
-    let per_state: Vec<(TaskState, u64)> =
-        futures::future::try_join_all(TaskState::ALL.iter().map(|&state| async move {
-            let gsi_pk = state_pk(step, state);
-            Ok::<_, StoreError>((state, store.count(OP, &gsi_pk, Sk::Any, None).await?))
-        }))
-        .await?;
-    let mut counts = StepCounts {
-        step: step.to_string(),
-        ..Default::default()
-    };
-    for (state, count) in per_state {
-        counts.set(state, count);
-    }
-    if counts.pending > 0 {
-        counts.oldest_pending_at = store.oldest_pending(step).await?;
-    }
-    Ok(counts)
-}
-
 pub(super) async fn backlog(
     store: &DynamoStore,
     step: &str,
     pending_limit: u64,
 ) -> Result<Backlog> {
     const OP: &str = "backlog";
-    let (pending_pk, running_pk) = (
-        state_pk(step, TaskState::Pending),
-        state_pk(step, TaskState::Running),
-    );
     // One more than the limit tells whether there are more; the oldest is read only when
     // something is pending, after the count says so.
     let pending = async {
         let pending = store
-            .count(
+            .count_state(
                 OP,
-                &pending_pk,
+                step,
+                TaskState::Pending,
                 Sk::Any,
                 Some(pending_limit.saturating_add(1)),
             )
@@ -155,8 +169,10 @@ pub(super) async fn backlog(
         };
         Ok::<_, StoreError>((pending, oldest))
     };
-    let ((pending, oldest), running) =
-        futures::try_join!(pending, store.count(OP, &running_pk, Sk::Any, None))?;
+    let ((pending, oldest), running) = futures::try_join!(
+        pending,
+        store.count_state(OP, step, TaskState::Running, Sk::Any, None)
+    )?;
     Ok(Backlog {
         step: step.to_string(),
         pending: pending.min(pending_limit),
@@ -174,13 +190,10 @@ pub(super) async fn count_finished_since(
     const OP: &str = "count finished";
     // Final states are sorted by the time they were reached: a range Query, no reads of
     // older tasks.
-    let (ok_pk, failed_pk) = (
-        state_pk(step, TaskState::Succeeded),
-        state_pk(step, TaskState::Failed),
-    );
+    let since = Sk::AtLeast(ts13(since));
     let (ok, failed) = futures::try_join!(
-        store.count(OP, &ok_pk, Sk::AtLeast(ts13(since)), None),
-        store.count(OP, &failed_pk, Sk::AtLeast(ts13(since)), None),
+        store.count_state(OP, step, TaskState::Succeeded, since.clone(), None),
+        store.count_state(OP, step, TaskState::Failed, since.clone(), None),
     )?;
     Ok(ok + failed)
 }

@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::types::{
 
 use super::error::{has_code, IN_USE, NOT_FOUND};
 use super::items::*;
+use super::layout::PROJECTED;
 use super::DynamoStore;
 use crate::store::{Result, StoreError};
 
@@ -33,14 +34,25 @@ impl DynamoStore {
                     let gsi = table
                         .global_secondary_indexes()
                         .iter()
-                        .find(|i| i.index_name() == Some(GSI1));
+                        .find(|i| i.index_name() == Some(INDEX));
+                    let has_v1_index = table
+                        .global_secondary_indexes()
+                        .iter()
+                        .any(|i| i.index_name() == Some("gsi1"));
                     let table_active = table.table_status() == Some(&TableStatus::Active);
                     match gsi {
+                        None if table_active && has_v1_index => {
+                            return Err(StoreError::Layout(format!(
+                                "table `{}` has the layout 1 index `gsi1` and not `{INDEX}`: \
+                                 upgrade it in place with `anamo table migrate`",
+                                self.table
+                            )))
+                        }
                         None if table_active => {
                             return Err(StoreError::backend(
                                 OP,
                                 format!(
-                                    "table `{}` exists but has no index `{GSI1}`: it is not an \
+                                    "table `{}` exists but has no index `{INDEX}`: it is not an \
                                      anamo table (see docs/dynamodb-table.md)",
                                     self.table
                                 ),
@@ -62,7 +74,7 @@ impl DynamoStore {
                 return Err(StoreError::unavailable(
                     OP,
                     format!(
-                        "table `{}` or its index `{GSI1}` is not ACTIVE after {} s",
+                        "table `{}` or its index `{INDEX}` is not ACTIVE after {} s",
                         self.table,
                         SCHEMA_TIMEOUT.as_secs()
                     ),
@@ -90,12 +102,13 @@ pub(super) async fn create_schema(store: &DynamoStore) -> Result<()> {
             .map_err(build_err(OP))
     };
     let gsi = GlobalSecondaryIndex::builder()
-        .index_name(GSI1)
-        .key_schema(key_el(GSI1PK, KeyType::Hash)?)
-        .key_schema(key_el(GSI1SK, KeyType::Range)?)
+        .index_name(INDEX)
+        .key_schema(key_el(INDEX_PK, KeyType::Hash)?)
+        .key_schema(key_el(INDEX_SK, KeyType::Range)?)
         .projection(
             Projection::builder()
-                .projection_type(ProjectionType::All)
+                .projection_type(ProjectionType::Include)
+                .set_non_key_attributes(Some(PROJECTED.iter().map(|a| a.to_string()).collect()))
                 .build(),
         )
         .build()
@@ -105,8 +118,8 @@ pub(super) async fn create_schema(store: &DynamoStore) -> Result<()> {
         .create_table()
         .table_name(&store.table)
         .attribute_definitions(attr(PK)?)
-        .attribute_definitions(attr(GSI1PK)?)
-        .attribute_definitions(attr(GSI1SK)?)
+        .attribute_definitions(attr(INDEX_PK)?)
+        .attribute_definitions(attr(INDEX_SK)?)
         .key_schema(key_el(PK, KeyType::Hash)?)
         .global_secondary_indexes(gsi)
         .billing_mode(BillingMode::PayPerRequest)
@@ -117,7 +130,10 @@ pub(super) async fn create_schema(store: &DynamoStore) -> Result<()> {
         Err(e) if has_code(&e, IN_USE) => {}
         Err(e) => return Err(store.err(OP, e)),
     }
-    store.wait_for_table(Instant::now() + SCHEMA_TIMEOUT).await
+    store
+        .wait_for_table(Instant::now() + SCHEMA_TIMEOUT)
+        .await?;
+    store.put_layout_version().await
 }
 
 pub(super) async fn delete_schema(store: &DynamoStore) -> Result<()> {

@@ -1,19 +1,19 @@
-//! State changes other than a worker's own: import, the controller's sweeps (requeue expired
-//! leases, promote waiting tasks) and user actions (requeue, cancel, delete).
+//! State changes other than a worker's own: import and user actions (requeue, cancel,
+//! delete). Lease expiry is in [`super::lease_expiry`].
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use futures::{StreamExt, TryStreamExt};
 
 use super::error::is_condition_failed;
 use super::expr::Expr;
-use super::fence::Write;
 use super::items::*;
-use super::{DynamoStore, Sk, SWEEP_CONCURRENCY, USER_ACTION_TRIES};
+use super::layout::{counter_pk, shard_of, TaskKeys};
+use super::{DynamoStore, SWEEP_CONCURRENCY, USER_ACTION_TRIES};
 use crate::clock::Millis;
-use crate::model::{ImportReport, RequeueReport, Task, TaskSpec, TaskState, DEFAULT_MAX_ATTEMPTS};
-use crate::store::{initial_state, Fence, Result, StoreError};
+use crate::model::{ImportReport, Task, TaskSpec, TaskState};
+use crate::store::{initial_state, Result, StoreError};
 
 impl DynamoStore {
     /// A user action (requeue, cancel): read the task, let `decide` pick the update (or finish
@@ -92,14 +92,18 @@ pub(super) async fn import(
         })
         .collect();
 
+    let mut shards: HashMap<&str, u32> = HashMap::new();
+    for spec in tasks {
+        if !shards.contains_key(spec.step.as_str()) {
+            shards.insert(&spec.step, store.step_shards(&spec.step).await?);
+        }
+    }
     let mut report = ImportReport::default();
     let mut new_items = Vec::new();
-    let mut steps: Vec<&str> = Vec::new();
+    let mut added: HashMap<String, HashMap<TaskState, i64>> = HashMap::new();
     for (i, spec) in tasks.iter().enumerate() {
         let pk = task_pk(&spec.step, &spec.id);
-        if !steps.contains(&spec.step.as_str()) {
-            steps.push(&spec.step);
-        }
+        let step_shards = shards.get(spec.step.as_str()).copied().unwrap_or(1);
         // Compare with what is stored, or with the first occurrence earlier in this input.
         let same = match existing.get(&pk) {
             // An unreadable stored task counts as different.
@@ -115,95 +119,31 @@ pub(super) async fn import(
                 .conflicting
                 .push(format!("{}/{}", spec.step, spec.id)),
             None => {
-                new_items.push(new_task_item(spec, initial_state(graph, spec), now));
+                let state = initial_state(graph, spec);
+                new_items.push(new_task_item(spec, state, now, step_shards));
+                let counter = counter_pk(&spec.step, shard_of(&spec.id, step_shards));
+                *added.entry(counter).or_default().entry(state).or_default() += 1;
                 report.inserted += 1;
             }
         }
     }
-    // The step registry first, so a half-done import still lists its tasks.
-    let step_items = steps.iter().map(|step| step_item(step)).collect();
+    // The step registry first, so a half-done import still lists its tasks; it records each
+    // step's shard count (the one it has, or the table's default for a new step).
+    let step_items = shards.iter().map(|(step, n)| step_item(step, *n)).collect();
     store.batch_put(OP, step_items).await?;
     // Plain puts: a task created by a concurrent import of the same key between our read
-    // and this write is overwritten with an equivalent fresh item.
+    // and this write is overwritten with an equivalent fresh item (and counted twice until
+    // the next recount).
     store.batch_put(OP, new_items).await?;
-    store.forget_leftovers();
-    Ok(report)
-}
-
-pub(super) async fn requeue_expired(
-    store: &DynamoStore,
-    step: &str,
-    now: Millis,
-    fence: Fence<'_>,
-) -> Result<RequeueReport> {
-    const OP: &str = "requeue expired";
-    let expired = store
-        .query_all(
-            OP,
-            &state_pk(step, TaskState::Running),
-            Sk::LessThan(ts13(now)),
-            None,
-        )
-        .await?;
-    let outcomes: Vec<Option<(String, TaskState)>> = futures::stream::iter(expired)
-        .map(|item| async move {
-            let r = Reader::new(OP, &item);
-            let id = r.s(ID)?;
-            let attempts: u32 = r.opt_n(ATTEMPTS)?.unwrap_or(0);
-            let max: u32 = r.opt_n(MAX_ATTEMPTS)?.unwrap_or(DEFAULT_MAX_ATTEMPTS);
-            let priority: i32 = r.opt_n(PRIORITY)?.unwrap_or(0);
-            let (target, reason) = if attempts >= max {
-                (
-                    TaskState::Failed,
-                    format!("lease expired on attempt {attempts} of {max}"),
-                )
-            } else {
-                (TaskState::Pending, "lease expired".to_string())
-            };
-            let mut e = Expr::new()
-                .transition(step, &id, target, priority, 0, now)
-                .remove_lease()
-                .set(REASON, s(reason))
-                .cond_eq(STATE, s(TaskState::Running.as_str()));
-            let (token, expires, now_v) = (
-                e.name(LEASE_TOKEN),
-                e.name(LEASE_EXPIRES_AT),
-                e.value(n(now)),
-            );
-            e = match r.opt_s(LEASE_TOKEN)? {
-                Some(seen) => {
-                    let seen = e.value(s(seen));
-                    e.cond(format!("{token} = {seen}"))
-                }
-                None => e.cond(format!("attribute_not_exists({token})")),
-            };
-            e = e.cond(format!(
-                "attribute_not_exists({expires}) OR {expires} < {now_v}"
-            ));
-            // A lost race (renewed, completed or taken over meanwhile) is skipped.
-            let write = Write::Update {
-                pk: task_pk(step, &id),
-                expr: e,
-            };
-            let moved = store.write_fenced(OP, OP, fence, write).await?;
-            Ok(moved.then_some((id, target)))
+    futures::stream::iter(added)
+        .map(|(counter, per_state)| async move {
+            let deltas: Vec<(TaskState, i64)> = per_state.into_iter().collect();
+            store.add_counts(OP, counter, &deltas).await
         })
         .buffer_unordered(SWEEP_CONCURRENCY)
-        .try_collect()
+        .try_collect::<Vec<()>>()
         .await?;
-    let mut report = RequeueReport::default();
-    for (id, state) in outcomes.into_iter().flatten() {
-        if state == TaskState::Failed {
-            report.failed.push(id);
-        } else {
-            report.requeued.push(id);
-        }
-    }
-    report.requeued.sort();
-    report.failed.sort();
-    if !report.requeued.is_empty() {
-        store.forget_leftovers();
-    }
+    store.forget_leftovers();
     Ok(report)
 }
 
@@ -214,6 +154,7 @@ pub(super) async fn requeue(
     force: bool,
     now: Millis,
 ) -> Result<()> {
+    let shards = store.step_shards(step).await?;
     store
         .user_action("requeue", step, id, |task| match task.state {
             TaskState::Pending | TaskState::Waiting => Ok(None),
@@ -227,7 +168,14 @@ pub(super) async fn requeue(
                 let target = task.spec.initial_state();
                 Ok(Some(
                     Expr::new()
-                        .transition(step, id, target, task.spec.priority, 0, now)
+                        .transition(&TaskKeys::moved(
+                            step,
+                            id,
+                            target,
+                            task.spec.priority,
+                            now,
+                            shards,
+                        ))
                         .set(ATTEMPTS, n(0))
                         .remove_lease()
                         .remove(REASON)
@@ -242,6 +190,7 @@ pub(super) async fn requeue(
 }
 
 pub(super) async fn cancel(store: &DynamoStore, step: &str, id: &str, now: Millis) -> Result<()> {
+    let shards = store.step_shards(step).await?;
     store
         .user_action("cancel", step, id, |task| {
             if task.state.is_final() {
@@ -255,7 +204,14 @@ pub(super) async fn cancel(store: &DynamoStore, step: &str, id: &str, now: Milli
             }
             Ok(Some(
                 Expr::new()
-                    .transition(step, id, TaskState::Cancelled, 0, 0, now)
+                    .transition(&TaskKeys::moved(
+                        step,
+                        id,
+                        TaskState::Cancelled,
+                        0,
+                        now,
+                        shards,
+                    ))
                     .remove_lease()
                     .remove(RETRY_AT)
                     .remove(HELD_FROM)
@@ -275,10 +231,23 @@ pub(super) async fn delete(store: &DynamoStore, step: &str, id: &str) -> Result<
         .set_key(Some(key(task_pk(step, id))))
         .set_condition_expression(e.condition_expression())
         .set_expression_attribute_names(e.names())
+        .return_values(ReturnValue::AllOld)
         .send()
         .await;
     match result {
-        Ok(_) => Ok(()),
+        Ok(out) => {
+            // The deleted task leaves its state's count.
+            let old = out.attributes.unwrap_or_default();
+            let Some(state) = Reader::new(OP, &old).opt_s(STATE)? else {
+                return Ok(());
+            };
+            let Ok(state) = state.parse::<TaskState>() else {
+                return Ok(());
+            };
+            let shards = store.step_shards(step).await?;
+            let counter = counter_pk(step, shard_of(id, shards));
+            store.add_counts(OP, counter, &[(state, -1)]).await
+        }
         Err(e) if is_condition_failed(&e) => Err(StoreError::not_found(step, id)),
         Err(e) => Err(store.err(OP, e)),
     }
