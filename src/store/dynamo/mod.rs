@@ -33,6 +33,9 @@ pub(crate) mod layout;
 mod leader;
 mod lease_expiry;
 mod leases;
+mod migrate;
+mod migrate_index;
+mod migrate_plan;
 #[cfg(test)]
 mod partition_load;
 mod reads;
@@ -67,6 +70,9 @@ use crate::model::{
     Backlog, Claim, ClaimRequest, Completion, ImportReport, LeaseRef, RequeueReport, StepCounts,
     Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
 };
+
+pub(crate) use self::layout::SCHEMA_VERSION;
+pub use self::migrate::{MigrateEvent, MigratePreview, PassStats};
 
 /// Concurrent conditional writes in sweeps (requeue_expired, the graph's promotion) and queries in
 /// list.
