@@ -71,6 +71,14 @@ impl FakeProvider {
         self.lock().max_per_launch = n;
     }
 
+    /// Gives a listed instance an instance type and zone, as EC2 lists them.
+    pub fn place(&self, id: &str, instance_type: &str, zone: &str) {
+        for i in self.lock().instances.iter_mut().filter(|i| i.id == id) {
+            i.instance_type = Some(instance_type.to_string());
+            i.market.zone = Some(zone.to_string());
+        }
+    }
+
     /// Adds an instance as if launched earlier by someone (e.g. a previous controller).
     pub fn add_instance(&self, id: &str, batch: Option<&str>, launched_at: i64) {
         self.lock().instances.push(Instance {
