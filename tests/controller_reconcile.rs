@@ -908,3 +908,18 @@ async fn interruptions_carry_the_listed_type_and_zone() {
         .collect();
     assert_eq!(by, [("interruption", "c6i.4xlarge", "eu-west-1b", 1)]);
 }
+
+/// With `vcpusPerTask`, the controller plans with the slots the provider derives from the
+/// fleet's instance types: 8 runnable tasks on instances of 4 slots need 2 instances, not 8.
+#[tokio::test]
+async fn derived_slots_per_instance_size_the_launch() {
+    let w = World::new();
+    w.import("align", 8).await;
+    w.fakes.get("align").set_slots_per_instance(Some(4));
+    let yaml =
+        fleet_yaml("align", 10, "  vcpusPerTask: 2\n").replace("  slotsPerInstance: 2\n", "");
+    let mut c = w.controller(&yaml, |_| {});
+    let report = c.reconcile_once().await;
+    let plan = report.plan.expect("the leader plans");
+    assert_eq!(plan.fleets[0].launch_count(), 2, "{}", plan.fleets[0]);
+}

@@ -29,6 +29,8 @@ struct Inner {
     next_id: u64,
     /// Launch at most this many per call (like moto launching only MinCount).
     max_per_launch: Option<u32>,
+    /// What `slots_per_instance` answers (slots derived per instance type).
+    slots_per_instance: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -69,6 +71,11 @@ impl FakeProvider {
 
     pub fn limit_per_launch(&self, n: Option<u32>) {
         self.lock().max_per_launch = n;
+    }
+
+    /// Answers `slots_per_instance` with `slots`, like an `ec2` fleet with `vcpusPerTask`.
+    pub fn set_slots_per_instance(&self, slots: Option<u32>) {
+        self.lock().slots_per_instance = slots;
     }
 
     /// Gives a listed instance an instance type and zone, as EC2 lists them.
@@ -159,6 +166,10 @@ impl FleetProvider for FakeProvider {
             }
         }
         Ok(())
+    }
+
+    fn slots_per_instance(&self) -> Option<u32> {
+        self.lock().slots_per_instance
     }
 
     fn kind(&self) -> &'static str {
