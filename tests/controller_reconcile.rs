@@ -9,7 +9,6 @@ use std::time::Duration;
 mod common;
 
 use anamo::clock::{ManualClock, SharedClock};
-use anamo::controller::interruptions::InterruptionTotals;
 use anamo::controller::providers::{ProviderSet, RemoteFactory, WorkerLaunch};
 use anamo::controller::reload::ManifestSource;
 use anamo::controller::status::Role;
@@ -804,11 +803,11 @@ async fn interruptions_are_counted_once_per_instance() {
         w.clock.advance(Duration::from_secs(5));
         c.reconcile_once().await;
     }
-    let totals = |c: &Controller| c.status().read().unwrap().fleets[0].interruptions;
-    let both = InterruptionTotals {
-        interruption: 1,
-        rebalance: 1,
+    let totals = |c: &Controller| {
+        let t = c.status().read().unwrap().fleets[0].interruptions.clone();
+        (t.interruption, t.rebalance)
     };
+    let both = (1, 1);
     assert_eq!(totals(&c), both);
     assert_eq!(
         (
@@ -830,6 +829,97 @@ async fn interruptions_are_counted_once_per_instance() {
     stop(&ids[2], StopReason::SpotInterruption).await;
     w.clock.advance(Duration::from_secs(5));
     c.reconcile_once().await;
-    assert_eq!(totals(&c).interruption, 2);
+    assert_eq!(totals(&c).0, 2);
     assert_eq!(interruptions(&w.metrics, "interruption"), 2.0);
+}
+
+/// The labels of `anamo_fleet_interruptions_total`'s series with a non-zero count.
+fn interruption_series(m: &Metrics) -> Vec<Vec<(String, String)>> {
+    use prometheus::core::Collector;
+    m.fleet_interruptions.collect()[0]
+        .get_metric()
+        .iter()
+        .filter(|s| s.get_counter().get_value() > 0.0)
+        .map(|s| {
+            s.get_label()
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// An interrupted instance the provider lists with its type and zone is counted under them,
+/// in the metric and in the status's breakdown.
+#[tokio::test]
+async fn interruptions_carry_the_listed_type_and_zone() {
+    let w = World::new();
+    w.import("align", 10).await;
+    let mut c = w.controller(&fleet_yaml("align", 1, ""), |_| {});
+    c.reconcile_once().await;
+    let fake = w.fakes.get("align");
+    let id = fake.instances()[0].id.clone();
+    fake.place(&id, "c6i.4xlarge", "eu-west-1b");
+    let worker = WorkerInfo {
+        worker_id: format!("w-{id}"),
+        step: "align".into(),
+        instance_id: Some(id.clone()),
+        slots: 2,
+        busy_slots: 1,
+        started_at: T0,
+        last_seen: w.clock.now(),
+        last_busy_at: w.clock.now(),
+        state: WorkerState::Draining,
+        stop_reason: Some(StopReason::SpotInterruption),
+    };
+    w.store
+        .put_worker(&worker, anamo::store::Fence::Unfenced)
+        .await
+        .unwrap();
+    w.clock.advance(Duration::from_secs(5));
+    c.reconcile_once().await;
+    let labels = |pairs: [(&str, &str); 4]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        interruption_series(&w.metrics),
+        [labels([
+            ("fleet", "align"),
+            ("instance_type", "c6i.4xlarge"),
+            ("kind", "interruption"),
+            ("zone", "eu-west-1b")
+        ])]
+    );
+    let st = c.status();
+    let by = &st.read().unwrap().fleets[0].interruptions.by_offering;
+    let by: Vec<_> = by
+        .iter()
+        .map(|o| {
+            (
+                o.kind.as_str(),
+                o.instance_type.as_str(),
+                o.zone.as_str(),
+                o.count,
+            )
+        })
+        .collect();
+    assert_eq!(by, [("interruption", "c6i.4xlarge", "eu-west-1b", 1)]);
+}
+
+/// With `vcpusPerTask`, the controller plans with the slots the provider derives from the
+/// fleet's instance types: 8 runnable tasks on instances of 4 slots need 2 instances, not 8.
+#[tokio::test]
+async fn derived_slots_per_instance_size_the_launch() {
+    let w = World::new();
+    w.import("align", 8).await;
+    w.fakes.get("align").set_slots_per_instance(Some(4));
+    let yaml =
+        fleet_yaml("align", 10, "  vcpusPerTask: 2\n").replace("  slotsPerInstance: 2\n", "");
+    let mut c = w.controller(&yaml, |_| {});
+    let report = c.reconcile_once().await;
+    let plan = report.plan.expect("the leader plans");
+    assert_eq!(plan.fleets[0].launch_count(), 2, "{}", plan.fleets[0]);
 }

@@ -53,6 +53,7 @@ impl Setup {
             },
             subnets: subnets.iter().map(|s| s.to_string()).collect(),
             instance_types: types.iter().map(|s| s.to_string()).collect(),
+            instance_requirements: None,
             capacity_type: None,
             spot_fallback: None,
             user_data: None,

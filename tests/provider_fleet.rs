@@ -55,6 +55,7 @@ impl Setup {
             },
             subnets: self.subnets.clone(),
             instance_types: types.iter().map(|s| s.to_string()).collect(),
+            instance_requirements: None,
             capacity_type: Some(capacity),
             spot_fallback: None,
             user_data: None,

@@ -233,3 +233,26 @@ fn the_default_template_is_the_shipped_file() {
     let names = values(&set, "align").values();
     user_data::render("shipped", DEFAULT_TEMPLATE, &names).unwrap();
 }
+
+/// A fleet with `vcpusPerTask` passes it (and `memoryPerTaskGiB`) to the worker, which derives
+/// its slots from its machine; the real command line parser takes the flags.
+#[test]
+fn slots_derived_per_type_reach_the_worker_command() {
+    let set = example();
+    let mut fleet = set.fleet("call").unwrap().clone();
+    fleet.spec.slots_per_instance = 1;
+    fleet.spec.vcpus_per_task = Some(4);
+    fleet.spec.memory_per_task_gib = Some(7.5);
+    let v = WorkerValues::for_fleet(&fleet, "c", "sqlite://x.db", None);
+    let rendered = v.render_default().unwrap();
+    bash_syntax_ok(&rendered);
+    let args = worker_command(&rendered);
+    let at = args
+        .iter()
+        .position(|a| a == "--vcpus-per-task")
+        .expect("--vcpus-per-task passed");
+    assert_eq!(
+        args[at..at + 4],
+        ["--vcpus-per-task", "4", "--memory-per-task-gib", "7.5"]
+    );
+}

@@ -15,6 +15,7 @@ mod sample;
 mod sample_list;
 mod sample_logs;
 mod simulate;
+mod simulate_capacity;
 mod simulate_sweep;
 mod status;
 mod status_view;

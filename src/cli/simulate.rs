@@ -127,6 +127,8 @@ pub struct SimulateArgs {
     /// Probability that a launch call fails with a capacity error.
     #[arg(long, default_value_t = 0.0, help_heading = "Simulation")]
     pub capacity_error_prob: f64,
+    #[command(flatten)]
+    pub capacity: super::simulate_capacity::CapacityArgs,
     /// No launches for this long after a capacity error.
     #[arg(long, value_parser = parse_duration, default_value = "2m", help_heading = "Simulation")]
     pub cool_off: Duration,
@@ -215,7 +217,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
                 .and_then(|m| m.controller.as_ref().map(|c| c.spec.interval))
         })
         .unwrap_or(crate::manifest::DEFAULT_INTERVAL);
-    let settings = sim_settings(&args, interval);
+    let mut settings = sim_settings(&args, interval);
+    settings.capacity = args.capacity.settings(args.spot_rate)?;
     let mut policies: Vec<PolicyKind> = args.policies.iter().map(|p| (*p).into()).collect();
     policies.sort();
     policies.dedup();
@@ -271,6 +274,7 @@ pub(super) fn sim_settings(args: &SimulateArgs, interval: Duration) -> SimSettin
         keda_cooldown: ms(args.keda_cooldown),
         seed: args.seed,
         max_time: ms(args.max_time),
+        capacity: None,
     }
 }
 
@@ -303,6 +307,7 @@ pub fn render(r: &SimReport) -> String {
     out.push_str(&policies_table(r));
     out.push('\n');
     out.push_str(&costs_table(r));
+    out.push_str(&super::simulate_capacity::capacity_table(r));
     out.push_str(
         "\nRATIO = instance-hours / lower bound (sum of task time / slots per instance); \
          BUSY KILLED = instances terminated with busy slots. Cost as `anamo status` counts it: \

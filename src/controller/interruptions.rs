@@ -29,19 +29,54 @@ pub struct Interrupted {
 }
 
 /// A fleet's interrupted and rebalanced instances so far, as its status shows them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InterruptionTotals {
     /// Instances whose worker got a spot interruption notice.
     pub interruption: u64,
     /// Instances whose worker got a rebalance recommendation (and no notice).
     pub rebalance: u64,
+    /// The same instances by kind, instance type and zone (the labels of
+    /// `anamo_fleet_interruptions_total`), sorted. Missing in statuses published before it
+    /// was added: those totals resume without a breakdown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_offering: Vec<OfferingInterruptions>,
+}
+
+/// Interrupted (or rebalanced) instances of one kind, instance type and zone.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OfferingInterruptions {
+    /// `interruption` or `rebalance`.
+    pub kind: String,
+    pub instance_type: String,
+    pub zone: String,
+    pub count: u64,
 }
 
 impl InterruptionTotals {
-    fn add(&mut self, kind: &str) {
+    fn add(&mut self, kind: &str, instance_type: &str, zone: &str) {
         match kind {
             "rebalance" => self.rebalance += 1,
             _ => self.interruption += 1,
+        }
+        self.add_to_breakdown(kind, instance_type, zone, 1);
+    }
+
+    /// Adds `n` instances to the breakdown only.
+    fn add_to_breakdown(&mut self, kind: &str, instance_type: &str, zone: &str, n: u64) {
+        let same = |o: &&mut OfferingInterruptions| {
+            o.kind == kind && o.instance_type == instance_type && o.zone == zone
+        };
+        match self.by_offering.iter_mut().find(same) {
+            Some(o) => o.count += n,
+            None => {
+                self.by_offering.push(OfferingInterruptions {
+                    kind: kind.to_string(),
+                    instance_type: instance_type.to_string(),
+                    zone: zone.to_string(),
+                    count: n,
+                });
+                self.by_offering.sort();
+            }
         }
     }
 }
@@ -67,13 +102,17 @@ pub struct InterruptionTally {
 impl InterruptionTally {
     /// What was counted so far (with what was resumed).
     pub fn totals(&self) -> InterruptionTotals {
-        self.totals
+        self.totals.clone()
     }
 
     /// Adds the totals a previous controller published.
     pub fn resume(&mut self, published: InterruptionTotals) {
         self.totals.interruption += published.interruption;
         self.totals.rebalance += published.rebalance;
+        for o in published.by_offering {
+            self.totals
+                .add_to_breakdown(&o.kind, &o.instance_type, &o.zone, o.count);
+        }
     }
 
     /// The instances newly interrupted or rebalanced in this pass's `workers` (a fleet's
@@ -95,8 +134,7 @@ impl InterruptionTally {
                 continue;
             }
             let inst = w.instance_id.as_deref().and_then(|i| listed.get(i));
-            self.totals.add(kind);
-            new.push(Interrupted {
+            let hit = Interrupted {
                 instance_type: inst
                     .and_then(|i| i.instance_type.clone())
                     .unwrap_or_else(|| UNKNOWN.to_string()),
@@ -104,7 +142,9 @@ impl InterruptionTally {
                     .and_then(|i| i.market.zone.clone())
                     .unwrap_or_else(|| UNKNOWN.to_string()),
                 kind,
-            });
+            };
+            self.totals.add(kind, &hit.instance_type, &hit.zone);
+            new.push(hit);
         }
         // A registration, once removed, does not come back: forget it.
         counted.retain(|k| registered.contains(k));
@@ -190,16 +230,37 @@ mod tests {
             [hit(UNKNOWN, UNKNOWN, "interruption")]
         );
         assert!(t.observe(&ws, &listed).is_empty());
+        let published = OfferingInterruptions {
+            kind: "interruption".into(),
+            instance_type: UNKNOWN.into(),
+            zone: UNKNOWN.into(),
+            count: 4,
+        };
         t.resume(InterruptionTotals {
             interruption: 5,
             rebalance: 1,
+            by_offering: vec![published],
         });
+        let totals = t.totals();
+        assert_eq!((totals.interruption, totals.rebalance), (6, 2));
+        let breakdown: Vec<_> = totals
+            .by_offering
+            .iter()
+            .map(|o| {
+                (
+                    o.kind.as_str(),
+                    o.instance_type.as_str(),
+                    o.zone.as_str(),
+                    o.count,
+                )
+            })
+            .collect();
         assert_eq!(
-            t.totals(),
-            InterruptionTotals {
-                interruption: 6,
-                rebalance: 2
-            }
+            breakdown,
+            [
+                ("interruption", UNKNOWN, UNKNOWN, 5),
+                ("rebalance", "c6i.4xlarge", "eu-west-1a", 1)
+            ]
         );
     }
 }

@@ -255,8 +255,12 @@ fn snapshot(
         }
         None => Err(error.as_ref().map(ToString::to_string).unwrap_or_default()),
     };
+    let mut policy = FleetPolicy::from_manifest(fleet);
+    if let Some(slots) = provider.as_ref().and_then(|p| p.slots_per_instance()) {
+        policy = policy.with_derived_slots(slots, fleet.spec.tasks_per_instance);
+    }
     let input = ledger.reconcile(
-        FleetPolicy::from_manifest(fleet),
+        policy,
         step.clone().map_err(|e| e.store_text()),
         instances,
         provider.as_ref().is_some_and(|p| p.scale_in_protection()),

@@ -111,7 +111,9 @@ pub(crate) fn problems(ec2: &Ec2Provider) -> Vec<(&'static str, String)> {
         }
     }
     let combinations = ec2.instance_types.len().max(1) * ec2.subnets.len().max(1);
-    if ec2.capacity_type.is_some() && combinations > 1 && ec2.user_data.is_some() {
+    // Requirements usually resolve to several types.
+    let several = combinations > 1 || ec2.instance_requirements.is_some();
+    if ec2.capacity_type.is_some() && several && ec2.user_data.is_some() {
         out.push((
             "spec.provider.ec2.userData",
             "cannot be combined with `capacityType` over several instance types or subnets: \

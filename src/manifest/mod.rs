@@ -25,6 +25,7 @@ mod hints;
 mod keys;
 mod load;
 mod pipeline;
+mod requirements;
 mod types;
 mod validate;
 
@@ -38,6 +39,7 @@ use serde::Serialize;
 
 pub use capacity::{DEFAULT_FALLBACK_INTERRUPTIONS, DEFAULT_FALLBACK_WINDOW, MAX_OVERRIDES};
 pub use load::{load, load_dir, load_file, load_files, parse_sources, parse_str};
+pub use requirements::{glob, InstanceRequirements, Range, TaskSize, TypeInfo};
 pub use types::*;
 
 /// Result type of manifest loading.

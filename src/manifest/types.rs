@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::capacity::{CapacityType, SpotFallback};
 pub use super::pipeline::{DependsOn, EdgeSpec, RetryDelaySpec, ScatterSpec};
+pub use super::requirements::{InstanceRequirements, TaskSize};
 use crate::model::DEFAULT_MAX_ATTEMPTS;
 
 /// The only `apiVersion` this build understands.
@@ -104,6 +105,25 @@ pub struct FleetSpec {
     #[serde(default = "default_slots")]
     #[schemars(range(min = 1))]
     pub slots_per_instance: u32,
+    /// Instead of `slotsPerInstance`: vCPUs one task needs. Each instance then runs as many
+    /// tasks as its vCPUs (and memory, with `memoryPerTaskGiB`) fit, at least one: the worker
+    /// counts the processors and memory of its own machine (`anamo worker
+    /// --vcpus-per-task`), so every type of a fleet gets its own slot count. `ec2` fleets only.
+    /// The controller counts a running instance at the slots its worker registered, a booting
+    /// one (and `tasksPerInstance`, unless set) at the smallest slot count among the fleet's
+    /// types. With `capacityType` over several types the worker's user data comes from the
+    /// launch template: pass `--vcpus-per-task` there too (`deploy/worker-user-data.sh ... --
+    /// --vcpus-per-task N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub vcpus_per_task: Option<u32>,
+    /// With `vcpusPerTask`: GiB of memory one task needs, e.g. `7.5`.
+    #[serde(
+        rename = "memoryPerTaskGiB",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub memory_per_task_gib: Option<f64>,
     /// Backlog of runnable tasks that justifies one instance. Defaults to `slotsPerInstance`;
     /// set it higher to run fewer instances that each work through a queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,6 +231,14 @@ impl FleetSpec {
         self.tasks_per_instance.unwrap_or(self.slots_per_instance)
     }
 
+    /// What one task needs, when slots are derived per instance type (`vcpusPerTask`).
+    pub fn task_size(&self) -> Option<TaskSize> {
+        self.vcpus_per_task.map(|vcpus| TaskSize {
+            vcpus,
+            memory_gib: self.memory_per_task_gib,
+        })
+    }
+
     /// `heartbeat`, defaulting to [`default_heartbeat`] of `leaseTTL`.
     pub fn heartbeat_interval(&self) -> Duration {
         self.heartbeat
@@ -268,6 +296,12 @@ pub struct Ec2Provider {
     /// every type in every subnet; without it, tried in order when one has no capacity.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instance_types: Vec<String>,
+    /// Instead of `instanceTypes`: the types EC2 lists (`DescribeInstanceTypes`) that meet
+    /// these requirements, smallest first, e.g. `{vcpus: {min: 4, max: 16}, memoryGiB: {min:
+    /// 8}, excludedTypes: [t*]}`. Resolved when the controller starts and again every hour (new
+    /// types appear rarely; a few calls an hour), and used like a list of `instanceTypes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_requirements: Option<Box<InstanceRequirements>>,
     /// `spot`, `on-demand` or `spot-with-fallback`. Set: launches go through EC2 Fleet
     /// (`CreateFleet`, type `instant`) over `instanceTypes` × `subnets`, and an offering (type,
     /// zone, capacity type) without capacity is skipped for 3 minutes. Unset: the launch

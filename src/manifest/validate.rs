@@ -362,6 +362,9 @@ fn check_sizes(r: &mut Report<'_>, s: &FleetSpec) {
     if s.max_attempts < 1 {
         r.push("spec.maxAttempts", "must be at least 1");
     }
+    for (field, message) in super::requirements::task_size_problems(s) {
+        r.push(field, message);
+    }
 }
 
 /// Timeouts, lease and heartbeat.
@@ -418,6 +421,18 @@ fn check_ec2(r: &mut Report<'_>, ec2: &Ec2Provider, check_files: bool) {
     );
     for (field, message) in super::capacity::problems(ec2) {
         r.push(field, message);
+    }
+    if let Some(req) = &ec2.instance_requirements {
+        if !ec2.instance_types.is_empty() {
+            r.push(
+                "spec.provider.ec2.instanceRequirements",
+                "cannot be combined with instanceTypes: list the types or give requirements, \
+                 not both",
+            );
+        }
+        for (field, message) in req.problems() {
+            r.push(field, message);
+        }
     }
     for key in ec2.tags.keys() {
         if [TAG_FLEET, TAG_STEP, TAG_CONTROLLER, TAG_LAUNCH_BATCH].contains(&key.as_str())

@@ -161,6 +161,15 @@ impl FleetPolicy {
         }
     }
 
+    /// The policy with `slots` per instance derived from the fleet's instance types (see
+    /// [`crate::provider::FleetProvider::slots_per_instance`]): instances whose worker has not
+    /// registered count that many slots, and `tasksPerInstance` defaults to it too.
+    pub fn with_derived_slots(mut self, slots: u32, tasks_per_instance: Option<u32>) -> Self {
+        self.slots_per_instance = slots.max(1);
+        self.tasks_per_instance = tasks_per_instance.unwrap_or(self.slots_per_instance);
+        self
+    }
+
     /// The instance limit the budget sets, if any.
     pub fn budget_instances(&self) -> Option<u32> {
         budget::bound(self.budget.as_ref()?, self.spend.as_ref()).map(|b| b.instances)

@@ -29,6 +29,8 @@ struct Inner {
     next_id: u64,
     /// Launch at most this many per call (like moto launching only MinCount).
     max_per_launch: Option<u32>,
+    /// What `slots_per_instance` answers (slots derived per instance type).
+    slots_per_instance: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -69,6 +71,19 @@ impl FakeProvider {
 
     pub fn limit_per_launch(&self, n: Option<u32>) {
         self.lock().max_per_launch = n;
+    }
+
+    /// Answers `slots_per_instance` with `slots`, like an `ec2` fleet with `vcpusPerTask`.
+    pub fn set_slots_per_instance(&self, slots: Option<u32>) {
+        self.lock().slots_per_instance = slots;
+    }
+
+    /// Gives a listed instance an instance type and zone, as EC2 lists them.
+    pub fn place(&self, id: &str, instance_type: &str, zone: &str) {
+        for i in self.lock().instances.iter_mut().filter(|i| i.id == id) {
+            i.instance_type = Some(instance_type.to_string());
+            i.market.zone = Some(zone.to_string());
+        }
     }
 
     /// Adds an instance as if launched earlier by someone (e.g. a previous controller).
@@ -151,6 +166,10 @@ impl FleetProvider for FakeProvider {
             }
         }
         Ok(())
+    }
+
+    fn slots_per_instance(&self) -> Option<u32> {
+        self.lock().slots_per_instance
     }
 
     fn kind(&self) -> &'static str {

@@ -96,6 +96,10 @@ impl FleetProvider for InstrumentedProvider {
         self.inner.scale_in_protection()
     }
 
+    fn slots_per_instance(&self) -> Option<u32> {
+        self.inner.slots_per_instance()
+    }
+
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }

@@ -185,6 +185,12 @@ pub trait FleetProvider: Send + Sync + fmt::Debug {
     async fn spot_prices(&self, _instance_types: &[String]) -> ProviderResult<Vec<SpotPrice>> {
         Ok(Vec::new())
     }
+    /// With slots derived per instance type (`vcpusPerTask`): the slots of the fleet's
+    /// smallest type, which the controller plans with for instances whose worker has not
+    /// registered yet. `None`: `slotsPerInstance` applies.
+    fn slots_per_instance(&self) -> Option<u32> {
+        None
+    }
     /// Short name for logs and metrics labels: `local`, `ec2`, `autoscaling`.
     fn kind(&self) -> &'static str;
 }

@@ -148,6 +148,19 @@ pub struct WorkerValues {
     pub extra: BTreeMap<String, String>,
 }
 
+/// The worker flags that derive its slots from its machine (`vcpusPerTask`), before the
+/// fleet's own `workerArgs`.
+pub fn task_size_args(spec: &crate::manifest::FleetSpec) -> Vec<String> {
+    let Some(size) = spec.task_size() else {
+        return Vec::new();
+    };
+    let mut args = vec!["--vcpus-per-task".to_string(), size.vcpus.to_string()];
+    if let Some(g) = size.memory_gib {
+        args.extend(["--memory-per-task-gib".to_string(), g.to_string()]);
+    }
+    args
+}
+
 impl WorkerValues {
     /// The values for `fleet` run by the controller of `cluster` on the task store `store`.
     pub fn for_fleet(
@@ -166,7 +179,10 @@ impl WorkerValues {
             lease_ttl: fleet.spec.lease_ttl,
             heartbeat: fleet.spec.heartbeat_interval(),
             idle_exit: fleet.spec.idle_exit,
-            worker_args: fleet.spec.worker_args.clone(),
+            worker_args: task_size_args(&fleet.spec)
+                .into_iter()
+                .chain(fleet.spec.worker_args.iter().cloned())
+                .collect(),
             anamo_url: None,
             log_url: fleet.spec.log_url.clone(),
             extra: BTreeMap::new(),

@@ -184,7 +184,7 @@ table { border-collapse: collapse; width: 100%; background: #fff; border: 1px so
 th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { background: #f1f3f5; font-weight: 600; font-size: 13px; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-.conditions { list-style: none; margin: 0; padding: 0; }
+.conditions, .interruptions { list-style: none; margin: 0; padding: 0; }
 .condition { display: inline-block; margin: 0 4px 2px 0; padding: 0 6px; border-radius: 3px; font-size: 12px; border: 1px solid var(--line); color: var(--muted); }
 .condition.cond-true { background: #e7f5ff; border-color: #74c0fc; color: #1864ab; font-weight: 600; }
 .condition.cond-true.cond-stalled, .condition.cond-true.cond-atmax, .condition.cond-true.cond-budgetlimited { background: #fff4e6; border-color: #ffa94d; color: #d9480f; }
@@ -277,7 +277,8 @@ fn render_sections(h: &mut String, st: &ControllerStatus, now: Millis, query: &s
             "<table><thead><tr><th>fleet</th><th>step</th><th>provider</th>\
              <th class=\"num\">desired</th><th class=\"num\">actual</th>\
              <th class=\"num\">idle</th><th class=\"num\">busy</th>\
-             <th class=\"num\">booting</th><th class=\"num\">cost</th><th>conditions</th>\
+             <th class=\"num\">booting</th><th class=\"num\">cost</th>\
+             <th class=\"num\">interrupted</th><th>conditions</th>\
              <th>last action</th><th>error</th></tr></thead><tbody>\n",
         );
         for f in &st.fleets {
@@ -391,7 +392,8 @@ fn render_fleet(h: &mut String, f: &FleetReport, now: Millis) {
          <td class=\"fleet-name\">{fleet}</td><td>{step}</td><td>{provider}</td>\
          <td class=\"num desired\">{}</td><td class=\"num actual\">{}</td>\
          <td class=\"num idle\">{}</td><td class=\"num busy\">{busy}</td>\
-         <td class=\"num booting\">{booting}</td>{cost}<td><ul class=\"conditions\">",
+         <td class=\"num booting\">{booting}</td>{cost}{interrupted}\
+         <td><ul class=\"conditions\">",
         f.desired,
         f.actual,
         f.idle,
@@ -405,6 +407,7 @@ fn render_fleet(h: &mut String, f: &FleetReport, now: Millis) {
         step = escape(&f.step),
         provider = escape(&f.provider),
         cost = cost_cell(f),
+        interrupted = interrupted_cell(f),
     );
     for c in &f.conditions {
         let (class, status) = match c.status {
@@ -463,6 +466,38 @@ fn cost_cell(f: &FleetReport) -> String {
         rate = c.usd_per_hour,
         idle = c.idle_share * 100.0,
     )
+}
+
+/// A fleet's interrupted and rebalanced instances so far, with one line per kind, instance
+/// type and zone (`-` without any).
+fn interrupted_cell(f: &FleetReport) -> String {
+    let t = &f.interruptions;
+    let mut cell = format!(
+        "<td class=\"num interrupted\" data-interruption=\"{}\" data-rebalance=\"{}\">",
+        t.interruption, t.rebalance
+    );
+    if t.interruption + t.rebalance == 0 {
+        cell.push_str("<span class=\"muted\">-</span></td>");
+        return cell;
+    }
+    let _ = write!(cell, "{}", t.interruption);
+    if t.rebalance > 0 {
+        let _ = write!(cell, " +{} rebalanced", t.rebalance);
+    }
+    cell.push_str("<ul class=\"interruptions\">");
+    for o in &t.by_offering {
+        let _ = write!(
+            cell,
+            "<li class=\"muted\" data-kind=\"{kind}\" data-instance-type=\"{ty}\" \
+             data-zone=\"{zone}\" data-count=\"{n}\">{n} {kind} · {ty} · {zone}</li>",
+            kind = escape(&o.kind),
+            ty = escape(&o.instance_type),
+            zone = escape(&o.zone),
+            n = o.count,
+        );
+    }
+    cell.push_str("</ul></td>");
+    cell
 }
 
 fn render_action(h: &mut String, a: &ActionRecord, now: Millis) {

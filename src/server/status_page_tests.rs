@@ -188,6 +188,47 @@ fn fleets_show_their_cost() {
 }
 
 #[test]
+fn fleets_show_their_interruptions_by_kind_type_and_zone() {
+    use crate::controller::interruptions::{InterruptionTotals, OfferingInterruptions};
+    let html = render(&sample(), NOW);
+    assert!(
+        html.contains(
+            "<td class=\"num interrupted\" data-interruption=\"0\" data-rebalance=\"0\">\
+             <span class=\"muted\">-</span></td>"
+        ),
+        "{html}"
+    );
+    let offering = |kind: &str, ty: &str, zone: &str, count| OfferingInterruptions {
+        kind: kind.into(),
+        instance_type: ty.into(),
+        zone: zone.into(),
+        count,
+    };
+    let mut st = sample();
+    st.fleets[0].interruptions = InterruptionTotals {
+        interruption: 3,
+        rebalance: 1,
+        by_offering: vec![
+            offering("interruption", "c6i.4xlarge", "eu-west-1a", 2),
+            offering("interruption", "<m6i>", "eu-west-1b", 1),
+            offering("rebalance", "c6i.4xlarge", "eu-west-1a", 1),
+        ],
+    };
+    let html = render(&st, NOW);
+    for line in [
+        "data-interruption=\"3\" data-rebalance=\"1\">3 +1 rebalanced<ul",
+        "<li class=\"muted\" data-kind=\"interruption\" data-instance-type=\"c6i.4xlarge\" \
+         data-zone=\"eu-west-1a\" data-count=\"2\">2 interruption · c6i.4xlarge · eu-west-1a</li>",
+        "data-instance-type=\"&lt;m6i&gt;\" data-zone=\"eu-west-1b\" data-count=\"1\">\
+         1 interruption · &lt;m6i&gt; · eu-west-1b</li>",
+        "data-kind=\"rebalance\" data-instance-type=\"c6i.4xlarge\" data-zone=\"eu-west-1a\" \
+         data-count=\"1\">1 rebalance",
+    ] {
+        assert!(html.contains(line), "{line} not in {html}");
+    }
+}
+
+#[test]
 fn bar_segments_add_up_to_the_whole() {
     let html = render(&sample(), NOW);
     let start = html.find("data-step=\"align\"").unwrap();

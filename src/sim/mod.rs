@@ -43,7 +43,7 @@ pub use report::{PolicyReport, SimReport, StepCost, StepReport};
 
 use report::step_reports;
 pub use trace::{GeneratorSpec, Trace, TraceError, TraceTask};
-pub use world::Sample;
+pub use world::{CapacityUse, Sample, SimCapacity};
 
 use policy::{Anamo, Clairvoyant, Keda, Policy, Static};
 use world::{WorkerExit, World};
@@ -76,6 +76,10 @@ pub struct SimSettings {
     pub seed: u64,
     /// Give up this long after the last submission.
     pub max_time: Millis,
+    /// Spot and on-demand instances, as a fleet with a `capacityType` buys them (unset: one
+    /// kind, interrupted at `spot_rate_per_hour`, failing at `capacity_error_prob`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<SimCapacity>,
 }
 
 impl Default for SimSettings {
@@ -94,6 +98,7 @@ impl Default for SimSettings {
             keda_cooldown: 300_000,
             seed: 42,
             max_time: 7 * 24 * 3_600_000,
+            capacity: None,
         }
     }
 }
@@ -288,5 +293,7 @@ fn run_one(
     (report, std::mem::take(&mut world.timeline))
 }
 
+#[cfg(test)]
+mod capacity_tests;
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::world::World;
-use super::{PolicyKind, SimFleet, SimSettings, Trace};
+use super::{CapacityUse, PolicyKind, SimFleet, SimSettings, Trace};
 use crate::clock::Millis;
 use crate::cost::ledger::{CostTotals, FleetCost};
 
@@ -73,6 +73,9 @@ pub struct PolicyReport {
     pub mean_wait_s: f64,
     pub p95_wait_s: f64,
     pub max_wait_s: f64,
+    /// Per capacity type (spot, on-demand), with `--capacity-type`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub capacity: Vec<CapacityUse>,
 }
 
 /// The result of `anamo simulate`.
@@ -147,6 +150,7 @@ pub(super) fn policy_report(
         mean_wait_s: round(mean_wait, 1),
         p95_wait_s: round(p95_wait, 1),
         max_wait_s: round(max_wait, 1),
+        capacity: world.capacity_use(),
     }
 }
 

@@ -42,6 +42,7 @@ impl Config {
         if args.slots == 0 {
             return invalid("`--slots` must be at least 1".into());
         }
+        let slots = super::task_size::slots_from_args(args).map_err(WorkerError::InvalidArgs)?;
         if args.lease_ttl < Duration::from_millis(100) {
             return invalid("`--lease-ttl` must be at least 100ms".into());
         }
@@ -89,7 +90,7 @@ impl Config {
         };
         Ok(Config {
             step: args.step.clone(),
-            slots: args.slots,
+            slots,
             lease_ttl: args.lease_ttl,
             heartbeat,
             idle_exit: args.idle_exit,

@@ -49,6 +49,7 @@ mod slot;
 mod spot;
 mod subtasks;
 mod task_runner;
+mod task_size;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,6 +82,15 @@ pub struct WorkerArgs {
     /// Tasks run at the same time.
     #[arg(long, env = "ANAMO_SLOTS", default_value_t = 1)]
     pub slots: u32,
+
+    /// Instead of `--slots` (it overrides it): vCPUs one task needs; the slots are this machine's processors
+    /// divided by it (and its memory by `--memory-per-task-gib`), at least 1.
+    #[arg(long, env = "ANAMO_VCPUS_PER_TASK")]
+    pub vcpus_per_task: Option<u32>,
+
+    /// With `--vcpus-per-task`: GiB of memory one task needs.
+    #[arg(long, env = "ANAMO_MEMORY_PER_TASK_GIB", requires = "vcpus_per_task")]
+    pub memory_per_task_gib: Option<f64>,
 
     /// Lease length: a task whose lease is not extended for this long is taken away.
     #[arg(long, env = "ANAMO_LEASE_TTL", default_value = crate::manifest::DEFAULT_LEASE_TTL_ARG, value_parser = humantime::parse_duration)]
@@ -167,6 +177,8 @@ impl WorkerArgs {
         WorkerArgs {
             step: step.into(),
             slots: 1,
+            vcpus_per_task: None,
+            memory_per_task_gib: None,
             lease_ttl: crate::manifest::DEFAULT_LEASE_TTL,
             heartbeat: None,
             idle_exit: None,

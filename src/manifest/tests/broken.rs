@@ -193,6 +193,48 @@ const CASES: &[Case] = &[
         field: "spec.provider.ec2.launchTemplate",
         says: "keep one",
     },
+    Case {
+        name: "vCPU range upside down",
+        yaml: "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: a\nspec:\n  step: a\n  provider:\n    ec2:\n      launchTemplate: {name: x}\n      instanceRequirements:\n        vcpus: {min: 16, max: 4}\n  maxInstances: 3\n",
+        line: Some(11),
+        field: "spec.provider.ec2.instanceRequirements.vcpus",
+        says: "min (16) is above max (4)",
+    },
+    Case {
+        name: "memory range upside down",
+        yaml: "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: a\nspec:\n  step: a\n  provider:\n    ec2:\n      launchTemplate: {name: x}\n      instanceRequirements:\n        vcpus: {min: 4}\n        memoryGiB:\n          min: 8\n          max: 2\n  maxInstances: 3\n",
+        line: Some(12),
+        field: "spec.provider.ec2.instanceRequirements.memoryGiB",
+        says: "min (8) is above max (2)",
+    },
+    Case {
+        name: "types and requirements",
+        yaml: "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: a\nspec:\n  step: a\n  provider:\n    ec2:\n      launchTemplate: {name: x}\n      instanceTypes: [c6i.large]\n      instanceRequirements: {vcpus: {min: 2}}\n  maxInstances: 3\n",
+        line: Some(11),
+        field: "spec.provider.ec2.instanceRequirements",
+        says: "not both",
+    },
+    Case {
+        name: "vcpusPerTask and slotsPerInstance",
+        yaml: "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: a\nspec:\n  step: a\n  provider:\n    ec2:\n      launchTemplate: {name: x}\n  maxInstances: 3\n  slotsPerInstance: 4\n  vcpusPerTask: 2\n",
+        line: Some(12),
+        field: "spec.vcpusPerTask",
+        says: "remove one of the two",
+    },
+    Case {
+        name: "vcpusPerTask on local",
+        yaml: "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: a\nspec:\n  step: a\n  provider: {local: {}}\n  maxInstances: 3\n  vcpusPerTask: 2\n",
+        line: Some(9),
+        field: "spec.vcpusPerTask",
+        says: "needs provider `ec2`",
+    },
+    Case {
+        name: "memoryPerTaskGiB alone",
+        yaml: "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: a\nspec:\n  step: a\n  provider:\n    ec2:\n      launchTemplate: {name: x}\n  maxInstances: 3\n  memoryPerTaskGiB: 4\n",
+        line: Some(11),
+        field: "spec.memoryPerTaskGiB",
+        says: "only applies with `vcpusPerTask`",
+    },
 ];
 
 #[test]

@@ -47,13 +47,14 @@ impl Ec2Fleet {
         req: &LaunchRequest,
         capacity: CapacityType,
         existing: Vec<String>,
+        types: &[String],
     ) -> ProviderResult<LaunchOutcome> {
         let found = u32::try_from(existing.len()).unwrap_or(u32::MAX);
         let remaining = req.count.saturating_sub(found);
         let tags = self.launch_tags(req);
         let fallback = self.cfg.spec.spot_fallback.clone().unwrap_or_default();
         let pool: Vec<(Option<String>, Option<String>)> = self
-            .overrides()
+            .overrides(types)
             .iter()
             .map(|o| {
                 (

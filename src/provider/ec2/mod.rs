@@ -38,13 +38,15 @@ use super::{
     SpotPrice, TAG_CONTROLLER, TAG_FLEET, TAG_LAUNCH_BATCH, TAG_STEP,
 };
 use crate::clock::{self, SharedClock};
-use crate::manifest::{Ec2Provider, FleetManifest, ProviderSpec};
+use crate::manifest::{Ec2Provider, FleetManifest, ProviderSpec, TaskSize};
 use crate::provider::offerings::CapacityState;
 
 mod fleet;
 mod listing;
 mod prices;
+mod types;
 pub use fleet::fleet_client_token;
+pub use types::TYPES_REFRESH;
 
 /// Launch template version used when the manifest gives none.
 pub const DEFAULT_TEMPLATE_VERSION: &str = "$Default";
@@ -82,6 +84,9 @@ pub struct Ec2FleetConfig {
     pub page_size: i32,
     /// Stands in for a missing launch time.
     pub clock: SharedClock,
+    /// The fleet's `vcpusPerTask` and `memoryPerTaskGiB`, when its slots are derived per
+    /// instance type.
+    pub task_size: Option<TaskSize>,
 }
 
 impl Ec2FleetConfig {
@@ -98,6 +103,7 @@ impl Ec2FleetConfig {
             bucket: None,
             page_size: 500,
             clock: clock::system(),
+            task_size: None,
         }
     }
 
@@ -122,6 +128,7 @@ impl Ec2FleetConfig {
         cfg.tags = fleet.metadata.labels.clone();
         cfg.tags.extend(spec.tags.clone());
         cfg.user_data = user_data;
+        cfg.task_size = fleet.spec.task_size();
         Ok(cfg)
     }
 }
@@ -135,6 +142,8 @@ pub struct Ec2Fleet {
     user_data_b64: Option<String>,
     /// Unavailable offerings and spot interruptions (fleets with a `capacityType`).
     capacity: Mutex<CapacityState>,
+    /// EC2's instance types, when requirements or slots per type need them.
+    types: Mutex<Option<types::Catalogue>>,
 }
 
 /// One (instance type, subnet) combination of a launch.
@@ -170,7 +179,13 @@ impl Ec2Fleet {
             bucket,
             user_data_b64,
             capacity: Mutex::new(CapacityState::default()),
+            types: Mutex::new(None),
         }
+    }
+
+    /// The catalogue of instance types as last read.
+    fn types_cache(&self) -> MutexGuard<'_, Option<types::Catalogue>> {
+        self.types.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The fleet's offerings state (a panic elsewhere while it was held leaves it usable).
@@ -208,18 +223,13 @@ impl Ec2Fleet {
             .build()
     }
 
-    /// Types in order, each in every subnet in order; one combination of `None`s when the
-    /// template decides both.
-    fn overrides(&self) -> Vec<Override<'_>> {
-        let types: Vec<Option<&str>> = if self.cfg.spec.instance_types.is_empty() {
+    /// `types` (the fleet's, see [`Ec2Fleet::instance_types`]) in order, each in every subnet
+    /// in order; one combination of `None`s when the template decides both.
+    fn overrides<'a>(&'a self, types: &'a [String]) -> Vec<Override<'a>> {
+        let types: Vec<Option<&str>> = if types.is_empty() {
             vec![None]
         } else {
-            self.cfg
-                .spec
-                .instance_types
-                .iter()
-                .map(|t| Some(t.as_str()))
-                .collect()
+            types.iter().map(|t| Some(t.as_str())).collect()
         };
         let subnets: Vec<Option<&str>> = if self.cfg.spec.subnets.is_empty() {
             vec![None]
@@ -392,7 +402,13 @@ impl Ec2Fleet {
 #[async_trait]
 impl FleetProvider for Ec2Fleet {
     async fn list(&self) -> ProviderResult<Vec<Instance>> {
+        // Before the pass plans with the slots per type (`slots_per_instance`).
+        self.refresh_catalogue().await;
         self.describe(None).await
+    }
+
+    fn slots_per_instance(&self) -> Option<u32> {
+        self.derived_slots()
     }
 
     async fn launch(&self, req: &LaunchRequest) -> ProviderResult<LaunchOutcome> {
@@ -417,13 +433,16 @@ impl FleetProvider for Ec2Fleet {
                 instances: existing,
             });
         }
+        let types = self.instance_types().await?;
         if let Some(capacity) = self.cfg.spec.capacity_type {
-            return self.launch_with_capacity(req, capacity, existing).await;
+            return self
+                .launch_with_capacity(req, capacity, existing, &types)
+                .await;
         }
         let remaining = req.count - found;
         let tags = self.launch_tags(req);
         let mut failures: Vec<(String, ProviderError)> = Vec::new();
-        for (attempt, with) in self.overrides().into_iter().enumerate() {
+        for (attempt, with) in self.overrides(&types).into_iter().enumerate() {
             let token = client_token(&req.batch_token, attempt, found);
             match self
                 .run_instances(remaining, &token, with, &tags, false)

@@ -12,6 +12,7 @@ fn spec(types: &[&str], subnets: &[&str]) -> Ec2Provider {
         },
         subnets: subnets.iter().map(|s| s.to_string()).collect(),
         instance_types: types.iter().map(|s| s.to_string()).collect(),
+        instance_requirements: None,
         capacity_type: None,
         spot_fallback: None,
         user_data: None,
@@ -43,11 +44,13 @@ fn client_tokens_are_deterministic_and_distinct() {
 #[test]
 fn overrides_go_type_by_type_through_the_subnets() {
     let f = fleet(spec(&["a", "b"], &["s1", "s2"]));
-    let o: Vec<String> = f.overrides().iter().map(|o| o.to_string()).collect();
+    let types = f.cfg.spec.instance_types.clone();
+    let o: Vec<String> = f.overrides(&types).iter().map(|o| o.to_string()).collect();
     assert_eq!(o, ["a in s1", "a in s2", "b in s1", "b in s2"]);
     let f = fleet(spec(&[], &[]));
-    assert_eq!(f.overrides().len(), 1);
-    assert!(f.overrides()[0].instance_type.is_none() && f.overrides()[0].subnet.is_none());
+    let o = f.overrides(&[]);
+    assert_eq!(o.len(), 1);
+    assert!(o[0].instance_type.is_none() && o[0].subnet.is_none());
 }
 
 #[test]

@@ -22,9 +22,17 @@ impl World {
             busy_slots: inst.busy(),
             ..w.reg.clone()
         });
-        let rate = self.fleets[fi].pricing.rate;
+        let rate = self.rate_of(i);
         self.cost[fi].observe_one(
             now,
+            Listed {
+                instance: &listed,
+                worker: worker.as_ref(),
+                rate,
+            },
+        );
+        self.accrue_capacity(
+            i,
             Listed {
                 instance: &listed,
                 worker: worker.as_ref(),
@@ -36,6 +44,7 @@ impl World {
     /// Closes instance `i`, which goes now.
     pub(super) fn close(&mut self, i: usize) {
         self.accrue(i);
+        self.close_capacity(i);
         let inst = &self.instances[i];
         self.cost[inst.fleet].close_one(&inst.id);
     }
@@ -77,7 +86,10 @@ impl World {
             instance_type: f.pricing.instance_type.clone(),
             launch_batch: Some(inst.batch.clone()),
             protected: false,
-            market: Default::default(),
+            market: crate::provider::Market {
+                lifecycle: inst.lifecycle,
+                zone: None,
+            },
         }
     }
 }

@@ -20,7 +20,11 @@ use super::{SimFleet, SimSettings};
 use crate::clock::Millis;
 use crate::cost::ledger::CostLedger;
 use crate::model::{WorkerInfo, WorkerState};
+use crate::provider::offerings::Lifecycle;
 
+pub use capacity::{CapacityUse, SimCapacity};
+
+mod capacity;
 mod cost;
 mod oracle;
 mod provider;
@@ -75,6 +79,8 @@ pub(crate) struct SimInstance {
     pub id: String,
     pub fleet: usize,
     batch: String,
+    /// Spot or on-demand, with a capacity type (see `capacity.rs`).
+    lifecycle: Option<Lifecycle>,
     launched_at: Millis,
     ready_at: Millis,
     interrupt_at: Option<Millis>,
@@ -163,6 +169,8 @@ pub(crate) struct World {
     pub cost: Vec<CostLedger>,
     pub timeline: Vec<Sample>,
     next_sample: Millis,
+    /// Offerings caches and what each capacity type cost (see `capacity.rs`).
+    capacity: capacity::CapacityWorld,
 }
 
 /// Keeps the last `estimate::WINDOW` values.
@@ -250,6 +258,7 @@ impl World {
             cost: vec![CostLedger::default(); n_fleets],
             timeline: Vec::new(),
             next_sample: start,
+            capacity: Default::default(),
         }
     }
 
@@ -394,6 +403,7 @@ impl World {
             let inst = &self.instances[i];
             if inst.vanish_at.is_none() && inst.interrupt_at.is_some_and(|at| at <= now) {
                 self.tally.spot_interruptions += 1;
+                self.note_interruption(i);
                 self.accrue(i);
                 let handed_back: Vec<usize> = self.instances[i]
                     .slots

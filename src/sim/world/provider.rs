@@ -10,6 +10,7 @@ use super::{SimInstance, World};
 use crate::clock::Millis;
 use crate::model::{StepCounts, WorkerInfo};
 use crate::planner::estimate::RecentTasks;
+use crate::provider::offerings::Lifecycle;
 use crate::provider::{Instance, ProviderError};
 
 impl World {
@@ -59,8 +60,10 @@ impl World {
     /// probability, per call). `batch` is the idempotency token, as EC2's `ClientToken`: a
     /// batch issued again launches only what it lacks.
     pub fn launch(&mut self, fleet: usize, count: u32, batch: &str) -> Result<u32, ProviderError> {
-        let now = self.now;
         self.tally.launch_calls += 1;
+        if let Some(cap) = self.settings.capacity.clone() {
+            return self.launch_with_capacity(fleet, count, batch, &cap);
+        }
         let p = self.settings.capacity_error_prob;
         if p > 0.0 && self.rng.random::<f64>() < p {
             self.tally.capacity_errors += 1;
@@ -68,17 +71,31 @@ impl World {
                 "InsufficientInstanceCapacity (simulated)".into(),
             ));
         }
+        Ok(self.spawn(fleet, count, batch, None).0)
+    }
+
+    /// Starts what batch `batch` of `count` instances lacks, of `lifecycle` (`None`: no
+    /// capacity type); the batch's instances and the new ones among them.
+    pub(super) fn spawn(
+        &mut self,
+        fleet: usize,
+        count: u32,
+        batch: &str,
+        lifecycle: Option<Lifecycle>,
+    ) -> (u32, u32) {
+        let now = self.now;
         let had = self.instances.iter().filter(|i| i.batch == batch).count() as u32;
         let count = count.saturating_sub(had);
         let slots = self.fleets[fleet].policy.slots_per_instance.max(1) as usize;
+        let rate = self.interruption_rate(lifecycle);
         for _ in 0..count {
             let jitter = if self.settings.boot_jitter > 0 {
                 self.rng.random_range(0..=self.settings.boot_jitter)
             } else {
                 0
             };
-            let interrupt_at = (self.settings.spot_rate_per_hour > 0.0).then(|| {
-                let hours = exponential(&mut self.rng, self.settings.spot_rate_per_hour);
+            let interrupt_at = (rate > 0.0).then(|| {
+                let hours = exponential(&mut self.rng, rate);
                 now + (hours * 3_600_000.0) as Millis
             });
             let idx = self.instances.len();
@@ -88,6 +105,7 @@ impl World {
                 id,
                 fleet,
                 batch: batch.to_string(),
+                lifecycle,
                 launched_at: now,
                 ready_at: now + self.settings.boot_delay + jitter,
                 interrupt_at,
@@ -99,7 +117,7 @@ impl World {
             self.alive.push(idx);
         }
         self.tally.launches += u64::from(count);
-        Ok(had + count)
+        (had + count, count)
     }
 
     /// `FleetProvider::terminate`, by a policy. Terminating an instance with busy slots is
