@@ -6,7 +6,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::items::*;
 use super::{DynamoStore, Sk, SWEEP_CONCURRENCY};
 use crate::clock::Millis;
-use crate::model::{Backlog, StepCounts, Task, TaskFilter, TaskState};
+use crate::model::{Backlog, StepCounts, Task, TaskFilter, TaskResult, TaskState};
 use crate::store::{Result, StoreError, TaskStore};
 
 impl DynamoStore {
@@ -197,4 +197,55 @@ pub(super) async fn steps(store: &DynamoStore) -> Result<Vec<String>> {
     steps.sort();
     steps.dedup();
     Ok(steps)
+}
+
+/// Run times of the step's newest succeeded tasks: one Query of the succeeded index partition
+/// (sorted by the time each task got there) from its end, `Limit` items, only their results.
+pub(super) async fn recent_run_times(
+    store: &DynamoStore,
+    step: &str,
+    limit: usize,
+) -> Result<Vec<Millis>> {
+    const OP: &str = "recent run times";
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let (names, values) = (
+        std::collections::HashMap::from([
+            ("#gpk".to_string(), GSI1PK.to_string()),
+            ("#r".to_string(), RESULT.to_string()),
+        ]),
+        std::collections::HashMap::from([(
+            ":gpk".to_string(),
+            aws_sdk_dynamodb::types::AttributeValue::S(state_pk(step, TaskState::Succeeded)),
+        )]),
+    );
+    store.mix.add(&format!("{OP} query"));
+    let out = store
+        .client
+        .query()
+        .table_name(&store.table)
+        .index_name(GSI1)
+        .key_condition_expression("#gpk = :gpk")
+        .projection_expression("#r")
+        .set_expression_attribute_names(Some(names))
+        .set_expression_attribute_values(Some(values))
+        .scan_index_forward(false)
+        .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+        .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+        .send()
+        .await
+        .map_err(|e| store.err(OP, e))?;
+    store.consumed(out.consumed_capacity(), false);
+    let mut times = Vec::new();
+    for item in out.items() {
+        let Some(json) = Reader::new(OP, item).opt_s(RESULT)? else {
+            continue;
+        };
+        let result = serde_json::from_str::<TaskResult>(&json).map_err(|e| {
+            StoreError::backend(OP, format!("a task's `{RESULT}` is not a task result: {e}"))
+        })?;
+        times.push(result.duration_ms.max(0));
+    }
+    Ok(times)
 }
