@@ -43,6 +43,7 @@ pub use report::{PolicyReport, SimReport, StepCost, StepReport};
 
 use report::step_reports;
 pub use trace::{GeneratorSpec, Trace, TraceError, TraceTask};
+pub use world::quota::{BucketSpec, Ec2Quotas};
 pub use world::Sample;
 
 use policy::{Anamo, Clairvoyant, Keda, Policy, Static};
@@ -76,6 +77,8 @@ pub struct SimSettings {
     pub seed: u64,
     /// Give up this long after the last submission.
     pub max_time: Millis,
+    /// The EC2 API request quotas the simulated provider enforces (none: never throttled).
+    pub ec2_quotas: Option<Ec2Quotas>,
 }
 
 impl Default for SimSettings {
@@ -94,6 +97,7 @@ impl Default for SimSettings {
             keda_cooldown: 300_000,
             seed: 42,
             max_time: 7 * 24 * 3_600_000,
+            ec2_quotas: Some(Ec2Quotas::default()),
         }
     }
 }

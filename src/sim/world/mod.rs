@@ -24,6 +24,7 @@ use crate::model::{WorkerInfo, WorkerState};
 mod cost;
 mod oracle;
 mod provider;
+pub(crate) mod quota;
 mod store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +124,11 @@ pub(crate) struct Tally {
     pub terminations: u64,
     pub peak_instances: u32,
     pub last_success: Millis,
+    /// Provider calls refused by the EC2 API quotas (`quota.rs`).
+    pub throttled_calls: u64,
+    /// The first launch call, and when the fleet first reached its peak size.
+    pub first_launch_at: Option<Millis>,
+    pub peak_at: Millis,
 }
 
 /// One point of the fleet-size/backlog timeline.
@@ -163,6 +169,8 @@ pub(crate) struct World {
     pub cost: Vec<CostLedger>,
     pub timeline: Vec<Sample>,
     next_sample: Millis,
+    /// The account's EC2 API buckets (none: calls are never throttled).
+    quotas: Option<quota::QuotaState>,
 }
 
 /// Keeps the last `estimate::WINDOW` values.
@@ -228,6 +236,7 @@ impl World {
         arrivals.sort_by_key(|&i| (sim_tasks[i].submit, i));
         let start = arrivals.first().map_or(0, |&i| sim_tasks[i].submit);
         let n_fleets = fleets.len();
+        let settings_quotas = settings.ec2_quotas;
         World {
             now: start,
             fleets,
@@ -250,6 +259,7 @@ impl World {
             cost: vec![CostLedger::default(); n_fleets],
             timeline: Vec::new(),
             next_sample: start,
+            quotas: settings_quotas.map(|q| quota::QuotaState::new(&q, start)),
         }
     }
 
@@ -319,6 +329,9 @@ impl World {
     pub fn finish_tick(&mut self) {
         let tick = self.settings.tick;
         let alive = self.alive.len() as u32;
+        if alive > self.tally.peak_instances {
+            self.tally.peak_at = self.now;
+        }
         self.tally.peak_instances = self.tally.peak_instances.max(alive);
         if self.now >= self.next_sample {
             self.next_sample = self.now + SAMPLE_EVERY;

@@ -61,6 +61,9 @@ impl World {
     pub fn launch(&mut self, fleet: usize, count: u32, batch: &str) -> Result<u32, ProviderError> {
         let now = self.now;
         self.tally.launch_calls += 1;
+        self.tally.first_launch_at.get_or_insert(now);
+        let had = self.instances.iter().filter(|i| i.batch == batch).count() as u32;
+        let count = had + self.launch_quota(count.saturating_sub(had))?;
         let p = self.settings.capacity_error_prob;
         if p > 0.0 && self.rng.random::<f64>() < p {
             self.tally.capacity_errors += 1;
@@ -68,7 +71,6 @@ impl World {
                 "InsufficientInstanceCapacity (simulated)".into(),
             ));
         }
-        let had = self.instances.iter().filter(|i| i.batch == batch).count() as u32;
         let count = count.saturating_sub(had);
         let slots = self.fleets[fleet].policy.slots_per_instance.max(1) as usize;
         for _ in 0..count {
@@ -106,6 +108,8 @@ impl World {
     /// counted (anamo's planner must never do it).
     pub fn terminate(&mut self, ids: &[String]) {
         let now = self.now;
+        // Throttled calls terminate nothing; the policy sees the instances again next pass.
+        let ids = &ids[..self.terminate_quota(ids.len())];
         for id in ids {
             let Some(&i) = self.by_id.get(id) else {
                 continue;
