@@ -24,6 +24,7 @@
 //! resolution of claims and completions, so each task occupies its slot up to one tick
 //! longer than its duration.
 
+pub mod bound;
 mod fleet;
 mod plot;
 mod policy;
