@@ -9,6 +9,8 @@ mod expiry_cases;
 mod fence_cases;
 #[path = "conformance/graph.rs"]
 mod graph_cases;
+#[path = "conformance/recent.rs"]
+mod recent_cases;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -96,6 +98,7 @@ mod cases {
     pub use crate::expiry_cases::*;
     pub use crate::fence_cases::*;
     pub use crate::graph_cases::*;
+    pub use crate::recent_cases::*;
 
     pub async fn claim_is_exclusive_under_concurrency(store: SharedStore) {
         claimers_share_the_tasks(store, 16, 2_000, 1).await;
@@ -994,6 +997,7 @@ conformance!(
     list_filters,
     workers_and_status_docs,
     finished_tasks_are_counted_by_time,
+    recent_run_times_are_the_newest_successes,
     oldest_pending_spans_priorities,
     leadership_is_exclusive_and_fenced,
     graph_is_published_and_read_back,

@@ -12,7 +12,9 @@ use super::output::{out, outln, print_json, Table};
 use super::parse_duration;
 use crate::clock::ms;
 use crate::manifest;
-use crate::sim::{self, FleetDefaults, GeneratorSpec, PolicyKind, SimReport, SimSettings, Trace};
+use crate::sim::{
+    self, Ec2Quotas, FleetDefaults, GeneratorSpec, PolicyKind, SimReport, SimSettings, Trace,
+};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -138,6 +140,12 @@ pub struct SimulateArgs {
     /// Give up this long after the last submission.
     #[arg(long, value_parser = parse_duration, default_value = "7days", help_heading = "Simulation")]
     pub max_time: Duration,
+    /// Do not throttle the simulated provider's calls (by default it enforces EC2's
+    /// documented API quotas for an account: RunInstances 5 requests and 1,000 instances,
+    /// refilled at 2/s each; TerminateInstances 100 requests refilled at 5/s and 1,000
+    /// instances at 20/s).
+    #[arg(long, help_heading = "Simulation")]
+    pub no_api_quotas: bool,
 
     /// Policies to run.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [PolicyArg::Anamo, PolicyArg::Static, PolicyArg::Keda, PolicyArg::Clairvoyant], help_heading = "Baselines")]
@@ -275,6 +283,7 @@ pub(super) fn sim_settings(args: &SimulateArgs, interval: Duration) -> SimSettin
         seed: args.seed,
         max_time: ms(args.max_time),
         capacity: None,
+        ec2_quotas: (!args.no_api_quotas).then(Ec2Quotas::default),
     }
 }
 
@@ -310,7 +319,9 @@ pub fn render(r: &SimReport) -> String {
     out.push_str(&super::simulate_capacity::capacity_table(r));
     out.push_str(
         "\nRATIO = instance-hours / lower bound (sum of task time / slots per instance); \
-         BUSY KILLED = instances terminated with busy slots. Cost as `anamo status` counts it: \
+         BUSY KILLED = instances terminated with busy slots; PEAK (after) = the \
+         most instances at once, and how long after the first launch; THROTTLED = provider calls \
+         refused by the EC2 API quotas. Cost as `anamo status` counts it: \
          per-second billing with a 60 s minimum, IDLE/BOOT = share of the cost with idle \
          slots/booting, $/TASK per succeeded task.\n",
     );
@@ -353,7 +364,8 @@ fn policies_table(r: &SimReport) -> String {
         "UTIL",
         "BUSY KILLED",
         "REQUEUED spot/lease",
-        "PEAK",
+        "PEAK (after)",
+        "THROTTLED",
         "WAIT mean/p95",
         "UNFINISHED",
     ]);
@@ -368,7 +380,8 @@ fn policies_table(r: &SimReport) -> String {
             format!("{:.0}%", p.slot_utilisation * 100.0),
             p.busy_terminated.to_string(),
             format!("{}/{}", p.requeued_spot, p.requeued_lease),
-            p.peak_instances.to_string(),
+            format!("{} ({})", p.peak_instances, hms(p.time_to_peak_s)),
+            p.throttled_calls.to_string(),
             format!("{}/{}", hms(p.mean_wait_s), hms(p.p95_wait_s)),
             p.unfinished.to_string(),
         ]);

@@ -107,6 +107,8 @@ struct FleetMemory {
     cost_exported: f64,
     /// The instances counted in `anamo_fleet_interruptions_total`.
     interruptions: interruptions::InterruptionTally,
+    /// The step's arrivals inferred pass by pass, for the planner's arrival estimate.
+    arrivals: crate::planner::estimate::ArrivalLog,
 }
 
 /// Outcome of one pass, for tests and `anamo up`.

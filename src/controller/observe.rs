@@ -14,11 +14,12 @@ use crate::clock::Millis;
 use crate::manifest::FleetManifest;
 use crate::model::{Backlog, WorkerInfo};
 use crate::pipeline::Graph;
+use crate::planner::estimate::{self, ArrivalLog, BacklogSample, RecentTasks};
 use crate::planner::ledger::{FleetLedger, LaunchIntent};
 use crate::planner::{FleetInput, FleetPolicy, StepView};
 use crate::provider::instrumented::InstrumentedProvider;
 use crate::provider::{FleetProvider, Instance, ProviderError};
-use crate::store::{promote, StatusDoc, StoreError};
+use crate::store::{promote, SharedStore, StatusDoc, StoreError};
 
 /// What one pass observed about a fleet, next to its plan input.
 pub(super) struct Observed {
@@ -146,10 +147,14 @@ impl Controller {
             .collect();
 
         let store = &self.store;
+        let since: Vec<Option<Millis>> = fleets
+            .iter()
+            .map(|f| self.memory.get(f.name()).and_then(|m| m.arrivals.since()))
+            .collect();
         // Each backlog is counted only as far as its fleet's plan can use it.
-        let backlogs = futures::stream::iter(fleets.iter().map(|f| {
+        let backlogs = futures::stream::iter(fleets.iter().zip(&since).map(|(f, since)| {
             let limit = FleetPolicy::from_manifest(f).backlog_limit();
-            store.backlog(f.step(), limit)
+            step_reads(store, f.step(), limit, *since)
         }))
         .buffered(OBSERVE_CONCURRENCY)
         .collect::<Vec<_>>();
@@ -192,15 +197,91 @@ impl Controller {
             let unread = intents_unread
                 .as_ref()
                 .filter(|(names, _)| names.contains(&fleet.name()));
-            let step = step_view(fleet, backlog, &workers, unread.map(|(_, e)| e.as_str()));
-            let ledger = &mut self
-                .memory
-                .entry(fleet.name().to_string())
-                .or_default()
-                .ledger;
-            out.push(snapshot(fleet, now, step, provider, listed, ledger));
+            let memory = self.memory.entry(fleet.name().to_string()).or_default();
+            let recent = backlog
+                .as_ref()
+                .ok()
+                .map(|reads| reads.recent(&mut memory.arrivals, now))
+                .unwrap_or_default();
+            let backlog = backlog.map(|reads| reads.backlog);
+            let mut step = step_view(fleet, backlog, &workers, unread.map(|(_, e)| e.as_str()));
+            if let Ok(view) = step.as_mut() {
+                view.recent = recent;
+            }
+            out.push(snapshot(
+                fleet,
+                now,
+                step,
+                provider,
+                listed,
+                &mut memory.ledger,
+            ));
         }
         out
+    }
+}
+
+/// A fleet's step as one pass reads it: the bounded backlog, and for the planner's estimates
+/// the newest run times and how many tasks finished since the previous pass (each `None`
+/// when its read failed: the planner then plans without that estimate).
+struct StepReads {
+    backlog: Backlog,
+    run_times: Option<Vec<Millis>>,
+    finished: Option<u64>,
+}
+
+/// The reads of [`StepReads`], concurrently; only the backlog's failure fails the step.
+async fn step_reads(
+    store: &SharedStore,
+    step: &str,
+    limit: u64,
+    since: Option<Millis>,
+) -> Result<StepReads, StoreError> {
+    let finished = async {
+        match since {
+            Some(t) => Some(store.count_finished_since(step, t).await),
+            None => None,
+        }
+    };
+    let (backlog, run_times, finished) = tokio::join!(
+        store.backlog(step, limit),
+        store.recent_run_times(step, estimate::WINDOW),
+        finished,
+    );
+    Ok(StepReads {
+        backlog: backlog?,
+        run_times: optional(step, "recent run times", run_times),
+        finished: finished.and_then(|r| optional(step, "the finished count", r)),
+    })
+}
+
+/// A read the estimates can do without: its value, or a warning and `None`.
+fn optional<T>(step: &str, what: &str, read: Result<T, StoreError>) -> Option<T> {
+    match read {
+        Ok(v) => Some(v),
+        Err(e) => {
+            warn!(step, error = %e, "could not read {what}; planning without that estimate");
+            None
+        }
+    }
+}
+
+impl StepReads {
+    /// The planner's [`RecentTasks`]: the run times read, and the arrivals this pass adds to
+    /// the fleet's log.
+    fn recent(&self, arrivals: &mut ArrivalLog, now: Millis) -> RecentTasks {
+        let b = &self.backlog;
+        let sample = BacklogSample {
+            at: now,
+            pending: b.pending,
+            running: b.running,
+            more_pending: b.more_pending,
+        };
+        arrivals.observe(sample, self.finished);
+        RecentTasks {
+            durations: self.run_times.clone().unwrap_or_default(),
+            runnable_at: arrivals.runnable_at(),
+        }
     }
 }
 
@@ -220,8 +301,7 @@ fn step_view(
                 .filter(|w| w.step == fleet.step())
                 .cloned()
                 .collect(),
-            // No store read gives recent run times or arrivals yet: the planner plans on
-            // counts alone (see `planner::estimate`).
+            // Filled in from the same pass's reads (`StepReads::recent`).
             recent: Default::default(),
         }),
         (Err(e), _, None) => Err(ObserveError::Store(e.to_string())),

@@ -41,6 +41,65 @@ pub struct Outlook {
     pub arrival_rate: Option<f64>,
 }
 
+/// Arrivals as the controller infers them between its passes (the simulator sees each one):
+/// tasks that became runnable between two passes are the growth of pending + running plus
+/// the tasks that finished in between (conservation; a requeue moves a task between the two
+/// and adds nothing). Each pass's arrivals are spread evenly over the time since the previous
+/// pass, and the last [`WINDOW`] kept, the [`RecentTasks::runnable_at`] the planner takes.
+/// A pass whose backlog was counted only up to the limit, or whose finished count is unknown,
+/// infers nothing (the backlog then asks for more than the fleet holds anyway).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArrivalLog {
+    last: Option<BacklogSample>,
+    times: std::collections::VecDeque<Millis>,
+}
+
+/// What a pass counted of a step, for [`ArrivalLog`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BacklogSample {
+    pub at: Millis,
+    pub pending: u64,
+    pub running: u64,
+    /// `pending` is only a lower bound.
+    pub more_pending: bool,
+}
+
+impl ArrivalLog {
+    /// The previous pass's time: the finished tasks to count for the next one are those at or
+    /// after it (`None` before a first pass).
+    pub fn since(&self) -> Option<Millis> {
+        self.last.map(|l| l.at)
+    }
+
+    /// Adds this pass: `finished` is the count of tasks that finished since [`Self::since`].
+    pub fn observe(&mut self, now: BacklogSample, finished: Option<u64>) {
+        let prev = self.last.replace(now);
+        let (Some(prev), Some(finished)) = (prev, finished) else {
+            return;
+        };
+        if prev.more_pending || now.more_pending || now.at <= prev.at {
+            return;
+        }
+        let before = prev.pending.saturating_add(prev.running);
+        let after = now.pending.saturating_add(now.running);
+        let arrived = after.saturating_add(finished).saturating_sub(before);
+        let kept = arrived.min(WINDOW as u64);
+        let span = (now.at - prev.at) as f64;
+        for k in (arrived - kept)..arrived {
+            let at = prev.at + (span * (k + 1) as f64 / arrived as f64).round() as Millis;
+            if self.times.len() == WINDOW {
+                self.times.pop_front();
+            }
+            self.times.push_back(at);
+        }
+    }
+
+    /// The inferred runnable times, oldest first.
+    pub fn runnable_at(&self) -> Vec<Millis> {
+        self.times.iter().copied().collect()
+    }
+}
+
 /// Samples needed before a duration or a rate is trusted.
 const MIN_SAMPLES: usize = 4;
 
@@ -127,6 +186,51 @@ mod tests {
         let later = Outlook::new(&recent, &[], 1_000_000).arrival_rate.unwrap();
         assert!((soon - 0.001).abs() < 1e-12, "{soon}");
         assert!(later < soon / 50.0, "{later}");
+    }
+
+    fn sample(at: Millis, pending: u64, running: u64) -> BacklogSample {
+        BacklogSample {
+            at,
+            pending,
+            running,
+            more_pending: false,
+        }
+    }
+
+    #[test]
+    fn arrivals_between_passes_are_what_pending_running_and_finished_do_not_explain() {
+        let mut log = ArrivalLog::default();
+        log.observe(sample(0, 10, 0), None);
+        assert_eq!(log.since(), Some(0));
+        // 10 pending became 4 pending + 4 running with 5 finished: 3 arrived.
+        log.observe(sample(10_000, 4, 4), Some(5));
+        assert_eq!(log.runnable_at(), vec![3_333, 6_667, 10_000]);
+        // A pass counted only up to the limit, or without a finished count, infers nothing.
+        log.observe(
+            BacklogSample {
+                more_pending: true,
+                ..sample(20_000, 400, 4)
+            },
+            Some(0),
+        );
+        log.observe(sample(30_000, 4, 4), None);
+        assert_eq!(log.runnable_at().len(), 3);
+        // Many arrivals keep the window's newest.
+        log.observe(sample(40_000, 104, 4), Some(0));
+        let times = log.runnable_at();
+        assert_eq!(times.len(), WINDOW);
+        assert_eq!(times.last(), Some(&40_000));
+        let rate = Outlook::new(
+            &RecentTasks {
+                durations: vec![],
+                runnable_at: times,
+            },
+            &[],
+            40_000,
+        )
+        .arrival_rate
+        .unwrap();
+        assert!((rate * 10_000.0 - 100.0).abs() < 5.0, "{rate}");
     }
 
     #[test]

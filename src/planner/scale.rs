@@ -290,8 +290,17 @@ fn scale_in(
     let useful = status.ready + status.booting + status.launching;
     let excess = useful.saturating_sub(demand.desired);
     let idle_ready = terminate::idle_ready(members, now);
-    let scaled_down =
-        terminate::scale_down(policy, demand, status, excess, &idle_ready, outlook, now);
+    let busy = terminate::BusyInstances::of(members);
+    let scaled_down = terminate::scale_down(
+        policy,
+        demand,
+        status,
+        excess,
+        &idle_ready,
+        busy,
+        outlook,
+        now,
+    );
     let scaled_down_count = scaled_down.as_ref().map_or(0, |t| t.ids.len() as u32);
     terminations.extend(scaled_down);
     let terminated: u32 = terminations.iter().map(|t| t.ids.len() as u32).sum();

@@ -164,6 +164,41 @@ pub(super) fn idle_ready<'m, 'a>(
     idle
 }
 
+/// The slots of the ready instances that run tasks: free ones, and busy ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct BusyInstances {
+    pub free: u64,
+    pub busy: u64,
+}
+
+impl BusyInstances {
+    pub fn of(members: &[Member]) -> BusyInstances {
+        let mut b = BusyInstances::default();
+        for m in members
+            .iter()
+            .filter(|m| m.busy > 0 && matches!(m.class, Class::Ready { .. }))
+        {
+            let total: u32 = live_workers(m).map(|w| w.slots).sum();
+            b.free += u64::from(total.saturating_sub(m.busy));
+            b.busy += u64::from(m.busy);
+        }
+        b
+    }
+}
+
+/// The tasks expected within a boot time that the instances already busy would not take
+/// (their free slots, and the slots their running tasks free within a boot at the estimated
+/// duration): what would reach an idle instance before a replacement could boot. Without a
+/// duration estimate every expected task counts; without an arrival or boot estimate, `None`.
+fn reaching_idle(outlook: &Outlook, busy: BusyInstances) -> Option<(f64, f64)> {
+    let boot = outlook.boot?;
+    let expected = outlook.arrivals_within(boot)?;
+    let absorbed = outlook.duration.map_or(0.0, |d| {
+        busy.free as f64 + busy.busy as f64 * boot as f64 / d.max(1) as f64
+    });
+    Some((expected, (expected - absorbed).max(0.0)))
+}
+
 /// Scale down: up to `excess` of the idle ready instances, newest first (never below
 /// desired).
 ///
@@ -171,21 +206,25 @@ pub(super) fn idle_ready<'m, 'a>(
 /// if work comes back. Without an arrival estimate the planner cannot tell, and keeps it for
 /// `scaleDownDelay` (the deterministic ski-rental rule: with a delay of one boot time it never
 /// pays more than twice the best choice in hindsight). With one, the tasks expected within a
-/// boot time say how many idle instances work would reach before a replacement could boot:
-/// those are kept for `scaleDownDelay`, the others go at once, once past the billing minimum
-/// (stopping earlier saves nothing).
+/// boot time that the busy instances would not take themselves ([`reaching_idle`]) say how
+/// many idle instances work would reach before a replacement could boot: those are kept for
+/// `scaleDownDelay`, the others go at once, once past the billing minimum (stopping earlier
+/// saves nothing).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn scale_down(
     policy: &FleetPolicy,
     demand: &Demand,
     status: &FleetStatus,
     excess: u32,
     idle_ready: &[(&Member, Millis)],
+    busy: BusyInstances,
     outlook: &Outlook,
     now: Millis,
 ) -> Option<Termination> {
-    let expected = outlook.boot.and_then(|b| outlook.arrivals_within(b));
+    let reaching = reaching_idle(outlook, busy);
+    let expected = reaching.map(|(x, _)| x);
     // Idle instances that the work expected within a boot time would reach.
-    let keep = expected.map(|x| (x / f64::from(demand.tasks_per_instance)).floor() as usize);
+    let keep = reaching.map(|(_, r)| (r / f64::from(demand.tasks_per_instance)).ceil() as usize);
     let mut unneeded = 0usize;
     let chosen: Vec<&(&Member, Millis)> = idle_ready
         .iter()
@@ -209,8 +248,9 @@ pub(super) fn scale_down(
         .collect();
     let why = match (expected, unneeded) {
         (Some(x), n) if n > 0 => format!(
-            "idle and past the billing minimum: {x:.1} tasks expected within a boot time ({}) would not reach {} of them before a replacement could boot (the ski-rental break-even), the rest idle for at least {} (scaleDownDelay)",
+            "idle and past the billing minimum: {x:.1} tasks expected within a boot time ({}), {:.1} of them beyond what the busy instances take, would not reach {} of them before a replacement could boot (the ski-rental break-even), the rest idle for at least {} (scaleDownDelay)",
             outlook.describe(),
+            reaching.map_or(0.0, |(_, r)| r),
             count(n as u64, "instance"),
             format_duration_ms(policy.scale_down_delay),
         ),

@@ -24,6 +24,7 @@
 //! resolution of claims and completions, so each task occupies its slot up to one tick
 //! longer than its duration.
 
+pub mod bound;
 mod fleet;
 mod plot;
 mod policy;
@@ -43,6 +44,7 @@ pub use report::{PolicyReport, SimReport, StepCost, StepReport};
 
 use report::step_reports;
 pub use trace::{GeneratorSpec, Trace, TraceError, TraceTask};
+pub use world::quota::{BucketSpec, Ec2Quotas};
 pub use world::{CapacityUse, Sample, SimCapacity};
 
 use policy::{Anamo, Clairvoyant, Keda, Policy, Static};
@@ -80,6 +82,8 @@ pub struct SimSettings {
     /// kind, interrupted at `spot_rate_per_hour`, failing at `capacity_error_prob`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capacity: Option<SimCapacity>,
+    /// The EC2 API request quotas the simulated provider enforces (none: never throttled).
+    pub ec2_quotas: Option<Ec2Quotas>,
 }
 
 impl Default for SimSettings {
@@ -99,6 +103,7 @@ impl Default for SimSettings {
             seed: 42,
             max_time: 7 * 24 * 3_600_000,
             capacity: None,
+            ec2_quotas: Some(Ec2Quotas::default()),
         }
     }
 }

@@ -69,6 +69,11 @@ pub struct PolicyReport {
     pub capacity_errors: u64,
     pub spot_interruptions: u64,
     pub peak_instances: u32,
+    /// From the first launch call until the fleets first reached `peak_instances` (0 without
+    /// launches): how long the scale-up took, the EC2 API quotas included.
+    pub time_to_peak_s: f64,
+    /// Provider calls refused by the EC2 API quotas (`SimSettings::ec2_quotas`).
+    pub throttled_calls: u64,
     /// Runnable to first claim.
     pub mean_wait_s: f64,
     pub p95_wait_s: f64,
@@ -147,6 +152,10 @@ pub(super) fn policy_report(
         capacity_errors: t.capacity_errors,
         spot_interruptions: t.spot_interruptions,
         peak_instances: t.peak_instances,
+        time_to_peak_s: t.first_launch_at.map_or(0.0, |f| {
+            round(t.peak_at.saturating_sub(f) as f64 / 1000.0, 1)
+        }),
+        throttled_calls: t.throttled_calls,
         mean_wait_s: round(mean_wait, 1),
         p95_wait_s: round(p95_wait, 1),
         max_wait_s: round(max_wait, 1),

@@ -196,3 +196,53 @@ fn plots_an_svg() {
         "{svg:.200}"
     );
 }
+
+/// A 1,000-instance scale-up against EC2's API quotas: from buckets just used up it takes at
+/// least what the `RunInstances` resource bucket implies (1,000 instances at 2/s), throttled
+/// calls are counted, and no instance is launched twice (the batch token of a throttled
+/// launch issued again); with a quiet account's full buckets it is not paced at all. Twice
+/// as many tasks as instances, so that the planner wants all 1,000 while it is paced.
+#[test]
+fn a_thousand_instance_scale_up_is_paced_by_the_ec2_quotas() {
+    let csv: String = std::iter::once("step,submit_time_s,duration_s,id\n".to_string())
+        .chain((0..2_000).map(|i| format!("a,0,600,t{i}\n")))
+        .collect();
+    let t = trace(&csv);
+    let defaults = FleetDefaults {
+        max_instances: 1_000,
+        slots_per_instance: 1,
+        ..FleetDefaults::default()
+    };
+    let fleets = fleets_for(&t, None, &defaults, false).unwrap();
+    let run = |quotas: Option<Ec2Quotas>| {
+        let settings = SimSettings {
+            ec2_quotas: quotas,
+            ..SimSettings::default()
+        };
+        simulate(&t, &fleets, &settings, &[PolicyKind::Anamo])
+            .unwrap()
+            .report
+            .policies[0]
+            .clone()
+    };
+    let used_up = Ec2Quotas {
+        start_fill: 0.0,
+        ..Ec2Quotas::default()
+    };
+    let implied_s = 1_000.0 / used_up.run_instances.refill_per_sec;
+    let paced = run(Some(used_up));
+    assert_eq!(paced.peak_instances, 1_000, "{paced:?}");
+    assert!(paced.time_to_peak_s >= implied_s, "{paced:?}");
+    assert!(paced.throttled_calls > 0, "{paced:?}");
+    // Each instance runs two tasks back to back: none ends, none is launched twice.
+    assert_eq!(
+        paced.launches, 1_000,
+        "no instance launched twice: {paced:?}"
+    );
+    assert_eq!(paced.unfinished, 0);
+
+    let quiet = run(Some(Ec2Quotas::default()));
+    assert_eq!((quiet.peak_instances, quiet.launches), (1_000, 1_000));
+    assert_eq!(quiet.throttled_calls, 0, "{quiet:?}");
+    assert!(quiet.time_to_peak_s < implied_s, "{quiet:?}");
+}

@@ -21,7 +21,7 @@ use crate::model::{
 };
 
 /// Every operation label this decorator emits (the trait's async methods).
-pub const OPERATIONS: [&str; 29] = [
+pub const OPERATIONS: [&str; 30] = [
     "create_schema",
     "delete_schema",
     "import",
@@ -40,6 +40,7 @@ pub const OPERATIONS: [&str; 29] = [
     "backlog",
     "steps",
     "count_finished_since",
+    "recent_run_times",
     "requeue",
     "cancel",
     "delete",
@@ -223,6 +224,11 @@ impl TaskStore for InstrumentedStore {
             self.inner.count_finished_since(step, since),
         )
         .await
+    }
+
+    async fn recent_run_times(&self, step: &str, limit: usize) -> Result<Vec<Millis>> {
+        self.observe("recent_run_times", self.inner.recent_run_times(step, limit))
+            .await
     }
 
     async fn requeue(&self, step: &str, id: &str, force: bool, now: Millis) -> Result<()> {
@@ -536,6 +542,7 @@ mod tests {
         s.backlog("align", 10).await.unwrap();
         s.steps().await.unwrap();
         s.count_finished_since("align", 0).await.unwrap();
+        s.recent_run_times("align", 4).await.unwrap();
         s.requeue("align", &id, false, now).await.unwrap();
         s.cancel("align", &id, now).await.unwrap();
         s.delete("align", &id).await.unwrap();

@@ -300,6 +300,26 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
         Ok(n)
     }
 
+    /// Run times (`result.duration_ms`) of the step's most recently succeeded tasks, newest
+    /// first, at most `limit`: the planner's duration estimate reads them every pass, so a
+    /// backend answers it at a cost bounded by `limit`. This default reads every succeeded
+    /// task of the step; both stores answer it with one bounded read instead.
+    async fn recent_run_times(&self, step: &str, limit: usize) -> Result<Vec<Millis>> {
+        let mut tasks = self
+            .list(&TaskFilter {
+                step: Some(step.to_string()),
+                state: Some(TaskState::Succeeded),
+                ..Default::default()
+            })
+            .await?;
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.updated_at));
+        Ok(tasks
+            .iter()
+            .filter_map(|t| t.result.as_ref().map(|r| r.duration_ms.max(0)))
+            .take(limit)
+            .collect())
+    }
+
     /// User action: put a finished (or stuck waiting) task back to pending with its attempts
     /// reset. Running tasks are refused unless `force` (which revokes the lease).
     async fn requeue(&self, step: &str, id: &str, force: bool, now: Millis) -> Result<()>;

@@ -1,6 +1,7 @@
 //! The planner's rules, case by case (`rules.rs`), its upkeep actions (`upkeep.rs`), and the
 //! promises it keeps on any input (`properties.rs`).
 
+mod estimates;
 mod properties;
 mod rules;
 mod upkeep;

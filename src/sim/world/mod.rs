@@ -28,6 +28,7 @@ mod capacity;
 mod cost;
 mod oracle;
 mod provider;
+pub(crate) mod quota;
 mod store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +130,11 @@ pub(crate) struct Tally {
     pub terminations: u64,
     pub peak_instances: u32,
     pub last_success: Millis,
+    /// Provider calls refused by the EC2 API quotas (`quota.rs`).
+    pub throttled_calls: u64,
+    /// The first launch call, and when the fleet first reached its peak size.
+    pub first_launch_at: Option<Millis>,
+    pub peak_at: Millis,
 }
 
 /// One point of the fleet-size/backlog timeline.
@@ -171,6 +177,8 @@ pub(crate) struct World {
     next_sample: Millis,
     /// Offerings caches and what each capacity type cost (see `capacity.rs`).
     capacity: capacity::CapacityWorld,
+    /// The account's EC2 API buckets (none: calls are never throttled).
+    quotas: Option<quota::QuotaState>,
 }
 
 /// Keeps the last `estimate::WINDOW` values.
@@ -236,6 +244,7 @@ impl World {
         arrivals.sort_by_key(|&i| (sim_tasks[i].submit, i));
         let start = arrivals.first().map_or(0, |&i| sim_tasks[i].submit);
         let n_fleets = fleets.len();
+        let settings_quotas = settings.ec2_quotas;
         World {
             now: start,
             fleets,
@@ -259,6 +268,7 @@ impl World {
             timeline: Vec::new(),
             next_sample: start,
             capacity: Default::default(),
+            quotas: settings_quotas.map(|q| quota::QuotaState::new(&q, start)),
         }
     }
 
@@ -328,6 +338,9 @@ impl World {
     pub fn finish_tick(&mut self) {
         let tick = self.settings.tick;
         let alive = self.alive.len() as u32;
+        if alive > self.tally.peak_instances {
+            self.tally.peak_at = self.now;
+        }
         self.tally.peak_instances = self.tally.peak_instances.max(alive);
         if self.now >= self.next_sample {
             self.next_sample = self.now + SAMPLE_EVERY;

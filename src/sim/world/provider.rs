@@ -61,6 +61,9 @@ impl World {
     /// batch issued again launches only what it lacks.
     pub fn launch(&mut self, fleet: usize, count: u32, batch: &str) -> Result<u32, ProviderError> {
         self.tally.launch_calls += 1;
+        self.tally.first_launch_at.get_or_insert(self.now);
+        let had = self.instances.iter().filter(|i| i.batch == batch).count() as u32;
+        let count = had + self.launch_quota(count.saturating_sub(had))?;
         if let Some(cap) = self.settings.capacity.clone() {
             return self.launch_with_capacity(fleet, count, batch, &cap);
         }
@@ -124,6 +127,8 @@ impl World {
     /// counted (anamo's planner must never do it).
     pub fn terminate(&mut self, ids: &[String]) {
         let now = self.now;
+        // Throttled calls terminate nothing; the policy sees the instances again next pass.
+        let ids = &ids[..self.terminate_quota(ids.len())];
         for id in ids {
             let Some(&i) = self.by_id.get(id) else {
                 continue;

@@ -6,7 +6,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::items::*;
 use super::{DynamoStore, Sk, SWEEP_CONCURRENCY};
 use crate::clock::Millis;
-use crate::model::{Backlog, Task, TaskFilter, TaskState};
+use crate::model::{Backlog, Task, TaskFilter, TaskResult, TaskState};
 use crate::store::{Result, StoreError, TaskStore};
 
 impl DynamoStore {
@@ -210,4 +210,74 @@ pub(super) async fn steps(store: &DynamoStore) -> Result<Vec<String>> {
     steps.sort();
     steps.dedup();
     Ok(steps)
+}
+
+/// Run times of the step's newest succeeded tasks. Each succeeded index partition is sorted
+/// by the time its tasks got there, and a shard holds a hash-uniform share of the step's
+/// tasks, so the newest of one shard stand for the step's: one Query from the end of a shard
+/// (a random one first, the next only while fewer than `limit` are found, as on a young step),
+/// projected to the key, then the results by key (the index does not project them).
+pub(super) async fn recent_run_times(
+    store: &DynamoStore,
+    step: &str,
+    limit: usize,
+) -> Result<Vec<Millis>> {
+    const OP: &str = "recent run times";
+    use rand::Rng;
+    let pks = store.state_pks(step, TaskState::Succeeded).await?;
+    if limit == 0 || pks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let first = rand::rng().random_range(0..pks.len());
+    let mut keys = Vec::new();
+    for pk in pks.iter().cycle().skip(first).take(pks.len()) {
+        let want = limit.saturating_sub(keys.len());
+        if want == 0 {
+            break;
+        }
+        for item in newest_keys(store, OP, pk, want).await? {
+            keys.push(key(Reader::new(OP, &item).s(PK)?));
+        }
+    }
+    let items = store.batch_get(OP, keys, Some(&[RESULT])).await?;
+    let mut times = Vec::new();
+    for item in &items {
+        let Some(json) = Reader::new(OP, item).opt_s(RESULT)? else {
+            continue;
+        };
+        let result = serde_json::from_str::<TaskResult>(&json).map_err(|e| {
+            StoreError::backend(OP, format!("a task's `{RESULT}` is not a task result: {e}"))
+        })?;
+        times.push(result.duration_ms.max(0));
+    }
+    Ok(times)
+}
+
+/// The keys of the newest `limit` items of one index partition (one Query, read backwards).
+async fn newest_keys(store: &DynamoStore, op: &str, gsi_pk: &str, limit: usize) -> Result<Vec<Item>> {
+    use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
+    let names = std::collections::HashMap::from([
+        ("#gpk".to_string(), INDEX_PK.to_string()),
+        ("#pk".to_string(), PK.to_string()),
+    ]);
+    let values =
+        std::collections::HashMap::from([(":gpk".to_string(), AttributeValue::S(gsi_pk.into()))]);
+    store.mix.add(&format!("{op} query"));
+    let out = store
+        .client
+        .query()
+        .table_name(&store.table)
+        .index_name(INDEX)
+        .key_condition_expression("#gpk = :gpk")
+        .projection_expression("#pk")
+        .set_expression_attribute_names(Some(names))
+        .set_expression_attribute_values(Some(values))
+        .scan_index_forward(false)
+        .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+        .return_consumed_capacity(ReturnConsumedCapacity::Total)
+        .send()
+        .await
+        .map_err(|e| store.err(op, e))?;
+    store.consumed(out.consumed_capacity(), false);
+    Ok(out.items().to_vec())
 }

@@ -338,6 +338,10 @@ impl TaskStore for SqliteStore {
         reads::count_finished_since(self, step, since).await
     }
 
+    async fn recent_run_times(&self, step: &str, limit: usize) -> Result<Vec<Millis>> {
+        reads::recent_run_times(self, step, limit).await
+    }
+
     async fn steps(&self) -> Result<Vec<String>> {
         reads::steps(self).await
     }

@@ -3,9 +3,9 @@
 
 use rusqlite::params;
 
-use super::{get_task, map_err, parse_state, task_from_row, SqliteStore, TASK_COLUMNS};
+use super::{get_task, json_err, map_err, parse_state, task_from_row, SqliteStore, TASK_COLUMNS};
 use crate::clock::Millis;
-use crate::model::{Backlog, StepCounts, Task, TaskFilter, TaskState};
+use crate::model::{Backlog, StepCounts, Task, TaskFilter, TaskResult, TaskState};
 use crate::store::Result;
 
 pub(super) async fn get(store: &SqliteStore, step: &str, id: &str) -> Result<Option<Task>> {
@@ -159,6 +159,42 @@ pub(super) async fn count_finished_since(
             )
             .map(|n| n as u64)
             .map_err(|e| map_err(OP, e))
+        })
+        .await
+}
+
+/// Run times of the step's newest succeeded tasks (`LIMIT`: the rows decoded are bounded;
+/// SQLite finds the newest through the `tasks_by_state` index's step and state).
+pub(super) async fn recent_run_times(
+    store: &SqliteStore,
+    step: &str,
+    limit: usize,
+) -> Result<Vec<Millis>> {
+    const OP: &str = "recent run times";
+    let step = step.to_string();
+    store
+        .run(OP, move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT result FROM tasks WHERE step = ?1 AND state = 'succeeded' \
+                     ORDER BY updated_at DESC LIMIT ?2",
+                )
+                .map_err(|e| map_err(OP, e))?;
+            let rows = stmt
+                .query_map(params![step, limit as i64], |r| {
+                    r.get::<_, Option<String>>(0)
+                })
+                .map_err(|e| map_err(OP, e))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let Some(text) = row.map_err(|e| map_err(OP, e))? else {
+                    continue;
+                };
+                let result: TaskResult =
+                    serde_json::from_str(&text).map_err(|e| json_err(OP, "result", e))?;
+                out.push(result.duration_ms.max(0));
+            }
+            Ok(out)
         })
         .await
 }
