@@ -913,9 +913,18 @@ async fn interruptions_carry_the_listed_type_and_zone() {
 }
 
 /// With `vcpusPerTask`, the controller plans with the slots the provider derives from the
-/// fleet's instance types: 8 runnable tasks on instances of 4 slots need 2 instances, not 8.
+/// fleet's instance types: 8 runnable tasks on instances of 4 slots need 2 instances, not 8;
+/// and the backlog is counted as far as 10 such instances can use it (40 tasks need 10).
 #[tokio::test]
 async fn derived_slots_per_instance_size_the_launch() {
+    let w = World::new();
+    w.import("big", 40).await;
+    w.fakes.get("big").set_slots_per_instance(Some(4));
+    let yaml = fleet_yaml("big", 10, "  vcpusPerTask: 2\n").replace("  slotsPerInstance: 2\n", "");
+    let mut c = w.controller(&yaml, |_| {});
+    let plan = c.reconcile_once().await.plan.expect("the leader plans");
+    assert_eq!(plan.fleets[0].launch_count(), 10, "{}", plan.fleets[0]);
+
     let w = World::new();
     w.import("align", 8).await;
     w.fakes.get("align").set_slots_per_instance(Some(4));

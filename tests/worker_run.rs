@@ -433,3 +433,24 @@ async fn bench_reports_requests_per_task(h: Harness) {
     assert!(report.requests_per_task > 1.0, "{report:?}");
     assert!(report.requests_per_task < 4.0, "{report:?}");
 }
+
+/// `--vcpus-per-task` overrides `--slots`: the worker registers as many slots as this
+/// machine's processors fit (1 vCPU per task: one per processor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn derived_slots_reach_the_registration() {
+    let h = Harness::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let step = "derived";
+    import(&h.store, &[TaskSpec::new(step, "a", "true")]).await;
+    let mut args = fast_args(step, dir.path());
+    args.slots = 1;
+    args.vcpus_per_task = Some(1);
+    args.max_tasks = Some(1);
+    let (_, handle) = spawn_worker_task(args, h.store.clone());
+    let exit = join(handle, Duration::from_secs(30)).await;
+    assert_eq!(exit.reason, StopReason::MaxTasks);
+    let cpus = std::thread::available_parallelism().unwrap().get() as u32;
+    let workers = h.store.list_workers(Some(step)).await.unwrap();
+    assert_eq!(workers.len(), 1);
+    assert_eq!(workers[0].slots, cpus);
+}

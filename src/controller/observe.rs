@@ -152,10 +152,12 @@ impl Controller {
             .map(|f| self.memory.get(f.name()).and_then(|m| m.arrivals.since()))
             .collect();
         // Each backlog is counted only as far as its fleet's plan can use it.
-        let backlogs = futures::stream::iter(fleets.iter().zip(&since).map(|(f, since)| {
-            let limit = FleetPolicy::from_manifest(f).backlog_limit();
-            step_reads(store, f.step(), limit, *since)
-        }))
+        let backlogs = futures::stream::iter(fleets.iter().zip(&providers).zip(&since).map(
+            |((f, p), since)| {
+                let limit = policy(f, p.as_ref().ok()).backlog_limit();
+                step_reads(store, f.step(), limit, *since)
+            },
+        ))
         .buffered(OBSERVE_CONCURRENCY)
         .collect::<Vec<_>>();
         // One read of every worker instead of one per step (the index keeps them together).
@@ -309,6 +311,17 @@ fn step_view(
     }
 }
 
+/// The planner's policy of `fleet`, with the slots per instance its provider derives from its
+/// instance types (`vcpusPerTask`; known from the provider's last read of them, so the first
+/// pass after a start counts the backlog at `slotsPerInstance`).
+fn policy(fleet: &FleetManifest, provider: Option<&Arc<dyn FleetProvider>>) -> FleetPolicy {
+    let policy = FleetPolicy::from_manifest(fleet);
+    match provider.and_then(|p| p.slots_per_instance()) {
+        Some(slots) => policy.with_derived_slots(slots, fleet.spec.tasks_per_instance),
+        None => policy,
+    }
+}
+
 /// One fleet's observation from what [`Controller::observe`] read: its ledger updated with the
 /// listing, and the planner's input.
 fn snapshot(
@@ -335,12 +348,8 @@ fn snapshot(
         }
         None => Err(error.as_ref().map(ToString::to_string).unwrap_or_default()),
     };
-    let mut policy = FleetPolicy::from_manifest(fleet);
-    if let Some(slots) = provider.as_ref().and_then(|p| p.slots_per_instance()) {
-        policy = policy.with_derived_slots(slots, fleet.spec.tasks_per_instance);
-    }
     let input = ledger.reconcile(
-        policy,
+        policy(fleet, provider.as_ref()),
         step.clone().map_err(|e| e.store_text()),
         instances,
         provider.as_ref().is_some_and(|p| p.scale_in_protection()),

@@ -29,7 +29,7 @@ pub struct SimFleet {
 /// What a simulated fleet's instances are and what one costs per hour, from the price book as
 /// the controller prices them ([`PriceBook::rate`]): the Controller manifest's
 /// `onDemandPrices`, else the fleet's `budget.pricePerInstanceHour`, else the shipped table.
-/// The simulator knows no spot prices: spot instances cost the on-demand price.
+/// Spot instances, with a capacity type (`SimSettings::capacity`), cost its spot price instead.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Pricing {
     /// The fleet's first instance type (`provider.ec2.instanceTypes`, `--instance-type`).
