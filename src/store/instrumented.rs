@@ -310,6 +310,14 @@ impl TaskStore for InstrumentedStore {
             .await
     }
 
+    fn batch_counts(&self) {
+        self.inner.batch_counts()
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.inner.flush().await
+    }
+
     fn claim_conflicts(&self) -> u64 {
         self.inner.claim_conflicts()
     }

@@ -362,6 +362,16 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     /// Claim races this store lost so far (a candidate task was taken by someone else between
     /// the query and the conditional write, and another was tried). Stores whose claims are
     /// a single atomic statement (SQLite) never lose one.
+    /// Lets the store keep derived writes (DynamoDB's progress counter deltas) for up to a
+    /// second and write them together. A long-running writer (a worker) turns it on and calls
+    /// [`flush`](TaskStore::flush) before it exits; short commands write at once.
+    fn batch_counts(&self) {}
+
+    /// Writes what the store keeps to write together (see [`batch_counts`](TaskStore::batch_counts)).
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
     fn claim_conflicts(&self) -> u64 {
         0
     }

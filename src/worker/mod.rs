@@ -311,6 +311,7 @@ pub async fn run_with(
         Some(url) => Some(crate::logs::LogSink::connect(url.clone()).await),
         None => None,
     };
+    store.batch_counts();
     let graph = crate::store::graph::GraphCache::new(store.clone());
     let ctx = Arc::new(Ctx {
         log_sink,
@@ -337,6 +338,9 @@ pub async fn run_with(
     let _ = stop_upkeep.send(true);
     let _ = upkeep.await;
     registration::mark_gone(&ctx, started_at).await;
+    if let Err(e) = ctx.store.flush().await {
+        tracing::warn!(error = %e, "progress counters not written at exit; a recount repairs them");
+    }
 
     let stats = control.stats();
     let reason = control.stop_reason().unwrap_or(StopReason::Fatal);

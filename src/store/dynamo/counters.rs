@@ -1,8 +1,15 @@
 //! Incremental progress counts: one counter item per step and shard (`C#{step}#{shard}`, one
-//! N attribute per state name), moved by an `ADD` after each successful state change this
-//! store makes (a second write, not a transaction: a transaction would cost twice the write
-//! units of both items). `counts` reads the step's counter items (one BatchGetItem), not its
-//! tasks.
+//! N attribute per state name), moved by an `ADD` after the state changes this store makes (a
+//! second write, not a transaction: a transaction would cost twice the write units of both
+//! items). `counts` reads the step's counter items (one BatchGetItem), not its tasks.
+//!
+//! A worker's store keeps its deltas for up to [`FLUSH_AFTER`] and writes them together, one
+//! `ADD` per counter item ([`Unwritten`]): a worker finishing tasks quickly writes its counters
+//! about once a second, not twice per task. The deltas are written when the oldest is that old
+//! (checked at every write, claim and heartbeat), before this store reads counts, and when the
+//! worker exits (`TaskStore::flush`); other readers see them at most about a second late (a
+//! worker killed outright loses at most that second's deltas: drift a recount repairs). Other
+//! commands write each delta at once.
 //!
 //! A crash (or a failed request) between a state change and its `ADD`, or a task another
 //! client writes without adding to the counter, drifts the counts: [`recount`] counts the
@@ -28,6 +35,60 @@ use crate::store::{Result, StoreError};
 /// reads the step's whole index (about 0.3 KB per task), so at 1,000,000 tasks it costs some
 /// 40,000 read units: every 10 minutes that is about 70 read units per second.
 pub(crate) const RECOUNT_EVERY: Duration = Duration::from_secs(600);
+
+/// How long a store keeps counter deltas before writing them: long enough that a busy worker
+/// writes each counter item about once a second instead of twice per task, short enough that
+/// other readers (the controller's pass every few seconds) see counts at most a second late.
+pub(crate) const FLUSH_AFTER: Duration = Duration::from_secs(1);
+
+/// Deltas per counter item and state.
+type Deltas = HashMap<String, HashMap<TaskState, i64>>;
+
+/// Counter deltas not written yet, per counter item, and when the oldest was added; kept only
+/// once [`batch`](Unwritten::batch) is on (a worker's store), written at once otherwise.
+#[derive(Debug, Default)]
+pub(super) struct Unwritten {
+    kept: Mutex<(Deltas, Option<Instant>)>,
+    batch: std::sync::atomic::AtomicBool,
+}
+
+impl Unwritten {
+    pub(super) fn batch(&self) {
+        self.batch.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn add(&self, counter: &str, deltas: &[(TaskState, i64)]) {
+        let mut g = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let per_state = g.0.entry(counter.to_string()).or_default();
+        for (state, delta) in deltas {
+            *per_state.entry(*state).or_default() += delta;
+        }
+        g.1.get_or_insert_with(Instant::now);
+    }
+
+    /// Takes every delta when `all` or when the oldest is [`FLUSH_AFTER`] old.
+    fn take(&self, all: bool) -> Vec<(String, Vec<(TaskState, i64)>)> {
+        let batch = self.batch.load(std::sync::atomic::Ordering::Relaxed);
+        let mut g = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let due =
+            g.1.is_some_and(|t| all || !batch || t.elapsed() >= FLUSH_AFTER);
+        if !due {
+            return Vec::new();
+        }
+        g.1 = None;
+        let mut out: Vec<(String, Vec<(TaskState, i64)>)> = std::mem::take(&mut g.0)
+            .into_iter()
+            .map(|(counter, per_state)| {
+                let mut deltas: Vec<_> = per_state.into_iter().filter(|(_, d)| *d != 0).collect();
+                deltas.sort_by_key(|(state, _)| state.as_str());
+                (counter, deltas)
+            })
+            .filter(|(_, deltas)| !deltas.is_empty())
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
 
 /// When each step was last recounted (or first counted) by this store.
 #[derive(Debug, Default)]
@@ -118,15 +179,44 @@ impl DynamoStore {
     }
 
     /// Moves one task between two states in its shard's counter item (the item write's keys,
-    /// the counter's included, were recorded with it).
+    /// the counter's included, were recorded with it): kept with this store's other deltas,
+    /// written when the oldest is [`FLUSH_AFTER`] old.
+    /// Never fails: the task's write succeeded, and a counter write that fails is kept for
+    /// the next one.
     pub(super) async fn bump(&self, op: &str, change: &CountChange) -> Result<()> {
-        self.add_counts(op, change.counter.clone(), &change_deltas(change))
-            .await
+        self.unwritten.add(&change.counter, &change_deltas(change));
+        self.write_due_counts(op).await;
+        Ok(())
+    }
+
+    /// Writes the kept counter deltas if the oldest is due; a failure is logged and the deltas
+    /// kept (the operation that called this succeeded without them).
+    pub(super) async fn write_due_counts(&self, op: &str) {
+        if let Err(e) = self.write_counts(op, false).await {
+            tracing::warn!(error = %e, "progress counters not written yet; kept for the next write");
+        }
+    }
+
+    /// Writes the kept counter deltas (all of them, or only when the oldest is due), one
+    /// `ADD` per counter item. A failed write keeps what it could not write for the next one.
+    pub(super) async fn write_counts(&self, op: &str, all: bool) -> Result<()> {
+        let mut pending = self.unwritten.take(all).into_iter();
+        while let Some((counter, deltas)) = pending.next() {
+            if let Err(e) = self.add_counts(op, counter.clone(), &deltas).await {
+                self.unwritten.add(&counter, &deltas);
+                for (counter, deltas) in pending {
+                    self.unwritten.add(&counter, &deltas);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Counts `step`'s tasks from the index and overwrites its counter items with the counts.
     pub async fn recount(&self, step: &str) -> Result<StepCounts> {
         const OP: &str = "recount";
+        self.write_counts(OP, true).await?;
         let shards = self.step_shards(step).await?;
         let mut items = Vec::new();
         for shard in 0..shards {
@@ -163,6 +253,7 @@ impl DynamoStore {
 /// task's time.
 pub(super) async fn counts(store: &DynamoStore, step: &str) -> Result<StepCounts> {
     const OP: &str = "counts";
+    store.write_counts(OP, true).await?;
     let mut counts = if store.recounted.due(step) {
         store.recount(step).await?
     } else {

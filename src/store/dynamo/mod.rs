@@ -101,6 +101,8 @@ pub struct DynamoStore {
     expiry: Arc<lease_expiry::Memory>,
     /// When each step's counters were last recounted (see [`counters`]).
     recounted: Arc<counters::Recounted>,
+    /// Counter deltas kept to be written together (see [`counters`]).
+    unwritten: Arc<counters::Unwritten>,
 }
 
 /// How a key condition constrains `g2sk`.
@@ -148,6 +150,7 @@ impl DynamoStore {
             shards: Arc::default(),
             expiry: Arc::default(),
             recounted: Arc::default(),
+            unwritten: Arc::default(),
         }
     }
 
@@ -419,11 +422,22 @@ impl TaskStore for DynamoStore {
     }
 
     async fn claim_batch(&self, req: &ClaimRequest, max: usize, now: Millis) -> Result<Vec<Claim>> {
+        // An idle worker polls here: its kept counter deltas are written once due.
+        self.write_due_counts("claim").await;
         claims::claim_batch(self, req, max, now).await
     }
 
     async fn heartbeat(&self, lease: &LeaseRef, ttl_ms: Millis, now: Millis) -> Result<Millis> {
+        self.write_due_counts("heartbeat").await;
         leases::heartbeat(self, lease, ttl_ms, now).await
+    }
+
+    fn batch_counts(&self) {
+        self.unwritten.batch();
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.write_counts("flush", true).await
     }
 
     async fn complete(

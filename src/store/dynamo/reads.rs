@@ -254,7 +254,12 @@ pub(super) async fn recent_run_times(
 }
 
 /// The keys of the newest `limit` items of one index partition (one Query, read backwards).
-async fn newest_keys(store: &DynamoStore, op: &str, gsi_pk: &str, limit: usize) -> Result<Vec<Item>> {
+async fn newest_keys(
+    store: &DynamoStore,
+    op: &str,
+    gsi_pk: &str,
+    limit: usize,
+) -> Result<Vec<Item>> {
     use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
     let names = std::collections::HashMap::from([
         ("#gpk".to_string(), INDEX_PK.to_string()),
