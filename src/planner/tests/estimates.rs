@@ -45,7 +45,10 @@ fn short_tasks_on_busy_instances_leave_idle_ones_nothing_to_do() {
     // in that time, so none would reach an idle instance: both go now.
     let (ids, text) = scaled_down(busy_and_two_idle(5));
     assert_eq!(ids, ["i-2", "i-3"], "{text}");
-    assert!(text.contains("0.0 of them beyond what the busy instances take"), "{text}");
+    assert!(
+        text.contains("0.0 of them beyond what the busy instances take"),
+        "{text}"
+    );
 }
 
 #[test]
