@@ -224,7 +224,7 @@ pub(super) fn scale_down(
     let reaching = reaching_idle(outlook, busy);
     let expected = reaching.map(|(x, _)| x);
     // Idle instances that the work expected within a boot time would reach.
-    let keep = reaching.map(|(_, r)| (r / f64::from(demand.tasks_per_instance)).ceil() as usize);
+    let keep = reaching.map(|(_, r)| (r / f64::from(demand.tasks_per_instance)).floor() as usize);
     let mut unneeded = 0usize;
     let chosen: Vec<&(&Member, Millis)> = idle_ready
         .iter()
