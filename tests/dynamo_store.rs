@@ -652,3 +652,55 @@ async fn deciding_a_gather_costs_what_the_table_page_says() {
     assert!((11..=14).contains(&total(&spent)), "{spent:?}");
     store.delete_schema().await.unwrap();
 }
+
+/// A worker's store keeps its progress-counter deltas and writes them together: its own counts
+/// are exact at once, another store's after the flush, and the counter writes number far fewer
+/// than two per task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workers_counter_deltas_are_written_together() {
+    let Some((store, client, table)) = fresh().await else {
+        return;
+    };
+    const N: u64 = 40;
+    store
+        .import(&specs("align", N as usize, 10), T0)
+        .await
+        .unwrap();
+    store.batch_counts();
+    let before = store.recorder().by_kind();
+    for i in 0..N {
+        let c = store
+            .claim(&req("align", "w"), T0 + 1 + i as i64)
+            .await
+            .unwrap()
+            .expect("a pending task");
+        store
+            .complete(&c.lease(), &success("w"), T0 + 2 + i as i64)
+            .await
+            .unwrap();
+    }
+    let count_writes = |kinds: &std::collections::BTreeMap<String, u64>| -> u64 {
+        kinds
+            .iter()
+            .filter(|(k, _)| k.ends_with("count write"))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let reader = DynamoStore::new(client, &table);
+    store.flush().await.unwrap();
+    let after = store.recorder().by_kind();
+    let writes = count_writes(&after) - count_writes(&before);
+    // One ADD per counter item and second at most (the test table has one shard): without
+    // batching it would be 2 × 40.
+    assert!(writes < N, "{writes} counter writes for {N} tasks");
+    for counts in [
+        store.counts("align").await.unwrap(),
+        reader.counts("align").await.unwrap(),
+    ] {
+        assert_eq!(
+            (counts.pending, counts.running, counts.succeeded),
+            (0, 0, N)
+        );
+    }
+    store.delete_schema().await.unwrap();
+}
