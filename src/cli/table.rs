@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::output::outln;
+use super::output::{out, outln};
 use crate::clock::SystemClock;
 use crate::store::dynamo::{DynamoStore, MigrateEvent, MigratePreview, SCHEMA_VERSION};
 use crate::store::{OpenMode, SharedStore};
@@ -98,7 +98,7 @@ fn confirmed(table: &str) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         return Ok(false);
     }
-    print!("migrate dynamodb://{table} to layout version {SCHEMA_VERSION}? [y/N] ");
+    out!("migrate dynamodb://{table} to layout version {SCHEMA_VERSION}? [y/N] ");
     std::io::stdout().flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
