@@ -145,10 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let store = store.as_deref();
     let default_store = || store.unwrap_or(DEFAULT_STORE);
     match cli.command {
-        Command::Table(cmd) => {
-            let store = open_store_as(default_store(), cmd.opening()).await?;
-            table::run(cmd, store).await
-        }
+        Command::Table(cmd) => table::run(cmd, default_store()).await,
         Command::Task(cmd) => {
             let store = open_store_as(default_store(), cmd.opening()).await?;
             task::run(cmd, store).await
