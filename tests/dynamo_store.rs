@@ -701,7 +701,10 @@ async fn a_table_of_another_layout_version_is_refused_with_what_to_do() {
     let Some((store, client, table)) = fresh().await else {
         return;
     };
-    store.check_layout().await.expect("a table made by create_schema");
+    store
+        .check_layout()
+        .await
+        .expect("a table made by create_schema");
     let meta = |version: &str| {
         client
             .put_item()
