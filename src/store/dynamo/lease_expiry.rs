@@ -271,7 +271,7 @@ async fn requeue_one(
     ));
     let write = Write::Update {
         pk: task_pk(step, &id),
-        expr: e,
+        expr: Box::new(e),
     };
     let moved = store.write_fenced(OP, OP, fence, write).await?;
     Ok(moved.then_some((id, target)))
