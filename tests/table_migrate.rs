@@ -452,7 +452,7 @@ async fn assert_second_migrate_is_a_noop_and_newer_refused(
     store: &DynamoStore,
     table: &str,
 ) {
-    let settled = scan_all(&client, table).await;
+    let settled = scan_all(client, table).await;
     let mut again = Vec::new();
     store
         .migrate(&SystemClock, &mut |e| again.push(e))
@@ -460,7 +460,7 @@ async fn assert_second_migrate_is_a_noop_and_newer_refused(
         .expect("second migrate");
     assert_eq!(again, [MigrateEvent::AlreadyCurrent { version: 2 }]);
     assert!(
-        scan_all(&client, table).await == settled,
+        scan_all(client, table).await == settled,
         "the second migrate wrote nothing"
     );
 
