@@ -105,7 +105,7 @@ if request["op"] == "add":
         out["second_put"] = e.response["Error"]["Code"]
     ddb.put_item(TableName=table, Item=request["step"])
 else:
-    count = ddb.query(TableName=table, IndexName="gsi1",
+    count = ddb.query(TableName=table, IndexName="gsi2",
                       KeyConditionExpression=request["condition"],
                       ExpressionAttributeValues=request["values"], Select="COUNT")
     out["count"] = count["Count"]
@@ -266,9 +266,11 @@ fn boto3_adds_a_task_that_anamo_runs() {
     assert_eq!(read["count"], 1, "{read}");
     let item = &read["item"];
     assert_eq!(item["state"]["S"], "succeeded", "{item}");
+    // In the same shard as it was added to.
+    let added_to = task["g2pk"]["S"].as_str().unwrap();
     assert_eq!(
-        item["gsi1pk"]["S"],
-        format!("S#{step_name}#succeeded"),
+        item["g2pk"]["S"].as_str().unwrap(),
+        added_to.replace("#pending#", "#succeeded#"),
         "{item}"
     );
     let result: Value = serde_json::from_str(item["result"]["S"].as_str().unwrap()).unwrap();

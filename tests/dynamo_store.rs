@@ -25,7 +25,9 @@ async fn fresh() -> Option<(DynamoStore, aws_sdk_dynamodb::Client, String)> {
     let endpoint = common::dynamo_endpoint()?;
     let table = common::unique_name("anamo-dyn");
     let client = common::dynamo_client(&endpoint).await;
-    let store = DynamoStore::new(client.clone(), &table);
+    // One index shard: these tests check the claim order and the request counts of one
+    // shard (with more, the order holds within each shard and reads are per shard).
+    let store = DynamoStore::new(client.clone(), &table).with_shards(1);
     store.create_schema().await.expect("create table");
     Some((store, client, table))
 }
@@ -203,6 +205,21 @@ async fn minimal_item_from_another_client_is_claimed_and_completed() {
     };
     let s = |v: &str| AttributeValue::S(v.into());
     let n = |v: i64| AttributeValue::N(v.to_string());
+    // The table's default shard count (the version item), as another client reads it.
+    let meta = client
+        .get_item()
+        .table_name(&table)
+        .key("pk", s("META#schema"))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the layout version item");
+    let shards: u32 = match &meta["shards"] {
+        AttributeValue::N(v) => v.parse().unwrap(),
+        other => panic!("shards is {other:?}"),
+    };
+    let shard = anamo::store::dynamo::shard_of("raw1", shards);
     // Exactly the attributes docs/dynamodb-table.md lists as required.
     client
         .put_item()
@@ -216,8 +233,19 @@ async fn minimal_item_from_another_client_is_claimed_and_completed() {
         .item("max_attempts", n(2))
         .item("created_at", n(T0))
         .item("updated_at", n(T0))
-        .item("gsi1pk", s("S#align#pending"))
-        .item("gsi1sk", s(&format!("{:010}#{T0:013}#raw1", i32::MAX)))
+        .item("g2pk", s(&format!("S#align#pending#{shard}")))
+        .item("g2sk", s(&format!("{:010}#{T0:013}#raw1", i32::MAX)))
+        .send()
+        .await
+        .unwrap();
+    // And the task's count, in its shard's counter item.
+    client
+        .update_item()
+        .table_name(&table)
+        .key("pk", s(&format!("C#align#{shard}")))
+        .update_expression("ADD #s :one")
+        .expression_attribute_names("#s", "pending")
+        .expression_attribute_values(":one", n(1))
         .send()
         .await
         .unwrap();
@@ -225,8 +253,8 @@ async fn minimal_item_from_another_client_is_claimed_and_completed() {
         .put_item()
         .table_name(&table)
         .item("pk", s("STEP#align"))
-        .item("gsi1pk", s("STEPS"))
-        .item("gsi1sk", s("align"))
+        .item("g2pk", s("STEPS"))
+        .item("g2sk", s("align"))
         .item("step", s("align"))
         .send()
         .await
@@ -381,10 +409,10 @@ async fn a_claimer_takes_its_next_tasks_from_its_last_query() {
     }
     let requests = store.recorder().total() - before;
     eprintln!("lone claimer: {requests} requests for {N} claims");
-    // One conditional write per claim; a query's page serves the next claims too while it is
-    // fresh (so on any machine some of them).
+    // One conditional write per claim and the ADD to its shard's progress counter; a query's
+    // page serves the next claims too while it is fresh (so on any machine some of them).
     assert!(
-        requests < 2 * N as u64,
+        requests < 3 * N as u64,
         "{requests} requests for {N} claims"
     );
 
@@ -507,11 +535,22 @@ async fn the_recorder_counts_capacity_units_and_writes_per_partition_key() {
     let task = format!("T#cap#{}", c.task.id());
     // The claimed task's item: imported, claimed, renewed, completed.
     assert_eq!(at(&task), 4, "{writes:?}");
-    // Its index entry: into pending (3 tasks), out of it (claim); into running (claim),
-    // moved within it (heartbeat), out of it (completion); into succeeded.
-    assert_eq!(at("S#cap#pending"), 4, "{writes:?}");
-    assert_eq!(at("S#cap#running"), 3, "{writes:?}");
-    assert_eq!(at("S#cap#succeeded"), 1, "{writes:?}");
+    // Its index entry, in its shard: into pending (3 tasks), out of it (claim); into running
+    // (claim), out of it (completion; the heartbeat writes no index key); into succeeded.
+    let shards = |prefix: &str| -> u64 {
+        let keys = writes.iter().filter(|(k, _)| k.starts_with(prefix));
+        keys.map(|(_, n)| n).sum()
+    };
+    assert_eq!(shards("S#cap#pending#"), 4, "{writes:?}");
+    assert_eq!(shards("S#cap#running#"), 2, "{writes:?}");
+    assert_eq!(shards("S#cap#succeeded#"), 1, "{writes:?}");
+    // The counters: one ADD per shard item the import added to, then the claim and the
+    // completion.
+    let imported_shards = writes
+        .keys()
+        .filter(|k| k.starts_with("S#cap#pending#"))
+        .count() as u64;
+    assert_eq!(shards("C#cap#"), imported_shards + 2, "{writes:?}");
     // The step registry: its item and its index partition.
     assert_eq!((at("STEP#cap"), at("STEPS")), (1, 1), "{writes:?}");
     let peak = recorder.peak_key().expect("keys were written");
@@ -613,7 +652,11 @@ async fn deciding_a_gather_costs_what_the_table_page_says() {
             (r, spent)
         }
     };
-    let total = |spent: &[(String, u64)]| spent.iter().map(|(_, n)| n).sum::<u64>();
+    // Without the steps' shard counts, which a store reads once per step.
+    let total = |spent: &[(String, u64)]| {
+        let per_pass = spent.iter().filter(|(k, _)| k != "step shards read");
+        per_pass.map(|(_, n)| n).sum::<u64>()
+    };
     let (r, spent) = decide(T0 + 1).await;
     eprintln!("gather over {N} unfinished upstream tasks: {spent:?}");
     assert_eq!(r.promoted, 0);
@@ -702,5 +745,48 @@ async fn a_workers_counter_deltas_are_written_together() {
             (0, 0, N)
         );
     }
+    store.delete_schema().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_table_of_another_layout_version_is_refused_with_what_to_do() {
+    let Some((store, client, table)) = fresh().await else {
+        return;
+    };
+    store
+        .check_layout()
+        .await
+        .expect("a table made by create_schema");
+    let meta = |version: &str| {
+        client
+            .put_item()
+            .table_name(&table)
+            .item("pk", AttributeValue::S("META#schema".into()))
+            .item("version", AttributeValue::N(version.into()))
+            .item("shards", AttributeValue::N("8".into()))
+            .send()
+    };
+    meta("3").await.unwrap();
+    let err = DynamoStore::new(client.clone(), &table)
+        .check_layout()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "layout");
+    assert!(
+        err.to_string()
+            .contains("has layout version 3; this anamo understands up to 2; upgrade anamo"),
+        "{err}"
+    );
+    // A version-1 table has no version item: every call names the migration.
+    client
+        .delete_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S("META#schema".into()))
+        .send()
+        .await
+        .unwrap();
+    let v1 = DynamoStore::new(client.clone(), &table);
+    let err = v1.counts("align").await.unwrap_err();
+    assert!(err.to_string().contains("anamo table migrate"), "{err}");
     store.delete_schema().await.unwrap();
 }

@@ -17,6 +17,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use anamo::store::dynamo::shard_of;
 use common::cli::{aws_env, dynamo_and_python, repo, stdout_ok};
 use serde_json::{json, Value};
 
@@ -50,6 +51,9 @@ fn example_tasks() -> Vec<(String, String, String)> {
     out
 }
 
+/// The index shards of each step: the table's default (`anamo table create`, its version item).
+const SHARDS: u32 = 8;
+
 /// The task item of `docs/dynamodb-table.md` ("Task items", "The index keys"): `pending`
 /// for a step without upstream steps, `waiting` for the others (as the page asks).
 fn task_item(step: &str, id: &str, script: &str, now: i64) -> Value {
@@ -69,14 +73,14 @@ fn task_item(step: &str, id: &str, script: &str, now: i64) -> Value {
         "max_attempts": {"N": "3"},
         "created_at": {"N": now.to_string()},
         "updated_at": {"N": now.to_string()},
-        "gsi1pk": {"S": format!("S#{step}#{state}")},
-        "gsi1sk": {"S": sk},
+        "g2pk": {"S": format!("S#{step}#{state}#{}", shard_of(id, SHARDS))},
+        "g2sk": {"S": sk},
     })
 }
 
 /// Shuffles the items with a seeded generator and puts each with the page's condition,
 /// then registers the steps; prints the order it used.
-const BOTO3: &str = r#"
+const BOTO3: &str = r##"
 import json, random, sys
 import boto3
 
@@ -87,12 +91,17 @@ items = request["tasks"]
 random.Random(seed).shuffle(items)
 for item in items:
     ddb.put_item(TableName=table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+    # The task's count, in its shard's counter item (`S#{step}#{state}#{shard}`).
+    _, step, state, shard = item["g2pk"]["S"].split("#")
+    ddb.update_item(TableName=table, Key={"pk": {"S": "C#%s#%s" % (step, shard)}},
+                    UpdateExpression="ADD #s :one", ExpressionAttributeNames={"#s": state},
+                    ExpressionAttributeValues={":one": {"N": "1"}})
 for step in request["steps"]:
     ddb.put_item(TableName=table, Item={
-        "pk": {"S": "STEP#" + step}, "gsi1pk": {"S": "STEPS"}, "gsi1sk": {"S": step},
-        "step": {"S": step}})
+        "pk": {"S": "STEP#" + step}, "g2pk": {"S": "STEPS"}, "g2sk": {"S": step},
+        "step": {"S": step}, "shards": {"N": "8"}})
 print(json.dumps([i["step"]["S"] + "/" + i["id"]["S"] for i in items]))
-"#;
+"##;
 
 fn anamo(endpoint: &str, table: &str, dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_anamo"));

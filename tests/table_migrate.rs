@@ -390,17 +390,107 @@ async fn migrate_online(
     (events, runs)
 }
 
+/// A fresh layout-1 table on DynamoDB Local holding [`v1_items`]: its client, name and items
+/// as scanned (None without DynamoDB Local, when the tests allow it).
+async fn v1_table(prefix: &str) -> Option<(Client, String, Vec<Item>)> {
+    let endpoint = common::dynamo_endpoint()?;
+    let client = common::dynamo_client(&endpoint).await;
+    let table = common::unique_name(prefix);
+    create_v1_table(&client, &table).await;
+    put_all(&client, &table, v1_items(SystemClock.now())).await;
+    let items = scan_all(&client, &table).await;
+    Some((client, table, items))
+}
+
+/// Every task is there once, in the state its one run left it, with layout-2 keys and no
+/// layout-1 attribute left on any item; `runs` are the layout-2 worker's claims per task.
+fn assert_each_task_ran_once(after: &[Item], runs: &BTreeMap<String, u32>) {
+    let tasks = tasks(after);
+    assert_eq!(tasks.len(), PENDING + 8, "{:?}", tasks.keys());
+    let mut expect_runs: BTreeMap<String, u32> =
+        (0..PENDING).map(|i| (format!("p{i:03}"), 1)).collect();
+    expect_runs.insert("v1-dead".into(), 1);
+    assert_eq!(
+        runs, &expect_runs,
+        "each pending task (and the dead worker's) run once"
+    );
+    for (id, task) in &tasks {
+        let state = attr(task, "state").unwrap();
+        let want = match id.as_str() {
+            "x-waiting" | "x-failed" | "x-cancelled" | "x-held" | "x-retrying" => &id[2..],
+            _ => "succeeded",
+        };
+        assert_eq!(state, want, "{id}");
+        let attempts = match id.as_str() {
+            "v1-dead" => "2",
+            "v1-live" => "1",
+            x if x.starts_with('p') => "1",
+            _ => "0",
+        };
+        assert_eq!(attr(task, "attempts"), Some(attempts), "{id}");
+        let shard_pk = attr(task, "g2pk").unwrap_or_default();
+        assert!(
+            shard_pk.starts_with(&format!("S#{STEP}#{state}#")),
+            "{id}: {shard_pk}"
+        );
+    }
+    for item in after {
+        for old in ["gsi1pk", "gsi1sk", "layout1_lease"] {
+            assert!(
+                !item.contains_key(old),
+                "{old} left on {:?}",
+                attr(item, "pk")
+            );
+        }
+    }
+}
+
+/// On a migrated table a second migrate writes nothing, and a table given `version: 3` is
+/// refused with the message naming it.
+async fn assert_second_migrate_is_a_noop_and_newer_refused(
+    client: &Client,
+    store: &DynamoStore,
+    table: &str,
+) {
+    let settled = scan_all(client, table).await;
+    let mut again = Vec::new();
+    store
+        .migrate(&SystemClock, &mut |e| again.push(e))
+        .await
+        .expect("second migrate");
+    assert_eq!(again, [MigrateEvent::AlreadyCurrent { version: 2 }]);
+    assert!(
+        scan_all(client, table).await == settled,
+        "the second migrate wrote nothing"
+    );
+
+    // A table from a newer anamo is refused, and left alone.
+    client
+        .put_item()
+        .table_name(table)
+        .item("pk", s("META#schema"))
+        .item("version", n(3))
+        .item("shards", n(8))
+        .send()
+        .await
+        .unwrap();
+    let err = store
+        .migrate(&SystemClock, &mut |_| {})
+        .await
+        .expect_err("a version-3 table is refused")
+        .to_string();
+    assert!(
+        err.contains("layout version 3") && err.contains("upgrade anamo"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_layout1_table_is_migrated_online_without_losing_or_rerunning_a_task() {
-    let Some(endpoint) = common::dynamo_endpoint() else {
+    let Some((client, table, items)) = v1_table("anamo-migrate").await else {
         return;
     };
-    let client = common::dynamo_client(&endpoint).await;
-    let table = common::unique_name("anamo-migrate");
-    create_v1_table(&client, &table).await;
-    let items = v1_items(SystemClock.now());
     let total = items.len() as u64;
-    put_all(&client, &table, items).await;
     let store = DynamoStore::new(client.clone(), &table);
 
     // A dry run reads and says, and writes nothing.
@@ -426,44 +516,7 @@ async fn a_layout1_table_is_migrated_online_without_losing_or_rerunning_a_task()
 
     // Every task is there once, in the state its one run left it.
     let after = scan_all(&client, &table).await;
-    let tasks = tasks(&after);
-    assert_eq!(tasks.len(), PENDING + 8, "{:?}", tasks.keys());
-    let mut expect_runs: BTreeMap<String, u32> =
-        (0..PENDING).map(|i| (format!("p{i:03}"), 1)).collect();
-    expect_runs.insert("v1-dead".into(), 1);
-    assert_eq!(
-        runs, expect_runs,
-        "each pending task (and the dead worker's) run once"
-    );
-    for (id, task) in &tasks {
-        let state = attr(task, "state").unwrap();
-        let want = match id.as_str() {
-            "x-waiting" | "x-failed" | "x-cancelled" | "x-held" | "x-retrying" => &id[2..],
-            _ => "succeeded",
-        };
-        assert_eq!(state, want, "{id}");
-        let attempts = match id.as_str() {
-            "v1-dead" => "2",
-            "v1-live" => "1",
-            x if x.starts_with('p') => "1",
-            _ => "0",
-        };
-        assert_eq!(attr(task, "attempts"), Some(attempts), "{id}");
-        let shard_pk = attr(task, "g2pk").unwrap_or_default();
-        assert!(
-            shard_pk.starts_with(&format!("S#{STEP}#{state}#")),
-            "{id}: {shard_pk}"
-        );
-    }
-    for item in &after {
-        for old in ["gsi1pk", "gsi1sk", "layout1_lease"] {
-            assert!(
-                !item.contains_key(old),
-                "{old} left on {:?}",
-                attr(item, "pk")
-            );
-        }
-    }
+    assert_each_task_ran_once(&after, &runs);
 
     // A recount from the index agrees with the items themselves, and so do the counts read
     // after it. (Before it, the counters may have drifted: migrate's recount ran while the
@@ -489,37 +542,7 @@ async fn a_layout1_table_is_migrated_online_without_losing_or_rerunning_a_task()
         .filter_map(|i| i.index_name().map(str::to_string))
         .collect();
     assert_eq!(indexes, ["gsi2"]);
-    let settled = scan_all(&client, &table).await;
-    let mut again = Vec::new();
-    store
-        .migrate(&SystemClock, &mut |e| again.push(e))
-        .await
-        .expect("second migrate");
-    assert_eq!(again, [MigrateEvent::AlreadyCurrent { version: 2 }]);
-    assert!(
-        scan_all(&client, &table).await == settled,
-        "the second migrate wrote nothing"
-    );
-
-    // A table from a newer anamo is refused, and left alone.
-    client
-        .put_item()
-        .table_name(&table)
-        .item("pk", s("META#schema"))
-        .item("version", n(3))
-        .item("shards", n(8))
-        .send()
-        .await
-        .unwrap();
-    let err = store
-        .migrate(&SystemClock, &mut |_| {})
-        .await
-        .expect_err("a version-3 table is refused")
-        .to_string();
-    assert!(
-        err.contains("layout version 3") && err.contains("upgrade anamo"),
-        "{err}"
-    );
+    assert_second_migrate_is_a_noop_and_newer_refused(&client, &store, &table).await;
     client
         .delete_table()
         .table_name(&table)
@@ -530,14 +553,9 @@ async fn a_layout1_table_is_migrated_online_without_losing_or_rerunning_a_task()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_refuses_without_yes_and_a_dry_run_writes_nothing() {
-    let Some(endpoint) = common::dynamo_endpoint() else {
+    let Some((client, table, before)) = v1_table("anamo-migrate-cli").await else {
         return;
     };
-    let client = common::dynamo_client(&endpoint).await;
-    let table = common::unique_name("anamo-migrate-cli");
-    create_v1_table(&client, &table).await;
-    put_all(&client, &table, v1_items(SystemClock.now())).await;
-    let before = scan_all(&client, &table).await;
     let dir = tempfile::tempdir().unwrap();
     let store = format!("dynamodb://{table}");
 

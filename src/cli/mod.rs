@@ -20,6 +20,7 @@ mod simulate_sweep;
 mod status;
 mod status_view;
 mod table;
+mod table_migrate;
 mod task;
 mod task_logs;
 mod up;
@@ -146,16 +147,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let store = store.as_deref();
     let default_store = || store.unwrap_or(DEFAULT_STORE);
     match cli.command {
-        Command::Table(table::TableCommand::Migrate { yes, dry_run }) => {
-            match default_store().parse::<StoreUrl>()? {
-                StoreUrl::Dynamo { table } => table::migrate(&table, yes, dry_run).await,
-                StoreUrl::Sqlite(path) => Err(table::no_layout(&path.display().to_string())),
-            }
-        }
-        Command::Table(cmd) => {
-            let store = open_store_as(default_store(), cmd.opening()).await?;
-            table::run(cmd, store).await
-        }
+        Command::Table(cmd) => table::run(cmd, default_store()).await,
         Command::Task(cmd) => {
             let store = open_store_as(default_store(), cmd.opening()).await?;
             task::run(cmd, store).await

@@ -121,6 +121,7 @@ impl Capacity {
     }
 }
 
+#[cfg(test)]
 impl Capacity {
     /// Each partition key's most item writes within one second.
     pub(crate) fn peaks(&self) -> Vec<(String, u64)> {

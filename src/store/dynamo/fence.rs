@@ -22,7 +22,7 @@ use crate::store::{Fence, LeaderToken, Result, StoreError};
 /// One item write.
 pub(super) enum Write {
     /// A conditional update of the item with this key.
-    Update { pk: String, expr: Expr },
+    Update { pk: String, expr: Box<Expr> },
     /// An unconditional put.
     Put(Item),
     /// An unconditional delete of the item with this key, whose index key is `index`.
@@ -167,7 +167,7 @@ impl DynamoStore {
         let keys = write.keys();
         let written = match write {
             Write::Update { pk, expr } => {
-                return Ok(self.update_as(op, kind, pk, expr, false).await?.is_some())
+                return Ok(self.update_as(op, kind, pk, *expr, false).await?.is_some())
             }
             Write::Put(item) => self
                 .client

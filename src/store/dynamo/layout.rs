@@ -17,31 +17,26 @@ pub(crate) const INDEX: &str = "gsi2";
 pub(crate) const INDEX_PK: &str = "g2pk";
 pub(crate) const INDEX_SK: &str = "g2sk";
 
-/// The non-key attributes the index projects (INCLUDE): what claims, counts, listings of ids
-/// and states, the sample view, lease expiry, the promotion of waiting tasks and the
-/// failed-tasks table read from it, and the attributes of the registry items (steps, workers,
-/// status documents) that are listed through it. Left out: a task's `result` (with its log
-/// tail), `script`, `args`, `env`, `subtasks` and `lease_expires_at` (a heartbeat writes only
-/// that, so heartbeats never write the index); a reader that needs them gets the item by key.
+/// The non-key attributes the index projects (INCLUDE; DynamoDB allows at most 20): what
+/// claims (`id`), the oldest pending task (`updated_at`), the sample view and the graph's
+/// promotion (`id`, `state`), due retries (`priority`), the failed-tasks query of the docs
+/// (`reason`, `attempts`) and the registry items listed through the index (steps, workers,
+/// status documents) read from it. Everything else of a task — `result` with its log tail,
+/// `script`, `args`, `env`, `subtasks`, the lease (`lease_expires_at` changes on every
+/// heartbeat) — is read by key (GetItem, BatchGetItem): a reader that lists whole tasks
+/// queries the keys and then gets the items.
 pub(crate) const PROJECTED: &[&str] = &[
     // tasks
     "step",
     "id",
     "state",
     "priority",
-    "attempts",
-    "max_attempts",
-    "created_at",
     "updated_at",
-    "depends_on",
-    "lease_owner",
-    "lease_token",
+    "attempts",
     "reason",
-    "retry_at",
-    "held_from",
     // step registry
     "shards",
-    // workers
+    // workers (`step`, `state` above)
     "worker_id",
     "instance_id",
     "slots",
@@ -50,7 +45,7 @@ pub(crate) const PROJECTED: &[&str] = &[
     "last_seen",
     "last_busy_at",
     "stop_reason",
-    // status documents
+    // status documents (`updated_at` above)
     "name",
     "body",
 ];
@@ -79,7 +74,7 @@ pub(crate) const META_SHARDS: &str = "shards";
 /// unevenly over a power-of-two count), modulo the step's shard count. Stable across releases
 /// and platforms (unlike `DefaultHasher`): other clients compute it too
 /// (`docs/dynamodb-table.md` has it in Python).
-pub(crate) fn shard_of(id: &str, shards: u32) -> u32 {
+pub fn shard_of(id: &str, shards: u32) -> u32 {
     const OFFSET: u32 = 0x811c_9dc5;
     const PRIME: u32 = 0x0100_0193;
     let mut h = id
@@ -197,9 +192,9 @@ mod tests {
     fn the_shard_function_is_the_documented_one() {
         // FNV-1a ("" → 0x811c9dc5, "a" → 0xe40c292c, "foobar" → 0xbf9cf968) then the
         // MurmurHash3 finalizer; the same values as the Python in docs/dynamodb-table.md.
-        assert_eq!(shard_of("", u32::MAX), 0xab3e_7c0b % u32::MAX);
-        assert_eq!(shard_of("a", u32::MAX), 0x1a80_b1b3 % u32::MAX);
-        assert_eq!(shard_of("foobar", u32::MAX), 0x0c0d_a6dc % u32::MAX);
+        assert_eq!(shard_of("", u32::MAX), 0xab3e_7c0b);
+        assert_eq!(shard_of("a", u32::MAX), 0x1a80_b1b3);
+        assert_eq!(shard_of("foobar", u32::MAX), 0x0c0d_a6dc);
         assert_eq!(shard_of("S42", 8), 3);
         assert_eq!(shard_of("anything", 1), 0);
         assert_eq!(shard_of("anything", 0), 0, "0 shards is treated as 1");

@@ -203,6 +203,34 @@ pub(super) async fn requeue_expired(
     Ok(report)
 }
 
+/// Where a task whose lease expired goes: pending, or failed after its last attempt.
+pub(super) struct Expiry {
+    pub target: TaskState,
+    pub priority: i32,
+    pub reason: String,
+}
+
+/// The [`Expiry`] of the running task `r` reads (also used by `table migrate` for the
+/// expired leases of layout-1 workers).
+pub(super) fn expiry_of(r: &Reader) -> Result<Expiry> {
+    let attempts: u32 = r.opt_n(ATTEMPTS)?.unwrap_or(0);
+    let max: u32 = r.opt_n(MAX_ATTEMPTS)?.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+    let priority: i32 = r.opt_n(PRIORITY)?.unwrap_or(0);
+    let (target, reason) = if attempts >= max {
+        (
+            TaskState::Failed,
+            format!("lease expired on attempt {attempts} of {max}"),
+        )
+    } else {
+        (TaskState::Pending, "lease expired".to_string())
+    };
+    Ok(Expiry {
+        target,
+        priority,
+        reason,
+    })
+}
+
 /// The fenced requeue (or failure, after the last attempt) of one expired lease; `None` when
 /// the lease was renewed, completed or taken over meanwhile.
 async fn requeue_one(
@@ -216,17 +244,11 @@ async fn requeue_one(
     const OP: &str = "requeue expired";
     let r = Reader::new(OP, &item);
     let id = r.s(ID)?;
-    let attempts: u32 = r.opt_n(ATTEMPTS)?.unwrap_or(0);
-    let max: u32 = r.opt_n(MAX_ATTEMPTS)?.unwrap_or(DEFAULT_MAX_ATTEMPTS);
-    let priority: i32 = r.opt_n(PRIORITY)?.unwrap_or(0);
-    let (target, reason) = if attempts >= max {
-        (
-            TaskState::Failed,
-            format!("lease expired on attempt {attempts} of {max}"),
-        )
-    } else {
-        (TaskState::Pending, "lease expired".to_string())
-    };
+    let Expiry {
+        target,
+        priority,
+        reason,
+    } = expiry_of(&r)?;
     let mut e = Expr::new()
         .transition(&TaskKeys::moved(step, &id, target, priority, now, shards))
         .remove_lease()
@@ -249,7 +271,7 @@ async fn requeue_one(
     ));
     let write = Write::Update {
         pk: task_pk(step, &id),
-        expr: e,
+        expr: Box::new(e),
     };
     let moved = store.write_fenced(OP, OP, fence, write).await?;
     Ok(moved.then_some((id, target)))

@@ -5,13 +5,13 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, CreateGlobalSecondaryIndexAction, DeleteGlobalSecondaryIndexAction,
-    GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType,
+    GlobalSecondaryIndexUpdate, IndexStatus, ScalarAttributeType,
 };
 
-use super::error::has_code;
-use super::layout::{INDEX, INDEX_PK, INDEX_SK, PROJECTED};
+use super::error::{has_code, IN_USE};
+use super::layout::{INDEX, INDEX_PK, INDEX_SK};
 use super::migrate_plan::v1;
+use super::table::index_shape;
 use super::DynamoStore;
 use crate::store::{Result, StoreError};
 
@@ -19,7 +19,6 @@ use crate::store::{Result, StoreError};
 /// from every item of the table: long on a large table, hence generous.
 const INDEX_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 const POLL: Duration = Duration::from_millis(500);
-const IN_USE: &str = "ResourceInUseException";
 
 /// An index's state as DescribeTable shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,23 +65,11 @@ impl DynamoStore {
                 .build()
                 .map_err(built)
         };
-        let key = |name: &str, kind| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(kind)
-                .build()
-                .map_err(built)
-        };
+        let (keys, projection) = index_shape(OP)?;
         let create = CreateGlobalSecondaryIndexAction::builder()
             .index_name(INDEX)
-            .key_schema(key(INDEX_PK, KeyType::Hash)?)
-            .key_schema(key(INDEX_SK, KeyType::Range)?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::Include)
-                    .set_non_key_attributes(Some(PROJECTED.iter().map(|a| a.to_string()).collect()))
-                    .build(),
-            )
+            .set_key_schema(Some(keys))
+            .projection(projection)
             .build()
             .map_err(built)?;
         let sent = self

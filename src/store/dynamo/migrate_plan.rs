@@ -14,8 +14,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::items::*;
 use super::layout::{task_index_keys, TaskKeys, INDEX_PK, INDEX_SK};
+use super::lease_expiry::{expiry_of, Expiry};
 use crate::clock::Millis;
-use crate::model::{TaskState, DEFAULT_MAX_ATTEMPTS};
+use crate::model::TaskState;
 use crate::store::Result;
 
 /// Layout 1's index and the keys of a task running under a layout-1 lease (what migrate
@@ -218,17 +219,11 @@ pub(crate) fn plan(item: &Item, shards: impl Fn(&str) -> Option<u32>, now: Milli
 fn requeue_expired(pk: String, item: &Item, shards: u32, now: Millis) -> Result<Fix> {
     let r = Reader::new("migrate", item);
     let (step, id) = (r.s(STEP)?, r.s(ID)?);
-    let attempts: u32 = r.opt_n(ATTEMPTS)?.unwrap_or(0);
-    let max: u32 = r.opt_n(MAX_ATTEMPTS)?.unwrap_or(DEFAULT_MAX_ATTEMPTS);
-    let priority: i32 = r.opt_n(PRIORITY)?.unwrap_or(0);
-    let (target, reason) = if attempts >= max {
-        (
-            TaskState::Failed,
-            format!("lease expired on attempt {attempts} of {max}"),
-        )
-    } else {
-        (TaskState::Pending, "lease expired".to_string())
-    };
+    let Expiry {
+        target,
+        priority,
+        reason,
+    } = expiry_of(&r)?;
     let (g2pk, g2sk) = task_index_keys(&TaskKeys {
         step: &step,
         id: &id,

@@ -45,6 +45,8 @@ mod table;
 mod transitions;
 mod workers;
 
+pub use layout::shard_of;
+
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};

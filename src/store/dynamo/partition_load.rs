@@ -228,7 +228,7 @@ fn no_partition_key_takes_more_than_1000_write_units_per_second() {
     schedule().replay(&capacity);
     let recorder = RequestRecorder::new(Default::default(), Default::default(), capacity.clone());
     let mut peaks = capacity.peaks();
-    peaks.sort_by(|a, b| b.1.cmp(&a.1));
+    peaks.sort_by_key(|(_, peak)| std::cmp::Reverse(*peak));
     for (key, peak) in &peaks {
         let units = if key.starts_with("T#") {
             peak * task_units

@@ -101,16 +101,11 @@ pub(super) async fn create_schema(store: &DynamoStore) -> Result<()> {
             .build()
             .map_err(build_err(OP))
     };
+    let (keys, projection) = index_shape(OP)?;
     let gsi = GlobalSecondaryIndex::builder()
         .index_name(INDEX)
-        .key_schema(key_el(INDEX_PK, KeyType::Hash)?)
-        .key_schema(key_el(INDEX_SK, KeyType::Range)?)
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::Include)
-                .set_non_key_attributes(Some(PROJECTED.iter().map(|a| a.to_string()).collect()))
-                .build(),
-        )
+        .set_key_schema(Some(keys))
+        .projection(projection)
         .build()
         .map_err(build_err(OP))?;
     let created = store
@@ -193,6 +188,27 @@ pub(super) async fn delete_schema(store: &DynamoStore) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The layout-2 index's key schema and INCLUDE projection (for CreateTable, and for the
+/// UpdateTable that adds the index to a layout-1 table in `table migrate`).
+pub(super) fn index_shape(op: &str) -> Result<(Vec<KeySchemaElement>, Projection)> {
+    let key_el = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(build_err(op))
+    };
+    let keys = vec![
+        key_el(INDEX_PK, KeyType::Hash)?,
+        key_el(INDEX_SK, KeyType::Range)?,
+    ];
+    let projection = Projection::builder()
+        .projection_type(ProjectionType::Include)
+        .set_non_key_attributes(Some(PROJECTED.iter().map(|a| a.to_string()).collect()))
+        .build();
+    Ok((keys, projection))
 }
 
 fn build_err(op: &str) -> impl Fn(aws_sdk_dynamodb::error::BuildError) -> StoreError + '_ {

@@ -135,16 +135,26 @@ pub(super) async fn import(
     // and this write is overwritten with an equivalent fresh item (and counted twice until
     // the next recount).
     store.batch_put(OP, new_items).await?;
+    count_imported(store, added).await?;
+    store.forget_leftovers();
+    Ok(report)
+}
+
+/// Adds imported tasks to their counter items: one `ADD` per counter item.
+async fn count_imported(
+    store: &DynamoStore,
+    added: HashMap<String, HashMap<TaskState, i64>>,
+) -> Result<()> {
     futures::stream::iter(added)
         .map(|(counter, per_state)| async move {
             let deltas: Vec<(TaskState, i64)> = per_state.into_iter().collect();
-            store.add_counts(OP, counter, &deltas).await
+            store.wrote([counter.as_str()]);
+            store.add_counts("import", counter, &deltas).await
         })
         .buffer_unordered(SWEEP_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
-    store.forget_leftovers();
-    Ok(report)
+    Ok(())
 }
 
 pub(super) async fn requeue(
