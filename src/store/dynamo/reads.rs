@@ -1,6 +1,8 @@
 //! Reads of tasks: one task, lists, counts of index partitions, the bounded backlog a reconcile pass needs,
 //! finished counts and the step registry.
 
+use std::collections::HashMap;
+
 use futures::{StreamExt, TryStreamExt};
 
 use super::items::*;
@@ -229,23 +231,34 @@ pub(super) async fn recent_run_times(
         return Ok(Vec::new());
     }
     let first = rand::rng().random_range(0..pks.len());
-    let mut keys = Vec::new();
+    // (range key, task key): the range key starts with the time the task succeeded.
+    let mut newest: Vec<(String, String)> = Vec::new();
     for pk in pks.iter().cycle().skip(first).take(pks.len()) {
-        let want = limit.saturating_sub(keys.len());
+        let want = limit.saturating_sub(newest.len());
         if want == 0 {
             break;
         }
         for item in newest_keys(store, OP, pk, want).await? {
-            keys.push(key(Reader::new(OP, &item).s(PK)?));
+            let r = Reader::new(OP, &item);
+            newest.push((r.s(INDEX_SK)?, r.s(PK)?));
         }
     }
-    let items = store.batch_get(OP, keys, Some(&[RESULT])).await?;
-    let mut times = Vec::new();
+    newest.sort_by(|a, b| b.0.cmp(&a.0));
+    let keys = newest.iter().map(|(_, pk)| key(pk.clone())).collect();
+    let items = store.batch_get(OP, keys, Some(&[PK, RESULT])).await?;
+    let mut results = HashMap::new();
     for item in &items {
-        let Some(json) = Reader::new(OP, item).opt_s(RESULT)? else {
+        let r = Reader::new(OP, item);
+        if let Some(json) = r.opt_s(RESULT)? {
+            results.insert(r.s(PK)?, json);
+        }
+    }
+    let mut times = Vec::new();
+    for (_, pk) in &newest {
+        let Some(json) = results.get(pk) else {
             continue;
         };
-        let result = serde_json::from_str::<TaskResult>(&json).map_err(|e| {
+        let result = serde_json::from_str::<TaskResult>(json).map_err(|e| {
             StoreError::backend(OP, format!("a task's `{RESULT}` is not a task result: {e}"))
         })?;
         times.push(result.duration_ms.max(0));
@@ -253,7 +266,8 @@ pub(super) async fn recent_run_times(
     Ok(times)
 }
 
-/// The keys of the newest `limit` items of one index partition (one Query, read backwards).
+/// The keys (table and range key) of the newest `limit` items of one index partition (one
+/// Query, read backwards).
 async fn newest_keys(
     store: &DynamoStore,
     op: &str,
@@ -261,12 +275,12 @@ async fn newest_keys(
     limit: usize,
 ) -> Result<Vec<Item>> {
     use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
-    let names = std::collections::HashMap::from([
+    let names = HashMap::from([
         ("#gpk".to_string(), INDEX_PK.to_string()),
         ("#pk".to_string(), PK.to_string()),
+        ("#sk".to_string(), INDEX_SK.to_string()),
     ]);
-    let values =
-        std::collections::HashMap::from([(":gpk".to_string(), AttributeValue::S(gsi_pk.into()))]);
+    let values = HashMap::from([(":gpk".to_string(), AttributeValue::S(gsi_pk.into()))]);
     store.mix.add(&format!("{op} query"));
     let out = store
         .client
@@ -274,7 +288,7 @@ async fn newest_keys(
         .table_name(&store.table)
         .index_name(INDEX)
         .key_condition_expression("#gpk = :gpk")
-        .projection_expression("#pk")
+        .projection_expression("#pk, #sk")
         .set_expression_attribute_names(Some(names))
         .set_expression_attribute_values(Some(values))
         .scan_index_forward(false)
