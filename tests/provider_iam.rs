@@ -146,6 +146,9 @@ const STORE_METHODS: &[(&str, &[&str])] = &[
     ("claim", &["dynamodb:Query", "dynamodb:UpdateItem"]),
     ("claim_batch", &["dynamodb:Query", "dynamodb:UpdateItem"]),
     ("heartbeat", &["dynamodb:UpdateItem"]),
+    // Progress-counter deltas: kept in memory, then one UpdateItem (ADD) per counter item.
+    ("batch_counts", &[]),
+    ("flush", &["dynamodb:UpdateItem"]),
     ("complete", &["dynamodb:GetItem", "dynamodb:UpdateItem"]),
     ("release", &["dynamodb:GetItem", "dynamodb:UpdateItem"]),
     ("get", &["dynamodb:GetItem"]),

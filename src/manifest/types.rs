@@ -434,8 +434,8 @@ pub const DEFAULT_SLOTS: u32 = 1;
 pub const DEFAULT_SCALE_DOWN_DELAY: Duration = Duration::from_secs(90);
 /// Default `bootTimeout`.
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-/// Default `leaseTTL`.
-pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
+/// Default `leaseTTL` (defined with the lease, which the store needs too).
+pub use crate::model::DEFAULT_LEASE_TTL;
 
 /// The defaults above as command-line options write them (`anamo worker --lease-ttl`, `anamo
 /// simulate`'s fleet options); a test holds each equal to its constant.

@@ -13,6 +13,10 @@ use crate::clock::Millis;
 
 /// Default attempts before a task is marked failed.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// Default lease TTL (a fleet's `leaseTTL`): long enough for a few missed heartbeats (a third
+/// of it apart), short enough that a dead worker's task runs again within a minute.
+pub const DEFAULT_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 /// The result keeps at most this many bytes of a task's output.
 pub const LOG_TAIL_BYTES: usize = 4096;
 

@@ -27,8 +27,9 @@ use super::items::*;
 use super::layout::{owner_prefix, TaskKeys};
 use super::{DynamoStore, Sk, SWEEP_CONCURRENCY};
 use crate::clock::Millis;
-use crate::manifest::DEFAULT_LEASE_TTL;
-use crate::model::{RequeueReport, TaskState, WorkerState, DEFAULT_MAX_ATTEMPTS};
+use crate::model::{
+    RequeueReport, TaskState, WorkerState, DEFAULT_LEASE_TTL, DEFAULT_MAX_ATTEMPTS,
+};
 use crate::store::{Fence, Result, TaskStore};
 
 /// How often every running shard is read for tasks of unregistered owners: once per default

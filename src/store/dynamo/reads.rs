@@ -57,22 +57,31 @@ impl DynamoStore {
         Ok(oldest)
     }
 
-    /// The tasks of one step in one state: their keys from the index (every shard), then the
-    /// whole items by key (the index does not project specs and results).
-    async fn tasks_in(&self, op: &str, step: &str, state: TaskState) -> Result<Vec<Task>> {
-        let mut keys = Vec::new();
-        for pk in self.state_pks(step, state).await? {
-            for item in self.query_all(op, &pk, Sk::Any, Some(&[PK])).await? {
-                keys.push(key(Reader::new(op, &item).s(PK)?));
+    /// The tasks of one step in these states: their keys from the index (every shard of every
+    /// state), then the whole items by key (the index does not project specs and results).
+    /// A task that moves between two of the states while they are read is listed once, in
+    /// its state at the item read — unless it moves back into a state already read from one
+    /// not read yet (a requeue during the listing): that listing misses it.
+    async fn tasks_in(&self, op: &str, step: &str, states: &[TaskState]) -> Result<Vec<Task>> {
+        let mut pks = std::collections::BTreeSet::new();
+        for &state in states {
+            for pk in self.state_pks(step, state).await? {
+                for item in self.query_all(op, &pk, Sk::Any, Some(&[PK])).await? {
+                    pks.insert(Reader::new(op, &item).s(PK)?);
+                }
             }
         }
-        let items = self.batch_get(op, keys, None).await?;
+        let items = self
+            .batch_get(op, pks.into_iter().map(key).collect(), None)
+            .await?;
         let tasks = items
             .iter()
             .map(|i| Reader::new(op, i).task())
             .collect::<Result<Vec<_>>>()?;
-        // A task that changed state between the two reads is listed in its new state only.
-        Ok(tasks.into_iter().filter(|t| t.state == state).collect())
+        Ok(tasks
+            .into_iter()
+            .filter(|t| states.contains(&t.state))
+            .collect())
     }
 
     /// `step`'s tasks in `state`, counted over every shard (up to `limit` in all).
@@ -128,12 +137,9 @@ pub(super) async fn list(store: &DynamoStore, filter: &TaskFilter) -> Result<Vec
             Some(s) => vec![s],
             None => TaskState::ALL.to_vec(),
         };
-        let pairs: Vec<(String, TaskState)> = steps
-            .iter()
-            .flat_map(|step| states.iter().map(move |s| (step.clone(), *s)))
-            .collect();
-        let pages: Vec<Vec<Task>> = futures::stream::iter(pairs)
-            .map(|(step, state)| async move { store.tasks_in(OP, &step, state).await })
+        let states = &states;
+        let pages: Vec<Vec<Task>> = futures::stream::iter(steps)
+            .map(|step| async move { store.tasks_in(OP, &step, states).await })
             .buffer_unordered(SWEEP_CONCURRENCY)
             .try_collect()
             .await?;
