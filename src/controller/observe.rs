@@ -179,19 +179,7 @@ impl Controller {
         let (backlogs, workers, intents, listings) =
             tokio::join!(backlogs, workers, intents, listings);
 
-        // Launch intents that could not be read are read again next pass; until then their
-        // fleets do not act (a launch planned without them could repeat one in flight).
-        let mut intents_unread = None;
-        match intents {
-            Some(Ok(docs)) => {
-                for fleet in unloaded {
-                    let mem = self.memory.entry(fleet.to_string()).or_default();
-                    mem.ledger.restore(intents_from(fleet, &docs));
-                }
-            }
-            Some(Err(e)) => intents_unread = Some((unloaded, e.to_string())),
-            None => {}
-        }
+        let intents_unread = self.restore_intents(unloaded, intents);
         let mut out = Vec::with_capacity(fleets.len());
         for (((fleet, backlog), provider), listed) in
             fleets.iter().zip(backlogs).zip(providers).zip(listings)
@@ -220,6 +208,29 @@ impl Controller {
             ));
         }
         out
+    }
+}
+
+impl Controller {
+    /// Restores the launch ledgers of `unloaded` fleets from the published intents. Intents
+    /// that could not be read are read again next pass; until then their fleets do not act (a
+    /// launch planned without them could repeat one in flight): those fleets and the error.
+    fn restore_intents<'a>(
+        &mut self,
+        unloaded: Vec<&'a str>,
+        intents: Option<crate::store::Result<Vec<StatusDoc>>>,
+    ) -> Option<(Vec<&'a str>, String)> {
+        match intents {
+            Some(Ok(docs)) => {
+                for fleet in unloaded {
+                    let mem = self.memory.entry(fleet.to_string()).or_default();
+                    mem.ledger.restore(intents_from(fleet, &docs));
+                }
+                None
+            }
+            Some(Err(e)) => Some((unloaded, e.to_string())),
+            None => None,
+        }
     }
 }
 
