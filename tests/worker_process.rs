@@ -138,10 +138,12 @@ async fn killed_worker_task_is_requeued_and_done_once(h: Harness) {
     // The task's own process group outlives a SIGKILLed worker (nothing records its result).
     let orphan = read_pid(&pid1).unwrap();
 
-    // What the controller does: requeue once the lease has expired.
+    // What the controller does: requeue once the lease has expired. On DynamoDB a silent
+    // worker's tasks are looked at once its registration is a default lease TTL (60 s) old,
+    // whatever its own TTL (docs/dynamodb-table.md, "Lease expiry"): up to a minute here.
     wait_until(
         "lease expiry requeues the task",
-        Duration::from_secs(10),
+        Duration::from_secs(75),
         || async {
             let report = h
                 .store
