@@ -6,18 +6,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::OneProvider;
+
 use anamo::clock::{ManualClock, SharedClock};
-use anamo::controller::providers::{ProviderSet, RemoteFactory, WorkerLaunch};
+use anamo::controller::providers::{ProviderSet, WorkerLaunch};
 use anamo::controller::reload::ManifestSource;
 use anamo::controller::{Controller, ControllerConfig, PassReport};
-use anamo::manifest::{self, FleetManifest};
+use anamo::manifest;
 use anamo::metrics::Metrics;
 use anamo::model::{
     ClaimRequest, Completion, Outcome, TaskResult, TaskSpec, WorkerInfo, WorkerState,
 };
 use anamo::planner::Action;
 use anamo::provider::fake::FakeProvider;
-use anamo::provider::{FleetProvider, ProviderError};
 use anamo::store::sqlite::SqliteStore;
 use anamo::store::{Fence, SharedStore};
 
@@ -29,20 +32,6 @@ const FLEET: &str = "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: a
     step: align\n  provider:\n    ec2:\n      launchTemplate:\n        name: lt-align\n  \
     minInstances: 0\n  maxInstances: 40\n  slotsPerInstance: 2\n  bootTimeout: 5m\n  \
     leaseTTL: 30s\n";
-
-struct Factory(Arc<FakeProvider>);
-
-#[async_trait::async_trait]
-impl RemoteFactory for Factory {
-    async fn build(
-        &self,
-        _cluster: &str,
-        _fleet: &FleetManifest,
-        _launch: &WorkerLaunch,
-    ) -> Result<Arc<dyn FleetProvider>, ProviderError> {
-        Ok(self.0.clone())
-    }
-}
 
 fn controller(store: SharedStore, clock: SharedClock, fake: Arc<FakeProvider>) -> Controller {
     let mut cfg = ControllerConfig::new("test-cluster");
@@ -60,7 +49,7 @@ fn controller(store: SharedStore, clock: SharedClock, fake: Arc<FakeProvider>) -
         launch,
         clock.clone(),
         &cfg.cluster,
-        Some(Box::new(Factory(fake))),
+        Some(Box::new(OneProvider(fake))),
     );
     let source = ManifestSource::fixed(set);
     Controller::new(

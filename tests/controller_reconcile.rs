@@ -8,6 +8,8 @@ use std::time::Duration;
 
 mod common;
 
+use common::OneProvider;
+
 use anamo::clock::{ManualClock, SharedClock};
 use anamo::controller::providers::{ProviderSet, RemoteFactory, WorkerLaunch};
 use anamo::controller::reload::ManifestSource;
@@ -501,21 +503,6 @@ async fn only_the_leader_acts_and_a_follower_takes_over() {
     let before = w.fakes.get("align").calls().len();
     assert_eq!(a.reconcile_once().await.role, Role::Follower);
     assert_eq!(w.fakes.get("align").calls().len(), before);
-}
-
-/// Hands out one provider for every fleet.
-struct OneProvider(Arc<dyn FleetProvider>);
-
-#[async_trait::async_trait]
-impl RemoteFactory for OneProvider {
-    async fn build(
-        &self,
-        _cluster: &str,
-        _fleet: &FleetManifest,
-        _launch: &WorkerLaunch,
-    ) -> Result<Arc<dyn FleetProvider>, ProviderError> {
-        Ok(self.0.clone())
-    }
 }
 
 type Faulty = Arc<FaultInjecting<FakeProvider>>;

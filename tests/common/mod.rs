@@ -132,3 +132,18 @@ macro_rules! conformance {
         }
     };
 }
+
+/// A controller's remote-provider factory that hands out one provider for every fleet.
+pub struct OneProvider(pub Arc<dyn anamo::provider::FleetProvider>);
+
+#[async_trait::async_trait]
+impl anamo::controller::providers::RemoteFactory for OneProvider {
+    async fn build(
+        &self,
+        _cluster: &str,
+        _fleet: &anamo::manifest::FleetManifest,
+        _launch: &anamo::controller::providers::WorkerLaunch,
+    ) -> Result<Arc<dyn anamo::provider::FleetProvider>, anamo::provider::ProviderError> {
+        Ok(self.0.clone())
+    }
+}
