@@ -3,6 +3,8 @@
 //! scaling rules they are actions with reasons, planned only from a complete view (task store
 //! read and instances listed), so that a failed read never unprotects or forgets anything.
 
+use std::collections::HashSet;
+
 use super::scale::count;
 use super::{Action, FleetInput};
 use crate::clock::Millis;
@@ -27,7 +29,7 @@ fn protection(input: &FleetInput) -> Vec<Action> {
     let (Ok(view), Ok(instances)) = (&input.step, &input.instances) else {
         return Vec::new();
     };
-    let busy: Vec<&str> = view
+    let busy: HashSet<&str> = view
         .workers
         .iter()
         .filter(|w| w.busy_slots > 0)
@@ -35,7 +37,7 @@ fn protection(input: &FleetInput) -> Vec<Action> {
         .collect();
     let (mut protect, mut unprotect) = (Vec::new(), Vec::new());
     for i in instances {
-        let is_busy = busy.contains(&i.id.as_str());
+        let is_busy = busy.contains(i.id.as_str());
         if is_busy && !i.protected {
             protect.push(i.id.clone());
         } else if !is_busy && i.protected {
@@ -81,12 +83,15 @@ fn workers(input: &FleetInput, now: Millis) -> Vec<Action> {
         return Vec::new();
     };
     let dead_after = input.policy.worker_dead_after;
+    // A set: a fleet of a thousand instances and workers is a million comparisons per pass
+    // otherwise.
+    let listed_ids: HashSet<&str> = instances.iter().map(|i| i.id.as_str()).collect();
     let (mut forget, mut retire) = (Vec::new(), Vec::new());
     for w in &view.workers {
         let listed = w
             .instance_id
             .as_deref()
-            .is_some_and(|id| instances.iter().any(|i| i.id == id));
+            .is_some_and(|id| listed_ids.contains(id));
         let exited = w.state == WorkerState::Gone;
         let silent = now - w.last_seen;
         if !listed && (exited || silent > FORGET_AFTER) {
