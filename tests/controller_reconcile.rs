@@ -17,7 +17,10 @@ use anamo::controller::status::Role;
 use anamo::controller::{Controller, ControllerConfig, PassReport};
 use anamo::manifest::{self, FleetManifest};
 use anamo::metrics::Metrics;
-use anamo::model::{ClaimRequest, StopReason, TaskSpec, TaskState, WorkerInfo, WorkerState};
+use anamo::model::{
+    ClaimRequest, Completion, Outcome, StopReason, TaskResult, TaskSpec, TaskState, WorkerInfo,
+    WorkerState,
+};
 use anamo::planner::{ConditionStatus, ConditionType};
 use anamo::provider::fake::{Call, FakeProvider};
 use anamo::provider::fault::{FaultInjecting, Hold, Op};
@@ -395,19 +398,43 @@ async fn observing_reads_the_workers_and_the_intents_once_for_every_fleet() {
     w.import("b", 5).await;
     let yaml = format!("{}---\n{}", fleet_yaml("a", 4, ""), fleet_yaml("b", 4, ""));
     let mut c = w.controller(&yaml, |_| {});
-    // The first dry run: the counts and the recent run times of `a` and of `b`, every
-    // worker, the launch intents.
+    // The first dry run: the counts of `a` and of `b`, their oldest pending tasks (tasks
+    // pending, none running: what `Stalled` looks at), every worker, the launch intents. No
+    // run times: nothing succeeded.
     let before = w.requests.total();
     let plan = c.dry_run().await;
     assert_eq!(w.requests.total() - before, 6);
     let pending: Vec<u64> = plan.fleets.iter().map(|f| f.status.pending_tasks).collect();
     assert_eq!(pending, [3, 5]);
-    // Intents are read once per controller (until it becomes the leader again); from the
-    // second pass on, each step's tasks finished since the previous pass are counted too
-    // (the arrival estimate).
+    // Intents are read once per controller (until it becomes the leader again), an oldest
+    // pending time is kept for a minute, and the tasks finished since the previous pass
+    // come from the counts: the counts and the workers.
     let before = w.requests.total();
     c.dry_run().await;
-    assert_eq!(w.requests.total() - before, 7);
+    assert_eq!(w.requests.total() - before, 3);
+    // Once a task succeeded, its step's run times are read, once.
+    let req = ClaimRequest {
+        step: "b".into(),
+        owner: "w".into(),
+        ttl_ms: 30_000,
+    };
+    let claim = w.store.claim(&req, T0).await.unwrap().unwrap();
+    let done = Completion {
+        outcome: Outcome::Succeeded,
+        result: TaskResult {
+            exit_code: Some(0),
+            duration_ms: 5,
+            worker_id: "w".into(),
+            ..Default::default()
+        },
+        retry_delay: None,
+    };
+    w.store.complete(&claim.lease(), &done, T0).await.unwrap();
+    for reads in [4, 3] {
+        let before = w.requests.total();
+        c.dry_run().await;
+        assert_eq!(w.requests.total() - before, reads);
+    }
 }
 
 #[tokio::test]
