@@ -112,6 +112,10 @@ pub struct ReconcileChild {
     pub after_changes: Option<AfterChanges>,
     /// Instances the first dry run planned to launch.
     pub launches_planned: u32,
+    /// Peak RSS after the first dry run, before any progress count (which runs in this
+    /// process too, beside the passes).
+    #[serde(default)]
+    pub peak_rss_before_progress_bytes: Option<u64>,
     pub peak_rss_bytes: Option<u64>,
 }
 
@@ -182,6 +186,7 @@ pub async fn reconcile_child(dir: &Path, store_url: &str) -> anyhow::Result<Reco
         progress_count_ms: Vec::new(),
         after_changes: None,
         launches_planned: 0,
+        peak_rss_before_progress_bytes: None,
         peak_rss_bytes: None,
     };
     // Interleaved, so that DynamoDB Local warming up (its JIT) weighs on both kinds alike.
@@ -193,6 +198,9 @@ pub async fn reconcile_child(dir: &Path, store_url: &str) -> anyhow::Result<Reco
         // The first plan's (later passes have launches in flight).
         let launches: u32 = plan.fleets.iter().map(|f| f.launch_count()).sum();
         out.launches_planned = out.launches_planned.max(launches);
+        if out.peak_rss_before_progress_bytes.is_none() {
+            out.peak_rss_before_progress_bytes = peak_rss_bytes();
+        }
         let kinds = counter.by_kind();
         let (report, pass) = timed(&counter, controller.reconcile_once()).await;
         out.last_pass_requests = kinds_since(&kinds, &counter.by_kind());
@@ -472,7 +480,14 @@ fn pass_rows(child: &ReconcileChild, imported: u64, steps: u32, import_s: f64) -
                 format!("{:.1} MB", mb(rss)),
             )
             .goal("≤ 40 MB", mb(rss) <= 40.0)
-            .note("child process: store client, manifests, controller, runtime"),
+            .note(format!(
+                "child process: store client, manifests, controller, runtime, and the \
+                 progress counts beside the passes; {} after the first dry run, before any \
+                 progress count",
+                child
+                    .peak_rss_before_progress_bytes
+                    .map_or("not read".to_string(), |b| format!("{:.1} MB", mb(b)))
+            )),
         );
     }
     rows
