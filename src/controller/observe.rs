@@ -127,6 +127,8 @@ impl Controller {
                     }
                 }
                 Err(source) => {
+                    // It may have moved tasks before it failed: the counts are read again.
+                    moved = true;
                     let step = step.to_string();
                     self.note_error(ControllerError::Housekeeping { step, source }, errors);
                 }
