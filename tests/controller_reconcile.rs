@@ -18,13 +18,14 @@ use anamo::controller::{Controller, ControllerConfig, PassReport};
 use anamo::manifest::{self, FleetManifest};
 use anamo::metrics::Metrics;
 use anamo::model::{
-    ClaimRequest, Completion, Outcome, StopReason, TaskResult, TaskSpec, TaskState, WorkerInfo,
-    WorkerState,
+    ClaimRequest, Completion, Outcome, RetryDelay, StopReason, TaskResult, TaskSpec, TaskState,
+    WorkerInfo, WorkerState,
 };
 use anamo::planner::{ConditionStatus, ConditionType};
 use anamo::provider::fake::{Call, FakeProvider};
 use anamo::provider::fault::{FaultInjecting, Hold, Op};
 use anamo::provider::{FleetProvider, ProviderError};
+use anamo::store::instrumented::InstrumentedStore;
 use anamo::store::sqlite::SqliteStore;
 use anamo::store::{RequestRecorder, SharedStore};
 
@@ -435,6 +436,66 @@ async fn observing_reads_the_workers_and_the_intents_once_for_every_fleet() {
         c.dry_run().await;
         assert_eq!(w.requests.total() - before, reads);
     }
+}
+
+/// Housekeeping costs what changed: once every step was housekept in full (two steps per
+/// pass), a pass looks at a step's retries only while its counts show a retrying task, and
+/// at every step again once the full-housekeeping period (10 minutes) is over.
+#[tokio::test]
+async fn housekeeping_follows_the_counts() {
+    let w = World::new();
+    for step in ["a", "b", "c"] {
+        w.import(step, 2).await;
+    }
+    let store = InstrumentedStore::wrap(w.store.clone(), &w.metrics);
+    let set = manifest::parse_str(&fleet_yaml("a", 2, ""), "test.yaml").unwrap();
+    let mut c = w.controller_on(store, ManifestSource::fixed(set), |_| {});
+    let retry_due = || {
+        w.metrics
+            .store_requests
+            .with_label_values(&["retry_due"])
+            .get()
+    };
+    let mut looked = Vec::new();
+    for _ in 0..3 {
+        let before = retry_due();
+        c.reconcile_once().await;
+        looked.push(retry_due() - before);
+        w.clock.advance(Duration::from_secs(10));
+    }
+    assert_eq!(looked, [2, 1, 0], "two steps in full per pass, then none");
+    let req = ClaimRequest {
+        step: "b".into(),
+        owner: "w".into(),
+        ttl_ms: 30_000,
+    };
+    let claim = w.store.claim(&req, w.clock.now()).await.unwrap().unwrap();
+    let failed = Completion {
+        outcome: Outcome::Failed,
+        result: TaskResult {
+            exit_code: Some(1),
+            worker_id: "w".into(),
+            ..Default::default()
+        },
+        retry_delay: Some(RetryDelay {
+            initial_ms: 60_000,
+            max_ms: 60_000,
+        }),
+    };
+    let lease = claim.lease();
+    let state = w.store.complete(&lease, &failed, w.clock.now()).await;
+    assert_eq!(state.unwrap(), TaskState::Retrying);
+    let before = retry_due();
+    c.reconcile_once().await;
+    assert_eq!(retry_due() - before, 1, "the step with a retrying task");
+    w.clock.advance(Duration::from_secs(600));
+    let before = retry_due();
+    c.reconcile_once().await;
+    assert_eq!(
+        retry_due() - before,
+        2,
+        "the period is over: two steps in full again"
+    );
 }
 
 #[tokio::test]
