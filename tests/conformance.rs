@@ -499,18 +499,24 @@ mod cases {
         assert_eq!(c2.task.attempts, 1);
     }
 
-    pub async fn counts_are_per_step_and_state(store: SharedStore) {
+    /// `align`: 2 pending, 1 running, 1 succeeded, 1 cancelled; `call`: 3 pending; `joint`:
+    /// 1 waiting.
+    async fn three_steps(store: &SharedStore) {
         store.import(&specs("align", 5), T0).await.unwrap();
         store.import(&specs("call", 3), T0 + 100).await.unwrap();
         let mut dep = TaskSpec::new("joint", "s00000", "true");
         dep.depends_on = vec!["call".into()];
         store.import(&[dep], T0).await.unwrap();
-        let c = claim(&store, "align", "w", T0 + 200).await;
-        finish(&store, &c.lease(), Outcome::Succeeded, "w", 0, T0 + 300)
+        let c = claim(store, "align", "w", T0 + 200).await;
+        finish(store, &c.lease(), Outcome::Succeeded, "w", 0, T0 + 300)
             .await
             .unwrap();
-        claim(&store, "align", "w", T0 + 400).await;
+        claim(store, "align", "w", T0 + 400).await;
         store.cancel("align", "s00004", T0 + 500).await.unwrap();
+    }
+
+    pub async fn counts_are_per_step_and_state(store: SharedStore) {
+        three_steps(&store).await;
         let a = store.counts("align").await.unwrap();
         assert_eq!(a.step, "align");
         assert_eq!(
@@ -535,6 +541,49 @@ mod cases {
         let none = store.counts("nothing").await.unwrap();
         assert_eq!(none.total(), 0);
         assert_eq!(store.steps().await.unwrap(), vec!["align", "call", "joint"]);
+    }
+
+    /// A pass's counts of several steps are each step's exact counts (without the oldest
+    /// pending task, read on its own), in the order asked, zero for a step without tasks.
+    pub async fn pass_counts_are_each_steps_counts(store: SharedStore) {
+        three_steps(&store).await;
+        let mut low = TaskSpec::new("call", "low", "true");
+        low.priority = -3;
+        store.import(&[low], T0 + 50).await.unwrap();
+        let c = claim(&store, "align", "w", T0 + 600).await;
+        finish(
+            &store,
+            &c.lease(),
+            Outcome::FailedPermanently,
+            "w",
+            1,
+            T0 + 700,
+        )
+        .await
+        .unwrap();
+        let steps: Vec<String> = ["joint", "nothing", "align", "call"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let all = store.pass_counts(&steps).await.unwrap();
+        assert_eq!(all.len(), 4);
+        for (step, got) in steps.iter().zip(&all) {
+            let mut exact = store.counts(step).await.unwrap();
+            exact.oldest_pending_at = None;
+            assert_eq!(got, &exact, "{step}");
+        }
+        let a = &all[2];
+        assert_eq!(
+            (a.pending, a.running, a.succeeded, a.failed, a.cancelled),
+            (1, 1, 1, 1, 1)
+        );
+        assert_eq!((all[0].waiting, all[1].total()), (1, 0));
+        assert!(store.pass_counts(&[]).await.unwrap().is_empty());
+        // The oldest pending task, on its own: across priorities, none when none is pending.
+        assert_eq!(store.oldest_pending("call").await.unwrap(), Some(T0 + 50));
+        assert_eq!(store.oldest_pending("align").await.unwrap(), Some(T0));
+        assert_eq!(store.oldest_pending("joint").await.unwrap(), None);
+        assert_eq!(store.oldest_pending("nothing").await.unwrap(), None);
     }
 
     pub async fn backlog_is_counted_up_to_the_limit(store: SharedStore) {
@@ -989,6 +1038,7 @@ conformance!(
     failed_attempts_retry_until_max,
     release_hands_back_without_counting,
     counts_are_per_step_and_state,
+    pass_counts_are_each_steps_counts,
     backlog_is_counted_up_to_the_limit,
     import_is_idempotent,
     spec_fields_round_trip,

@@ -17,11 +17,15 @@ use anamo::controller::status::Role;
 use anamo::controller::{Controller, ControllerConfig, PassReport};
 use anamo::manifest::{self, FleetManifest};
 use anamo::metrics::Metrics;
-use anamo::model::{ClaimRequest, StopReason, TaskSpec, TaskState, WorkerInfo, WorkerState};
+use anamo::model::{
+    ClaimRequest, Completion, Outcome, RetryDelay, StopReason, TaskResult, TaskSpec, TaskState,
+    WorkerInfo, WorkerState,
+};
 use anamo::planner::{ConditionStatus, ConditionType};
 use anamo::provider::fake::{Call, FakeProvider};
 use anamo::provider::fault::{FaultInjecting, Hold, Op};
 use anamo::provider::{FleetProvider, ProviderError};
+use anamo::store::instrumented::InstrumentedStore;
 use anamo::store::sqlite::SqliteStore;
 use anamo::store::{RequestRecorder, SharedStore};
 
@@ -395,19 +399,103 @@ async fn observing_reads_the_workers_and_the_intents_once_for_every_fleet() {
     w.import("b", 5).await;
     let yaml = format!("{}---\n{}", fleet_yaml("a", 4, ""), fleet_yaml("b", 4, ""));
     let mut c = w.controller(&yaml, |_| {});
-    // The first dry run: the counts and the recent run times of `a` and of `b`, every
-    // worker, the launch intents.
+    // The first dry run: the counts of `a` and of `b`, their oldest pending tasks (tasks
+    // pending, none running: what `Stalled` looks at), every worker, the launch intents. No
+    // run times: nothing succeeded.
     let before = w.requests.total();
     let plan = c.dry_run().await;
     assert_eq!(w.requests.total() - before, 6);
     let pending: Vec<u64> = plan.fleets.iter().map(|f| f.status.pending_tasks).collect();
     assert_eq!(pending, [3, 5]);
-    // Intents are read once per controller (until it becomes the leader again); from the
-    // second pass on, each step's tasks finished since the previous pass are counted too
-    // (the arrival estimate).
+    // Intents are read once per controller (until it becomes the leader again), an oldest
+    // pending time is kept for a minute, and the tasks finished since the previous pass
+    // come from the counts: the counts and the workers.
     let before = w.requests.total();
     c.dry_run().await;
-    assert_eq!(w.requests.total() - before, 7);
+    assert_eq!(w.requests.total() - before, 3);
+    // Once a task succeeded, its step's run times are read, once.
+    let req = ClaimRequest {
+        step: "b".into(),
+        owner: "w".into(),
+        ttl_ms: 30_000,
+    };
+    let claim = w.store.claim(&req, T0).await.unwrap().unwrap();
+    let done = Completion {
+        outcome: Outcome::Succeeded,
+        result: TaskResult {
+            exit_code: Some(0),
+            duration_ms: 5,
+            worker_id: "w".into(),
+            ..Default::default()
+        },
+        retry_delay: None,
+    };
+    w.store.complete(&claim.lease(), &done, T0).await.unwrap();
+    for reads in [4, 3] {
+        let before = w.requests.total();
+        c.dry_run().await;
+        assert_eq!(w.requests.total() - before, reads);
+    }
+}
+
+/// Housekeeping costs what changed: once every step was housekept in full (two steps per
+/// pass), a pass looks at a step's retries only while its counts show a retrying task, and
+/// at every step again once the full-housekeeping period (10 minutes) is over.
+#[tokio::test]
+async fn housekeeping_follows_the_counts() {
+    let w = World::new();
+    for step in ["a", "b", "c"] {
+        w.import(step, 2).await;
+    }
+    let store = InstrumentedStore::wrap(w.store.clone(), &w.metrics);
+    let set = manifest::parse_str(&fleet_yaml("a", 2, ""), "test.yaml").unwrap();
+    let mut c = w.controller_on(store, ManifestSource::fixed(set), |_| {});
+    let retry_due = || {
+        w.metrics
+            .store_requests
+            .with_label_values(&["retry_due"])
+            .get()
+    };
+    let mut looked = Vec::new();
+    for _ in 0..3 {
+        let before = retry_due();
+        c.reconcile_once().await;
+        looked.push(retry_due() - before);
+        w.clock.advance(Duration::from_secs(10));
+    }
+    assert_eq!(looked, [2, 1, 0], "two steps in full per pass, then none");
+    let req = ClaimRequest {
+        step: "b".into(),
+        owner: "w".into(),
+        ttl_ms: 30_000,
+    };
+    let claim = w.store.claim(&req, w.clock.now()).await.unwrap().unwrap();
+    let failed = Completion {
+        outcome: Outcome::Failed,
+        result: TaskResult {
+            exit_code: Some(1),
+            worker_id: "w".into(),
+            ..Default::default()
+        },
+        retry_delay: Some(RetryDelay {
+            initial_ms: 60_000,
+            max_ms: 60_000,
+        }),
+    };
+    let lease = claim.lease();
+    let state = w.store.complete(&lease, &failed, w.clock.now()).await;
+    assert_eq!(state.unwrap(), TaskState::Retrying);
+    let before = retry_due();
+    c.reconcile_once().await;
+    assert_eq!(retry_due() - before, 1, "the step with a retrying task");
+    w.clock.advance(Duration::from_secs(600));
+    let before = retry_due();
+    c.reconcile_once().await;
+    assert_eq!(
+        retry_due() - before,
+        2,
+        "the period is over: two steps in full again"
+    );
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ mod graph;
 pub mod interruptions;
 mod leadership;
 mod observe;
+mod pass_reads;
 mod progress;
 pub mod providers;
 mod publish;
@@ -109,6 +110,8 @@ struct FleetMemory {
     interruptions: interruptions::InterruptionTally,
     /// The step's arrivals inferred pass by pass, for the planner's arrival estimate.
     arrivals: crate::planner::estimate::ArrivalLog,
+    /// What the passes read of the step's store, kept to read less the next pass.
+    reads: pass_reads::StepMemory,
 }
 
 /// Outcome of one pass, for tests and `anamo up`.
@@ -134,6 +137,8 @@ pub struct Controller {
     /// A write of this pass was refused: another controller leads now.
     deposed: AtomicBool,
     census: Census,
+    /// When each step was last housekept in full (whatever its counts said).
+    sweeps: pass_reads::Sweeps,
     /// The pipeline graph this controller last wrote to the store.
     published_graph: Option<crate::pipeline::Graph>,
     cost: cost::CostState,
@@ -170,6 +175,7 @@ impl Controller {
             token: None,
             deposed: AtomicBool::new(false),
             census,
+            sweeps: Default::default(),
             published_graph: None,
             cost: cost::CostState::default(),
         }
@@ -244,13 +250,16 @@ impl Controller {
         if self.is_deposed() {
             return self.stop_deposed(errors);
         }
-        let (steps, steps_listed) = self.housekeep(&fleets, &graph, now, &mut errors).await;
+        let kept = self.housekeep(&fleets, &graph, now, &mut errors).await;
+        let (steps, steps_listed) = (kept.steps, kept.listed);
         if self.is_deposed() {
             return self.stop_deposed(errors);
         }
         let names: Vec<&str> = fleets.iter().map(|f| f.name()).collect();
         self.providers.retain(&names).await;
-        let (observed, mut input) = self.observe_and_note(&fleets, now, &mut errors).await;
+        let (observed, mut input) = self
+            .observe_and_note(&fleets, now, kept.counts, &mut errors)
+            .await;
         self.account(&observed, now).await;
         self.spend_into(&mut input);
         let plan = planner::plan(&input, now);
@@ -327,11 +336,12 @@ impl Controller {
         &mut self,
         fleets: &[FleetManifest],
         now: Millis,
+        counts: Option<observe::Counted>,
         errors: &mut Vec<ControllerError>,
     ) -> (Vec<Observed>, PlanInput) {
         let mut observed = Vec::new();
         let mut input = PlanInput::default();
-        for (obs, fin) in self.observe(fleets, now).await {
+        for (obs, fin) in self.observe(fleets, now, counts).await {
             if let Some(source) = &obs.error {
                 let fleet = obs.fleet.name().to_string();
                 let source = source.clone();
@@ -397,7 +407,7 @@ impl Controller {
         let now = self.clock.now();
         let fleets = self.fleets_in_order();
         let mut input = PlanInput::default();
-        for (_, fin) in self.observe(&fleets, now).await {
+        for (_, fin) in self.observe(&fleets, now, None).await {
             input.fleets.push(fin);
         }
         planner::plan(&input, now)

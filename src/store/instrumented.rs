@@ -21,7 +21,7 @@ use crate::model::{
 };
 
 /// Every operation label this decorator emits (the trait's async methods).
-pub const OPERATIONS: [&str; 30] = [
+pub const OPERATIONS: [&str; 32] = [
     "create_schema",
     "delete_schema",
     "import",
@@ -38,6 +38,8 @@ pub const OPERATIONS: [&str; 30] = [
     "list",
     "counts",
     "backlog",
+    "pass_counts",
+    "oldest_pending",
     "steps",
     "count_finished_since",
     "recent_run_times",
@@ -210,6 +212,16 @@ impl TaskStore for InstrumentedStore {
 
     async fn backlog(&self, step: &str, pending_limit: u64) -> Result<Backlog> {
         self.observe("backlog", self.inner.backlog(step, pending_limit))
+            .await
+    }
+
+    async fn pass_counts(&self, steps: &[String]) -> Result<Vec<StepCounts>> {
+        self.observe("pass_counts", self.inner.pass_counts(steps))
+            .await
+    }
+
+    async fn oldest_pending(&self, step: &str) -> Result<Option<Millis>> {
+        self.observe("oldest_pending", self.inner.oldest_pending(step))
             .await
     }
 
@@ -548,6 +560,8 @@ mod tests {
         s.list(&TaskFilter::default()).await.unwrap();
         s.counts("align").await.unwrap();
         s.backlog("align", 10).await.unwrap();
+        s.pass_counts(&["align".to_string()]).await.unwrap();
+        s.oldest_pending("align").await.unwrap();
         s.steps().await.unwrap();
         s.count_finished_since("align", 0).await.unwrap();
         s.recent_run_times("align", 4).await.unwrap();

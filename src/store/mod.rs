@@ -282,6 +282,24 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     /// there are more), its running tasks, and its oldest pending task: what a reconcile pass
     /// needs, at a cost bounded by the limit rather than by the backlog.
     async fn backlog(&self, step: &str, pending_limit: u64) -> Result<Backlog>;
+    /// The counts by state of each of `steps` (in that order) as cheaply as the store keeps
+    /// them, for a reconcile pass; `oldest_pending_at` is left out ([`Self::oldest_pending`]).
+    /// DynamoDB reads its per-shard counter items, every step's together (100 per
+    /// BatchGetItem), never recounting here: they may lag a worker's batched deltas by about
+    /// a second and drift until the next recount. Others: [`Self::counts`] of each step.
+    async fn pass_counts(&self, steps: &[String]) -> Result<Vec<StepCounts>> {
+        let mut out = Vec::with_capacity(steps.len());
+        for step in steps {
+            let mut c = self.counts(step).await?;
+            c.oldest_pending_at = None;
+            out.push(c);
+        }
+        Ok(out)
+    }
+    /// When the longest-waiting pending task of `step` became pending (`None`: none is).
+    async fn oldest_pending(&self, step: &str) -> Result<Option<Millis>> {
+        Ok(self.counts(step).await?.oldest_pending_at)
+    }
     /// Every step that has tasks.
     async fn steps(&self) -> Result<Vec<String>>;
     /// Tasks of `step` that reached succeeded or failed at or after `since` (throughput).

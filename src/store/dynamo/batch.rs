@@ -38,9 +38,29 @@ impl DynamoStore {
         keys: Vec<Item>,
         projection: Option<&[&str]>,
     ) -> Result<Vec<Item>> {
+        self.batch_get_read(op, keys, projection, true).await
+    }
+
+    /// [`Self::batch_get`] with eventually consistent reads (half the read units; a write of
+    /// the last second may not be seen yet).
+    pub(crate) async fn batch_get_eventually(
+        &self,
+        op: &str,
+        keys: Vec<Item>,
+    ) -> Result<Vec<Item>> {
+        self.batch_get_read(op, keys, None, false).await
+    }
+
+    async fn batch_get_read(
+        &self,
+        op: &str,
+        keys: Vec<Item>,
+        projection: Option<&[&str]>,
+        consistent: bool,
+    ) -> Result<Vec<Item>> {
         let chunks: Vec<Vec<Item>> = keys.chunks(GET_BATCH).map(<[Item]>::to_vec).collect();
         let pages: Vec<Vec<Item>> = futures::stream::iter(chunks)
-            .map(|chunk| self.batch_get_chunk(op, chunk, projection))
+            .map(|chunk| self.batch_get_chunk(op, chunk, projection, consistent))
             .buffer_unordered(CONCURRENCY)
             .try_collect()
             .await?;
@@ -52,13 +72,14 @@ impl DynamoStore {
         op: &str,
         mut keys: Vec<Item>,
         projection: Option<&[&str]>,
+        consistent: bool,
     ) -> Result<Vec<Item>> {
         let mut found = Vec::new();
         let mut attempt = 0;
         while !keys.is_empty() {
             let mut request = KeysAndAttributes::builder()
                 .set_keys(Some(std::mem::take(&mut keys)))
-                .consistent_read(true);
+                .consistent_read(consistent);
             if let Some(attrs) = projection {
                 let (expr, names) = super::projection(attrs);
                 request = request

@@ -509,6 +509,14 @@ impl TaskStore for DynamoStore {
         reads::backlog(self, step, pending_limit).await
     }
 
+    async fn pass_counts(&self, steps: &[String]) -> Result<Vec<StepCounts>> {
+        counters::pass_counts(self, steps).await
+    }
+
+    async fn oldest_pending(&self, step: &str) -> Result<Option<Millis>> {
+        self.read_oldest_pending(step).await
+    }
+
     async fn count_finished_since(&self, step: &str, since: Millis) -> Result<u64> {
         reads::count_finished_since(self, step, since).await
     }

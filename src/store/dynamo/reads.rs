@@ -13,7 +13,7 @@ use crate::store::{Result, StoreError, TaskStore};
 
 impl DynamoStore {
     /// When the longest-waiting pending task became pending (the oldest of every shard's).
-    pub(super) async fn oldest_pending(&self, step: &str) -> Result<Option<Millis>> {
+    pub(super) async fn read_oldest_pending(&self, step: &str) -> Result<Option<Millis>> {
         let shards = self.state_pks(step, TaskState::Pending).await?;
         let per_shard =
             futures::future::try_join_all(shards.iter().map(|pk| self.oldest_in(pk))).await?;
@@ -171,7 +171,7 @@ pub(super) async fn backlog(
             )
             .await?;
         let oldest = if pending > 0 {
-            store.oldest_pending(step).await?
+            store.read_oldest_pending(step).await?
         } else {
             None
         };
