@@ -6,6 +6,8 @@
 //! * `step_ids`: one Query per state and shard of the step's `S#step#state#shard` index
 //!   partitions, projected
 //!   to `id` and `state` (never specs or log tails), filtered by the id prefix.
+//! * `entered_since`: one Query per shard of a final state's `S#step#state#shard` partitions
+//!   for the sort keys from `{since:013}` on, projected to `id`, `updated_at` and `reason`.
 //! * `settle_waiting` / `hold_back`: one UpdateItem conditional on the task's state.
 
 use std::collections::HashMap;
@@ -18,7 +20,7 @@ use super::layout::TaskKeys;
 use super::DynamoStore;
 use crate::clock::Millis;
 use crate::model::TaskState;
-use crate::store::Result;
+use crate::store::{Entered, Result};
 
 pub(super) async fn task_states(
     store: &DynamoStore,
@@ -94,6 +96,76 @@ async fn state_ids(store: &DynamoStore, partition: &str, prefix: &str) -> Result
         match out.last_evaluated_key.filter(|k| !k.is_empty()) {
             Some(k) => start = Some(k),
             None => return Ok(ids),
+        }
+    }
+}
+
+pub(super) async fn entered_since(
+    store: &DynamoStore,
+    step: &str,
+    state: TaskState,
+    since: Millis,
+) -> Result<Vec<Entered>> {
+    if !state.is_final() {
+        return Err(Entered::not_final(state));
+    }
+    let mut out = Vec::new();
+    for pk in store.state_pks(step, state).await? {
+        entered_in(store, &pk, since, &mut out).await?;
+    }
+    out.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+    Ok(out)
+}
+
+/// The entries of one final-state partition whose sort key (`{updated_at:013}#{id}`) is from
+/// `since` on (every page).
+async fn entered_in(
+    store: &DynamoStore,
+    partition: &str,
+    since: Millis,
+    out: &mut Vec<Entered>,
+) -> Result<()> {
+    const OP: &str = "entered since";
+    let names = HashMap::from([
+        ("#gpk".to_string(), INDEX_PK.to_string()),
+        ("#gsk".to_string(), INDEX_SK.to_string()),
+        ("#id".to_string(), ID.to_string()),
+        ("#at".to_string(), UPDATED_AT.to_string()),
+        ("#why".to_string(), REASON.to_string()),
+    ]);
+    let values = HashMap::from([
+        (":gpk".to_string(), s(partition)),
+        (":from".to_string(), s(ts13(since.max(0)))),
+    ]);
+    let mut start = None;
+    loop {
+        store.mix.add(&format!("{OP} query"));
+        let page = store
+            .client
+            .query()
+            .table_name(&store.table)
+            .index_name(INDEX)
+            .key_condition_expression("#gpk = :gpk AND #gsk >= :from")
+            .projection_expression("#id, #at, #why")
+            .set_expression_attribute_names(Some(names.clone()))
+            .set_expression_attribute_values(Some(values.clone()))
+            .set_exclusive_start_key(start)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| store.err(OP, e))?;
+        store.consumed(page.consumed_capacity(), false);
+        for item in page.items.unwrap_or_default() {
+            let r = Reader::new(OP, &item);
+            out.push(Entered {
+                id: r.s(ID)?,
+                at: r.n(UPDATED_AT)?,
+                reason: r.opt_s(REASON)?,
+            });
+        }
+        match page.last_evaluated_key.filter(|k| !k.is_empty()) {
+            Some(k) => start = Some(k),
+            None => return Ok(()),
         }
     }
 }
