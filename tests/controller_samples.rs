@@ -214,3 +214,140 @@ async fn changes_reach_the_view_at_the_next_refresh_or_the_full_read(h: Harness)
 }
 
 on_both_stores!(changes_reach_the_view_at_the_next_refresh_or_the_full_read);
+
+/// Side by side at scale (`ANAMO_REFRESH_TASKS`, default 100,000, over 10 steps; DynamoDB
+/// Local with `ANAMO_TEST_DYNAMO_SHARDS=8`; ignored: the import alone takes minutes): each
+/// round makes `ANAMO_REFRESH_CHANGES` (default 1,000) tasks of the first two steps run to the
+/// end (one in 50 fails), then reads the per-sample view and failed tasks as `main` did
+/// (`read_failed` + `steps_matrix`: every task) and incrementally (`Tallies::refresh`), and
+/// prints the time and requests of each beside the steps' counters. Both must agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement: run with --run-ignored only on DynamoDB Local"]
+async fn refresh_cost_side_by_side() {
+    use anamo::controller::failures::read_failed;
+    use anamo::controller::sample_census::{RefreshInput, Tallies};
+    use anamo::controller::status::step_report;
+    use anamo::store::graph::{empty_graph, get_graph};
+    use anamo::store::samples::steps_matrix;
+    use std::time::Instant;
+
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (n, changes) = (
+        env("ANAMO_REFRESH_TASKS", 100_000),
+        env("ANAMO_REFRESH_CHANGES", 1_000),
+    );
+    let h = Harness::dynamo()
+        .await
+        .expect("DynamoDB Local (scripts/test-services run)");
+    let store = h.store.clone();
+    let steps: Vec<String> = (0..10).map(|i| format!("s{i:02}")).collect();
+    let started = Instant::now();
+    for step in &steps {
+        let tasks: Vec<TaskSpec> = (0..n / steps.len())
+            .map(|i| TaskSpec::new(step.as_str(), format!("NA{i:06}"), "true"))
+            .collect();
+        for chunk in tasks.chunks(5_000) {
+            store.import(chunk, T0).await.unwrap();
+        }
+    }
+    println!(
+        "import of {n} tasks: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut tallies = Tallies::default();
+    let mut now = T0 + 1_000;
+    for round in 0..4 {
+        if round > 0 {
+            finish(&store, &steps[..2], changes, now).await;
+        }
+        now += 30_000;
+        let before = h.requests.total();
+        let t = Instant::now();
+        let mut counts = std::collections::HashMap::new();
+        for step in &steps {
+            let r = step_report(&store, step, now).await.unwrap();
+            counts.insert(step.clone(), r.counts);
+        }
+        let (counters_ms, counters_req) = (t.elapsed().as_millis(), h.requests.total() - before);
+
+        let before = h.requests.total();
+        let t = Instant::now();
+        let graph = get_graph(store.as_ref())
+            .await
+            .unwrap()
+            .unwrap_or_else(empty_graph);
+        let old_failed = read_failed(store.as_ref(), &graph, &steps).await.unwrap();
+        let with_tasks = store.steps().await.unwrap();
+        let old = steps_matrix(store.as_ref(), &graph, with_tasks.clone())
+            .await
+            .unwrap();
+        let (old_ms, old_req) = (t.elapsed().as_millis(), h.requests.total() - before);
+
+        let before = h.requests.total();
+        let t = Instant::now();
+        let graph = get_graph(store.as_ref())
+            .await
+            .unwrap()
+            .unwrap_or_else(empty_graph);
+        let with_tasks = store.steps().await.unwrap();
+        let input = RefreshInput {
+            graph: &graph,
+            with_tasks: &with_tasks,
+            counts: &counts,
+            now,
+        };
+        tallies.refresh(store.as_ref(), &input).await.unwrap();
+        let (matrix, failed) = (tallies.matrix(&graph, &with_tasks), tallies.failed(&steps));
+        let (new_ms, new_req) = (t.elapsed().as_millis(), h.requests.total() - before);
+        println!(
+            "round {round}: counters+throughput {counters_ms} ms {counters_req} req | samples+failed: \
+             every task {old_ms} ms {old_req} req, incremental {new_ms} ms {new_req} req"
+        );
+        assert_eq!(matrix, old, "round {round}");
+        assert_eq!(failed, old_failed, "round {round}");
+    }
+}
+
+/// Runs `changes` pending tasks of `steps` (in turn) to the end at `now`; one in 50 fails.
+async fn finish(store: &SharedStore, steps: &[String], changes: usize, now: i64) {
+    use futures::StreamExt;
+    let per_step = changes / steps.len();
+    for step in steps {
+        let req = ClaimRequest {
+            step: step.clone(),
+            owner: "w".into(),
+            ttl_ms: 600_000,
+        };
+        let mut claims = Vec::new();
+        while claims.len() < per_step {
+            let batch = store
+                .claim_batch(&req, per_step - claims.len(), now)
+                .await
+                .unwrap();
+            assert!(!batch.is_empty(), "{step} has pending tasks left");
+            claims.extend(batch);
+        }
+        futures::stream::iter(claims.into_iter().enumerate())
+            .map(|(i, c)| async move {
+                let outcome = if i % 50 == 0 {
+                    Outcome::FailedPermanently
+                } else {
+                    Outcome::Succeeded
+                };
+                let done = Completion {
+                    retry_delay: None,
+                    outcome,
+                    result: TaskResult::default(),
+                };
+                store.complete(&c.lease(), &done, now).await.unwrap();
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+    }
+}

@@ -23,7 +23,7 @@ mod progress;
 pub mod providers;
 mod publish;
 pub mod reload;
-mod sample_census;
+pub mod sample_census;
 pub mod status;
 pub mod tally;
 

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 
 use super::failures::{newest_first, FailedTasks};
 use super::tally::{Changes, ChangesPlan, FullRead, Refresh, StepTally, FINALS, UNFINISHED};
@@ -21,16 +21,16 @@ use crate::clock::Millis;
 use crate::model::StepCounts;
 use crate::pipeline::matrix::{self, SampleMatrix};
 use crate::pipeline::Graph;
-use crate::store::{Result, TaskStore};
+use crate::store::{Result, StoreError, TaskStore};
 
 /// Every step's view kept between refreshes.
 #[derive(Debug, Default)]
-pub(super) struct Tallies {
+pub struct Tallies {
     steps: HashMap<String, StepTally>,
 }
 
 /// One refresh's inputs.
-pub(super) struct RefreshInput<'a> {
+pub struct RefreshInput<'a> {
     pub graph: &'a Graph,
     /// Every step that has tasks.
     pub with_tasks: &'a [String],
@@ -42,11 +42,7 @@ pub(super) struct RefreshInput<'a> {
 impl Tallies {
     /// Brings every step with tasks up to date. A step that cannot be read is dropped (read
     /// whole next time) and the first error returned; the others keep their progress.
-    pub(super) async fn refresh(
-        &mut self,
-        store: &dyn TaskStore,
-        at: &RefreshInput<'_>,
-    ) -> Result<()> {
+    pub async fn refresh(&mut self, store: &dyn TaskStore, at: &RefreshInput<'_>) -> Result<()> {
         let mut kept = std::mem::take(&mut self.steps);
         // Collected (and boxed) first: a spawned count's future must not hold the closure.
         let reads: Vec<_> = at
@@ -76,7 +72,7 @@ impl Tallies {
     }
 
     /// The per-sample matrix of the steps with tasks, as last refreshed.
-    pub(super) fn matrix(&self, graph: &Graph, with_tasks: &[String]) -> SampleMatrix {
+    pub fn matrix(&self, graph: &Graph, with_tasks: &[String]) -> SampleMatrix {
         let steps = with_tasks
             .iter()
             .filter_map(|step| {
@@ -89,7 +85,7 @@ impl Tallies {
     }
 
     /// The failed tasks of `steps`.
-    pub(super) fn failed(&self, steps: &[String]) -> FailedTasks {
+    pub fn failed(&self, steps: &[String]) -> FailedTasks {
         let mut out = FailedTasks::default();
         for t in steps.iter().filter_map(|s| self.steps.get(s)) {
             let (total, dependency, newest) = t.failed();
@@ -123,10 +119,14 @@ async fn refresh_step(
             StepTally::from_full(at.graph, step, read, counts, at.now)
         }
     };
-    let mut tasks = Vec::with_capacity(fetch.len());
-    for id in fetch {
-        tasks.extend(store.get(step, &id).await?);
-    }
+    let gets: Vec<_> = fetch.iter().map(|id| store.get(step, id).boxed()).collect();
+    let tasks: Vec<_> = futures::stream::iter(gets)
+        .buffer_unordered(OBSERVE_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
     tally.add_failed(at.graph, &tasks);
     Ok(tally)
 }
@@ -140,18 +140,30 @@ async fn read_full(store: &dyn TaskStore, step: &str) -> Result<FullRead> {
     Ok(FullRead { unfinished, finals })
 }
 
+/// The reads of `plan`, the states at once.
 async fn read_changes(store: &dyn TaskStore, step: &str, plan: &ChangesPlan) -> Result<Changes> {
-    let mut changes = Changes::default();
-    for &s in &plan.live {
-        let ids = store.step_ids(step, &[s], "").await?;
-        changes
-            .live
-            .push((s, ids.into_iter().map(|(id, _)| id).collect()));
-    }
-    for &(s, since) in &plan.finals {
-        changes
-            .finals
-            .push((s, store.entered_since(step, s, since).await?));
-    }
-    Ok(changes)
+    let live: Vec<_> = plan
+        .live
+        .iter()
+        .map(|&s| {
+            async move {
+                let ids = store.step_ids(step, &[s], "").await?;
+                Ok::<_, StoreError>((s, ids.into_iter().map(|(id, _)| id).collect()))
+            }
+            .boxed()
+        })
+        .collect();
+    let finals: Vec<_> = plan
+        .finals
+        .iter()
+        .map(|&(s, since)| {
+            async move { Ok((s, store.entered_since(step, s, since).await?)) }.boxed()
+        })
+        .collect();
+    let (live, finals) = futures::future::try_join(
+        futures::future::try_join_all(live),
+        futures::future::try_join_all(finals),
+    )
+    .await?;
+    Ok(Changes { live, finals })
 }

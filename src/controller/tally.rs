@@ -65,33 +65,37 @@ pub const UNFINISHED: [TaskState; 5] = [
     TaskState::Held,
 ];
 
+/// The states a [`Cell`] counts itself, in its order ([`FINALS`] then [`LIVE`]).
+const KNOWN: [TaskState; 6] = [FINALS[0], FINALS[1], FINALS[2], LIVE[0], LIVE[1], LIVE[2]];
+
+/// Where a [`Cell`] counts `s` (a state of [`KNOWN`]).
 fn slot(s: TaskState) -> usize {
-    TaskState::ALL.iter().position(|x| *x == s).unwrap_or(0)
+    KNOWN.iter().position(|x| *x == s).unwrap_or(0)
 }
 
-/// One sample's tasks of one step.
+/// One sample's tasks of one step: 32 bytes besides its key (32 bits a count).
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Cell {
     /// Its tasks at the last full read.
-    total: u64,
+    total: u32,
     /// Of them, waiting then: how the waiting-or-pending rest is split.
-    waiting_at_read: u64,
+    waiting_at_read: u32,
     /// By [`slot`]: the final and live states (waiting and pending are the rest).
-    known: [u64; 8],
+    known: [u32; 6],
 }
 
 impl Cell {
     fn counts(&self) -> StateCounts {
         let mut out = StateCounts::new();
-        let mut known = 0;
-        for s in FINALS.into_iter().chain(LIVE) {
-            known += self.known[slot(s)];
-            out.insert(s, self.known[slot(s)]);
+        let mut known = 0u32;
+        for (s, n) in KNOWN.into_iter().zip(self.known) {
+            known = known.saturating_add(n);
+            out.insert(s, u64::from(n));
         }
         let queued = self.total.saturating_sub(known);
         let waiting = queued.min(self.waiting_at_read);
-        out.insert(TaskState::Waiting, waiting);
-        out.insert(TaskState::Pending, queued - waiting);
+        out.insert(TaskState::Waiting, u64::from(waiting));
+        out.insert(TaskState::Pending, u64::from(queued - waiting));
         out.retain(|_, n| *n > 0);
         out
     }
@@ -175,6 +179,9 @@ pub struct StepTally {
     read_at: Millis,
     /// Its counters at the last refresh.
     counts: Option<StepCounts>,
+    /// The final states whose count changed at the last refresh: read again at the next one,
+    /// for the entries the index shows after their counter (it is updated asynchronously).
+    read_again: Vec<TaskState>,
 }
 
 /// Whether the counters show a change no "entered since" read sees: tasks added or deleted
@@ -196,20 +203,22 @@ impl StepTally {
         let mut t = StepTally {
             read_at: now,
             counts,
+            read_again: FINALS.to_vec(),
             ..Default::default()
         };
         for (id, state) in read.unfinished {
             let cell = t.cell(graph, step, &id);
-            cell.total += 1;
+            cell.total = cell.total.saturating_add(1);
             match state {
-                TaskState::Waiting => cell.waiting_at_read += 1,
+                TaskState::Waiting => cell.waiting_at_read = cell.waiting_at_read.saturating_add(1),
                 TaskState::Pending => {}
-                s => cell.known[slot(s)] += 1,
+                s => cell.known[slot(s)] = cell.known[slot(s)].saturating_add(1),
             }
         }
         for (_, entries) in &read.finals {
             for e in entries {
-                t.cell(graph, step, &e.id).total += 1;
+                let cell = t.cell(graph, step, &e.id);
+                cell.total = cell.total.saturating_add(1);
             }
         }
         let fetch = t.merge_finals(graph, step, read.finals);
@@ -238,7 +247,10 @@ impl StepTally {
         let finals = FINALS
             .into_iter()
             .zip(&self.marks)
-            .filter(|(s, _)| both.is_none_or(|(before, now)| before.get(*s) != now.get(*s)))
+            .filter(|(s, _)| {
+                self.read_again.contains(s)
+                    || both.is_none_or(|(before, now)| before.get(*s) != now.get(*s))
+            })
             .map(|(s, m)| (s, m.since()))
             .collect();
         Refresh::Changes(ChangesPlan { live, finals })
@@ -260,9 +272,17 @@ impl StepTally {
         }
         for (s, ids) in changes.live {
             for id in ids {
-                self.cell(graph, step, &id).known[slot(s)] += 1;
+                let n = &mut self.cell(graph, step, &id).known[slot(s)];
+                *n = n.saturating_add(1);
             }
         }
+        self.read_again = FINALS
+            .into_iter()
+            .filter(|&s| match (&self.counts, &counts) {
+                (Some(before), Some(now)) => before.get(s) != now.get(s),
+                _ => true,
+            })
+            .collect();
         self.counts = counts;
         self.merge_finals(graph, step, changes.finals)
     }
@@ -284,7 +304,8 @@ impl StepTally {
                 if !self.marks[at].admit(&e) {
                     continue;
                 }
-                self.cell(graph, step, &e.id).known[slot(state)] += 1;
+                let n = &mut self.cell(graph, step, &e.id).known[slot(state)];
+                *n = n.saturating_add(1);
                 if state == TaskState::Failed {
                     if e.reason.as_deref().is_some_and(is_dependency_reason) {
                         self.dependency_failed += 1;
@@ -320,7 +341,7 @@ impl StepTally {
         let total = self
             .cells
             .values()
-            .map(|c| c.known[slot(TaskState::Failed)])
+            .map(|c| u64::from(c.known[slot(TaskState::Failed)]))
             .sum();
         (total, self.dependency_failed, &self.newest_failed)
     }

@@ -132,6 +132,13 @@ fn counters_decide_what_is_read_and_when_all_is_read_again() {
     let mut t = first_read();
     let before = counts(&[(Waiting, 2), (Pending, 2), (Running, 1), (Succeeded, 1)]);
     t.apply(&graph(), "call", Changes::default(), Some(before.clone()));
+    // Read again at the refresh after a change (the index may show an entry after its
+    // counter): every final state after the first counters.
+    let Refresh::Changes(plan) = t.plan(Some(&before), T + 1) else {
+        panic!("no full read is due");
+    };
+    assert_eq!(plan.finals.len(), 3, "{plan:?}");
+    t.apply(&graph(), "call", Changes::default(), Some(before.clone()));
     // One completion: succeeded read from the margin, running not read (none left).
     let after = counts(&[(Waiting, 2), (Pending, 2), (Succeeded, 2)]);
     assert_eq!(

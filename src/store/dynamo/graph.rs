@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{ReturnConsumedCapacity, Select};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 
 use super::expr::Expr;
 use super::items::*;
@@ -109,22 +110,27 @@ pub(super) async fn entered_since(
     if !state.is_final() {
         return Err(Entered::not_final(state));
     }
-    let mut out = Vec::new();
-    for pk in store.state_pks(step, state).await? {
-        entered_in(store, &pk, since, &mut out).await?;
-    }
+    let pks = store.state_pks(step, state).await?;
+    // The shards at once: a refresh waits for the slowest, not for their sum.
+    let reads: Vec<_> = pks
+        .iter()
+        .map(|pk| entered_in(store, pk, since).boxed())
+        .collect();
+    let mut out: Vec<Entered> = futures::stream::iter(reads)
+        .buffer_unordered(SHARDS_AT_ONCE)
+        .try_concat()
+        .await?;
     out.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
     Ok(out)
 }
 
+/// How many shards `entered_since` reads at once.
+const SHARDS_AT_ONCE: usize = 16;
+
 /// The entries of one final-state partition whose sort key (`{updated_at:013}#{id}`) is from
 /// `since` on (every page).
-async fn entered_in(
-    store: &DynamoStore,
-    partition: &str,
-    since: Millis,
-    out: &mut Vec<Entered>,
-) -> Result<()> {
+async fn entered_in(store: &DynamoStore, partition: &str, since: Millis) -> Result<Vec<Entered>> {
+    let mut out = Vec::new();
     const OP: &str = "entered since";
     let names = HashMap::from([
         ("#gpk".to_string(), INDEX_PK.to_string()),
@@ -165,7 +171,7 @@ async fn entered_in(
         }
         match page.last_evaluated_key.filter(|k| !k.is_empty()) {
             Some(k) => start = Some(k),
-            None => return Ok(()),
+            None => return Ok(out),
         }
     }
 }
