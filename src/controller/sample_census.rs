@@ -114,9 +114,10 @@ async fn refresh_step(
             let fetch = t.apply(at.graph, step, changes, counts);
             (t, fetch)
         }
-        _ => {
+        (_, old) => {
             let read = read_full(store, step).await?;
-            StepTally::from_full(at.graph, step, read, counts, at.now)
+            let before = old.as_ref().and_then(StepTally::last_counts);
+            StepTally::from_full(at.graph, step, read, (before, counts), at.now)
         }
     };
     let gets: Vec<_> = fetch.iter().map(|id| store.get(step, id).boxed()).collect();

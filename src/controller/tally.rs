@@ -184,6 +184,20 @@ pub struct StepTally {
     read_again: Vec<TaskState>,
 }
 
+/// The final states to read again at the next refresh: those whose count moved between
+/// `before` and `now` (all of them when the counters were not read; those with tasks when
+/// there were no counters before).
+fn changed_finals(before: Option<&StepCounts>, now: Option<&StepCounts>) -> Vec<TaskState> {
+    FINALS
+        .into_iter()
+        .filter(|&s| match (before, now) {
+            (Some(before), Some(now)) => before.get(s) != now.get(s),
+            (None, Some(now)) => now.get(s) > 0,
+            (_, None) => true,
+        })
+        .collect()
+}
+
 /// Whether the counters show a change no "entered since" read sees: tasks added or deleted
 /// (the total moved) or a task leaving a final state (its count went down).
 fn unseen_change(before: &StepCounts, now: &StepCounts) -> bool {
@@ -191,19 +205,20 @@ fn unseen_change(before: &StepCounts, now: &StepCounts) -> bool {
 }
 
 impl StepTally {
-    /// The view of a step read whole at `now`; returns it and the ids of the failed tasks
-    /// to get for the failed-tasks table ([`StepTally::add_failed`]).
+    /// The view of a step read whole at `now`, with its counters `counts` (and `before`, those
+    /// of the previous refresh); returns it and the ids of the failed tasks to get for the
+    /// failed-tasks table ([`StepTally::add_failed`]).
     pub fn from_full(
         graph: &Graph,
         step: &str,
         read: FullRead,
-        counts: Option<StepCounts>,
+        (before, counts): (Option<&StepCounts>, Option<StepCounts>),
         now: Millis,
     ) -> (StepTally, Vec<String>) {
         let mut t = StepTally {
             read_at: now,
+            read_again: changed_finals(before, counts.as_ref()),
             counts,
-            read_again: FINALS.to_vec(),
             ..Default::default()
         };
         for (id, state) in read.unfinished {
@@ -276,13 +291,7 @@ impl StepTally {
                 *n = n.saturating_add(1);
             }
         }
-        self.read_again = FINALS
-            .into_iter()
-            .filter(|&s| match (&self.counts, &counts) {
-                (Some(before), Some(now)) => before.get(s) != now.get(s),
-                _ => true,
-            })
-            .collect();
+        self.read_again = changed_finals(self.counts.as_ref(), counts.as_ref());
         self.counts = counts;
         self.merge_finals(graph, step, changes.finals)
     }
@@ -334,6 +343,11 @@ impl StepTally {
     /// The step's cells: sample (`None`: no sample) and its tasks by state.
     pub fn cells(&self) -> impl Iterator<Item = (Option<&str>, StateCounts)> {
         self.cells.iter().map(|(s, c)| (s.as_deref(), c.counts()))
+    }
+
+    /// The step's counters at the last refresh.
+    pub fn last_counts(&self) -> Option<&StepCounts> {
+        self.counts.as_ref()
     }
 
     /// Failed tasks: in all, failed because of a dependency, the newest own ones.
