@@ -224,11 +224,8 @@ on_both_stores!(changes_reach_the_view_at_the_next_refresh_or_the_full_read);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a measurement: run with --run-ignored only on DynamoDB Local"]
 async fn refresh_cost_side_by_side() {
-    use anamo::controller::failures::read_failed;
-    use anamo::controller::sample_census::{RefreshInput, Tallies};
+    use anamo::controller::sample_census::Tallies;
     use anamo::controller::status::step_report;
-    use anamo::store::graph::{empty_graph, get_graph};
-    use anamo::store::samples::steps_matrix;
     use std::time::Instant;
 
     let env = |name: &str, default: usize| {
@@ -275,42 +272,94 @@ async fn refresh_cost_side_by_side() {
         }
         let (counters_ms, counters_req) = (t.elapsed().as_millis(), h.requests.total() - before);
 
-        let before = h.requests.total();
-        let t = Instant::now();
-        let graph = get_graph(store.as_ref())
-            .await
-            .unwrap()
-            .unwrap_or_else(empty_graph);
-        let old_failed = read_failed(store.as_ref(), &graph, &steps).await.unwrap();
-        let with_tasks = store.steps().await.unwrap();
-        let old = steps_matrix(store.as_ref(), &graph, with_tasks.clone())
-            .await
-            .unwrap();
-        let (old_ms, old_req) = (t.elapsed().as_millis(), h.requests.total() - before);
-
-        let before = h.requests.total();
-        let t = Instant::now();
-        let graph = get_graph(store.as_ref())
-            .await
-            .unwrap()
-            .unwrap_or_else(empty_graph);
-        let with_tasks = store.steps().await.unwrap();
-        let input = RefreshInput {
-            graph: &graph,
-            with_tasks: &with_tasks,
-            counts: &counts,
-            now,
-        };
-        tallies.refresh(store.as_ref(), &input).await.unwrap();
-        let (matrix, failed) = (tallies.matrix(&graph, &with_tasks), tallies.failed(&steps));
-        let (new_ms, new_req) = (t.elapsed().as_millis(), h.requests.total() - before);
+        let old = measure(&h, || every_task(&store, &steps)).await;
+        let new = measure(&h, || {
+            incremental(&store, &mut tallies, &steps, &counts, now)
+        })
+        .await;
         println!(
-            "round {round}: counters+throughput {counters_ms} ms {counters_req} req | samples+failed: \
-             every task {old_ms} ms {old_req} req, incremental {new_ms} ms {new_req} req"
+            "round {round}: counters+throughput {counters_ms} ms {counters_req} req | \
+             samples+failed: every task {} | incremental {}",
+            old.1, new.1
         );
+        let ((old, old_failed), (matrix, failed)) = (old.0, new.0);
         assert_eq!(matrix, old, "round {round}");
         assert_eq!(failed, old_failed, "round {round}");
     }
+}
+
+type View = (
+    anamo::pipeline::matrix::SampleMatrix,
+    anamo::controller::failures::FailedTasks,
+);
+
+/// Runs `read`; returns its result and `"{ms} ms, {requests} req, {read units} RU {by kind}"`.
+async fn measure<F, Fut>(h: &Harness, read: F) -> (View, String)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = View>,
+{
+    let (requests, units, kinds) = (
+        h.requests.total(),
+        h.requests.read_units(),
+        h.requests.by_kind(),
+    );
+    let t = std::time::Instant::now();
+    let view = read().await;
+    let ms = t.elapsed().as_millis();
+    let mut sent = h.requests.by_kind();
+    sent.retain(|k, n| {
+        *n -= kinds.get(k).copied().unwrap_or(0);
+        *n > 0
+    });
+    let figures = format!(
+        "{ms} ms, {} req, {:.1} RU {sent:?}",
+        h.requests.total() - requests,
+        h.requests.read_units() - units
+    );
+    (view, figures)
+}
+
+/// The view as `main` read it: the failed tasks whole, every task's id and state.
+async fn every_task(store: &SharedStore, steps: &[String]) -> View {
+    use anamo::controller::failures::read_failed;
+    use anamo::store::graph::{empty_graph, get_graph};
+    use anamo::store::samples::steps_matrix;
+    let graph = get_graph(store.as_ref())
+        .await
+        .unwrap()
+        .unwrap_or_else(empty_graph);
+    let failed = read_failed(store.as_ref(), &graph, steps).await.unwrap();
+    let with_tasks = store.steps().await.unwrap();
+    let matrix = steps_matrix(store.as_ref(), &graph, with_tasks)
+        .await
+        .unwrap();
+    (matrix, failed)
+}
+
+/// The view as the controller reads it now: what changed.
+async fn incremental(
+    store: &SharedStore,
+    tallies: &mut anamo::controller::sample_census::Tallies,
+    steps: &[String],
+    counts: &std::collections::HashMap<String, anamo::model::StepCounts>,
+    now: i64,
+) -> View {
+    use anamo::controller::sample_census::RefreshInput;
+    use anamo::store::graph::{empty_graph, get_graph};
+    let graph = get_graph(store.as_ref())
+        .await
+        .unwrap()
+        .unwrap_or_else(empty_graph);
+    let with_tasks = store.steps().await.unwrap();
+    let input = RefreshInput {
+        graph: &graph,
+        with_tasks: &with_tasks,
+        counts,
+        now,
+    };
+    tallies.refresh(store.as_ref(), &input).await.unwrap();
+    (tallies.matrix(&graph, &with_tasks), tallies.failed(steps))
 }
 
 /// Runs `changes` pending tasks of `steps` (in turn) to the end at `now`; one in 50 fails.
