@@ -37,8 +37,10 @@ fn counts(v: &[(TaskState, u64)]) -> StepCounts {
     c
 }
 
+type Row = (Option<String>, Vec<(TaskState, u64)>);
+
 /// The cells by sample, as sorted `(state, n)` lists.
-fn view(t: &StepTally) -> Vec<(Option<String>, Vec<(TaskState, u64)>)> {
+fn view(t: &StepTally) -> Vec<Row> {
     let mut v: Vec<_> = t
         .cells()
         .map(|(s, c)| (s.map(str::to_string), c.into_iter().collect()))

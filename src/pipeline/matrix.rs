@@ -184,12 +184,11 @@ pub fn build(graph: &Graph, steps: Vec<(String, Vec<(String, TaskState)>)>) -> S
     from_cells(graph, cells)
 }
 
-/// The matrix of each step's tasks already counted per sample (`None`: the tasks of no
-/// sample); empty cells are left out.
-pub fn from_cells(
-    graph: &Graph,
-    steps: Vec<(String, Vec<(Option<String>, StateCounts)>)>,
-) -> SampleMatrix {
+/// A step's tasks counted per sample (`None`: the tasks of no sample).
+pub type StepCells = (String, Vec<(Option<String>, StateCounts)>);
+
+/// The matrix of each step's tasks already counted per sample; empty cells are left out.
+pub fn from_cells(graph: &Graph, steps: Vec<StepCells>) -> SampleMatrix {
     let mut rows: BTreeMap<String, BTreeMap<String, StateCounts>> = BTreeMap::new();
     let mut per_sample_steps = Vec::new();
     let mut other_steps = Vec::new();
