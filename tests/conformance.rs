@@ -1048,6 +1048,7 @@ conformance!(
     workers_and_status_docs,
     finished_tasks_are_counted_by_time,
     recent_run_times_are_the_newest_successes,
+    entered_since_reads_a_final_state_from_a_time_on,
     oldest_pending_spans_priorities,
     leadership_is_exclusive_and_fenced,
     graph_is_published_and_read_back,

@@ -60,6 +60,40 @@ pub struct FailedTask {
     pub log_href: Option<String>,
 }
 
+impl FailedTask {
+    /// How `t`, a failed task, is shown.
+    pub fn of(graph: &Graph, t: &Task) -> FailedTask {
+        let result = t.result.as_ref();
+        FailedTask {
+            sample: graph.sample_of(t.step(), t.id()).map(str::to_string),
+            step: t.step().to_string(),
+            id: t.id().to_string(),
+            reason: t
+                .reason
+                .clone()
+                .or_else(|| result.and_then(|r| r.error.clone()))
+                .map(|r| shorten(&r, LINE_CHARS)),
+            exit_code: result.and_then(|r| r.exit_code),
+            log_line: result.and_then(|r| last_line(&r.log_tail)),
+            attempts: t.attempts,
+            max_attempts: t.spec.max_attempts,
+            failed_at: t.updated_at,
+            log_href: (t.attempts > 0).then(|| log_href(t.step(), t.id(), t.attempts)),
+        }
+    }
+}
+
+/// `kept` and `new` merged: newest first (then by step and id), each task once (its newest
+/// failure), at most [`FAILED_SHOWN`].
+pub fn newest_first(kept: Vec<FailedTask>, new: Vec<FailedTask>) -> Vec<FailedTask> {
+    let mut all: Vec<FailedTask> = new.into_iter().chain(kept).collect();
+    all.sort_by(|a, b| (b.failed_at, &a.step, &a.id).cmp(&(a.failed_at, &b.step, &b.id)));
+    let mut seen = std::collections::HashSet::new();
+    all.retain(|t| seen.insert((t.step.clone(), t.id.clone())));
+    all.truncate(FAILED_SHOWN);
+    all
+}
+
 /// The last non-empty line of `tail`, shortened to [`LINE_CHARS`].
 pub fn last_line(tail: &str) -> Option<String> {
     tail.lines()
@@ -77,25 +111,7 @@ pub fn failed_tasks(graph: &Graph, failed: &[Task], shown: usize) -> FailedTasks
     let newest = own
         .into_iter()
         .take(shown)
-        .map(|t| {
-            let result = t.result.as_ref();
-            FailedTask {
-                sample: graph.sample_of(t.step(), t.id()).map(str::to_string),
-                step: t.step().to_string(),
-                id: t.id().to_string(),
-                reason: t
-                    .reason
-                    .clone()
-                    .or_else(|| result.and_then(|r| r.error.clone()))
-                    .map(|r| shorten(&r, LINE_CHARS)),
-                exit_code: result.and_then(|r| r.exit_code),
-                log_line: result.and_then(|r| last_line(&r.log_tail)),
-                attempts: t.attempts,
-                max_attempts: t.spec.max_attempts,
-                failed_at: t.updated_at,
-                log_href: (t.attempts > 0).then(|| log_href(t.step(), t.id(), t.attempts)),
-            }
-        })
+        .map(|t| FailedTask::of(graph, t))
         .collect();
     FailedTasks {
         total: failed.len() as u64,

@@ -24,7 +24,9 @@ mod progress;
 pub mod providers;
 mod publish;
 pub mod reload;
+pub mod sample_census;
 pub mod status;
+pub mod tally;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;

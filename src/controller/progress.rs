@@ -7,9 +7,8 @@
 //! each fleet's limits). Counting every task is a read per task — DynamoDB reads, and charges
 //! for, each counted item — so with a hundred thousand tasks it would take most of a pass and
 //! grow with every task ever finished. The count runs beside the passes, one at a time; a
-//! pass never waits for it. It also reads the failed tasks ([`super::failures`]) and every
-//! sample × step ([`crate::pipeline::matrix`]) for the page's failed-tasks table and
-//! per-sample view.
+//! pass never waits for it. It also refreshes the page's failed-tasks table and per-sample
+//! view ([`super::sample_census`]), reading what changed since the previous count.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +17,8 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use super::failures::{read_failed, starved, FailedTasks};
+use super::failures::{starved, FailedTasks};
+use super::sample_census::{RefreshInput, Tallies};
 use super::status::{step_report, StepReport};
 use super::{SharedStatus, OBSERVE_CONCURRENCY};
 use crate::clock::Millis;
@@ -27,7 +27,6 @@ use crate::model::{StepCounts, TaskState};
 use crate::pipeline::matrix::SampleMatrix;
 use crate::pipeline::Graph;
 use crate::store::graph::{empty_graph, get_graph};
-use crate::store::samples::steps_matrix;
 use crate::store::{SharedStore, StoreError};
 
 /// Counts progress every `interval`, one count at a time.
@@ -45,6 +44,8 @@ struct Published {
     metrics: Arc<Metrics>,
     /// The counts each step's counters last followed.
     prev_counts: Mutex<HashMap<String, StepCounts>>,
+    /// The per-sample view and failed tasks, kept between counts (one count at a time).
+    tallies: tokio::sync::Mutex<Tallies>,
 }
 
 impl Census {
@@ -61,6 +62,7 @@ impl Census {
                 status,
                 metrics,
                 prev_counts: Mutex::new(HashMap::new()),
+                tallies: tokio::sync::Mutex::default(),
             }),
             last_started: None,
             running: None,
@@ -95,7 +97,14 @@ impl Census {
                 .metrics
                 .progress_count_duration
                 .observe(started.elapsed().as_secs_f64());
-            let samples = read_samples(&store, &steps).await;
+            let counts: HashMap<String, StepCounts> = reports
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .map(|r| (r.counts.step.clone(), r.counts.clone()))
+                .collect();
+            let mut tallies = published.tallies.lock().await;
+            let samples = read_samples(&store, &mut tallies, &steps, &counts, now).await;
+            drop(tallies);
             published.apply(&steps, reports);
             published.apply_samples(samples);
         }));
@@ -162,15 +171,26 @@ struct SamplesRead {
     with_tasks: Vec<String>,
 }
 
-/// The failed tasks and every sample × step, counted with the steps' progress.
-async fn read_samples(store: &SharedStore, steps: &[String]) -> Result<SamplesRead, StoreError> {
+/// The failed tasks and every sample × step, refreshed with the steps' progress.
+async fn read_samples(
+    store: &SharedStore,
+    tallies: &mut Tallies,
+    steps: &[String],
+    counts: &HashMap<String, StepCounts>,
+    now: Millis,
+) -> Result<SamplesRead, StoreError> {
     let graph = get_graph(store.as_ref()).await?.unwrap_or_else(empty_graph);
-    let failed = read_failed(store.as_ref(), &graph, steps).await?;
     let with_tasks = store.steps().await?;
-    let matrix = steps_matrix(store.as_ref(), &graph, with_tasks.clone()).await?;
+    let input = RefreshInput {
+        graph: &graph,
+        with_tasks: &with_tasks,
+        counts,
+        now,
+    };
+    tallies.refresh(store.as_ref(), &input).await?;
     Ok(SamplesRead {
-        failed,
-        matrix,
+        failed: tallies.failed(steps),
+        matrix: tallies.matrix(&graph, &with_tasks),
         graph,
         with_tasks,
     })

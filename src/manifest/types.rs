@@ -407,9 +407,10 @@ pub struct ControllerSpec {
     /// throughput), the failed-tasks table and the per-sample view are refreshed for the
     /// status page, `/api/status` and the `anamo_tasks*` metrics. The count runs beside the
     /// passes, which only count each backlog as far as its fleet can use it. Each count reads
-    /// every task of the table twice (counted by state, then each task's id and state for the
-    /// per-sample view; DynamoDB charges a read per item read), so a shorter interval costs
-    /// more on large tables.
+    /// the steps' counters (on DynamoDB; SQLite counts its table) and what changed since the
+    /// previous count for the failed tasks and the per-sample view; every 10 minutes, and when
+    /// tasks were imported, deleted or requeued, a step's tasks are read whole (DynamoDB
+    /// charges a read per item read).
     #[serde(default = "default_progress_interval", with = "humantime_serde")]
     #[schemars(with = "String", extend("default" = "30s"))]
     pub progress_interval: Duration,

@@ -166,24 +166,46 @@ impl Glyph {
 
 /// The matrix of the tasks `(step, [(id, state)])` read from the store.
 pub fn build(graph: &Graph, steps: Vec<(String, Vec<(String, TaskState)>)>) -> SampleMatrix {
+    let cells = steps
+        .into_iter()
+        .map(|(step, tasks)| {
+            let mut by_sample: BTreeMap<Option<String>, StateCounts> = BTreeMap::new();
+            for (id, state) in tasks {
+                let sample = graph.sample_of(&step, &id).map(str::to_string);
+                *by_sample
+                    .entry(sample)
+                    .or_default()
+                    .entry(state)
+                    .or_default() += 1;
+            }
+            (step, by_sample.into_iter().collect())
+        })
+        .collect();
+    from_cells(graph, cells)
+}
+
+/// A step's tasks counted per sample (`None`: the tasks of no sample).
+pub type StepCells = (String, Vec<(Option<String>, StateCounts)>);
+
+/// The matrix of each step's tasks already counted per sample; empty cells are left out.
+pub fn from_cells(graph: &Graph, steps: Vec<StepCells>) -> SampleMatrix {
     let mut rows: BTreeMap<String, BTreeMap<String, StateCounts>> = BTreeMap::new();
     let mut per_sample_steps = Vec::new();
     let mut other_steps = Vec::new();
-    for (step, tasks) in steps {
+    for (step, cells) in steps {
         let mut other = StateCounts::new();
         let mut any_sample = false;
-        for (id, state) in tasks {
-            match graph.sample_of(&step, &id) {
+        for (sample, counts) in cells.into_iter().filter(|(_, c)| !c.is_empty()) {
+            match sample {
                 Some(sample) => {
                     any_sample = true;
-                    let cell = rows
-                        .entry(sample.to_string())
-                        .or_default()
-                        .entry(step.clone())
-                        .or_default();
-                    *cell.entry(state).or_default() += 1;
+                    rows.entry(sample).or_default().insert(step.clone(), counts);
                 }
-                None => *other.entry(state).or_default() += 1,
+                None => {
+                    for (state, n) in counts {
+                        *other.entry(state).or_default() += n;
+                    }
+                }
             }
         }
         if any_sample {

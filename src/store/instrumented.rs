@@ -12,7 +12,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use prometheus::{HistogramVec, IntCounterVec};
 
-use super::{Fence, Leadership, Result, SharedStore, StatusDoc, StoreError, TaskStore};
+use super::{Entered, Fence, Leadership, Result, SharedStore, StatusDoc, StoreError, TaskStore};
 use crate::clock::Millis;
 use crate::metrics::Metrics;
 use crate::model::{
@@ -176,6 +176,16 @@ impl TaskStore for InstrumentedStore {
     ) -> Result<Vec<(String, TaskState)>> {
         self.observe("step_ids", self.inner.step_ids(step, states, prefix))
             .await
+    }
+
+    async fn entered_since(
+        &self,
+        step: &str,
+        state: TaskState,
+        since: Millis,
+    ) -> Result<Vec<Entered>> {
+        let call = self.inner.entered_since(step, state, since);
+        self.observe("entered_since", call).await
     }
 
     async fn settle_waiting(

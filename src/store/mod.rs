@@ -176,6 +176,25 @@ impl StoreError {
     }
 }
 
+/// A task that entered a final state ([`TaskStore::entered_since`]): its id, when
+/// (`updated_at`) and why (`reason`, e.g. `dependency failed: ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entered {
+    pub id: String,
+    pub at: Millis,
+    pub reason: Option<String>,
+}
+
+impl Entered {
+    /// The error of an [`TaskStore::entered_since`] call for a state that is not final.
+    pub(crate) fn not_final(state: TaskState) -> StoreError {
+        StoreError::InvalidInput(format!(
+            "entered_since reads final states only (succeeded, failed, cancelled), not \
+             `{state}`: other states' index sort keys do not start with the time"
+        ))
+    }
+}
+
 /// The controller's leadership lease (only the holder reconciles).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leadership {
@@ -259,6 +278,18 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
         states: &[TaskState],
         prefix: &str,
     ) -> Result<Vec<(String, TaskState)>>;
+    /// The tasks of `step` that entered `state`, a final state ([`TaskState::is_final`]), at
+    /// or after `since` (their `updated_at`), by time then id: what the controller's progress
+    /// refresh reads instead of every task ([`Entered`]). On DynamoDB one Query per shard of
+    /// `S#{step}#{state}#{shard}` for the sort keys from `{since:013}` on (a final state's
+    /// sort key starts with the time it was entered), so it reads only those entries.
+    /// Fails with [`StoreError::InvalidInput`] for a state that is not final.
+    async fn entered_since(
+        &self,
+        step: &str,
+        state: TaskState,
+        since: Millis,
+    ) -> Result<Vec<Entered>>;
     /// Moves a task that is still `waiting` to `to` (pending, failed or cancelled), with
     /// `reason`; `priority` is the task's (DynamoDB sorts pending tasks by it). Returns whether it moved (`false`: it was no longer waiting, or is gone).
     async fn settle_waiting(

@@ -7,9 +7,10 @@
 //! starting with `SAMPLE/` ([`TaskStore::step_ids`] with that prefix: on DynamoDB one Query per
 //! state partition of the step, filtered by the prefix).
 //!
-//! [`sample_matrix`] (`anamo sample list`, the status page) reads the ids and states of every
-//! task of the steps it shows ([`TaskStore::step_ids`] without a prefix: on DynamoDB one Query
-//! per state partition, projected to `id` and `state`).
+//! [`sample_matrix`] (`anamo sample list`) reads the ids and states of every task of the steps
+//! it shows ([`TaskStore::step_ids`] without a prefix: on DynamoDB one Query per state
+//! partition, projected to `id` and `state`). The controller's status page keeps its own view
+//! and reads what changed (`controller::tally`).
 
 use super::{Result, StoreError, TaskStore};
 use crate::clock::Millis;

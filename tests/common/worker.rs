@@ -292,6 +292,18 @@ impl TaskStore for FaultyStore {
         self.call("step ids", self.inner.step_ids(step, states, prefix))
             .await
     }
+    async fn entered_since(
+        &self,
+        step: &str,
+        state: TaskState,
+        since: i64,
+    ) -> Result<Vec<anamo::store::Entered>, StoreError> {
+        self.call(
+            "entered since",
+            self.inner.entered_since(step, state, since),
+        )
+        .await
+    }
     async fn settle_waiting(
         &self,
         step: &str,

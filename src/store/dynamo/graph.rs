@@ -6,11 +6,14 @@
 //! * `step_ids`: one Query per state and shard of the step's `S#step#state#shard` index
 //!   partitions, projected
 //!   to `id` and `state` (never specs or log tails), filtered by the id prefix.
+//! * `entered_since`: one Query per shard of a final state's `S#step#state#shard` partitions
+//!   for the sort keys from `{since:013}` on, projected to `id`, `updated_at` and `reason`.
 //! * `settle_waiting` / `hold_back`: one UpdateItem conditional on the task's state.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{ReturnConsumedCapacity, Select};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 
 use super::expr::Expr;
 use super::items::*;
@@ -18,7 +21,7 @@ use super::layout::TaskKeys;
 use super::DynamoStore;
 use crate::clock::Millis;
 use crate::model::TaskState;
-use crate::store::Result;
+use crate::store::{Entered, Result};
 
 pub(super) async fn task_states(
     store: &DynamoStore,
@@ -94,6 +97,81 @@ async fn state_ids(store: &DynamoStore, partition: &str, prefix: &str) -> Result
         match out.last_evaluated_key.filter(|k| !k.is_empty()) {
             Some(k) => start = Some(k),
             None => return Ok(ids),
+        }
+    }
+}
+
+pub(super) async fn entered_since(
+    store: &DynamoStore,
+    step: &str,
+    state: TaskState,
+    since: Millis,
+) -> Result<Vec<Entered>> {
+    if !state.is_final() {
+        return Err(Entered::not_final(state));
+    }
+    let pks = store.state_pks(step, state).await?;
+    // The shards at once: a refresh waits for the slowest, not for their sum.
+    let reads: Vec<_> = pks
+        .iter()
+        .map(|pk| entered_in(store, pk, since).boxed())
+        .collect();
+    let mut out: Vec<Entered> = futures::stream::iter(reads)
+        .buffer_unordered(SHARDS_AT_ONCE)
+        .try_concat()
+        .await?;
+    out.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+    Ok(out)
+}
+
+/// How many shards `entered_since` reads at once.
+const SHARDS_AT_ONCE: usize = 16;
+
+/// The entries of one final-state partition whose sort key (`{updated_at:013}#{id}`) is from
+/// `since` on (every page).
+async fn entered_in(store: &DynamoStore, partition: &str, since: Millis) -> Result<Vec<Entered>> {
+    let mut out = Vec::new();
+    const OP: &str = "entered since";
+    let names = HashMap::from([
+        ("#gpk".to_string(), INDEX_PK.to_string()),
+        ("#gsk".to_string(), INDEX_SK.to_string()),
+        ("#id".to_string(), ID.to_string()),
+        ("#at".to_string(), UPDATED_AT.to_string()),
+        ("#why".to_string(), REASON.to_string()),
+    ]);
+    let values = HashMap::from([
+        (":gpk".to_string(), s(partition)),
+        (":from".to_string(), s(ts13(since.max(0)))),
+    ]);
+    let mut start = None;
+    loop {
+        store.mix.add(&format!("{OP} query"));
+        let page = store
+            .client
+            .query()
+            .table_name(&store.table)
+            .index_name(INDEX)
+            .key_condition_expression("#gpk = :gpk AND #gsk >= :from")
+            .projection_expression("#id, #at, #why")
+            .set_expression_attribute_names(Some(names.clone()))
+            .set_expression_attribute_values(Some(values.clone()))
+            .set_exclusive_start_key(start)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| store.err(OP, e))?;
+        store.consumed(page.consumed_capacity(), false);
+        for item in page.items.unwrap_or_default() {
+            let r = Reader::new(OP, &item);
+            out.push(Entered {
+                id: r.s(ID)?,
+                at: r.n(UPDATED_AT)?,
+                reason: r.opt_s(REASON)?,
+            });
+        }
+        match page.last_evaluated_key.filter(|k| !k.is_empty()) {
+            Some(k) => start = Some(k),
+            None => return Ok(out),
         }
     }
 }

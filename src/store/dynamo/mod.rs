@@ -64,8 +64,8 @@ use self::error::{is_condition_failed, map_sdk_err, CountRequests, SdkErr};
 use self::expr::Expr;
 use self::items::*;
 use super::{
-    Capacity, Fence, Leadership, RequestCounter, RequestMix, RequestRecorder, Result, StatusDoc,
-    StoreError, TaskStore,
+    Capacity, Entered, Fence, Leadership, RequestCounter, RequestMix, RequestRecorder, Result,
+    StatusDoc, StoreError, TaskStore,
 };
 use crate::clock::Millis;
 use crate::model::{
@@ -475,6 +475,15 @@ impl TaskStore for DynamoStore {
         prefix: &str,
     ) -> Result<Vec<(String, TaskState)>> {
         graph::step_ids(self, step, states, prefix).await
+    }
+
+    async fn entered_since(
+        &self,
+        step: &str,
+        state: TaskState,
+        since: Millis,
+    ) -> Result<Vec<Entered>> {
+        graph::entered_since(self, step, state, since).await
     }
 
     async fn settle_waiting(

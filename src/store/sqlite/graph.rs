@@ -8,7 +8,7 @@ use rusqlite::{params, params_from_iter, OptionalExtension};
 use super::{map_err, parse_state, SqliteStore};
 use crate::clock::Millis;
 use crate::model::TaskState;
-use crate::store::Result;
+use crate::store::{Entered, Result};
 
 pub(super) async fn task_states(
     store: &SqliteStore,
@@ -77,6 +77,40 @@ pub(super) async fn step_ids(
                 out.push((id, parse_state(OP, &state)?));
             }
             Ok(out)
+        })
+        .await
+}
+
+pub(super) async fn entered_since(
+    store: &SqliteStore,
+    step: &str,
+    state: TaskState,
+    since: Millis,
+) -> Result<Vec<Entered>> {
+    const OP: &str = "entered since";
+    if !state.is_final() {
+        return Err(Entered::not_final(state));
+    }
+    let (step, state) = (step.to_string(), state.as_str());
+    store
+        .run(OP, move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, updated_at, reason FROM tasks \
+                     WHERE step = ?1 AND state = ?2 AND updated_at >= ?3 ORDER BY updated_at, id",
+                )
+                .map_err(|e| map_err(OP, e))?;
+            let rows = stmt
+                .query_map(params![step, state, since], |r| {
+                    Ok(Entered {
+                        id: r.get(0)?,
+                        at: r.get(1)?,
+                        reason: r.get(2)?,
+                    })
+                })
+                .map_err(|e| map_err(OP, e))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(|e| map_err(OP, e))
         })
         .await
 }

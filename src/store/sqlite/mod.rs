@@ -28,7 +28,8 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
 use super::{
-    Fence, Leadership, RequestCounter, RequestRecorder, Result, StatusDoc, StoreError, TaskStore,
+    Entered, Fence, Leadership, RequestCounter, RequestRecorder, Result, StatusDoc, StoreError,
+    TaskStore,
 };
 use crate::clock::Millis;
 use crate::model::{
@@ -300,6 +301,15 @@ impl TaskStore for SqliteStore {
         prefix: &str,
     ) -> Result<Vec<(String, TaskState)>> {
         graph::step_ids(self, step, states, prefix).await
+    }
+
+    async fn entered_since(
+        &self,
+        step: &str,
+        state: TaskState,
+        since: Millis,
+    ) -> Result<Vec<Entered>> {
+        graph::entered_since(self, step, state, since).await
     }
 
     async fn settle_waiting(
