@@ -93,17 +93,7 @@ impl Controller {
                     ..
                 },
                 _,
-            ) => {
-                warn!(fleet, instances = ?ids, workers = ?workers, "{reason}");
-                self.write_status().record_action(ActionRecord {
-                    at: now,
-                    fleet: fleet.to_string(),
-                    action: format!("mark lost {}", ids.join(" ")),
-                    reason: reason.clone(),
-                    ok: true,
-                    error: None,
-                });
-            }
+            ) => self.mark_lost(fleet, ids, workers, reason),
             (Action::RequeueExpired { step, .. }, _) => {
                 if let Err(source) = self.requeue_expired(step, now).await {
                     let step = step.clone();
@@ -163,6 +153,19 @@ impl Controller {
                 warn!(worker = w.worker_id, error = %e, "cannot update worker registration");
             }
         }
+    }
+
+    /// Reports lost workers (their tasks come back through lease expiry).
+    fn mark_lost(&self, fleet: &str, ids: &[String], workers: &[String], reason: &str) {
+        warn!(fleet, instances = ?ids, workers = ?workers, "{reason}");
+        self.write_status().record_action(ActionRecord {
+            at: self.clock.now(),
+            fleet: fleet.to_string(),
+            action: format!("mark lost {}", ids.join(" ")),
+            reason: reason.to_string(),
+            ok: true,
+            error: None,
+        });
     }
 
     /// Sets (or clears) the workers' drain marks, fenced like every controller write.
