@@ -128,8 +128,11 @@ fn a_drained_worker_that_is_idle_is_terminated_and_a_busy_one_is_not() {
     assert_eq!(fp.terminated_ids(), ["i-0"], "{text}");
 }
 
-/// One worker per instance: (busy, marked, draining).
-fn arb_fleet() -> impl Strategy<Value = (u64, bool, Vec<(u32, bool, bool)>, u32, i64)> {
+/// Per instance (one worker each): busy slots, marked, draining.
+type ArbWorker = (u32, bool, bool);
+
+/// Pending, more pending, the workers, slots per worker, seconds between recent arrivals.
+fn arb_fleet() -> impl Strategy<Value = (u64, bool, Vec<ArbWorker>, u32, i64)> {
     (
         0u64..20,
         any::<bool>(),
