@@ -3,6 +3,8 @@
 
 #[macro_use]
 mod common;
+#[path = "conformance/drain.rs"]
+mod drain_cases;
 #[path = "conformance/expiry.rs"]
 mod expiry_cases;
 #[path = "conformance/fence.rs"]
@@ -95,6 +97,7 @@ fn assert_lease_lost<T: std::fmt::Debug>(r: Result<T, StoreError>) {
 
 mod cases {
     use super::*;
+    pub use crate::drain_cases::*;
     pub use crate::expiry_cases::*;
     pub use crate::fence_cases::*;
     pub use crate::graph_cases::*;
@@ -847,6 +850,7 @@ mod cases {
             last_busy_at: T0,
             state: WorkerState::Active,
             stop_reason: None,
+            drain_requested: false,
         };
         store
             .put_worker(&w, anamo::store::Fence::Unfenced)
@@ -1046,6 +1050,7 @@ conformance!(
     admin_requeue_cancel_delete,
     list_filters,
     workers_and_status_docs,
+    drain_marks_are_fenced_and_outlive_heartbeats,
     finished_tasks_are_counted_by_time,
     recent_run_times_are_the_newest_successes,
     entered_since_reads_a_final_state_from_a_time_on,

@@ -874,6 +874,7 @@ async fn an_auto_scaling_group_scales_in_idle_instances_and_keeps_busy_ones() {
         last_busy_at: now - 5_000,
         state: WorkerState::Active,
         stop_reason: None,
+        drain_requested: false,
     };
     w.store()
         .put_worker(&idle, anamo::store::Fence::Unfenced)

@@ -138,6 +138,7 @@ async fn run_times_and_arrivals_from_the_store_reach_the_plan() {
         last_busy_at: T0,
         state: WorkerState::Active,
         stop_reason: None,
+        drain_requested: false,
     };
     store.put_worker(&worker, Fence::Unfenced).await.unwrap();
     let mut c = controller(store.clone(), clock.clone(), fake);

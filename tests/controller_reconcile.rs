@@ -186,6 +186,7 @@ impl World {
                     last_busy_at,
                     state: WorkerState::Active,
                     stop_reason: None,
+                    drain_requested: false,
                 },
                 anamo::store::Fence::Unfenced,
             )
@@ -867,6 +868,7 @@ async fn interruptions_are_counted_once_per_instance() {
             last_busy_at: w.clock.now(),
             state: WorkerState::Draining,
             stop_reason: Some(reason),
+            drain_requested: false,
         };
         async move {
             store
@@ -949,6 +951,7 @@ async fn interruptions_carry_the_listed_type_and_zone() {
         last_busy_at: w.clock.now(),
         state: WorkerState::Draining,
         stop_reason: Some(StopReason::SpotInterruption),
+        drain_requested: false,
     };
     w.store
         .put_worker(&worker, anamo::store::Fence::Unfenced)

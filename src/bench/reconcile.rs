@@ -346,6 +346,7 @@ fn planner_time(steps: u32, pending: u64, instances: usize) -> PlannerTime {
                 last_busy_at: now - (i as i64 % 7) * 60_000,
                 state: WorkerState::Active,
                 stop_reason: None,
+                drain_requested: false,
             })
             .collect();
         input.fleets.push(FleetInput {

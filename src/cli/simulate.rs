@@ -49,8 +49,8 @@ pub struct SimulateArgs {
     /// the static baseline. Each case draws its own slots and maxInstances.
     #[arg(long, value_name = "N", conflicts_with_all = ["manifests", "plot", "write_trace", "json"])]
     pub sweep: Option<u32>,
-    /// With --sweep: write the worst cases' traces (by instance-hours ÷ lower bound) to this
-    /// directory, each with the command that replays it.
+    /// With --sweep: write the worst cases' traces (by instance-hours ÷ lower bound and by
+    /// makespan ÷ static) to this directory, each with the command that replays it.
     #[arg(long, value_name = "DIR", requires = "sweep")]
     pub sweep_out: Option<PathBuf>,
     /// Write the (generated) trace as CSV to this file.

@@ -105,7 +105,7 @@ fn render(seed: u64, s: &SweepSummary, results: &[CaseResult]) -> String {
          makespan goal spends less)\n"
     ));
     out.push_str("\nworst cases (instance-hours ÷ lower bound):\n");
-    for r in worst(results) {
+    for r in worst(results, |r| r.vs_bound) {
         out.push_str(&format!(
             "  case {} {}: {:.3} (÷ clairvoyant {:.3}), {} slots, max {}: {}\n",
             r.index,
@@ -117,13 +117,26 @@ fn render(seed: u64, s: &SweepSummary, results: &[CaseResult]) -> String {
             r.spec
         ));
     }
+    out.push_str("\nworst cases (makespan ÷ static):\n");
+    for r in worst(results, |r| r.makespan_vs_static) {
+        out.push_str(&format!(
+            "  case {} {}: {:.3} (instance-hours ÷ lower bound {:.3}), {} slots, max {}: {}\n",
+            r.index,
+            r.regime.as_str(),
+            r.makespan_vs_static,
+            r.vs_bound,
+            r.slots,
+            r.max_instances,
+            r.spec
+        ));
+    }
     out
 }
 
-/// The worst cases by instance-hours ÷ lower bound, worst first.
-fn worst(results: &[CaseResult]) -> Vec<&CaseResult> {
+/// The worst cases by `figure`, worst first.
+fn worst(results: &[CaseResult], figure: fn(&CaseResult) -> f64) -> Vec<&CaseResult> {
     let mut v: Vec<&CaseResult> = results.iter().collect();
-    v.sort_by(|a, b| b.vs_bound.total_cmp(&a.vs_bound));
+    v.sort_by(|a, b| figure(b).total_cmp(&figure(a)));
     v.truncate(WORST);
     v
 }
@@ -135,17 +148,22 @@ fn write_worst(
     results: &[CaseResult],
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for r in worst(results) {
+    let mut both = worst(results, |r| r.vs_bound);
+    both.extend(worst(results, |r| r.makespan_vs_static));
+    both.sort_by_key(|r| r.index);
+    both.dedup_by_key(|r| r.index);
+    for r in both {
         let Some(case) = cases.iter().find(|c| c.index == r.index) else {
             continue;
         };
         let path = dir.join(format!("case-{:04}-{}.csv", r.index, r.regime.as_str()));
         let file = path.display().to_string();
         let text = format!(
-            "# {}: anamo {:.3}× the lower bound, {:.3}× clairvoyant\n# replay: {}\n{}",
+            "# {}: anamo {:.3}× the lower bound, {:.3}× clairvoyant, makespan {:.3}× static\n# replay: {}\n{}",
             case.spec,
             r.vs_bound,
             r.vs_clairvoyant,
+            r.makespan_vs_static,
             case.replay_command(&file),
             case.trace()?.to_csv()
         );

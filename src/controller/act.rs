@@ -93,17 +93,7 @@ impl Controller {
                     ..
                 },
                 _,
-            ) => {
-                warn!(fleet, instances = ?ids, workers = ?workers, "{reason}");
-                self.write_status().record_action(ActionRecord {
-                    at: now,
-                    fleet: fleet.to_string(),
-                    action: format!("mark lost {}", ids.join(" ")),
-                    reason: reason.clone(),
-                    ok: true,
-                    error: None,
-                });
-            }
+            ) => self.mark_lost(fleet, ids, workers, reason),
             (Action::RequeueExpired { step, .. }, _) => {
                 if let Err(source) = self.requeue_expired(step, now).await {
                     let step = step.clone();
@@ -126,6 +116,19 @@ impl Controller {
                 },
                 _,
             ) => self.retire_workers(obs, workers, reason).await,
+            (
+                Action::DrainWorkers {
+                    step,
+                    workers,
+                    drain,
+                    reason,
+                    ..
+                },
+                _,
+            ) => {
+                self.drain_workers(fleet, step, workers, *drain, reason)
+                    .await
+            }
             // Provider actions are planned only for fleets whose instances were listed.
             (_, None) => {}
         }
@@ -150,6 +153,59 @@ impl Controller {
                 warn!(worker = w.worker_id, error = %e, "cannot update worker registration");
             }
         }
+    }
+
+    /// Reports lost workers (their tasks come back through lease expiry).
+    fn mark_lost(&self, fleet: &str, ids: &[String], workers: &[String], reason: &str) {
+        warn!(fleet, instances = ?ids, workers = ?workers, "{reason}");
+        self.write_status().record_action(ActionRecord {
+            at: self.clock.now(),
+            fleet: fleet.to_string(),
+            action: format!("mark lost {}", ids.join(" ")),
+            reason: reason.to_string(),
+            ok: true,
+            error: None,
+        });
+    }
+
+    /// Sets (or clears) the workers' drain marks, fenced like every controller write.
+    async fn drain_workers(
+        &mut self,
+        fleet: &str,
+        step: &str,
+        workers: &[String],
+        drain: bool,
+        reason: &str,
+    ) {
+        let now = self.clock.now();
+        let mut error = None;
+        for w in workers {
+            let res = self
+                .store
+                .set_worker_drain(step, w, drain, self.fence())
+                .await;
+            if let Err(e) = res {
+                if self.note_fenced(&e) {
+                    return;
+                }
+                warn!(worker = w, error = %e, "cannot write the worker's drain mark");
+                error = Some(e.to_string());
+            }
+        }
+        info!(fleet, workers = ?workers, drain, "{reason}");
+        let verb = if drain { "drain" } else { "undrain" };
+        self.remember(
+            fleet,
+            format!("{verb} {}: {reason}", workers.len()),
+            ActionRecord {
+                at: now,
+                fleet: fleet.to_string(),
+                action: format!("{verb} workers {}", workers.join(" ")),
+                reason: reason.to_string(),
+                ok: error.is_none(),
+                error,
+            },
+        );
     }
 
     async fn terminate(

@@ -170,6 +170,7 @@ mod tests {
             last_busy_at: 0,
             state: WorkerState::Draining,
             stop_reason: reason,
+            drain_requested: false,
         }
     }
 

@@ -33,6 +33,7 @@ fn worker(instance: &str, started_s: i64, slots: u32, busy: u32) -> WorkerInfo {
         last_busy_at: started_s * 1000,
         state: WorkerState::Active,
         stop_reason: None,
+        drain_requested: false,
     }
 }
 

@@ -25,6 +25,13 @@ pub struct WorkerInfo {
     /// this field existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<StopReason>,
+    /// The controller asked this worker to drain (claim nothing, exit once idle; cleared
+    /// before that, it claims again) so that the fleet's remaining tasks pack onto fewer
+    /// instances. Kept by the store apart from the
+    /// worker's own registration (`TaskStore::set_worker_drain`), so the worker's heartbeat
+    /// never overwrites it; a worker's own write of this field is ignored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drain_requested: bool,
 }
 
 /// Why a worker stopped claiming; its registration records it, so that the controller can
@@ -47,6 +54,9 @@ pub enum StopReason {
     Idle,
     /// A store error that retrying cannot fix (e.g. the table is gone).
     Fatal,
+    /// The controller asked it to drain (its drain mark in the store) so that the fleet's
+    /// remaining tasks pack onto fewer instances, and its running tasks are done.
+    Drain,
 }
 
 impl StopReason {
@@ -59,6 +69,7 @@ impl StopReason {
             StopReason::MaxTasks => "max_tasks",
             StopReason::Idle => "idle",
             StopReason::Fatal => "fatal",
+            StopReason::Drain => "drain",
         }
     }
 }
@@ -66,7 +77,7 @@ impl StopReason {
 impl FromStr for StopReason {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        const ALL: [StopReason; 7] = [
+        const ALL: [StopReason; 8] = [
             StopReason::Signal,
             StopReason::SpotInterruption,
             StopReason::Rebalance,
@@ -74,6 +85,7 @@ impl FromStr for StopReason {
             StopReason::MaxTasks,
             StopReason::Idle,
             StopReason::Fatal,
+            StopReason::Drain,
         ];
         ALL.into_iter()
             .find(|r| r.as_str() == s)

@@ -134,6 +134,19 @@ impl fmt::Display for Action {
             Action::RetireWorkers {
                 workers, reason, ..
             } => write!(f, "mark workers gone {}: {reason}", workers.join(", ")),
+            Action::DrainWorkers {
+                workers,
+                drain,
+                reason,
+                ..
+            } => {
+                let what = if *drain {
+                    "drain"
+                } else {
+                    "take back the drain of"
+                };
+                write!(f, "{what} workers {}: {reason}", workers.join(", "))
+            }
         }
     }
 }

@@ -230,6 +230,7 @@ mod tests {
             last_busy_at: 0,
             state: WorkerState::Active,
             stop_reason: None,
+            drain_requested: false,
         };
         let r = retired(&w);
         assert_eq!((r.state, r.busy_slots), (WorkerState::Gone, 0));

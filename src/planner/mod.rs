@@ -15,6 +15,9 @@
 //! - extra instances are removed newest first once idle for scaleDownDelay, or at once (past
 //!   the billing minimum) when fewer tasks are expected within a boot time than would fill
 //!   them (the ski-rental break-even);
+//! - at the tail, when the busy instances' free slots exceed what the pending and expected
+//!   tasks need, the emptiest busy instances are asked to drain so the rest pack
+//!   (`drain.rs`); they are terminated once idle;
 //! - an instance whose worker has busy slots is never terminated;
 //! - when the provider's instance list could not be read, nothing is launched or terminated;
 //! - busy instances are protected from a group's own scale-in, idle ones not; registrations
@@ -26,6 +29,7 @@
 mod budget;
 mod conditions;
 mod describe;
+mod drain;
 pub mod estimate;
 pub mod execute;
 pub mod ledger;
@@ -345,6 +349,15 @@ pub enum Action {
         workers: Vec<String>,
         reason: String,
     },
+    /// Ask these workers to drain (`drain`: stop claiming, finish what they run, exit once
+    /// idle) or take the request back (`!drain`), through their drain mark in the store.
+    DrainWorkers {
+        fleet: String,
+        step: String,
+        workers: Vec<String>,
+        drain: bool,
+        reason: String,
+    },
 }
 
 impl Action {
@@ -358,6 +371,8 @@ impl Action {
             Action::SetProtection { .. } => "set_protection",
             Action::ForgetWorkers { .. } => "forget_workers",
             Action::RetireWorkers { .. } => "retire_workers",
+            Action::DrainWorkers { drain: true, .. } => "drain_workers",
+            Action::DrainWorkers { drain: false, .. } => "undrain_workers",
         }
     }
 
@@ -369,7 +384,8 @@ impl Action {
             | Action::RequeueExpired { reason, .. }
             | Action::SetProtection { reason, .. }
             | Action::ForgetWorkers { reason, .. }
-            | Action::RetireWorkers { reason, .. } => reason,
+            | Action::RetireWorkers { reason, .. }
+            | Action::DrainWorkers { reason, .. } => reason,
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::conditions::{conditions, provider_unreadable, store_unreadable, Outcome};
+use super::drain;
 use super::estimate::Outlook;
 use super::terminate;
 use super::{Action, FleetInput, FleetPlan, FleetPolicy, FleetStatus, StepView};
@@ -215,15 +216,18 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
     demand.plan_on_time(&outlook, &members, &status, policy.slots_per_instance);
 
     let useful = status.ready + status.booting + status.launching;
+    let drains = drain::decide(policy, &demand, &members, &outlook);
     let scaled_in = scale_in(
         policy,
         &demand,
         &status,
         &members,
         &outlook,
+        &drains,
         now,
         &mut actions,
     );
+    actions.extend(drains.actions);
 
     // Launch what is missing, within the hard cap.
     let occupied_after = status.instances - scaled_in.terminated + status.launching;
@@ -276,12 +280,14 @@ struct ScaledIn {
 /// Terminates broken or finished instances regardless of demand (never busy ones), and scales
 /// down: idle-long-enough ready instances, newest first, never below desired. Pushes the
 /// actions.
+#[allow(clippy::too_many_arguments)]
 fn scale_in(
     policy: &FleetPolicy,
     demand: &Demand,
     status: &FleetStatus,
     members: &[Member],
     outlook: &Outlook,
+    drains: &drain::Drains,
     now: Millis,
     actions: &mut Vec<Action>,
 ) -> ScaledIn {
@@ -290,7 +296,7 @@ fn scale_in(
     let useful = status.ready + status.booting + status.launching;
     let excess = useful.saturating_sub(demand.desired);
     let idle_ready = terminate::idle_ready(members, now);
-    let busy = terminate::BusyInstances::of(members);
+    let busy = terminate::BusyInstances::of(members, drains);
     let scaled_down = terminate::scale_down(
         policy,
         demand,

@@ -4,6 +4,7 @@
 //! them (the ski-rental break-even, see [`scale_down`]), else once idle for `scaleDownDelay`.
 //! Never an instance with busy slots.
 
+use super::drain::{marked, Drains};
 use super::estimate::{Outlook, BILLING_MINIMUM};
 use super::scale::{ago, booting_phrase, count, ids, live_workers, Class, Demand, Member};
 use super::{Action, FleetPolicy, FleetStatus, TerminateCause};
@@ -172,11 +173,17 @@ pub(super) struct BusyInstances {
 }
 
 impl BusyInstances {
-    pub fn of(members: &[Member]) -> BusyInstances {
+    /// The busy ready instances that take new work: not those asked to drain (before this
+    /// pass and not taken back, or in this pass).
+    pub fn of(members: &[Member], drains: &Drains) -> BusyInstances {
         let mut b = BusyInstances::default();
+        let open = |m: &Member| {
+            let id = &m.instance.id;
+            !drains.drained.contains(id) && (!marked(m) || drains.undrained.contains(id))
+        };
         for m in members
             .iter()
-            .filter(|m| m.busy > 0 && matches!(m.class, Class::Ready { .. }))
+            .filter(|m| m.busy > 0 && matches!(m.class, Class::Ready { .. }) && open(m))
         {
             let total: u32 = live_workers(m).map(|w| w.slots).sum();
             b.free += u64::from(total.saturating_sub(m.busy));

@@ -81,6 +81,9 @@ impl Anamo {
                 }
                 Step::Act(Action::Terminate { ids, .. }) => world.terminate(ids),
                 Step::Act(Action::RequeueExpired { .. }) => world.requeue_expired_in(Some(fi), now),
+                Step::Act(Action::DrainWorkers { workers, drain, .. }) => {
+                    world.set_drain(workers, *drain)
+                }
                 // The simulated instances have no scale-in protection, and their workers never
                 // stop heartbeating while their instance is up: nothing is marked lost, retired
                 // or forgotten.

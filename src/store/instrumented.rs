@@ -296,6 +296,28 @@ impl TaskStore for InstrumentedStore {
             .await
     }
 
+    async fn set_worker_drain(
+        &self,
+        step: &str,
+        worker_id: &str,
+        drain: bool,
+        fence: Fence<'_>,
+    ) -> Result<()> {
+        self.observe(
+            "set_worker_drain",
+            self.inner.set_worker_drain(step, worker_id, drain, fence),
+        )
+        .await
+    }
+
+    async fn worker_drain_requested(&self, worker_id: &str) -> Result<bool> {
+        self.observe(
+            "worker_drain_requested",
+            self.inner.worker_drain_requested(worker_id),
+        )
+        .await
+    }
+
     async fn put_status(&self, doc: &StatusDoc, fence: Fence<'_>) -> Result<()> {
         self.observe("put_status", self.inner.put_status(doc, fence))
             .await
@@ -507,6 +529,7 @@ mod tests {
             last_busy_at: now,
             state: crate::model::WorkerState::Active,
             stop_reason: None,
+            drain_requested: false,
         };
         s.put_worker(&w, Fence::Unfenced).await.unwrap();
         s.list_workers(None).await.unwrap();

@@ -388,8 +388,23 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     /// controller retiring one: its leader fence).
     async fn put_worker(&self, worker: &WorkerInfo, fence: Fence<'_>) -> Result<()>;
     async fn remove_worker(&self, worker_id: &str, fence: Fence<'_>) -> Result<()>;
-    /// Workers of one step, or all when `step` is `None`.
+    /// Workers of one step, or all when `step` is `None`, each with the controller's drain
+    /// mark (`drain_requested`).
     async fn list_workers(&self, step: Option<&str>) -> Result<Vec<WorkerInfo>>;
+    /// The controller's drain mark on worker `worker_id` of `step` (its leader fence): set, the
+    /// worker stops claiming and exits once idle; cleared before the worker has read it, the
+    /// worker goes on. Kept apart from the registration, so the worker's heartbeat keeps it;
+    /// removing the worker removes it.
+    async fn set_worker_drain(
+        &self,
+        step: &str,
+        worker_id: &str,
+        drain: bool,
+        fence: Fence<'_>,
+    ) -> Result<()>;
+    /// Whether the controller asked worker `worker_id` to drain (one point read; the worker
+    /// asks at every heartbeat).
+    async fn worker_drain_requested(&self, worker_id: &str) -> Result<bool>;
 
     /// Creates or replaces a status document, fenced by `fence`.
     async fn put_status(&self, doc: &StatusDoc, fence: Fence<'_>) -> Result<()>;

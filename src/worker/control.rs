@@ -77,7 +77,14 @@ struct State {
     idle_declared: bool,
     /// Wall-clock time a slot was last busy.
     last_busy_at: Millis,
+    /// The controller's drain mark, as last read: no claims while set, and the worker stops
+    /// (reason `drain`) once no slot is busy; cleared before that, claims resume.
+    drain_marked: bool,
 }
+
+/// How long a free slot of a drain-marked worker waits before asking again; it is woken
+/// sooner when the mark is cleared or the worker stops.
+const DRAIN_RECHECK: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 struct Inner {
@@ -135,6 +142,7 @@ impl WorkerControl {
                     idle_since: Some(now),
                     idle_declared: false,
                     last_busy_at: 0,
+                    drain_marked: false,
                 }),
                 phase_tx,
                 stats: WorkerStats::default(),
@@ -281,13 +289,41 @@ impl WorkerControl {
         self.inner.registration.notify_one();
     }
 
+    /// The controller's drain mark as read from the store: while set, no claims, and the
+    /// worker stops once no slot is busy; cleared before that, the free slots claim again.
+    pub(crate) fn set_drain_mark(&self, marked: bool) {
+        let mut st = self.lock();
+        if st.drain_marked == marked || !st.phase.is_active() {
+            return;
+        }
+        st.drain_marked = marked;
+        if !self.stop_if_drained(&mut st) {
+            // Wakes the slots waiting out the mark.
+            self.inner.phase_tx.send_replace(st.phase);
+        }
+    }
+
+    /// Stops the worker when it is drain-marked and nothing runs or is being claimed.
+    fn stop_if_drained(&self, st: &mut State) -> bool {
+        let idle = st.busy == 0 && st.claiming == 0;
+        if st.drain_marked && idle && st.phase.is_active() {
+            self.stop_locked(st, StopReason::Drain, None, StopCause::HandBack);
+            return true;
+        }
+        false
+    }
+
     /// Asks whether a slot may claim now.
     pub(crate) fn begin_claim(&self) -> Gate {
         let mut st = self.lock();
+        self.stop_if_drained(&mut st);
         if !st.phase.is_active() {
             return Gate::Stop;
         }
         let now = Instant::now();
+        if st.drain_marked {
+            return Gate::WaitUntil(now + DRAIN_RECHECK);
+        }
         if now < st.next_claim_at {
             return Gate::WaitUntil(st.next_claim_at);
         }
@@ -333,6 +369,7 @@ impl WorkerControl {
             st.idle_declared = true;
             st.idle_since.get_or_insert(now);
         }
+        self.stop_if_drained(&mut st);
     }
 
     /// Records a claim that found nothing but made due retries pending: the next claim may
@@ -370,6 +407,7 @@ impl WorkerControl {
         if st.busy == 0 {
             st.idle_since = Some(Instant::now());
         }
+        self.stop_if_drained(&mut st);
     }
 
     /// Stops the worker for idleness when nothing was claimable for `idle_exit` and no slot is

@@ -35,6 +35,7 @@ pub(crate) fn info(ctx: &Ctx, started_at: Millis, state: WorkerState) -> WorkerI
         last_busy_at,
         state,
         stop_reason: ctx.control.phase().reason(),
+        drain_requested: false,
     }
 }
 
@@ -94,6 +95,23 @@ pub(crate) async fn upkeep(ctx: Arc<Ctx>, started_at: Millis, mut stop: watch::R
                 error: &e,
             }
             .emit();
+        }
+        read_drain_mark(&ctx).await;
+    }
+}
+
+/// Reads the controller's drain mark (`TaskStore::set_worker_drain`) once per heartbeat: while
+/// set, the worker claims nothing and exits once its running tasks are done (the controller
+/// then terminates the instance); cleared before that, it claims again. A failed read
+/// changes nothing; the next heartbeat reads again.
+async fn read_drain_mark(ctx: &Ctx) {
+    if !ctx.control.phase().is_active() {
+        return;
+    }
+    match ctx.store.worker_drain_requested(&ctx.cfg.worker_id).await {
+        Ok(marked) => ctx.control.set_drain_mark(marked),
+        Err(e) => {
+            tracing::warn!(worker_id = %ctx.cfg.worker_id, error = %e, "cannot read the drain mark")
         }
     }
 }

@@ -189,6 +189,7 @@ impl AwsWorld {
             last_busy_at: now,
             state: WorkerState::Active,
             stop_reason: None,
+            drain_requested: false,
         };
         self.store()
             .put_worker(&worker, anamo::store::Fence::Unfenced)

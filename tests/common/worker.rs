@@ -376,6 +376,20 @@ impl TaskStore for FaultyStore {
         self.call("list workers", self.inner.list_workers(step))
             .await
     }
+    async fn set_worker_drain(
+        &self,
+        step: &str,
+        worker_id: &str,
+        drain: bool,
+        fence: Fence<'_>,
+    ) -> Result<(), StoreError> {
+        let write = self.inner.set_worker_drain(step, worker_id, drain, fence);
+        self.call("set worker drain", write).await
+    }
+    async fn worker_drain_requested(&self, worker_id: &str) -> Result<bool, StoreError> {
+        let read = self.inner.worker_drain_requested(worker_id);
+        self.call("worker drain requested", read).await
+    }
     async fn put_status(&self, doc: &StatusDoc, fence: Fence<'_>) -> Result<(), StoreError> {
         self.call("put status", self.inner.put_status(doc, fence))
             .await

@@ -20,6 +20,7 @@ fn registration(id: &str, at: i64) -> WorkerInfo {
         last_busy_at: at,
         state: WorkerState::Active,
         stop_reason: None,
+        drain_requested: false,
     }
 }
 

@@ -33,6 +33,7 @@ fn worker(id: &str, state: WorkerState) -> WorkerInfo {
         last_busy_at: T0,
         state,
         stop_reason: None,
+        drain_requested: false,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The planner's rules, case by case (`rules.rs`), its upkeep actions (`upkeep.rs`), and the
 //! promises it keeps on any input (`properties.rs`).
 
+mod drain;
 mod estimates;
 mod properties;
 mod rules;
@@ -60,6 +61,7 @@ pub(super) fn worker(instance: &str, busy: u32, idle: Millis) -> WorkerInfo {
         last_busy_at: if busy > 0 { NOW } else { NOW - idle },
         state: WorkerState::Active,
         stop_reason: None,
+        drain_requested: false,
     }
 }
 

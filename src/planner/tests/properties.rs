@@ -213,7 +213,8 @@ fn without_reason(a: &Action) -> Action {
         | Action::RequeueExpired { reason, .. }
         | Action::SetProtection { reason, .. }
         | Action::ForgetWorkers { reason, .. }
-        | Action::RetireWorkers { reason, .. } => reason.clear(),
+        | Action::RetireWorkers { reason, .. }
+        | Action::DrainWorkers { reason, .. } => reason.clear(),
     }
     a
 }

@@ -73,6 +73,9 @@ struct SimWorker {
     /// What the store has (refreshed on the heartbeat, on idle → busy and on exit).
     reg: WorkerInfo,
     next_refresh: Millis,
+    /// The controller's drain mark as the worker last read it: it claims nothing and exits
+    /// once idle.
+    drain_seen: bool,
 }
 
 #[derive(Debug)]
@@ -466,6 +469,7 @@ impl World {
                     last_busy_at: now,
                     state: WorkerState::Active,
                     stop_reason: None,
+                    drain_requested: false,
                 };
                 let next_refresh = now + heartbeat(f);
                 self.instances[i].worker = Some(SimWorker {
@@ -474,6 +478,7 @@ impl World {
                     last_busy_at: now,
                     reg,
                     next_refresh,
+                    drain_seen: false,
                 });
             }
         }
@@ -509,13 +514,14 @@ impl World {
             if w.state != WorkerState::Active || inst.busy() > 0 {
                 continue;
             }
-            let exits = match self.exit {
-                WorkerExit::Never => false,
-                WorkerExit::QueueEmpty => self.remaining(inst.fleet) == 0,
-                WorkerExit::IdleExit => self.fleets[inst.fleet]
-                    .idle_exit
-                    .is_some_and(|idle| now - w.last_busy_at >= idle),
-            };
+            let exits = w.drain_seen
+                || match self.exit {
+                    WorkerExit::Never => false,
+                    WorkerExit::QueueEmpty => self.remaining(inst.fleet) == 0,
+                    WorkerExit::IdleExit => self.fleets[inst.fleet]
+                        .idle_exit
+                        .is_some_and(|idle| now - w.last_busy_at >= idle),
+                };
             if exits {
                 if let Some(w) = self.instances[i].worker.as_mut() {
                     w.state = WorkerState::Gone;
@@ -549,6 +555,8 @@ impl World {
         let busy = inst.slots.iter().filter(|s| s.is_some()).count() as u32;
         let hb = self.fleets[inst.fleet].heartbeat;
         if let Some(w) = inst.worker.as_mut() {
+            // The worker reads its drain mark when it heartbeats: no claims while set.
+            w.drain_seen = w.reg.drain_requested;
             w.reg.busy_slots = busy;
             w.reg.last_seen = now;
             w.reg.last_busy_at = if busy > 0 { now } else { w.last_busy_at };

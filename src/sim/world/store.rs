@@ -55,6 +55,18 @@ impl World {
         }
     }
 
+    /// The store's `set_worker_drain`: the controller's drain mark on these workers, read by
+    /// each at its next heartbeat.
+    pub fn set_drain(&mut self, workers: &[String], drain: bool) {
+        for &i in &self.alive {
+            if let Some(w) = self.instances[i].worker.as_mut() {
+                if workers.contains(&w.reg.worker_id) {
+                    w.reg.drain_requested = drain;
+                }
+            }
+        }
+    }
+
     pub(super) fn claim(&mut self, now: Millis) {
         let mut order: Vec<usize> = self
             .alive
@@ -64,7 +76,7 @@ impl World {
                 let inst = &self.instances[i];
                 inst.worker
                     .as_ref()
-                    .is_some_and(|w| w.state == WorkerState::Active)
+                    .is_some_and(|w| w.state == WorkerState::Active && !w.drain_seen)
                     && inst.slots.iter().any(Option::is_none)
             })
             .collect();

@@ -455,6 +455,7 @@ impl Reader<'_> {
                         .map_err(|e| self.error(STOP_REASON, e))
                 })
                 .transpose()?,
+            drain_requested: false,
         })
     }
 

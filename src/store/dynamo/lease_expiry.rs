@@ -295,6 +295,7 @@ mod tests {
             last_busy_at: 0,
             state,
             stop_reason: None,
+            drain_requested: false,
         }
     }
 

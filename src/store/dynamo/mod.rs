@@ -574,6 +574,20 @@ impl TaskStore for DynamoStore {
         workers::list_workers(self, step).await
     }
 
+    async fn set_worker_drain(
+        &self,
+        step: &str,
+        worker_id: &str,
+        drain: bool,
+        fence: Fence<'_>,
+    ) -> Result<()> {
+        workers::set_worker_drain(self, step, worker_id, drain, fence).await
+    }
+
+    async fn worker_drain_requested(&self, worker_id: &str) -> Result<bool> {
+        workers::worker_drain_requested(self, worker_id).await
+    }
+
     async fn put_status(&self, doc: &StatusDoc, fence: Fence<'_>) -> Result<()> {
         status::put_status(self, doc, fence).await
     }

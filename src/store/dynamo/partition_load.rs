@@ -99,6 +99,7 @@ fn worker(i: u64) -> WorkerInfo {
         last_busy_at: 1_700_000_000_000,
         state: WorkerState::Active,
         stop_reason: None,
+        drain_requested: false,
     }
 }
 

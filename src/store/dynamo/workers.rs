@@ -1,4 +1,11 @@
 //! Worker registrations: one item per worker, listed through the `WORKERS` index partition.
+//! The controller's drain mark on a worker is an item of its own (`WD#{worker}`, in the same
+//! index partition, sort key `{step}#{worker}#drain`), so the worker's heartbeat put never
+//! overwrites it; listing merges it into the worker's `drain_requested`.
+
+use std::collections::HashSet;
+
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::fence::Write;
 use super::items::*;
@@ -28,7 +35,46 @@ pub(super) async fn remove_worker(
         index: Some(WORKERS_GSI.to_string()),
     };
     store.write_fenced(OP, OP, fence, write).await?;
+    let drain = Write::Delete {
+        pk: drain_pk(worker_id),
+        index: Some(WORKERS_GSI.to_string()),
+    };
+    store.write_fenced(OP, OP, fence, drain).await?;
     Ok(())
+}
+
+fn drain_pk(worker_id: &str) -> String {
+    format!("WD#{worker_id}")
+}
+
+pub(super) async fn set_worker_drain(
+    store: &DynamoStore,
+    step: &str,
+    worker_id: &str,
+    drain: bool,
+    fence: Fence<'_>,
+) -> Result<()> {
+    const OP: &str = "set worker drain";
+    let write = if drain {
+        Write::Put(Item::from([
+            (PK.to_string(), s(drain_pk(worker_id))),
+            (INDEX_PK.to_string(), s(WORKERS_GSI)),
+            (INDEX_SK.to_string(), s(format!("{step}#{worker_id}#drain"))),
+            ("worker_id".to_string(), s(worker_id)),
+        ]))
+    } else {
+        Write::Delete {
+            pk: drain_pk(worker_id),
+            index: Some(WORKERS_GSI.to_string()),
+        }
+    };
+    store.write_fenced(OP, OP, fence, write).await?;
+    Ok(())
+}
+
+pub(super) async fn worker_drain_requested(store: &DynamoStore, worker_id: &str) -> Result<bool> {
+    const OP: &str = "worker drain requested";
+    Ok(store.get_item(OP, drain_pk(worker_id)).await?.is_some())
 }
 
 pub(super) async fn list_workers(
@@ -41,10 +87,21 @@ pub(super) async fn list_workers(
         None => Sk::Any,
     };
     let items = store.query_all(OP, WORKERS_GSI, sk, None).await?;
+    let is_drain =
+        |i: &&Item| matches!(i.get(PK), Some(AttributeValue::S(pk)) if pk.starts_with("WD#"));
+    let drains: HashSet<String> = items
+        .iter()
+        .filter(is_drain)
+        .map(|i| Reader::new(OP, i).s("worker_id"))
+        .collect::<Result<_>>()?;
     let mut workers = items
         .iter()
+        .filter(|i| !is_drain(i))
         .map(|i| Reader::new(OP, i).worker())
         .collect::<Result<Vec<_>>>()?;
+    for w in &mut workers {
+        w.drain_requested = drains.contains(&w.worker_id);
+    }
     workers.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
     Ok(workers)
 }

@@ -64,6 +64,12 @@ CREATE TABLE IF NOT EXISTS workers (
     step      TEXT NOT NULL,
     body      TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS worker_drains (
+    worker_id TEXT PRIMARY KEY,
+    step      TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS worker_drains_removed AFTER DELETE ON workers
+BEGIN DELETE FROM worker_drains WHERE worker_id = old.worker_id; END;
 CREATE TABLE IF NOT EXISTS status (
     name       TEXT PRIMARY KEY,
     updated_at INTEGER NOT NULL,
@@ -242,7 +248,7 @@ impl TaskStore for SqliteStore {
     async fn delete_schema(&self) -> Result<()> {
         self.run("delete schema", |c| {
             c.execute_batch(
-                "DROP TABLE IF EXISTS tasks; DROP TABLE IF EXISTS workers; \
+                "DROP TABLE IF EXISTS tasks; DROP TABLE IF EXISTS workers; DROP TABLE IF EXISTS worker_drains; \
                  DROP TABLE IF EXISTS status; DROP TABLE IF EXISTS leaders; \
                  DROP TABLE IF EXISTS anamo_meta;",
             )
@@ -390,6 +396,20 @@ impl TaskStore for SqliteStore {
 
     async fn list_workers(&self, step: Option<&str>) -> Result<Vec<WorkerInfo>> {
         workers::list_workers(self, step).await
+    }
+
+    async fn set_worker_drain(
+        &self,
+        step: &str,
+        worker_id: &str,
+        drain: bool,
+        fence: Fence<'_>,
+    ) -> Result<()> {
+        workers::set_worker_drain(self, step, worker_id, drain, fence).await
+    }
+
+    async fn worker_drain_requested(&self, worker_id: &str) -> Result<bool> {
+        workers::worker_drain_requested(self, worker_id).await
     }
 
     async fn put_status(&self, doc: &StatusDoc, fence: Fence<'_>) -> Result<()> {
