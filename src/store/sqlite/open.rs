@@ -80,6 +80,9 @@ impl SqliteStore {
                 .map_err(|e| name_path(map_err("create schema", e), path))?;
         }
         add_columns(&conn, read_only).map_err(fail)?;
+        if read_only {
+            add_temp_tables(&conn).map_err(fail)?;
+        }
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Arc::new(Mutex::new(conn)),
@@ -146,6 +149,18 @@ fn add_columns(conn: &Connection, read_only: bool) -> rusqlite::Result<()> {
         conn.execute_batch(&format!("ALTER TABLE tasks ADD COLUMN {name} {ty}"))?;
     }
     Ok(())
+}
+
+/// A store made by an older version that this process cannot write lacks the tables added
+/// since (`worker_drains`, the controller's drain marks): an empty temporary one stands in
+/// for it, so reading commands keep working (nothing is marked in such a store).
+fn add_temp_tables(conn: &Connection) -> rusqlite::Result<()> {
+    if !has_table(conn, "tasks")? || has_table(conn, "worker_drains")? {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "CREATE TEMP TABLE worker_drains (worker_id TEXT PRIMARY KEY, step TEXT NOT NULL)",
+    )
 }
 
 fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
@@ -270,5 +285,24 @@ mod tests {
         let err = SqliteStore::open_existing(&empty).unwrap_err().to_string();
         assert!(err.contains("no task table"), "{err}");
         assert!(!created_by_up(&dir.path().join("missing.db")));
+    }
+
+    #[test]
+    fn an_older_store_read_only_gets_an_empty_drain_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        SqliteStore::open(&path).unwrap();
+        let rw = Connection::open(&path).unwrap();
+        rw.execute_batch("DROP TRIGGER worker_drains_removed; DROP TABLE worker_drains")
+            .unwrap();
+        drop(rw);
+        let ro = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let join = "SELECT count(*) FROM workers w LEFT JOIN worker_drains d \
+                    ON d.worker_id = w.worker_id";
+        let count = |c: &Connection| c.query_row(join, [], |r| r.get::<_, i64>(0));
+        assert!(count(&ro).is_err(), "the older store has no drain table");
+        add_temp_tables(&ro).unwrap();
+        assert_eq!(count(&ro).unwrap(), 0);
+        assert!(!has_table(&ro, "worker_drains").unwrap(), "nothing written");
     }
 }
