@@ -139,11 +139,12 @@ async fn killed_worker_task_is_requeued_and_done_once(h: Harness) {
     let orphan = read_pid(&pid1).unwrap();
 
     // What the controller does: requeue once the lease has expired. On DynamoDB a silent
-    // worker's tasks are looked at once its registration is a default lease TTL (60 s) old,
-    // whatever its own TTL (docs/dynamodb-table.md, "Lease expiry"): up to a minute here.
+    // worker's tasks are looked at once its registration is older than the lease TTL it
+    // records (2 s here; docs/dynamodb-table.md, "Lease expiry"), so well before the 60 s a
+    // registration without one is trusted for (the bound is a hang guard).
     wait_until(
         "lease expiry requeues the task",
-        Duration::from_secs(75),
+        Duration::from_secs(30),
         || async {
             let report = h
                 .store

@@ -425,9 +425,13 @@ on_both_stores!(bench_reports_requests_per_task);
 /// of a batch claim (on DynamoDB one query for the batch and one conditional write per task),
 /// plus registrations and idle polls.
 async fn bench_reports_requests_per_task(h: Harness) {
-    let report = anamo::worker::bench_dispatch(h.store.clone(), &h.requests, 8, 4, 1000)
-        .await
-        .unwrap();
+    let report = anamo::worker::bench_dispatch(
+        h.store.clone(),
+        &h.requests,
+        &anamo::worker::DispatchLoad::trivial(8, 4, 1000),
+    )
+    .await
+    .unwrap();
     eprintln!("{}", serde_json::to_string(&report).unwrap());
     assert_eq!(report.succeeded, 1000);
     assert!(report.requests_per_task > 1.0, "{report:?}");

@@ -1,4 +1,4 @@
-//! Dispatch throughput (workers running `true`), the raw DynamoDB Local conditional-write
+//! Dispatch throughput (workers running `true`, or a command of the user's), the raw DynamoDB Local conditional-write
 //! rate beside it, and claims per second without processes.
 
 use std::sync::Arc;
@@ -97,16 +97,18 @@ impl RawRate {
 
 /// Dispatch on SQLite and DynamoDB Local, and the raw UpdateItem rate.
 pub(super) async fn dispatch(cfg: &BenchConfig) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
-    let (w, s, n) = (cfg.workers, cfg.slots, cfg.dispatch_tasks);
+    let load = &cfg.dispatch;
+    let (w, s, n) = (load.workers, load.slots, load.tasks);
     let shape = format!("{w}×{s}, {n} tasks");
+    let what = format!("dispatch `{}`", load.command);
     let mut rows = Vec::new();
 
     let dir = TempDir::new("anamo-bench-dispatch")?;
     let (store, requests) = sqlite_store(&dir)?;
-    let sqlite = bench_dispatch(store, &requests, w, s, n).await?;
+    let sqlite = bench_dispatch(store, &requests, load).await?;
     rows.push(
         Row::new(
-            format!("dispatch `true`, SQLite ({shape})"),
+            format!("{what}, SQLite ({shape})"),
             format!(
                 "{:.0} tasks/s, {:.1} store requests/task",
                 sqlite.tasks_per_sec, sqlite.requests_per_task
@@ -118,12 +120,15 @@ pub(super) async fn dispatch(cfg: &BenchConfig) -> anyhow::Result<(Vec<Row>, ser
     let mut details = json!({ "sqlite": sqlite });
     match &cfg.dynamodb_endpoint {
         None => rows.push(Row::skipped(
-            format!("dispatch `true`, DynamoDB Local ({shape})"),
+            format!("{what}, DynamoDB Local ({shape})"),
             "no DynamoDB endpoint (--dynamodb-endpoint or ANAMO_TEST_DYNAMODB_ENDPOINT)",
         )),
         Some(endpoint) => {
             let f = measure_dynamodb(cfg, endpoint).await?;
-            rows.push(dynamodb_row(&f, &shape));
+            rows.push(dynamodb_row(
+                &f,
+                &format!("{what}, DynamoDB Local ({shape})"),
+            ));
             details["dynamodb"] = json!(f.dynamo);
             details["warmup"] = json!({ "dispatch": f.cold, "raw_update_item": f.cold_raw });
             details["raw_update_item"] = json!(f.raw);
@@ -144,23 +149,24 @@ struct DynamoFigures {
 
 /// Measures [`DynamoFigures`], each in a table of its own.
 async fn measure_dynamodb(cfg: &BenchConfig, endpoint: &str) -> anyhow::Result<DynamoFigures> {
-    let (w, s, n) = (cfg.workers, cfg.slots, cfg.dispatch_tasks);
+    let load = &cfg.dispatch;
+    let concurrency = load.workers * load.slots as usize;
     // DynamoDB Local's JVM compiles its hot paths during the first few thousand
     // requests, at 2-5 times the CPU per request. Whatever ran first would pay for it,
     // so one dispatch and one raw loop run unmeasured first and both measured phases
     // meet a warm JVM (DynamoDB itself has no such phase).
     let table = DynamoTable::create(endpoint, "anamo-bench-warmup").await?;
-    let cold = bench_dispatch(table.store.clone(), &table.store.recorder(), w, s, n).await;
+    let cold = bench_dispatch(table.store.clone(), &table.store.recorder(), load).await;
     table.drop_table().await;
     let cold = cold?;
-    let cold_raw = raw_update_rate(endpoint, w * s as usize, cfg.raw_secs).await?;
+    let cold_raw = raw_update_rate(endpoint, concurrency, cfg.raw_secs).await?;
     let table = DynamoTable::create(endpoint, "anamo-bench-dispatch").await?;
-    let dynamo = bench_dispatch(table.store.clone(), &table.store.recorder(), w, s, n).await;
+    let dynamo = bench_dispatch(table.store.clone(), &table.store.recorder(), load).await;
     table.drop_table().await;
     let dynamo = dynamo?;
-    let raw = raw_update_rate(endpoint, w * s as usize, cfg.raw_secs).await?;
+    let raw = raw_update_rate(endpoint, concurrency, cfg.raw_secs).await?;
     let table = DynamoTable::create(endpoint, "anamo-bench-writes").await?;
-    let own = task_write_rate(table.store.clone(), w * s as usize, cfg.raw_secs).await;
+    let own = task_write_rate(table.store.clone(), concurrency, cfg.raw_secs).await;
     table.drop_table().await;
     let own = own?;
     Ok(DynamoFigures {
@@ -172,13 +178,14 @@ async fn measure_dynamodb(cfg: &BenchConfig, endpoint: &str) -> anyhow::Result<D
     })
 }
 
-/// The DynamoDB Local dispatch row: its rate against the raw conditional write's.
-fn dynamodb_row(f: &DynamoFigures, shape: &str) -> Row {
+/// The DynamoDB Local dispatch row (named `name`): its rate against the raw conditional
+/// write's.
+fn dynamodb_row(f: &DynamoFigures, name: &str) -> Row {
     let (cold, cold_raw, dynamo, raw, own) = (&f.cold, &f.cold_raw, &f.dynamo, &f.raw, &f.own);
     let ratio = dynamo.tasks_per_sec / raw.per_sec.max(1e-9);
     let own_ratio = dynamo.tasks_per_sec / own.per_sec.max(1e-9);
     Row::new(
-        format!("dispatch `true`, DynamoDB Local ({shape})"),
+        name,
         format!(
             "{:.0} tasks/s, {:.1} store requests/task",
             dynamo.tasks_per_sec, dynamo.requests_per_task
@@ -210,7 +217,7 @@ fn dynamodb_row(f: &DynamoFigures, shape: &str) -> Row {
     ))
 }
 
-/// `2.10 write units, 0.60 read units; busiest partition key S#bench-…#running: 40 writes/s`.
+/// `2.10 write units, 0.60 read units, 2.00 heartbeats; busiest partition key S#bench-…#running: 40 writes/s`.
 fn capacity(r: &BenchReport) -> String {
     let busiest = match &r.busiest_key {
         Some(k) => format!(
@@ -220,8 +227,8 @@ fn capacity(r: &BenchReport) -> String {
         None => "no partition key written".to_string(),
     };
     format!(
-        "{:.2} write units, {:.2} read units; {busiest}",
-        r.write_units_per_task, r.read_units_per_task
+        "{:.2} write units, {:.2} read units, {:.2} heartbeats; {busiest}",
+        r.write_units_per_task, r.read_units_per_task, r.heartbeats_per_task
     )
 }
 

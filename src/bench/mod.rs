@@ -35,10 +35,8 @@ pub struct BenchConfig {
     /// DynamoDB Local endpoint; without it the DynamoDB rows are skipped.
     pub dynamodb_endpoint: Option<String>,
     pub parts: Vec<Part>,
-    /// Dispatch: workers × slots, tasks.
-    pub workers: usize,
-    pub slots: u32,
-    pub dispatch_tasks: u64,
+    /// Dispatch: workers × slots, tasks, their command and lease TTL.
+    pub dispatch: crate::worker::DispatchLoad,
     /// Seconds of the raw `UpdateItem` loop.
     pub raw_secs: f64,
     /// Claims: concurrent claimers and tasks.
@@ -245,9 +243,7 @@ mod tests {
         let cfg = BenchConfig {
             dynamodb_endpoint: None,
             parts: vec![Part::Dispatch, Part::Claims, Part::Reconcile],
-            workers: 2,
-            slots: 2,
-            dispatch_tasks: 20,
+            dispatch: crate::worker::DispatchLoad::trivial(2, 2, 20),
             raw_secs: 0.1,
             claimers: 4,
             claim_tasks: 40,
@@ -291,9 +287,7 @@ mod tests {
         let cfg = BenchConfig {
             dynamodb_endpoint: None,
             parts: vec![Part::Latency],
-            workers: 1,
-            slots: 1,
-            dispatch_tasks: 0,
+            dispatch: crate::worker::DispatchLoad::trivial(1, 1, 0),
             raw_secs: 0.0,
             claimers: 1,
             claim_tasks: 0,

@@ -11,6 +11,7 @@ use clap::Args;
 use super::output::{out, outln, print_json, Table};
 use super::parse_duration;
 use crate::bench::{self, BenchConfig, BenchRun, Part};
+use crate::worker::DispatchLoad;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -39,6 +40,13 @@ pub struct BenchArgs {
     /// Dispatch: tasks per store.
     #[arg(long, default_value_t = 2000)]
     pub dispatch_tasks: u64,
+    /// Dispatch: the tasks' command (e.g. `sleep 2`, with a short `--dispatch-lease-ttl`, for
+    /// tasks that heartbeat).
+    #[arg(long, default_value = crate::worker::DEFAULT_BENCH_COMMAND)]
+    pub task_command: String,
+    /// Dispatch: the workers' lease TTL (they heartbeat every third of it).
+    #[arg(long, value_parser = parse_duration, default_value = crate::manifest::DEFAULT_LEASE_TTL_ARG)]
+    pub dispatch_lease_ttl: Duration,
     /// Dispatch: seconds of the raw UpdateItem loop.
     #[arg(long, default_value_t = 5.0)]
     pub raw_secs: f64,
@@ -92,9 +100,13 @@ pub async fn run(args: BenchArgs, store: Option<&str>) -> anyhow::Result<ExitCod
         } else {
             args.only.clone()
         },
-        workers: args.workers,
-        slots: args.slots,
-        dispatch_tasks: args.dispatch_tasks,
+        dispatch: DispatchLoad {
+            workers: args.workers,
+            slots: args.slots,
+            tasks: args.dispatch_tasks,
+            command: args.task_command,
+            lease_ttl: args.dispatch_lease_ttl,
+        },
         raw_secs: args.raw_secs,
         claimers: args.claimers,
         claim_tasks: args.claim_tasks,

@@ -366,6 +366,10 @@ impl TaskStore for InstrumentedStore {
         self.inner.claim_conflicts()
     }
 
+    fn note_lease_ttl(&self, owner: &str, ttl_ms: Millis) {
+        self.inner.note_lease_ttl(owner, ttl_ms)
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
     }

@@ -439,6 +439,11 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     fn claim_conflicts(&self) -> u64 {
         0
     }
+    /// The lease TTL `owner`'s claims ask for, told before it registers: a store whose lease
+    /// expiry looks at a task only once its owner's registration is stale records it on the
+    /// registration, so that a dead worker's leases are found about one TTL after it stopped
+    /// (DynamoDB, docs/dynamodb-table.md "Lease expiry"). Claims record it too.
+    fn note_lease_ttl(&self, _owner: &str, _ttl_ms: Millis) {}
     /// Short description for logs, e.g. `sqlite:///tmp/anamo.db`.
     fn describe(&self) -> String;
 }

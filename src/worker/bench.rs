@@ -1,6 +1,7 @@
 //! Dispatch benchmark: `workers` in-process workers with `slots` slots each work through
-//! `tasks` trivial tasks (`true`); reports throughput, store requests and capacity units per
-//! task, and the busiest partition key.
+//! `tasks` tasks of one command (`true` by default; a longer one, e.g. `sleep 2` with a short
+//! lease TTL, makes them heartbeat); reports throughput, store requests, heartbeats and
+//! capacity units per task, and the busiest partition key.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +15,38 @@ use super::{run_with, WorkerArgs, WorkerControl, WorkerError, WorkerExit};
 use crate::model::TaskSpec;
 use crate::store::{PeakKey, RequestRecorder, SharedStore};
 
+/// The command the dispatch benchmark's tasks run unless told otherwise.
+pub const DEFAULT_BENCH_COMMAND: &str = "true";
+
+/// What the dispatch benchmark runs: `workers` × `slots` on `tasks` tasks of `command`, with
+/// the workers' lease TTL (their heartbeat is a third of it, the worker's default).
+#[derive(Debug, Clone, Serialize)]
+pub struct DispatchLoad {
+    pub workers: usize,
+    pub slots: u32,
+    pub tasks: u64,
+    pub command: String,
+    #[serde(serialize_with = "serialize_ms", rename = "lease_ttl_ms")]
+    pub lease_ttl: Duration,
+}
+
+impl DispatchLoad {
+    /// `tasks` tasks running `true`, with the worker's default lease TTL.
+    pub fn trivial(workers: usize, slots: u32, tasks: u64) -> DispatchLoad {
+        DispatchLoad {
+            workers,
+            slots,
+            tasks,
+            command: DEFAULT_BENCH_COMMAND.to_string(),
+            lease_ttl: crate::manifest::DEFAULT_LEASE_TTL,
+        }
+    }
+}
+
+fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub store: String,
@@ -22,6 +55,9 @@ pub struct BenchReport {
     pub workers: usize,
     pub slots: u32,
     pub tasks: u64,
+    /// The tasks' command and the workers' lease TTL.
+    pub command: String,
+    pub lease_ttl_ms: u64,
     pub succeeded: u64,
     /// From the first worker's start to the last result recorded.
     pub elapsed_ms: u64,
@@ -37,6 +73,9 @@ pub struct BenchReport {
     /// 0 on SQLite).
     pub read_units_per_task: f64,
     pub write_units_per_task: f64,
+    /// Lease renewals sent per task (`heartbeat write` and `heartbeat write lost` of
+    /// `requests_by_kind`; 0 when the store does not break requests down).
+    pub heartbeats_per_task: f64,
     /// The partition key (table or index) that received the most item writes within one
     /// second in that window (none on SQLite).
     pub busiest_key: Option<PeakKey>,
@@ -44,22 +83,27 @@ pub struct BenchReport {
     pub import_requests: u64,
 }
 
-/// Imports `tasks` tasks running `true` into a fresh step and lets `workers` workers of
-/// `slots` slots run them all; `recorder` counts the store's requests.
+/// Imports `load.tasks` tasks running `load.command` into a fresh step and lets
+/// `load.workers` workers of `load.slots` slots run them all; `recorder` counts the store's
+/// requests.
 pub async fn bench_dispatch(
     store: SharedStore,
     recorder: &RequestRecorder,
-    workers: usize,
-    slots: u32,
-    tasks: u64,
+    load: &DispatchLoad,
 ) -> Result<BenchReport, WorkerError> {
+    let DispatchLoad {
+        workers,
+        slots,
+        tasks,
+        ..
+    } = *load;
     if workers == 0 || slots == 0 || tasks == 0 {
         return Err(WorkerError::InvalidArgs(
             "workers, slots and tasks must all be at least 1".into(),
         ));
     }
     let step = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let import_requests = import_tasks(&store, recorder, &step, tasks).await?;
+    let import_requests = import_tasks(&store, recorder, &step, load).await?;
 
     let log_dir = std::env::temp_dir().join(format!("anamo-bench-{step}"));
     let started = Instant::now();
@@ -67,7 +111,7 @@ pub async fn bench_dispatch(
     let mix_before = recorder.by_kind();
     let units_before = (recorder.read_units(), recorder.write_units());
     recorder.restart_keys();
-    let (controls, mut running) = spawn_workers(&store, &step, workers, slots, &log_dir);
+    let (controls, mut running) = spawn_workers(&store, &step, load, &log_dir);
     let mut finished_early = wait_for_results(&controls, &mut running, tasks).await;
     let elapsed = started.elapsed();
     let requests = recorder.total() - before;
@@ -89,18 +133,25 @@ pub async fn bench_dispatch(
         return Err(e);
     }
     let secs = elapsed.as_secs_f64().max(1e-9);
+    let requests_by_kind = requests_by_kind(mix, &mix_before, requests, tasks);
     Ok(BenchReport {
         store: store.describe(),
         step,
         workers,
         slots,
         tasks,
+        command: load.command.clone(),
+        lease_ttl_ms: load.lease_ttl.as_millis() as u64,
         succeeded,
         elapsed_ms: elapsed.as_millis() as u64,
         tasks_per_sec: tasks as f64 / secs,
         requests,
         requests_per_task: requests as f64 / tasks as f64,
-        requests_by_kind: requests_by_kind(mix, &mix_before, requests, tasks),
+        heartbeats_per_task: ["heartbeat write", "heartbeat write lost"]
+            .iter()
+            .filter_map(|k| requests_by_kind.get(*k))
+            .sum(),
+        requests_by_kind,
         read_units_per_task: units.0 / tasks as f64,
         write_units_per_task: units.1 / tasks as f64,
         busiest_key,
@@ -108,15 +159,15 @@ pub async fn bench_dispatch(
     })
 }
 
-/// Imports `tasks` tasks running `true` into `step`; returns the store requests it took.
+/// Imports the load's tasks into `step`; returns the store requests it took.
 async fn import_tasks(
     store: &SharedStore,
     recorder: &RequestRecorder,
     step: &str,
-    tasks: u64,
+    load: &DispatchLoad,
 ) -> Result<u64, WorkerError> {
-    let specs: Vec<TaskSpec> = (0..tasks)
-        .map(|i| TaskSpec::new(step, format!("t{i:07}"), "true"))
+    let specs: Vec<TaskSpec> = (0..load.tasks)
+        .map(|i| TaskSpec::new(step, format!("t{i:07}"), &load.command))
         .collect();
     let before_import = recorder.total();
     store
@@ -131,21 +182,21 @@ async fn import_tasks(
 
 type Running = JoinSet<Result<WorkerExit, WorkerError>>;
 
-/// Starts `workers` in-process workers of `slots` slots on `step`.
+/// Starts the load's in-process workers on `step`.
 fn spawn_workers(
     store: &SharedStore,
     step: &str,
-    workers: usize,
-    slots: u32,
+    load: &DispatchLoad,
     log_dir: &Path,
 ) -> (Vec<WorkerControl>, Running) {
     let mut controls = Vec::new();
     let mut running = JoinSet::new();
-    for _ in 0..workers {
+    for _ in 0..load.workers {
         let control = WorkerControl::new();
         controls.push(control.clone());
         let mut args = WorkerArgs::new(step);
-        args.slots = slots;
+        args.slots = load.slots;
+        args.lease_ttl = load.lease_ttl;
         args.log_dir = Some(log_dir.to_path_buf());
         args.imds_endpoint = Some("off".into());
         args.poll_interval = Duration::from_millis(500);

@@ -59,7 +59,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-pub use self::bench::{bench_dispatch, BenchReport};
+pub use self::bench::{bench_dispatch, BenchReport, DispatchLoad, DEFAULT_BENCH_COMMAND};
 pub use self::config::DEFAULT_IMDS_ENDPOINT;
 pub use self::control::{StopReason, WorkerControl};
 pub use self::events::{StatsSnapshot, WorkerStats, TASK_OUTCOMES};

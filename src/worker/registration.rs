@@ -50,6 +50,8 @@ fn current_state(ctx: &Ctx) -> WorkerState {
 /// The first registration. Retryable errors are retried until the worker is told to stop;
 /// anything else is fatal.
 pub(crate) async fn register(ctx: &Ctx, started_at: Millis) -> Result<(), StoreError> {
+    ctx.store
+        .note_lease_ttl(&ctx.cfg.worker_id, crate::clock::ms(ctx.cfg.lease_ttl));
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
         match ctx

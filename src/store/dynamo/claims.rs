@@ -17,8 +17,18 @@ use crate::clock::Millis;
 use crate::model::{Claim, ClaimRequest, TaskState};
 use crate::store::{new_token, Result, StoreError};
 
-/// Pending candidates read per claim query.
-const CLAIM_PAGE: i32 = 16;
+/// Pending candidates read per claim query, and kept (less what the claim took) for the same
+/// claimer's next claims for [`LEFTOVERS_FOR`].
+///
+/// A claimer pays one Query per page it uses, so its Queries per task are about
+/// `1 / min(CLAIM_PAGE, 1 + r × LEFTOVERS_FOR)` for a worker claiming `r` tasks a second
+/// (short tasks: `r` near `slots ÷ task time`); a page of 32 (about 10 KB of index entries,
+/// 1.5 read units) kept for 2 s makes that about 1/32 for workers taking 16 or more tasks a
+/// second. Keeping more does not add claim races: a race needs another claimer reading the
+/// same shard's head while this one holds it, about `(w − 1) ÷ n` per Query for `w` workers
+/// over `n` shards whatever the page size, so races per task fall with the Queries (and a
+/// claimer that lost one rotates into its page, see [`order_candidates`]).
+const CLAIM_PAGE: i32 = 32;
 /// Candidates read per claim while this store is losing races: a wider page spreads concurrent
 /// claimers over more tasks, so fewer conditional writes fail (one read either way).
 const CONTENDED_CLAIM_PAGE: i32 = 64;
@@ -33,7 +43,7 @@ const CONTENTION_MEMORY: Duration = Duration::from_secs(10);
 /// How long a claimer may go on taking the candidates its last claim query found and left,
 /// instead of querying again. It bounds how long a task that became pending meanwhile through
 /// another client (however high its priority) can wait behind them.
-pub(super) const LEFTOVERS_FOR: Duration = Duration::from_millis(500);
+pub(super) const LEFTOVERS_FOR: Duration = Duration::from_secs(2);
 
 /// Who claims: step and owner (a worker's id). Each claimer keeps its own leftovers, as it
 /// would in a process of its own.
@@ -228,6 +238,7 @@ pub(super) async fn claim_batch(
     now: Millis,
 ) -> Result<Vec<Claim>> {
     let want = max.clamp(1, MAX_CLAIM_BATCH);
+    store.lease_ttls.note(&req.owner, req.ttl_ms);
     let claimer: Claimer = (req.step.clone(), req.owner.clone());
     let mut claims = Vec::with_capacity(want);
     // First what this claimer's last query found and left, while fresh: no query at all,

@@ -17,6 +17,10 @@ pub(crate) const INDEX: &str = "gsi2";
 pub(crate) const INDEX_PK: &str = "g2pk";
 pub(crate) const INDEX_SK: &str = "g2sk";
 
+/// A worker registration's attribute: the lease TTL (ms) its worker's claims ask for (absent
+/// in registrations written before it existed, and before the worker's first claim).
+pub(crate) const LEASE_TTL_MS: &str = "lease_ttl_ms";
+
 /// The non-key attributes the index projects (INCLUDE; DynamoDB allows at most 20): what
 /// claims (`id`), the oldest pending task (`updated_at`), the sample view and the graph's
 /// promotion (`id`, `state`), due retries (`priority`), the failed-tasks query of the docs
@@ -45,6 +49,7 @@ pub(crate) const PROJECTED: &[&str] = &[
     "last_seen",
     "last_busy_at",
     "stop_reason",
+    LEASE_TTL_MS,
     // status documents (`updated_at` above)
     "name",
     "body",

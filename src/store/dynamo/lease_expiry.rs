@@ -4,8 +4,9 @@
 //! the owners:
 //!
 //! 1. the step's worker registrations (`W#…`, refreshed by every live worker each heartbeat):
-//!    for each one marked gone, not refreshed for [`STALE_AFTER`], or deleted since the last
-//!    pass, its running tasks are one Query per running shard, `begins_with(g2sk, "{owner}#")`;
+//!    for each one marked gone, not refreshed for its worker's lease TTL (which it records;
+//!    [`STALE_AFTER`] for one that records none), or deleted since the last pass, its running
+//!    tasks are one Query per running shard, `begins_with(g2sk, "{owner}#")`;
 //! 2. a task can be claimed by an owner without a registration (another client, a
 //!    registration lost in a crash), so every [`FULL_SWEEP_EVERY`] (and at a store's first
 //!    pass) all running shards are read, and the tasks of owners without a fresh registration
@@ -30,15 +31,36 @@ use crate::clock::Millis;
 use crate::model::{
     RequeueReport, TaskState, WorkerState, DEFAULT_LEASE_TTL, DEFAULT_MAX_ATTEMPTS,
 };
-use crate::store::{Fence, Result, TaskStore};
+use crate::store::{Fence, Result};
 
 /// How often every running shard is read for tasks of unregistered owners: once per default
 /// lease TTL, so such a task's expired lease is found at most about one TTL late (two TTLs
 /// after its last heartbeat).
 pub(crate) const FULL_SWEEP_EVERY: Millis = DEFAULT_LEASE_TTL.as_millis() as Millis;
-/// A worker registration older than this (the default lease TTL: a live worker refreshes it
-/// every heartbeat, a fraction of its TTL) is stale: its running tasks are looked at.
+/// A worker registration that records no lease TTL (written before registrations recorded it)
+/// is stale when older than this, the default lease TTL; one that records its worker's TTL is
+/// stale when older than that TTL (a live worker refreshes it every heartbeat, a fraction of
+/// its TTL). The running tasks of a stale registration's worker are looked at.
 pub(crate) const STALE_AFTER: Millis = DEFAULT_LEASE_TTL.as_millis() as Millis;
+
+/// The lease TTL each claimer of this store asked for (its worker told it before registering,
+/// and each claim asks for it), recorded on the claimer's registration.
+#[derive(Debug, Default)]
+pub(super) struct LeaseTtls(Mutex<HashMap<String, Millis>>);
+
+impl LeaseTtls {
+    pub(super) fn note(&self, owner: &str, ttl_ms: Millis) {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if all.get(owner) != Some(&ttl_ms) {
+            all.insert(owner.to_string(), ttl_ms);
+        }
+    }
+
+    pub(super) fn of(&self, owner: &str) -> Option<Millis> {
+        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(owner).copied()
+    }
+}
 
 /// Per step: when all running shards were last read, and the running tasks of owners without
 /// a fresh registration whose lease had not expired yet.
@@ -70,13 +92,18 @@ pub(crate) fn full_sweep_due(last: Option<Millis>, now: Millis) -> bool {
     last.is_none_or(|at| now - at >= FULL_SWEEP_EVERY || now < at)
 }
 
+/// A worker's registration and the lease TTL it records, if any.
+pub(crate) type Registration = (crate::model::WorkerInfo, Option<Millis>);
+
 /// The owners whose running tasks a pass trusts to be heartbeated: registered, not gone, and
-/// seen within [`STALE_AFTER`].
-pub(crate) fn fresh_owners(workers: &[crate::model::WorkerInfo], now: Millis) -> HashSet<String> {
+/// seen within their own lease TTL ([`STALE_AFTER`] for a registration that records none).
+pub(crate) fn fresh_owners(workers: &[Registration], now: Millis) -> HashSet<String> {
     workers
         .iter()
-        .filter(|w| w.state != WorkerState::Gone && now - w.last_seen <= STALE_AFTER)
-        .map(|w| w.worker_id.clone())
+        .filter(|(w, ttl)| {
+            w.state != WorkerState::Gone && now - w.last_seen <= ttl.unwrap_or(STALE_AFTER)
+        })
+        .map(|(w, _)| w.worker_id.clone())
         .collect()
 }
 
@@ -117,9 +144,10 @@ impl DynamoStore {
         now: Millis,
         memory: &mut StepMemory,
     ) -> Result<(BTreeSet<String>, HashSet<String>)> {
-        let workers = self.list_workers(Some(step)).await?;
+        let workers = super::workers::list_registrations(self, Some(step)).await?;
         let fresh = fresh_owners(&workers, now);
-        let registered: BTreeSet<String> = workers.iter().map(|w| w.worker_id.clone()).collect();
+        let registered: BTreeSet<String> =
+            workers.iter().map(|(w, _)| w.worker_id.clone()).collect();
         let gone = memory.registered.difference(&registered).cloned();
         let stale = registered.iter().filter(|w| !fresh.contains(*w)).cloned();
         let suspects: BTreeSet<String> = gone.chain(stale).collect();
@@ -283,7 +311,11 @@ mod tests {
     use super::*;
     use crate::model::WorkerInfo;
 
-    fn worker(id: &str, last_seen: Millis, state: WorkerState) -> WorkerInfo {
+    fn worker(id: &str, last_seen: Millis, state: WorkerState) -> Registration {
+        (worker_info(id, last_seen, state), None)
+    }
+
+    fn worker_info(id: &str, last_seen: Millis, state: WorkerState) -> WorkerInfo {
         WorkerInfo {
             worker_id: id.into(),
             step: "align".into(),
@@ -311,6 +343,21 @@ mod tests {
         let mut fresh: Vec<String> = fresh_owners(&workers, now).into_iter().collect();
         fresh.sort();
         assert_eq!(fresh, ["draining", "live"]);
+    }
+
+    #[test]
+    fn a_registration_is_trusted_for_its_own_lease_ttl() {
+        let now = 10 * STALE_AFTER;
+        let ttl = |id, seen_ago, ttl| (worker_info(id, now - seen_ago, WorkerState::Active), ttl);
+        let workers = [
+            ttl("short-live", 2_000, Some(3_000)),
+            ttl("short-stale", 3_001, Some(3_000)),
+            ttl("long-live", STALE_AFTER + 1, Some(2 * STALE_AFTER)),
+            ttl("old-item", STALE_AFTER + 1, None),
+        ];
+        let mut fresh: Vec<String> = fresh_owners(&workers, now).into_iter().collect();
+        fresh.sort();
+        assert_eq!(fresh, ["long-live", "short-live"]);
     }
 
     #[test]

@@ -101,6 +101,9 @@ pub struct DynamoStore {
     shards: Arc<schema::Shards>,
     /// Lease expiry's memory between passes (see [`lease_expiry`]).
     expiry: Arc<lease_expiry::Memory>,
+    /// The lease TTL each claimer of this store asked for, recorded on its registration
+    /// (see [`lease_expiry`]).
+    lease_ttls: Arc<lease_expiry::LeaseTtls>,
     /// When each step's counters were last recounted (see [`counters`]).
     recounted: Arc<counters::Recounted>,
     /// Counter deltas kept to be written together (see [`counters`]).
@@ -151,6 +154,7 @@ impl DynamoStore {
             leftovers_epoch: Arc::default(),
             shards: Arc::default(),
             expiry: Arc::default(),
+            lease_ttls: Arc::default(),
             recounted: Arc::default(),
             unwritten: Arc::default(),
         }
@@ -616,6 +620,10 @@ impl TaskStore for DynamoStore {
 
     fn claim_conflicts(&self) -> u64 {
         self.contention.lost()
+    }
+
+    fn note_lease_ttl(&self, owner: &str, ttl_ms: Millis) {
+        self.lease_ttls.note(owner, ttl_ms);
     }
 
     fn describe(&self) -> String {

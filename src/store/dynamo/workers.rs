@@ -9,7 +9,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::fence::Write;
 use super::items::*;
+use super::layout::LEASE_TTL_MS;
 use super::{DynamoStore, Sk};
+use crate::clock::Millis;
 use crate::model::WorkerInfo;
 use crate::store::{Fence, Result};
 
@@ -19,7 +21,11 @@ pub(super) async fn put_worker(
     fence: Fence<'_>,
 ) -> Result<()> {
     const OP: &str = "put worker";
-    let write = Write::Put(worker_item(worker));
+    let mut item = worker_item(worker);
+    if let Some(ttl) = store.lease_ttls.of(&worker.worker_id) {
+        item.insert(LEASE_TTL_MS.to_string(), n(ttl));
+    }
+    let write = Write::Put(item);
     store.write_fenced(OP, OP, fence, write).await?;
     Ok(())
 }
@@ -81,6 +87,16 @@ pub(super) async fn list_workers(
     store: &DynamoStore,
     step: Option<&str>,
 ) -> Result<Vec<WorkerInfo>> {
+    let registrations = list_registrations(store, step).await?;
+    Ok(registrations.into_iter().map(|(w, _)| w).collect())
+}
+
+/// The registrations with the lease TTL each records (`None` when it records none), sorted by
+/// worker id.
+pub(super) async fn list_registrations(
+    store: &DynamoStore,
+    step: Option<&str>,
+) -> Result<Vec<(WorkerInfo, Option<Millis>)>> {
     const OP: &str = "list workers";
     let sk = match step {
         Some(step) => Sk::BeginsWith(format!("{step}#")),
@@ -97,11 +113,14 @@ pub(super) async fn list_workers(
     let mut workers = items
         .iter()
         .filter(|i| !is_drain(i))
-        .map(|i| Reader::new(OP, i).worker())
+        .map(|i| {
+            let r = Reader::new(OP, i);
+            Ok((r.worker()?, r.opt_n(LEASE_TTL_MS)?))
+        })
         .collect::<Result<Vec<_>>>()?;
-    for w in &mut workers {
+    for (w, _) in &mut workers {
         w.drain_requested = drains.contains(&w.worker_id);
     }
-    workers.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+    workers.sort_by(|a, b| a.0.worker_id.cmp(&b.0.worker_id));
     Ok(workers)
 }
