@@ -155,6 +155,10 @@ const STORE_METHODS: &[(&str, &[&str])] = &[
     ("put_worker", &["dynamodb:PutItem"]),
     ("remove_worker", &["dynamodb:DeleteItem"]),
     ("list_workers", &["dynamodb:Query"]),
+    // The controller's drain mark, read after each heartbeat (its own item).
+    ("worker_drain_requested", &["dynamodb:GetItem"]),
+    // The lease TTL the worker's registrations record: kept in the store client, no request.
+    ("note_lease_ttl", &[]),
     ("counts", &["dynamodb:Query"]),
     // A gather's upstream ids (the pipeline graph itself is read through `store::graph`).
     ("step_ids", &["dynamodb:Query"]),
