@@ -100,16 +100,7 @@ impl Controller {
                     self.note_error(ControllerError::Housekeeping { step, source }, errors);
                 }
             }
-            (Action::ForgetWorkers { workers, .. }, _) => {
-                for w in workers {
-                    if let Err(e) = self.store.remove_worker(w, self.fence()).await {
-                        if self.note_fenced(&e) {
-                            return;
-                        }
-                        warn!(worker = w, error = %e, "cannot remove worker registration");
-                    }
-                }
-            }
+            (Action::ForgetWorkers { workers, .. }, _) => self.forget_workers(workers).await,
             (
                 Action::RetireWorkers {
                     workers, reason, ..
@@ -131,6 +122,18 @@ impl Controller {
             }
             // Provider actions are planned only for fleets whose instances were listed.
             (_, None) => {}
+        }
+    }
+
+    /// Removes the registrations of workers that exited (stops at a fenced write: deposed).
+    async fn forget_workers(&self, workers: &[String]) {
+        for w in workers {
+            if let Err(e) = self.store.remove_worker(w, self.fence()).await {
+                if self.note_fenced(&e) {
+                    return;
+                }
+                warn!(worker = w, error = %e, "cannot remove worker registration");
+            }
         }
     }
 
