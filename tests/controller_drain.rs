@@ -3,7 +3,6 @@
 //! mark at its heartbeat, claims nothing more, exits once its task is done, and the controller
 //! then terminates its instance. The other worker goes on.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,14 +10,9 @@ use std::time::Duration;
 mod common;
 
 use common::worker::{fast_args, get, join, spawn_worker_task, wait_until};
-use common::OneProvider;
 
 use anamo::clock::{ManualClock, SharedClock};
-use anamo::controller::providers::{ProviderSet, WorkerLaunch};
-use anamo::controller::reload::ManifestSource;
 use anamo::controller::{Controller, ControllerConfig, PassReport};
-use anamo::manifest;
-use anamo::metrics::Metrics;
 use anamo::model::{StopReason, TaskSpec, TaskState};
 use anamo::planner::{Action, TerminateCause};
 use anamo::provider::fake::FakeProvider;
@@ -35,29 +29,7 @@ const GUARD: Duration = Duration::from_secs(60);
 
 fn controller(store: SharedStore, clock: SharedClock, fake: Arc<FakeProvider>) -> Controller {
     let cfg = ControllerConfig::new("test-cluster");
-    let set = manifest::parse_str(FLEET, "test.yaml").expect("valid test manifest");
-    let launch = WorkerLaunch {
-        store_url: "sqlite://unused".into(),
-        exe: "/bin/false".into(),
-        log_dir: None,
-        env: BTreeMap::new(),
-        force_local: false,
-        binary_url: None,
-    };
-    let providers = ProviderSet::new(
-        launch,
-        clock.clone(),
-        &cfg.cluster,
-        Some(Box::new(OneProvider(fake))),
-    );
-    Controller::new(
-        cfg,
-        store,
-        clock,
-        ManifestSource::fixed(set),
-        providers,
-        Arc::new(Metrics::new()),
-    )
+    common::controller_on(cfg, FLEET, store, clock, fake)
 }
 
 /// A task that runs until the file `go-{id}` exists in `dir`.

@@ -2,20 +2,13 @@
 //! newest succeeded tasks and arrivals inferred between passes, read from the store (SQLite
 //! here, a manual clock and a fake provider), reach the plan and its reason.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
 
-use common::OneProvider;
-
 use anamo::clock::{ManualClock, SharedClock};
-use anamo::controller::providers::{ProviderSet, WorkerLaunch};
-use anamo::controller::reload::ManifestSource;
 use anamo::controller::{Controller, ControllerConfig, PassReport};
-use anamo::manifest;
-use anamo::metrics::Metrics;
 use anamo::model::{
     ClaimRequest, Completion, Outcome, TaskResult, TaskSpec, WorkerInfo, WorkerState,
 };
@@ -36,30 +29,7 @@ const FLEET: &str = "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: a
 fn controller(store: SharedStore, clock: SharedClock, fake: Arc<FakeProvider>) -> Controller {
     let mut cfg = ControllerConfig::new("test-cluster");
     cfg.interval = Duration::from_secs(10);
-    let set = manifest::parse_str(FLEET, "test.yaml").expect("valid test manifest");
-    let launch = WorkerLaunch {
-        store_url: "sqlite://unused".into(),
-        exe: "/bin/false".into(),
-        log_dir: None,
-        env: BTreeMap::new(),
-        force_local: false,
-        binary_url: None,
-    };
-    let providers = ProviderSet::new(
-        launch,
-        clock.clone(),
-        &cfg.cluster,
-        Some(Box::new(OneProvider(fake))),
-    );
-    let source = ManifestSource::fixed(set);
-    Controller::new(
-        cfg,
-        store,
-        clock,
-        source,
-        providers,
-        Arc::new(Metrics::new()),
-    )
+    common::controller_on(cfg, FLEET, store, clock, fake)
 }
 
 async fn import(store: &SharedStore, from: usize, n: usize, now: i64) {

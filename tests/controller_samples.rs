@@ -12,15 +12,11 @@ use std::time::Duration;
 #[macro_use]
 mod common;
 
-use common::{Harness, OneProvider};
+use common::Harness;
 
 use anamo::clock::{ManualClock, SharedClock};
-use anamo::controller::providers::{ProviderSet, WorkerLaunch};
-use anamo::controller::reload::ManifestSource;
 use anamo::controller::tally::REREAD_EVERY;
 use anamo::controller::{Controller, ControllerConfig};
-use anamo::manifest;
-use anamo::metrics::Metrics;
 use anamo::model::{Claim, ClaimRequest, Completion, Outcome, TaskResult, TaskSpec, TaskState};
 use anamo::provider::fake::FakeProvider;
 use anamo::store::SharedStore;
@@ -36,30 +32,8 @@ fn controller(store: SharedStore, clock: SharedClock) -> Controller {
     let mut cfg = ControllerConfig::new("test-cluster");
     cfg.interval = Duration::from_secs(10);
     cfg.progress_interval = Duration::from_secs(1);
-    let set = manifest::parse_str(FLEET, "test.yaml").expect("valid test manifest");
-    let launch = WorkerLaunch {
-        store_url: "sqlite://unused".into(),
-        exe: "/bin/false".into(),
-        log_dir: None,
-        env: BTreeMap::new(),
-        force_local: false,
-        binary_url: None,
-    };
     let fake = Arc::new(FakeProvider::new("align", clock.clone()));
-    let providers = ProviderSet::new(
-        launch,
-        clock.clone(),
-        &cfg.cluster,
-        Some(Box::new(OneProvider(fake))),
-    );
-    Controller::new(
-        cfg,
-        store,
-        clock,
-        ManifestSource::fixed(set),
-        providers,
-        Arc::new(Metrics::new()),
-    )
+    common::controller_on(cfg, FLEET, store, clock, fake)
 }
 
 /// Each sample's `align` cell (every task is its own sample: no graph).

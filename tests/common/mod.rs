@@ -133,6 +133,42 @@ macro_rules! conformance {
     };
 }
 
+/// A controller on `store` and `clock` with the fleets of `manifest_yaml`, each on `provider`
+/// (workers launched locally are never started: `/bin/false`).
+#[allow(dead_code)]
+pub fn controller_on(
+    cfg: anamo::controller::ControllerConfig,
+    manifest_yaml: &str,
+    store: anamo::store::SharedStore,
+    clock: anamo::clock::SharedClock,
+    provider: Arc<dyn anamo::provider::FleetProvider>,
+) -> anamo::controller::Controller {
+    use anamo::controller::providers::{ProviderSet, WorkerLaunch};
+    let set = anamo::manifest::parse_str(manifest_yaml, "test.yaml").expect("valid test manifest");
+    let launch = WorkerLaunch {
+        store_url: "sqlite://unused".into(),
+        exe: "/bin/false".into(),
+        log_dir: None,
+        env: std::collections::BTreeMap::new(),
+        force_local: false,
+        binary_url: None,
+    };
+    let providers = ProviderSet::new(
+        launch,
+        clock.clone(),
+        &cfg.cluster,
+        Some(Box::new(OneProvider(provider))),
+    );
+    anamo::controller::Controller::new(
+        cfg,
+        store,
+        clock,
+        anamo::controller::reload::ManifestSource::fixed(set),
+        providers,
+        Arc::new(anamo::metrics::Metrics::new()),
+    )
+}
+
 /// A controller's remote-provider factory that hands out one provider for every fleet.
 pub struct OneProvider(pub Arc<dyn anamo::provider::FleetProvider>);
 
