@@ -18,7 +18,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use super::expr::Expr;
 use super::items::*;
 use super::layout::TaskKeys;
-use super::DynamoStore;
+use super::{DynamoStore, Sk};
 use crate::clock::Millis;
 use crate::model::TaskState;
 use crate::store::{Entered, Result};
@@ -130,50 +130,22 @@ const SHARDS_AT_ONCE: usize = 16;
 /// The entries of one final-state partition whose sort key (`{updated_at:013}#{id}`) is from
 /// `since` on (every page).
 async fn entered_in(store: &DynamoStore, partition: &str, since: Millis) -> Result<Vec<Entered>> {
-    let mut out = Vec::new();
     const OP: &str = "entered since";
-    let names = HashMap::from([
-        ("#gpk".to_string(), INDEX_PK.to_string()),
-        ("#gsk".to_string(), INDEX_SK.to_string()),
-        ("#id".to_string(), ID.to_string()),
-        ("#at".to_string(), UPDATED_AT.to_string()),
-        ("#why".to_string(), REASON.to_string()),
-    ]);
-    let values = HashMap::from([
-        (":gpk".to_string(), s(partition)),
-        (":from".to_string(), s(ts13(since.max(0)))),
-    ]);
-    let mut start = None;
-    loop {
-        store.mix.add(&format!("{OP} query"));
-        let page = store
-            .client
-            .query()
-            .table_name(&store.table)
-            .index_name(INDEX)
-            .key_condition_expression("#gpk = :gpk AND #gsk >= :from")
-            .projection_expression("#id, #at, #why")
-            .set_expression_attribute_names(Some(names.clone()))
-            .set_expression_attribute_values(Some(values.clone()))
-            .set_exclusive_start_key(start)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(|e| store.err(OP, e))?;
-        store.consumed(page.consumed_capacity(), false);
-        for item in page.items.unwrap_or_default() {
-            let r = Reader::new(OP, &item);
-            out.push(Entered {
+    let from = Sk::AtLeast(ts13(since.max(0)));
+    let items = store
+        .query_all(OP, partition, from, Some(&[ID, UPDATED_AT, REASON]))
+        .await?;
+    items
+        .iter()
+        .map(|item| {
+            let r = Reader::new(OP, item);
+            Ok(Entered {
                 id: r.s(ID)?,
                 at: r.n(UPDATED_AT)?,
                 reason: r.opt_s(REASON)?,
-            });
-        }
-        match page.last_evaluated_key.filter(|k| !k.is_empty()) {
-            Some(k) => start = Some(k),
-            None => return Ok(out),
-        }
-    }
+            })
+        })
+        .collect()
 }
 
 pub(super) async fn settle_waiting(
