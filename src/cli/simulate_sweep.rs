@@ -8,7 +8,10 @@ use anyhow::Context;
 
 use super::output::{out, Table};
 use super::simulate::{fleet_defaults, sim_settings, SimulateArgs};
-use crate::sim::sweep::{run_case, CaseResult, Spread, SweepCase, SweepSummary, MAKESPAN_GOAL};
+use crate::sim::sweep::{
+    run_case, CaseResult, FloorSummary, Spread, SweepCase, SweepSummary, MAKESPAN_GOAL, MAX_GOAL,
+    P90_GOAL,
+};
 
 /// Worst cases written by `--sweep-out`.
 const WORST: usize = 5;
@@ -87,7 +90,6 @@ fn render(seed: u64, s: &SweepSummary, results: &[CaseResult]) -> String {
         "BOOT BOUND ÷ BOUND med/p90/max",
         "÷ BOOT BOUND med/p90/max",
     ]);
-    let three = |sp: &Spread| format!("{:.3}/{:.3}/{:.3}", sp.median, sp.p90, sp.max);
     for r in &s.by_regime {
         g.row([
             r.regime.as_str().to_string(),
@@ -104,6 +106,7 @@ fn render(seed: u64, s: &SweepSummary, results: &[CaseResult]) -> String {
          within {MAKESPAN_GOAL} × the static baseline's makespan; no policy that meets the \
          makespan goal spends less)\n"
     ));
+    out.push_str(&render_floors(s));
     out.push_str("\nworst cases (instance-hours ÷ lower bound):\n");
     for r in worst(results, |r| r.vs_bound) {
         out.push_str(&format!(
@@ -131,6 +134,68 @@ fn render(seed: u64, s: &SweepSummary, results: &[CaseResult]) -> String {
         ));
     }
     out
+}
+
+/// `median/p90/max`.
+fn three(sp: &Spread) -> String {
+    format!("{:.3}/{:.3}/{:.3}", sp.median, sp.p90, sp.max)
+}
+
+/// The floors (the least any policy spends, see `sim::bound::floor_hours`) per regime, and
+/// what they say about the instance-hour goals.
+fn render_floors(s: &SweepSummary) -> String {
+    let mut t = Table::new([
+        "REGIME",
+        "CASES",
+        "FLOOR ÷ BOUND med/p90/max",
+        "OVER GOALS",
+        "FLOOR AT STATIC WAIT ÷ BOUND med/p90/max",
+        "OVER GOALS",
+    ]);
+    let row = |name: &str, cases: usize, floor: &FloorSummary, wait: &FloorSummary| {
+        let over = |f: &FloorSummary| format!("{} / {}", f.over_p90_goal, f.over_max_goal);
+        [
+            name.to_string(),
+            cases.to_string(),
+            three(&floor.spread),
+            over(floor),
+            three(&wait.spread),
+            over(wait),
+        ]
+    };
+    for r in &s.by_regime {
+        t.row(row(r.regime.as_str(), r.cases, &r.floor, &r.wait_floor));
+    }
+    t.row(row("all", s.cases, &s.floor, &s.wait_floor));
+    let mut out = format!(
+        "\nwhat any policy must spend (floor: task time ÷ slots plus one boot per step; floor at \
+         static wait: also each gap in a step's arrivals that a policy delaying no task more than \
+         the static baseline's longest wait cannot fill, at min(gap, boot)); OVER GOALS: cases \
+         above {P90_GOAL} / above {MAX_GOAL}\n{}",
+        t.render()
+    );
+    out.push_str(&verdict("any policy", &s.floor));
+    out.push_str(&verdict(
+        "any policy that delays no task more than the static baseline's longest wait",
+        &s.wait_floor,
+    ));
+    out
+}
+
+/// Whether a floor rules out the instance-hour goals (p90 ≤ 1.10, max ≤ 1.25 × the bound).
+fn verdict(who: &str, f: &FloorSummary) -> String {
+    let counts = format!(
+        "{} of {} cases have a floor above {P90_GOAL}, {} above {MAX_GOAL}",
+        f.over_p90_goal, f.cases, f.over_max_goal
+    );
+    if f.rules_out_the_goals() {
+        format!(
+            "{counts}: the instance-hour goals (p90 ≤ {P90_GOAL}, max ≤ {MAX_GOAL} × the lower \
+             bound) CANNOT be met by {who} on this family\n"
+        )
+    } else {
+        format!("{counts}: this floor does not rule out the instance-hour goals for {who}\n")
+    }
 }
 
 /// The worst cases by `figure`, worst first.

@@ -5,7 +5,9 @@
 //! and `k`, generates the trace, and runs anamo, the static baseline and the clairvoyant
 //! reference on it. The summary is the distribution over the cases of anamo's instance-hours ÷
 //! the lower bound and ÷ the clairvoyant reference, its makespan ÷ the static baseline's, and
-//! its busy terminations; the worst cases can be written out for replay.
+//! its busy terminations; the worst cases can be written out for replay. Beside them, what
+//! any policy must spend (`bound::floor_hours`) and whether that alone rules out the
+//! instance-hour goals on the sweep's cases ([`FloorSummary::rules_out_the_goals`]).
 //!
 //! The parameter ranges are wide on purpose (durations from seconds to hours, loads from a
 //! fifth to nine tenths of the fleet's capacity, 1–8 slots, 4–40 instances): nothing here is
@@ -15,9 +17,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::bound::boot_bound_hours;
+use super::bound::{boot_bound_hours, floor_hours, steps_of};
 use super::{fleets_for, simulate, FleetDefaults, PolicyKind, SimError, SimSettings};
 use super::{GeneratorSpec, Trace};
+use crate::clock::Millis;
 
 /// A kind of workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -242,6 +245,13 @@ pub struct CaseResult {
     pub boot_bound_vs_bound: f64,
     /// Anamo's instance-hours ÷ that bound.
     pub vs_boot_bound: f64,
+    /// The least any policy spends at all (no makespan or latency constraint: task time ÷
+    /// slots plus one boot per step, see `bound::floor_hours`) ÷ the lower bound.
+    pub floor_vs_bound: f64,
+    /// The least any policy spends that delays no task more than the static baseline's
+    /// longest queue wait (the floor with the gaps such a policy cannot fill) ÷ the lower
+    /// bound.
+    pub wait_floor_vs_bound: f64,
     pub busy_terminated: u64,
     /// Tasks any policy left unfinished (0 unless it hit the time limit).
     pub unfinished: u64,
@@ -266,6 +276,14 @@ pub fn run_case(case: &SweepCase) -> Result<CaseResult, SimError> {
         get(PolicyKind::Static)?,
         get(PolicyKind::Clairvoyant)?,
     );
+    let work = steps_of(&trace, &fleets);
+    let boot = case.settings.boot_delay;
+    // The static baseline's longest wait, plus a tick for a submission to be seen, one for a
+    // completion, and the report's rounding.
+    let static_delay = (s.max_wait_s * 1000.0).ceil() as Millis + 2 * case.settings.tick + 100;
+    let bound = a.lower_bound_hours.max(1e-9);
+    let floor_vs_bound = floor_hours(&work, boot, None) / bound;
+    let wait_floor_vs_bound = floor_hours(&work, boot, Some(static_delay)) / bound;
     let boot_s = case.settings.boot_delay as f64 / 1000.0;
     let boot_bound = boot_bound_hours(&r.steps, boot_s, MAKESPAN_GOAL * s.makespan_s)
         .unwrap_or(a.lower_bound_hours);
@@ -282,6 +300,8 @@ pub fn run_case(case: &SweepCase) -> Result<CaseResult, SimError> {
         makespan_vs_static: a.makespan_s / s.makespan_s.max(1e-9),
         boot_bound_vs_bound: boot_bound / a.lower_bound_hours.max(1e-9),
         vs_boot_bound: a.instance_hours / boot_bound.max(1e-9),
+        floor_vs_bound,
+        wait_floor_vs_bound,
         busy_terminated: a.busy_terminated,
         unfinished: a.unfinished + s.unfinished + c.unfinished,
     })
@@ -324,6 +344,8 @@ pub struct SweepSummary {
     pub makespan_vs_static: Spread,
     pub boot_bound_vs_bound: Spread,
     pub vs_boot_bound: Spread,
+    pub floor: FloorSummary,
+    pub wait_floor: FloorSummary,
     pub busy_terminated: u64,
     pub unfinished: u64,
     pub by_regime: Vec<RegimeSummary>,
@@ -338,6 +360,41 @@ pub struct RegimeSummary {
     pub vs_clairvoyant: Spread,
     pub boot_bound_vs_bound: Spread,
     pub vs_boot_bound: Spread,
+    pub floor: FloorSummary,
+    pub wait_floor: FloorSummary,
+}
+
+/// The limits of issue 18's instance-hour goals: p90 ≤ 1.10 and max ≤ 1.25 × the lower bound.
+pub const P90_GOAL: f64 = 1.10;
+pub const MAX_GOAL: f64 = 1.25;
+
+/// How a floor (a least cost, ÷ the lower bound) sits against the instance-hour goals.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FloorSummary {
+    pub spread: Spread,
+    /// Cases whose floor exceeds [`P90_GOAL`].
+    pub over_p90_goal: usize,
+    /// Cases whose floor exceeds [`MAX_GOAL`].
+    pub over_max_goal: usize,
+    pub cases: usize,
+}
+
+impl FloorSummary {
+    pub fn of(ratios: impl IntoIterator<Item = f64>) -> FloorSummary {
+        let v: Vec<f64> = ratios.into_iter().collect();
+        FloorSummary {
+            spread: Spread::of(v.iter().copied()),
+            over_p90_goal: v.iter().filter(|r| **r > P90_GOAL).count(),
+            over_max_goal: v.iter().filter(|r| **r > MAX_GOAL).count(),
+            cases: v.len(),
+        }
+    }
+
+    /// No policy can meet the goals on these cases: more than a tenth of them have a floor
+    /// above the p90 limit, or one has a floor above the max limit.
+    pub fn rules_out_the_goals(&self) -> bool {
+        self.over_p90_goal * 10 > self.cases || self.over_max_goal > 0
+    }
 }
 
 impl SweepSummary {
@@ -351,6 +408,8 @@ impl SweepSummary {
             makespan_vs_static: spread(|r| r.makespan_vs_static),
             boot_bound_vs_bound: spread(|r| r.boot_bound_vs_bound),
             vs_boot_bound: spread(|r| r.vs_boot_bound),
+            floor: FloorSummary::of(results.iter().map(|r| r.floor_vs_bound)),
+            wait_floor: FloorSummary::of(results.iter().map(|r| r.wait_floor_vs_bound)),
             busy_terminated: results.iter().map(|r| r.busy_terminated).sum(),
             unfinished: results.iter().map(|r| r.unfinished).sum(),
             by_regime: Regime::ALL
@@ -365,6 +424,8 @@ impl SweepSummary {
                         vs_clairvoyant: spread(|r| r.vs_clairvoyant),
                         boot_bound_vs_bound: spread(|r| r.boot_bound_vs_bound),
                         vs_boot_bound: spread(|r| r.vs_boot_bound),
+                        floor: FloorSummary::of(of.iter().map(|r| r.floor_vs_bound)),
+                        wait_floor: FloorSummary::of(of.iter().map(|r| r.wait_floor_vs_bound)),
                     }
                 })
                 .filter(|g| g.cases > 0)
