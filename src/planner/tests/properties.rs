@@ -110,9 +110,22 @@ fn arb_input() -> impl Strategy<Value = FleetInput> {
         launches,
         proptest::option::of(-2i64..3),
         0u8..10,
+        // Recent run times in seconds (fewer than 4: no duration estimate).
+        proptest::collection::vec(1i64..7200, 0..8),
     )
         .prop_map(
-            |(policy, pending, running, oldest, instances, workers, launches, cool_off, fail)| {
+            |(
+                policy,
+                pending,
+                running,
+                oldest,
+                instances,
+                workers,
+                launches,
+                cool_off,
+                fail,
+                runs,
+            )| {
                 FleetInput {
                     policy,
                     step: if fail == 0 {
@@ -127,7 +140,10 @@ fn arb_input() -> impl Strategy<Value = FleetInput> {
                                 ..Backlog::default()
                             },
                             workers,
-                            recent: Default::default(),
+                            recent: crate::planner::estimate::RecentTasks {
+                                durations: runs.iter().map(|r| r * SEC).collect(),
+                                runnable_at: Vec::new(),
+                            },
                         })
                     },
                     instances: if fail == 1 {
