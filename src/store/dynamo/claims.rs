@@ -12,6 +12,7 @@ use rand::Rng;
 use super::expr::Expr;
 use super::items::*;
 use super::layout::TaskKeys;
+use super::polls;
 use super::{batch, DynamoStore, Sk};
 use crate::clock::Millis;
 use crate::model::{Claim, ClaimRequest, TaskState};
@@ -228,6 +229,7 @@ impl DynamoStore {
         let mut all = self.leftovers();
         self.leftovers_epoch.fetch_add(1, Ordering::SeqCst);
         all.clear();
+        self.polls.forget_empty();
     }
 }
 
@@ -257,36 +259,13 @@ pub(super) async fn claim_batch(
             return Ok(claims);
         }
     }
-    claim_from_index(store, req, claimer, want, now, claims).await
-}
-
-/// The rest of a claim after the claimer's leftovers: the step's pending shards from a random
-/// one, moving on to the next while the batch is not full (priority order holds within a
-/// shard).
-async fn claim_from_index(
-    store: &DynamoStore,
-    req: &ClaimRequest,
-    claimer: Claimer,
-    want: usize,
-    now: Millis,
-    mut claims: Vec<Claim>,
-) -> Result<Vec<Claim>> {
-    let shards = store.state_pks(&req.step, TaskState::Pending).await?;
-    let first = rand::rng().random_range(0..shards.len().max(1));
-    for i in 0..shards.len() {
-        if claims.len() >= want {
-            break;
-        }
-        let pending = &shards[(first + i) % shards.len()];
-        claims = claim_from_shard(store, req, &claimer, pending, want, now, claims).await?;
-    }
-    Ok(claims)
+    polls::claim_from_index(store, req, claimer, want, now, claims).await
 }
 
 /// Claims from one pending shard: pages of it from the head, each tried in waves of
 /// conditional writes until the batch is full; the rest of a page read from the head
 /// (without lost races) is kept as the claimer's leftovers.
-async fn claim_from_shard(
+pub(super) async fn claim_from_shard(
     store: &DynamoStore,
     req: &ClaimRequest,
     claimer: &Claimer,
