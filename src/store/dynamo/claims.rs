@@ -204,6 +204,16 @@ impl DynamoStore {
         taken
     }
 
+    /// Rotates the claimer's leftovers to start at a random one.
+    fn jump_leftovers(&self, claimer: &Claimer) {
+        if let Some(kept) = self.leftovers().get_mut(claimer) {
+            if !kept.ids.is_empty() {
+                let at = rand::rng().random_range(0..kept.ids.len());
+                kept.ids.rotate_left(at);
+            }
+        }
+    }
+
     /// Keeps what a claim query found and the claim did not take, for the claimer's next
     /// claims (replacing what it kept before), unless the leftovers were forgotten since
     /// `epoch` (read before the query).
@@ -243,20 +253,28 @@ pub(super) async fn claim_batch(
     store.lease_ttls.note(&req.owner, req.ttl_ms);
     let claimer: Claimer = (req.step.clone(), req.owner.clone());
     let mut claims = Vec::with_capacity(want);
-    // First what this claimer's last query found and left, while fresh: no query at all,
-    // unless another claimer took one of them meanwhile (then it is working along the
-    // same stretch, so the rest is read afresh).
-    let kept = store.take_leftovers(&claimer, want);
-    if !kept.is_empty() {
-        let (lost, failure) = store.claim_wave(req, kept, true, now, &mut claims).await;
-        if lost > 0 {
-            store.leftovers().remove(&claimer);
+    // First what this claimer's last query found and left, while fresh: no query at all.
+    // A kept candidate lost means another claimer is taking the same stretch from its front:
+    // the rest goes on from a random point (as a contended page does), leaving it that
+    // stretch, instead of reading the shard again; once more lost, the rest is dropped.
+    let mut jumped = false;
+    loop {
+        let kept = store.take_leftovers(&claimer, want - claims.len());
+        if kept.is_empty() {
+            break;
         }
+        let (lost, failure) = store.claim_wave(req, kept, true, now, &mut claims).await;
         if let Some(e) = failure {
             return taken_or(claims, e);
         }
         if claims.len() >= want {
             return Ok(claims);
+        }
+        if lost > 0 && jumped {
+            store.leftovers().remove(&claimer);
+        } else if lost > 0 {
+            store.jump_leftovers(&claimer);
+            jumped = true;
         }
     }
     polls::claim_from_index(store, req, claimer, want, now, claims).await
