@@ -24,6 +24,11 @@ async fn fresh() -> Option<(DynamoStore, aws_sdk_dynamodb::Client, String)> {
     let client = common::dynamo_client(&endpoint).await;
     let store = DynamoStore::new(client.clone(), &table).with_shards(SHARDS);
     store.create_schema().await.expect("create table");
+    // The step, with one task `a`.
+    store
+        .import(&[TaskSpec::new("align", "a", "true")], T0)
+        .await
+        .unwrap();
     Some((store, client, table))
 }
 
@@ -57,10 +62,6 @@ async fn an_idle_poll_reads_the_counters_and_queries_only_shards_with_tasks() {
     let Some((store, client, table)) = fresh().await else {
         return;
     };
-    store
-        .import(&[TaskSpec::new("align", "a", "true")], T0)
-        .await
-        .unwrap();
     let r = req("w", 60_000);
     store.claim(&r, T0 + 1).await.unwrap().expect("the task");
     store.cancel("align", "a", T0 + 2).await.unwrap();
@@ -125,10 +126,6 @@ async fn a_task_its_counter_does_not_show_is_claimed_by_the_sweep() {
     let Some((store, client, table)) = fresh().await else {
         return;
     };
-    store
-        .import(&[TaskSpec::new("align", "a", "true")], T0)
-        .await
-        .unwrap();
     store.cancel("align", "a", T0 + 1).await.unwrap();
     let r = req("w", 1_000);
     // Idle: a first claim found nothing.
