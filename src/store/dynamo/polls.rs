@@ -1,12 +1,13 @@
 //! Which pending shards a claim queries, so that polling a step costs what is there.
 //!
-//! A claimer that is taking tasks goes through the step's pending shards from a random one
-//! (see [`claims`](super::claims)), passing over the shards one of its Queries found empty in
-//! the last [`LEFTOVERS_FOR`]. Once a claim found nothing, the claimer is *idle*: its next
-//! claims read the step's counter items first (one BatchGetItem of `shards` small items, see
-//! [`counters`](super::counters)) and query only the shards whose `pending` count is above 0,
-//! and the `retry_due` that follows queries only the `retrying` shards with tasks. An idle
-//! poll of an empty step is one request instead of one Query per shard and state.
+//! A claimer that is taking tasks queries one pending shard, a random one of those its Queries
+//! did not find empty in the last [`LEFTOVERS_FOR`] (see [`claims`](super::claims)); when that
+//! does not fill its batch, it reads the step's counter items (one BatchGetItem of `shards`
+//! small items, see [`counters`](super::counters)) and goes on only in the shards whose
+//! `pending` count is above 0. Once a claim found nothing, the claimer is *idle*: its next
+//! claims read the counters first, and the `retry_due` that follows a claim that read them
+//! queries only the `retrying` shards with tasks. An idle poll of an empty step is one
+//! request instead of one Query per shard and state.
 //!
 //! Counts can be wrong: a worker keeps its counter deltas up to [`FLUSH_AFTER`] before writing
 //! them, and a crash between a task's write and its counter `ADD` (or another client's write
@@ -45,7 +46,8 @@ pub(super) fn sweep_every(lease_ttl_ms: Millis) -> Duration {
 /// Which pending shards a claim queries, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Plan {
-    /// Every shard not found empty lately, from a random one (a claimer taking tasks).
+    /// The first shard not found empty lately from a random one, then the counted ones (a
+    /// claimer taking tasks).
     Busy,
     /// Every shard (an idle claimer's periodic sweep); the claim records it.
     Sweep,
@@ -126,9 +128,16 @@ pub(super) struct Polls {
 }
 
 impl Polls {
+    /// What `claimer` remembers; a claimer's first claim starts its sweep interval (so its
+    /// first sweep is one interval after it started).
     pub(super) fn memory(&self, claimer: &Claimer) -> ShardMemory {
-        let all = self.claimers.lock().unwrap_or_else(|e| e.into_inner());
-        all.get(claimer).cloned().unwrap_or_default()
+        let mut all = self.claimers.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(claimer.clone())
+            .or_insert_with(|| ShardMemory {
+                swept_at: Some(Instant::now()),
+                ..Default::default()
+            })
+            .clone()
     }
 
     pub(super) fn update(&self, claimer: &Claimer, f: impl FnOnce(&mut ShardMemory)) {
@@ -166,10 +175,8 @@ impl Polls {
 }
 
 /// The rest of a claim after the claimer's leftovers: the step's pending shards from a random
-/// one, moving on to the next while the batch is not full (priority order holds within a
-/// shard); which shards, this module decides. A claim that passed over shards
-/// found empty lately and found nothing reads the counters before it gives up, as an idle
-/// claim does.
+/// one, moving on while the batch is not full (priority order holds within a shard); which
+/// shards, this module decides.
 pub(super) async fn claim_from_index(
     store: &DynamoStore,
     req: &ClaimRequest,
@@ -189,16 +196,21 @@ pub(super) async fn claim_from_index(
     };
     let first = rand::rng().random_range(0..shards.max(1));
     let order = shard_order(&plan, &memory, shards, first, &pending, started);
-    let every = order.len() == shards as usize;
     let mut visit = Visit {
         claims,
         queried: Vec::new(),
         found_empty: Vec::new(),
     };
+    // A busy claim queries its first shard; when that does not fill the batch, the counters
+    // say where to go on (at the end of a step most shards are empty).
+    let head = match plan {
+        Plan::Busy => order.len().min(1),
+        Plan::Sweep | Plan::Counted => order.len(),
+    };
     visit
-        .shards(store, req, &claimer, &order, want, now)
+        .shards(store, req, &claimer, &order[..head], want, now)
         .await?;
-    if visit.claims.is_empty() && plan == Plan::Busy && !every {
+    if plan == Plan::Busy && visit.claims.len() < want {
         let pending = counted_pending(store, &req.step, shards).await?;
         let more: Vec<u32> = shard_order(&Plan::Counted, &memory, shards, first, &pending, started)
             .into_iter()
@@ -209,7 +221,7 @@ pub(super) async fn claim_from_index(
     // Unless this store made a task pending meanwhile (it may be in a shard found empty).
     let unchanged = store.leftovers_epoch.load(Ordering::SeqCst) == epoch;
     let idle = visit.claims.is_empty() && unchanged;
-    let swept = every && visit.queried.len() == order.len();
+    let swept = visit.queried.len() == shards as usize;
     store.polls.update(&claimer, |m| {
         let at = Instant::now();
         if unchanged {
