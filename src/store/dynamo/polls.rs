@@ -202,7 +202,7 @@ pub(super) async fn claim_from_index(
         found_empty: Vec::new(),
     };
     // A busy claim queries its first shard; when that does not fill the batch, the counters
-    // say where to go on (at the end of a step most shards are empty).
+    // say where to go on (at the end of a step most shards are empty), if anywhere is left.
     let head = match plan {
         Plan::Busy => order.len().min(1),
         Plan::Sweep | Plan::Counted => order.len(),
@@ -210,7 +210,7 @@ pub(super) async fn claim_from_index(
     visit
         .shards(store, req, &claimer, &order[..head], want, now)
         .await?;
-    if plan == Plan::Busy && visit.claims.len() < want {
+    if plan == Plan::Busy && visit.claims.len() < want && visit.queried.len() < shards as usize {
         let pending = counted_pending(store, &req.step, shards).await?;
         let more: Vec<u32> = shard_order(&Plan::Counted, &memory, shards, first, &pending, started)
             .into_iter()
