@@ -104,6 +104,10 @@ if request["op"] == "add":
     except ClientError as e:
         out["second_put"] = e.response["Error"]["Code"]
     ddb.put_item(TableName=table, Item=request["step"])
+    c = request["count"]
+    ddb.update_item(TableName=table, Key=c["key"], UpdateExpression=c["expression"],
+                    ExpressionAttributeNames=c["names"],
+                    ExpressionAttributeValues=c["values"])
 else:
     count = ddb.query(TableName=table, IndexName="gsi2",
                       KeyConditionExpression=request["condition"],
@@ -167,11 +171,21 @@ fn boto3_adds_a_task_that_anamo_runs() {
     let marker = dir.path().join("ran-by-anamo");
     task["script"] = json!({"S": format!("echo \"$ANAMO_TASK_ID\" > '{}'", marker.display())});
 
+    // And the page's `ADD` to the task's shard counter (idle workers look only in shards
+    // their counters show tasks in).
+    let json_arg =
+        |flag: &str| -> Value { serde_json::from_str(quoted_arg(add, flag, 0)).unwrap() };
+    let count = json!({
+        "key": json_arg("--key"),
+        "expression": quoted_arg(add, "--update-expression", 0),
+        "names": json_arg("--expression-attribute-names"),
+        "values": json_arg("--expression-attribute-values"),
+    });
     let added = boto3(
         &python,
         &endpoint,
         &table,
-        json!({"op": "add", "task": task, "step": step, "condition": condition}),
+        json!({"op": "add", "task": task, "step": step, "condition": condition, "count": count}),
     );
     assert_eq!(
         added["second_put"], "ConditionalCheckFailedException",

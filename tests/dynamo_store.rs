@@ -417,7 +417,7 @@ async fn a_claimer_takes_its_next_tasks_from_its_last_query() {
     );
 
     // Another client (a worker elsewhere) takes what this one kept: this one loses that race
-    // once, reads afresh and takes the next task, never the one taken.
+    // once and takes another of the tasks it kept, never the one taken.
     store.import(&specs("call", 8, 10), T0).await.unwrap();
     let elsewhere = DynamoStore::new(client.clone(), &table);
     let a = store.claim(&req("call", "a"), T0).await.unwrap().unwrap();

@@ -143,8 +143,23 @@ const CONTROLLER_EXTRA: &[&str] = &["iam:PassRole"];
 /// Task-store methods → the DynamoDB actions `DynamoStore` uses for them (for the worker's
 /// policy). Methods that do no I/O map to nothing.
 const STORE_METHODS: &[(&str, &[&str])] = &[
-    ("claim", &["dynamodb:Query", "dynamodb:UpdateItem"]),
-    ("claim_batch", &["dynamodb:Query", "dynamodb:UpdateItem"]),
+    // An idle claimer reads its step's counter items first (`store::dynamo::polls`).
+    (
+        "claim",
+        &[
+            "dynamodb:BatchGetItem",
+            "dynamodb:Query",
+            "dynamodb:UpdateItem",
+        ],
+    ),
+    (
+        "claim_batch",
+        &[
+            "dynamodb:BatchGetItem",
+            "dynamodb:Query",
+            "dynamodb:UpdateItem",
+        ],
+    ),
     ("heartbeat", &["dynamodb:UpdateItem"]),
     // Progress-counter deltas: kept in memory, then one UpdateItem (ADD) per counter item.
     ("batch_counts", &[]),
@@ -152,11 +167,13 @@ const STORE_METHODS: &[(&str, &[&str])] = &[
     ("complete", &["dynamodb:GetItem", "dynamodb:UpdateItem"]),
     ("release", &["dynamodb:GetItem", "dynamodb:UpdateItem"]),
     ("get", &["dynamodb:GetItem"]),
-    ("put_worker", &["dynamodb:PutItem"]),
+    ("put_worker", &["dynamodb:UpdateItem"]),
     ("remove_worker", &["dynamodb:DeleteItem"]),
     ("list_workers", &["dynamodb:Query"]),
-    // The controller's drain mark, read after each heartbeat (its own item).
+    // The controller's drain mark, read on its own (its own item) or returned by the
+    // registration refresh (`refresh_worker`, one UpdateItem).
     ("worker_drain_requested", &["dynamodb:GetItem"]),
+    ("refresh_worker", &["dynamodb:UpdateItem"]),
     // The lease TTL the worker's registrations record: kept in the store client, no request.
     ("note_lease_ttl", &[]),
     ("counts", &["dynamodb:Query"]),

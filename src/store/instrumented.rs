@@ -318,6 +318,11 @@ impl TaskStore for InstrumentedStore {
         .await
     }
 
+    async fn refresh_worker(&self, worker: &WorkerInfo) -> Result<bool> {
+        self.observe("refresh_worker", self.inner.refresh_worker(worker))
+            .await
+    }
+
     async fn put_status(&self, doc: &StatusDoc, fence: Fence<'_>) -> Result<()> {
         self.observe("put_status", self.inner.put_status(doc, fence))
             .await

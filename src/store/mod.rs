@@ -405,6 +405,13 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     /// Whether the controller asked worker `worker_id` to drain (one point read; the worker
     /// asks at every heartbeat).
     async fn worker_drain_requested(&self, worker_id: &str) -> Result<bool>;
+    /// A worker's own registration refresh ([`put_worker`](TaskStore::put_worker), unfenced)
+    /// that also returns the controller's drain mark on it: where the store can return the
+    /// item it wrote (DynamoDB), one request instead of a write and a read.
+    async fn refresh_worker(&self, worker: &WorkerInfo) -> Result<bool> {
+        self.put_worker(worker, Fence::Unfenced).await?;
+        self.worker_drain_requested(&worker.worker_id).await
+    }
 
     /// Creates or replaces a status document, fenced by `fence`.
     async fn put_status(&self, doc: &StatusDoc, fence: Fence<'_>) -> Result<()>;

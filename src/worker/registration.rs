@@ -87,34 +87,28 @@ pub(crate) async fn upkeep(ctx: Arc<Ctx>, started_at: Millis, mut stop: watch::R
             _ = ctx.control.registration_notify().notified() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        if let Err(e) = ctx
-            .store
-            .put_worker(&info(&ctx, started_at, current_state(&ctx)), OWN)
-            .await
-        {
-            RegistrationFailed {
-                worker_id: &ctx.cfg.worker_id,
-                error: &e,
-            }
-            .emit();
-        }
-        read_drain_mark(&ctx).await;
+        refresh(&ctx, started_at).await;
     }
 }
 
-/// Reads the controller's drain mark (`TaskStore::set_worker_drain`) once per heartbeat: while
+/// One refresh, which also reads the controller's drain mark (`TaskStore::set_worker_drain`,
+/// returned by the registration write itself where the store can: `refresh_worker`): while
 /// set, the worker claims nothing and exits once its running tasks are done (the controller
-/// then terminates the instance); cleared before that, it claims again. A failed read
-/// changes nothing; the next heartbeat reads again.
-async fn read_drain_mark(ctx: &Ctx) {
-    if !ctx.control.phase().is_active() {
-        return;
-    }
-    match ctx.store.worker_drain_requested(&ctx.cfg.worker_id).await {
-        Ok(marked) => ctx.control.set_drain_mark(marked),
-        Err(e) => {
-            tracing::warn!(worker_id = %ctx.cfg.worker_id, error = %e, "cannot read the drain mark")
+/// then terminates the instance); cleared before that, it claims again. A failed refresh
+/// changes nothing; the next one reads the mark again.
+async fn refresh(ctx: &Ctx, started_at: Millis) {
+    let info = info(ctx, started_at, current_state(ctx));
+    match ctx.store.refresh_worker(&info).await {
+        Ok(marked) => {
+            if ctx.control.phase().is_active() {
+                ctx.control.set_drain_mark(marked);
+            }
         }
+        Err(e) => RegistrationFailed {
+            worker_id: &ctx.cfg.worker_id,
+            error: &e,
+        }
+        .emit(),
     }
 }
 

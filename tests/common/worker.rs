@@ -390,6 +390,10 @@ impl TaskStore for FaultyStore {
         let read = self.inner.worker_drain_requested(worker_id);
         self.call("worker drain requested", read).await
     }
+    async fn refresh_worker(&self, worker: &WorkerInfo) -> Result<bool, StoreError> {
+        self.call("refresh worker", self.inner.refresh_worker(worker))
+            .await
+    }
     async fn put_status(&self, doc: &StatusDoc, fence: Fence<'_>) -> Result<(), StoreError> {
         self.call("put status", self.inner.put_status(doc, fence))
             .await

@@ -1,7 +1,8 @@
 //! Conformance case of the controller's drain mark on a worker (`set_worker_drain`): fenced by
 //! the leadership like every controller write, kept apart from the registration (the worker's
 //! own heartbeat put does not clear it), merged into the listing, read back by the worker with
-//! `worker_drain_requested`, and removed with the worker.
+//! `worker_drain_requested` or returned by its registration refresh (`refresh_worker`), and
+//! removed with the worker.
 
 use anamo::model::{WorkerInfo, WorkerState};
 use anamo::store::{Fence, LeaderToken, SharedStore, StoreError};
@@ -78,6 +79,12 @@ pub async fn drain_marks_are_fenced_and_outlive_heartbeats(store: SharedStore) {
     store.put_worker(&w1, own).await.unwrap();
     assert!(store.worker_drain_requested("w-1").await.unwrap());
     assert_eq!(marks(&store, Some("align")).await, align);
+    // The refresh a worker sends returns the mark, and keeps it too.
+    w1.last_seen = T0 + 25_000;
+    assert!(store.refresh_worker(&w1).await.unwrap());
+    assert!(store.refresh_worker(&w1).await.unwrap());
+    assert!(!store.refresh_worker(&worker("w-2", "align")).await.unwrap());
+    assert_eq!(marks(&store, Some("align")).await, align);
 
     // A deposed leader cannot take it back; the current one can.
     let b = store
@@ -96,6 +103,7 @@ pub async fn drain_marks_are_fenced_and_outlive_heartbeats(store: SharedStore) {
         .await
         .unwrap();
     assert!(!store.worker_drain_requested("w-1").await.unwrap());
+    assert!(!store.refresh_worker(&w1).await.unwrap());
     assert_eq!(
         marks(&store, Some("align")).await[0],
         ("w-1".to_string(), false)

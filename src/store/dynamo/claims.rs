@@ -12,6 +12,7 @@ use rand::Rng;
 use super::expr::Expr;
 use super::items::*;
 use super::layout::TaskKeys;
+use super::polls;
 use super::{batch, DynamoStore, Sk};
 use crate::clock::Millis;
 use crate::model::{Claim, ClaimRequest, TaskState};
@@ -203,6 +204,16 @@ impl DynamoStore {
         taken
     }
 
+    /// Rotates the claimer's leftovers to start at a random one.
+    fn jump_leftovers(&self, claimer: &Claimer) {
+        if let Some(kept) = self.leftovers().get_mut(claimer) {
+            if !kept.ids.is_empty() {
+                let at = rand::rng().random_range(0..kept.ids.len());
+                kept.ids.rotate_left(at);
+            }
+        }
+    }
+
     /// Keeps what a claim query found and the claim did not take, for the claimer's next
     /// claims (replacing what it kept before), unless the leftovers were forgotten since
     /// `epoch` (read before the query).
@@ -228,6 +239,7 @@ impl DynamoStore {
         let mut all = self.leftovers();
         self.leftovers_epoch.fetch_add(1, Ordering::SeqCst);
         all.clear();
+        self.polls.forget_empty();
     }
 }
 
@@ -241,52 +253,37 @@ pub(super) async fn claim_batch(
     store.lease_ttls.note(&req.owner, req.ttl_ms);
     let claimer: Claimer = (req.step.clone(), req.owner.clone());
     let mut claims = Vec::with_capacity(want);
-    // First what this claimer's last query found and left, while fresh: no query at all,
-    // unless another claimer took one of them meanwhile (then it is working along the
-    // same stretch, so the rest is read afresh).
-    let kept = store.take_leftovers(&claimer, want);
-    if !kept.is_empty() {
-        let (lost, failure) = store.claim_wave(req, kept, true, now, &mut claims).await;
-        if lost > 0 {
-            store.leftovers().remove(&claimer);
+    // First what this claimer's last query found and left, while fresh: no query at all.
+    // A kept candidate lost means another claimer is taking the same stretch from its front:
+    // the rest goes on from a random point (as a contended page does), leaving it that
+    // stretch, instead of reading the shard again; once more lost, the rest is dropped.
+    let mut jumped = false;
+    loop {
+        let kept = store.take_leftovers(&claimer, want - claims.len());
+        if kept.is_empty() {
+            break;
         }
+        let (lost, failure) = store.claim_wave(req, kept, true, now, &mut claims).await;
         if let Some(e) = failure {
             return taken_or(claims, e);
         }
         if claims.len() >= want {
             return Ok(claims);
         }
-    }
-    claim_from_index(store, req, claimer, want, now, claims).await
-}
-
-/// The rest of a claim after the claimer's leftovers: the step's pending shards from a random
-/// one, moving on to the next while the batch is not full (priority order holds within a
-/// shard).
-async fn claim_from_index(
-    store: &DynamoStore,
-    req: &ClaimRequest,
-    claimer: Claimer,
-    want: usize,
-    now: Millis,
-    mut claims: Vec<Claim>,
-) -> Result<Vec<Claim>> {
-    let shards = store.state_pks(&req.step, TaskState::Pending).await?;
-    let first = rand::rng().random_range(0..shards.len().max(1));
-    for i in 0..shards.len() {
-        if claims.len() >= want {
-            break;
+        if lost > 0 && jumped {
+            store.leftovers().remove(&claimer);
+        } else if lost > 0 {
+            store.jump_leftovers(&claimer);
+            jumped = true;
         }
-        let pending = &shards[(first + i) % shards.len()];
-        claims = claim_from_shard(store, req, &claimer, pending, want, now, claims).await?;
     }
-    Ok(claims)
+    polls::claim_from_index(store, req, claimer, want, now, claims).await
 }
 
 /// Claims from one pending shard: pages of it from the head, each tried in waves of
 /// conditional writes until the batch is full; the rest of a page read from the head
 /// (without lost races) is kept as the claimer's leftovers.
-async fn claim_from_shard(
+pub(super) async fn claim_from_shard(
     store: &DynamoStore,
     req: &ClaimRequest,
     claimer: &Claimer,

@@ -66,6 +66,15 @@ impl Unwritten {
         g.1.get_or_insert_with(Instant::now);
     }
 
+    /// The delta kept for `state` on the counter item `counter`.
+    fn kept(&self, counter: &str, state: TaskState) -> i64 {
+        let g = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        g.0.get(counter)
+            .and_then(|per_state| per_state.get(&state))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Takes every delta when `all` or when the oldest is [`FLUSH_AFTER`] old.
     fn take(&self, all: bool) -> Vec<(String, Vec<(TaskState, i64)>)> {
         let batch = self.batch.load(std::sync::atomic::Ordering::Relaxed);
@@ -266,6 +275,41 @@ pub(super) async fn counts(store: &DynamoStore, step: &str) -> Result<StepCounts
         counts.oldest_pending_at = store.read_oldest_pending(step).await?;
     }
     Ok(counts)
+}
+
+/// Per shard of `step`, its `(pending, retrying)` counts: the counter items (one BatchGetItem,
+/// eventually consistent) plus this store's deltas not written yet, for an idle claim
+/// ([`polls`](super::polls)). A missing item counts 0.
+pub(super) async fn shard_counts(
+    store: &DynamoStore,
+    step: &str,
+    shards: u32,
+) -> Result<Vec<(i64, i64)>> {
+    const OP: &str = "claim counts";
+    let keys = (0..shards).map(|i| key(counter_pk(step, i))).collect();
+    // One BatchGetItem per 100 shards (the most a step has is 256).
+    for _ in 0..shards.div_ceil(100) {
+        store.mix.add(&format!("{OP} read"));
+    }
+    let items = store.batch_get_eventually(OP, keys).await?;
+    let mut by_pk: HashMap<String, (i64, i64)> = HashMap::new();
+    for item in &items {
+        let r = Reader::new(OP, item);
+        let pending = r.opt_n::<i64>(TaskState::Pending.as_str())?.unwrap_or(0);
+        let retrying = r.opt_n::<i64>(TaskState::Retrying.as_str())?.unwrap_or(0);
+        by_pk.insert(r.s(PK)?, (pending, retrying));
+    }
+    Ok((0..shards)
+        .map(|i| {
+            let pk = counter_pk(step, i);
+            let (pending, retrying) = by_pk.get(&pk).copied().unwrap_or_default();
+            let kept = |state| store.unwritten.kept(&pk, state);
+            (
+                pending + kept(TaskState::Pending),
+                retrying + kept(TaskState::Retrying),
+            )
+        })
+        .collect())
 }
 
 /// Several steps' counts from their counter items, for a reconcile pass: every step's

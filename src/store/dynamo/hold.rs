@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::expr::Expr;
 use super::items::*;
-use super::layout::TaskKeys;
+use super::layout::{state_shard_pk, TaskKeys};
 use super::{DynamoStore, Sk, SWEEP_CONCURRENCY};
 use crate::clock::Millis;
 use crate::model::TaskState;
@@ -79,8 +79,15 @@ pub(super) async fn resume(store: &DynamoStore, step: &str, id: &str, now: Milli
 pub(super) async fn retry_due(store: &DynamoStore, step: &str, now: Millis) -> Result<u64> {
     const OP: &str = "retry due";
     let shards = store.step_shards(step).await?;
+    // After an idle claim's counter reading, only the shards it counted tasks in; else all
+    // (the controller's passes, a claimer's sweep: see `polls`).
+    let retrying = match store.polls.take_retrying(step) {
+        Some(counted) => counted,
+        None => (0..shards).collect(),
+    };
     let mut due = Vec::new();
-    for pk in store.state_pks(step, TaskState::Retrying).await? {
+    for shard in retrying {
+        let pk = state_shard_pk(step, TaskState::Retrying, shard);
         let sk = Sk::LessThan(ts13(now + 1));
         due.extend(store.query_all(OP, &pk, sk, None).await?);
     }

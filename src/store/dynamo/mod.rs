@@ -38,6 +38,7 @@ mod migrate_index;
 mod migrate_plan;
 #[cfg(test)]
 mod partition_load;
+mod polls;
 mod reads;
 mod schema;
 mod status;
@@ -109,6 +110,8 @@ pub struct DynamoStore {
     recounted: Arc<counters::Recounted>,
     /// Counter deltas kept to be written together (see [`counters`]).
     unwritten: Arc<counters::Unwritten>,
+    /// Which pending and retrying shards claims and `retry_due` query (see [`polls`]).
+    polls: Arc<polls::Polls>,
 }
 
 /// How a key condition constrains `g2sk`.
@@ -158,6 +161,7 @@ impl DynamoStore {
             lease_ttls: Arc::default(),
             recounted: Arc::default(),
             unwritten: Arc::default(),
+            polls: Arc::default(),
         }
     }
 

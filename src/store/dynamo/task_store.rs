@@ -186,6 +186,9 @@ impl TaskStore for DynamoStore {
     async fn worker_drain_requested(&self, worker_id: &str) -> Result<bool> {
         workers::worker_drain_requested(self, worker_id).await
     }
+    async fn refresh_worker(&self, worker: &WorkerInfo) -> Result<bool> {
+        workers::refresh_worker(self, worker).await
+    }
 
     async fn put_status(&self, doc: &StatusDoc, fence: Fence<'_>) -> Result<()> {
         status::put_status(self, doc, fence).await

@@ -1,0 +1,328 @@
+//! Which pending shards a claim queries, so that polling a step costs what is there.
+//!
+//! A claimer that is taking tasks queries one pending shard, a random one of those its Queries
+//! did not find empty in the last [`LEFTOVERS_FOR`] (see [`claims`](super::claims)); when that
+//! does not fill its batch, it reads the step's counter items (one BatchGetItem of `shards`
+//! small items, see [`counters`](super::counters)) and goes on only in the shards whose
+//! `pending` count is above 0. Once a claim found nothing, the claimer is *idle*: its next
+//! claims read the counters first, and the `retry_due` that follows a claim that read them
+//! queries only the `retrying` shards with tasks. An idle poll of an empty step is one
+//! request instead of one Query per shard and state.
+//!
+//! Counts can be wrong: a worker keeps its counter deltas up to [`FLUSH_AFTER`] before writing
+//! them, and a crash between a task's write and its counter `ADD` (or another client's write
+//! that does not add to the counters) drifts them until a recount. So an idle claimer still
+//! queries every shard once per [`sweep_every`] (its lease TTL): a task in a shard whose
+//! counter says 0 is claimed at most that much later than without counters.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::claims::{claim_from_shard, Claimer, LEFTOVERS_FOR};
+use super::counters::FLUSH_AFTER;
+use super::layout::state_shard_pk;
+use super::DynamoStore;
+use crate::clock::Millis;
+use crate::model::{Claim, ClaimRequest, TaskState};
+use crate::store::Result;
+
+/// How often an idle claimer queries every pending and retrying shard whatever the counters
+/// say: its own lease TTL.
+///
+/// Counter drift comes from a crash between a task's write and its counter `ADD` (or a
+/// worker killed with deltas kept), and such a crash already leaves the tasks it held waiting
+/// up to a lease TTL before they are requeued; sweeping every TTL keeps the extra wait a
+/// drifted counter can cause within the same bound. The cost is `shards − 1` more Queries per
+/// TTL and state (at 8 shards and the default 60 s, 0.12 a second) beside an idle poll's one
+/// counter read per `--poll-interval` (1 a second by default).
+pub(super) fn sweep_every(lease_ttl_ms: Millis) -> Duration {
+    Duration::from_millis(lease_ttl_ms.max(0) as u64)
+}
+
+/// Which pending shards a claim queries, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Plan {
+    /// The first shard not found empty lately from a random one, then the counted ones (a
+    /// claimer taking tasks).
+    Busy,
+    /// Every shard (an idle claimer's periodic sweep); the claim records it.
+    Sweep,
+    /// Read the counters, then the shards with pending tasks (an idle claimer).
+    Counted,
+}
+
+/// What a claimer remembers of a step's pending shards between its claims.
+#[derive(Debug, Default, Clone)]
+pub(super) struct ShardMemory {
+    /// Its last claim found nothing.
+    pub idle: bool,
+    /// When a claim of it last queried every pending shard from the head.
+    pub swept_at: Option<Instant>,
+    /// Shards a Query of it found empty, and when.
+    pub empty_at: HashMap<u32, Instant>,
+}
+
+impl ShardMemory {
+    /// The plan of the next claim at `now`.
+    pub(super) fn plan(&self, now: Instant, sweep_every: Duration) -> Plan {
+        if !self.idle {
+            Plan::Busy
+        } else if self
+            .swept_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= sweep_every)
+        {
+            Plan::Sweep
+        } else {
+            Plan::Counted
+        }
+    }
+
+    /// Whether a busy claim passes over `shard` at `now`: a Query found it empty within
+    /// [`LEFTOVERS_FOR`], the time a claimer may also go on with candidates it read before
+    /// (a task made pending there meanwhile by another client waits at most that long).
+    pub(super) fn skips(&self, shard: u32, now: Instant) -> bool {
+        self.empty_at
+            .get(&shard)
+            .is_some_and(|at| now.saturating_duration_since(*at) < LEFTOVERS_FOR)
+    }
+}
+
+/// The shards a claim queries, in order: from `first`, wrapping, those the plan allows
+/// (`pending`: the counted pending tasks per shard, for [`Plan::Counted`]).
+pub(super) fn shard_order(
+    plan: &Plan,
+    memory: &ShardMemory,
+    shards: u32,
+    first: u32,
+    pending: &[i64],
+    now: Instant,
+) -> Vec<u32> {
+    (0..shards)
+        .map(|i| (first + i) % shards.max(1))
+        .filter(|&shard| match plan {
+            Plan::Sweep => true,
+            Plan::Busy => !memory.skips(shard, now),
+            Plan::Counted => pending.get(shard as usize).is_some_and(|&n| n > 0),
+        })
+        .collect()
+}
+
+/// A counter reading's `retrying` shards with tasks, for the `retry_due` that follows an idle
+/// claim (within [`FLUSH_AFTER`] of the reading: the counters' own lag).
+#[derive(Debug)]
+struct RetryHint {
+    read_at: Instant,
+    shards: Vec<u32>,
+}
+
+/// The store's memory of each claimer's shards and of each step's last counted `retrying`
+/// shards.
+#[derive(Debug, Default)]
+pub(super) struct Polls {
+    claimers: Mutex<HashMap<Claimer, ShardMemory>>,
+    retry_hints: Mutex<HashMap<String, RetryHint>>,
+}
+
+impl Polls {
+    /// What `claimer` remembers; a claimer's first claim starts its sweep interval (so its
+    /// first sweep is one interval after it started).
+    pub(super) fn memory(&self, claimer: &Claimer) -> ShardMemory {
+        let mut all = self.claimers.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(claimer.clone())
+            .or_insert_with(|| ShardMemory {
+                swept_at: Some(Instant::now()),
+                ..Default::default()
+            })
+            .clone()
+    }
+
+    pub(super) fn update(&self, claimer: &Claimer, f: impl FnOnce(&mut ShardMemory)) {
+        let mut all = self.claimers.lock().unwrap_or_else(|e| e.into_inner());
+        f(all.entry(claimer.clone()).or_default());
+    }
+
+    /// Forgets the shards found empty: this store made a task pending, and the next claims
+    /// must look for it.
+    pub(super) fn forget_empty(&self) {
+        let mut all = self.claimers.lock().unwrap_or_else(|e| e.into_inner());
+        for memory in all.values_mut() {
+            memory.empty_at.clear();
+            memory.idle = false;
+        }
+    }
+
+    pub(super) fn hint_retrying(&self, step: &str, shards: Vec<u32>) {
+        let mut all = self.retry_hints.lock().unwrap_or_else(|e| e.into_inner());
+        let hint = RetryHint {
+            read_at: Instant::now(),
+            shards,
+        };
+        all.insert(step.to_string(), hint);
+    }
+
+    /// The `retrying` shards with tasks by a counter reading of the last [`FLUSH_AFTER`], if
+    /// any (taken: a later `retry_due` queries every shard unless counted again).
+    pub(super) fn take_retrying(&self, step: &str) -> Option<Vec<u32>> {
+        let mut all = self.retry_hints.lock().unwrap_or_else(|e| e.into_inner());
+        all.remove(step)
+            .filter(|h| h.read_at.elapsed() < FLUSH_AFTER)
+            .map(|h| h.shards)
+    }
+}
+
+/// The rest of a claim after the claimer's leftovers: the step's pending shards from a random
+/// one, moving on while the batch is not full (priority order holds within a shard); which
+/// shards, this module decides.
+pub(super) async fn claim_from_index(
+    store: &DynamoStore,
+    req: &ClaimRequest,
+    claimer: Claimer,
+    want: usize,
+    now: Millis,
+    claims: Vec<Claim>,
+) -> Result<Vec<Claim>> {
+    let shards = store.step_shards(&req.step).await?;
+    let memory = store.polls.memory(&claimer);
+    let started = Instant::now();
+    let epoch = store.leftovers_epoch.load(Ordering::SeqCst);
+    let plan = memory.plan(started, sweep_every(req.ttl_ms));
+    let pending = match plan {
+        Plan::Counted => counted_pending(store, &req.step, shards).await?,
+        Plan::Busy | Plan::Sweep => Vec::new(),
+    };
+    let first = rand::rng().random_range(0..shards.max(1));
+    let order = shard_order(&plan, &memory, shards, first, &pending, started);
+    let mut visit = Visit {
+        claims,
+        queried: Vec::new(),
+        found_empty: Vec::new(),
+    };
+    // A busy claim queries its first shard; when that does not fill the batch, the counters
+    // say where to go on (at the end of a step most shards are empty), if anywhere is left.
+    let head = match plan {
+        Plan::Busy => order.len().min(1),
+        Plan::Sweep | Plan::Counted => order.len(),
+    };
+    visit
+        .shards(store, req, &claimer, &order[..head], want, now)
+        .await?;
+    if plan == Plan::Busy && visit.claims.len() < want && visit.queried.len() < shards as usize {
+        let pending = counted_pending(store, &req.step, shards).await?;
+        let more: Vec<u32> = shard_order(&Plan::Counted, &memory, shards, first, &pending, started)
+            .into_iter()
+            .filter(|s| !visit.queried.contains(s))
+            .collect();
+        visit.shards(store, req, &claimer, &more, want, now).await?;
+    }
+    // Unless this store made a task pending meanwhile (it may be in a shard found empty).
+    let unchanged = store.leftovers_epoch.load(Ordering::SeqCst) == epoch;
+    let idle = visit.claims.is_empty() && unchanged;
+    let swept = visit.queried.len() == shards as usize;
+    store.polls.update(&claimer, |m| {
+        let at = Instant::now();
+        if unchanged {
+            for shard in visit.found_empty {
+                m.empty_at.insert(shard, at);
+            }
+        }
+        m.idle = idle;
+        if swept {
+            m.swept_at = Some(started);
+        }
+    });
+    Ok(visit.claims)
+}
+
+/// The counted pending tasks per shard of `step`; its counted `retrying` shards are kept for
+/// the `retry_due` that follows.
+async fn counted_pending(store: &DynamoStore, step: &str, shards: u32) -> Result<Vec<i64>> {
+    let counted = super::counters::shard_counts(store, step, shards).await?;
+    let retrying = (0..shards).filter(|&i| counted[i as usize].1 > 0).collect();
+    store.polls.hint_retrying(step, retrying);
+    Ok(counted.iter().map(|c| c.0).collect())
+}
+
+/// A claim's way through the pending shards: what it took, which shards it queried and which
+/// it found empty.
+struct Visit {
+    claims: Vec<Claim>,
+    queried: Vec<u32>,
+    found_empty: Vec<u32>,
+}
+
+impl Visit {
+    async fn shards(
+        &mut self,
+        store: &DynamoStore,
+        req: &ClaimRequest,
+        claimer: &Claimer,
+        order: &[u32],
+        want: usize,
+        now: Millis,
+    ) -> Result<()> {
+        for &shard in order {
+            if self.claims.len() >= want {
+                break;
+            }
+            let pk = state_shard_pk(&req.step, TaskState::Pending, shard);
+            let before = self.claims.len();
+            let claims = std::mem::take(&mut self.claims);
+            self.claims = claim_from_shard(store, req, claimer, &pk, want, now, claims).await?;
+            self.queried.push(shard);
+            if self.claims.len() == before {
+                self.found_empty.push(shard);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_claimer_counts_and_sweeps_every_ttl() {
+        let now = Instant::now();
+        let every = sweep_every(9_000);
+        let mut m = ShardMemory::default();
+        assert_eq!(m.plan(now, every), Plan::Busy);
+        m.idle = true;
+        assert_eq!(m.plan(now, every), Plan::Sweep, "never swept");
+        m.swept_at = Some(now);
+        assert_eq!(m.plan(now + Duration::from_secs(8), every), Plan::Counted);
+        assert_eq!(m.plan(now + Duration::from_secs(9), every), Plan::Sweep);
+    }
+
+    #[test]
+    fn shards_are_taken_from_the_first_wrapping_as_the_plan_allows() {
+        let now = Instant::now();
+        let mut m = ShardMemory::default();
+        m.empty_at.insert(1, now);
+        m.empty_at.insert(3, now - LEFTOVERS_FOR);
+        let counts = [0, 2, 0, 1];
+        assert_eq!(
+            shard_order(&Plan::Sweep, &m, 4, 2, &counts, now),
+            [2, 3, 0, 1]
+        );
+        assert_eq!(
+            shard_order(&Plan::Busy, &m, 4, 2, &counts, now),
+            [2, 3, 0],
+            "shard 1 was found empty just now; shard 3's mark is too old"
+        );
+        assert_eq!(shard_order(&Plan::Counted, &m, 4, 2, &counts, now), [3, 1]);
+        assert!(shard_order(&Plan::Counted, &m, 4, 0, &[0, 0, -1, 0], now).is_empty());
+    }
+
+    #[test]
+    fn a_retry_hint_is_used_once() {
+        let polls = Polls::default();
+        polls.hint_retrying("s", vec![2]);
+        assert_eq!(polls.take_retrying("s"), Some(vec![2]));
+        assert_eq!(polls.take_retrying("s"), None);
+    }
+}
