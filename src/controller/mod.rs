@@ -26,6 +26,7 @@ mod publish;
 pub mod reload;
 pub mod sample_census;
 pub mod status;
+mod step_progress;
 pub mod tally;
 
 use std::collections::BTreeMap;
