@@ -26,6 +26,7 @@ mod publish;
 pub mod reload;
 pub mod sample_census;
 pub mod status;
+mod status_docs;
 mod step_progress;
 pub mod tally;
 
@@ -145,6 +146,8 @@ pub struct Controller {
     /// The pipeline graph this controller last wrote to the store.
     published_graph: Option<crate::pipeline::Graph>,
     cost: cost::CostState,
+    /// The status documents this controller wrote (written again only when changed or due).
+    docs_written: status_docs::DocsWritten,
 }
 
 impl Controller {
@@ -181,6 +184,7 @@ impl Controller {
             sweeps: Default::default(),
             published_graph: None,
             cost: cost::CostState::default(),
+            docs_written: status_docs::DocsWritten::default(),
         }
     }
 
@@ -303,6 +307,7 @@ impl Controller {
     /// written, and the next pass starts from the store's leadership.
     fn stop_deposed(&mut self, errors: Vec<ControllerError>) -> PassReport {
         warn!("another controller took the leadership; this pass stops");
+        self.docs_written.clear();
         self.step_down();
         PassReport {
             role: Role::Follower,
@@ -327,7 +332,8 @@ impl Controller {
         self.write_status().manifest_error = self.manifests.rejected().map(str::to_string);
     }
 
-    fn publish_follower(&self, now: Millis) {
+    fn publish_follower(&mut self, now: Millis) {
+        self.docs_written.clear();
         let mut st = self.write_status();
         st.role = Role::Follower;
         st.manifests_loaded = true;
