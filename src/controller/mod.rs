@@ -25,6 +25,7 @@ pub mod providers;
 mod publish;
 pub mod reload;
 pub mod sample_census;
+pub mod sample_view;
 pub mod status;
 mod status_docs;
 mod step_progress;

@@ -25,7 +25,6 @@ use super::{SharedStatus, OBSERVE_CONCURRENCY};
 use crate::clock::Millis;
 use crate::metrics::Metrics;
 use crate::model::{StepCounts, TaskState};
-use crate::pipeline::matrix::SampleMatrix;
 use crate::pipeline::Graph;
 use crate::store::dynamo::RECOUNT_EVERY;
 use crate::store::graph::{empty_graph, get_graph};
@@ -59,6 +58,11 @@ impl Census {
         status: SharedStatus,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let view = status
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .samples
+            .clone();
         Census {
             interval,
             store,
@@ -66,7 +70,7 @@ impl Census {
                 status,
                 metrics,
                 prev_counts: Mutex::new(HashMap::new()),
-                tallies: tokio::sync::Mutex::default(),
+                tallies: tokio::sync::Mutex::new(Tallies::of(view)),
                 progress: tokio::sync::Mutex::default(),
             }),
             last_started: None,
@@ -267,7 +271,6 @@ where
 /// What a count reads beside the steps' progress.
 struct SamplesRead {
     failed: FailedTasks,
-    matrix: SampleMatrix,
     graph: Graph,
     /// Every step that has tasks.
     with_tasks: Vec<String>,
@@ -292,15 +295,15 @@ async fn read_samples(
     tallies.refresh(store.as_ref(), &input).await?;
     Ok(SamplesRead {
         failed: tallies.failed(steps),
-        matrix: tallies.matrix(&graph, &with_tasks),
         graph,
         with_tasks,
     })
 }
 
 impl Published {
-    /// Publishes the failed tasks, the samples and the starved gathers (by the steps' counts
-    /// just published); a failed read keeps the previous ones.
+    /// Publishes the failed tasks and the starved gathers (by the steps' counts just
+    /// published; the samples' view is published as the refresh writes it); a failed read
+    /// keeps the previous ones.
     fn apply_samples(&self, read: Result<SamplesRead, StoreError>) {
         match read {
             Ok(r) => {
@@ -311,7 +314,6 @@ impl Published {
                 };
                 st.starved = now_starved;
                 st.failed_tasks = r.failed;
-                st.samples = Arc::new(r.matrix);
             }
             Err(e) => warn!(error = %e, "cannot read the failed tasks and samples"),
         }

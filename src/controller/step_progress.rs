@@ -7,8 +7,9 @@
 //!   read through [`TaskStore::counts`], which recounts a DynamoDB step's index when its
 //!   [`RECOUNT_EVERY`] has passed (the drift repair), and returns their oldest pending task too.
 //! * **Throughput**: the growth of `succeeded + failed` between refreshes, summed over the
-//!   refreshes of the last [`THROUGHPUT_WINDOW_MS`] (a count that went down, a requeue or a
-//!   delete, adds 0). Before a step has a window's history (the controller just started), the
+//!   last [`THROUGHPUT_WINDOW_MS`] (an interval between two refreshes that began before the
+//!   window counts for its share within it; a count that went down, a requeue or a delete,
+//!   adds 0). Before a step has a window's history (the controller just started), the
 //!   tasks its first refresh counted in the window from the index fade out linearly over the
 //!   window ([`Seed`]).
 //! * **Oldest pending task**: read again only where it can have changed — the step's counts
@@ -62,10 +63,11 @@ struct OldestRead {
 /// One step's memory.
 #[derive(Debug, Clone, Default)]
 struct StepMemory {
-    /// `succeeded + failed` at the last refresh.
-    finished: Option<u64>,
-    /// Growth of `finished` per refresh in the window, oldest first.
-    grew: VecDeque<(Millis, u64)>,
+    /// `succeeded + failed` at the last refresh, and when.
+    finished: Option<(Millis, u64)>,
+    /// Growth of `finished` between two refreshes (from, to, tasks) that end in the window,
+    /// oldest first.
+    grew: VecDeque<(Millis, Millis, u64)>,
     seed: Option<Seed>,
     oldest: Option<OldestRead>,
     /// When the step's counts were last read through [`crate::store::TaskStore::counts`]
@@ -173,22 +175,31 @@ impl StepProgress {
     pub fn report(&mut self, counts: StepCounts, now: Millis) -> StepReport {
         let m = self.steps.entry(counts.step.clone()).or_default();
         let finished = counts.succeeded + counts.failed;
-        if let Some(before) = m.finished {
-            m.grew.push_back((now, finished.saturating_sub(before)));
+        if let Some((at, before)) = m.finished {
+            // A clock that did not move still makes an interval (of 1 ms).
+            let from = at.min(now - 1);
+            m.grew
+                .push_back((from, now, finished.saturating_sub(before)));
         }
-        m.finished = Some(finished);
-        while m
-            .grew
-            .front()
-            .is_some_and(|(at, _)| now.saturating_sub(*at) >= THROUGHPUT_WINDOW_MS)
-        {
+        m.finished = Some((now, finished));
+        let start = now - THROUGHPUT_WINDOW_MS;
+        while m.grew.front().is_some_and(|(_, to, _)| *to <= start) {
             m.grew.pop_front();
         }
         let seeded = m.seed.map_or(0, |s| s.left(now));
         if seeded == 0 {
             m.seed = None;
         }
-        let finished_in_window = m.grew.iter().map(|(_, n)| n).sum::<u64>() + seeded;
+        // The oldest growth counts for the share of its interval within the window.
+        let in_window: f64 = m
+            .grew
+            .iter()
+            .map(|&(from, to, n)| {
+                let share = (to - from.max(start)) as f64 / (to - from) as f64;
+                n as f64 * share
+            })
+            .sum();
+        let finished_in_window = in_window.round() as u64 + seeded;
         let oldest = if counts.pending == 0 {
             None
         } else {
