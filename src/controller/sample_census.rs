@@ -18,7 +18,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use std::sync::Arc;
 
 use super::failures::{newest_first, FailedTasks};
-use super::sample_view::{CellSink, Column, SharedSamples};
+use super::sample_view::{CellSink, Column, Samples, SharedSamples};
 use super::tally::{Changes, ChangesPlan, FullRead, Refresh, StepTally, FINALS, UNFINISHED};
 use super::OBSERVE_CONCURRENCY;
 use crate::clock::Millis;
@@ -145,16 +145,9 @@ async fn refresh_changes(
     let fetch = {
         let mut v = view.write();
         let v = &mut *v;
-        let mut column = v.columns.remove(step.as_str()).unwrap_or_default();
-        let mut sink = CellSink {
-            names: &mut v.names,
-            column: &mut column,
-            graph: at.graph,
-            step,
-        };
-        let fetch = tally.apply(&mut sink, changes, at.counts.get(step).cloned());
-        v.columns.insert(step.clone(), column);
-        fetch
+        let column = v.columns.entry(step.clone()).or_default();
+        let counts = at.counts.get(step).cloned();
+        tally.apply(&mut sink(&mut v.names, column, at, step), changes, counts)
     };
     (
         step.clone(),
@@ -174,13 +167,7 @@ async fn refresh_full(
     let mut column = Column::default();
     let read = read_full(store, step, &mut |page| {
         let mut v = view.write();
-        let mut sink = CellSink {
-            names: &mut v.names,
-            column: &mut column,
-            graph: at.graph,
-            step,
-        };
-        StepTally::count_unfinished(&mut sink, &page);
+        StepTally::count_unfinished(&mut sink(&mut v.names, &mut column, at, step), &page);
     })
     .await;
     let read = match read {
@@ -190,14 +177,9 @@ async fn refresh_full(
     let (tally, fetch) = {
         let mut v = view.write();
         let v = &mut *v;
-        let mut sink = CellSink {
-            names: &mut v.names,
-            column: &mut column,
-            graph: at.graph,
-            step,
-        };
         let before = old.as_ref().and_then(StepTally::last_counts);
         let counts = at.counts.get(step).cloned();
+        let mut sink = sink(&mut v.names, &mut column, at, step);
         let out = StepTally::from_full(&mut sink, read, (before, counts), at.now);
         column.shrink();
         v.columns.insert(step.clone(), column);
@@ -207,6 +189,21 @@ async fn refresh_full(
         step.clone(),
         add_failed(store, at, step, tally, fetch).await,
     )
+}
+
+/// Where `step`'s tasks are counted: `column`, its samples numbered in `names`.
+fn sink<'a>(
+    names: &'a mut Samples,
+    column: &'a mut Column,
+    at: &'a RefreshInput<'_>,
+    step: &'a str,
+) -> CellSink<'a> {
+    CellSink {
+        names,
+        column,
+        graph: at.graph,
+        step,
+    }
 }
 
 /// Gets the new failed tasks `fetch` for the failed-tasks table.
