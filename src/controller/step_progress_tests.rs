@@ -80,14 +80,16 @@ fn oldest_pending_is_read_again_only_where_it_can_have_moved() {
     let r = p.report(a.clone(), t0);
     assert_eq!(r.oldest_pending_age_ms, Some(MIN));
     // Unmoved: kept however old the read.
-    assert!(p.oldest_to_read(&[a.clone()], t0 + 10 * MIN).is_empty());
+    assert!(p
+        .oldest_to_read(std::slice::from_ref(&a), t0 + 10 * MIN)
+        .is_empty());
     // Moved: kept for OLDEST_KEPT_MS, then read.
     let moved = counts("a", 9, 1, 0, 0);
     assert!(p
-        .oldest_to_read(&[moved.clone()], t0 + OLDEST_KEPT_MS - 1)
+        .oldest_to_read(std::slice::from_ref(&moved), t0 + OLDEST_KEPT_MS - 1)
         .is_empty());
     assert_eq!(
-        p.oldest_to_read(&[moved.clone()], t0 + OLDEST_KEPT_MS),
+        p.oldest_to_read(std::slice::from_ref(&moved), t0 + OLDEST_KEPT_MS),
         vec!["a"]
     );
     // Nothing pending any more: no time, whatever was read.
