@@ -21,7 +21,7 @@ use super::failures::{starved, FailedTasks};
 use super::sample_census::{RefreshInput, Tallies};
 use super::status::{StepReport, THROUGHPUT_WINDOW_MS};
 use super::step_progress::StepProgress;
-use super::{SharedStatus, OBSERVE_CONCURRENCY};
+use super::SharedStatus;
 use crate::clock::Millis;
 use crate::metrics::Metrics;
 use crate::model::{StepCounts, TaskState};
@@ -160,6 +160,11 @@ impl Published {
     }
 }
 
+/// How many steps' own reads (a whole count, an oldest pending time, a throughput seed) a
+/// refresh sends at once: each is 2 Queries per shard at once (16 at 8 shards), and every
+/// request in flight holds a connection and its buffers in the controller.
+const STEPS_AT_ONCE: usize = 2;
+
 /// Every step's report at `now` (`None`: its counts could not be read, logged), reading what
 /// `memory` says is due ([`super::step_progress`]): the counts of the steps due for a recount
 /// through `counts`, the others' in one `pass_counts`, the oldest pending times that can have
@@ -189,7 +194,7 @@ async fn step_reports(
         })
         .collect();
     let whole_reads = futures::stream::iter(whole_reads)
-        .buffered(OBSERVE_CONCURRENCY)
+        .buffered(STEPS_AT_ONCE)
         .collect::<Vec<_>>();
     let rest_read = async {
         match rest.is_empty() {
@@ -237,7 +242,7 @@ async fn step_reports(
         .collect()
 }
 
-/// `read` of each of `steps`, [`OBSERVE_CONCURRENCY`] at a time; a step that fails is logged
+/// `read` of each of `steps`, [`STEPS_AT_ONCE`] at a time; a step that fails is logged
 /// and left out.
 async fn read_each<'a, T, F, Fut>(steps: &'a [String], read: F) -> HashMap<String, T>
 where
@@ -253,7 +258,7 @@ where
         })
         .collect();
     let done: Vec<_> = futures::stream::iter(reads)
-        .buffered(OBSERVE_CONCURRENCY)
+        .buffered(STEPS_AT_ONCE)
         .collect()
         .await;
     let mut out = HashMap::new();

@@ -48,6 +48,9 @@ pub struct RefreshInput<'a> {
 /// How many steps a refresh reads whole at once: each holds its new column and a page of ids
 /// until it is done.
 const FULL_READS_AT_ONCE: usize = 2;
+/// How many steps' changes a refresh reads at once: each reads its shards at once (up to 16
+/// Queries in flight, each holding a connection and its buffers in the controller).
+const CHANGES_AT_ONCE: usize = 4;
 
 impl Tallies {
     /// The tallies of `view`, the one the status publishes.
@@ -88,7 +91,7 @@ impl Tallies {
                 .buffer_unordered(FULL_READS_AT_ONCE)
                 .collect::<Vec<_>>(),
             futures::stream::iter(changes)
-                .buffer_unordered(OBSERVE_CONCURRENCY)
+                .buffer_unordered(CHANGES_AT_ONCE)
                 .collect::<Vec<_>>()
         );
         let mut first_error = None;

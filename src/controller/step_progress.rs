@@ -33,7 +33,7 @@ use crate::model::StepCounts;
 pub const OLDEST_KEPT_MS: Millis = 60_000;
 /// At most this many steps' oldest pending times are read again per refresh (besides those
 /// not known at all): each costs two Queries per shard.
-pub const OLDEST_READS_PER_REFRESH: usize = 8;
+pub const OLDEST_READS_PER_REFRESH: usize = 4;
 
 /// The tasks a step's first refresh counted as finished in the window (from the index),
 /// counted as the window's history until the refreshes have one of their own: `count` at
