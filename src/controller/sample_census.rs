@@ -5,7 +5,7 @@
 //!
 //! A full read on DynamoDB: one Query per shard of each unfinished state, projected to `id`
 //! and `state`, counted into the step's new column a page at a time ([`FULL_READS_AT_ONCE`]
-//! steps at once), and one per shard of each final state, projected to `id`, `updated_at` and
+//! step at a time), and one per shard of each final state, projected to `id`, `updated_at` and
 //! `reason`. An incremental one: one Query per shard of each live state the counters say has
 //! tasks (running, retrying, held), and one per shard of each final state whose count changed,
 //! for the sort keys from the newest entry already seen minus the skew margin. Then one
@@ -47,7 +47,7 @@ pub struct RefreshInput<'a> {
 
 /// How many steps a refresh reads whole at once: each holds its new column and a page of ids
 /// until it is done.
-const FULL_READS_AT_ONCE: usize = 2;
+const FULL_READS_AT_ONCE: usize = 1;
 /// How many steps' changes a refresh reads at once: each reads its shards at once (up to 16
 /// Queries in flight, each holding a connection and its buffers in the controller).
 const CHANGES_AT_ONCE: usize = 4;

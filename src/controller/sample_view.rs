@@ -8,7 +8,7 @@
 //! names, where cells keyed by name and a whole [`SampleMatrix`] published cost hundreds.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::Serialize;
 
@@ -203,11 +203,12 @@ impl Column {
     }
 }
 
-/// Sample names, each numbered once in the order first seen.
+/// Sample names, each numbered once in the order first seen (one allocation per name, shared
+/// by the list and the index).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Samples {
-    names: Vec<Box<str>>,
-    numbers: HashMap<Box<str>, u32>,
+    names: Vec<Arc<str>>,
+    numbers: HashMap<Arc<str>, u32>,
 }
 
 impl Samples {
@@ -216,8 +217,9 @@ impl Samples {
             return *n;
         }
         let n = self.names.len() as u32;
-        self.names.push(name.into());
-        self.numbers.insert(name.into(), n);
+        let name: Arc<str> = name.into();
+        self.names.push(name.clone());
+        self.numbers.insert(name, n);
         n
     }
 
