@@ -47,7 +47,8 @@ async fn refresh(c: &mut Controller, clock: &ManualClock, by: Duration) -> Cells
     c.settle_progress().await;
     let status = c.status();
     let st = status.read().unwrap_or_else(|p| p.into_inner());
-    st.samples
+    let matrix = st.samples.read().matrix();
+    matrix
         .samples
         .iter()
         .map(|r| {
@@ -333,7 +334,7 @@ async fn incremental(
         now,
     };
     tallies.refresh(store.as_ref(), &input).await.unwrap();
-    (tallies.matrix(&graph, &with_tasks), tallies.failed(steps))
+    (tallies.matrix(), tallies.failed(steps))
 }
 
 /// Runs `changes` pending tasks of `steps` (in turn) to the end at `now`; one in 50 fails.

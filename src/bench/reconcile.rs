@@ -80,12 +80,17 @@ pub struct AfterChanges {
     /// Claims plus completions applied since the previous pass and refresh.
     pub changes: u64,
     pub pass: PassFigures,
-    /// The progress refresh started by that pass, milliseconds.
+    /// The progress refresh started by that pass: its step reports (counters, throughput,
+    /// oldest pending; `anamo_progress_count_duration_seconds`), milliseconds.
     pub progress_ms: f64,
+    /// The whole refresh (the step reports, the per-sample view and the failed tasks): from
+    /// the pass's end until it finished, milliseconds, and its store requests.
+    #[serde(default)]
+    pub refresh: PassFigures,
 }
 
 /// What the child process measures.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReconcileChild {
     pub fleets: usize,
     /// `Controller::dry_run` wall times (observe + plan), milliseconds.
@@ -103,10 +108,16 @@ pub struct ReconcileChild {
     /// The last of those passes' requests by kind.
     #[serde(default)]
     pub last_pass_requests: BTreeMap<String, u64>,
-    /// Each pass's progress count (every step's tasks counted by state; it runs beside the
-    /// passes, and is waited for before the next dry run here), milliseconds.
+    /// Each pass's progress count (the steps' reports; it runs beside the passes, and is
+    /// waited for before the next dry run here), milliseconds.
     #[serde(default)]
     pub progress_count_ms: Vec<f64>,
+    /// Each of those refreshes whole (the reports, the per-sample view, the failed tasks).
+    #[serde(default)]
+    pub refresh: Vec<PassFigures>,
+    /// Peak RSS after the first refresh (the per-sample view read whole).
+    #[serde(default)]
+    pub peak_rss_after_first_refresh_bytes: Option<u64>,
     /// A last pass and refresh after [`CHANGES`] task changes.
     #[serde(default)]
     pub after_changes: Option<AfterChanges>,
@@ -137,12 +148,28 @@ async fn timed<T>(
     (out, figures)
 }
 
-/// Waits for the progress count in flight: how long it took, milliseconds.
-async fn progress_ms(controller: &mut Controller, metrics: &Metrics) -> f64 {
+/// Waits for the progress refresh in flight, started `since` (the pass's end): how long its
+/// step reports took (the metric), milliseconds, and the whole refresh.
+async fn progress_ms(
+    controller: &mut Controller,
+    metrics: &Metrics,
+    counter: &RequestRecorder,
+    since: (Instant, u64, f64),
+) -> (f64, PassFigures) {
     let counted = &metrics.progress_count_duration;
     let before = counted.get_sample_sum();
     controller.settle_progress().await;
-    (counted.get_sample_sum() - before) * 1000.0
+    let whole = PassFigures {
+        ms: since.0.elapsed().as_secs_f64() * 1000.0,
+        requests: counter.total() - since.1,
+        read_units: counter.read_units() - since.2,
+    };
+    ((counted.get_sample_sum() - before) * 1000.0, whole)
+}
+
+/// Where a refresh starts: now, with the requests and read units so far.
+fn mark(counter: &RequestRecorder) -> (Instant, u64, f64) {
+    (Instant::now(), counter.total(), counter.read_units())
 }
 
 /// The child's work: three dry runs and three full passes against `store_url` with the
@@ -176,18 +203,7 @@ pub async fn reconcile_child(dir: &Path, store_url: &str) -> anyhow::Result<Reco
     );
     let mut out = ReconcileChild {
         fleets,
-        dry_run_ms: Vec::new(),
-        reconcile_ms: Vec::new(),
-        dry_run_requests: Vec::new(),
-        reconcile_requests: Vec::new(),
-        dry_run_read_units: Vec::new(),
-        reconcile_read_units: Vec::new(),
-        last_pass_requests: BTreeMap::new(),
-        progress_count_ms: Vec::new(),
-        after_changes: None,
-        launches_planned: 0,
-        peak_rss_before_progress_bytes: None,
-        peak_rss_bytes: None,
+        ..Default::default()
     };
     // Interleaved, so that DynamoDB Local warming up (its JIT) weighs on both kinds alike.
     for _ in 0..3 {
@@ -203,6 +219,7 @@ pub async fn reconcile_child(dir: &Path, store_url: &str) -> anyhow::Result<Reco
         }
         let kinds = counter.by_kind();
         let (report, pass) = timed(&counter, controller.reconcile_once()).await;
+        let since = mark(&counter);
         out.last_pass_requests = kinds_since(&kinds, &counter.by_kind());
         out.reconcile_ms.push(pass.ms);
         out.reconcile_requests.push(pass.requests);
@@ -212,18 +229,25 @@ pub async fn reconcile_child(dir: &Path, store_url: &str) -> anyhow::Result<Reco
         }
         // Waited for here so that it does not weigh on the next dry run's figures: DynamoDB
         // Local runs one request at a time, DynamoDB does not.
-        out.progress_count_ms
-            .push(progress_ms(&mut controller, &metrics).await);
+        let (counted, whole) = progress_ms(&mut controller, &metrics, &counter, since).await;
+        out.progress_count_ms.push(counted);
+        out.refresh.push(whole);
+        if out.peak_rss_after_first_refresh_bytes.is_none() {
+            out.peak_rss_after_first_refresh_bytes = peak_rss_bytes();
+        }
     }
     let changes = apply_changes(store.as_ref(), clock.now()).await?;
     let (report, pass) = timed(&counter, controller.reconcile_once()).await;
+    let since = mark(&counter);
     if let Some(e) = report.errors.first() {
         anyhow::bail!("the pass after {changes} changes reported an error: {e}");
     }
+    let (progress_ms, refresh) = progress_ms(&mut controller, &metrics, &counter, since).await;
     out.after_changes = Some(AfterChanges {
         changes,
         pass,
-        progress_ms: progress_ms(&mut controller, &metrics).await,
+        progress_ms,
+        refresh,
     });
     out.peak_rss_bytes = peak_rss_bytes();
     Ok(out)
@@ -446,8 +470,8 @@ fn pass_rows(child: &ReconcileChild, imported: u64, steps: u32, import_s: f64) -
     .note(format!(
         "{} fleets with no instances ({} instances to launch); store requests per pass: \
          reconcile_once {}, dry_run {}; read units: reconcile_once {}, dry_run {}; the \
-         progress count (beside the passes, every progressInterval) took {} ms; import \
-         took {:.0} s ({:.0} tasks/s)",
+         progress count (beside the passes, every progressInterval) took {} ms, the whole \
+         refresh {} ms ({} requests); import took {:.0} s ({:.0} tasks/s)",
         child.fleets,
         child.launches_planned,
         join_n(&child.reconcile_requests),
@@ -455,6 +479,8 @@ fn pass_rows(child: &ReconcileChild, imported: u64, steps: u32, import_s: f64) -
         join_ms(&child.reconcile_read_units),
         join_ms(&child.dry_run_read_units),
         join_ms(&child.progress_count_ms),
+        join_ms(&child.refresh.iter().map(|r| r.ms).collect::<Vec<_>>()),
+        join_n(&child.refresh.iter().map(|r| r.requests).collect::<Vec<_>>()),
         import_s,
         imported as f64 / import_s.max(1e-9)
     ))];
@@ -471,7 +497,13 @@ fn pass_rows(child: &ReconcileChild, imported: u64, steps: u32, import_s: f64) -
                 ),
             )
             .goal("refresh ≤ 0.2 s", after.progress_ms <= 200.0)
-            .note("claims and completions (half each) spread over every step since the previous pass and refresh"),
+            .note(format!(
+                "claims and completions (half each) spread over every step since the previous \
+                 pass and refresh; the refresh figure is its step reports (counts, throughput, \
+                 oldest pending); with the per-sample view and failed tasks it took {:.0} ms, \
+                 {} requests, {:.1} read units",
+                after.refresh.ms, after.refresh.requests, after.refresh.read_units
+            )),
         );
     }
     if let Some(rss) = child.peak_rss_bytes {
@@ -484,9 +516,12 @@ fn pass_rows(child: &ReconcileChild, imported: u64, steps: u32, import_s: f64) -
             .note(format!(
                 "child process: store client, manifests, controller, runtime, and the \
                  progress counts beside the passes; {} after the first dry run, before any \
-                 progress count",
+                 progress count; {} after the first refresh (the per-sample view read whole)",
                 child
                     .peak_rss_before_progress_bytes
+                    .map_or("not read".to_string(), |b| format!("{:.1} MB", mb(b))),
+                child
+                    .peak_rss_after_first_refresh_bytes
                     .map_or("not read".to_string(), |b| format!("{:.1} MB", mb(b)))
             )),
         );

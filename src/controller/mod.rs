@@ -25,7 +25,10 @@ pub mod providers;
 mod publish;
 pub mod reload;
 pub mod sample_census;
+pub mod sample_view;
 pub mod status;
+mod status_docs;
+mod step_progress;
 pub mod tally;
 
 use std::collections::BTreeMap;
@@ -144,6 +147,8 @@ pub struct Controller {
     /// The pipeline graph this controller last wrote to the store.
     published_graph: Option<crate::pipeline::Graph>,
     cost: cost::CostState,
+    /// The status documents this controller wrote (written again only when changed or due).
+    docs_written: status_docs::DocsWritten,
 }
 
 impl Controller {
@@ -180,6 +185,7 @@ impl Controller {
             sweeps: Default::default(),
             published_graph: None,
             cost: cost::CostState::default(),
+            docs_written: status_docs::DocsWritten::default(),
         }
     }
 
@@ -302,6 +308,7 @@ impl Controller {
     /// written, and the next pass starts from the store's leadership.
     fn stop_deposed(&mut self, errors: Vec<ControllerError>) -> PassReport {
         warn!("another controller took the leadership; this pass stops");
+        self.docs_written.clear();
         self.step_down();
         PassReport {
             role: Role::Follower,
@@ -326,7 +333,8 @@ impl Controller {
         self.write_status().manifest_error = self.manifests.rejected().map(str::to_string);
     }
 
-    fn publish_follower(&self, now: Millis) {
+    fn publish_follower(&mut self, now: Millis) {
+        self.docs_written.clear();
         let mut st = self.write_status();
         st.role = Role::Follower;
         st.manifests_loaded = true;

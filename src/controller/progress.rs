@@ -13,19 +13,20 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::failures::{starved, FailedTasks};
 use super::sample_census::{RefreshInput, Tallies};
-use super::status::{step_report, StepReport};
-use super::{SharedStatus, OBSERVE_CONCURRENCY};
+use super::status::{StepReport, THROUGHPUT_WINDOW_MS};
+use super::step_progress::StepProgress;
+use super::SharedStatus;
 use crate::clock::Millis;
 use crate::metrics::Metrics;
 use crate::model::{StepCounts, TaskState};
-use crate::pipeline::matrix::SampleMatrix;
 use crate::pipeline::Graph;
+use crate::store::dynamo::RECOUNT_EVERY;
 use crate::store::graph::{empty_graph, get_graph};
 use crate::store::{SharedStore, StoreError};
 
@@ -46,6 +47,8 @@ struct Published {
     prev_counts: Mutex<HashMap<String, StepCounts>>,
     /// The per-sample view and failed tasks, kept between counts (one count at a time).
     tallies: tokio::sync::Mutex<Tallies>,
+    /// What the steps' reports are made from between counts.
+    progress: tokio::sync::Mutex<StepProgress>,
 }
 
 impl Census {
@@ -55,6 +58,11 @@ impl Census {
         status: SharedStatus,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let view = status
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .samples
+            .clone();
         Census {
             interval,
             store,
@@ -62,7 +70,8 @@ impl Census {
                 status,
                 metrics,
                 prev_counts: Mutex::new(HashMap::new()),
-                tallies: tokio::sync::Mutex::default(),
+                tallies: tokio::sync::Mutex::new(Tallies::of(view)),
+                progress: tokio::sync::Mutex::default(),
             }),
             last_started: None,
             running: None,
@@ -84,22 +93,16 @@ impl Census {
         let (store, published) = (self.store.clone(), self.published.clone());
         self.running = Some(tokio::spawn(async move {
             let started = std::time::Instant::now();
-            // Owned per step: a spawned task's future must not borrow across its closures.
-            let reads = steps.clone().into_iter().map(|step| {
-                let store = store.clone();
-                async move { step_report(&store, &step, now).await }
-            });
-            let reports: Vec<_> = futures::stream::iter(reads)
-                .buffered(OBSERVE_CONCURRENCY)
-                .collect()
-                .await;
+            let mut memory = published.progress.lock().await;
+            let reports = step_reports(&store, &mut memory, &steps, now).await;
+            drop(memory);
             published
                 .metrics
                 .progress_count_duration
                 .observe(started.elapsed().as_secs_f64());
             let counts: HashMap<String, StepCounts> = reports
                 .iter()
-                .filter_map(|r| r.as_ref().ok())
+                .flatten()
                 .map(|r| (r.counts.step.clone(), r.counts.clone()))
                 .collect();
             let mut tallies = published.tallies.lock().await;
@@ -132,17 +135,12 @@ impl Drop for Census {
 impl Published {
     /// Publishes a count: the steps it read replace the reports; a step it could not read
     /// keeps its previous report (its `counted_at` says how old it is).
-    fn apply(&self, steps: &[String], reports: Vec<Result<StepReport, crate::store::StoreError>>) {
+    fn apply(&self, steps: &[String], reports: Vec<Option<StepReport>>) {
         let mut fresh = Vec::with_capacity(steps.len());
         let mut prev = self.prev_counts.lock().unwrap_or_else(|p| p.into_inner());
-        for (step, report) in steps.iter().zip(reports) {
-            match report {
-                Ok(r) => {
-                    update_step_metrics(&self.metrics, &mut prev, &r);
-                    fresh.push(r);
-                }
-                Err(e) => warn!(step, error = %e, "cannot count step progress"),
-            }
+        for r in reports.into_iter().flatten() {
+            update_step_metrics(&self.metrics, &mut prev, &r);
+            fresh.push(r);
         }
         drop(prev);
         let mut st = self.status.write().unwrap_or_else(|p| p.into_inner());
@@ -162,10 +160,122 @@ impl Published {
     }
 }
 
+/// How many steps' own reads (a whole count, an oldest pending time, a throughput seed) a
+/// refresh sends at once: each is 2 Queries per shard at once (16 at 8 shards), and every
+/// request in flight holds a connection and its buffers in the controller.
+const STEPS_AT_ONCE: usize = 2;
+
+/// Every step's report at `now` (`None`: its counts could not be read, logged), reading what
+/// `memory` says is due ([`super::step_progress`]): the counts of the steps due for a recount
+/// through `counts`, the others' in one `pass_counts`, the oldest pending times that can have
+/// moved, and the throughput's seed of steps not counted before.
+async fn step_reports(
+    store: &SharedStore,
+    memory: &mut StepProgress,
+    steps: &[String],
+    now: Millis,
+) -> Vec<Option<StepReport>> {
+    memory.retain(steps);
+    let whole = memory.counted_whole(steps, RECOUNT_EVERY);
+    let rest: Vec<String> = steps
+        .iter()
+        .filter(|s| !whole.contains(s))
+        .cloned()
+        .collect();
+    // Collected (and boxed) first: a spawned count's future must not hold the closure.
+    let whole_reads: Vec<_> = whole
+        .iter()
+        .map(|step| {
+            async move {
+                let read = store.counts(step).await;
+                (step.clone(), read, std::time::Instant::now())
+            }
+            .boxed()
+        })
+        .collect();
+    let whole_reads = futures::stream::iter(whole_reads)
+        .buffered(STEPS_AT_ONCE)
+        .collect::<Vec<_>>();
+    let rest_read = async {
+        match rest.is_empty() {
+            true => Ok(Vec::new()),
+            false => store.pass_counts(&rest).await,
+        }
+    };
+    let (whole_reads, rest_read) = futures::join!(whole_reads, rest_read);
+    let mut counts: HashMap<String, StepCounts> = HashMap::new();
+    for (step, read, returned) in whole_reads {
+        match read {
+            Ok(c) => {
+                memory.note_counted_whole(&c, now, returned);
+                counts.insert(step, c);
+            }
+            Err(e) => warn!(step, error = %e, "cannot count step progress"),
+        }
+    }
+    match rest_read {
+        Ok(read) => {
+            let oldest = memory.oldest_to_read(&read, now);
+            let times = read_each(&oldest, |s| store.oldest_pending(s)).await;
+            for c in read {
+                if let Some(at) = times.get(&c.step) {
+                    memory.note_oldest(&c, *at, now);
+                }
+                counts.insert(c.step.clone(), c);
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot read the steps' progress counters"),
+    }
+    let unseeded: Vec<String> = memory
+        .unseeded(steps)
+        .into_iter()
+        .filter(|s| counts.contains_key(s))
+        .collect();
+    let since = now - THROUGHPUT_WINDOW_MS;
+    let seeds = read_each(&unseeded, |s| store.count_finished_since(s, since)).await;
+    for (step, n) in seeds {
+        memory.seed(&step, n, now);
+    }
+    steps
+        .iter()
+        .map(|step| counts.remove(step).map(|c| memory.report(c, now)))
+        .collect()
+}
+
+/// `read` of each of `steps`, [`STEPS_AT_ONCE`] at a time; a step that fails is logged
+/// and left out.
+async fn read_each<'a, T, F, Fut>(steps: &'a [String], read: F) -> HashMap<String, T>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'a,
+    T: Send + 'a,
+{
+    let reads: Vec<_> = steps
+        .iter()
+        .map(|s| {
+            let fut = read(s);
+            async move { (s.clone(), fut.await) }.boxed()
+        })
+        .collect();
+    let done: Vec<_> = futures::stream::iter(reads)
+        .buffered(STEPS_AT_ONCE)
+        .collect()
+        .await;
+    let mut out = HashMap::new();
+    for (step, r) in done {
+        match r {
+            Ok(v) => {
+                out.insert(step, v);
+            }
+            Err(e) => warn!(step, error = %e, "cannot read step progress"),
+        }
+    }
+    out
+}
+
 /// What a count reads beside the steps' progress.
 struct SamplesRead {
     failed: FailedTasks,
-    matrix: SampleMatrix,
     graph: Graph,
     /// Every step that has tasks.
     with_tasks: Vec<String>,
@@ -190,15 +300,15 @@ async fn read_samples(
     tallies.refresh(store.as_ref(), &input).await?;
     Ok(SamplesRead {
         failed: tallies.failed(steps),
-        matrix: tallies.matrix(&graph, &with_tasks),
         graph,
         with_tasks,
     })
 }
 
 impl Published {
-    /// Publishes the failed tasks, the samples and the starved gathers (by the steps' counts
-    /// just published); a failed read keeps the previous ones.
+    /// Publishes the failed tasks and the starved gathers (by the steps' counts just
+    /// published; the samples' view is published as the refresh writes it); a failed read
+    /// keeps the previous ones.
     fn apply_samples(&self, read: Result<SamplesRead, StoreError>) {
         match read {
             Ok(r) => {
@@ -209,7 +319,6 @@ impl Published {
                 };
                 st.starved = now_starved;
                 st.failed_tasks = r.failed;
-                st.samples = Arc::new(r.matrix);
             }
             Err(e) => warn!(error = %e, "cannot read the failed tasks and samples"),
         }

@@ -1,6 +1,7 @@
 //! Publishing: after a pass, each fleet's report (what the plan saw, its conditions, the last
 //! action) goes to the status the HTTP server shows, to the metrics, and to the store as a
-//! status document that `anamo status` reads.
+//! status document that `anamo status` reads, when it changed or is about to look stale
+//! ([`super::status_docs`]).
 
 use futures::StreamExt;
 use tracing::warn;
@@ -33,18 +34,30 @@ impl Controller {
             fleets.push(report);
         }
         docs.push(self.controller_doc().to_doc(now));
+        let interval = crate::clock::ms(self.cfg.interval);
+        self.docs_written
+            .term(self.token.as_ref().map(|t| t.fencing()));
+        docs.retain(|d| self.docs_written.due(d, interval, now));
         let (store, fence) = (&self.store, self.fence());
         let written: Vec<Result<(), StoreError>> =
             futures::stream::iter(docs.iter().map(|doc| store.put_status(doc, fence)))
                 .buffered(OBSERVE_CONCURRENCY)
                 .collect()
                 .await;
+        let mut failed = false;
         for (doc, result) in docs.iter().zip(written) {
-            if let Err(e) = result {
-                if !self.note_fenced(&e) {
-                    warn!(status = doc.name, error = %e, "cannot write fleet status");
+            match result {
+                Ok(()) => self.docs_written.wrote(doc),
+                Err(e) => {
+                    failed = true;
+                    if !self.note_fenced(&e) {
+                        warn!(status = doc.name, error = %e, "cannot write fleet status");
+                    }
                 }
             }
+        }
+        if failed {
+            self.docs_written.clear();
         }
         if self.is_deposed() {
             return;

@@ -4,7 +4,8 @@
 //! that cannot be read incrementally), or only what changed.
 //!
 //! A full read on DynamoDB: one Query per shard of each unfinished state, projected to `id`
-//! and `state`, and one per shard of each final state, projected to `id`, `updated_at` and
+//! and `state`, counted into the step's new column a page at a time ([`FULL_READS_AT_ONCE`]
+//! step at a time), and one per shard of each final state, projected to `id`, `updated_at` and
 //! `reason`. An incremental one: one Query per shard of each live state the counters say has
 //! tasks (running, retrying, held), and one per shard of each final state whose count changed,
 //! for the sort keys from the newest entry already seen minus the skew margin. Then one
@@ -14,19 +15,24 @@ use std::collections::HashMap;
 
 use futures::{FutureExt, StreamExt, TryStreamExt};
 
+use std::sync::Arc;
+
 use super::failures::{newest_first, FailedTasks};
+use super::sample_view::{CellSink, Column, Samples, SharedSamples};
 use super::tally::{Changes, ChangesPlan, FullRead, Refresh, StepTally, FINALS, UNFINISHED};
 use super::OBSERVE_CONCURRENCY;
 use crate::clock::Millis;
 use crate::model::StepCounts;
-use crate::pipeline::matrix::{self, SampleMatrix};
+use crate::pipeline::matrix::SampleMatrix;
 use crate::pipeline::Graph;
 use crate::store::{Result, StoreError, TaskStore};
 
-/// Every step's view kept between refreshes.
+/// Every step's view kept between refreshes: the cells in the shared view (published as they
+/// are, [`SharedSamples`]), the rest here.
 #[derive(Debug, Default)]
 pub struct Tallies {
     steps: HashMap<String, StepTally>,
+    view: Arc<SharedSamples>,
 }
 
 /// One refresh's inputs.
@@ -39,56 +45,85 @@ pub struct RefreshInput<'a> {
     pub now: Millis,
 }
 
+/// How many steps a refresh reads whole at once: each holds its new column and a page of ids
+/// until it is done.
+const FULL_READS_AT_ONCE: usize = 1;
+/// How many steps' changes a refresh reads at once: each reads its shards at once (up to 16
+/// Queries in flight, each holding a connection and its buffers in the controller).
+const CHANGES_AT_ONCE: usize = 4;
+
 impl Tallies {
+    /// The tallies of `view`, the one the status publishes.
+    pub fn of(view: Arc<SharedSamples>) -> Tallies {
+        Tallies {
+            steps: HashMap::new(),
+            view,
+        }
+    }
+
+    /// The view this refreshes.
+    pub fn view(&self) -> &Arc<SharedSamples> {
+        &self.view
+    }
+
     /// Brings every step with tasks up to date. A step that cannot be read is dropped (read
     /// whole next time) and the first error returned; the others keep their progress.
     pub async fn refresh(&mut self, store: &dyn TaskStore, at: &RefreshInput<'_>) -> Result<()> {
         let mut kept = std::mem::take(&mut self.steps);
+        let view = &*self.view;
+        let (mut full, mut changes) = (Vec::new(), Vec::new());
+        for step in at.with_tasks {
+            let old = kept.remove(step);
+            let plan = match &old {
+                Some(t) => t.plan(at.counts.get(step), at.now),
+                None => Refresh::Full,
+            };
+            match (plan, old) {
+                (Refresh::Changes(plan), Some(t)) => {
+                    changes.push(refresh_changes(store, at, view, step, plan, t).boxed())
+                }
+                (_, old) => full.push(refresh_full(store, at, view, step, old).boxed()),
+            }
+        }
         // Collected (and boxed) first: a spawned count's future must not hold the closure.
-        let reads: Vec<_> = at
-            .with_tasks
-            .iter()
-            .map(|step| {
-                let old = kept.remove(step);
-                async move { (step, refresh_step(store, at, step, old).await) }.boxed()
-            })
-            .collect();
-        let done: Vec<_> = futures::stream::iter(reads)
-            .buffer_unordered(OBSERVE_CONCURRENCY)
-            .collect()
-            .await;
+        let (full, changes) = futures::join!(
+            futures::stream::iter(full)
+                .buffer_unordered(FULL_READS_AT_ONCE)
+                .collect::<Vec<_>>(),
+            futures::stream::iter(changes)
+                .buffer_unordered(CHANGES_AT_ONCE)
+                .collect::<Vec<_>>()
+        );
         let mut first_error = None;
-        for (step, result) in done {
+        for (step, result) in full.into_iter().chain(changes) {
             match result {
                 Ok(t) => {
-                    self.steps.insert(step.clone(), t);
+                    self.steps.insert(step, t);
                 }
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
         }
+        view.write().finish(at.graph, at.with_tasks);
         first_error.map_or(Ok(()), Err)
     }
 
-    /// The per-sample matrix of the steps with tasks, as last refreshed.
-    pub fn matrix(&self, graph: &Graph, with_tasks: &[String]) -> SampleMatrix {
-        let steps = with_tasks
-            .iter()
-            .filter_map(|step| {
-                let t = self.steps.get(step)?;
-                let cells = t.cells().map(|(s, c)| (s.map(str::to_string), c)).collect();
-                Some((step.clone(), cells))
-            })
-            .collect();
-        matrix::from_cells(graph, steps)
+    /// Every sample × step as last refreshed (the view's [`SampleView::matrix`]).
+    ///
+    /// [`SampleView::matrix`]: super::sample_view::SampleView::matrix
+    pub fn matrix(&self) -> SampleMatrix {
+        self.view.read().matrix()
     }
 
     /// The failed tasks of `steps`.
     pub fn failed(&self, steps: &[String]) -> FailedTasks {
+        let view = self.view.read();
         let mut out = FailedTasks::default();
-        for t in steps.iter().filter_map(|s| self.steps.get(s)) {
-            let (total, dependency, newest) = t.failed();
+        for (step, t) in steps.iter().filter_map(|s| Some((s, self.steps.get(s)?))) {
+            let empty = Column::default();
+            let column = view.columns.get(step).unwrap_or(&empty);
+            let (total, dependency, newest) = t.failed(column);
             out.total += total;
             out.dependency_failed += dependency;
             out.newest = newest_first(std::mem::take(&mut out.newest), newest.to_vec());
@@ -97,29 +132,91 @@ impl Tallies {
     }
 }
 
-async fn refresh_step(
+/// Reads what changed of `step` and applies it to its cells.
+async fn refresh_changes(
+    store: &dyn TaskStore,
+    at: &RefreshInput<'_>,
+    view: &SharedSamples,
+    step: &String,
+    plan: ChangesPlan,
+    mut tally: StepTally,
+) -> (String, Result<StepTally>) {
+    let changes = match read_changes(store, step, &plan).await {
+        Ok(c) => c,
+        Err(e) => return (step.clone(), Err(e)),
+    };
+    let fetch = {
+        let mut v = view.write();
+        let v = &mut *v;
+        let column = v.columns.entry(step.clone()).or_default();
+        let counts = at.counts.get(step).cloned();
+        tally.apply(&mut sink(&mut v.names, column, at, step), changes, counts)
+    };
+    (
+        step.clone(),
+        add_failed(store, at, step, tally, fetch).await,
+    )
+}
+
+/// Reads every task of `step` into a new column (the unfinished ones page by page), then
+/// replaces its cells with it.
+async fn refresh_full(
+    store: &dyn TaskStore,
+    at: &RefreshInput<'_>,
+    view: &SharedSamples,
+    step: &String,
+    old: Option<StepTally>,
+) -> (String, Result<StepTally>) {
+    let mut column = Column::default();
+    let read = read_full(store, step, &mut |page| {
+        let mut v = view.write();
+        StepTally::count_unfinished(&mut sink(&mut v.names, &mut column, at, step), &page);
+    })
+    .await;
+    let read = match read {
+        Ok(r) => r,
+        Err(e) => return (step.clone(), Err(e)),
+    };
+    let (tally, fetch) = {
+        let mut v = view.write();
+        let v = &mut *v;
+        let before = old.as_ref().and_then(StepTally::last_counts);
+        let counts = at.counts.get(step).cloned();
+        let mut sink = sink(&mut v.names, &mut column, at, step);
+        let out = StepTally::from_full(&mut sink, read, (before, counts), at.now);
+        column.shrink();
+        v.columns.insert(step.clone(), column);
+        out
+    };
+    (
+        step.clone(),
+        add_failed(store, at, step, tally, fetch).await,
+    )
+}
+
+/// Where `step`'s tasks are counted: `column`, its samples numbered in `names`.
+fn sink<'a>(
+    names: &'a mut Samples,
+    column: &'a mut Column,
+    at: &'a RefreshInput<'_>,
+    step: &'a str,
+) -> CellSink<'a> {
+    CellSink {
+        names,
+        column,
+        graph: at.graph,
+        step,
+    }
+}
+
+/// Gets the new failed tasks `fetch` for the failed-tasks table.
+async fn add_failed(
     store: &dyn TaskStore,
     at: &RefreshInput<'_>,
     step: &str,
-    old: Option<StepTally>,
+    mut tally: StepTally,
+    fetch: Vec<String>,
 ) -> Result<StepTally> {
-    let counts = at.counts.get(step).cloned();
-    let plan = match &old {
-        Some(t) => t.plan(counts.as_ref(), at.now),
-        None => Refresh::Full,
-    };
-    let (mut tally, fetch) = match (plan, old) {
-        (Refresh::Changes(plan), Some(mut t)) => {
-            let changes = read_changes(store, step, &plan).await?;
-            let fetch = t.apply(at.graph, step, changes, counts);
-            (t, fetch)
-        }
-        (_, old) => {
-            let read = read_full(store, step).await?;
-            let before = old.as_ref().and_then(StepTally::last_counts);
-            StepTally::from_full(at.graph, step, read, (before, counts), at.now)
-        }
-    };
     let gets: Vec<_> = fetch.iter().map(|id| store.get(step, id).boxed()).collect();
     let tasks: Vec<_> = futures::stream::iter(gets)
         .buffer_unordered(OBSERVE_CONCURRENCY)
@@ -132,15 +229,23 @@ async fn refresh_step(
     Ok(tally)
 }
 
-async fn read_full(store: &dyn TaskStore, step: &str) -> Result<FullRead> {
-    let unfinished = store.step_ids(step, &UNFINISHED, "").await?;
+/// Every task of `step`: the unfinished ones handed to `page` as read, the final ones with
+/// their times.
+async fn read_full(
+    store: &dyn TaskStore,
+    step: &str,
+    page: &mut (dyn FnMut(Vec<(String, crate::model::TaskState)>) + Send),
+) -> Result<FullRead> {
+    store.step_ids_paged(step, &UNFINISHED, page).await?;
     let mut finals = Vec::with_capacity(FINALS.len());
     for s in FINALS {
         finals.push((s, store.entered_since(step, s, 0).await?));
     }
-    Ok(FullRead { unfinished, finals })
+    Ok(FullRead {
+        unfinished: Vec::new(),
+        finals,
+    })
 }
-
 /// The reads of `plan`, the states at once.
 async fn read_changes(store: &dyn TaskStore, step: &str, plan: &ChangesPlan) -> Result<Changes> {
     let live: Vec<_> = plan

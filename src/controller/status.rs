@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use super::failures::{FailedTasks, StarvedGather};
 use super::interruptions::InterruptionTotals;
+use super::sample_view::SharedSamples;
 use crate::clock::Millis;
 pub use crate::cost::ledger::FleetCost;
 use crate::model::StepCounts;
-use crate::pipeline::matrix::SampleMatrix;
 use crate::planner::{Condition, ConditionStatus, FleetStatus};
 use crate::store::{SharedStore, StatusDoc, StoreError};
 
@@ -128,10 +128,11 @@ pub struct ControllerStatus {
     pub failed_tasks: FailedTasks,
     /// Waiting tasks that gather over a step without any task (counted with `steps`).
     pub starved: Vec<StarvedGather>,
-    /// Every sample × step (counted with `steps`). Not serialized whole: `/api/status` and
-    /// the page show a searched, bounded part of it ([`SampleMatrix::view`]).
+    /// Every sample × step (counted with `steps`, written in place by the progress refresh).
+    /// Not serialized whole: `/api/status` and the page show a searched, bounded part of it
+    /// ([`SharedSamples::view`]).
     #[serde(skip)]
-    pub samples: Arc<SampleMatrix>,
+    pub samples: Arc<SharedSamples>,
 }
 
 impl ControllerStatus {

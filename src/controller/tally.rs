@@ -1,7 +1,8 @@
 //! The per-sample view and the failed-tasks table kept between progress refreshes, so that a
 //! refresh reads what changed rather than every task. Pure: [`super::sample_census`] reads.
 //!
-//! Per step, one [`Cell`] per sample (and one for the tasks of no sample) with the sample's
+//! Per step, one [`Cell`](super::sample_view::Cell) per sample (and one for the tasks of no
+//! sample, kept in the shared view's [`Column`]) with the sample's
 //! tasks by state:
 //!
 //! * final states (succeeded, failed, cancelled) are added up from the entries that entered
@@ -22,9 +23,9 @@
 use std::collections::HashMap;
 
 use super::failures::{newest_first, FailedTask, FAILED_SHOWN};
+use super::sample_view::{slot, CellSink, Column};
 use crate::clock::Millis;
 use crate::model::{StepCounts, Task, TaskState};
-use crate::pipeline::matrix::StateCounts;
 use crate::pipeline::{is_dependency_reason, Graph};
 use crate::store::Entered;
 
@@ -64,42 +65,6 @@ pub const UNFINISHED: [TaskState; 5] = [
     TaskState::Retrying,
     TaskState::Held,
 ];
-
-/// The states a [`Cell`] counts itself, in its order ([`FINALS`] then [`LIVE`]).
-const KNOWN: [TaskState; 6] = [FINALS[0], FINALS[1], FINALS[2], LIVE[0], LIVE[1], LIVE[2]];
-
-/// Where a [`Cell`] counts `s` (a state of [`KNOWN`]).
-fn slot(s: TaskState) -> usize {
-    KNOWN.iter().position(|x| *x == s).unwrap_or(0)
-}
-
-/// One sample's tasks of one step: 32 bytes besides its key (32 bits a count).
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Cell {
-    /// Its tasks at the last full read.
-    total: u32,
-    /// Of them, waiting then: how the waiting-or-pending rest is split.
-    waiting_at_read: u32,
-    /// By [`slot`]: the final and live states (waiting and pending are the rest).
-    known: [u32; 6],
-}
-
-impl Cell {
-    fn counts(&self) -> StateCounts {
-        let mut out = StateCounts::new();
-        let mut known = 0u32;
-        for (s, n) in KNOWN.into_iter().zip(self.known) {
-            known = known.saturating_add(n);
-            out.insert(s, u64::from(n));
-        }
-        let queued = self.total.saturating_sub(known);
-        let waiting = queued.min(self.waiting_at_read);
-        out.insert(TaskState::Waiting, u64::from(waiting));
-        out.insert(TaskState::Pending, u64::from(queued - waiting));
-        out.retain(|_, n| *n > 0);
-        out
-    }
-}
 
 /// A final state's newest entry counted, and the entries counted within [`SKEW_MARGIN`] of
 /// it (by id, with their time), so that reading the margin again counts none twice.
@@ -149,8 +114,9 @@ pub struct ChangesPlan {
     pub finals: Vec<(TaskState, Millis)>,
 }
 
-/// A step's tasks read whole: ids and states of the unfinished ones, the final ones with
-/// their times.
+/// A step's tasks read whole: ids and states of the unfinished ones (or none, when they were
+/// counted page by page as read: [`StepTally::count_unfinished`]), the final ones with their
+/// times.
 #[derive(Debug, Clone, Default)]
 pub struct FullRead {
     pub unfinished: Vec<(String, TaskState)>,
@@ -165,11 +131,10 @@ pub struct Changes {
     pub finals: Vec<(TaskState, Vec<Entered>)>,
 }
 
-/// A step's view kept between refreshes.
+/// What a step's view needs kept between refreshes besides its cells (a [`Column`] of the
+/// shared [`super::sample_view::SampleView`]).
 #[derive(Debug, Clone, Default)]
 pub struct StepTally {
-    /// By sample (`None`: the tasks of no sample).
-    cells: HashMap<Option<String>, Cell>,
     marks: [Watermark; 3],
     /// Failed tasks that failed only because a dependency did.
     dependency_failed: u64,
@@ -209,8 +174,7 @@ impl StepTally {
     /// of the previous refresh); returns it and the ids of the failed tasks to get for the
     /// failed-tasks table ([`StepTally::add_failed`]).
     pub fn from_full(
-        graph: &Graph,
-        step: &str,
+        sink: &mut CellSink<'_>,
         read: FullRead,
         (before, counts): (Option<&StepCounts>, Option<StepCounts>),
         now: Millis,
@@ -221,28 +185,30 @@ impl StepTally {
             counts,
             ..Default::default()
         };
-        for (id, state) in read.unfinished {
-            let cell = t.cell(graph, step, &id);
-            cell.total = cell.total.saturating_add(1);
-            match state {
-                TaskState::Waiting => cell.waiting_at_read = cell.waiting_at_read.saturating_add(1),
-                TaskState::Pending => {}
-                s => cell.known[slot(s)] = cell.known[slot(s)].saturating_add(1),
-            }
-        }
+        Self::count_unfinished(sink, &read.unfinished);
         for (_, entries) in &read.finals {
             for e in entries {
-                let cell = t.cell(graph, step, &e.id);
-                cell.total = cell.total.saturating_add(1);
+                sink.update(&e.id, |c| c.total = c.total.saturating_add(1));
             }
         }
-        let fetch = t.merge_finals(graph, step, read.finals);
+        let fetch = t.merge_finals(sink, read.finals);
         (t, fetch)
     }
 
-    fn cell(&mut self, graph: &Graph, step: &str, id: &str) -> &mut Cell {
-        let sample = graph.sample_of(step, id).map(str::to_string);
-        self.cells.entry(sample).or_default()
+    /// Counts a page of a full read's unfinished tasks into its new column.
+    pub fn count_unfinished(sink: &mut CellSink<'_>, tasks: &[(String, TaskState)]) {
+        for (id, state) in tasks {
+            sink.update(id, |cell| {
+                cell.total = cell.total.saturating_add(1);
+                match state {
+                    TaskState::Waiting => {
+                        cell.waiting_at_read = cell.waiting_at_read.saturating_add(1)
+                    }
+                    TaskState::Pending => {}
+                    s => cell.known[slot(*s)] = cell.known[slot(*s)].saturating_add(1),
+                }
+            });
+        }
     }
 
     /// What the next refresh at `now` reads, given the step's counters just read (`None`: not
@@ -275,33 +241,30 @@ impl StepTally {
     /// planned with. Returns the ids of new failed tasks to get ([`StepTally::add_failed`]).
     pub fn apply(
         &mut self,
-        graph: &Graph,
-        step: &str,
+        sink: &mut CellSink<'_>,
         changes: Changes,
         counts: Option<StepCounts>,
     ) -> Vec<String> {
         for s in LIVE {
-            for cell in self.cells.values_mut() {
-                cell.known[slot(s)] = 0;
-            }
+            sink.column.clear_slot(slot(s));
         }
         for (s, ids) in changes.live {
             for id in ids {
-                let n = &mut self.cell(graph, step, &id).known[slot(s)];
-                *n = n.saturating_add(1);
+                sink.update(&id, |c| {
+                    c.known[slot(s)] = c.known[slot(s)].saturating_add(1)
+                });
             }
         }
         self.read_again = changed_finals(self.counts.as_ref(), counts.as_ref());
         self.counts = counts;
-        self.merge_finals(graph, step, changes.finals)
+        self.merge_finals(sink, changes.finals)
     }
 
     /// Counts the new entries of final states; returns the new own failures to get (the
     /// newest [`FAILED_SHOWN`]).
     fn merge_finals(
         &mut self,
-        graph: &Graph,
-        step: &str,
+        sink: &mut CellSink<'_>,
         finals: Vec<(TaskState, Vec<Entered>)>,
     ) -> Vec<String> {
         let mut own_failed = Vec::new();
@@ -313,8 +276,9 @@ impl StepTally {
                 if !self.marks[at].admit(&e) {
                     continue;
                 }
-                let n = &mut self.cell(graph, step, &e.id).known[slot(state)];
-                *n = n.saturating_add(1);
+                sink.update(&e.id, |c| {
+                    c.known[slot(state)] = c.known[slot(state)].saturating_add(1)
+                });
                 if state == TaskState::Failed {
                     if e.reason.as_deref().is_some_and(is_dependency_reason) {
                         self.dependency_failed += 1;
@@ -340,23 +304,20 @@ impl StepTally {
         self.newest_failed = newest_first(std::mem::take(&mut self.newest_failed), failed);
     }
 
-    /// The step's cells: sample (`None`: no sample) and its tasks by state.
-    pub fn cells(&self) -> impl Iterator<Item = (Option<&str>, StateCounts)> {
-        self.cells.iter().map(|(s, c)| (s.as_deref(), c.counts()))
-    }
-
     /// The step's counters at the last refresh.
     pub fn last_counts(&self) -> Option<&StepCounts> {
         self.counts.as_ref()
     }
 
-    /// Failed tasks: in all, failed because of a dependency, the newest own ones.
-    pub fn failed(&self) -> (u64, u64, &[FailedTask]) {
-        let total = self
-            .cells
-            .values()
-            .map(|c| u64::from(c.known[slot(TaskState::Failed)]))
-            .sum();
+    /// Failed tasks, the step's cells being `column`: in all, failed because of a dependency,
+    /// the newest own ones.
+    pub fn failed(&self, column: &Column) -> (u64, u64, &[FailedTask]) {
+        let at = slot(TaskState::Failed);
+        let total = column
+            .cells()
+            .map(|(_, c)| u64::from(c.known[at]))
+            .sum::<u64>()
+            + u64::from(column.none().known[at]);
         (total, self.dependency_failed, &self.newest_failed)
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::controller::sample_view::Samples;
 use crate::model::TaskSpec;
 use crate::pipeline::StepNode;
 use TaskState::*;
@@ -39,12 +40,39 @@ fn counts(v: &[(TaskState, u64)]) -> StepCounts {
 
 type Row = (Option<String>, Vec<(TaskState, u64)>);
 
+/// A step's tally with its cells.
+struct Step {
+    t: StepTally,
+    names: Samples,
+    col: Column,
+}
+
+impl Step {
+    fn apply(&mut self, changes: Changes, counts: Option<StepCounts>) -> Vec<String> {
+        let g = graph();
+        let mut sink = CellSink {
+            names: &mut self.names,
+            column: &mut self.col,
+            graph: &g,
+            step: "call",
+        };
+        self.t.apply(&mut sink, changes, counts)
+    }
+}
+
 /// The cells by sample, as sorted `(state, n)` lists.
-fn view(t: &StepTally) -> Vec<Row> {
-    let mut v: Vec<_> = t
+fn view(s: &Step) -> Vec<Row> {
+    let mut v: Vec<Row> = s
+        .col
         .cells()
-        .map(|(s, c)| (s.map(str::to_string), c.into_iter().collect()))
+        .map(|(n, c)| {
+            let name = Some(s.names.name(n).to_string());
+            (name, c.counts().into_iter().collect())
+        })
         .collect();
+    if !s.col.none().counts().is_empty() {
+        v.push((None, s.col.none().counts().into_iter().collect()));
+    }
     v.sort();
     v
 }
@@ -52,7 +80,7 @@ fn view(t: &StepTally) -> Vec<Row> {
 const T: Millis = 1_000_000;
 
 /// S1: two waiting, one pending, one succeeded at T; S2: one running, one pending.
-fn first_read() -> StepTally {
+fn first_read() -> Step {
     let read = FullRead {
         unfinished: ids(&[
             ("S1/a", Waiting),
@@ -63,7 +91,16 @@ fn first_read() -> StepTally {
         ]),
         finals: vec![(Succeeded, vec![entered("S1/d", T)])],
     };
-    StepTally::from_full(&graph(), "call", read, (None, None), T).0
+    let (mut names, mut col) = (Samples::default(), Column::default());
+    let g = graph();
+    let mut sink = CellSink {
+        names: &mut names,
+        column: &mut col,
+        graph: &g,
+        step: "call",
+    };
+    let t = StepTally::from_full(&mut sink, read, (None, None), T).0;
+    Step { t, names, col }
 }
 
 #[test]
@@ -92,7 +129,7 @@ fn changes_merge_into_the_view_and_the_margin_counts_nothing_twice() {
             vec![entered("S1/d", T), entered("S2/a", T + 5_000)],
         )],
     };
-    assert!(t.apply(&graph(), "call", changes, None).is_empty());
+    assert!(t.apply(changes, None).is_empty());
     assert_eq!(
         view(&t),
         [
@@ -105,7 +142,7 @@ fn changes_merge_into_the_view_and_the_margin_counts_nothing_twice() {
     );
     // The next read starts a margin before the newest entry; an entry that arrives late
     // (an older time than one already seen, within the margin) is counted once.
-    let Refresh::Changes(plan) = t.plan(None, T + 6_000) else {
+    let Refresh::Changes(plan) = t.t.plan(None, T + 6_000) else {
         panic!("no full read is due");
     };
     assert!(plan.finals.contains(&(Succeeded, T + 5_000 - SKEW_MARGIN)));
@@ -120,7 +157,7 @@ fn changes_merge_into_the_view_and_the_margin_counts_nothing_twice() {
             ],
         )],
     };
-    t.apply(&graph(), "call", late, None);
+    t.apply(late, None);
     assert_eq!(
         view(&t)[0],
         (Some("S1".into()), vec![(Waiting, 2), (Succeeded, 2)]),
@@ -133,18 +170,18 @@ fn changes_merge_into_the_view_and_the_margin_counts_nothing_twice() {
 fn counters_decide_what_is_read_and_when_all_is_read_again() {
     let mut t = first_read();
     let before = counts(&[(Waiting, 2), (Pending, 2), (Running, 1), (Succeeded, 1)]);
-    t.apply(&graph(), "call", Changes::default(), Some(before.clone()));
+    t.apply(Changes::default(), Some(before.clone()));
     // Read again at the refresh after a change (the index may show an entry after its
     // counter): after the first counters, the final states that have tasks.
-    let Refresh::Changes(plan) = t.plan(Some(&before), T + 1) else {
+    let Refresh::Changes(plan) = t.t.plan(Some(&before), T + 1) else {
         panic!("no full read is due");
     };
     assert_eq!(plan.finals, [(Succeeded, T - SKEW_MARGIN)], "{plan:?}");
-    t.apply(&graph(), "call", Changes::default(), Some(before.clone()));
+    t.apply(Changes::default(), Some(before.clone()));
     // One completion: succeeded read from the margin, running not read (none left).
     let after = counts(&[(Waiting, 2), (Pending, 2), (Succeeded, 2)]);
     assert_eq!(
-        t.plan(Some(&after), T + 1),
+        t.t.plan(Some(&after), T + 1),
         Refresh::Changes(ChangesPlan {
             live: vec![],
             finals: vec![(Succeeded, T - SKEW_MARGIN)],
@@ -152,11 +189,11 @@ fn counters_decide_what_is_read_and_when_all_is_read_again() {
     );
     // A requeue (succeeded went down) or an import (the total moved): everything.
     let requeued = counts(&[(Waiting, 2), (Pending, 3), (Running, 1)]);
-    assert_eq!(t.plan(Some(&requeued), T + 1), Refresh::Full);
+    assert_eq!(t.t.plan(Some(&requeued), T + 1), Refresh::Full);
     let imported = counts(&[(Waiting, 3), (Pending, 2), (Running, 1), (Succeeded, 1)]);
-    assert_eq!(t.plan(Some(&imported), T + 1), Refresh::Full);
+    assert_eq!(t.t.plan(Some(&imported), T + 1), Refresh::Full);
     // Nothing seen changed, but the interval is up.
-    assert_eq!(t.plan(Some(&before), T + REREAD_EVERY), Refresh::Full);
+    assert_eq!(t.t.plan(Some(&before), T + REREAD_EVERY), Refresh::Full);
 }
 
 #[test]
@@ -173,7 +210,7 @@ fn new_failures_are_counted_and_the_newest_own_ones_fetched() {
             vec![entered("S1/b", T + 2), dependency, entered("S2/b", T + 3)],
         )],
     };
-    let fetch = t.apply(&graph(), "call", changes, None);
+    let fetch = t.apply(changes, None);
     assert_eq!(fetch, ["S2/b", "S1/b"], "own failures, newest first");
     let task = |id: &str, state, at| {
         let mut task = Task::new(TaskSpec::new("call", id, "true"), 0);
@@ -181,11 +218,11 @@ fn new_failures_are_counted_and_the_newest_own_ones_fetched() {
         task
     };
     // S1/b was requeued meanwhile: not listed.
-    t.add_failed(
+    t.t.add_failed(
         &graph(),
         &[task("S2/b", Failed, T + 3), task("S1/b", Pending, T + 4)],
     );
-    let (total, dependency, newest) = t.failed();
+    let (total, dependency, newest) = t.t.failed(&t.col);
     assert_eq!((total, dependency), (3, 1));
     assert_eq!(newest.len(), 1);
     assert_eq!(

@@ -8,8 +8,9 @@ use std::fmt::Write as _;
 use super::status_page::escape;
 use crate::clock::format_millis;
 use crate::controller::failures::{FailedTask, MORE_FAILED_HINT};
+use crate::controller::sample_view::SamplesPage;
 use crate::controller::status::{ControllerStatus, SAMPLES_SHOWN};
-use crate::pipeline::matrix::{glyph, states_text, Glyph, SamplesView};
+use crate::pipeline::matrix::{glyph, states_text, Glyph};
 
 pub(super) const STYLE: &str = r#"
 .samples-search { margin: 0 0 8px; }
@@ -118,7 +119,7 @@ pub(super) fn render_samples(h: &mut String, st: &ControllerStatus, query: &str)
     } else {
         render_sample_table(h, &v);
     }
-    for o in v.other_steps {
+    for o in &v.other_steps {
         let _ = writeln!(
             h,
             "<p class=\"other-step\" data-other-step=\"{}\">{} (not per sample): {}</p>",
@@ -131,9 +132,9 @@ pub(super) fn render_samples(h: &mut String, st: &ControllerStatus, query: &str)
 }
 
 /// The samples × steps table of `v`, its `done` row, how many are shown, and the legend.
-fn render_sample_table(h: &mut String, v: &SamplesView<'_>) {
+fn render_sample_table(h: &mut String, v: &SamplesPage) {
     h.push_str("<table><thead><tr><th>sample</th>");
-    for s in v.steps {
+    for s in &v.steps {
         let _ = write!(h, "<th>{}</th>", escape(s));
     }
     h.push_str("</tr></thead><tbody>\n");
@@ -143,7 +144,7 @@ fn render_sample_table(h: &mut String, v: &SamplesView<'_>) {
             "<tr class=\"sample-row\" data-sample=\"{s}\"><td>{s}</td>",
             s = escape(&row.sample)
         );
-        for step in v.steps {
+        for step in &v.steps {
             let cell = row.steps.get(step);
             let g = glyph(cell);
             let _ = write!(
@@ -159,7 +160,7 @@ fn render_sample_table(h: &mut String, v: &SamplesView<'_>) {
         h.push_str("</tr>\n");
     }
     h.push_str("<tr class=\"totals\"><td>done</td>");
-    for t in v.totals {
+    for t in &v.totals {
         let _ = write!(
             h,
             "<td class=\"cell\" data-cell-step=\"{}\" data-done=\"{}\" data-samples=\"{}\">\
@@ -198,6 +199,7 @@ mod tests {
     use std::sync::Arc;
 
     use crate::controller::failures::failed_tasks;
+    use crate::controller::sample_view::{SampleView, SharedSamples};
     use crate::controller::status::ControllerStatus;
     use crate::model::{Task, TaskResult, TaskSpec, TaskState};
     use crate::pipeline::matrix::build;
@@ -221,7 +223,8 @@ mod tests {
             .map(|i| (format!("NA{i:05}"), TaskState::Succeeded))
             .chain([("<b>S1</b>/x".to_string(), TaskState::Failed)])
             .collect();
-        st.samples = Arc::new(build(&g, vec![("al<ign".into(), ids)]));
+        let matrix = build(&g, vec![("al<ign".into(), ids)]);
+        st.samples = Arc::new(SharedSamples::new(SampleView::of_matrix(&g, &matrix)));
         st
     }
 

@@ -21,7 +21,7 @@ use crate::model::{
 };
 
 /// Every operation label this decorator emits (the trait's async methods).
-pub const OPERATIONS: [&str; 32] = [
+pub const OPERATIONS: [&str; 33] = [
     "create_schema",
     "delete_schema",
     "import",
@@ -32,6 +32,7 @@ pub const OPERATIONS: [&str; 32] = [
     "requeue_expired",
     "task_states",
     "step_ids",
+    "step_ids_paged",
     "settle_waiting",
     "hold_back",
     "get",
@@ -176,6 +177,19 @@ impl TaskStore for InstrumentedStore {
     ) -> Result<Vec<(String, TaskState)>> {
         self.observe("step_ids", self.inner.step_ids(step, states, prefix))
             .await
+    }
+
+    async fn step_ids_paged(
+        &self,
+        step: &str,
+        states: &[TaskState],
+        page: &mut (dyn FnMut(Vec<(String, TaskState)>) + Send),
+    ) -> Result<()> {
+        self.observe(
+            "step_ids_paged",
+            self.inner.step_ids_paged(step, states, page),
+        )
+        .await
     }
 
     async fn entered_since(

@@ -209,9 +209,17 @@ async fn every_operation_has_its_own_label() {
     s.task_states("align", std::slice::from_ref(&id))
         .await
         .unwrap();
-    s.step_ids("align", &[TaskState::Succeeded], "")
+    let ids = s
+        .step_ids("align", &[TaskState::Succeeded], "")
         .await
         .unwrap();
+    let mut paged = Vec::new();
+    s.step_ids_paged("align", &[TaskState::Succeeded], &mut |page| {
+        paged.extend(page)
+    })
+    .await
+    .unwrap();
+    assert_eq!(paged, ids);
     s.settle_waiting("align", &id, 0, TaskState::Pending, None, now)
         .await
         .unwrap();

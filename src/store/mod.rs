@@ -278,6 +278,19 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
         states: &[TaskState],
         prefix: &str,
     ) -> Result<Vec<(String, TaskState)>>;
+    /// [`Self::step_ids`] of every task of `step` in one of `states`, handed to `page` a page
+    /// at a time as read instead of collected (the progress refresh's full read of a step).
+    /// On DynamoDB one call per Query page (up to 1 MB of index entries read, their `id` and
+    /// `state` returned); this default hands them over in one call.
+    async fn step_ids_paged(
+        &self,
+        step: &str,
+        states: &[TaskState],
+        page: &mut (dyn FnMut(Vec<(String, TaskState)>) + Send),
+    ) -> Result<()> {
+        page(self.step_ids(step, states, "").await?);
+        Ok(())
+    }
     /// The tasks of `step` that entered `state`, a final state ([`TaskState::is_final`]), at
     /// or after `since` (their `updated_at`), by time then id: what the controller's progress
     /// refresh reads instead of every task ([`Entered`]). On DynamoDB one Query per shard of

@@ -99,8 +99,17 @@ async fn state(store: &SharedStore, step: &str, id: &str) -> TaskState {
     store.get(step, id).await.unwrap().unwrap().state
 }
 
+/// The step's ids and states, read whole and page by page (the two must agree).
 async fn states(store: &SharedStore, step: &str) -> Vec<(String, TaskState)> {
-    store.step_ids(step, &TaskState::ALL, "").await.unwrap()
+    let all = store.step_ids(step, &TaskState::ALL, "").await.unwrap();
+    let mut paged = Vec::new();
+    store
+        .step_ids_paged(step, &TaskState::ALL, &mut |page| paged.extend(page))
+        .await
+        .unwrap();
+    paged.sort();
+    assert_eq!(paged, all, "step_ids_paged of {step}");
+    all
 }
 
 pub async fn graph_is_published_and_read_back(store: SharedStore) {

@@ -48,17 +48,42 @@ pub(super) async fn step_ids(
     let mut out = Vec::new();
     for &state in states {
         for pk in store.state_pks(step, state).await? {
-            for id in state_ids(store, &pk, prefix).await? {
-                out.push((id, state));
-            }
+            state_ids(store, &pk, prefix, &mut |ids| {
+                out.extend(ids.into_iter().map(|id| (id, state)))
+            })
+            .await?;
         }
     }
     out.sort();
     Ok(out)
 }
 
-/// The ids in one index partition (every page), filtered by `prefix`.
-async fn state_ids(store: &DynamoStore, partition: &str, prefix: &str) -> Result<Vec<String>> {
+/// [`step_ids`] of every task in `states`, a Query page at a time.
+pub(super) async fn step_ids_paged(
+    store: &DynamoStore,
+    step: &str,
+    states: &[TaskState],
+    page: &mut (dyn FnMut(Vec<(String, TaskState)>) + Send),
+) -> Result<()> {
+    for &state in states {
+        for pk in store.state_pks(step, state).await? {
+            state_ids(store, &pk, "", &mut |ids| {
+                page(ids.into_iter().map(|id| (id, state)).collect())
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The ids in one index partition (every page), filtered by `prefix`, handed to `page` a page
+/// at a time.
+async fn state_ids(
+    store: &DynamoStore,
+    partition: &str,
+    prefix: &str,
+    page: &mut (dyn FnMut(Vec<String>) + Send),
+) -> Result<()> {
     const OP: &str = "step ids";
     let mut names = HashMap::from([
         ("#gpk".to_string(), INDEX_PK.to_string()),
@@ -70,7 +95,6 @@ async fn state_ids(store: &DynamoStore, partition: &str, prefix: &str) -> Result
         "begins_with(#id, :prefix)".to_string()
     });
     names.insert("#st".to_string(), STATE.to_string());
-    let mut ids = Vec::new();
     let mut start = None;
     loop {
         store.mix.add(&format!("{OP} query"));
@@ -91,12 +115,16 @@ async fn state_ids(store: &DynamoStore, partition: &str, prefix: &str) -> Result
             .await
             .map_err(|e| store.err(OP, e))?;
         store.consumed(out.consumed_capacity(), false);
-        for item in out.items.unwrap_or_default() {
-            ids.push(Reader::new(OP, &item).s(ID)?);
-        }
+        let items = out.items.unwrap_or_default();
+        let ids = items
+            .iter()
+            .map(|item| Reader::new(OP, item).s(ID))
+            .collect::<Result<Vec<_>>>()?;
+        drop(items);
+        page(ids);
         match out.last_evaluated_key.filter(|k| !k.is_empty()) {
             Some(k) => start = Some(k),
-            None => return Ok(ids),
+            None => return Ok(()),
         }
     }
 }

@@ -75,6 +75,7 @@ use crate::model::{
     Task, TaskFilter, TaskSpec, TaskState, WorkerInfo,
 };
 
+pub(crate) use self::counters::RECOUNT_EVERY;
 pub(crate) use self::layout::SCHEMA_VERSION;
 pub use self::migrate::{MigrateEvent, MigratePreview, PassStats};
 

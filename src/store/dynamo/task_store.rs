@@ -76,6 +76,15 @@ impl TaskStore for DynamoStore {
         graph::step_ids(self, step, states, prefix).await
     }
 
+    async fn step_ids_paged(
+        &self,
+        step: &str,
+        states: &[TaskState],
+        page: &mut (dyn FnMut(Vec<(String, TaskState)>) + Send),
+    ) -> Result<()> {
+        graph::step_ids_paged(self, step, states, page).await
+    }
+
     async fn entered_since(
         &self,
         step: &str,
