@@ -20,6 +20,7 @@
 mod dispatch;
 mod embedded;
 mod latency;
+mod planner_time;
 mod reconcile;
 
 use std::path::PathBuf;
