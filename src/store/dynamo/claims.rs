@@ -26,9 +26,9 @@ use crate::store::{new_token, Result, StoreError};
 /// (short tasks: `r` near `slots ÷ task time`); a page of 32 (about 10 KB of index entries,
 /// 1.5 read units) kept for 2 s makes that about 1/32 for workers taking 16 or more tasks a
 /// second. Keeping more does not add claim races: a race needs another claimer reading the
-/// same shard's head while this one holds it, about `(w − 1) ÷ n` per Query for `w` workers
-/// over `n` shards whatever the page size, so races per task fall with the Queries (and a
-/// claimer that lost one rotates into its page, see [`order_candidates`]).
+/// same shard's head while this one holds it, which the claimers' lanes make rare while there
+/// are fewer claimers than shards (see [`polls`]), and a claimer that lost one rotates into
+/// its page and draws a new lane (see [`order_candidates`]).
 const CLAIM_PAGE: i32 = 32;
 /// Candidates read per claim while this store is losing races: a wider page spreads concurrent
 /// claimers over more tasks, so fewer conditional writes fail (one read either way).
@@ -55,6 +55,15 @@ pub(super) type Claimer = (String, String);
 #[derive(Debug)]
 pub(super) struct Leftovers {
     read_at: Instant,
+    /// The lanes' turn when they were read ([`polls::lane_turn`]): kept only within it.
+    turn: Option<i64>,
+    ids: VecDeque<String>,
+}
+
+/// What a claim keeps for its claimer's next claims: the candidates it did not take, and the
+/// lanes' turn they belong to.
+pub(super) struct Kept {
+    turn: Option<i64>,
     ids: VecDeque<String>,
 }
 
@@ -180,6 +189,9 @@ impl DynamoStore {
                 Err(e) => failure = Some(e),
             }
         }
+        if lost > 0 {
+            self.polls.lost_race(&(req.step.clone(), req.owner.clone()));
+        }
         (lost, failure)
     }
 
@@ -187,13 +199,14 @@ impl DynamoStore {
         self.leftovers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Up to `n` of the claimer's leftovers while they are fresh (the rest stay kept).
-    fn take_leftovers(&self, claimer: &Claimer, n: usize) -> Vec<String> {
+    /// Up to `n` of the claimer's leftovers while they are fresh and of the lanes' current
+    /// `turn` (the rest stay kept).
+    fn take_leftovers(&self, claimer: &Claimer, n: usize, turn: Option<i64>) -> Vec<String> {
         let mut all = self.leftovers();
         let Some(kept) = all.get_mut(claimer) else {
             return Vec::new();
         };
-        if kept.read_at.elapsed() >= LEFTOVERS_FOR {
+        if kept.read_at.elapsed() >= LEFTOVERS_FOR || kept.turn != turn {
             all.remove(claimer);
             return Vec::new();
         }
@@ -217,19 +230,14 @@ impl DynamoStore {
     /// Keeps what a claim query found and the claim did not take, for the claimer's next
     /// claims (replacing what it kept before), unless the leftovers were forgotten since
     /// `epoch` (read before the query).
-    fn keep_leftovers(
-        &self,
-        claimer: Claimer,
-        read_at: Instant,
-        epoch: u64,
-        ids: VecDeque<String>,
-    ) {
+    fn keep_leftovers(&self, claimer: Claimer, read_at: Instant, epoch: u64, kept: Kept) {
+        let Kept { turn, ids } = kept;
         let mut all = self.leftovers();
         all.retain(|_, kept| kept.read_at.elapsed() < LEFTOVERS_FOR);
         if ids.is_empty() || self.leftovers_epoch.load(Ordering::SeqCst) != epoch {
             all.remove(&claimer);
         } else {
-            all.insert(claimer, Leftovers { read_at, ids });
+            all.insert(claimer, Leftovers { read_at, turn, ids });
         }
     }
 
@@ -258,8 +266,9 @@ pub(super) async fn claim_batch(
     // the rest goes on from a random point (as a contended page does), leaving it that
     // stretch, instead of reading the shard again; once more lost, the rest is dropped.
     let mut jumped = false;
+    let turn = polls::lane_turn(now, store.step_shards(&req.step).await?);
     loop {
-        let kept = store.take_leftovers(&claimer, want - claims.len());
+        let kept = store.take_leftovers(&claimer, want - claims.len(), turn);
         if kept.is_empty() {
             break;
         }
@@ -287,7 +296,7 @@ pub(super) async fn claim_from_shard(
     store: &DynamoStore,
     req: &ClaimRequest,
     claimer: &Claimer,
-    pending: &str,
+    shard: PendingShard<'_>,
     want: usize,
     now: Millis,
     mut claims: Vec<Claim>,
@@ -299,7 +308,7 @@ pub(super) async fn claim_from_shard(
         let contended = store.contention.recent();
         let read_at = Instant::now();
         let epoch = store.leftovers_epoch.load(Ordering::SeqCst);
-        let (page, next) = pending_page(store, pending, want, contended, start.take()).await?;
+        let (page, next) = pending_page(store, shard.pk, want, contended, start.take()).await?;
         if page.is_empty() {
             if from_head {
                 return Ok(claims);
@@ -308,7 +317,14 @@ pub(super) async fn claim_from_shard(
         }
         // The batch's conditional writes go out together; candidates lost to another
         // worker are replaced by the next ones of the page.
-        let mut candidates = Candidates::new(order_candidates(&page, contended));
+        let order = if !shard.in_lane {
+            Order::Tail
+        } else if contended {
+            Order::Spread
+        } else {
+            Order::Head
+        };
+        let mut candidates = Candidates::new(order_candidates(&page, order));
         let mut lost_here = 0;
         while claims.len() < want {
             let wave = candidates.take(want - claims.len());
@@ -329,7 +345,11 @@ pub(super) async fn claim_from_shard(
             // The rest of a page read from the head is the claimer's next candidates
             // (not after lost races: others are taking from it too).
             if from_head && lost_here == 0 {
-                store.keep_leftovers(claimer.clone(), read_at, epoch, candidates.rest());
+                let kept = Kept {
+                    turn: polls::lane_turn(now, store.step_shards(&req.step).await?),
+                    ids: candidates.rest(),
+                };
+                store.keep_leftovers(claimer.clone(), read_at, epoch, kept);
             }
             return Ok(claims);
         }
@@ -378,16 +398,37 @@ async fn pending_page(
     Ok((page, next))
 }
 
+/// A pending shard a claim reads: its index partition key, and whether it is the claimer's
+/// lane's shard (see [`polls`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PendingShard<'a> {
+    pub pk: &'a str,
+    pub in_lane: bool,
+}
+
+/// How a claim orders a page's candidates within each priority group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Index order, so a lone claimer takes tasks in exactly the order SQLite does (the
+    /// conformance suite relies on it), also from its leftovers.
+    Head,
+    /// Rotated to start at a random entry: once this store has recently lost a claim race,
+    /// concurrent claimers spread over the page instead of all racing for the head, and each
+    /// goes on along a stretch of its own (its leftovers) until it runs into tasks another
+    /// one took.
+    Spread,
+    /// From the page's end: a shard outside the claimer's lane (its own lane's shard did not
+    /// fill its batch) is most likely another claimer's lane, whose owner takes the head and
+    /// keeps the page; this claimer takes from the other end, so the two meet, if at all,
+    /// only after the owner went through most of the page. A task waits behind at most a
+    /// page of later ones of its shard (with several shards the step's order is per shard
+    /// anyway).
+    Tail,
+}
+
 /// Orders a page of pending candidates (in index order: highest priority, then oldest, then
-/// id) for claiming. Priority groups stay in order; within each group:
-///
-/// * uncontended, index order, so a lone claimer takes tasks in exactly the order SQLite
-///   does (the conformance suite relies on it), also from its leftovers;
-/// * once this store has recently lost a claim race, each group is rotated to start at a
-///   random entry, so concurrent claimers spread over the page instead of all racing for the
-///   head, and each goes on along a stretch of its own (its leftovers) until it runs into
-///   tasks another one took.
-fn order_candidates(page: &[Item], contended: bool) -> Vec<VecDeque<String>> {
+/// id) for claiming: priority groups stay in order, each group in the [`Order`] given.
+fn order_candidates(page: &[Item], order: Order) -> Vec<VecDeque<String>> {
     let mut groups: Vec<(&str, Vec<String>)> = Vec::new();
     for item in page {
         let Some(AttributeValue::S(sk)) = item.get(INDEX_SK) else {
@@ -412,8 +453,10 @@ fn order_candidates(page: &[Item], contended: bool) -> Vec<VecDeque<String>> {
         .into_iter()
         .map(|(_, ids)| {
             let mut ids = VecDeque::from(ids);
-            if contended {
-                ids.rotate_left(rng.random_range(0..ids.len()));
+            match order {
+                Order::Head => {}
+                Order::Spread => ids.rotate_left(rng.random_range(0..ids.len())),
+                Order::Tail => ids.make_contiguous().reverse(),
             }
             ids
         })
@@ -522,13 +565,13 @@ mod tests {
             Candidates::new(groups).rest().into_iter().collect()
         };
         assert_eq!(
-            flat(order_candidates(&page, false)),
+            flat(order_candidates(&page, Order::Head)),
             ["a", "b", "c", "f", "d", "e"],
             "uncontended: index order (the id read from the sort key when absent)"
         );
         let mut starts = HashSet::new();
         for _ in 0..200 {
-            let busy = flat(order_candidates(&page, true));
+            let busy = flat(order_candidates(&page, Order::Spread));
             // Each priority group is a rotation of itself: a contiguous stretch from a random
             // start, wrapping; lower priority after.
             let top = ["a", "b", "c", "f"];
@@ -541,6 +584,11 @@ mod tests {
             starts.insert(busy[0].clone());
         }
         assert_eq!(starts.len(), 4, "every start is drawn");
+        assert_eq!(
+            flat(order_candidates(&page, Order::Tail)),
+            ["f", "c", "b", "a", "e", "d"],
+            "off the lane: each group from its end, best group first"
+        );
     }
 
     #[test]

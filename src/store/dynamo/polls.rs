@@ -9,6 +9,20 @@
 //! queries only the `retrying` shards with tasks. An idle poll of an empty step is one
 //! request instead of one Query per shard and state.
 //!
+//! Which shard a busy claim queries first is the claimer's *lane*: a random offset, drawn
+//! again whenever the claimer loses a claim race, turned one shard on every [`LANE_TURN`] of
+//! the claim clock (see [`ShardMemory::lane_shard`]). Claimers whose lanes differ read
+//! different shards, so they do not hold the same candidates (a random shard per Query puts
+//! two of `w` claimers on one shard about `(w − 1) ÷ n` of the time, and the one whose kept
+//! candidates the other takes loses a whole wave of writes); claimers that share a lane
+//! find out by losing a race and one of them moves. All lanes turn at the same instants (the
+//! claim clock's multiples of [`LANE_TURN`], the same on every host up to clock skew), so
+//! distinct lanes stay distinct, every shard is the first of some lane, and a lone claimer
+//! comes back to each shard at least every `shards × LANE_TURN`. Leftovers are kept only
+//! within one turn (a claimer that turned away from a shard leaves its head to the lane that
+//! turned onto it). With more claimers than shards lanes are shared whatever is drawn, and a
+//! claim behaves as with a random shard per Query.
+//!
 //! Counts can be wrong: a worker keeps its counter deltas up to [`FLUSH_AFTER`] before writing
 //! them, and a crash between a task's write and its counter `ADD` (or another client's write
 //! that does not add to the counters) drifts them until a recount. So an idle claimer still
@@ -22,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use super::claims::{claim_from_shard, Claimer, LEFTOVERS_FOR};
+use super::claims::{claim_from_shard, Claimer, PendingShard, LEFTOVERS_FOR};
 use super::counters::FLUSH_AFTER;
 use super::layout::state_shard_pk;
 use super::DynamoStore;
@@ -41,6 +55,18 @@ use crate::store::Result;
 /// counter read per `--poll-interval` (1 a second by default).
 pub(super) fn sweep_every(lease_ttl_ms: Millis) -> Duration {
     Duration::from_millis(lease_ttl_ms.max(0) as u64)
+}
+
+/// How long a claimer's lane stays on one shard: [`LEFTOVERS_FOR`], the time a claimer may
+/// already go on with candidates read earlier, so a turn bounds nothing new. A turn costs a
+/// claimer one Query (its leftovers are dropped); a claimer taking 40 tasks a second pays one
+/// per 80 tasks.
+pub(super) const LANE_TURN: Millis = LEFTOVERS_FOR.as_millis() as Millis;
+
+/// The turn of the lanes at claim time `now` on a step of `shards` shards (`None` with one
+/// shard: lanes do not turn).
+pub(super) fn lane_turn(now: Millis, shards: u32) -> Option<i64> {
+    (shards > 1).then(|| now.div_euclid(LANE_TURN))
 }
 
 /// Which pending shards a claim queries, in order.
@@ -64,6 +90,8 @@ pub(super) struct ShardMemory {
     pub swept_at: Option<Instant>,
     /// Shards a Query of it found empty, and when.
     pub empty_at: HashMap<u32, Instant>,
+    /// Its lane: the offset of the shard its busy claims query first (`None`: draw one).
+    pub lane: Option<u32>,
 }
 
 impl ShardMemory {
@@ -79,6 +107,13 @@ impl ShardMemory {
         } else {
             Plan::Counted
         }
+    }
+
+    /// The shard `lane` puts first at claim time `now`: the lane's offset plus the turns
+    /// since the clock's epoch.
+    pub(super) fn lane_shard(lane: u32, now: Millis, shards: u32) -> u32 {
+        let shards = i64::from(shards.max(1));
+        (i64::from(lane) + now.div_euclid(LANE_TURN)).rem_euclid(shards) as u32
     }
 
     /// Whether a busy claim passes over `shard` at `now`: a Query found it empty within
@@ -155,6 +190,24 @@ impl Polls {
         }
     }
 
+    /// The claimer's lane, drawn when it has none.
+    pub(super) fn lane(&self, claimer: &Claimer, shards: u32) -> u32 {
+        let mut all = self.claimers.lock().unwrap_or_else(|e| e.into_inner());
+        let memory = all.entry(claimer.clone()).or_default();
+        *memory
+            .lane
+            .get_or_insert_with(|| rand::rng().random_range(0..shards.max(1)))
+    }
+
+    /// The claimer lost a claim race: another one reads the same shard; its next claim
+    /// draws a new lane.
+    pub(super) fn lost_race(&self, claimer: &Claimer) {
+        let mut all = self.claimers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(memory) = all.get_mut(claimer) {
+            memory.lane = None;
+        }
+    }
+
     pub(super) fn hint_retrying(&self, step: &str, shards: Vec<u32>) {
         let mut all = self.retry_hints.lock().unwrap_or_else(|e| e.into_inner());
         let hint = RetryHint {
@@ -194,9 +247,17 @@ pub(super) async fn claim_from_index(
         Plan::Counted => counted_pending(store, &req.step, shards).await?,
         Plan::Busy | Plan::Sweep => Vec::new(),
     };
+    // A busy claim starts in its lane; a sweep or a counted claim, and a busy claim's way on
+    // when its lane's shard did not fill the batch, from a random shard (the lanes of other
+    // claimers are anywhere).
+    let lane = ShardMemory::lane_shard(store.polls.lane(&claimer, shards), now, shards);
     let first = rand::rng().random_range(0..shards.max(1));
-    let order = shard_order(&plan, &memory, shards, first, &pending, started);
+    let order = match plan {
+        Plan::Busy if !memory.skips(lane, started) => vec![lane],
+        _ => shard_order(&plan, &memory, shards, first, &pending, started),
+    };
     let mut visit = Visit {
+        lane: (plan == Plan::Busy).then_some(lane),
         claims,
         queried: Vec::new(),
         found_empty: Vec::new(),
@@ -249,6 +310,9 @@ async fn counted_pending(store: &DynamoStore, step: &str, shards: u32) -> Result
 /// A claim's way through the pending shards: what it took, which shards it queried and which
 /// it found empty.
 struct Visit {
+    /// The claimer's lane's shard (`None`: the claim is not a busy one, and reads every shard
+    /// from its head as a lane's owner would).
+    lane: Option<u32>,
     claims: Vec<Claim>,
     queried: Vec<u32>,
     found_empty: Vec<u32>,
@@ -271,7 +335,9 @@ impl Visit {
             let pk = state_shard_pk(&req.step, TaskState::Pending, shard);
             let before = self.claims.len();
             let claims = std::mem::take(&mut self.claims);
-            self.claims = claim_from_shard(store, req, claimer, &pk, want, now, claims).await?;
+            let in_lane = self.lane.is_none_or(|lane| lane == shard);
+            let pending = PendingShard { pk: &pk, in_lane };
+            self.claims = claim_from_shard(store, req, claimer, pending, want, now, claims).await?;
             self.queried.push(shard);
             if self.claims.len() == before {
                 self.found_empty.push(shard);
@@ -316,6 +382,44 @@ mod tests {
         );
         assert_eq!(shard_order(&Plan::Counted, &m, 4, 2, &counts, now), [3, 1]);
         assert!(shard_order(&Plan::Counted, &m, 4, 0, &[0, 0, -1, 0], now).is_empty());
+    }
+
+    #[test]
+    fn lanes_turn_together_and_stay_apart() {
+        let shards = 8;
+        let lanes = [0, 3, 5, 6];
+        let mut firsts = std::collections::HashSet::new();
+        for now in (0..40_000).step_by(250) {
+            let at: Vec<u32> = lanes
+                .iter()
+                .map(|&l| ShardMemory::lane_shard(l, now, shards))
+                .collect();
+            let distinct: std::collections::HashSet<_> = at.iter().collect();
+            assert_eq!(distinct.len(), lanes.len(), "at {now}: {at:?}");
+            firsts.insert(at[0]);
+            let turned = ShardMemory::lane_shard(0, now + LANE_TURN, shards);
+            assert_eq!(turned, (at[0] + 1) % shards, "one shard on per turn");
+        }
+        assert_eq!(firsts.len(), 8, "a lone lane comes to every shard");
+        assert_eq!(ShardMemory::lane_shard(7, -1, 8), 6, "before the epoch too");
+        assert_eq!(ShardMemory::lane_shard(3, 123_456, 1), 0);
+        assert_eq!(lane_turn(123_456, 1), None, "one shard: lanes do not turn");
+        assert_eq!(lane_turn(123_456, 8), Some(61));
+    }
+
+    #[test]
+    fn a_lost_race_draws_a_new_lane() {
+        let polls = Polls::default();
+        let claimer: Claimer = ("s".into(), "w".into());
+        let lane = polls.lane(&claimer, 256);
+        assert_eq!(polls.lane(&claimer, 256), lane, "a lane is kept");
+        let mut moved = false;
+        for _ in 0..20 {
+            polls.lost_race(&claimer);
+            moved |= polls.lane(&claimer, 256) != lane;
+        }
+        assert!(moved, "20 draws of 256 lanes all gave the same one");
+        assert_eq!(polls.lane(&("s".into(), "x".into()), 1), 0);
     }
 
     #[test]
