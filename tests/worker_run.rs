@@ -427,6 +427,7 @@ on_both_stores!(bench_reports_requests_per_task);
 async fn bench_reports_requests_per_task(h: Harness) {
     let report = anamo::worker::bench_dispatch(
         h.store.clone(),
+        || h.store.clone(),
         &h.requests,
         &anamo::worker::DispatchLoad::trivial(8, 4, 1000),
     )

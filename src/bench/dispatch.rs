@@ -17,7 +17,7 @@ use crate::model::{ClaimRequest, Completion, Outcome, TaskResult, TaskSpec};
 use crate::store::dynamo::DynamoStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{RequestRecorder, SharedStore, TaskStore};
-use crate::worker::{bench_dispatch, BenchReport};
+use crate::worker::{bench_dispatch, BenchReport, DispatchLoad, WorkerError};
 
 /// A directory under the system temp dir, removed on drop.
 pub(crate) struct TempDir(pub std::path::PathBuf);
@@ -49,6 +49,20 @@ impl DynamoTable {
         ));
         store.create_schema().await?;
         Ok(DynamoTable { store })
+    }
+
+    /// The dispatch benchmark on this table, each worker on a store of its own
+    /// ([`DynamoStore::sibling`]), all counted by this store's recorder.
+    async fn dispatch(&self, load: &DispatchLoad) -> Result<BenchReport, WorkerError> {
+        let store = self.store.clone();
+        let worker_store = || Arc::new(store.sibling()) as SharedStore;
+        bench_dispatch(
+            self.store.clone(),
+            worker_store,
+            &self.store.recorder(),
+            load,
+        )
+        .await
     }
 
     pub async fn drop_table(self) {
@@ -105,7 +119,8 @@ pub(super) async fn dispatch(cfg: &BenchConfig) -> anyhow::Result<(Vec<Row>, ser
 
     let dir = TempDir::new("anamo-bench-dispatch")?;
     let (store, requests) = sqlite_store(&dir)?;
-    let sqlite = bench_dispatch(store, &requests, load).await?;
+    let shared = store.clone();
+    let sqlite = bench_dispatch(store, || shared.clone(), &requests, load).await?;
     rows.push(
         Row::new(
             format!("{what}, SQLite ({shape})"),
@@ -156,12 +171,12 @@ async fn measure_dynamodb(cfg: &BenchConfig, endpoint: &str) -> anyhow::Result<D
     // so one dispatch and one raw loop run unmeasured first and both measured phases
     // meet a warm JVM (DynamoDB itself has no such phase).
     let table = DynamoTable::create(endpoint, "anamo-bench-warmup").await?;
-    let cold = bench_dispatch(table.store.clone(), &table.store.recorder(), load).await;
+    let cold = table.dispatch(load).await;
     table.drop_table().await;
     let cold = cold?;
     let cold_raw = raw_update_rate(endpoint, concurrency, cfg.raw_secs).await?;
     let table = DynamoTable::create(endpoint, "anamo-bench-dispatch").await?;
-    let dynamo = bench_dispatch(table.store.clone(), &table.store.recorder(), load).await;
+    let dynamo = table.dispatch(load).await;
     table.drop_table().await;
     let dynamo = dynamo?;
     let raw = raw_update_rate(endpoint, concurrency, cfg.raw_secs).await?;

@@ -2,7 +2,9 @@
 //! compared with, so a result reads as a ratio rather than an absolute number.
 //!
 //! * **dispatch**: W in-process workers × S slots run trivial tasks (`true`) on SQLite and on
-//!   DynamoDB Local ([`crate::worker::bench_dispatch`]); beside it, DynamoDB Local's raw
+//!   DynamoDB Local ([`crate::worker::bench_dispatch`]), each worker on a DynamoDB store of
+//!   its own as in a process of its own (what a store keeps between requests is not pooled;
+//!   before 2026-12-04 the workers shared one); beside it, DynamoDB Local's raw
 //!   conditional `UpdateItem` rate at the same concurrency from a bare SDK loop (the goal's
 //!   reference), and the rate of the task table's own conditional write (lease renewals of
 //!   claimed tasks: a task item with an index entry, as claims and completions write).

@@ -83,11 +83,14 @@ pub struct BenchReport {
     pub import_requests: u64,
 }
 
-/// Imports `load.tasks` tasks running `load.command` into a fresh step and lets
-/// `load.workers` workers of `load.slots` slots run them all; `recorder` counts the store's
-/// requests.
+/// Imports `load.tasks` tasks running `load.command` into a fresh step through `store` and
+/// lets `load.workers` workers of `load.slots` slots run them all, each on a store of its own
+/// from `worker_store` (as each would have in a process of its own: what a store keeps
+/// between requests — claim candidates, counter deltas — is not pooled); `recorder` counts
+/// the requests of all of them.
 pub async fn bench_dispatch(
     store: SharedStore,
+    worker_store: impl Fn() -> SharedStore,
     recorder: &RequestRecorder,
     load: &DispatchLoad,
 ) -> Result<BenchReport, WorkerError> {
@@ -111,7 +114,7 @@ pub async fn bench_dispatch(
     let mix_before = recorder.by_kind();
     let units_before = (recorder.read_units(), recorder.write_units());
     recorder.restart_keys();
-    let (controls, mut running) = spawn_workers(&store, &step, load, &log_dir);
+    let (controls, mut running) = spawn_workers(worker_store, &step, load, &log_dir);
     let mut finished_early = wait_for_results(&controls, &mut running, tasks).await;
     let elapsed = started.elapsed();
     let requests = recorder.total() - before;
@@ -184,7 +187,7 @@ type Running = JoinSet<Result<WorkerExit, WorkerError>>;
 
 /// Starts the load's in-process workers on `step`.
 fn spawn_workers(
-    store: &SharedStore,
+    store: impl Fn() -> SharedStore,
     step: &str,
     load: &DispatchLoad,
     log_dir: &Path,
@@ -201,7 +204,7 @@ fn spawn_workers(
         args.imds_endpoint = Some("off".into());
         args.poll_interval = Duration::from_millis(500);
         args.drain_grace = Duration::ZERO;
-        running.spawn(run_with(args, store.clone(), control));
+        running.spawn(run_with(args, store(), control));
     }
     (controls, running)
 }

@@ -148,9 +148,17 @@ impl DynamoStore {
             .interceptor(CountRequests(requests.clone()))
             .build();
         DynamoStore {
-            client: Client::from_conf(config),
-            table: table.to_string(),
             requests,
+            ..DynamoStore::fresh(Client::from_conf(config), table)
+        }
+    }
+
+    /// A store on `table` through `client` as is, with fresh state and request counts.
+    fn fresh(client: Client, table: &str) -> Self {
+        DynamoStore {
+            client,
+            table: table.to_string(),
+            requests: Arc::default(),
             mix: Arc::default(),
             capacity: Arc::default(),
             fence_lock: Arc::default(),
@@ -163,6 +171,21 @@ impl DynamoStore {
             recounted: Arc::default(),
             unwritten: Arc::default(),
             polls: Arc::default(),
+        }
+    }
+
+    /// A store on the same table and client whose requests count into this one's recorder,
+    /// sharing nothing else: what another process's store would be (its own claim
+    /// candidates and lanes, counter deltas, contention memory, fence lock). For benchmarks
+    /// that run several workers in one process.
+    pub fn sibling(&self) -> Self {
+        DynamoStore {
+            client: self.client.clone(),
+            table: self.table.clone(),
+            requests: self.requests.clone(),
+            mix: self.mix.clone(),
+            capacity: self.capacity.clone(),
+            ..DynamoStore::fresh(self.client.clone(), &self.table)
         }
     }
 
