@@ -17,11 +17,11 @@
 //! candidates the other takes loses a whole wave of writes); claimers that share a lane
 //! find out by losing a race and one of them moves. All lanes turn at the same instants (the
 //! claim clock's multiples of [`LANE_TURN`], the same on every host up to clock skew), so
-//! distinct lanes stay distinct, every shard is the first of some lane, and a lone claimer
-//! comes back to each shard at least every `shards × LANE_TURN`. Leftovers are kept only
-//! within one turn (a claimer that turned away from a shard leaves its head to the lane that
-//! turned onto it). With more claimers than shards lanes are shared whatever is drawn, and a
-//! claim behaves as with a random shard per Query.
+//! distinct lanes stay distinct, and a lone claimer comes back to each shard at least every
+//! `shards × LANE_TURN`. A claimer leaves the head of a shard to that shard's lane: it drops
+//! the candidates it kept when the lanes turn, and takes a page of a shard outside its lane
+//! from the page's end. With more claimers than shards lanes are shared whatever is drawn,
+//! and a claim behaves as with a random shard per Query.
 //!
 //! Counts can be wrong: a worker keeps its counter deltas up to [`FLUSH_AFTER`] before writing
 //! them, and a crash between a task's write and its counter `ADD` (or another client's write
