@@ -62,14 +62,16 @@ pub struct BenchReport {
     /// From the first worker's start to the last result recorded.
     pub elapsed_ms: u64,
     pub tasks_per_sec: f64,
-    /// Store requests in that window (claims, heartbeats, completions, registrations, polls).
+    /// Store requests from the first worker's start until every worker exited (claims,
+    /// heartbeats, completions, registrations, polls, and what the workers write on exit:
+    /// their last counter deltas and final registrations).
     pub requests: u64,
     pub requests_per_task: f64,
     /// Those requests per task by what they were for (`claim query`, `claim write`, `claim
     /// write lost`, `complete write`, `put worker`, ...), when the store breaks them down;
     /// `other` is the rest (the SDK's own retries, anything not broken down).
     pub requests_by_kind: BTreeMap<String, f64>,
-    /// Read and write capacity units per task in that window (DynamoDB's `ConsumedCapacity`;
+    /// Read and write capacity units per task over those requests (DynamoDB's `ConsumedCapacity`;
     /// 0 on SQLite).
     pub read_units_per_task: f64,
     pub write_units_per_task: f64,
@@ -117,13 +119,6 @@ pub async fn bench_dispatch(
     let (controls, mut running) = spawn_workers(worker_store, &step, load, &log_dir);
     let mut finished_early = wait_for_results(&controls, &mut running, tasks).await;
     let elapsed = started.elapsed();
-    let requests = recorder.total() - before;
-    let mix = recorder.by_kind();
-    let units = (
-        recorder.read_units() - units_before.0,
-        recorder.write_units() - units_before.1,
-    );
-    let busiest_key = recorder.peak_key();
     let (_, succeeded) = recorded(&controls);
     controls.iter().for_each(|c| c.drain());
     while let Some(joined) = running.join_next().await {
@@ -131,6 +126,15 @@ pub async fn bench_dispatch(
             finished_early.get_or_insert(e);
         }
     }
+    // Requests until the workers exited: their last counter deltas and final registrations
+    // are part of the run's cost.
+    let requests = recorder.total() - before;
+    let mix = recorder.by_kind();
+    let units = (
+        recorder.read_units() - units_before.0,
+        recorder.write_units() - units_before.1,
+    );
+    let busiest_key = recorder.peak_key();
     let _ = std::fs::remove_dir_all(&log_dir);
     if let Some(e) = finished_early {
         return Err(e);
