@@ -20,6 +20,7 @@
 //! (create and delete the table), [`workers`], [`status`] documents and the [`leader`] lease.
 
 mod batch;
+mod candidates;
 mod capacity;
 mod claims;
 mod counters;

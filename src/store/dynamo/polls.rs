@@ -36,7 +36,8 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use super::claims::{claim_from_shard, Claimer, PendingShard, LEFTOVERS_FOR};
+use super::candidates::PendingShard;
+use super::claims::{claim_from_shard, Claimer, LEFTOVERS_FOR};
 use super::counters::FLUSH_AFTER;
 use super::layout::state_shard_pk;
 use super::DynamoStore;
