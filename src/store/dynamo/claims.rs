@@ -60,13 +60,6 @@ pub(super) struct Leftovers {
     ids: VecDeque<String>,
 }
 
-/// What a claim keeps for its claimer's next claims: the candidates it did not take, and the
-/// lanes' turn they belong to.
-pub(super) struct Kept {
-    turn: Option<i64>,
-    ids: VecDeque<String>,
-}
-
 /// When this store last lost a claim race (ms since `since`, plus one; 0 = never), and how
 /// many it lost.
 #[derive(Debug)]
@@ -227,17 +220,16 @@ impl DynamoStore {
         }
     }
 
-    /// Keeps what a claim query found and the claim did not take, for the claimer's next
-    /// claims (replacing what it kept before), unless the leftovers were forgotten since
-    /// `epoch` (read before the query).
-    fn keep_leftovers(&self, claimer: Claimer, read_at: Instant, epoch: u64, kept: Kept) {
-        let Kept { turn, ids } = kept;
+    /// Keeps what a claim query found and the claim did not take (`kept`, read at its
+    /// `read_at`), for the claimer's next claims (replacing what it kept before), unless the
+    /// leftovers were forgotten since `epoch` (read before the query).
+    fn keep_leftovers(&self, claimer: Claimer, epoch: u64, kept: Leftovers) {
         let mut all = self.leftovers();
         all.retain(|_, kept| kept.read_at.elapsed() < LEFTOVERS_FOR);
-        if ids.is_empty() || self.leftovers_epoch.load(Ordering::SeqCst) != epoch {
+        if kept.ids.is_empty() || self.leftovers_epoch.load(Ordering::SeqCst) != epoch {
             all.remove(&claimer);
         } else {
-            all.insert(claimer, Leftovers { read_at, turn, ids });
+            all.insert(claimer, kept);
         }
     }
 
@@ -345,11 +337,12 @@ pub(super) async fn claim_from_shard(
             // The rest of a page read from the head is the claimer's next candidates
             // (not after lost races: others are taking from it too).
             if from_head && lost_here == 0 {
-                let kept = Kept {
+                let kept = Leftovers {
+                    read_at,
                     turn: polls::lane_turn(now, store.step_shards(&req.step).await?),
                     ids: candidates.rest(),
                 };
-                store.keep_leftovers(claimer.clone(), read_at, epoch, kept);
+                store.keep_leftovers(claimer.clone(), epoch, kept);
             }
             return Ok(claims);
         }

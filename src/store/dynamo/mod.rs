@@ -181,8 +181,6 @@ impl DynamoStore {
     /// that run several workers in one process.
     pub fn sibling(&self) -> Self {
         DynamoStore {
-            client: self.client.clone(),
-            table: self.table.clone(),
             requests: self.requests.clone(),
             mix: self.mix.clone(),
             capacity: self.capacity.clone(),
