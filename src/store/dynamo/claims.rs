@@ -12,27 +12,28 @@ use super::candidates::{order_candidates, Candidates, Order, PendingShard};
 use super::expr::Expr;
 use super::items::*;
 use super::layout::TaskKeys;
+use super::pace;
 use super::polls;
 use super::{batch, DynamoStore, Sk};
 use crate::clock::Millis;
 use crate::model::{Claim, ClaimRequest, TaskState};
 use crate::store::{new_token, Result, StoreError};
 
-/// Pending candidates read per claim query, and kept (less what the claim took) for the same
-/// claimer's next claims for [`LEFTOVERS_FOR`].
+/// Fewest pending candidates read per claim query (the page grows with the claimer's pace, see
+/// [`pace`]); what the claim does not take is kept for the same claimer's next claims for
+/// [`LEFTOVERS_FOR`] (less when the lanes turn sooner).
 ///
-/// A claimer pays one Query per page it uses, so its Queries per task are about
-/// `1 / min(CLAIM_PAGE, 1 + r × LEFTOVERS_FOR)` for a worker claiming `r` tasks a second
-/// (short tasks: `r` near `slots ÷ task time`); a page of 32 (about 10 KB of index entries,
-/// 1.5 read units) kept for 2 s makes that about 1/32 for workers taking 16 or more tasks a
-/// second. Keeping more does not add claim races: a race needs another claimer reading the
-/// same shard's head while this one holds it, which the claimers' lanes make rare while there
-/// are fewer claimers than shards (see [`polls`]), and a claimer that lost one rotates into
-/// its page and draws a new lane (see [`order_candidates`]).
-const CLAIM_PAGE: i32 = 32;
+/// A claimer pays one Query per page it uses or drops. A page of 32 is about 10 KB of index
+/// entries (1.5 read units) and is what a claimer taking fewer than 16 tasks a second reads;
+/// a faster one reads what it took in the last [`LEFTOVERS_FOR`], up to
+/// [`pace::MAX_CLAIM_PAGE`]. Keeping more does not add claim races: a race needs another
+/// claimer reading the same shard's head while this one holds it, which the claimers' lanes
+/// make rare while there are fewer claimers than shards (see [`polls`]), and a claimer that
+/// lost one rotates into its page and draws a new lane (see [`order_candidates`]).
+const CLAIM_PAGE: usize = 32;
 /// Candidates read per claim while this store is losing races: a wider page spreads concurrent
 /// claimers over more tasks, so fewer conditional writes fail (one read either way).
-const CONTENDED_CLAIM_PAGE: i32 = 64;
+const CONTENDED_CLAIM_PAGE: usize = 64;
 /// Claim queries before giving up with a retryable error (each one after a page of lost
 /// races; only reached under heavy contention).
 const CLAIM_ROUNDS: u32 = 20;
@@ -45,6 +46,7 @@ const CONTENTION_MEMORY: Duration = Duration::from_secs(10);
 /// instead of querying again. It bounds how long a task that became pending meanwhile through
 /// another client (however high its priority) can wait behind them.
 pub(super) const LEFTOVERS_FOR: Duration = Duration::from_secs(2);
+const LEFTOVERS_MS: Millis = LEFTOVERS_FOR.as_millis() as Millis;
 
 /// Who claims: step and owner (a worker's id). Each claimer keeps its own leftovers, as it
 /// would in a process of its own.
@@ -188,6 +190,37 @@ impl DynamoStore {
         (lost, failure)
     }
 
+    /// How many candidates the claimer's next claim query reads: room for the batch and for
+    /// losing some races on the way, wider while this store is losing races, and what the
+    /// claimer will take while it may keep the rest (see [`pace`]).
+    async fn claim_page(
+        &self,
+        claimer: &Claimer,
+        want: usize,
+        contended: bool,
+        now: Millis,
+    ) -> Result<usize> {
+        let fewest = if contended {
+            CONTENDED_CLAIM_PAGE
+        } else {
+            CLAIM_PAGE
+        };
+        let floor = fewest.max(2 * want);
+        let turns = polls::lane_turn(now, self.step_shards(&claimer.0).await?).is_some();
+        let keep_for = pace::keep_for(now, LEFTOVERS_MS, turns.then_some(polls::LANE_TURN));
+        let paces = self.paces.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(paces
+            .get(claimer)
+            .map_or(floor, |p| p.page(now, want, keep_for, LEFTOVERS_MS, floor)))
+    }
+
+    /// Records the claimer's `taken` tasks at `now` for the size of its next claim queries.
+    fn record_pace(&self, claimer: &Claimer, now: Millis, taken: usize) {
+        let mut paces = self.paces.lock().unwrap_or_else(|e| e.into_inner());
+        let pace = paces.entry(claimer.clone()).or_default();
+        pace.record(now, taken, LEFTOVERS_MS);
+    }
+
     fn leftovers(&self) -> std::sync::MutexGuard<'_, HashMap<Claimer, Leftovers>> {
         self.leftovers.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -252,6 +285,19 @@ pub(super) async fn claim_batch(
     let want = max.clamp(1, MAX_CLAIM_BATCH);
     store.lease_ttls.note(&req.owner, req.ttl_ms);
     let claimer: Claimer = (req.step.clone(), req.owner.clone());
+    let claims = take_batch(store, req, &claimer, want, now).await?;
+    store.record_pace(&claimer, now, claims.len());
+    Ok(claims)
+}
+
+/// Up to `want` claims: the claimer's leftovers first, then the pending index.
+async fn take_batch(
+    store: &DynamoStore,
+    req: &ClaimRequest,
+    claimer: &Claimer,
+    want: usize,
+    now: Millis,
+) -> Result<Vec<Claim>> {
     let mut claims = Vec::with_capacity(want);
     // First what this claimer's last query found and left, while fresh: no query at all.
     // A kept candidate lost means another claimer is taking the same stretch from its front:
@@ -260,7 +306,7 @@ pub(super) async fn claim_batch(
     let mut jumped = false;
     let turn = polls::lane_turn(now, store.step_shards(&req.step).await?);
     loop {
-        let kept = store.take_leftovers(&claimer, want - claims.len(), turn);
+        let kept = store.take_leftovers(claimer, want - claims.len(), turn);
         if kept.is_empty() {
             break;
         }
@@ -272,13 +318,13 @@ pub(super) async fn claim_batch(
             return Ok(claims);
         }
         if lost > 0 && jumped {
-            store.leftovers().remove(&claimer);
+            store.leftovers().remove(claimer);
         } else if lost > 0 {
-            store.jump_leftovers(&claimer);
+            store.jump_leftovers(claimer);
             jumped = true;
         }
     }
-    polls::claim_from_index(store, req, claimer, want, now, claims).await
+    polls::claim_from_index(store, req, claimer.clone(), want, now, claims).await
 }
 
 /// Claims from one pending shard: pages of it from the head, each tried in waves of
@@ -300,7 +346,8 @@ pub(super) async fn claim_from_shard(
         let contended = store.contention.recent();
         let read_at = Instant::now();
         let epoch = store.leftovers_epoch.load(Ordering::SeqCst);
-        let (page, next) = pending_page(store, shard.pk, want, contended, start.take()).await?;
+        let size = store.claim_page(claimer, want, contended, now).await?;
+        let (page, next) = pending_page(store, shard.pk, size, start.take()).await?;
         if page.is_empty() {
             if from_head {
                 return Ok(claims);
@@ -362,21 +409,14 @@ pub(super) async fn claim_from_shard(
     ))
 }
 
-/// One page of the pending index partition `pending` from `start`: wider while this store is
-/// losing races, and with room for the whole batch and for losing some races on the way.
+/// One page of `size` entries of the pending index partition `pending` from `start`.
 async fn pending_page(
     store: &DynamoStore,
     pending: &str,
-    want: usize,
-    contended: bool,
+    size: usize,
     start: Option<Item>,
 ) -> Result<(Vec<Item>, Option<Item>)> {
-    let page_size = if contended {
-        CONTENDED_CLAIM_PAGE
-    } else {
-        CLAIM_PAGE
-    };
-    let limit = page_size.max(2 * want as i32);
+    let limit = i32::try_from(size).unwrap_or(i32::MAX);
     let (page, _, next) = store
         .query_page(
             "claim",

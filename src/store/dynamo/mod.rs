@@ -37,6 +37,7 @@ mod leases;
 mod migrate;
 mod migrate_index;
 mod migrate_plan;
+mod pace;
 #[cfg(test)]
 mod partition_load;
 mod polls;
@@ -101,6 +102,8 @@ pub struct DynamoStore {
     /// Bumped whenever the leftovers are forgotten, so that a claim whose query was read
     /// before does not keep what it found.
     leftovers_epoch: Arc<AtomicU64>,
+    /// What each claimer took lately, for the size of its claim queries (see [`pace`]).
+    paces: Arc<Mutex<HashMap<Claimer, pace::Pace>>>,
     /// The index layout: the table's default shard count and each step's (see [`schema`]).
     shards: Arc<schema::Shards>,
     /// Lease expiry's memory between passes (see [`lease_expiry`]).
@@ -166,6 +169,7 @@ impl DynamoStore {
             contention: Arc::new(Contention::new()),
             leftovers: Arc::default(),
             leftovers_epoch: Arc::default(),
+            paces: Arc::default(),
             shards: Arc::default(),
             expiry: Arc::default(),
             lease_ttls: Arc::default(),
