@@ -905,7 +905,10 @@ mod cases {
             .put_status(&doc2, anamo::store::Fence::Unfenced)
             .await
             .unwrap();
-        assert_eq!(store.list_status().await.unwrap(), vec![doc2]);
+        assert_eq!(store.list_status().await.unwrap(), vec![doc2.clone()]);
+        // One document by name: the latest write, and none for a name never written.
+        assert_eq!(store.get_status("fleet/align").await.unwrap(), Some(doc2));
+        assert_eq!(store.get_status("fleet/call").await.unwrap(), None);
     }
 
     pub async fn oldest_pending_spans_priorities(store: SharedStore) {

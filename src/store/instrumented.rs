@@ -21,7 +21,7 @@ use crate::model::{
 };
 
 /// Every operation label this decorator emits (the trait's async methods).
-pub const OPERATIONS: [&str; 33] = [
+pub const OPERATIONS: [&str; 34] = [
     "create_schema",
     "delete_schema",
     "import",
@@ -52,6 +52,7 @@ pub const OPERATIONS: [&str; 33] = [
     "list_workers",
     "put_status",
     "list_status",
+    "get_status",
     "acquire_leadership",
     "release_leadership",
     "current_leader",
@@ -344,6 +345,11 @@ impl TaskStore for InstrumentedStore {
 
     async fn list_status(&self) -> Result<Vec<StatusDoc>> {
         self.observe("list_status", self.inner.list_status()).await
+    }
+
+    async fn get_status(&self, name: &str) -> Result<Option<StatusDoc>> {
+        self.observe("get_status", self.inner.get_status(name))
+            .await
     }
 
     async fn acquire_leadership(

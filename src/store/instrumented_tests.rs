@@ -168,6 +168,7 @@ async fn workers_status_and_leadership(s: &SharedStore, now: Millis) {
     };
     s.put_status(&doc, Fence::Unfenced).await.unwrap();
     s.list_status().await.unwrap();
+    s.get_status("fleet/align").await.unwrap();
     s.acquire_leadership("c", "me", 30_000, now).await.unwrap();
     s.current_leader("c").await.unwrap();
     s.release_leadership("c", "me").await.unwrap();

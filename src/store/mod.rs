@@ -320,6 +320,9 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     /// Creates or replaces a status document, fenced by `fence`.
     async fn put_status(&self, doc: &StatusDoc, fence: Fence<'_>) -> Result<()>;
     async fn list_status(&self) -> Result<Vec<StatusDoc>>;
+    /// One status document by name (`None` when there is none): a point read, for a reader
+    /// that needs one document often (a worker's pipeline graph), not the listing.
+    async fn get_status(&self, name: &str) -> Result<Option<StatusDoc>>;
 
     /// Takes or renews the leadership of `cluster` for `owner`. Returns the lease when `owner`
     /// holds it afterwards, `None` when someone else holds an unexpired one.

@@ -401,6 +401,9 @@ impl TaskStore for FaultyStore {
     async fn list_status(&self) -> Result<Vec<StatusDoc>, StoreError> {
         self.call("list status", self.inner.list_status()).await
     }
+    async fn get_status(&self, name: &str) -> Result<Option<StatusDoc>, StoreError> {
+        self.call("get status", self.inner.get_status(name)).await
+    }
     async fn acquire_leadership(
         &self,
         cluster: &str,

@@ -244,13 +244,22 @@ impl DynamoStore {
     }
 
     async fn get_item(&self, op: &str, pk: String) -> Result<Option<Item>> {
+        self.get_item_read(op, pk, true).await
+    }
+
+    /// [`get_item`](Self::get_item) with an eventually consistent read (half the read units).
+    async fn get_item_eventually(&self, op: &str, pk: String) -> Result<Option<Item>> {
+        self.get_item_read(op, pk, false).await
+    }
+
+    async fn get_item_read(&self, op: &str, pk: String, consistent: bool) -> Result<Option<Item>> {
         self.mix.add(&format!("{op} read"));
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key(pk)))
-            .consistent_read(true)
+            .consistent_read(consistent)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await

@@ -29,3 +29,11 @@ pub(super) async fn list_status(store: &DynamoStore) -> Result<Vec<StatusDoc>> {
     docs.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(docs)
 }
+
+/// One status document by its key (a GetItem, eventually consistent: half a read unit per
+/// 4 KB; the controller rewrites documents every pass, so a reader is at most that late).
+pub(super) async fn get_status(store: &DynamoStore, name: &str) -> Result<Option<StatusDoc>> {
+    const OP: &str = "get status";
+    let item = store.get_item_eventually(OP, status_pk(name)).await?;
+    item.map(|i| Reader::new(OP, &i).status()).transpose()
+}

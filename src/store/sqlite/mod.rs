@@ -420,6 +420,10 @@ impl TaskStore for SqliteStore {
         status::list_status(self).await
     }
 
+    async fn get_status(&self, name: &str) -> Result<Option<StatusDoc>> {
+        status::get_status(self, name).await
+    }
+
     async fn acquire_leadership(
         &self,
         cluster: &str,

@@ -47,3 +47,26 @@ pub(super) async fn list_status(store: &SqliteStore) -> Result<Vec<StatusDoc>> {
         })
         .await
 }
+
+pub(super) async fn get_status(store: &SqliteStore, name: &str) -> Result<Option<StatusDoc>> {
+    const OP: &str = "get status";
+    let name = name.to_string();
+    store
+        .run(OP, move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT updated_at, body FROM status WHERE name = ?1")
+                .map_err(|e| map_err(OP, e))?;
+            let mut rows = stmt.query([&name]).map_err(|e| map_err(OP, e))?;
+            let Some(row) = rows.next().map_err(|e| map_err(OP, e))? else {
+                return Ok(None);
+            };
+            let updated_at: i64 = row.get(0).map_err(|e| map_err(OP, e))?;
+            let body: String = row.get(1).map_err(|e| map_err(OP, e))?;
+            Ok(Some(StatusDoc {
+                name,
+                updated_at,
+                body: serde_json::from_str(&body).map_err(|e| json_err(OP, "status", e))?,
+            }))
+        })
+        .await
+}
