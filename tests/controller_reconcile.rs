@@ -284,8 +284,9 @@ async fn unread_launch_intents_hold_the_fleet_back_for_a_pass() {
     w.import("align", 10).await;
     let yaml = fleet_yaml("align", 3, "");
     let faulty = common::worker::FaultyStore::new(w.store.clone());
-    // The first status read of a pass is the pipeline graph's; the second, the launch intents'.
-    faulty.fail_call_after("list status", 1);
+    // The pass's status listing is the launch intents' read (the pipeline graph is read by
+    // its name).
+    faulty.fail_next_call("list status");
     let set = manifest::parse_str(&yaml, "test.yaml").unwrap();
     let mut c = w.controller_on(faulty.clone(), ManifestSource::fixed(set), |_| {});
     let report = c.reconcile_once().await;
