@@ -67,6 +67,8 @@ impl DynamoStore {
         Ok(pages.into_iter().flatten().collect())
     }
 
+    /// One BatchGetItem of at most 100 keys, and its retries of the keys left unprocessed
+    /// (each a request: counted in the request mix as `{op} read`).
     async fn batch_get_chunk(
         &self,
         op: &str,
@@ -87,6 +89,7 @@ impl DynamoStore {
                     .set_expression_attribute_names(Some(names));
             }
             let request = request.build().map_err(|e| StoreError::backend(op, e))?;
+            self.mix.add(&format!("{op} read"));
             let out = self
                 .client
                 .batch_get_item()
