@@ -8,12 +8,14 @@ use rand::Rng;
 
 use super::items::*;
 
-/// A pending shard a claim reads: its index partition key, and whether it is the claimer's
-/// lane's shard (see [`polls`](super::polls)).
+/// A pending shard a claim reads: its index partition key, whether it is the claimer's
+/// lane's shard, and the lanes' turn at claim time (`None` on a step of one shard, where
+/// lanes do not turn; see [`polls`](super::polls)).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PendingShard<'a> {
     pub pk: &'a str,
     pub in_lane: bool,
+    pub turn: Option<i64>,
 }
 
 /// How a claim orders a page's candidates within each priority group.

@@ -192,26 +192,27 @@ impl DynamoStore {
 
     /// How many candidates the claimer's next claim query reads: room for the batch and for
     /// losing some races on the way, wider while this store is losing races, and what the
-    /// claimer will take while it may keep the rest (see [`pace`]).
-    async fn claim_page(
+    /// claimer will take while it may keep the rest (see [`pace`]; `turns`: the step's lanes
+    /// turn).
+    fn claim_page(
         &self,
         claimer: &Claimer,
         want: usize,
         contended: bool,
         now: Millis,
-    ) -> Result<usize> {
+        turns: bool,
+    ) -> usize {
         let fewest = if contended {
             CONTENDED_CLAIM_PAGE
         } else {
             CLAIM_PAGE
         };
         let floor = fewest.max(2 * want);
-        let turns = polls::lane_turn(now, self.step_shards(&claimer.0).await?).is_some();
         let keep_for = pace::keep_for(now, LEFTOVERS_MS, turns.then_some(polls::LANE_TURN));
         let paces = self.paces.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(paces
+        paces
             .get(claimer)
-            .map_or(floor, |p| p.page(now, want, keep_for, LEFTOVERS_MS, floor)))
+            .map_or(floor, |p| p.page(now, want, keep_for, LEFTOVERS_MS, floor))
     }
 
     /// Records the claimer's `taken` tasks at `now` for the size of its next claim queries.
@@ -346,7 +347,7 @@ pub(super) async fn claim_from_shard(
         let contended = store.contention.recent();
         let read_at = Instant::now();
         let epoch = store.leftovers_epoch.load(Ordering::SeqCst);
-        let size = store.claim_page(claimer, want, contended, now).await?;
+        let size = store.claim_page(claimer, want, contended, now, shard.turn.is_some());
         let (page, next) = pending_page(store, shard.pk, size, start.take()).await?;
         if page.is_empty() {
             if from_head {
@@ -386,7 +387,7 @@ pub(super) async fn claim_from_shard(
             if from_head && lost_here == 0 {
                 let kept = Leftovers {
                     read_at,
-                    turn: polls::lane_turn(now, store.step_shards(&req.step).await?),
+                    turn: shard.turn,
                     ids: candidates.rest(),
                 };
                 store.keep_leftovers(claimer.clone(), epoch, kept);

@@ -33,7 +33,7 @@ impl Pace {
         while self
             .taken
             .front()
-            .is_some_and(|(at, _)| now - *at >= window || *at > now)
+            .is_some_and(|(at, _)| !within(*at, now, window))
         {
             self.taken.pop_front();
         }
@@ -53,12 +53,18 @@ impl Pace {
         let recent: usize = self
             .taken
             .iter()
-            .filter(|(at, _)| now - *at < window && *at <= now)
+            .filter(|(at, _)| within(*at, now, window))
             .map(|(_, n)| n)
             .sum();
         let ahead = (recent as u128 * keep_for.max(0) as u128 / window.max(1) as u128) as usize;
         (want + ahead).clamp(floor, MAX_CLAIM_PAGE.max(floor))
     }
+}
+
+/// Whether a claim at `at` lies within the `window` ms up to `now` (not after it: the claim
+/// clock may go back).
+fn within(at: Millis, now: Millis, window: Millis) -> bool {
+    at <= now && now - at < window
 }
 
 /// How long from `now` a page read now may be kept: `leftovers_for`, or less when the lanes

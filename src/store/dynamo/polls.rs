@@ -259,6 +259,7 @@ pub(super) async fn claim_from_index(
     };
     let mut visit = Visit {
         lane: (plan == Plan::Busy).then_some(lane),
+        turn: lane_turn(now, shards),
         claims,
         queried: Vec::new(),
         found_empty: Vec::new(),
@@ -314,6 +315,8 @@ struct Visit {
     /// The claimer's lane's shard (`None`: the claim is not a busy one, and reads every shard
     /// from its head as a lane's owner would).
     lane: Option<u32>,
+    /// The lanes' turn at claim time ([`lane_turn`]).
+    turn: Option<i64>,
     claims: Vec<Claim>,
     queried: Vec<u32>,
     found_empty: Vec<u32>,
@@ -337,7 +340,11 @@ impl Visit {
             let before = self.claims.len();
             let claims = std::mem::take(&mut self.claims);
             let in_lane = self.lane.is_none_or(|lane| lane == shard);
-            let pending = PendingShard { pk: &pk, in_lane };
+            let pending = PendingShard {
+                pk: &pk,
+                in_lane,
+                turn: self.turn,
+            };
             self.claims = claim_from_shard(store, req, claimer, pending, want, now, claims).await?;
             self.queried.push(shard);
             if self.claims.len() == before {
