@@ -31,7 +31,7 @@ pub(super) async fn list_status(store: &DynamoStore) -> Result<Vec<StatusDoc>> {
 }
 
 /// One status document by its key (a GetItem, eventually consistent: half a read unit per
-/// 4 KB; the controller rewrites documents every pass, so a reader is at most that late).
+/// 4 KB; a write of the last second may not be seen yet).
 pub(super) async fn get_status(store: &DynamoStore, name: &str) -> Result<Option<StatusDoc>> {
     const OP: &str = "get status";
     let item = store.get_item_eventually(OP, status_pk(name)).await?;

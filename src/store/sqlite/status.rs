@@ -37,11 +37,7 @@ pub(super) async fn list_status(store: &SqliteStore) -> Result<Vec<StatusDoc>> {
             let mut out = Vec::new();
             for row in rows {
                 let (name, updated_at, body) = row.map_err(|e| map_err(OP, e))?;
-                out.push(StatusDoc {
-                    name,
-                    updated_at,
-                    body: serde_json::from_str(&body).map_err(|e| json_err(OP, "status", e))?,
-                });
+                out.push(status_doc(OP, name, updated_at, &body)?);
             }
             Ok(out)
         })
@@ -62,11 +58,16 @@ pub(super) async fn get_status(store: &SqliteStore, name: &str) -> Result<Option
             };
             let updated_at: i64 = row.get(0).map_err(|e| map_err(OP, e))?;
             let body: String = row.get(1).map_err(|e| map_err(OP, e))?;
-            Ok(Some(StatusDoc {
-                name,
-                updated_at,
-                body: serde_json::from_str(&body).map_err(|e| json_err(OP, "status", e))?,
-            }))
+            status_doc(OP, name, updated_at, &body).map(Some)
         })
         .await
+}
+
+/// A status row as a document (its body is JSON text).
+fn status_doc(op: &'static str, name: String, updated_at: i64, body: &str) -> Result<StatusDoc> {
+    Ok(StatusDoc {
+        name,
+        updated_at,
+        body: serde_json::from_str(body).map_err(|e| json_err(op, "status", e))?,
+    })
 }
