@@ -47,7 +47,7 @@ pub struct SimulateArgs {
     /// Run N generated traces across the workload regimes (seeded by --seed) and print the
     /// distribution of anamo's figures against the lower bound, the clairvoyant reference and
     /// the static baseline. Each case draws its own slots and maxInstances.
-    #[arg(long, value_name = "N", conflicts_with_all = ["manifests", "plot", "write_trace", "json"])]
+    #[arg(long, value_name = "N", conflicts_with_all = ["manifests", "plot", "write_trace"])]
     pub sweep: Option<u32>,
     /// With --sweep: write the worst cases' traces (by instance-hours ÷ lower bound and by
     /// makespan ÷ static) to this directory, each with the command that replays it.
@@ -160,7 +160,7 @@ pub struct SimulateArgs {
     #[arg(long, value_parser = parse_duration, default_value = "300s", help_heading = "Baselines")]
     pub keda_cooldown: Duration,
 
-    /// Print the report as JSON.
+    /// Print the report as JSON (with --sweep: the summary and every case's figures).
     #[arg(long)]
     pub json: bool,
     /// Write an SVG plot of fleet size and backlog over time.

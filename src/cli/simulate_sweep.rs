@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::output::{out, Table};
+use super::output::{out, print_json, Table};
 use super::simulate::{fleet_defaults, sim_settings, SimulateArgs};
 use crate::sim::sweep::{
     run_case, CaseResult, FloorSummary, Spread, SweepCase, SweepSummary, MAKESPAN_GOAL, MAX_GOAL,
@@ -29,7 +29,15 @@ pub fn run(args: &SimulateArgs, n: u32) -> anyhow::Result<ExitCode> {
     let mut results = run_all(&cases)?;
     results.sort_by_key(|r| r.index);
     let summary = SweepSummary::of(&results);
-    out!("{}", render(args.seed, &summary, &results));
+    if args.json {
+        print_json(&SweepJson {
+            seed: args.seed,
+            summary: &summary,
+            cases: &results,
+        })?;
+    } else {
+        out!("{}", render(args.seed, &summary, &results));
+    }
     if let Some(dir) = &args.sweep_out {
         write_worst(dir, &cases, &results)?;
     }
@@ -38,6 +46,14 @@ pub fn run(args: &SimulateArgs, n: u32) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `simulate --sweep N --json`: the summary and every case.
+#[derive(serde::Serialize)]
+struct SweepJson<'a> {
+    seed: u64,
+    summary: &'a SweepSummary,
+    cases: &'a [CaseResult],
 }
 
 /// Runs the cases on as many threads as there are cores.

@@ -44,6 +44,10 @@ pub struct CostTotals {
     /// ... and the rest, the minimum's top-up included.
     #[serde(default)]
     pub idle_ms: Millis,
+    /// The part of `idle_ms` when no slot of the instance was busy (the minimum's top-up
+    /// included): what idle instances cost, as against free slots beside busy ones.
+    #[serde(default)]
+    pub empty_ms: Millis,
 }
 
 impl CostTotals {
@@ -59,6 +63,7 @@ impl CostTotals {
         self.boot_ms += o.boot_ms;
         self.busy_ms += o.busy_ms;
         self.idle_ms += o.idle_ms;
+        self.empty_ms += o.empty_ms;
     }
 
     /// Share of the cost spent with no task running (idle, not boot); 0 when nothing cost.
@@ -264,6 +269,9 @@ fn accrue(o: &mut Open, now: Millis, worker: Option<&WorkerInfo>) {
     t.boot_ms += boot_end - from;
     t.busy_ms += busy_ms;
     t.idle_ms += after_boot - busy_ms;
+    if busy == 0.0 {
+        t.empty_ms += after_boot;
+    }
     let Some(rate) = o.rate else {
         t.unpriced_ms += to - from;
         return;
@@ -284,6 +292,7 @@ fn close(mut o: Open) -> CostTotals {
         t.instance_ms += top_up;
         if o.ready {
             t.idle_ms += top_up;
+            t.empty_ms += top_up;
         } else {
             t.boot_ms += top_up;
         }

@@ -47,6 +47,8 @@ pub struct PolicyReport {
     /// The part with idle slots, in instance time (one of two slots idle for an hour counts
     /// half an hour), the billing minimum's top-up included.
     pub idle_hours: f64,
+    /// The part of `idle_hours` with no slot busy (whole instances idle).
+    pub empty_hours: f64,
     /// Sum of task time divided by slots per instance.
     pub lower_bound_hours: f64,
     /// instance_hours / lower_bound_hours.
@@ -139,6 +141,7 @@ pub(super) fn policy_report(
         instance_hours: round(hours(totals.instance_ms), 4),
         boot_hours: round(hours(totals.boot_ms), 4),
         idle_hours: round(hours(totals.idle_ms), 4),
+        empty_hours: round(hours(totals.empty_ms), 4),
         lower_bound_hours: round(lower_bound_hours, 4),
         ratio: round(hours(totals.instance_ms) / lower_bound_hours.max(1e-9), 4),
         slot_utilisation: round(busy_slot_ms as f64 / (slot_ms as f64).max(1.0), 4),

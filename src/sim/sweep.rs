@@ -252,6 +252,13 @@ pub struct CaseResult {
     /// longest queue wait (the floor with the gaps such a policy cannot fill) ÷ the lower
     /// bound.
     pub wait_floor_vs_bound: f64,
+    /// Anamo's instance time spent booting ÷ the lower bound.
+    pub boot_vs_bound: f64,
+    /// Anamo's idle slot time (in instance time, the billing minimum's top-up included) ÷ the
+    /// lower bound: `vs_bound` is 1 plus this and `boot_vs_bound`.
+    pub idle_vs_bound: f64,
+    /// The part of `idle_vs_bound` with no slot of the instance busy.
+    pub empty_vs_bound: f64,
     pub busy_terminated: u64,
     /// Tasks any policy left unfinished (0 unless it hit the time limit).
     pub unfinished: u64,
@@ -302,6 +309,9 @@ pub fn run_case(case: &SweepCase) -> Result<CaseResult, SimError> {
         vs_boot_bound: a.instance_hours / boot_bound.max(1e-9),
         floor_vs_bound,
         wait_floor_vs_bound,
+        boot_vs_bound: a.boot_hours / bound,
+        idle_vs_bound: a.idle_hours / bound,
+        empty_vs_bound: a.empty_hours / bound,
         busy_terminated: a.busy_terminated,
         unfinished: a.unfinished + s.unfinished + c.unfinished,
     })
