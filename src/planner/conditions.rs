@@ -234,7 +234,7 @@ fn at_max_condition(d: &Demand) -> Condition {
         if d.at_max() {
             format!(
                 "backlog of {} would need {} but maxInstances is {}",
-                d.backlog_text(),
+                d.demand_text(),
                 d.want_text(),
                 d.max
             )

@@ -6,7 +6,8 @@
 //!
 //! The order: fewest running tasks first; ties: the one launched earliest (it has used the
 //! most of its billed time). At least one busy instance stays open, and the open ones keep
-//! free slots for every pending task and every task expected within a boot time.
+//! free slots for every pending task and, with what their busy slots free within a boot time
+//! at the estimated duration, room for every task expected within a boot time.
 //!
 //! The worker reads its mark at every heartbeat: while marked it claims nothing (its
 //! registration stays `active`), and once none of its slots is busy it exits (reason
@@ -77,7 +78,16 @@ pub(super) fn decide(
     let Some(expected) = outlook.boot.and_then(|b| outlook.arrivals_within(b)) else {
         return out;
     };
-    let need = pending.saturating_add(expected.ceil() as u64);
+    let need = pending as f64 + expected;
+    // What an open instance takes within a boot time: its free slots, and the tasks its busy
+    // slots start after the ones they run (at the estimated duration; none without one). The
+    // pending tasks need free slots now, whatever frees later.
+    let per_slot = match (outlook.boot, outlook.duration) {
+        (Some(b), Some(d)) => b as f64 / d.max(1) as f64,
+        _ => 0.0,
+    };
+    let takes = |m: &Member| free_slots(m) as f64 + f64::from(m.busy) * per_slot;
+    let mut supply: f64 = open.iter().map(|m| takes(m)).sum();
     open.sort_by(|a, b| {
         a.busy
             .cmp(&b.busy)
@@ -87,11 +97,11 @@ pub(super) fn decide(
     let mut left = open.len();
     let mut chosen: Vec<&Member> = Vec::new();
     for m in open {
-        let f = free_slots(m);
-        if left <= 1 || free.saturating_sub(f) < need {
+        if left <= 1 || free.saturating_sub(free_slots(m)) < pending || supply - takes(m) < need {
             continue;
         }
-        free -= f;
+        supply -= takes(m);
+        free -= free_slots(m);
         left -= 1;
         chosen.push(m);
     }

@@ -4,14 +4,16 @@
 //! plan without executing it.
 //!
 //! The rules, per fleet (see `scale.rs`):
-//! - desired = clamp(ceil(runnable / tasksPerInstance), minInstances, maxInstances), lowered
-//!   further by the budget;
+//! - desired = clamp(ceil((runnable + running on ready instances) / tasksPerInstance),
+//!   minInstances, maxInstances), lowered further by the budget (a running task holds its
+//!   instance, so the backlog asks for instances beyond the busy ones);
 //! - capacity = ready and booting instances plus launches not yet listed; launch the
 //!   difference when it is positive, never above maxInstances or the budget;
 //! - instances whose worker never registered within bootTimeout, whose worker exited, or whose
 //!   worker stopped heartbeating (and is idle) are terminated; lost workers are reported;
 //! - with estimates of task duration and boot time (`estimate.rs`), a launch is cut to what
-//!   the ready and booting instances would not start before a new instance could boot;
+//!   the ready and booting instances would not start within a task's run time (or a boot
+//!   time, if longer: `scale::launch_horizon`);
 //! - extra instances are removed newest first once idle for scaleDownDelay, or at once (past
 //!   the billing minimum) when fewer tasks are expected within a boot time than would fill
 //!   them (the ski-rental break-even);

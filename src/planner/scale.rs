@@ -46,8 +46,10 @@ pub(super) struct Demand {
     /// `pending` is a lower bound (counting stopped at the backlog limit).
     pub more_pending: bool,
     pub running: u64,
+    /// Busy slots on the ready instances: tasks that hold their instance until they end.
+    pub occupied: u64,
     pub tasks_per_instance: u32,
-    /// ceil(pending / tasksPerInstance).
+    /// ceil((occupied + pending) / tasksPerInstance).
     pub want: u32,
     pub min: u32,
     pub max: u32,
@@ -60,14 +62,19 @@ pub(super) struct Demand {
 }
 
 impl Demand {
-    fn new(policy: &FleetPolicy, view: &StepView) -> Self {
+    /// `occupied`: the busy slots of the ready instances. The instances they hold stay until
+    /// their tasks end, so the backlog asks for instances beyond what they fill: with 6
+    /// instances of 8 slots all busy and 40 tasks pending, 11, not 5.
+    fn new(policy: &FleetPolicy, view: &StepView, occupied: u64) -> Self {
         let max = policy.max_instances;
         let min = policy.min_instances.min(max);
         let tasks_per_instance = policy.tasks_per_instance.max(1);
         let backlog = &view.backlog;
         let pending = backlog.pending;
         // A backlog counted only up to the limit still asks for more than the limit allows.
-        let at_least = pending.saturating_add(u64::from(backlog.more_pending));
+        let at_least = pending
+            .saturating_add(u64::from(backlog.more_pending))
+            .saturating_add(occupied);
         let want =
             u32::try_from(at_least.div_ceil(u64::from(tasks_per_instance))).unwrap_or(u32::MAX);
         let budget = policy.budget_instances();
@@ -77,6 +84,7 @@ impl Demand {
             pending,
             more_pending: backlog.more_pending,
             running: backlog.running,
+            occupied,
             tasks_per_instance,
             want,
             min,
@@ -89,11 +97,12 @@ impl Demand {
     }
 
     /// Plans on the time the backlog needs: instances beyond the ready and booting ones are
-    /// wanted only for the tasks those would not have started by the time a new instance has
-    /// booted (free slots now, booting instances' slots, and each busy slot's expected
-    /// completions within a boot). Never raises `desired`, nor lowers it below the instances
-    /// there are (so it never causes a scale-in), nor applies to a backlog counted only up to
-    /// the limit (it is beyond what the fleet can hold).
+    /// wanted only for the tasks those would not start within the launch horizon
+    /// ([`launch_horizon`]: a task's run time, or a boot time if longer) — their free slots
+    /// now, the booting instances' slots, and each busy slot's expected completions within the
+    /// horizon. Never raises `desired`, nor lowers it below the instances there are (so it
+    /// never causes a scale-in), nor applies to a backlog counted only up to the limit (it is
+    /// beyond what the fleet can hold).
     fn plan_on_time(&mut self, o: &Outlook, members: &[Member], s: &FleetStatus, slots: u32) {
         let (Some(duration), Some(boot)) = (o.duration, o.boot) else {
             return;
@@ -112,7 +121,8 @@ impl Demand {
             busy += u64::from(m.busy);
         }
         let booting = u64::from(s.booting + s.launching) * u64::from(slots.max(1));
-        let per_slot = boot as f64 / duration.max(1) as f64;
+        let horizon = launch_horizon(duration, boot);
+        let per_slot = horizon as f64 / duration.max(1) as f64;
         let started = free + booting + (busy as f64 * per_slot).floor() as u64;
         let left = self.pending.saturating_sub(started);
         let extra =
@@ -123,10 +133,12 @@ impl Demand {
         }
         self.desired = timed;
         self.timed = Some(format!(
-            "; with {}, the {} ready or booting start {} of them before a new instance could boot, so {} {}",
+            "; with {}, the {} ready or booting start {} of them within {} ({}), so {} {}",
             o.describe(),
             count(useful, "instance"),
             if left == 0 { "all".to_string() } else { format!("all but {left}") },
+            format_duration_ms(horizon),
+            if horizon > boot { "a task's run time" } else { "a boot time" },
             count(timed, "instance"),
             if timed == 1 { "is enough" } else { "are enough" },
         ));
@@ -139,6 +151,20 @@ impl Demand {
             format!("more than {n}")
         } else {
             n
+        }
+    }
+
+    /// `37 runnable tasks`, with `beside 48 running on ready instances` when tasks hold
+    /// ready instances (they count toward what the backlog needs).
+    pub(super) fn demand_text(&self) -> String {
+        if self.occupied == 0 {
+            self.backlog_text()
+        } else {
+            format!(
+                "{} beside {} running on ready instances",
+                self.backlog_text(),
+                self.occupied
+            )
         }
     }
 
@@ -168,7 +194,7 @@ impl Demand {
         } else {
             format!(
                 "backlog of {} needs {} ({} per instance)",
-                self.backlog_text(),
+                self.demand_text(),
                 self.want_text(),
                 count(self.tasks_per_instance, "task"),
             )
@@ -195,7 +221,16 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
         Ok(view) => view,
         Err(e) => return store_unreadable(input, e),
     };
-    let mut demand = Demand::new(policy, view);
+    let members = match &input.instances {
+        Ok(list) => classify(policy, list, &view.workers, now),
+        Err(_) => Vec::new(),
+    };
+    let occupied = members
+        .iter()
+        .filter(|m| matches!(m.class, Class::Ready { .. }))
+        .map(|m| u64::from(m.busy))
+        .sum();
+    let mut demand = Demand::new(policy, view, occupied);
     let mut status = FleetStatus {
         observed: input.instances.is_ok(),
         pending_tasks: demand.pending,
@@ -208,8 +243,6 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
         Ok(list) => list,
         Err(e) => return provider_unreadable(input, &demand, status, actions, e),
     };
-
-    let members = classify(policy, instances, &view.workers, now);
     count_members(&mut status, &members);
     status.launching = outstanding_launches(input, instances, now);
     let outlook = Outlook::new(&view.recent, &boot_times(&members), now);
@@ -326,6 +359,16 @@ fn scale_in(
             .map(|(_, idle)| policy.scale_down_delay - idle)
             .min(),
     }
+}
+
+/// How far ahead the planner counts on the ready and booting instances before it launches
+/// more: a task's run time, or a boot time if that is longer. Within a boot nothing launched
+/// now could start a task anyway; within a run time every busy slot frees, on average, once —
+/// the fleet's own turnover. A task left pending because the busy slots will take it within
+/// that time waits at most about one run time, which a new instance (a boot, a billing minute,
+/// and slots the backlog may not fill) would rarely save.
+pub(super) fn launch_horizon(duration: Millis, boot: Millis) -> Millis {
+    duration.max(boot)
 }
 
 /// Launch to registration of every listed instance whose worker registered.

@@ -68,10 +68,11 @@ fn drains(fp: &FleetPlan, drain: bool) -> Vec<String> {
 #[test]
 fn the_emptiest_busy_instances_drain_when_the_rest_has_room() {
     // Four 8-slot instances, 1, 5, 1 and 7 busy (18 free); nothing pending, 1.5 tasks
-    // expected within a boot: the two with one busy slot go first, the oldest first; the one
-    // with 5 busy would leave 1 free, too few, so it stays and the full one drains.
+    // expected within a boot, and each busy slot frees 0.15 times within a boot (tasks of
+    // 10 minutes): the two with one busy slot go first, the oldest first, then the one with 5
+    // busy; the full one stays open (1 free slot and 1.05 completions cover the 1.5).
     let (fp, text) = planned(fleet(0, &[(8, 1), (8, 5), (8, 1), (8, 7)], &[], &[]));
-    assert_eq!(drains(&fp, true), ["w-i-0", "w-i-2", "w-i-3"], "{text}");
+    assert_eq!(drains(&fp, true), ["w-i-0", "w-i-2", "w-i-1"], "{text}");
     assert!(
         text.contains("draining the emptiest busy instances"),
         "{text}"
@@ -81,9 +82,14 @@ fn the_emptiest_busy_instances_drain_when_the_rest_has_room() {
 
 #[test]
 fn pending_tasks_that_need_the_slots_keep_every_instance_open() {
-    // 18 free slots, 16 pending and 1.5 expected: nothing drains.
-    let (fp, text) = planned(fleet(16, &[(8, 1), (8, 5), (8, 1), (8, 7)], &[], &[]));
+    // 18 free slots, 17 pending and 1.5 expected: draining the full one (1 free) would leave
+    // the 17 free slots the pending tasks need now, but nothing for the 1.5 expected beyond the
+    // 0.9 completions of the others' 6 busy slots within a boot: nothing drains.
+    let (fp, text) = planned(fleet(17, &[(8, 1), (8, 5), (8, 1), (8, 7)], &[], &[]));
     assert!(drains(&fp, true).is_empty(), "{text}");
+    // With 16 pending, it drains: the pending fit in the others' free slots now.
+    let (fp, text) = planned(fleet(16, &[(8, 1), (8, 5), (8, 1), (8, 7)], &[], &[]));
+    assert_eq!(drains(&fp, true), ["w-i-3"], "{text}");
 }
 
 #[test]

@@ -22,7 +22,7 @@ fn rules_scaling_up() {
         Case {
             name: "booting instances count toward capacity",
             input: input(
-                8,
+                4,
                 4,
                 vec![inst("i-1", 30 * MIN), inst("i-2", 30 * MIN), inst("i-3", MIN)],
                 vec![worker("i-1", 2, 0), worker("i-2", 2, 0)],
@@ -31,7 +31,7 @@ fn rules_scaling_up() {
                 desired: 4,
                 launch: 1,
                 true_conditions: vec![ScalingUp],
-                says: vec!["needs 4 instances (2 tasks per instance), 2 instances ready, 1 booting: launching 1"],
+                says: vec!["backlog of 4 runnable tasks beside 4 running on ready instances needs 4 instances (2 tasks per instance), 2 instances ready, 1 booting: launching 1"],
                 ..Expect::default()
             },
         },
@@ -118,7 +118,7 @@ fn rules_scaling_down() {
     use ConditionType::*;
     let cases = vec![
         Case {
-            name: "busy instances are never terminated, even far above desired",
+            name: "busy instances are never terminated, even above desired",
             input: input(
                 0,
                 3,
@@ -126,9 +126,10 @@ fn rules_scaling_down() {
                 vec![worker("i-1", 1, 0), worker("i-2", 1, 0), worker("i-3", 1, 0)],
             ),
             expect: Expect {
-                desired: 0,
+                // 3 running tasks at 2 per instance ask for 2, but each holds its own.
+                desired: 2,
                 true_conditions: vec![ScalingDown],
-                says: vec!["3 instances above the 0 desired", "3 instances busy"],
+                says: vec!["1 instance above the 2 desired", "3 instances busy"],
                 ..Expect::default()
             },
         },
@@ -204,7 +205,7 @@ fn rules_scaling_down_order() {
                 vec![worker("i-1", 0, 5 * MIN), worker("i-2", 1, 0)],
             ),
             expect: Expect {
-                desired: 0,
+                desired: 1,
                 terminate: vec!["i-1"],
                 true_conditions: vec![ScalingDown],
                 ..Expect::default()
@@ -479,7 +480,7 @@ fn rules_conditions() {
         Case {
             name: "steady state is Ready",
             input: input(
-                3,
+                2,
                 2,
                 vec![inst("i-1", 30 * MIN), inst("i-2", 30 * MIN)],
                 vec![worker("i-1", 1, 0), worker("i-2", 1, 0)],
