@@ -11,6 +11,7 @@ use std::time::Duration;
 use anamo::clock::{self, Clock, ManualClock};
 use anamo::controller::status::FleetCost;
 use anamo::controller::Controller;
+use anamo::model::ClaimRequest;
 use anamo::planner::{ConditionStatus, ConditionType};
 use common::controller_aws::{pass, AwsWorld, FleetYaml};
 
@@ -51,10 +52,18 @@ async fn instances_accrue_their_price_and_a_restarted_controller_goes_on_from_th
     let ids = w.live_instances("align").await;
     assert_eq!(ids.len(), 2, "launched for 4 tasks at 2 slots");
 
-    // Workers registered 30 s after launch, both slots busy, seen at 60 s and at 3,660 s.
+    // Workers registered 30 s after launch, both slots busy (each has claimed two of the
+    // tasks, leased for longer than the test), seen at 60 s and at 3,660 s.
     clock.advance(Duration::from_secs(60));
     for id in &ids {
         w.register_worker(id, 2, t0 + 30_000, clock.now()).await;
+        let req = ClaimRequest {
+            step: "align".into(),
+            owner: format!("w-{id}"),
+            ttl_ms: 10 * 3_600_000,
+        };
+        let claims = w.store().claim_batch(&req, 2, clock.now()).await.unwrap();
+        assert_eq!(claims.len(), 2, "two tasks for {id}");
     }
     pass(&mut c).await;
     clock.advance(Duration::from_secs(3600));

@@ -136,11 +136,23 @@ impl Demand {
             "; with {}, the {} ready or booting start {} of them within {} ({}), so {} {}",
             o.describe(),
             count(useful, "instance"),
-            if left == 0 { "all".to_string() } else { format!("all but {left}") },
+            if left == 0 {
+                "all".to_string()
+            } else {
+                format!("all but {left}")
+            },
             format_duration_ms(horizon),
-            if horizon > boot { "a task's run time" } else { "a boot time" },
+            if horizon > boot {
+                "a task's run time"
+            } else {
+                "a boot time"
+            },
             count(timed, "instance"),
-            if timed == 1 { "is enough" } else { "are enough" },
+            if timed == 1 {
+                "is enough"
+            } else {
+                "are enough"
+            },
         ));
     }
 
@@ -225,12 +237,7 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
         Ok(list) => classify(policy, list, &view.workers, now),
         Err(_) => Vec::new(),
     };
-    let occupied = members
-        .iter()
-        .filter(|m| matches!(m.class, Class::Ready { .. }))
-        .map(|m| u64::from(m.busy))
-        .sum();
-    let mut demand = Demand::new(policy, view, occupied);
+    let mut demand = Demand::new(policy, view, occupied(&members));
     let mut status = FleetStatus {
         observed: input.instances.is_ok(),
         pending_tasks: demand.pending,
@@ -369,6 +376,15 @@ fn scale_in(
 /// and slots the backlog may not fill) would rarely save.
 pub(super) fn launch_horizon(duration: Millis, boot: Millis) -> Millis {
     duration.max(boot)
+}
+
+/// Busy slots on the ready instances.
+fn occupied(members: &[Member]) -> u64 {
+    members
+        .iter()
+        .filter(|m| matches!(m.class, Class::Ready { .. }))
+        .map(|m| u64::from(m.busy))
+        .sum()
 }
 
 /// Launch to registration of every listed instance whose worker registered.

@@ -1,6 +1,8 @@
-//! The ski-rental scale-in with estimates: an idle instance is kept for `scaleDownDelay` only
-//! if the tasks expected within a boot time would reach it, after the instances already busy
-//! have taken what they can (their running tasks end and free slots within a boot).
+//! The planner with estimates. The ski-rental scale-in: an idle instance is kept for
+//! `scaleDownDelay` only if the tasks expected within a boot time would reach it, after the
+//! instances already busy have taken what they can (their running tasks end and free slots
+//! within a boot). The launch: only for the waiting tasks that the busy slots would not start
+//! within a task's run time, or a boot time if longer.
 
 use super::*;
 use crate::planner::estimate::RecentTasks;
@@ -57,4 +59,70 @@ fn long_tasks_keep_the_idle_instances_the_arrivals_would_reach() {
     // would reach both idle instances, which stay for scaleDownDelay.
     let (ids, text) = scaled_down(busy_and_two_idle(600));
     assert!(ids.is_empty(), "{text}");
+}
+
+/// Two instances with both of their two slots busy (booted in 90 s) and `pending` tasks
+/// waiting; `task_s`: the recent run times (none: no estimate).
+fn two_busy(pending: u64, task_s: Option<Millis>) -> FleetInput {
+    let up = 3 * 60 * MIN + 90 * SEC;
+    let mut i = input(
+        pending,
+        4,
+        vec![inst("i-1", up), inst("i-2", up)],
+        vec![worker("i-1", 2, 0), worker("i-2", 2, 0)],
+    );
+    if let (Ok(view), Some(t)) = (i.step.as_mut(), task_s) {
+        view.recent.durations = vec![t * SEC; 8];
+    }
+    i
+}
+
+fn launched(input: FleetInput) -> (u32, u32, String) {
+    let plan = plan(
+        &PlanInput {
+            fleets: vec![input],
+        },
+        NOW,
+    );
+    let fp = &plan.fleets[0];
+    (fp.desired, fp.launch_count(), plan.describe())
+}
+
+#[test]
+fn without_estimates_tasks_beyond_the_busy_slots_launch_instances() {
+    // 3 waiting beside 4 running, 2 an instance: 4 instances, 2 more.
+    let (desired, launch, text) = launched(two_busy(3, None));
+    assert_eq!((desired, launch), (4, 2), "{text}");
+    assert!(
+        text.contains(
+            "backlog of 3 runnable tasks beside 4 running on ready instances needs 4 instances"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn long_tasks_wait_for_the_busy_slots_of_one_run_time() {
+    // Tasks of 10 minutes: within a run time each of the 4 busy slots frees once, so 3
+    // waiting tasks start there and nothing launches (within a boot, none would).
+    let (desired, launch, text) = launched(two_busy(3, Some(600)));
+    assert_eq!((desired, launch), (2, 0), "{text}");
+    // 7 waiting: 3 beyond what the busy slots start, 2 instances more.
+    let (desired, launch, text) = launched(two_busy(7, Some(600)));
+    assert_eq!((desired, launch), (4, 2), "{text}");
+    assert!(
+        text.contains("start all but 3 of them within 10m (a task's run time)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn short_tasks_are_counted_over_a_boot_time() {
+    // Tasks of 30 s, boots of 90 s: the 4 busy slots start 12 within a boot.
+    let (desired, launch, text) = launched(two_busy(12, Some(30)));
+    assert_eq!((desired, launch), (2, 0), "{text}");
+    let (desired, launch, text) = launched(two_busy(16, Some(30)));
+    assert_eq!((desired, launch), (4, 2), "{text}");
+    assert!(text.contains("all but 4 of them within"), "{text}");
+    assert!(text.contains("(a boot time)"), "{text}");
 }
