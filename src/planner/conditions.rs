@@ -44,8 +44,13 @@ pub(super) fn conditions(o: &Outcome, now: Millis) -> Vec<Condition> {
 fn ready(o: &Outcome) -> Condition {
     let (s, desired, launch) = (o.status, o.demand.desired, o.launch);
     let ok = s.ready == desired && s.booting == 0 && s.launching == 0 && launch == 0;
+    // Why the fleet holds where counts alone would launch: the task and boot times.
+    let held = match (&o.demand.timed, launch) {
+        (Some(_), 0) => format!(": {}", o.demand.explain()),
+        _ => String::new(),
+    };
     let message = if ok {
-        format!("{} of {} desired instances ready", s.ready, desired)
+        format!("{} of {} desired instances ready{held}", s.ready, desired)
     } else if s.ready > desired {
         format!("{} ready, {} desired", count(s.ready, "instance"), desired)
     } else {

@@ -16,9 +16,10 @@
 //! Taking a mark back: while a marked worker still runs tasks, its mark is cleared when tasks
 //! are pending beyond the open instances' free slots, the instances with most free slots
 //! first, and the worker claims again. Why this does not flap: a mark is set only when the
-//! open free slots cover the pending tasks *and* the expected arrivals, and cleared only when
-//! they do not cover the pending tasks alone; between the two (the expected arrivals of one
-//! boot time) nothing changes. A worker that has exited, or stopped for another reason
+//! open free slots cover the pending tasks with one to spare (while tasks are expected) *and*,
+//! with what the busy slots free within a boot, the expected arrivals; it is cleared only when
+//! the free slots do not cover the pending tasks alone; between the two (at least one task)
+//! nothing changes. A worker that has exited, or stopped for another reason
 //! (`draining`), is not taken back: later work goes to the open instances or to a launch.
 
 use std::collections::BTreeSet;
@@ -87,6 +88,9 @@ pub(super) fn decide(
         _ => 0.0,
     };
     let takes = |m: &Member| free_slots(m) as f64 + f64::from(m.busy) * per_slot;
+    // A free slot beyond the pending tasks for the next arrival: the margin between setting a
+    // mark and taking it back (see the module doc).
+    let keep_free = pending + u64::from(expected > 0.0);
     let mut supply: f64 = open.iter().map(|m| takes(m)).sum();
     open.sort_by(|a, b| {
         a.busy
@@ -97,7 +101,7 @@ pub(super) fn decide(
     let mut left = open.len();
     let mut chosen: Vec<&Member> = Vec::new();
     for m in open {
-        if left <= 1 || free.saturating_sub(free_slots(m)) < pending || supply - takes(m) < need {
+        if left <= 1 || free.saturating_sub(free_slots(m)) < keep_free || supply - takes(m) < need {
             continue;
         }
         supply -= takes(m);

@@ -189,8 +189,10 @@ impl Demand {
         }
     }
 
+    /// The backlog asks for more than maxInstances, and the task and boot times did not say
+    /// fewer are enough (then the limit does not bind).
     pub(super) fn at_max(&self) -> bool {
-        self.want > self.max
+        self.want > self.max && self.timed.is_none()
     }
 
     pub(super) fn budget_limited(&self) -> bool {

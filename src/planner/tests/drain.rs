@@ -83,13 +83,25 @@ fn the_emptiest_busy_instances_drain_when_the_rest_has_room() {
 #[test]
 fn pending_tasks_that_need_the_slots_keep_every_instance_open() {
     // 18 free slots, 17 pending and 1.5 expected: draining the full one (1 free) would leave
-    // the 17 free slots the pending tasks need now, but nothing for the 1.5 expected beyond the
-    // 0.9 completions of the others' 6 busy slots within a boot: nothing drains.
+    // the 17 free slots the pending tasks need now, but none to spare: nothing drains.
     let (fp, text) = planned(fleet(17, &[(8, 1), (8, 5), (8, 1), (8, 7)], &[], &[]));
     assert!(drains(&fp, true).is_empty(), "{text}");
-    // With 16 pending, it drains: the pending fit in the others' free slots now.
+    // With 16 pending, it drains: the pending fit in the others' free slots now, one to spare.
     let (fp, text) = planned(fleet(16, &[(8, 1), (8, 5), (8, 1), (8, 7)], &[], &[]));
     assert_eq!(drains(&fp, true), ["w-i-3"], "{text}");
+}
+
+#[test]
+fn what_busy_slots_free_within_a_boot_counts_for_the_expected_arrivals() {
+    // Three 8-slot instances with 7 busy each, nothing pending, 1.5 tasks expected within a
+    // boot; each busy slot frees 0.15 times in it. Two drain: the last one's free slot and
+    // the 1.05 completions of its 7 busy slots cover the 1.5 (free slots alone would not).
+    let (fp, text) = planned(fleet(0, &[(8, 7), (8, 7), (8, 7)], &[], &[]));
+    assert_eq!(drains(&fp, true), ["w-i-0", "w-i-1"], "{text}");
+    // 4-slot instances with 3 busy: the one left open would take 1 + 0.45 within a boot,
+    // short of the 1.5 expected, so neither drains.
+    let (fp, text) = planned(fleet(0, &[(4, 3), (4, 3)], &[], &[]));
+    assert!(drains(&fp, true).is_empty(), "{text}");
 }
 
 #[test]

@@ -107,6 +107,10 @@ fn long_tasks_wait_for_the_busy_slots_of_one_run_time() {
     // waiting tasks start there and nothing launches (within a boot, none would).
     let (desired, launch, text) = launched(two_busy(3, Some(600)));
     assert_eq!((desired, launch), (2, 0), "{text}");
+    assert!(
+        text.contains("Ready=True: 2 of 2 desired instances ready: backlog of 3 runnable tasks beside 4 running on ready instances needs 4 instances (2 tasks per instance); with tasks of about 10m, boots of about 1m 30s, the 2 instances ready or booting start all of them within 10m (a task's run time), so 2 instances are enough"),
+        "{text}"
+    );
     // 7 waiting: 3 beyond what the busy slots start, 2 instances more.
     let (desired, launch, text) = launched(two_busy(7, Some(600)));
     assert_eq!((desired, launch), (4, 2), "{text}");
@@ -121,6 +125,8 @@ fn short_tasks_are_counted_over_a_boot_time() {
     // Tasks of 30 s, boots of 90 s: the 4 busy slots start 12 within a boot.
     let (desired, launch, text) = launched(two_busy(12, Some(30)));
     assert_eq!((desired, launch), (2, 0), "{text}");
+    // The count alone would ask for 8, over maxInstances 5; the times say 2 are enough.
+    assert!(!text.contains("AtMax=True"), "{text}");
     let (desired, launch, text) = launched(two_busy(16, Some(30)));
     assert_eq!((desired, launch), (4, 2), "{text}");
     assert!(text.contains("all but 4 of them within"), "{text}");
