@@ -34,6 +34,7 @@ fn bench_policy(k: u32) -> FleetPolicy {
         stall_after: 1_200_000,
         budget: None,
         spend: None,
+        task_duration: None,
     }
 }
 

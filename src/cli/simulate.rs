@@ -97,6 +97,10 @@ pub struct SimulateArgs {
     /// Fleet: workers exit after being idle this long.
     #[arg(long, value_parser = parse_duration, help_heading = "Fleet (without --manifests)")]
     pub idle_exit: Option<Duration>,
+    /// Fleet: what a task typically runs (the manifest's `taskDuration`): the planner's task
+    /// duration until a few tasks have finished.
+    #[arg(long, value_parser = parse_duration, help_heading = "Fleet (without --manifests)")]
+    pub task_duration: Option<Duration>,
     /// Steps do not depend on each other.
     #[arg(long, help_heading = "Fleet (without --manifests)")]
     pub independent_steps: bool,
@@ -261,6 +265,7 @@ pub(super) fn fleet_defaults(args: &SimulateArgs) -> FleetDefaults {
         boot_timeout: args.boot_timeout,
         lease_ttl: args.lease_ttl,
         idle_exit: args.idle_exit,
+        task_duration: args.task_duration,
         instance_type: args.instance_type.clone(),
         price_per_instance_hour: args.price_per_instance_hour,
     }

@@ -201,6 +201,17 @@ pub struct FleetSpec {
     /// attempt and jittered. Unset: retried at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_delay: Option<RetryDelaySpec>,
+    /// What one of the step's tasks typically runs, e.g. `20m`: the planner's task duration
+    /// until it has seen a few of the step's tasks finish (then the upper quartile of the
+    /// most recent ones), so that it plans on time from the start. Unset: it plans on counts
+    /// until then.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub task_duration: Option<Duration>,
     /// Workers exit after being idle this long (the instance is then terminated), e.g. `10m`.
     /// Unset: workers stay until the controller scales the fleet down.
     #[serde(

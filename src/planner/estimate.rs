@@ -33,8 +33,11 @@ pub struct RecentTasks {
 /// The planner's expectations for one fleet.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Outlook {
-    /// A task's run time (upper quartile of the recent ones).
+    /// A task's run time (upper quartile of the recent ones, or the manifest's
+    /// `taskDuration` before there are enough of them).
     pub duration: Option<Millis>,
+    /// `duration` is the manifest's `taskDuration`.
+    pub prior: bool,
     /// Launch to a registered worker.
     pub boot: Option<Millis>,
     /// Tasks becoming runnable per millisecond.
@@ -109,9 +112,20 @@ impl Outlook {
     pub fn new(recent: &RecentTasks, boots: &[Millis], now: Millis) -> Outlook {
         Outlook {
             duration: quantile(&recent.durations, 0.75, MIN_SAMPLES),
+            prior: false,
             boot: quantile(boots, 0.5, 1),
             arrival_rate: arrival_rate(&recent.runnable_at, now),
         }
+    }
+
+    /// The duration `prior` (the manifest's `taskDuration`) where too few tasks have finished
+    /// to estimate it.
+    pub fn with_prior(mut self, prior: Option<Millis>) -> Outlook {
+        if self.duration.is_none() {
+            self.duration = prior;
+            self.prior = prior.is_some();
+        }
+        self
     }
 
     /// Tasks expected to become runnable within `within`.
@@ -123,7 +137,8 @@ impl Outlook {
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(d) = self.duration {
-            parts.push(format!("tasks of about {}", format_duration_ms(d)));
+            let from = if self.prior { " (taskDuration)" } else { "" };
+            parts.push(format!("tasks of about {}{from}", format_duration_ms(d)));
         }
         if let Some(b) = self.boot {
             parts.push(format!("boots of about {}", format_duration_ms(b)));
@@ -231,6 +246,28 @@ mod tests {
         .arrival_rate
         .unwrap();
         assert!((rate * 10_000.0 - 100.0).abs() < 5.0, "{rate}");
+    }
+
+    #[test]
+    fn the_manifest_prior_stands_in_until_enough_tasks_finished() {
+        let few = RecentTasks {
+            durations: vec![1_000, 2_000, 3_000],
+            runnable_at: vec![],
+        };
+        let o = Outlook::new(&few, &[], 0).with_prior(Some(600_000));
+        assert_eq!((o.duration, o.prior), (Some(600_000), true));
+        assert!(
+            o.describe().contains("tasks of about 10m (taskDuration)"),
+            "{o:?}"
+        );
+        let enough = RecentTasks {
+            durations: vec![1_000, 2_000, 3_000, 4_000],
+            runnable_at: vec![],
+        };
+        let o = Outlook::new(&enough, &[], 0).with_prior(Some(600_000));
+        assert_eq!((o.duration, o.prior), (Some(3_000), false));
+        let o = Outlook::new(&few, &[], 0).with_prior(None);
+        assert_eq!((o.duration, o.prior), (None, false));
     }
 
     #[test]

@@ -131,6 +131,8 @@ pub struct FleetPolicy {
     pub budget: Option<BudgetSpec>,
     /// What the fleet has spent, when its cost is accounted (the controller's cost ledger).
     pub spend: Option<Spend>,
+    /// The manifest's `taskDuration`: the task duration until enough tasks have finished.
+    pub task_duration: Option<Millis>,
 }
 
 /// A fleet's cost so far and now, for its budget.
@@ -164,6 +166,7 @@ impl FleetPolicy {
             stall_after: ms(s.boot_timeout).saturating_mul(2),
             budget: s.budget.clone(),
             spend: None,
+            task_duration: s.task_duration.map(ms),
         }
     }
 

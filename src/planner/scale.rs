@@ -254,7 +254,8 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
     };
     count_members(&mut status, &members);
     status.launching = outstanding_launches(input, instances, now);
-    let outlook = Outlook::new(&view.recent, &boot_times(&members), now);
+    let outlook =
+        Outlook::new(&view.recent, &boot_times(&members), now).with_prior(policy.task_duration);
     demand.plan_on_time(&outlook, &members, &status, policy.slots_per_instance);
 
     let useful = status.ready + status.booting + status.launching;

@@ -89,6 +89,8 @@ pub struct FleetDefaults {
     pub boot_timeout: Duration,
     pub lease_ttl: Duration,
     pub idle_exit: Option<Duration>,
+    /// The tasks' typical run time (the manifest's `taskDuration`).
+    pub task_duration: Option<Duration>,
     /// The instances' type, priced by the shipped table unless `price_per_instance_hour`.
     pub instance_type: Option<String>,
     /// What one instance costs per hour.
@@ -106,6 +108,7 @@ impl Default for FleetDefaults {
             boot_timeout: manifest::DEFAULT_BOOT_TIMEOUT,
             lease_ttl: manifest::DEFAULT_LEASE_TTL,
             idle_exit: None,
+            task_duration: None,
             instance_type: None,
             price_per_instance_hour: None,
         }
@@ -133,6 +136,7 @@ impl FleetDefaults {
                 stall_after: ms(self.boot_timeout).saturating_mul(2),
                 budget: None,
                 spend: None,
+                task_duration: self.task_duration.map(ms),
             },
             lease_ttl: ms(self.lease_ttl),
             heartbeat: ms(heartbeat),

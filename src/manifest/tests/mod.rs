@@ -58,6 +58,9 @@ fn documentation_examples_validate() {
     assert_eq!(ec2.fleets.len(), 3);
     let align = ec2.fleet("align").unwrap();
     assert_eq!(align.spec.budget_instances(), Some(32));
+    assert_eq!(align.spec.task_duration, Some(Duration::from_secs(40 * 60)));
+    let policy = crate::planner::FleetPolicy::from_manifest(align);
+    assert_eq!(policy.task_duration, Some(40 * 60_000));
     assert_eq!(
         align.user_data_path().unwrap(),
         crate_path("manifests/examples/../user-data.sh.tmpl")
@@ -91,6 +94,7 @@ fn defaults_apply() {
     assert_eq!(s.heartbeat_interval(), Duration::from_secs(20));
     assert_eq!(s.max_attempts, 3);
     assert!(s.idle_exit.is_none());
+    assert!(s.task_duration.is_none());
     assert!(set.controller.is_none());
     assert_eq!(set.fleets[0].line, 1);
 }

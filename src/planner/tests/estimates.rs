@@ -121,6 +121,17 @@ fn long_tasks_wait_for_the_busy_slots_of_one_run_time() {
 }
 
 #[test]
+fn the_manifest_task_duration_plans_on_time_before_tasks_finish() {
+    // No run time seen yet; taskDuration 10m: as with 10-minute tasks seen, 3 waiting tasks
+    // start on the busy slots within a run time.
+    let mut i = two_busy(3, None);
+    i.policy.task_duration = Some(10 * MIN);
+    let (desired, launch, text) = launched(i);
+    assert_eq!((desired, launch), (2, 0), "{text}");
+    assert!(text.contains("tasks of about 10m (taskDuration)"), "{text}");
+}
+
+#[test]
 fn short_tasks_are_counted_over_a_boot_time() {
     // Tasks of 30 s, boots of 90 s: the 4 busy slots start 12 within a boot.
     let (desired, launch, text) = launched(two_busy(12, Some(30)));

@@ -31,6 +31,7 @@ pub(super) fn policy() -> FleetPolicy {
         stall_after: 20 * MIN,
         budget: None,
         spend: None,
+        task_duration: None,
     }
 }
 
