@@ -112,6 +112,37 @@ pub(super) fn decide(
     if chosen.is_empty() {
         return out;
     }
+    let open_left = OpenLeft { free, supply, left };
+    let reason = drain_reason(&chosen, pending, expected, outlook, &open_left);
+    out.drained = chosen.iter().map(|m| m.instance.id.clone()).collect();
+    out.actions.push(Action::DrainWorkers {
+        fleet: policy.fleet.clone(),
+        step: policy.step.clone(),
+        workers: chosen.iter().flat_map(|m| worker_ids(m)).collect(),
+        drain: true,
+        reason,
+    });
+    out
+}
+
+/// What stays open after the drains: free slots, what those and the busy slots take within a
+/// boot time, and how many busy instances.
+struct OpenLeft {
+    free: u64,
+    supply: f64,
+    left: usize,
+}
+
+/// Why `chosen` drain, e.g. `3 tasks pending and 1.5 expected within a boot time (...) fit in
+/// the 17 slots free on the 3 busy instances left open (18.1 tasks within a boot, with the
+/// slots their running tasks free): draining ...`.
+fn drain_reason(
+    chosen: &[&Member],
+    pending: u64,
+    expected: f64,
+    outlook: &Outlook,
+    open: &OpenLeft,
+) -> String {
     let list: Vec<String> = chosen
         .iter()
         .map(|m| {
@@ -123,24 +154,16 @@ pub(super) fn decide(
             )
         })
         .collect();
-    let reason = format!(
-        "{} pending and {expected:.1} expected within a boot time ({}) fit in the {} free on the {} left open: draining the emptiest busy {} so the remaining tasks pack (they finish what they run and are terminated once idle): {}",
+    format!(
+        "{} pending and {expected:.1} expected within a boot time ({}) fit in the {} free on the {} left open ({:.1} tasks within a boot, with the slots their running tasks free): draining the emptiest busy {} so the remaining tasks pack (they finish what they run and are terminated once idle): {}",
         count(pending, "task"),
         outlook.describe(),
-        count(free, "slot"),
-        count(left as u64, "busy instance"),
+        count(open.free, "slot"),
+        count(open.left as u64, "busy instance"),
+        open.supply,
         if chosen.len() == 1 { "instance" } else { "instances" },
         list.join(", ")
-    );
-    out.drained = chosen.iter().map(|m| m.instance.id.clone()).collect();
-    out.actions.push(Action::DrainWorkers {
-        fleet: policy.fleet.clone(),
-        step: policy.step.clone(),
-        workers: chosen.iter().flat_map(|m| worker_ids(m)).collect(),
-        drain: true,
-        reason,
-    });
-    out
+    )
 }
 
 /// Clears the marks of workers still running tasks, most free slots first, until the open
