@@ -2,7 +2,7 @@
 //! `scaleDownDelay` only if the tasks expected within a boot time would reach it, after the
 //! instances already busy have taken what they can (their running tasks end and free slots
 //! within a boot). The launch: only for the waiting tasks that the busy slots would not start
-//! within a task's run time, or a boot time if longer.
+//! within half a task's run time, or a boot time if longer.
 
 use super::*;
 use crate::planner::estimate::RecentTasks;
@@ -102,29 +102,30 @@ fn without_estimates_tasks_beyond_the_busy_slots_launch_instances() {
 }
 
 #[test]
-fn long_tasks_wait_for_the_busy_slots_of_one_run_time() {
-    // Tasks of 10 minutes: within a run time each of the 4 busy slots frees once, so 3
-    // waiting tasks start there and nothing launches (within a boot, none would).
-    let (desired, launch, text) = launched(two_busy(3, Some(600)));
+fn long_tasks_wait_for_the_busy_slots_of_half_a_run_time() {
+    // Tasks of 10 minutes: within half a run time each of the 4 busy slots frees half a task
+    // on average, so 2 waiting tasks start there and nothing launches (within a boot, none
+    // would).
+    let (desired, launch, text) = launched(two_busy(2, Some(600)));
     assert_eq!((desired, launch), (2, 0), "{text}");
     assert!(
-        text.contains("Ready=True: 2 of 2 desired instances ready: backlog of 3 runnable tasks beside 4 running on ready instances needs 4 instances (2 tasks per instance); with tasks of about 10m, boots of about 1m 30s, the 2 instances ready or booting start all of them within 10m (a task's run time), so 2 instances are enough"),
+        text.contains("Ready=True: 2 of 2 desired instances ready: backlog of 2 runnable tasks beside 4 running on ready instances needs 3 instances (2 tasks per instance); with tasks of about 10m, boots of about 1m 30s, the 2 instances ready or booting start all of them within 5m (half a task's run time), so 2 instances are enough"),
         "{text}"
     );
-    // 7 waiting: 3 beyond what the busy slots start, 2 instances more.
-    let (desired, launch, text) = launched(two_busy(7, Some(600)));
+    // 5 waiting: 3 beyond what the busy slots start, 2 instances more.
+    let (desired, launch, text) = launched(two_busy(5, Some(600)));
     assert_eq!((desired, launch), (4, 2), "{text}");
     assert!(
-        text.contains("start all but 3 of them within 10m (a task's run time)"),
+        text.contains("start all but 3 of them within 5m (half a task's run time)"),
         "{text}"
     );
 }
 
 #[test]
 fn the_manifest_task_duration_plans_on_time_before_tasks_finish() {
-    // No run time seen yet; taskDuration 10m: as with 10-minute tasks seen, 3 waiting tasks
-    // start on the busy slots within a run time.
-    let mut i = two_busy(3, None);
+    // No run time seen yet; taskDuration 10m: as with 10-minute tasks seen, 2 waiting tasks
+    // start on the busy slots within half a run time.
+    let mut i = two_busy(2, None);
     i.policy.task_duration = Some(10 * MIN);
     let (desired, launch, text) = launched(i);
     assert_eq!((desired, launch), (2, 0), "{text}");
