@@ -165,6 +165,14 @@ fn policy_from_manifest() {
     // leaseTTL 15s -> heartbeat 5s -> lost after 15s.
     assert_eq!(p.lost_after, 15 * SEC);
     assert_eq!(p.instance_cap(), 3);
+    assert_eq!(p.task_duration, None);
+    let docs = crate::manifest::load_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/manifests/examples/genomics-ec2.yaml"
+    ))
+    .unwrap();
+    let align = FleetPolicy::from_manifest(docs.fleet("align").unwrap());
+    assert_eq!(align.task_duration, Some(40 * MIN));
 }
 
 #[test]
