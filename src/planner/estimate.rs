@@ -3,9 +3,12 @@
 //! Pure; every estimate is `None` until there is something to estimate it from, and the
 //! planner then plans on counts alone (its rules before these estimates existed).
 //!
-//! - **Duration**: the 75th percentile of the last [`WINDOW`] run times. A quantile is not
-//!   moved by a few outliers; the upper quartile rather than the median because it is used to
-//!   judge how fast running tasks free their slots, and erring long errs towards launching.
+//! - **Duration**: the 75th percentile of the last [`WINDOW`] run times; until 4 (`MIN_SAMPLES`)
+//!   of them, the manifest's `taskDuration` if it sets one ([`Outlook::with_prior`]). A
+//!   quantile is not moved by a few outliers; the upper quartile rather than the median
+//!   because it is used to judge how fast running tasks free their slots within a boot, and
+//!   erring long errs towards launching (over the launch horizon of half a run time it is
+//!   neutral: the busy slots are counted to start half a task each whatever the duration).
 //! - **Boot**: the median, over the listed instances whose worker registered, of launch to
 //!   registration.
 //! - **Arrivals**: the last [`WINDOW`] times at which a task became runnable, as a rate from
