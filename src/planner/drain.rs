@@ -25,7 +25,7 @@
 use std::collections::BTreeSet;
 
 use super::estimate::Outlook;
-use super::scale::{count, live_workers, Class, Demand, Member};
+use super::scale::{count, free_slots, live_workers, Class, Demand, Member};
 use super::{Action, FleetPolicy};
 use crate::model::WorkerState;
 
@@ -53,11 +53,6 @@ fn open_busy(m: &Member) -> bool {
         && live_workers(m).all(|w| w.state == WorkerState::Active)
 }
 
-fn free_slots(m: &Member) -> u64 {
-    let total: u32 = live_workers(m).map(|w| w.slots).sum();
-    u64::from(total.saturating_sub(m.busy))
-}
-
 /// The drain marks to set or clear for one fleet.
 pub(super) fn decide(
     policy: &FleetPolicy,
@@ -83,10 +78,10 @@ pub(super) fn decide(
     // What an open instance takes within a boot time: its free slots, and the tasks its busy
     // slots start after the ones they run (at the estimated duration; none without one). The
     // pending tasks need free slots now, whatever frees later.
-    let per_slot = match (outlook.boot, outlook.duration) {
-        (Some(b), Some(d)) => b as f64 / d.max(1) as f64,
-        _ => 0.0,
-    };
+    let per_slot = outlook
+        .boot
+        .and_then(|b| outlook.starts_per_slot(b))
+        .unwrap_or(0.0);
     let takes = |m: &Member| free_slots(m) as f64 + f64::from(m.busy) * per_slot;
     // A free slot beyond the pending tasks for the next arrival: the margin between setting a
     // mark and taking it back (see the module doc).

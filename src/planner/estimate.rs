@@ -131,6 +131,12 @@ impl Outlook {
         self
     }
 
+    /// Tasks one busy slot starts within `within` after the one it runs (it frees `within ÷
+    /// duration` times at the estimated duration); `None` without a duration.
+    pub fn starts_per_slot(&self, within: Millis) -> Option<f64> {
+        self.duration.map(|d| within as f64 / d.max(1) as f64)
+    }
+
     /// Tasks expected to become runnable within `within`.
     pub fn arrivals_within(&self, within: Millis) -> Option<f64> {
         self.arrival_rate.map(|r| r * within as f64)

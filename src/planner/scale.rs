@@ -111,19 +111,15 @@ impl Demand {
         if self.more_pending || self.desired <= useful {
             return;
         }
-        let (mut free, mut busy) = (0u64, 0u64);
-        for m in members
+        let free: u64 = members
             .iter()
             .filter(|m| matches!(m.class, Class::Ready { .. }))
-        {
-            let total: u32 = live_workers(m).map(|w| w.slots).sum();
-            free += u64::from(total.saturating_sub(m.busy));
-            busy += u64::from(m.busy);
-        }
+            .map(free_slots)
+            .sum();
         let booting = u64::from(s.booting + s.launching) * u64::from(slots.max(1));
         let horizon = launch_horizon(duration, boot);
-        let per_slot = horizon as f64 / duration.max(1) as f64;
-        let started = free + booting + (busy as f64 * per_slot).floor() as u64;
+        let per_slot = o.starts_per_slot(horizon).unwrap_or(0.0);
+        let started = free + booting + (self.occupied as f64 * per_slot).floor() as u64;
         let left = self.pending.saturating_sub(started);
         let extra =
             u32::try_from(left.div_ceil(u64::from(self.tasks_per_instance))).unwrap_or(u32::MAX);
@@ -553,6 +549,12 @@ pub(super) fn live_workers<'a>(m: &'a Member<'a>) -> impl Iterator<Item = &'a Wo
         .iter()
         .copied()
         .filter(|w| w.state != WorkerState::Gone)
+}
+
+/// The slots of `m`'s live workers that run nothing.
+pub(super) fn free_slots(m: &Member) -> u64 {
+    let total: u32 = live_workers(m).map(|w| w.slots).sum();
+    u64::from(total.saturating_sub(m.busy))
 }
 
 pub(super) fn ids(members: &[&Member]) -> Vec<String> {

@@ -6,7 +6,9 @@
 
 use super::drain::{marked, Drains};
 use super::estimate::{Outlook, BILLING_MINIMUM};
-use super::scale::{ago, booting_phrase, count, ids, live_workers, Class, Demand, Member};
+use super::scale::{
+    ago, booting_phrase, count, free_slots, ids, live_workers, Class, Demand, Member,
+};
 use super::{Action, FleetPolicy, FleetStatus, TerminateCause};
 use crate::clock::{format_duration_ms, Millis};
 
@@ -185,8 +187,7 @@ impl BusyInstances {
             .iter()
             .filter(|m| m.busy > 0 && matches!(m.class, Class::Ready { .. }) && open(m))
         {
-            let total: u32 = live_workers(m).map(|w| w.slots).sum();
-            b.free += u64::from(total.saturating_sub(m.busy));
+            b.free += free_slots(m);
             b.busy += u64::from(m.busy);
         }
         b
@@ -200,8 +201,8 @@ impl BusyInstances {
 fn reaching_idle(outlook: &Outlook, busy: BusyInstances) -> Option<(f64, f64)> {
     let boot = outlook.boot?;
     let expected = outlook.arrivals_within(boot)?;
-    let absorbed = outlook.duration.map_or(0.0, |d| {
-        busy.free as f64 + busy.busy as f64 * boot as f64 / d.max(1) as f64
+    let absorbed = outlook.starts_per_slot(boot).map_or(0.0, |per_slot| {
+        busy.free as f64 + busy.busy as f64 * per_slot
     });
     Some((expected, (expected - absorbed).max(0.0)))
 }
