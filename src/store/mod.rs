@@ -221,7 +221,7 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     /// them, for a reconcile pass; `oldest_pending_at` is left out ([`Self::oldest_pending`]).
     /// DynamoDB reads its per-shard counter items, every step's together (100 per
     /// BatchGetItem), never recounting here: they may lag a worker's batched deltas by about
-    /// a second and drift until the next recount. Others: [`Self::counts`] of each step.
+    /// 2 s and drift until the next recount. Others: [`Self::counts`] of each step.
     async fn pass_counts(&self, steps: &[String]) -> Result<Vec<StepCounts>> {
         let mut out = Vec::with_capacity(steps.len());
         for step in steps {
@@ -337,11 +337,8 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     async fn release_leadership(&self, cluster: &str, owner: &str) -> Result<()>;
     async fn current_leader(&self, cluster: &str) -> Result<Option<Leadership>>;
 
-    /// Claim races this store lost so far (a candidate task was taken by someone else between
-    /// the query and the conditional write, and another was tried). Stores whose claims are
-    /// a single atomic statement (SQLite) never lose one.
-    /// Lets the store keep derived writes (DynamoDB's progress counter deltas) for up to a
-    /// second and write them together. A long-running writer (a worker) turns it on and calls
+    /// Lets the store keep derived writes (DynamoDB's progress counter deltas, for up to 2 s)
+    /// and write them together. A long-running writer (a worker) turns it on and calls
     /// [`flush`](TaskStore::flush) before it exits; short commands write at once.
     fn batch_counts(&self) {}
 
@@ -350,6 +347,9 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// Claim races this store lost so far (a candidate task was taken by someone else between
+    /// the query and the conditional write, and another was tried). Stores whose claims are
+    /// a single atomic statement (SQLite) never lose one.
     fn claim_conflicts(&self) -> u64 {
         0
     }

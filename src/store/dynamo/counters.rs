@@ -3,13 +3,13 @@
 //! second write, not a transaction: a transaction would cost twice the write units of both
 //! items). `counts` reads the step's counter items (one BatchGetItem), not its tasks.
 //!
-//! A worker's store keeps its deltas for up to [`FLUSH_AFTER`] and writes them together, one
-//! `ADD` per counter item ([`Unwritten`]): a worker finishing tasks quickly writes its counters
-//! about once a second, not twice per task. The deltas are written when the oldest is that old
-//! (checked at every write, claim and heartbeat), before this store reads counts, and when the
-//! worker exits (`TaskStore::flush`); other readers see them at most about a second late (a
-//! worker killed outright loses at most that second's deltas: drift a recount repairs). Other
-//! commands write each delta at once.
+//! A worker's store keeps its deltas for up to [`FLUSH_AFTER`] (2 s) and writes them together,
+//! one `ADD` per counter item ([`Unwritten`]): a worker finishing tasks quickly writes its
+//! counters about once per 2 s, not twice per task. The deltas are written when the oldest is
+//! that old (checked at every write, claim and heartbeat), before this store reads counts, and
+//! when the worker exits (`TaskStore::flush`); other readers see them at most about 2 s late
+//! (a worker killed outright loses at most those 2 s of deltas: drift a recount repairs).
+//! Other commands write each delta at once.
 //!
 //! A crash (or a failed request) between a state change and its `ADD`, or a task another
 //! client writes without adding to the counter, drifts the counts: [`recount`] counts the
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 
+use super::claims::LEFTOVERS_FOR;
 use super::expr::CountChange;
 use super::items::*;
 use super::layout::{counter_pk, state_shard_pk};
@@ -36,10 +37,14 @@ use crate::store::{Result, StoreError};
 /// 40,000 read units: every 10 minutes that is about 70 read units per second.
 pub(crate) const RECOUNT_EVERY: Duration = Duration::from_secs(600);
 
-/// How long a store keeps counter deltas before writing them: long enough that a busy worker
-/// writes each counter item about once a second instead of twice per task, short enough that
-/// other readers (the controller's pass every few seconds) see counts at most a second late.
-pub(crate) const FLUSH_AFTER: Duration = Duration::from_secs(1);
+/// How long a store keeps counter deltas before writing them: [`LEFTOVERS_FOR`], one turn of
+/// the claim lanes. A busy worker claims from one shard per turn (its lane's), so it writes
+/// about one or two counter items per turn instead of two writes per task; and other workers
+/// already find a task that becomes pending through another store up to that long late (a
+/// claimer's kept candidates come first, see [`claims`](super::claims)), so counts that lag
+/// as long add no new bound. The controller's pass (every 10 s by default) sees counts at
+/// most that late. It was one second until 2026-12-05: `BENCHMARKS.md` has both measured.
+pub(crate) const FLUSH_AFTER: Duration = LEFTOVERS_FOR;
 
 /// Deltas per counter item and state.
 type Deltas = HashMap<String, HashMap<TaskState, i64>>;
@@ -330,7 +335,7 @@ pub(super) async fn pass_counts(store: &DynamoStore, steps: &[String]) -> Result
     }
     let mut per_step: Vec<Vec<Item>> = vec![Vec::new(); steps.len()];
     // Eventually consistent: half the read units, and the counters lag a worker's kept
-    // deltas by up to a second anyway.
+    // deltas by up to FLUSH_AFTER anyway.
     for item in store.batch_get_eventually(OP, keys).await? {
         let pk = Reader::new(OP, &item).s(PK)?;
         if let Some(&i) = owner.get(&pk) {
