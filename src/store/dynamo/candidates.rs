@@ -25,9 +25,10 @@ pub(super) enum Order {
     /// conformance suite relies on it), also from its leftovers.
     Head,
     /// Rotated to start at a random entry: once this store has recently lost a claim race,
-    /// concurrent claimers spread over the page instead of all racing for the head, and each
-    /// goes on along a stretch of its own (its leftovers) until it runs into tasks another
-    /// one took.
+    /// concurrent claimers spread over the page instead of all racing for the head (or, on a
+    /// shard outside their lanes, for its end: at the end of a step several claimers whose
+    /// lanes' shards ran empty visit the same shard), and each goes on along a stretch of its
+    /// own (its leftovers) until it runs into tasks another one took.
     Spread,
     /// From the page's end: a shard outside the claimer's lane (its own lane's shard did not
     /// fill its batch) is most likely another claimer's lane, whose owner takes the head and

@@ -41,7 +41,7 @@ const CLAIM_ROUNDS: u32 = 20;
 const MAX_CLAIM_BATCH: usize = 32;
 
 /// How long after a lost claim race this store keeps spreading its claims over the page.
-const CONTENTION_MEMORY: Duration = Duration::from_secs(10);
+pub(super) const CONTENTION_MEMORY: Duration = Duration::from_secs(10);
 /// How long a claimer may go on taking the candidates its last claim query found and left,
 /// instead of querying again. It bounds how long a task that became pending meanwhile through
 /// another client (however high its priority) can wait behind them.
@@ -356,11 +356,12 @@ pub(super) async fn claim_from_shard(
             continue; // ran off the end after lost races: start over from the head
         }
         // The batch's conditional writes go out together; candidates lost to another
-        // worker are replaced by the next ones of the page.
-        let order = if !shard.in_lane {
-            Order::Tail
-        } else if contended {
+        // worker are replaced by the next ones of the page. A store losing races spreads
+        // over the page wherever it reads (see `Order`).
+        let order = if contended {
             Order::Spread
+        } else if !shard.in_lane {
+            Order::Tail
         } else {
             Order::Head
         };

@@ -10,7 +10,8 @@
 //! request instead of one Query per shard and state.
 //!
 //! Which shard a busy claim queries first is the claimer's *lane*: a random offset, drawn
-//! again whenever the claimer loses a claim race, turned one shard on every [`LANE_TURN`] of
+//! again whenever the claimer loses a claim race (among the lanes it has not lost one in
+//! within [`CROWDED_FOR`]), turned one shard on every [`LANE_TURN`] of
 //! the claim clock (see [`ShardMemory::lane_shard`]). Claimers whose lanes differ read
 //! different shards, so they do not hold the same candidates (a random shard per Query puts
 //! two of `w` claimers on one shard about `(w − 1) ÷ n` of the time, and the one whose kept
@@ -64,6 +65,12 @@ pub(super) fn sweep_every(lease_ttl_ms: Millis) -> Duration {
 /// per 80 tasks.
 pub(super) const LANE_TURN: Millis = LEFTOVERS_FOR.as_millis() as Millis;
 
+/// How long a claimer avoids a lane it lost a claim race in: the claimer it met there keeps
+/// that lane until it loses a race itself, so the lane stays taken for as long as races stay
+/// likely; this is the time a store already treats a lost race as recent (the claims' own
+/// contention memory).
+const CROWDED_FOR: Duration = super::claims::CONTENTION_MEMORY;
+
 /// The turn of the lanes at claim time `now` on a step of `shards` shards (`None` with one
 /// shard: lanes do not turn).
 pub(super) fn lane_turn(now: Millis, shards: u32) -> Option<i64> {
@@ -93,6 +100,8 @@ pub(super) struct ShardMemory {
     pub empty_at: HashMap<u32, Instant>,
     /// Its lane: the offset of the shard its busy claims query first (`None`: draw one).
     pub lane: Option<u32>,
+    /// Lanes it lost a claim race in, and when: another claimer holds them.
+    pub crowded: HashMap<u32, Instant>,
 }
 
 impl ShardMemory {
@@ -191,21 +200,31 @@ impl Polls {
         }
     }
 
-    /// The claimer's lane, drawn when it has none.
+    /// The claimer's lane, drawn when it has none: at random among the lanes it did not
+    /// lose a race in within [`CROWDED_FOR`] (among all when it lost in every one).
     pub(super) fn lane(&self, claimer: &Claimer, shards: u32) -> u32 {
         let mut all = self.claimers.lock().unwrap_or_else(|e| e.into_inner());
-        let memory = all.entry(claimer.clone()).or_default();
-        *memory
-            .lane
-            .get_or_insert_with(|| rand::rng().random_range(0..shards.max(1)))
+        let ShardMemory { lane, crowded, .. } = all.entry(claimer.clone()).or_default();
+        *lane.get_or_insert_with(|| {
+            crowded.retain(|_, at| at.elapsed() < CROWDED_FOR);
+            let shards = shards.max(1);
+            let free: Vec<u32> = (0..shards).filter(|l| !crowded.contains_key(l)).collect();
+            let mut rng = rand::rng();
+            match free.len() {
+                0 => rng.random_range(0..shards),
+                n => free[rng.random_range(0..n)],
+            }
+        })
     }
 
     /// The claimer lost a claim race: another one reads the same shard; its next claim
-    /// draws a new lane.
+    /// draws a new lane, away from this one while another claimer may still hold it.
     pub(super) fn lost_race(&self, claimer: &Claimer) {
         let mut all = self.claimers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(memory) = all.get_mut(claimer) {
-            memory.lane = None;
+            if let Some(lane) = memory.lane.take() {
+                memory.crowded.insert(lane, Instant::now());
+            }
         }
     }
 
@@ -275,9 +294,12 @@ pub(super) async fn claim_from_index(
         .await?;
     if plan == Plan::Busy && visit.claims.len() < want && visit.queried.len() < shards as usize {
         let pending = counted_pending(store, &req.step, shards).await?;
+        // The counters lag other workers' deltas (up to FLUSH_AFTER): at the end of a step
+        // they still count tasks in shards this claimer found empty a moment ago, which a busy
+        // claim passes over here as it does its first shard.
         let more: Vec<u32> = shard_order(&Plan::Counted, &memory, shards, first, &pending, started)
             .into_iter()
-            .filter(|s| !visit.queried.contains(s))
+            .filter(|&s| !visit.queried.contains(&s) && !memory.skips(s, started))
             .collect();
         visit.shards(store, req, &claimer, &more, want, now).await?;
     }
@@ -428,6 +450,31 @@ mod tests {
         }
         assert!(moved, "20 draws of 256 lanes all gave the same one");
         assert_eq!(polls.lane(&("s".into(), "x".into()), 1), 0);
+    }
+
+    #[test]
+    fn a_lane_lost_in_is_avoided_while_crowded() {
+        let polls = Polls::default();
+        let claimer: Claimer = ("s".into(), "w".into());
+        let mut lost_in = std::collections::HashSet::new();
+        for _ in 0..4 {
+            let lane = polls.lane(&claimer, 4);
+            assert!(!lost_in.contains(&lane), "{lane} drawn again: {lost_in:?}");
+            lost_in.insert(lane);
+            polls.lost_race(&claimer);
+        }
+        assert_eq!(lost_in.len(), 4, "every lane tried once");
+        let last = polls.lane(&claimer, 4);
+        assert!(last < 4, "all crowded: any lane");
+        polls.update(&claimer, |m| {
+            for at in m.crowded.values_mut() {
+                *at = at.checked_sub(CROWDED_FOR).unwrap_or(*at);
+            }
+        });
+        polls.lost_race(&claimer);
+        assert_ne!(polls.lane(&claimer, 4), last, "the lane just lost in");
+        let crowded: Vec<u32> = polls.memory(&claimer).crowded.into_keys().collect();
+        assert_eq!(crowded, [last], "the older losses are forgotten");
     }
 
     #[test]
