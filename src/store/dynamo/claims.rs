@@ -161,6 +161,30 @@ impl DynamoStore {
         }
     }
 
+    /// [`claim_wave`](Self::claim_wave), but while this store is losing races a wave of
+    /// several goes out as its first write alone and then, if that one won, the rest: a
+    /// stretch another claimer is taking is lost whole, so a lost first write stands for the
+    /// wave (the others stay pending for a later query) and costs one write instead of up to
+    /// a worker's free slots. One round trip more per wave, only while contended.
+    async fn claim_probed(
+        &self,
+        req: &ClaimRequest,
+        mut ids: Vec<String>,
+        kept: bool,
+        now: Millis,
+        claims: &mut Vec<Claim>,
+    ) -> (usize, Option<StoreError>) {
+        if ids.len() < 2 || !self.contention.recent() {
+            return self.claim_wave(req, ids, kept, now, claims).await;
+        }
+        let rest = ids.split_off(1);
+        let (lost, failure) = self.claim_wave(req, ids, kept, now, claims).await;
+        if lost > 0 || failure.is_some() {
+            return (lost, failure);
+        }
+        self.claim_wave(req, rest, kept, now, claims).await
+    }
+
     /// Sends one conditional claim write per id, together; the tasks won are added to
     /// `claims`. Returns how many were lost to another claimer, and the error of a write that
     /// failed otherwise (the others' claims stand).
@@ -311,7 +335,7 @@ async fn take_batch(
         if kept.is_empty() {
             break;
         }
-        let (lost, failure) = store.claim_wave(req, kept, true, now, &mut claims).await;
+        let (lost, failure) = store.claim_probed(req, kept, true, now, &mut claims).await;
         if let Some(e) = failure {
             return taken_or(claims, e);
         }
@@ -372,7 +396,7 @@ pub(super) async fn claim_from_shard(
             if wave.is_empty() {
                 break;
             }
-            let (lost, failure) = store.claim_wave(req, wave, false, now, &mut claims).await;
+            let (lost, failure) = store.claim_probed(req, wave, false, now, &mut claims).await;
             if let Some(e) = failure {
                 return taken_or(claims, e);
             }
