@@ -1,13 +1,15 @@
-//! The floors of `sim::bound::floor_hours` are lower bounds: on random traces (clustered
+//! The floors of `sim::bound::floor_hours` and the bound of `sim::bound::deadline_bound_hours`
+//! are lower bounds: on random traces (clustered
 //! arrivals with gaps, durations from seconds to hours, one step or two dependent ones, 1–4
 //! slots, 1–6 instances), no simulated policy — anamo, the static baseline, the KEDA-like
-//! scaler, the clairvoyant reference — ever spends less than the floor for any policy, and
+//! scaler, the clairvoyant reference — ever spends less than the floor for any policy or the
+//! bound for finishing within its own makespan, and
 //! none that reran no task spends less than the floor for its own longest wait (each task
 //! finished within that wait, plus a tick for its submission and one for its completion, of the
 //! earliest it could).
 
 use anamo::clock::Millis;
-use anamo::sim::bound::{floor_hours, steps_of};
+use anamo::sim::bound::{deadline_bound_hours, floor_hours, steps_of};
 use anamo::sim::{self, FleetDefaults, PolicyKind, SimSettings, Trace, TraceTask};
 use proptest::prelude::*;
 
@@ -74,8 +76,18 @@ proptest! {
         let any = floor_hours(&work, boot, None);
         // The report rounds instance-hours to 4 decimals.
         let slack = 1e-3;
+        let start = trace.tasks.iter().map(|t| t.submit_ms).min().unwrap_or(0);
         for p in &report.policies {
             prop_assert_eq!(p.unfinished, 0, "{:?}", p);
+            // The makespan is rounded to a tenth of a second.
+            let deadline = start + (p.makespan_s * 1000.0).ceil() as Millis + 100;
+            if let Some(own) = deadline_bound_hours(&work, boot, start, deadline) {
+                prop_assert!(
+                    p.instance_hours + slack >= own,
+                    "{:?} spent {} instance-hours, below the bound {} for its makespan {} s",
+                    p.policy, p.instance_hours, own, p.makespan_s
+                );
+            }
             prop_assert!(
                 p.instance_hours + slack >= any,
                 "{:?} spent {} instance-hours, below the floor {}", p.policy, p.instance_hours, any

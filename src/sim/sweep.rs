@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::bound::{boot_bound_hours, floor_hours, steps_of};
+use super::bound::{deadline_bound_hours, floor_hours, steps_of};
 use super::{fleets_for, simulate, FleetDefaults, PolicyKind, SimError, SimSettings};
 use super::{GeneratorSpec, Trace};
 use crate::clock::Millis;
@@ -239,14 +239,16 @@ pub struct CaseResult {
     pub clairvoyant_vs_bound: f64,
     /// Anamo's makespan ÷ the static baseline's.
     pub makespan_vs_static: f64,
-    /// The lower bound with boot costs at the makespan the goal allows ([`MAKESPAN_GOAL`] ×
-    /// the static baseline's, see `bound.rs`) ÷ the lower bound: the least any policy that
+    /// The least any policy spends to finish within the makespan the goal allows
+    /// ([`MAKESPAN_GOAL`] × the static baseline's: its boots and the compulsory parts of long
+    /// tasks, see `bound::deadline_bound_hours`) ÷ the lower bound: the least any policy that
     /// meets the makespan goal can reach on this case.
     pub boot_bound_vs_bound: f64,
     /// Anamo's instance-hours ÷ that bound.
     pub vs_boot_bound: f64,
     /// The least any policy spends at all (no makespan or latency constraint: task time ÷
-    /// slots plus one boot per step, see `bound::floor_hours`) ÷ the lower bound.
+    /// slots or the longest task, plus one boot per step, see `bound::floor_hours`) ÷ the
+    /// lower bound.
     pub floor_vs_bound: f64,
     /// The least any policy spends that delays no task more than the static baseline's
     /// longest queue wait (the floor with the gaps such a policy cannot fill) ÷ the lower
@@ -291,9 +293,11 @@ pub fn run_case(case: &SweepCase) -> Result<CaseResult, SimError> {
     let bound = a.lower_bound_hours.max(1e-9);
     let floor_vs_bound = floor_hours(&work, boot, None) / bound;
     let wait_floor_vs_bound = floor_hours(&work, boot, Some(static_delay)) / bound;
-    let boot_s = case.settings.boot_delay as f64 / 1000.0;
-    let boot_bound = boot_bound_hours(&r.steps, boot_s, MAKESPAN_GOAL * s.makespan_s)
-        .unwrap_or(a.lower_bound_hours);
+    // The makespan counts from the first submission; it is rounded to a tenth of a second.
+    let start = trace.tasks.iter().map(|t| t.submit_ms).min().unwrap_or(0);
+    let deadline = start + (MAKESPAN_GOAL * s.makespan_s * 1000.0).ceil() as Millis + 100;
+    let boot_bound =
+        deadline_bound_hours(&work, boot, start, deadline).unwrap_or(a.lower_bound_hours);
     Ok(CaseResult {
         index: case.index,
         regime: case.regime,
@@ -354,6 +358,9 @@ pub struct SweepSummary {
     pub makespan_vs_static: Spread,
     pub boot_bound_vs_bound: Spread,
     pub vs_boot_bound: Spread,
+    /// The least cost of meeting the makespan goal ([`CaseResult::boot_bound_vs_bound`]),
+    /// against the instance-hour goals: see [`FloorSummary::rules_out_with_the_makespan`].
+    pub makespan_floor: FloorSummary,
     pub floor: FloorSummary,
     pub wait_floor: FloorSummary,
     pub busy_terminated: u64,
@@ -400,10 +407,24 @@ impl FloorSummary {
         }
     }
 
+    /// Cases a 90th percentile (nearest rank) may leave above its limit.
+    fn may_miss(&self) -> usize {
+        self.cases - (self.cases * 9).div_ceil(10)
+    }
+
     /// No policy can meet the goals on these cases: more than a tenth of them have a floor
     /// above the p90 limit, or one has a floor above the max limit.
     pub fn rules_out_the_goals(&self) -> bool {
-        self.over_p90_goal * 10 > self.cases || self.over_max_goal > 0
+        self.over_p90_goal > self.may_miss() || self.over_max_goal > 0
+    }
+
+    /// For a floor that holds only for policies meeting the makespan in a case: no policy
+    /// meets the instance-hour goals together with the makespan goal (p90 ≤ 1.10 × static).
+    /// A case whose floor is above a limit either misses the makespan or goes over the limit;
+    /// each p90 may leave a tenth of the cases above its limit, so more than two tenths above
+    /// the p90 limit, or more than a tenth above the max limit, cannot all be absorbed.
+    pub fn rules_out_with_the_makespan(&self) -> bool {
+        self.over_p90_goal > 2 * self.may_miss() || self.over_max_goal > self.may_miss()
     }
 }
 
@@ -418,6 +439,7 @@ impl SweepSummary {
             makespan_vs_static: spread(|r| r.makespan_vs_static),
             boot_bound_vs_bound: spread(|r| r.boot_bound_vs_bound),
             vs_boot_bound: spread(|r| r.vs_boot_bound),
+            makespan_floor: FloorSummary::of(results.iter().map(|r| r.boot_bound_vs_bound)),
             floor: FloorSummary::of(results.iter().map(|r| r.floor_vs_bound)),
             wait_floor: FloorSummary::of(results.iter().map(|r| r.wait_floor_vs_bound)),
             busy_terminated: results.iter().map(|r| r.busy_terminated).sum(),
