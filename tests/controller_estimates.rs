@@ -19,7 +19,7 @@ use anamo::store::{Fence, SharedStore};
 
 const T0: i64 = 1_800_000_000_000;
 const BOOT: i64 = 90_000;
-const RUN: i64 = 10_000;
+const RUN: i64 = 300_000;
 
 const FLEET: &str = "apiVersion: anamo.dev/v1\nkind: Fleet\nmetadata:\n  name: align\nspec:\n  \
     step: align\n  provider:\n    ec2:\n      launchTemplate:\n        name: lt-align\n  \
@@ -113,19 +113,21 @@ async fn run_times_and_arrivals_from_the_store_reach_the_plan() {
     store.put_worker(&worker, Fence::Unfenced).await.unwrap();
     let mut c = controller(store.clone(), clock.clone(), fake);
 
-    // Counts alone would launch 14 (30 tasks, 2 per instance, one ready). Each busy slot
-    // starts 9 more tasks (10 s each) within a 90 s boot: 12 are left for new instances.
+    // Counts alone would launch 15 (30 tasks beside 2 running, 2 per instance, one ready).
+    // Within ten boots (15m) each busy slot starts 3 more tasks (5 minutes each): 24 are
+    // left, and a new instance starts 2 × (1 + 810 s / 300 s) = 6 of them: 4 instances.
     let first = launches(&c.reconcile_once().await);
     assert_eq!(first.len(), 1, "{first:?}");
-    assert_eq!(first[0].0, 6, "{first:?}");
+    assert_eq!(first[0].0, 4, "{first:?}");
     assert!(
         first[0]
             .1
-            .contains("tasks of about 10s, boots of about 1m 30s"),
+            .contains("tasks of about 5m, boots of about 1m 30s"),
         "{first:?}"
     );
 
-    // Eight tasks arrive before the next pass: the plan says at what rate.
+    // Eight tasks arrive before the next pass (more than the booting instances take): the
+    // plan says at what rate.
     clock.advance(Duration::from_secs(10));
     import(&store, 100, 8, T0 + 5_000).await;
     let second = launches(&c.reconcile_once().await);

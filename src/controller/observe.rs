@@ -405,6 +405,7 @@ fn backlog_of(
     let recent = RecentTasks {
         durations,
         runnable_at: memory.arrivals.runnable_at(),
+        ..Default::default()
     };
     (backlog, recent)
 }

@@ -31,6 +31,10 @@ pub struct RecentTasks {
     pub durations: Vec<Millis>,
     /// When the step's most recent tasks became runnable.
     pub runnable_at: Vec<Millis>,
+    /// Launch to first registration of the fleet's most recently booted instances, kept by
+    /// the launch ledger across passes (`FleetLedger::reconcile`), so that a fleet that
+    /// scaled to nothing still knows its boot time when the next batch of work arrives.
+    pub boots: Vec<Millis>,
 }
 
 /// The planner's expectations for one fleet.
@@ -189,6 +193,7 @@ mod tests {
         let few = RecentTasks {
             durations: vec![1_000, 2_000],
             runnable_at: vec![],
+            ..Default::default()
         };
         assert_eq!(Outlook::new(&few, &[], 0).duration, None);
         let mut durations = vec![60_000; 30];
@@ -196,6 +201,7 @@ mod tests {
         let many = RecentTasks {
             durations,
             runnable_at: vec![],
+            ..Default::default()
         };
         assert_eq!(Outlook::new(&many, &[], 0).duration, Some(60_000));
     }
@@ -205,6 +211,7 @@ mod tests {
         let recent = RecentTasks {
             durations: vec![],
             runnable_at: (0..10).map(|i| i * 1_000).collect(),
+            ..Default::default()
         };
         let soon = Outlook::new(&recent, &[], 10_000).arrival_rate.unwrap();
         let later = Outlook::new(&recent, &[], 1_000_000).arrival_rate.unwrap();
@@ -248,6 +255,7 @@ mod tests {
             &RecentTasks {
                 durations: vec![],
                 runnable_at: times,
+                ..Default::default()
             },
             &[],
             40_000,
@@ -262,6 +270,7 @@ mod tests {
         let few = RecentTasks {
             durations: vec![1_000, 2_000, 3_000],
             runnable_at: vec![],
+            ..Default::default()
         };
         let o = Outlook::new(&few, &[], 0).with_prior(Some(600_000));
         assert_eq!((o.duration, o.prior), (Some(600_000), true));
@@ -272,6 +281,7 @@ mod tests {
         let enough = RecentTasks {
             durations: vec![1_000, 2_000, 3_000, 4_000],
             runnable_at: vec![],
+            ..Default::default()
         };
         let o = Outlook::new(&enough, &[], 0).with_prior(Some(600_000));
         assert_eq!((o.duration, o.prior), (Some(3_000), false));

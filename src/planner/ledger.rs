@@ -10,12 +10,13 @@
 //! Providers that pick their own instances (Auto Scaling groups) do not tag them with the
 //! batch: a new untagged instance is adopted by the oldest intent still waiting.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::{CoolOff, FleetInput, FleetPolicy, PendingLaunch, StepView};
+use super::{estimate, CoolOff, FleetInput, FleetPolicy, PendingLaunch, StepView};
 use crate::clock::Millis;
+use crate::model::WorkerInfo;
 use crate::provider::Instance;
 
 /// A launch written ahead of the provider call (persisted by the controller).
@@ -67,6 +68,56 @@ pub struct FleetLedger {
     loaded: bool,
     /// Ids listed by the last successful listing (`None` before the first one).
     listed: Option<BTreeSet<String>>,
+    /// The fleet's recent boot times, see [`BootMemory`].
+    boots: BootMemory,
+}
+
+/// Launch to first registration of the fleet's most recently booted instances, newest last
+/// (at most [`estimate::WINDOW`]), each instance once. The planner estimates the boot time
+/// from them; the listing alone forgets it whenever the fleet scales to nothing, and the next
+/// batch of work would be planned without it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct BootMemory {
+    times: VecDeque<Millis>,
+    /// Instances whose boot is remembered (pruned to the listing from time to time).
+    counted: HashSet<String>,
+}
+
+impl BootMemory {
+    fn observe(&mut self, listed: &[Instance], workers: &[WorkerInfo]) {
+        let new: Vec<&Instance> = listed
+            .iter()
+            .filter(|x| !self.counted.contains(&x.id))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        let mut registered: HashMap<&str, Millis> = HashMap::new();
+        for w in workers {
+            if let Some(id) = w.instance_id.as_deref() {
+                let at = registered.entry(id).or_insert(w.started_at);
+                *at = (*at).min(w.started_at);
+            }
+        }
+        for x in new {
+            let Some(&at) = registered.get(x.id.as_str()) else {
+                continue;
+            };
+            if at < x.launched_at {
+                continue;
+            }
+            self.counted.insert(x.id.clone());
+            self.times.push_back(at - x.launched_at);
+            if self.times.len() > estimate::WINDOW {
+                self.times.pop_front();
+            }
+        }
+        // Forget instances no longer listed, once they are as many as the listed ones.
+        if self.counted.len() > 2 * listed.len() + estimate::WINDOW {
+            let ids: HashSet<&str> = listed.iter().map(|x| x.id.as_str()).collect();
+            self.counted.retain(|id| ids.contains(id.as_str()));
+        }
+    }
 }
 
 impl FleetLedger {
@@ -227,6 +278,13 @@ impl FleetLedger {
     ) -> FleetInput {
         let listed = instances.as_deref().ok();
         self.observe(listed, policy.boot_timeout, now);
+        let step = step.map(|mut view| {
+            if let Some(list) = listed {
+                self.boots.observe(list, &view.workers);
+            }
+            view.recent.boots = self.boots.times.iter().copied().collect();
+            view
+        });
         FleetInput {
             cool_off: self.cool_off().cloned(),
             pending_launches: self.pending_launches(listed),
@@ -439,5 +497,36 @@ mod tests {
         );
         assert_eq!(failed.instances, Err("listing failed".to_string()));
         assert_eq!(l.intents()[0].seen.len(), 1);
+    }
+
+    #[test]
+    fn boot_times_outlive_the_instances_that_showed_them() {
+        use crate::planner::tests::{input, worker, MIN, NOW, SEC};
+        let boots = |l: &mut FleetLedger, listed: Vec<Instance>, workers| {
+            let i = input(0, 0, listed, workers);
+            let fleet = l.reconcile(i.policy, i.step, i.instances, false, NOW);
+            fleet.step.map(|v| v.recent.boots).unwrap_or_default()
+        };
+        // The test workers registered 3 h before NOW: i-1 booted in 90 s, i-2 in 2 min.
+        let registered = NOW - 3 * 60 * MIN;
+        let one = || inst("i-1", None, registered - 90 * SEC);
+        let mut l = FleetLedger::fresh();
+        assert_eq!(boots(&mut l, vec![one()], vec![]), Vec::<Millis>::new());
+        assert_eq!(
+            boots(&mut l, vec![one()], vec![worker("i-1", 0, 0)]),
+            [90 * SEC]
+        );
+        // Listed again: counted once.
+        assert_eq!(
+            boots(&mut l, vec![one()], vec![worker("i-1", 0, 0)]),
+            [90 * SEC]
+        );
+        // The fleet scaled to nothing: the boot time stays for the next launch.
+        assert_eq!(boots(&mut l, vec![], vec![]), [90 * SEC]);
+        let two = inst("i-2", None, registered - 120 * SEC);
+        assert_eq!(
+            boots(&mut l, vec![two], vec![worker("i-2", 0, 0)]),
+            [90 * SEC, 120 * SEC]
+        );
     }
 }

@@ -98,9 +98,10 @@ impl Demand {
 
     /// Plans on the time the backlog needs: instances beyond the ready and booting ones are
     /// wanted only for the tasks those would not start within the launch horizon
-    /// ([`launch_horizon`]: half a task's run time, or a boot time if longer) — their free slots
-    /// now, the booting instances' slots, and each busy slot's expected completions within the
-    /// horizon. Never raises `desired`, nor lowers it below the instances there are (so it
+    /// ([`launch_horizon`]: half a task's run time, or ten boot times if longer) — each free
+    /// slot one now and one per run time after, each booting instance what a new one would
+    /// start, and each busy slot its expected completions within the horizon; a new instance
+    /// counts for what it would start within the horizon once booted. Never raises `desired`, nor lowers it below the instances there are (so it
     /// never causes a scale-in), nor applies to a backlog counted only up to the limit (it is
     /// beyond what the fleet can hold).
     fn plan_on_time(&mut self, o: &Outlook, members: &[Member], s: &FleetStatus, slots: u32) {
@@ -116,13 +117,18 @@ impl Demand {
             .filter(|m| matches!(m.class, Class::Ready { .. }))
             .map(free_slots)
             .sum();
-        let booting = u64::from(s.booting + s.launching) * u64::from(slots.max(1));
         let horizon = launch_horizon(duration, boot);
+        // A booting instance is counted as if launched now (it may start more).
+        let per_new = starts_per_new_instance(horizon, duration, boot, slots);
+        let booting = u64::from(s.booting + s.launching) * per_new;
+        let per_free = 1 + u64::try_from(horizon / duration.max(1)).unwrap_or(0);
         let per_slot = o.starts_per_slot(horizon).unwrap_or(0.0);
-        let started = free + booting + (self.occupied as f64 * per_slot).floor() as u64;
+        let started = free.saturating_mul(per_free)
+            + booting
+            + (self.occupied as f64 * per_slot).floor() as u64;
         let left = self.pending.saturating_sub(started);
-        let extra =
-            u32::try_from(left.div_ceil(u64::from(self.tasks_per_instance))).unwrap_or(u32::MAX);
+        let extra = u32::try_from(left.div_ceil(per_new.max(u64::from(self.tasks_per_instance))))
+            .unwrap_or(u32::MAX);
         let timed = useful.saturating_add(extra).max(self.min);
         if timed >= self.desired {
             return;
@@ -138,10 +144,10 @@ impl Demand {
                 format!("all but {left}")
             },
             format_duration_ms(horizon),
-            if horizon > boot {
+            if horizon > boot.saturating_mul(BOOTS_PER_LAUNCH) {
                 "half a task's run time"
             } else {
-                "a boot time"
+                "ten boot times"
             },
             count(timed, "instance"),
             if timed == 1 {
@@ -250,8 +256,15 @@ pub(super) fn plan_fleet(input: &FleetInput, now: Millis) -> FleetPlan {
     };
     count_members(&mut status, &members);
     status.launching = outstanding_launches(input, instances, now);
-    let outlook =
-        Outlook::new(&view.recent, &boot_times(&members), now).with_prior(policy.task_duration);
+    // The ledger's memory of boots covers the listed instances; a view built without it
+    // (tests, `anamo plan` before a pass) plans on the listing's.
+    let listed_boots = boot_times(&members);
+    let boots = if view.recent.boots.is_empty() {
+        &listed_boots
+    } else {
+        &view.recent.boots
+    };
+    let outlook = Outlook::new(&view.recent, boots, now).with_prior(policy.task_duration);
     demand.plan_on_time(&outlook, &members, &status, policy.slots_per_instance);
 
     let useful = status.ready + status.booting + status.launching;
@@ -368,15 +381,32 @@ fn scale_in(
 }
 
 /// How far ahead the planner counts on the ready and booting instances before it launches
-/// more: half a task's run time, or a boot time if that is longer. Within a boot nothing
-/// launched now could start a task anyway. Half a run time is what a task in progress has left
-/// on average (tasks started at a steady rate are, at any moment, halfway through on
-/// average): a task left waiting for a busy slot waits about as long as the tasks ahead of it
-/// still run, and no longer than a new instance would have made it wait were that longer.
-/// Counting on a whole run time (measured in BENCHMARKS.md) queues tasks behind long ones:
-/// once the duration is known, sweeps finish 1.12× later than static at the p90.
+/// more: half a task's run time, or [`BOOTS_PER_LAUNCH`] boot times if that is longer. Half a
+/// run time is what a task in progress has left on average (tasks started at a steady rate
+/// are, at any moment, halfway through on average): a task left waiting for a busy slot waits
+/// about as long as the tasks ahead of it still run. Counting on a whole run time (measured in
+/// BENCHMARKS.md) queues tasks behind long ones: once the duration is known, sweeps finish
+/// 1.12× later than static at the p90.
 pub(super) fn launch_horizon(duration: Millis, boot: Millis) -> Millis {
-    (duration / 2).max(boot)
+    (duration / 2).max(boot.saturating_mul(BOOTS_PER_LAUNCH))
+}
+
+/// The launch horizon is at least this many boot times: the fleet launches for the work its
+/// instances would not start within ten boots, so an instance launched for short tasks gets
+/// about ten boots' worth of them to start and spends at most about a tenth of its time
+/// booting — the boot's share of an instance's time that keeps a fleet within 1.1× of the
+/// task time it serves. A horizon of one boot (no instance launched could start a task
+/// sooner) launched an instance for every `slots` waiting tasks, however short: a burst of
+/// 87 one-minute tasks on 4-slot instances took 22 instances, each booting for 90 s to run
+/// about two minutes of work. Shorter horizons were measured side by side (BENCHMARKS.md):
+/// cost falls as the horizon grows, the makespan rises.
+pub(super) const BOOTS_PER_LAUNCH: Millis = 10;
+
+/// Tasks an instance launched now starts within `horizon`: each slot its first task once
+/// booted, then one per run time (the slots start together, so whole tasks, not a rate).
+fn starts_per_new_instance(horizon: Millis, duration: Millis, boot: Millis, slots: u32) -> u64 {
+    let per_slot = 1 + horizon.saturating_sub(boot) / duration.max(1);
+    u64::from(slots.max(1)) * u64::try_from(per_slot).unwrap_or(1)
 }
 
 /// Busy slots on the ready instances.

@@ -36,6 +36,7 @@ fn fleet(pending: u64, busy: &[(u32, u32)], marks: &[bool], states: &[WorkerStat
         view.recent = RecentTasks {
             durations: vec![10 * MIN; 8],
             runnable_at: (0..32).map(|k| NOW - 30 * MIN - k * SEC).collect(),
+            ..Default::default()
         };
     }
     i

@@ -1,8 +1,8 @@
 //! The planner with estimates. The ski-rental scale-in: an idle instance is kept for
 //! `scaleDownDelay` only if the tasks expected within a boot time would reach it, after the
 //! instances already busy have taken what they can (their running tasks end and free slots
-//! within a boot). The launch: only for the waiting tasks that the busy slots would not start
-//! within half a task's run time, or a boot time if longer.
+//! within a boot). The launch: only for the waiting tasks that the instances there are would
+//! not start within half a task's run time, or ten boot times if longer.
 
 use super::*;
 use crate::planner::estimate::RecentTasks;
@@ -25,6 +25,7 @@ fn busy_and_two_idle(task_s: Millis) -> FleetInput {
         view.recent = RecentTasks {
             durations: vec![task_s * SEC; 8],
             runnable_at: (0..32).map(|k| NOW - k * 10 * SEC).collect(),
+            ..Default::default()
         };
     }
     i
@@ -103,20 +104,21 @@ fn without_estimates_tasks_beyond_the_busy_slots_launch_instances() {
 
 #[test]
 fn long_tasks_wait_for_the_busy_slots_of_half_a_run_time() {
-    // Tasks of 10 minutes: within half a run time each of the 4 busy slots frees half a task
-    // on average, so 2 waiting tasks start there and nothing launches (within a boot, none
-    // would).
-    let (desired, launch, text) = launched(two_busy(2, Some(600)));
+    // Tasks of 40 minutes: within half a run time (20m, longer than ten boots) each of the 4
+    // busy slots frees half a task on average, so 2 waiting tasks start there and nothing
+    // launches.
+    let (desired, launch, text) = launched(two_busy(2, Some(2400)));
     assert_eq!((desired, launch), (2, 0), "{text}");
     assert!(
-        text.contains("Ready=True: 2 of 2 desired instances ready: backlog of 2 runnable tasks beside 4 running on ready instances needs 3 instances (2 tasks per instance); with tasks of about 10m, boots of about 1m 30s, the 2 instances ready or booting start all of them within 5m (half a task's run time), so 2 instances are enough"),
+        text.contains("Ready=True: 2 of 2 desired instances ready: backlog of 2 runnable tasks beside 4 running on ready instances needs 3 instances (2 tasks per instance); with tasks of about 40m, boots of about 1m 30s, the 2 instances ready or booting start all of them within 20m (half a task's run time), so 2 instances are enough"),
         "{text}"
     );
-    // 5 waiting: 3 beyond what the busy slots start, 2 instances more.
-    let (desired, launch, text) = launched(two_busy(5, Some(600)));
+    // 5 waiting: 3 beyond what the busy slots start; a new instance starts 2 (one a slot)
+    // within the horizon: 2 instances more.
+    let (desired, launch, text) = launched(two_busy(5, Some(2400)));
     assert_eq!((desired, launch), (4, 2), "{text}");
     assert!(
-        text.contains("start all but 3 of them within 5m (half a task's run time)"),
+        text.contains("start all but 3 of them within 20m (half a task's run time)"),
         "{text}"
     );
 }
@@ -133,14 +135,34 @@ fn the_manifest_task_duration_plans_on_time_before_tasks_finish() {
 }
 
 #[test]
-fn short_tasks_are_counted_over_a_boot_time() {
-    // Tasks of 30 s, boots of 90 s: the 4 busy slots start 12 within a boot.
-    let (desired, launch, text) = launched(two_busy(12, Some(30)));
+fn short_tasks_are_counted_over_ten_boot_times() {
+    // Tasks of 30 s, boots of 90 s: within ten boots (15m) the 4 busy slots start 120.
+    let (desired, launch, text) = launched(two_busy(120, Some(30)));
     assert_eq!((desired, launch), (2, 0), "{text}");
-    // The count alone would ask for 8, over maxInstances 5; the times say 2 are enough.
+    // The count alone would ask for 62, over maxInstances 5; the times say 2 are enough.
     assert!(!text.contains("AtMax=True"), "{text}");
-    let (desired, launch, text) = launched(two_busy(16, Some(30)));
+    // 180 waiting: 60 left. A new instance runs its 2 slots from 90 s on, 28 tasks each
+    // within the horizon (1 + 810 s / 30 s): one more instance takes 56, two take them all.
+    let (desired, launch, text) = launched(two_busy(180, Some(30)));
     assert_eq!((desired, launch), (4, 2), "{text}");
-    assert!(text.contains("all but 4 of them within"), "{text}");
-    assert!(text.contains("(a boot time)"), "{text}");
+    assert!(text.contains("all but 60 of them within 15m"), "{text}");
+    assert!(text.contains("(ten boot times)"), "{text}");
+}
+
+#[test]
+fn a_burst_on_an_empty_fleet_gets_the_instances_its_work_needs_within_ten_boots() {
+    // No instance; 87 one-minute tasks arrive; boots of 90 s were seen before the fleet
+    // scaled to nothing (the ledger remembers them). Each new 2-slot instance starts 2 × (1 +
+    // 810 s / 60 s) = 28 within 15m: 4 instances, where the count asks for 44 (capped at 5).
+    let mut i = input(87, 0, vec![], vec![]);
+    if let Ok(view) = i.step.as_mut() {
+        view.recent.durations = vec![60 * SEC; 8];
+        view.recent.boots = vec![90 * SEC; 3];
+    }
+    let (desired, launch, text) = launched(i);
+    assert_eq!((desired, launch), (4, 4), "{text}");
+    assert!(text.contains("boots of about 1m 30s"), "{text}");
+    // Without the remembered boots there is no boot estimate: the count rule, up to max.
+    let (desired, _, text) = launched(input(87, 0, vec![], vec![]));
+    assert_eq!(desired, 5, "{text}");
 }

@@ -12,9 +12,9 @@ use crate::manifest::BudgetSpec;
 use crate::model::{Backlog, WorkerInfo, WorkerState};
 use crate::provider::{Instance, InstanceState};
 
-const NOW: Millis = 1_800_000_000_000;
-const SEC: Millis = 1000;
-const MIN: Millis = 60 * SEC;
+pub(super) const NOW: Millis = 1_800_000_000_000;
+pub(super) const SEC: Millis = 1000;
+pub(super) const MIN: Millis = 60 * SEC;
 
 pub(super) fn policy() -> FleetPolicy {
     FleetPolicy {

@@ -143,6 +143,7 @@ fn arb_input() -> impl Strategy<Value = FleetInput> {
                             recent: crate::planner::estimate::RecentTasks {
                                 durations: runs.iter().map(|r| r * SEC).collect(),
                                 runnable_at: Vec::new(),
+                                ..Default::default()
                             },
                         })
                     },

@@ -46,6 +46,7 @@ impl World {
         RecentTasks {
             durations: s.recent_durations.iter().copied().collect(),
             runnable_at: s.recent_runnable.iter().copied().collect(),
+            ..Default::default()
         }
     }
 
