@@ -17,7 +17,8 @@ use nix::sys::signal::Signal;
 
 on_both_stores!(
     sigterm_drains_and_hands_back,
-    killed_worker_task_is_requeued_and_done_once
+    killed_worker_task_is_requeued_and_done_once,
+    an_idle_worker_killed_outright_leaves_the_counts_right
 );
 
 /// Short leases so that expiry happens within the test.
@@ -362,4 +363,47 @@ async fn sqlite_claims_are_exclusive_across_processes() {
         by_worker.len() >= 2,
         "the processes shared the work (else nothing ran concurrently): {by_worker:?}"
     );
+}
+
+/// A worker writes the progress counter deltas it keeps (DynamoDB: a busy worker writes them
+/// together, about every 2 s) as soon as it is idle: an idle instance is what a scale-down
+/// terminates, and a worker killed with deltas unwritten leaves the step's counts wrong
+/// (pending too high, which holds the fleet up) until the next recount. The kill comes a
+/// second after the last task succeeded, before the deltas' own flush interval, with the
+/// heartbeat that would also write them 30 s away. (SQLite counts its rows: exact anyway.)
+async fn an_idle_worker_killed_outright_leaves_the_counts_right(h: Harness) {
+    let dir = tempfile::tempdir().unwrap();
+    let step = "idlekill";
+    let ids: Vec<String> = (0..3).map(|i| format!("t{i}")).collect();
+    let tasks: Vec<TaskSpec> = ids
+        .iter()
+        .map(|id| TaskSpec::new(step, id, "true"))
+        .collect();
+    import(&h.store, &tasks).await;
+    assert_eq!(h.store.counts(step).await.unwrap().pending, 3);
+    let args = [
+        "--slots",
+        "2",
+        "--lease-ttl",
+        "60s",
+        "--heartbeat",
+        "30s",
+        "--poll-interval",
+        "100ms",
+    ];
+    let mut w = spawn_worker(&h.url, step, dir.path(), "idle", &args);
+    wait_until("every task succeeded", Duration::from_secs(20), || async {
+        for id in &ids {
+            if get(&h.store, step, id).await.state != TaskState::Succeeded {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    signal(w.pid(), Signal::SIGKILL);
+    w.wait_exit(Duration::from_secs(5)).await;
+    let c = h.store.counts(step).await.unwrap();
+    assert_eq!((c.pending, c.running, c.succeeded), (0, 0, 3), "{c:?}");
 }

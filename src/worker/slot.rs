@@ -108,8 +108,18 @@ async fn nothing_claimed(ctx: &Ctx, claim_turn: tokio::sync::MutexGuard<'_, ()>)
     drop(claim_turn);
     if matches!(due, Ok(n) if n > 0) {
         ctx.control.claim_retry_due();
-    } else {
-        ctx.control.claim_empty(spread(ctx.cfg.poll_interval, 0.2));
+        return;
+    }
+    ctx.control.claim_empty(spread(ctx.cfg.poll_interval, 0.2));
+    // Idle: the progress counter deltas this worker keeps (a busy worker writes them together,
+    // see the DynamoDB store's counters) go out now, not a flush interval later. An idle
+    // instance is what a scale-down terminates, and a worker killed with its deltas unwritten
+    // leaves the counts wrong (pending too high) until the next recount. Nothing kept: no
+    // request.
+    if ctx.control.busy_slots() == 0 {
+        if let Err(e) = ctx.store.flush().await {
+            tracing::warn!(error = %e, "progress counters not written while idle; kept for the next write");
+        }
     }
 }
 

@@ -7,8 +7,10 @@
 //! one `ADD` per counter item ([`Unwritten`]): a worker finishing tasks quickly writes its
 //! counters about once per 2 s, not twice per task. The deltas are written when the oldest is
 //! that old (checked at every write, claim and heartbeat), before this store reads counts, and
-//! when the worker exits (`TaskStore::flush`); other readers see them at most about 2 s late
-//! (a worker killed outright loses at most those 2 s of deltas: drift a recount repairs).
+//! when the worker goes idle (a claim that found nothing with no slot busy) or exits
+//! (`TaskStore::flush`); other readers see them at most about 2 s late. A busy worker killed
+//! outright loses at most those 2 s of deltas (drift a recount repairs); an idle one, which is
+//! what a scale-down terminates, has none left.
 //! Other commands write each delta at once.
 //!
 //! A crash (or a failed request) between a state change and its `ADD`, or a task another
