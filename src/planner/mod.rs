@@ -13,7 +13,7 @@
 //!   worker stopped heartbeating (and is idle) are terminated; lost workers are reported;
 //! - with estimates of task duration and boot time (`estimate.rs`), a launch is cut to what
 //!   the ready and booting instances would not start within half a task's run time (or ten
-//!   boot times, if longer: `scale::launch_horizon`), each new instance counted for what it
+//!   boot times, if longer: `estimate::launch_horizon`), each new instance counted for what it
 //!   would start in that time;
 //! - extra instances are removed newest first once idle for scaleDownDelay, or at once (past
 //!   the billing minimum) when fewer tasks are expected within a boot time than would fill

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::conditions::{conditions, provider_unreadable, store_unreadable, Outcome};
 use super::drain;
-use super::estimate::Outlook;
+use super::estimate::{launch_horizon, starts_per_new_instance, Outlook, BOOTS_PER_LAUNCH};
 use super::terminate;
 use super::{Action, FleetInput, FleetPlan, FleetPolicy, FleetStatus, StepView};
 use crate::clock::{format_duration_ms, Millis};
@@ -101,9 +101,10 @@ impl Demand {
     /// ([`launch_horizon`]: half a task's run time, or ten boot times if longer) — each free
     /// slot one now and one per run time after, each booting instance what a new one would
     /// start, and each busy slot its expected completions within the horizon; a new instance
-    /// counts for what it would start within the horizon once booted. Never raises `desired`, nor lowers it below the instances there are (so it
-    /// never causes a scale-in), nor applies to a backlog counted only up to the limit (it is
-    /// beyond what the fleet can hold).
+    /// counts for what it would start within the horizon once booted. Never raises `desired`,
+    /// nor lowers it below the instances there are (so it never causes a scale-in), nor
+    /// applies to a backlog counted only up to the limit (it is beyond what the fleet can
+    /// hold at once).
     fn plan_on_time(&mut self, o: &Outlook, members: &[Member], s: &FleetStatus, slots: u32) {
         let (Some(duration), Some(boot)) = (o.duration, o.boot) else {
             return;
@@ -145,9 +146,9 @@ impl Demand {
             },
             format_duration_ms(horizon),
             if horizon > boot.saturating_mul(BOOTS_PER_LAUNCH) {
-                "half a task's run time"
+                "half a task's run time".to_string()
             } else {
-                "ten boot times"
+                format!("{BOOTS_PER_LAUNCH} boot times")
             },
             count(timed, "instance"),
             if timed == 1 {
@@ -378,35 +379,6 @@ fn scale_in(
             .map(|(_, idle)| policy.scale_down_delay - idle)
             .min(),
     }
-}
-
-/// How far ahead the planner counts on the ready and booting instances before it launches
-/// more: half a task's run time, or [`BOOTS_PER_LAUNCH`] boot times if that is longer. Half a
-/// run time is what a task in progress has left on average (tasks started at a steady rate
-/// are, at any moment, halfway through on average): a task left waiting for a busy slot waits
-/// about as long as the tasks ahead of it still run. Counting on a whole run time (measured in
-/// BENCHMARKS.md) queues tasks behind long ones: once the duration is known, sweeps finish
-/// 1.12× later than static at the p90.
-pub(super) fn launch_horizon(duration: Millis, boot: Millis) -> Millis {
-    (duration / 2).max(boot.saturating_mul(BOOTS_PER_LAUNCH))
-}
-
-/// The launch horizon is at least this many boot times: the fleet launches for the work its
-/// instances would not start within ten boots, so an instance launched for short tasks gets
-/// about ten boots' worth of them to start and spends at most about a tenth of its time
-/// booting — the boot's share of an instance's time that keeps a fleet within 1.1× of the
-/// task time it serves. A horizon of one boot (no instance launched could start a task
-/// sooner) launched an instance for every `slots` waiting tasks, however short: a burst of
-/// 87 one-minute tasks on 4-slot instances took 22 instances, each booting for 90 s to run
-/// about two minutes of work. Shorter horizons were measured side by side (BENCHMARKS.md):
-/// cost falls as the horizon grows, the makespan rises.
-pub(super) const BOOTS_PER_LAUNCH: Millis = 10;
-
-/// Tasks an instance launched now starts within `horizon`: each slot its first task once
-/// booted, then one per run time (the slots start together, so whole tasks, not a rate).
-fn starts_per_new_instance(horizon: Millis, duration: Millis, boot: Millis, slots: u32) -> u64 {
-    let per_slot = 1 + horizon.saturating_sub(boot) / duration.max(1);
-    u64::from(slots.max(1)) * u64::try_from(per_slot).unwrap_or(1)
 }
 
 /// Busy slots on the ready instances.
