@@ -210,10 +210,7 @@ fn render_floors(s: &SweepSummary) -> String {
 
 /// Whether a floor rules out the instance-hour goals (p90 ≤ 1.10, max ≤ 1.25 × the bound).
 fn verdict(who: &str, f: &FloorSummary) -> String {
-    let counts = format!(
-        "{} of {} cases have a floor above {P90_GOAL}, {} above {MAX_GOAL}",
-        f.over_p90_goal, f.cases, f.over_max_goal
-    );
+    let counts = over_goals("a floor", f);
     if f.rules_out_the_goals() {
         format!(
             "{counts}: the instance-hour goals (p90 ≤ {P90_GOAL}, max ≤ {MAX_GOAL} × the lower \
@@ -226,10 +223,7 @@ fn verdict(who: &str, f: &FloorSummary) -> String {
 
 /// Whether the least cost of meeting the makespan rules out meeting both goals at once.
 fn makespan_verdict(f: &FloorSummary) -> String {
-    let counts = format!(
-        "{} of {} cases have a bound at the makespan goal above {P90_GOAL}, {} above {MAX_GOAL}",
-        f.over_p90_goal, f.cases, f.over_max_goal
-    );
+    let counts = over_goals("a bound at the makespan goal", f);
     if f.rules_out_with_the_makespan() {
         format!(
             "{counts}: NO policy meets the instance-hour goals (p90 ≤ {P90_GOAL}, max ≤ \
@@ -240,6 +234,14 @@ fn makespan_verdict(f: &FloorSummary) -> String {
     } else {
         format!("{counts}: this bound does not rule out meeting the goals together\n")
     }
+}
+
+/// `2 of 200 cases have WHAT above 1.1, 1 above 1.25`.
+fn over_goals(what: &str, f: &FloorSummary) -> String {
+    format!(
+        "{} of {} cases have {what} above {P90_GOAL}, {} above {MAX_GOAL}",
+        f.over_p90_goal, f.cases, f.over_max_goal
+    )
 }
 
 /// The worst cases by `figure`, worst first.

@@ -206,15 +206,16 @@ pub(super) fn launch_horizon(duration: Millis, boot: Millis) -> Millis {
 /// cost falls as the horizon grows, the makespan rises.
 pub(super) const BOOTS_PER_LAUNCH: Millis = 10;
 
-/// Tasks an instance launched now starts within `horizon`: each slot its first task once
-/// booted, then one per run time (the slots start together, so whole tasks, not a rate).
-pub(super) fn starts_per_new_instance(
+/// Tasks `slots` free slots that are ready in `ready_in` (a new instance: a boot; a free slot
+/// of a ready one: now) start within `horizon`: each its first task once ready, then one per
+/// run time (the slots start together, so whole tasks, not a rate).
+pub(super) fn starts_within(
     horizon: Millis,
+    ready_in: Millis,
     duration: Millis,
-    boot: Millis,
     slots: u32,
 ) -> u64 {
-    let per_slot = 1 + (horizon - boot).max(0) / duration.max(1);
+    let per_slot = 1 + (horizon - ready_in).max(0) / duration.max(1);
     u64::from(slots.max(1)) * u64::try_from(per_slot).unwrap_or(1)
 }
 
@@ -336,13 +337,10 @@ mod tests {
         assert_eq!(launch_horizon(30 * sec, boot), 900 * sec);
         assert_eq!(launch_horizon(2_400 * sec, boot), 1_200 * sec);
         // A new 2-slot instance: ready after 90 s, then a 30 s task per slot every 30 s.
-        assert_eq!(starts_per_new_instance(900 * sec, 30 * sec, boot, 2), 56);
+        assert_eq!(starts_within(900 * sec, boot, 30 * sec, 2), 56);
         // Tasks longer than what is left of the horizon after the boot: one per slot.
-        assert_eq!(
-            starts_per_new_instance(1_200 * sec, 2_400 * sec, boot, 8),
-            8
-        );
+        assert_eq!(starts_within(1_200 * sec, boot, 2_400 * sec, 8), 8);
         // (Never less than one a slot, even for a horizon shorter than the boot.)
-        assert_eq!(starts_per_new_instance(boot / 2, 30 * sec, boot, 4), 4);
+        assert_eq!(starts_within(boot / 2, boot, 30 * sec, 4), 4);
     }
 }

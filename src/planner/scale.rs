@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::conditions::{conditions, provider_unreadable, store_unreadable, Outcome};
 use super::drain;
-use super::estimate::{launch_horizon, starts_per_new_instance, Outlook, BOOTS_PER_LAUNCH};
+use super::estimate::{launch_horizon, starts_within, Outlook, BOOTS_PER_LAUNCH};
 use super::terminate;
 use super::{Action, FleetInput, FleetPlan, FleetPolicy, FleetStatus, StepView};
 use crate::clock::{format_duration_ms, Millis};
@@ -120,9 +120,9 @@ impl Demand {
             .sum();
         let horizon = launch_horizon(duration, boot);
         // A booting instance is counted as if launched now (it may start more).
-        let per_new = starts_per_new_instance(horizon, duration, boot, slots);
+        let per_new = starts_within(horizon, boot, duration, slots);
         let booting = u64::from(s.booting + s.launching) * per_new;
-        let per_free = 1 + u64::try_from(horizon / duration.max(1)).unwrap_or(0);
+        let per_free = starts_within(horizon, 0, duration, 1);
         let per_slot = o.starts_per_slot(horizon).unwrap_or(0.0);
         let started = free.saturating_mul(per_free)
             + booting
