@@ -3,9 +3,10 @@
 //! (the page, `/api/status`), who render only the samples they show ([`SharedSamples::view`]).
 //!
 //! Sample names are numbered once ([`Samples`]); a step's cells are a vector by sample number
-//! of 8 one-byte counts ([`Column`]), a cell with a count over 254 kept apart at full width.
-//! At 1,000,000 tasks, 20,000 samples × 50 steps, that is 8 MB of cells and about 2 MB of
-//! names, where cells keyed by name and a whole [`SampleMatrix`] published cost hundreds.
+//! of one-byte numbers into the step's palette of distinct cells of 8 one-byte counts
+//! ([`Column`]), a cell with a count over 254 kept apart at full width. At 1,000,000 tasks,
+//! 20,000 samples × 50 steps, that is 1 MB of cells and about 2 MB of names, where cells
+//! keyed by name and a whole [`SampleMatrix`] published cost hundreds.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -45,8 +46,12 @@ pub struct Cell {
     pub known: [u32; 6],
 }
 
-/// A packed cell marked so is kept at full width ([`Column::wide`]).
+/// A cell number marking a cell kept at full width ([`Column::wide`]).
 const WIDE: u8 = u8::MAX;
+/// The palette number of the empty cell (so a column grows with zeros).
+const EMPTY: u8 = 0;
+/// A palette entry no cell uses (no packed cell has a byte [`WIDE`]).
+const FREE: u64 = u64::MAX;
 
 impl Cell {
     /// Tasks by state (states without tasks absent).
@@ -100,7 +105,8 @@ impl Cell {
         self.by_state().iter().map(|(_, n)| n).sum()
     }
 
-    fn pack(&self) -> Option<[u8; 8]> {
+    /// Its 8 counts a byte each, when every one is under [`WIDE`].
+    fn pack(&self) -> Option<u64> {
         let mut out = [0u8; 8];
         let all = [self.total, self.waiting_at_read]
             .into_iter()
@@ -108,10 +114,11 @@ impl Cell {
         for (o, n) in out.iter_mut().zip(all) {
             *o = u8::try_from(n).ok().filter(|n| *n != WIDE)?;
         }
-        Some(out)
+        Some(u64::from_le_bytes(out))
     }
 
-    fn unpack(p: [u8; 8]) -> Cell {
+    fn unpack(p: u64) -> Cell {
+        let p = p.to_le_bytes();
         let mut known = [0u32; 6];
         for (k, n) in known.iter_mut().zip(&p[2..]) {
             *k = u32::from(*n);
@@ -125,20 +132,54 @@ impl Cell {
 }
 
 /// One step's cells: by sample number, and the tasks of no sample.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// A cell is one byte, its number in the column's palette of distinct packed cells: a step's
+/// cells take few distinct values (a sample's tasks of one step by state), so 20,000 samples
+/// cost 20 KB a step instead of 160 KB at 8 bytes a cell. A cell with a count over 254, or
+/// one that finds the palette's 255 entries all in use, is kept apart at full width.
+#[derive(Debug, Clone)]
 pub struct Column {
-    packed: Vec<[u8; 8]>,
-    /// The cells with a count that does not fit a byte (marked [`WIDE`] in `packed`).
+    /// By sample number: the cell's palette number, or [`WIDE`].
+    cells: Vec<u8>,
+    /// The packed cells ([`Cell::pack`]) by number, [`FREE`] where no cell uses one; number
+    /// [`EMPTY`] is the empty cell's.
+    palette: Vec<u64>,
+    /// How many cells use each palette number (the empty cell's is not counted).
+    uses: Vec<u32>,
+    /// The cells marked [`WIDE`] in `cells`.
     wide: HashMap<u32, Cell>,
     none: Cell,
+}
+
+/// Columns are equal when their cells are, however numbered.
+impl PartialEq for Column {
+    fn eq(&self, other: &Self) -> bool {
+        let len = self.cells.len().max(other.cells.len()) as u32;
+        self.none == other.none && (0..len).all(|i| self.get(Some(i)) == other.get(Some(i)))
+    }
+}
+
+impl Default for Column {
+    fn default() -> Self {
+        Column {
+            cells: Vec::new(),
+            palette: vec![0],
+            uses: vec![0],
+            wide: HashMap::new(),
+            none: Cell::default(),
+        }
+    }
 }
 
 impl Column {
     pub fn get(&self, sample: Option<u32>) -> Cell {
         let Some(i) = sample else { return self.none };
-        match self.packed.get(i as usize) {
-            Some(p) if p[0] == WIDE => self.wide.get(&i).copied().unwrap_or_default(),
-            Some(p) => Cell::unpack(*p),
+        match self.cells.get(i as usize) {
+            Some(&WIDE) => self.wide.get(&i).copied().unwrap_or_default(),
+            Some(&n) => self
+                .palette
+                .get(usize::from(n))
+                .map_or_else(Cell::default, |p| Cell::unpack(*p)),
             None => Cell::default(),
         }
     }
@@ -149,20 +190,60 @@ impl Column {
             return;
         };
         let at = i as usize;
-        if at >= self.packed.len() {
+        if at >= self.cells.len() {
             if cell.is_empty() {
                 return;
             }
-            self.packed.resize(at + 1, [0; 8]);
+            self.cells.resize(at + 1, EMPTY);
         }
-        match cell.pack() {
-            Some(p) => {
-                self.packed[at] = p;
-                self.wide.remove(&i);
-            }
+        self.release(self.cells[at], i);
+        match cell.pack().and_then(|p| self.number(p)) {
+            Some(n) => self.cells[at] = n,
             None => {
-                self.packed[at] = [WIDE; 8];
+                self.cells[at] = WIDE;
                 self.wide.insert(i, cell);
+            }
+        }
+    }
+
+    /// The palette number of the packed cell `p`, added if new; `None` when the palette is
+    /// full.
+    fn number(&mut self, p: u64) -> Option<u8> {
+        let n = match self.palette.iter().position(|q| *q == p) {
+            Some(n) => n,
+            None => match self.palette.iter().position(|q| *q == FREE) {
+                Some(n) => {
+                    self.palette[n] = p;
+                    n
+                }
+                None if self.palette.len() < usize::from(WIDE) => {
+                    self.palette.push(p);
+                    self.uses.push(0);
+                    self.palette.len() - 1
+                }
+                None => return None,
+            },
+        };
+        if n != usize::from(EMPTY) {
+            self.uses[n] += 1;
+        }
+        u8::try_from(n).ok()
+    }
+
+    /// Drops the use of number `n` by sample `i`'s cell, freeing an entry no cell uses.
+    fn release(&mut self, n: u8, i: u32) {
+        if n == WIDE {
+            self.wide.remove(&i);
+            return;
+        }
+        let n = usize::from(n);
+        if n == usize::from(EMPTY) {
+            return;
+        }
+        if let Some(u) = self.uses.get_mut(n) {
+            *u = u.saturating_sub(1);
+            if *u == 0 {
+                self.palette[n] = FREE;
             }
         }
     }
@@ -176,7 +257,7 @@ impl Column {
 
     /// Sets the count of state slot `at` to 0 in every cell.
     pub fn clear_slot(&mut self, at: usize) {
-        for i in 0..self.packed.len() as u32 {
+        for i in 0..self.cells.len() as u32 {
             if self.get(Some(i)).known[at] != 0 {
                 self.update(Some(i), |c| c.known[at] = 0);
             }
@@ -186,7 +267,7 @@ impl Column {
 
     /// The non-empty cells of samples, by sample number.
     pub fn cells(&self) -> impl Iterator<Item = (u32, Cell)> + '_ {
-        (0..self.packed.len() as u32)
+        (0..self.cells.len() as u32)
             .map(|i| (i, self.get(Some(i))))
             .filter(|(_, c)| !c.is_empty())
     }
@@ -198,7 +279,7 @@ impl Column {
 
     /// Gives back the room a full read's growth left.
     pub fn shrink(&mut self) {
-        self.packed.shrink_to_fit();
+        self.cells.shrink_to_fit();
         self.wide.shrink_to_fit();
     }
 }
