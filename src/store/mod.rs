@@ -337,7 +337,7 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     async fn release_leadership(&self, cluster: &str, owner: &str) -> Result<()>;
     async fn current_leader(&self, cluster: &str) -> Result<Option<Leadership>>;
 
-    /// Lets the store keep derived writes (DynamoDB's progress counter deltas, for up to 2 s)
+    /// Lets the store keep derived writes (DynamoDB's progress counter deltas, for up to 3 s)
     /// and write them together. A long-running writer (a worker) turns it on and calls
     /// [`flush`](TaskStore::flush) before it exits; short commands write at once.
     fn batch_counts(&self) {}

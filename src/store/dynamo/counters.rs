@@ -3,13 +3,15 @@
 //! second write, not a transaction: a transaction would cost twice the write units of both
 //! items). `counts` reads the step's counter items (one BatchGetItem), not its tasks.
 //!
-//! A worker's store keeps its deltas for up to [`FLUSH_AFTER`] (2 s) and writes them together,
-//! one `ADD` per counter item ([`Unwritten`]): a worker finishing tasks quickly writes its
-//! counters about once per 2 s, not twice per task. The deltas are written when the oldest is
-//! that old (checked at every write, claim and heartbeat), before this store reads counts, and
+//! A worker's store keeps its deltas per counter item, one `ADD` per item when written
+//! ([`Unwritten`]): at least [`KEEP_AT_LEAST`] (2 s) from the item's oldest delta, then once
+//! the item had no change for [`QUIET`] (0.5 s), at most [`FLUSH_AFTER`] (3 s): a worker
+//! finishing tasks quickly writes its lane's counter item about once per lane turn, not twice
+//! per task. The due deltas are written at every
+//! write, claim and heartbeat; all of them before this store reads counts, and
 //! when the worker goes idle (a claim that found nothing with no slot busy) or exits
-//! (`TaskStore::flush`); other readers see them at most about 2 s late. A busy worker killed
-//! outright loses at most those 2 s of deltas (drift a recount repairs); an idle one, which is
+//! (`TaskStore::flush`); other readers see them at most about 3 s late. A busy worker killed
+//! outright loses at most those 3 s of deltas (drift a recount repairs); an idle one, which is
 //! what a scale-down terminates, has none left.
 //! Other commands write each delta at once.
 //!
@@ -39,23 +41,50 @@ use crate::store::{Result, StoreError};
 /// 40,000 read units: every 10 minutes that is about 70 read units per second.
 pub(crate) const RECOUNT_EVERY: Duration = Duration::from_secs(600);
 
-/// How long a store keeps counter deltas before writing them: [`LEFTOVERS_FOR`], one turn of
-/// the claim lanes. A busy worker claims from one shard per turn (its lane's), so it writes
-/// about one or two counter items per turn instead of two writes per task; and other workers
-/// already find a task that becomes pending through another store up to that long late (a
-/// claimer's kept candidates come first, see [`claims`](super::claims)), so counts that lag
-/// as long add no new bound. The controller's pass (every 10 s by default) sees counts at
-/// most that late. It was one second until 2026-12-05: `BENCHMARKS.md` has both measured.
-pub(crate) const FLUSH_AFTER: Duration = LEFTOVERS_FOR;
+/// How long a store keeps a counter item's deltas at least: one turn of the claim lanes
+/// ([`LEFTOVERS_FOR`]). A busy worker claims from one shard per turn (its lane's, see
+/// [`polls`](super::polls)) and completes most of those tasks within it, so it writes that
+/// shard's counter item about once per turn instead of twice per task; and other workers
+/// already find a task that becomes pending through another store up to a turn late (a
+/// claimer's kept candidates come first, see [`claims`](super::claims)).
+pub(crate) const KEEP_AT_LEAST: Duration = LEFTOVERS_FOR;
 
-/// Deltas per counter item and state.
-type Deltas = HashMap<String, HashMap<TaskState, i64>>;
+/// Once [`KEEP_AT_LEAST`] old, an item's deltas are written when no change touched it for this
+/// long: a quarter of a lane turn, long beside a request's round trip (milliseconds), short
+/// beside the turn. An item changed throughout a turn is written when it goes quiet after the
+/// turn, once its last tasks have completed, not at the turn with those completions left for
+/// a second write.
+pub(crate) const QUIET: Duration = Duration::from_millis(500);
 
-/// Counter deltas not written yet, per counter item, and when the oldest was added; kept only
-/// once [`batch`](Unwritten::batch) is on (a worker's store), written at once otherwise.
+/// The longest a store keeps a counter item's deltas, quiet or not: [`KEEP_AT_LEAST`] and
+/// twice [`QUIET`] (3 s). The controller's pass (every 10 s by default) sees counts at most
+/// that late. It was one second until 2026-12-05, then 2 s for every item at once from the
+/// oldest delta: `BENCHMARKS.md` has them measured.
+pub(crate) const FLUSH_AFTER: Duration =
+    Duration::from_millis(KEEP_AT_LEAST.as_millis() as u64 + 2 * QUIET.as_millis() as u64);
+
+/// Deltas per state of one counter item, and when the first and the last were added.
+#[derive(Debug)]
+struct Kept {
+    deltas: HashMap<TaskState, i64>,
+    first: Instant,
+    last: Instant,
+}
+
+impl Kept {
+    /// Due when `all`, when its first delta is [`KEEP_AT_LEAST`] old and it was quiet for
+    /// [`QUIET`], or when its first delta is [`FLUSH_AFTER`] old.
+    fn due(&self, all: bool) -> bool {
+        let age = self.first.elapsed();
+        all || (age >= KEEP_AT_LEAST && self.last.elapsed() >= QUIET) || age >= FLUSH_AFTER
+    }
+}
+
+/// Counter deltas not written yet, per counter item; kept only once
+/// [`batch`](Unwritten::batch) is on (a worker's store), written at once otherwise.
 #[derive(Debug, Default)]
 pub(super) struct Unwritten {
-    kept: Mutex<(Deltas, Option<Instant>)>,
+    kept: Mutex<HashMap<String, Kept>>,
     batch: std::sync::atomic::AtomicBool,
 }
 
@@ -64,38 +93,48 @@ impl Unwritten {
         self.batch.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Kept>> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn add(&self, counter: &str, deltas: &[(TaskState, i64)]) {
-        let mut g = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        let per_state = g.0.entry(counter.to_string()).or_default();
+        let now = Instant::now();
+        let mut all = self.lock();
+        let kept = all.entry(counter.to_string()).or_insert_with(|| Kept {
+            deltas: HashMap::new(),
+            first: now,
+            last: now,
+        });
         for (state, delta) in deltas {
-            *per_state.entry(*state).or_default() += delta;
+            *kept.deltas.entry(*state).or_default() += delta;
         }
-        g.1.get_or_insert_with(Instant::now);
+        kept.last = now;
     }
 
     /// The delta kept for `state` on the counter item `counter`.
     fn kept(&self, counter: &str, state: TaskState) -> i64 {
-        let g = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        g.0.get(counter)
-            .and_then(|per_state| per_state.get(&state))
+        self.lock()
+            .get(counter)
+            .and_then(|kept| kept.deltas.get(&state))
             .copied()
             .unwrap_or(0)
     }
 
-    /// Takes every delta when `all` or when the oldest is [`FLUSH_AFTER`] old.
+    /// Takes the deltas of every item when `all`, else of the items that are due
+    /// ([`Kept::due`]).
     fn take(&self, all: bool) -> Vec<(String, Vec<(TaskState, i64)>)> {
-        let batch = self.batch.load(std::sync::atomic::Ordering::Relaxed);
-        let mut g = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        let due =
-            g.1.is_some_and(|t| all || !batch || t.elapsed() >= FLUSH_AFTER);
-        if !due {
-            return Vec::new();
-        }
-        g.1 = None;
-        let mut out: Vec<(String, Vec<(TaskState, i64)>)> = std::mem::take(&mut g.0)
+        let all = all || !self.batch.load(std::sync::atomic::Ordering::Relaxed);
+        let mut kept = self.lock();
+        let due: Vec<String> = kept
+            .iter()
+            .filter(|(_, k)| k.due(all))
+            .map(|(counter, _)| counter.clone())
+            .collect();
+        let mut out: Vec<(String, Vec<(TaskState, i64)>)> = due
             .into_iter()
-            .map(|(counter, per_state)| {
-                let mut deltas: Vec<_> = per_state.into_iter().filter(|(_, d)| *d != 0).collect();
+            .filter_map(|counter| kept.remove_entry(&counter))
+            .map(|(counter, k)| {
+                let mut deltas: Vec<_> = k.deltas.into_iter().filter(|(_, d)| *d != 0).collect();
                 deltas.sort_by_key(|(state, _)| state.as_str());
                 (counter, deltas)
             })
@@ -374,5 +413,42 @@ mod tests {
         assert_eq!(expr, "ADD #c0 :c0, #c1 :c1");
         assert_eq!(names["#c1"], "running");
         assert_eq!(values[":c0"], n(-1));
+    }
+
+    fn kept(first_ms: u64, last_ms: u64) -> Kept {
+        let ago = |ms| Instant::now() - Duration::from_millis(ms);
+        Kept {
+            deltas: HashMap::from([(TaskState::Pending, -1)]),
+            first: ago(first_ms),
+            last: ago(last_ms),
+        }
+    }
+
+    #[test]
+    fn an_item_is_written_once_quiet_after_a_turn_and_never_later_than_the_bound() {
+        assert!(!kept(1_000, 900).due(false), "younger than a turn");
+        assert!(kept(1_000, 900).due(true), "a flush takes everything");
+        assert!(!kept(2_100, 100).due(false), "a turn old, still changing");
+        assert!(kept(2_100, 600).due(false), "a turn old and quiet");
+        assert!(kept(3_000, 0).due(false), "the bound, however busy");
+        assert_eq!(FLUSH_AFTER, Duration::from_secs(3));
+        let u = Unwritten::default();
+        u.batch();
+        u.kept.lock().unwrap().extend([
+            ("C#s#0".to_string(), kept(2_100, 600)),
+            ("C#s#1".to_string(), kept(2_100, 100)),
+        ]);
+        let taken = u.take(false);
+        assert_eq!(
+            taken,
+            vec![("C#s#0".to_string(), vec![(TaskState::Pending, -1)])]
+        );
+        assert_eq!(
+            u.kept("C#s#1", TaskState::Pending),
+            -1,
+            "the busy item stays kept"
+        );
+        assert_eq!(u.take(true).len(), 1);
+        assert!(u.lock().is_empty());
     }
 }
