@@ -15,7 +15,7 @@ use tokio::process::Command;
 
 use super::dispatch::{DynamoTable, TempDir};
 use super::planner_time::planner_time;
-use super::{mb, peak_rss_bytes, BenchConfig, Row};
+use super::{mb, peak_rss_bytes, BenchConfig, Row, RSS_GOAL_BYTES};
 use crate::clock::{self, Millis};
 use crate::controller::providers::{ProviderSet, RemoteFactory, WorkerLaunch};
 use crate::controller::reload::ManifestSource;
@@ -403,22 +403,19 @@ fn pass_rows(child: &ReconcileChild, imported: u64, steps: u32, import_s: f64) -
     }
     if let Some(rss) = child.peak_rss_bytes {
         rows.push(
-            Row::new(
-                "controller peak RSS (VmHWM) over those 7 passes",
-                format!("{:.1} MB", mb(rss)),
-            )
-            .goal("≤ 40 MB", mb(rss) <= 40.0)
-            .note(format!(
-                "child process: store client, manifests, controller, runtime, and the \
+            Row::new("controller peak RSS (VmHWM) over those 7 passes", mb(rss))
+                .goal("≤ 40 MB (40,000,000 bytes)", rss <= RSS_GOAL_BYTES)
+                .note(format!(
+                    "child process: store client, manifests, controller, runtime, and the \
                  progress counts beside the passes; {} after the first dry run, before any \
                  progress count; {} after the first refresh (the per-sample view read whole)",
-                child
-                    .peak_rss_before_progress_bytes
-                    .map_or("not read".to_string(), |b| format!("{:.1} MB", mb(b))),
-                child
-                    .peak_rss_after_first_refresh_bytes
-                    .map_or("not read".to_string(), |b| format!("{:.1} MB", mb(b)))
-            )),
+                    child
+                        .peak_rss_before_progress_bytes
+                        .map_or("not read".to_string(), mb),
+                    child
+                        .peak_rss_after_first_refresh_bytes
+                        .map_or("not read".to_string(), mb)
+                )),
         );
     }
     rows
