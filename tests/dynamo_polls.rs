@@ -180,3 +180,40 @@ async fn a_task_its_counter_does_not_show_is_claimed_by_the_sweep() {
     eprintln!("claimed after {counted_polls} polls that read the counters");
     store.delete_schema().await.unwrap();
 }
+
+/// A busy claimer whose lane's shard cannot fill its batch reads the counters to find where
+/// tasks are left; its next busy claims within 2 s go by that reading (the counters lag other
+/// workers by up to 3 s anyway) instead of reading them again: at the end of a step, one
+/// counter read per 2 s rather than one per claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_busy_claimer_reads_the_counters_once_per_two_seconds() {
+    let Some((store, _client, _table)) = fresh().await else {
+        return;
+    };
+    let specs: Vec<TaskSpec> = (0..40)
+        .map(|i| TaskSpec::new("align", format!("t{i:02}"), "true"))
+        .collect();
+    store.import(&specs, T0 + 1).await.unwrap();
+    let r = req("w", 60_000);
+    let sent = |before: &std::collections::BTreeMap<String, u64>, kind: &str| {
+        store.recorder().by_kind().get(kind).copied().unwrap_or(0)
+            - before.get(kind).copied().unwrap_or(0)
+    };
+    let before = store.recorder().by_kind();
+    let first = store.claim_batch(&r, 32, T0 + 10).await.unwrap();
+    assert_eq!(
+        first.len(),
+        32,
+        "41 tasks over 8 shards: one shard cannot fill 32"
+    );
+    assert_eq!(sent(&before, "claim counts read"), 1);
+    let before = store.recorder().by_kind();
+    let second = store.claim_batch(&r, 32, T0 + 11).await.unwrap();
+    assert_eq!(second.len(), 9, "the rest");
+    assert_eq!(
+        sent(&before, "claim counts read"),
+        0,
+        "the reading of the first claim"
+    );
+    store.delete_schema().await.unwrap();
+}

@@ -102,6 +102,8 @@ pub(super) struct ShardMemory {
     pub lane: Option<u32>,
     /// Lanes it lost a claim race in, and when: another claimer holds them.
     pub crowded: HashMap<u32, Instant>,
+    /// Its busy claims' last counter reading (`pending`, `retrying` per shard), and when.
+    pub counted: Option<(Instant, Vec<(i64, i64)>)>,
 }
 
 impl ShardMemory {
@@ -196,6 +198,7 @@ impl Polls {
         let mut all = self.claimers.lock().unwrap_or_else(|e| e.into_inner());
         for memory in all.values_mut() {
             memory.empty_at.clear();
+            memory.counted = None;
             memory.idle = false;
         }
     }
@@ -293,7 +296,7 @@ pub(super) async fn claim_from_index(
         .shards(store, req, &claimer, &order[..head], want, now)
         .await?;
     if plan == Plan::Busy && visit.claims.len() < want && visit.queried.len() < shards as usize {
-        let pending = counted_pending(store, &req.step, shards).await?;
+        let pending = busy_counts(store, &claimer, &memory, &req.step, shards, started).await?;
         // The counters lag other workers' deltas (up to FLUSH_AFTER): at the end of a step
         // they still count tasks in shards this claimer found empty a moment ago, which a busy
         // claim passes over here as it does its first shard.
@@ -326,9 +329,43 @@ pub(super) async fn claim_from_index(
 /// the `retry_due` that follows.
 async fn counted_pending(store: &DynamoStore, step: &str, shards: u32) -> Result<Vec<i64>> {
     let counted = super::counters::shard_counts(store, step, shards).await?;
-    let retrying = (0..shards).filter(|&i| counted[i as usize].1 > 0).collect();
+    Ok(hinted(store, step, &counted))
+}
+
+/// The pending counts of a reading, its `retrying` shards kept for the next `retry_due`.
+fn hinted(store: &DynamoStore, step: &str, counted: &[(i64, i64)]) -> Vec<i64> {
+    let retrying = (0..counted.len() as u32)
+        .filter(|&i| counted[i as usize].1 > 0)
+        .collect();
     store.polls.hint_retrying(step, retrying);
-    Ok(counted.iter().map(|c| c.0).collect())
+    counted.iter().map(|c| c.0).collect()
+}
+
+/// [`counted_pending`] for a busy claim going on past its lane's shard: the claimer's last
+/// reading while it is younger than [`LEFTOVERS_FOR`], else a new one. The counters lag other
+/// workers' changes by up to [`FLUSH_AFTER`] anyway, so a reading of the last 2 s says about
+/// as much of where tasks are left; the shards the claimer found empty since are skipped
+/// whatever it says. At the end of a step every claim of a claimer whose lane's shard is empty
+/// comes here: one reading per 2 s, not one per claim.
+async fn busy_counts(
+    store: &DynamoStore,
+    claimer: &Claimer,
+    memory: &ShardMemory,
+    step: &str,
+    shards: u32,
+    now: Instant,
+) -> Result<Vec<i64>> {
+    if let Some((at, counted)) = &memory.counted {
+        if now.saturating_duration_since(*at) < LEFTOVERS_FOR && counted.len() == shards as usize {
+            return Ok(hinted(store, step, counted));
+        }
+    }
+    let counted = super::counters::shard_counts(store, step, shards).await?;
+    let pending = hinted(store, step, &counted);
+    store
+        .polls
+        .update(claimer, |m| m.counted = Some((Instant::now(), counted)));
+    Ok(pending)
 }
 
 /// A claim's way through the pending shards: what it took, which shards it queried and which
