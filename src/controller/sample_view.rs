@@ -4,7 +4,8 @@
 //!
 //! Sample names are numbered once ([`Samples`]); a step's cells are a vector by sample number
 //! of one-byte numbers into the step's palette of distinct cells of 8 one-byte counts
-//! ([`Column`]), a cell with a count over 254 kept apart at full width. At 1,000,000 tasks,
+//! ([`Column`]), a cell with a count over 254 (or finding the palette full) kept apart at full
+//! width. At 1,000,000 tasks,
 //! 20,000 samples × 50 steps, that is 1 MB of cells and about 2 MB of names, where cells
 //! keyed by name and a whole [`SampleMatrix`] published cost hundreds.
 

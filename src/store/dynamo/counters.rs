@@ -7,12 +7,11 @@
 //! ([`Unwritten`]): at least [`KEEP_AT_LEAST`] (2 s) from the item's oldest delta, then once
 //! the item had no change for [`QUIET`] (0.5 s), at most [`FLUSH_AFTER`] (3 s): a worker
 //! finishing tasks quickly writes its lane's counter item about once per lane turn, not twice
-//! per task. The due deltas are written at every
-//! write, claim and heartbeat; all of them before this store reads counts, and
-//! when the worker goes idle (a claim that found nothing with no slot busy) or exits
-//! (`TaskStore::flush`); other readers see them at most about 3 s late. A busy worker killed
-//! outright loses at most those 3 s of deltas (drift a recount repairs); an idle one, which is
-//! what a scale-down terminates, has none left.
+//! per task. The due deltas are written at every write, claim and heartbeat; all of them
+//! before this store reads counts, and when the worker goes idle (a claim that found nothing
+//! with no slot busy) or exits (`TaskStore::flush`); other readers see them at most about 3 s
+//! late. A busy worker killed outright loses at most those 3 s of deltas (drift a recount
+//! repairs); an idle one, which is what a scale-down terminates, has none left.
 //! Other commands write each delta at once.
 //!
 //! A crash (or a failed request) between a state change and its `ADD`, or a task another
@@ -60,8 +59,7 @@ pub(crate) const QUIET: Duration = Duration::from_millis(500);
 /// twice [`QUIET`] (3 s). The controller's pass (every 10 s by default) sees counts at most
 /// that late. It was one second until 2026-12-05, then 2 s for every item at once from the
 /// oldest delta: `BENCHMARKS.md` has them measured.
-pub(crate) const FLUSH_AFTER: Duration =
-    Duration::from_millis(KEEP_AT_LEAST.as_millis() as u64 + 2 * QUIET.as_millis() as u64);
+pub(crate) const FLUSH_AFTER: Duration = KEEP_AT_LEAST.saturating_add(QUIET.saturating_mul(2));
 
 /// Deltas per state of one counter item, and when the first and the last were added.
 #[derive(Debug)]

@@ -334,8 +334,10 @@ async fn counted_pending(store: &DynamoStore, step: &str, shards: u32) -> Result
 
 /// The pending counts of a reading, its `retrying` shards kept for the next `retry_due`.
 fn hinted(store: &DynamoStore, step: &str, counted: &[(i64, i64)]) -> Vec<i64> {
-    let retrying = (0..counted.len() as u32)
-        .filter(|&i| counted[i as usize].1 > 0)
+    let retrying = (0u32..)
+        .zip(counted)
+        .filter(|(_, (_, retrying))| *retrying > 0)
+        .map(|(shard, _)| shard)
         .collect();
     store.polls.hint_retrying(step, retrying);
     counted.iter().map(|c| c.0).collect()
