@@ -4,9 +4,12 @@
 //! A claimer pays one Query per page it uses up or drops, so a fixed page either makes a fast
 //! claimer query more often than it needs (a worker taking 40 tasks a second uses a page of 32
 //! in under a second) or reads entries a slow one drops unread. Reading what the claimer took
-//! in the last [`LEFTOVERS_FOR`](super::claims::LEFTOVERS_FOR), scaled to the time the page may be kept (the rest of the
-//! lanes' turn, at most that long), makes the Queries per task about one per page kept,
-//! whatever the claim rate.
+//! in the last [`LEFTOVERS_FOR`](super::claims::LEFTOVERS_FOR), scaled to the time the page
+//! may be kept (the rest of the lanes' turn, at most that long), makes the Queries per task
+//! about one per page kept, whatever the claim rate. A claimer that started claiming less than
+//! that window ago is measured over the time since it started: what it took in its first
+//! 300 ms is its pace over 300 ms, not over 2 s (which would read pages a seventh of what it
+//! takes, and query seven times as often, until its window filled).
 
 use std::collections::VecDeque;
 
@@ -21,12 +24,16 @@ pub(super) const MAX_CLAIM_PAGE: usize = 128;
 #[derive(Debug, Default, Clone)]
 pub(super) struct Pace {
     taken: VecDeque<(Millis, usize)>,
+    /// When the claimer first claimed (taking anything or not): its pace is measured over
+    /// the time since, up to the window.
+    started: Option<Millis>,
 }
 
 impl Pace {
     /// Records `n` tasks taken at `now` (the claim clock) and forgets what is older than
     /// `window` ms.
     pub(super) fn record(&mut self, now: Millis, n: usize, window: Millis) {
+        self.started.get_or_insert(now);
         if n > 0 {
             self.taken.push_back((now, n));
         }
@@ -40,8 +47,9 @@ impl Pace {
     }
 
     /// The page to read at `now` for a claim of `want` tasks whose rest may be kept for
-    /// `keep_for` ms: the batch plus what the claimer took in the last `window` ms scaled to
-    /// `keep_for`, at least `floor`, at most [`MAX_CLAIM_PAGE`] (never below `floor`).
+    /// `keep_for` ms: the batch plus what the claimer took in the last `window` ms (or since
+    /// it started claiming, when that is sooner) scaled to `keep_for`, at least `floor`, at
+    /// most [`MAX_CLAIM_PAGE`] (never below `floor`).
     pub(super) fn page(
         &self,
         now: Millis,
@@ -56,7 +64,13 @@ impl Pace {
             .filter(|(at, _)| within(*at, now, window))
             .map(|(_, n)| n)
             .sum();
-        let ahead = (recent as u128 * keep_for.max(0) as u128 / window.max(1) as u128) as usize;
+        // Measured over the window, or the part of it since the claimer started (a clock
+        // that went back before the start measures over the window).
+        let measured = match self.started {
+            Some(at) if at <= now => (now - at).clamp(1, window.max(1)),
+            _ => window.max(1),
+        };
+        let ahead = (recent as u128 * keep_for.max(0) as u128 / measured as u128) as usize;
         (want + ahead).clamp(floor, MAX_CLAIM_PAGE.max(floor))
     }
 }
@@ -92,7 +106,8 @@ mod tests {
     #[test]
     fn a_fast_claimer_reads_what_it_takes_while_it_keeps_the_page() {
         let mut pace = Pace::default();
-        // 4 tasks every 100 ms: 40 a second, 80 within the window.
+        pace.record(5_000, 0, WINDOW); // claiming for a while already
+                                       // 4 tasks every 100 ms: 40 a second, 80 within the window.
         for i in 0..20 {
             pace.record(10_000 + i * 100, 4, WINDOW);
         }
@@ -103,6 +118,29 @@ mod tests {
         assert_eq!(pace.page(now, 4, 1_000, WINDOW, 32), 44);
         // Kept for a moment: the floor.
         assert_eq!(pace.page(now, 4, 100, WINDOW, 32), 32);
+    }
+
+    #[test]
+    fn a_claimer_that_just_started_is_measured_since_its_start() {
+        let mut pace = Pace::default();
+        // Started at 10 s, took 4 tasks every 100 ms: 12 by 10.3 s, 40 a second.
+        pace.record(10_000, 4, WINDOW);
+        pace.record(10_100, 4, WINDOW);
+        pace.record(10_200, 4, WINDOW);
+        // 12 in 300 ms, kept for 2 s: 80 ahead (not 12 ahead as over the whole window).
+        assert_eq!(pace.page(10_300, 4, WINDOW, WINDOW, 32), 84);
+        // A claimer that started long ago is measured over the window as before.
+        let mut old = Pace::default();
+        old.record(5_000, 0, WINDOW);
+        for at in [10_000, 10_100, 10_200] {
+            old.record(at, 4, WINDOW);
+        }
+        assert_eq!(old.page(10_300, 4, WINDOW, WINDOW, 32), 32);
+        // Its first claim has nothing to measure: the floor.
+        let mut first = Pace::default();
+        assert_eq!(first.page(10_000, 4, WINDOW, WINDOW, 32), 32);
+        first.record(10_000, 0, WINDOW);
+        assert_eq!(first.page(10_000, 4, WINDOW, WINDOW, 32), 32);
     }
 
     #[test]
