@@ -286,7 +286,12 @@ impl WorkerControl {
         }
         .emit();
         self.inner.phase_tx.send_replace(st.phase);
-        self.inner.registration.notify_one();
+        // A stop with no task running or being claimed is the worker's exit: its `Gone`
+        // registration follows at once, so a `Draining` one before it would say nothing
+        // (an idle worker exiting writes its registration once, not twice).
+        if st.busy > 0 || st.claiming > 0 {
+            self.inner.registration.notify_one();
+        }
     }
 
     /// The controller's drain mark as read from the store: while set, no claims, and the

@@ -1,7 +1,8 @@
 //! The worker's registration in the store (`put_worker`): written at start, refreshed every
 //! heartbeat tick, on state changes and when an idle worker gets work again; marked `Gone` on
-//! exit (the controller then terminates the instance at once). Writes stay infrequent: a few
-//! per worker and heartbeat, never per task.
+//! exit (the controller then terminates the instance at once). A stop with no task running
+//! (an idle worker's) is the exit itself: `Gone` is its only write, no `Draining` before it.
+//! Writes stay infrequent: a few per worker and heartbeat, never per task.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,12 +3,13 @@
 //! registry item (`STEP#{step}`) when the step is first written and kept from then on.
 //!
 //! Every store reads the version item once (at open for commands on an existing table,
-//! otherwise at its first use of a step) and refuses a table of another layout version.
+//! otherwise at its first use of a step, together with the step's registry item in one
+//! BatchGetItem) and refuses a table of another layout version.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 
 use super::error::is_condition_failed;
 use super::items::*;
@@ -89,8 +90,11 @@ impl DynamoStore {
         if let Some(&s) = locked(&self.shards.steps).get(step) {
             return Ok(s);
         }
-        let default = self.table_shards().await?;
-        let item = self.get_item("step shards", step_pk(step)).await?;
+        let known = *locked(&self.shards.table_default);
+        let (default, item) = match known {
+            Some(default) => (default, self.get_item("step shards", step_pk(step)).await?),
+            None => self.layout_with_step(step).await?,
+        };
         let shards = match &item {
             Some(item) => {
                 let r = Reader::new("step shards", item);
@@ -106,6 +110,20 @@ impl DynamoStore {
             locked(&self.shards.steps).insert(step.to_string(), shards);
         }
         Ok(shards)
+    }
+
+    /// The version item and `step`'s registry item in one BatchGetItem (a store's first look
+    /// at a step, e.g. a worker's first claim: one request instead of two), the table's
+    /// shard count remembered as [`table_shards`](Self::table_shards) does.
+    async fn layout_with_step(&self, step: &str) -> Result<(u32, Option<Item>)> {
+        let keys = vec![key(META_PK.to_string()), key(step_pk(step))];
+        let mut items = self.batch_get("open", keys, None).await?;
+        let is_meta =
+            |item: &Item| matches!(item.get(PK), Some(AttributeValue::S(pk)) if pk == META_PK);
+        let meta = items.iter().position(is_meta).map(|i| items.swap_remove(i));
+        let shards = layout_of(&self.table, meta.as_ref())?;
+        *locked(&self.shards.table_default) = Some(shards);
+        Ok((shards, items.pop()))
     }
 
     /// Writes the version item unless the table has one (a table made by `table create`).
