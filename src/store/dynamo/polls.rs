@@ -11,7 +11,8 @@
 //!
 //! Which shard a busy claim queries first is the claimer's *lane*: a random offset, drawn
 //! again whenever the claimer loses a claim race (among the lanes it has not lost one in
-//! within [`CROWDED_FOR`]), turned one shard on every [`LANE_TURN`] of
+//! within [`CROWDED_FOR`] and whose shard it does not know to be empty), turned one shard on
+//! every [`LANE_TURN`] of
 //! the claim clock (see [`ShardMemory::lane_shard`]). Claimers whose lanes differ read
 //! different shards, so they do not hold the same candidates (a random shard per Query puts
 //! two of `w` claimers on one shard about `(w − 1) ÷ n` of the time, and the one whose kept
@@ -128,6 +129,19 @@ impl ShardMemory {
         (i64::from(lane) + now.div_euclid(LANE_TURN)).rem_euclid(shards) as u32
     }
 
+    /// Whether the claimer knows `shard` to be empty at `now`: a busy claim passes over it
+    /// ([`skips`](Self::skips)), or its last counter reading, younger than
+    /// [`LEFTOVERS_FOR`], counts no pending task there.
+    pub(super) fn known_empty(&self, shard: u32, now: Instant) -> bool {
+        let counted_empty = self
+            .counted
+            .as_ref()
+            .filter(|(read, _)| now.saturating_duration_since(*read) < LEFTOVERS_FOR)
+            .and_then(|(_, counts)| counts.get(shard as usize))
+            .is_some_and(|&(pending, _)| pending <= 0);
+        self.skips(shard, now) || counted_empty
+    }
+
     /// Whether a busy claim passes over `shard` at `now`: a Query found it empty within
     /// [`LEFTOVERS_FOR`], the time a claimer may also go on with candidates it read before
     /// (a task made pending there meanwhile by another client waits at most that long).
@@ -204,20 +218,39 @@ impl Polls {
     }
 
     /// The claimer's lane, drawn when it has none: at random among the lanes it did not
-    /// lose a race in within [`CROWDED_FOR`] (among all when it lost in every one).
-    pub(super) fn lane(&self, claimer: &Claimer, shards: u32) -> u32 {
+    /// lose a race in within [`CROWDED_FOR`] and whose shard at claim time `now` it does not
+    /// know to be empty ([`ShardMemory::known_empty`] at `at`); failing that, among those it
+    /// did not lose in; failing that, among all.
+    ///
+    /// At the end of a step most shards are empty and a claimer redraws its lane after each
+    /// race it loses: a lane drawn blindly would point at an empty shard most of the time,
+    /// and cost a Query to find that out again.
+    pub(super) fn lane(&self, claimer: &Claimer, shards: u32, now: Millis, at: Instant) -> u32 {
         let mut all = self.claimers.lock().unwrap_or_else(|e| e.into_inner());
-        let ShardMemory { lane, crowded, .. } = all.entry(claimer.clone()).or_default();
-        *lane.get_or_insert_with(|| {
-            crowded.retain(|_, at| at.elapsed() < CROWDED_FOR);
-            let shards = shards.max(1);
-            let free: Vec<u32> = (0..shards).filter(|l| !crowded.contains_key(l)).collect();
-            let mut rng = rand::rng();
-            match free.len() {
-                0 => rng.random_range(0..shards),
-                n => free[rng.random_range(0..n)],
-            }
-        })
+        let memory = all.entry(claimer.clone()).or_default();
+        if let Some(lane) = memory.lane {
+            return lane;
+        }
+        memory
+            .crowded
+            .retain(|_, lost| at.saturating_duration_since(*lost) < CROWDED_FOR);
+        let shards = shards.max(1);
+        let free: Vec<u32> = (0..shards)
+            .filter(|l| !memory.crowded.contains_key(l))
+            .collect();
+        let open: Vec<u32> = free
+            .iter()
+            .copied()
+            .filter(|&l| !memory.known_empty(ShardMemory::lane_shard(l, now, shards), at))
+            .collect();
+        let mut rng = rand::rng();
+        let lane = match (open.len(), free.len()) {
+            (0, 0) => rng.random_range(0..shards),
+            (0, n) => free[rng.random_range(0..n)],
+            (n, _) => open[rng.random_range(0..n)],
+        };
+        memory.lane = Some(lane);
+        lane
     }
 
     /// The claimer lost a claim race: another one reads the same shard; its next claim
@@ -273,7 +306,8 @@ pub(super) async fn claim_from_index(
     // A busy claim starts in its lane; a sweep or a counted claim, and a busy claim's way on
     // when its lane's shard did not fill the batch, from a random shard (the lanes of other
     // claimers are anywhere).
-    let lane = ShardMemory::lane_shard(store.polls.lane(&claimer, shards), now, shards);
+    let lane = store.polls.lane(&claimer, shards, now, started);
+    let lane = ShardMemory::lane_shard(lane, now, shards);
     let first = rand::rng().random_range(0..shards.max(1));
     let order = match plan {
         Plan::Busy if !memory.skips(lane, started) => vec![lane],
@@ -417,110 +451,5 @@ impl Visit {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_idle_claimer_counts_and_sweeps_every_ttl() {
-        let now = Instant::now();
-        let every = sweep_every(9_000);
-        let mut m = ShardMemory::default();
-        assert_eq!(m.plan(now, every), Plan::Busy);
-        m.idle = true;
-        assert_eq!(m.plan(now, every), Plan::Sweep, "never swept");
-        m.swept_at = Some(now);
-        assert_eq!(m.plan(now + Duration::from_secs(8), every), Plan::Counted);
-        assert_eq!(m.plan(now + Duration::from_secs(9), every), Plan::Sweep);
-    }
-
-    #[test]
-    fn shards_are_taken_from_the_first_wrapping_as_the_plan_allows() {
-        let now = Instant::now();
-        let mut m = ShardMemory::default();
-        m.empty_at.insert(1, now);
-        m.empty_at.insert(3, now - LEFTOVERS_FOR);
-        let counts = [0, 2, 0, 1];
-        assert_eq!(
-            shard_order(&Plan::Sweep, &m, 4, 2, &counts, now),
-            [2, 3, 0, 1]
-        );
-        assert_eq!(
-            shard_order(&Plan::Busy, &m, 4, 2, &counts, now),
-            [2, 3, 0],
-            "shard 1 was found empty just now; shard 3's mark is too old"
-        );
-        assert_eq!(shard_order(&Plan::Counted, &m, 4, 2, &counts, now), [3, 1]);
-        assert!(shard_order(&Plan::Counted, &m, 4, 0, &[0, 0, -1, 0], now).is_empty());
-    }
-
-    #[test]
-    fn lanes_turn_together_and_stay_apart() {
-        let shards = 8;
-        let lanes = [0, 3, 5, 6];
-        let mut firsts = std::collections::HashSet::new();
-        for now in (0..40_000).step_by(250) {
-            let at: Vec<u32> = lanes
-                .iter()
-                .map(|&l| ShardMemory::lane_shard(l, now, shards))
-                .collect();
-            let distinct: std::collections::HashSet<_> = at.iter().collect();
-            assert_eq!(distinct.len(), lanes.len(), "at {now}: {at:?}");
-            firsts.insert(at[0]);
-            let turned = ShardMemory::lane_shard(0, now + LANE_TURN, shards);
-            assert_eq!(turned, (at[0] + 1) % shards, "one shard on per turn");
-        }
-        assert_eq!(firsts.len(), 8, "a lone lane comes to every shard");
-        assert_eq!(ShardMemory::lane_shard(7, -1, 8), 6, "before the epoch too");
-        assert_eq!(ShardMemory::lane_shard(3, 123_456, 1), 0);
-        assert_eq!(lane_turn(123_456, 1), None, "one shard: lanes do not turn");
-        assert_eq!(lane_turn(123_456, 8), Some(61));
-    }
-
-    #[test]
-    fn a_lost_race_draws_a_new_lane() {
-        let polls = Polls::default();
-        let claimer: Claimer = ("s".into(), "w".into());
-        let lane = polls.lane(&claimer, 256);
-        assert_eq!(polls.lane(&claimer, 256), lane, "a lane is kept");
-        let mut moved = false;
-        for _ in 0..20 {
-            polls.lost_race(&claimer);
-            moved |= polls.lane(&claimer, 256) != lane;
-        }
-        assert!(moved, "20 draws of 256 lanes all gave the same one");
-        assert_eq!(polls.lane(&("s".into(), "x".into()), 1), 0);
-    }
-
-    #[test]
-    fn a_lane_lost_in_is_avoided_while_crowded() {
-        let polls = Polls::default();
-        let claimer: Claimer = ("s".into(), "w".into());
-        let mut lost_in = std::collections::HashSet::new();
-        for _ in 0..4 {
-            let lane = polls.lane(&claimer, 4);
-            assert!(!lost_in.contains(&lane), "{lane} drawn again: {lost_in:?}");
-            lost_in.insert(lane);
-            polls.lost_race(&claimer);
-        }
-        assert_eq!(lost_in.len(), 4, "every lane tried once");
-        let last = polls.lane(&claimer, 4);
-        assert!(last < 4, "all crowded: any lane");
-        polls.update(&claimer, |m| {
-            for at in m.crowded.values_mut() {
-                *at = at.checked_sub(CROWDED_FOR).unwrap_or(*at);
-            }
-        });
-        polls.lost_race(&claimer);
-        assert_ne!(polls.lane(&claimer, 4), last, "the lane just lost in");
-        let crowded: Vec<u32> = polls.memory(&claimer).crowded.into_keys().collect();
-        assert_eq!(crowded, [last], "the older losses are forgotten");
-    }
-
-    #[test]
-    fn a_retry_hint_is_used_once() {
-        let polls = Polls::default();
-        polls.hint_retrying("s", vec![2]);
-        assert_eq!(polls.take_retrying("s"), Some(vec![2]));
-        assert_eq!(polls.take_retrying("s"), None);
-    }
-}
+#[path = "polls_tests.rs"]
+mod tests;
