@@ -106,8 +106,9 @@ mod tests {
     #[test]
     fn a_fast_claimer_reads_what_it_takes_while_it_keeps_the_page() {
         let mut pace = Pace::default();
-        pace.record(5_000, 0, WINDOW); // claiming for a while already
-                                       // 4 tasks every 100 ms: 40 a second, 80 within the window.
+        // Claiming for a while already; 4 tasks every 100 ms: 40 a second, 80 within the
+        // window.
+        pace.record(5_000, 0, WINDOW);
         for i in 0..20 {
             pace.record(10_000 + i * 100, 4, WINDOW);
         }

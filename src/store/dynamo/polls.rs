@@ -9,21 +9,20 @@
 //! queries only the `retrying` shards with tasks. An idle poll of an empty step is one
 //! request instead of one Query per shard and state.
 //!
-//! Which shard a busy claim queries first is the claimer's *lane*: a random offset, drawn
-//! again whenever the claimer loses a claim race (among the lanes it has not lost one in
-//! within [`CROWDED_FOR`] and whose shard it does not know to be empty), turned one shard on
-//! every [`LANE_TURN`] of
-//! the claim clock (see [`ShardMemory::lane_shard`]). Claimers whose lanes differ read
-//! different shards, so they do not hold the same candidates (a random shard per Query puts
-//! two of `w` claimers on one shard about `(w − 1) ÷ n` of the time, and the one whose kept
-//! candidates the other takes loses a whole wave of writes); claimers that share a lane
-//! find out by losing a race and one of them moves. All lanes turn at the same instants (the
-//! claim clock's multiples of [`LANE_TURN`], the same on every host up to clock skew), so
+//! Which shard a busy claim queries first is the claimer's *lane*: a random offset, drawn again
+//! whenever the claimer loses a claim race (among the lanes it has not lost one in within
+//! [`CROWDED_FOR`] and whose shard it does not know to be empty), turned one shard on every
+//! [`LANE_TURN`] of the claim clock (see [`ShardMemory::lane_shard`]). Claimers whose lanes
+//! differ read different shards, so they do not hold the same candidates (a random shard per
+//! Query puts two of `w` claimers on one shard about `(w − 1) ÷ n` of the time, and the one
+//! whose kept candidates the other takes loses a whole wave of writes); claimers that share a
+//! lane find out by losing a race and one of them moves. All lanes turn at the same instants
+//! (the claim clock's multiples of [`LANE_TURN`], the same on every host up to clock skew), so
 //! distinct lanes stay distinct, and a lone claimer comes back to each shard at least every
 //! `shards × LANE_TURN`. A claimer leaves the head of a shard to that shard's lane: it drops
 //! the candidates it kept when the lanes turn, and takes a page of a shard outside its lane
-//! from the page's end. With more claimers than shards lanes are shared whatever is drawn,
-//! and a claim behaves as with a random shard per Query.
+//! from the page's end. With more claimers than shards lanes are shared whatever is drawn, and
+//! a claim behaves as with a random shard per Query.
 //!
 //! Counts can be wrong: a worker keeps its counter deltas up to [`FLUSH_AFTER`] before writing
 //! them, and a crash between a task's write and its counter `ADD` (or another client's write
