@@ -128,15 +128,21 @@ impl ShardMemory {
         (i64::from(lane) + now.div_euclid(LANE_TURN)).rem_euclid(shards) as u32
     }
 
-    /// Whether the claimer knows `shard` to be empty at `now`: a busy claim passes over it
-    /// ([`skips`](Self::skips)), or its last counter reading, younger than
-    /// [`LEFTOVERS_FOR`], counts no pending task there.
-    pub(super) fn known_empty(&self, shard: u32, now: Instant) -> bool {
-        let counted_empty = self
-            .counted
+    /// Its busy claims' last counter reading while younger than [`LEFTOVERS_FOR`] at `now`.
+    pub(super) fn fresh_counts(&self, now: Instant) -> Option<&[(i64, i64)]> {
+        self.counted
             .as_ref()
             .filter(|(read, _)| now.saturating_duration_since(*read) < LEFTOVERS_FOR)
-            .and_then(|(_, counts)| counts.get(shard as usize))
+            .map(|(_, counts)| counts.as_slice())
+    }
+
+    /// Whether the claimer knows `shard` to be empty at `now`: a busy claim passes over it
+    /// ([`skips`](Self::skips)), or its [`fresh_counts`](Self::fresh_counts) count no pending
+    /// task there.
+    pub(super) fn known_empty(&self, shard: u32, now: Instant) -> bool {
+        let counted_empty = self
+            .fresh_counts(now)
+            .and_then(|counts| counts.get(shard as usize))
             .is_some_and(|&(pending, _)| pending <= 0);
         self.skips(shard, now) || counted_empty
     }
@@ -390,8 +396,8 @@ async fn busy_counts(
     shards: u32,
     now: Instant,
 ) -> Result<Vec<i64>> {
-    if let Some((at, counted)) = &memory.counted {
-        if now.saturating_duration_since(*at) < LEFTOVERS_FOR && counted.len() == shards as usize {
+    if let Some(counted) = memory.fresh_counts(now) {
+        if counted.len() == shards as usize {
             return Ok(hinted(store, step, counted));
         }
     }

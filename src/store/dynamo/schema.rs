@@ -80,7 +80,12 @@ impl DynamoStore {
             return Ok(s);
         }
         let item = self.get_item("open", META_PK.to_string()).await?;
-        let shards = layout_of(&self.table, item.as_ref())?;
+        self.remember_layout(item.as_ref())
+    }
+
+    /// What the version item `meta` says (see [`layout_of`]), the table's shard count kept.
+    fn remember_layout(&self, meta: Option<&Item>) -> Result<u32> {
+        let shards = layout_of(&self.table, meta)?;
         *locked(&self.shards.table_default) = Some(shards);
         Ok(shards)
     }
@@ -114,16 +119,14 @@ impl DynamoStore {
 
     /// The version item and `step`'s registry item in one BatchGetItem (a store's first look
     /// at a step, e.g. a worker's first claim: one request instead of two), the table's
-    /// shard count remembered as [`table_shards`](Self::table_shards) does.
+    /// shard count kept as [`table_shards`](Self::table_shards) keeps it.
     async fn layout_with_step(&self, step: &str) -> Result<(u32, Option<Item>)> {
         let keys = vec![key(META_PK.to_string()), key(step_pk(step))];
         let mut items = self.batch_get("open", keys, None).await?;
         let is_meta =
             |item: &Item| matches!(item.get(PK), Some(AttributeValue::S(pk)) if pk == META_PK);
         let meta = items.iter().position(is_meta).map(|i| items.swap_remove(i));
-        let shards = layout_of(&self.table, meta.as_ref())?;
-        *locked(&self.shards.table_default) = Some(shards);
-        Ok((shards, items.pop()))
+        Ok((self.remember_layout(meta.as_ref())?, items.pop()))
     }
 
     /// Writes the version item unless the table has one (a table made by `table create`).
